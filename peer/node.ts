@@ -1,0 +1,79 @@
+// The swarm node: one libp2p host serving gossip (gossipsub) and block exchange (Helia + bitswap).
+import { createHeliaLight } from 'helia'
+import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
+import { withBitswap } from '@helia/bitswap'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@libp2p/noise'
+import { yamux } from '@libp2p/yamux'
+import { identify } from '@libp2p/identify'
+import { ping } from '@libp2p/ping'
+import { bootstrap } from '@libp2p/bootstrap'
+import { mdns } from '@libp2p/mdns'
+import { gossipsub } from '@libp2p/gossipsub'
+import { preSharedKey } from '@libp2p/pnet'
+import { LevelBlockstore } from 'blockstore-level'
+import { LevelDatastore } from 'datastore-level'
+import type { PrivateKey } from '@libp2p/interface'
+import type { GossipSub } from '@libp2p/gossipsub'
+import type { Identify } from '@libp2p/identify'
+import type { PingService } from '@libp2p/ping'
+import { join } from 'node:path'
+
+export interface SwarmNodeServices {
+  pubsub: GossipSub
+  identify: Identify
+  ping: PingService
+  [key: string]: unknown
+}
+
+export type SwarmNode = HeliaWithLibp2p<SwarmNodeServices>
+
+export interface SwarmNodeOptions {
+  privateKey: PrivateKey
+  dataDir: string
+  listen: string[]
+  bootstrap: string[]
+  /** Pre-shared key (libp2p private network); without it the swarm is open. */
+  swarmKey?: Uint8Array
+  mdns: boolean
+  /** Heartbeat interval of gossipsub's own mesh maintenance, in ms. */
+  gossipHeartbeatMs?: number
+}
+
+export async function createSwarmNode (options: SwarmNodeOptions): Promise<SwarmNode> {
+  const blockstore = new LevelBlockstore(join(options.dataDir, 'blocks'))
+  const datastore = new LevelDatastore(join(options.dataDir, 'datastore'))
+  await blockstore.open()
+  await datastore.open()
+
+  const peerDiscovery: any[] = []
+  if (options.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: options.bootstrap, timeout: 0 }))
+  if (options.mdns) peerDiscovery.push(mdns({ interval: 1000 }))
+
+  const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
+    privateKey: options.privateKey,
+    addresses: { listen: options.listen },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionProtector: options.swarmKey != null ? preSharedKey({ psk: options.swarmKey }) : undefined,
+    peerDiscovery,
+    connectionManager: {
+      // Boards of one swarm dial each other at once after a restart; the default (5/s per host) resets them.
+      inboundConnectionThreshold: 100,
+      maxIncomingPendingConnections: 100
+    },
+    services: {
+      identify: identify(),
+      ping: ping(),
+      pubsub: gossipsub({
+        emitSelf: false,
+        allowPublishToZeroTopicPeers: true,
+        heartbeatInterval: options.gossipHeartbeatMs ?? 700,
+        globalSignaturePolicy: 'StrictSign'
+      })
+    }
+  })) as unknown as SwarmNode
+  await helia.start()
+  return helia
+}
