@@ -4,6 +4,9 @@ import { UsageError, type Command } from './commands/command.ts'
 
 const commands: Record<string, () => Promise<{ command: Command }>> = {
   // 'peer': () => import('./commands/peer.ts'),
+  peer: () => import('./commands/peer.ts'),
+  status: () => import('./commands/status.ts'),
+  'swarm-key': () => import('./commands/swarm-key.ts'),
 }
 
 function usage (): string {

@@ -16,7 +16,7 @@ import { LevelDatastore } from 'datastore-level'
 import type { PrivateKey } from '@libp2p/interface'
 import type { GossipSub } from '@libp2p/gossipsub'
 import type { Identify } from '@libp2p/identify'
-import type { PingService } from '@libp2p/ping'
+import type { Ping as PingService } from '@libp2p/ping'
 import { join } from 'node:path'
 
 export interface SwarmNodeServices {

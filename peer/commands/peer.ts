@@ -1,0 +1,125 @@
+// `tandem peer start`: runs a peer in the foreground until SIGINT/SIGTERM.
+import { resolve } from 'node:path'
+import { UsageError, type Command } from './command.ts'
+import { parseFlags } from './args.ts'
+import { Peer } from '../daemon.ts'
+import {
+  ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
+  formatApiAddress, parseApiAddress, type PeerConfig
+} from '../config.ts'
+import { multiaddr } from '@multiformats/multiaddr'
+import { boardNames, findBoard } from '../../boards/profiles.ts'
+
+const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
+                         [--api HOST:PORT] [--swarm-key FILE] [--board NAME] [--no-mdns] [--docker-host URL]
+
+  --data-dir DIR        identity, lock, API token and block store of this peer (created if missing)
+  --listen MULTIADDR    address to listen on, repeatable (default ${DEFAULT_LISTEN.join(' ')})
+  --bootstrap MULTIADDR peer to join through (with /p2p/<id>), repeatable
+  --api HOST:PORT       control API address (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT}; port 0 = any free port)
+  --swarm-key FILE      pre-shared key of a private swarm (see 'tandem swarm-key generate')
+  --board NAME          board profile instead of detecting the host: ${boardNames().join(', ')}
+  --no-mdns             do not discover peers by mDNS on the local network
+  --docker-host URL     Docker Engine of this board (default $DOCKER_HOST, else unix:///var/run/docker.sock)
+
+Failure detector timings can be overridden by environment, e.g. TANDEM_FD_SUSPECT_AFTER_MS=800.`
+
+function checkMultiaddr (flag: string, value: string): string {
+  try {
+    multiaddr(value)
+    return value
+  } catch (err) {
+    throw new UsageError(`${flag}: '${value}' is not a multiaddr (${(err as Error).message})`)
+  }
+}
+
+/** Builds a PeerConfig from `peer start` flags; bad flags throw UsageError. */
+export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): PeerConfig {
+  const { values, positionals } = parseFlags(argv, {
+    'data-dir': { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    bootstrap: { type: 'string', multiple: true },
+    api: { type: 'string' },
+    'swarm-key': { type: 'string' },
+    board: { type: 'string' },
+    'no-mdns': { type: 'boolean' },
+    'docker-host': { type: 'string' }
+  }, true)
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
+  const dataDir = values['data-dir']
+  if (dataDir == null || dataDir === '') throw new UsageError('--data-dir is required')
+  if (values.board != null && findBoard(values.board) == null) {
+    throw new UsageError(`--board: unknown board '${values.board}' (known: ${boardNames().join(', ')})`)
+  }
+  const dockerHost = values['docker-host'] ?? defaultDockerHost(env)
+  if (!/^(unix|tcp|http):\/\//.test(dockerHost)) throw new UsageError(`--docker-host: '${dockerHost}' must start with unix://, tcp:// or http://`)
+  try {
+    return {
+      dataDir: resolve(dataDir),
+      listen: (values.listen ?? DEFAULT_LISTEN).map(addr => checkMultiaddr('--listen', addr)),
+      bootstrap: (values.bootstrap ?? []).map(addr => {
+        checkMultiaddr('--bootstrap', addr)
+        if (!addr.includes('/p2p/')) throw new UsageError(`--bootstrap: '${addr}' needs the peer id (/p2p/<id>)`)
+        return addr
+      }),
+      api: values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT },
+      swarmKeyFile: values['swarm-key'] != null ? resolve(values['swarm-key']) : undefined,
+      board: values.board,
+      mdns: values['no-mdns'] !== true,
+      dockerHost,
+      failureDetector: failureDetectorFromEnv(env)
+    }
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message)
+    throw err
+  }
+}
+
+async function runPeer (argv: string[]): Promise<number> {
+  const config = peerConfigFromArgs(argv)
+  const peer = new Peer(config)
+  try {
+    await peer.start()
+  } catch (err) {
+    if (err instanceof ConfigError) throw new UsageError(err.message)
+    throw err
+  }
+  const api = formatApiAddress(peer.api.address)
+  console.log(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`)
+  for (const addr of peer.addrs()) console.log(`listening ${addr}`)
+  console.log(`api http://${api} (token in ${config.dataDir}/api-token)`)
+  console.log(`ready ${JSON.stringify({ peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid })}`)
+
+  await new Promise<void>(resolve => {
+    const onSignal = (signal: NodeJS.Signals): void => {
+      console.log(`received ${signal}, stopping`)
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+      resolve()
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+  })
+  const forced = setTimeout(() => {
+    console.error('peer: shutdown took longer than 10 s, exiting')
+    process.exit(1)
+  }, 10_000)
+  forced.unref()
+  await peer.stop()
+  console.log('stopped')
+  // libp2p may leave sockets or timers behind; the peer is stopped, so leave now.
+  setTimeout(() => process.exit(0), 50).unref()
+  return 0
+}
+
+export const command: Command = {
+  async run (argv) {
+    const [sub, ...rest] = argv
+    if (sub === '--help' || sub === '-h' || rest.includes('--help')) {
+      console.log(USAGE)
+      return 0
+    }
+    if (sub !== 'start') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${sub}'\n${USAGE}`)
+    return await runPeer(rest)
+  }
+}

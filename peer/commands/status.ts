@@ -1,0 +1,68 @@
+// `tandem status`: what a peer sees of the swarm, as a table or as JSON.
+import { UsageError, type Command } from './command.ts'
+import { parseFlags } from './args.ts'
+import { ApiClient } from '../api-client.ts'
+import { ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, parseApiAddress, type ApiAddress } from '../config.ts'
+import type { PeerStatus } from '../daemon.ts'
+
+const USAGE = `usage: tandem status [--api HOST:PORT] [--data-dir DIR] [--json]
+
+  --api HOST:PORT   the peer's control API (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT})
+  --data-dir DIR    the peer's data dir, to read its API token (else $TANDEM_API_TOKEN)
+  --json            print the status object as JSON`
+
+function shortId (peerId: string): string { return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId }
+
+function ago (ms: number): string { return ms < 10_000 ? `${ms} ms` : `${Math.round(ms / 1000)} s` }
+
+export function formatStatus (status: PeerStatus): string {
+  const self = status.self
+  const lines = [
+    `peer    ${self.peerId}`,
+    `board   ${self.board} (${self.arch}, ${self.profile.cores} cores, ${self.profile.memoryMb} MB)`,
+    `criu    ${self.capabilities.criu.version ?? 'unknown'} (check ${self.capabilities.criu.checkOk === null ? 'pending' : self.capabilities.criu.checkOk ? 'ok' : 'failed'})`,
+    `docker  ${self.capabilities.docker.available === null ? 'pending' : self.capabilities.docker.available ? self.capabilities.docker.version ?? 'yes' : 'unavailable'} at ${self.dockerHost}`,
+    `health  score ${self.healthScore}, event loop lag ${self.lagMs} ms`,
+    ...self.addrs.map(addr => `addr    ${addr}`),
+    ''
+  ]
+  const rows = [['PEER', 'STATE', 'LAST SEEN', 'BOARD', 'ARCH', 'REASON']]
+  for (const peer of [...status.peers].sort((a, b) => a.peerId.localeCompare(b.peerId))) {
+    rows.push([shortId(peer.peerId), peer.state, ago(peer.lastSeenMs), peer.board ?? '?', peer.arch ?? '?', peer.reason])
+  }
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
+  for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd())
+  if (status.peers.length === 0) lines.push('(no peers seen yet)')
+  const drops = Object.entries(status.counters.gossip).flatMap(([topic, c]) =>
+    Object.entries(c.dropped).filter(([, n]) => n > 0).map(([reason, n]) => `${topic} ${reason} ${n}`))
+  if (drops.length > 0) lines.push('', `dropped gossip: ${drops.join(', ')}`)
+  return lines.join('\n')
+}
+
+export const command: Command = {
+  async run (argv) {
+    if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); return 0 }
+    const { values, positionals } = parseFlags(argv, {
+      api: { type: 'string' },
+      'data-dir': { type: 'string' },
+      json: { type: 'boolean' }
+    }, true)
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
+    let address: ApiAddress
+    try {
+      address = values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT }
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(err.message)
+      throw err
+    }
+    let client: ApiClient
+    try {
+      client = await ApiClient.connect(address, { dataDir: values['data-dir'] })
+    } catch (err) {
+      throw new UsageError((err as Error).message)
+    }
+    const status = await client.status()
+    console.log(values.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
+    return 0
+  }
+}

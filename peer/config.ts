@@ -1,0 +1,130 @@
+// Every setting of a peer in one place, with the defaults tuned for a LAN of small boards
+// (in the spirit of hashicorp/memberlist's Config: DefaultLANConfig).
+import { join } from 'node:path'
+
+export const DEFAULT_API_HOST = '127.0.0.1'
+export const DEFAULT_API_PORT = 7461
+export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4011']
+
+/** Timings of the heartbeat gossip and the failure detector. All durations in milliseconds. */
+export interface FailureDetectorConfig {
+  /**
+   * How often a peer gossips its heartbeat. 200 ms: five chances per second to be heard, so a silence of
+   * a few intervals is a strong signal, at ~0.5 KB per heartbeat (about 2.5 KB/s published per peer).
+   */
+  heartbeatIntervalMs: number
+  /**
+   * Silence after which a peer becomes `suspect` and is probed. 3 heartbeats: one lost or late
+   * heartbeat (a GC pause, a busy gossip queue) never raises a suspicion on its own.
+   */
+  suspectAfterMs: number
+  /** Timeout of the direct libp2p ping to a suspect. A LAN round trip is ~1 ms; a busy board answers within 100 ms. */
+  probeTimeoutMs: number
+  /** How many other peers are asked to ping a suspect for us (SWIM indirect probes): a bad link of ours is not a death. */
+  indirectProbes: number
+  /** How long we wait for the indirect probers' verdict (their own ping timeout plus a round trip). */
+  indirectProbeTimeoutMs: number
+  /**
+   * Time a peer stays `suspect` without any sign of life before it is `dead`. With the defaults a silent
+   * peer is dead 600 + 500 ms after its last heartbeat, i.e. 0.9-1.1 s after it froze (target: 1.5 s p99).
+   */
+  suspicionTimeoutMs: number
+  /** How often the detector looks at its members; also the resolution of its timings. */
+  tickIntervalMs: number
+  /**
+   * Lifeguard local health: when our own event loop runs late by more than this, we are the slow one;
+   * each late tick raises the local health score, which stretches our timeouts instead of accusing others.
+   */
+  lagThresholdMs: number
+  /** Timeouts are multiplied by (1 + score); the score is capped here (memberlist: AwarenessMaxMultiplier 8). */
+  maxHealthScore: number
+  /** The score decays by one after this long without a late tick. */
+  healthDecayMs: number
+  /** A closed connection triggers an immediate probe; a refused redial then proves the peer's process is gone. */
+  probeOnDisconnect: boolean
+  /** Dead peers stay listed (so a status shows who died) for this long. */
+  deadRetentionMs: number
+  /** Largest heartbeat payload accepted, in bytes. */
+  maxHeartbeatBytes: number
+}
+
+export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
+  heartbeatIntervalMs: 200,
+  suspectAfterMs: 600,
+  probeTimeoutMs: 250,
+  indirectProbes: 2,
+  indirectProbeTimeoutMs: 400,
+  suspicionTimeoutMs: 500,
+  tickIntervalMs: 50,
+  lagThresholdMs: 60,
+  maxHealthScore: 8,
+  healthDecayMs: 1000,
+  probeOnDisconnect: true,
+  deadRetentionMs: 24 * 3600_000,
+  maxHeartbeatBytes: 16 * 1024
+}
+
+export interface ApiAddress { host: string, port: number }
+
+export interface PeerConfig {
+  dataDir: string
+  listen: string[]
+  bootstrap: string[]
+  api: ApiAddress
+  /** Path of the pre-shared swarm key file; absent = open swarm. */
+  swarmKeyFile?: string
+  /** Board profile name; absent = detect the host. */
+  board?: string
+  mdns: boolean
+  /** Docker Engine of this board, handed to the checkpoint runtime. */
+  dockerHost: string
+  failureDetector: FailureDetectorConfig
+}
+
+export class ConfigError extends Error {}
+
+export function defaultDockerHost (env: NodeJS.ProcessEnv = process.env): string {
+  return env.DOCKER_HOST != null && env.DOCKER_HOST !== '' ? env.DOCKER_HOST : 'unix:///var/run/docker.sock'
+}
+
+export function parseApiAddress (text: string): ApiAddress {
+  const match = /^(\[[0-9a-fA-F:]+\]|[^:\s]+):(\d{1,5})$/.exec(text)
+  const port = Number(match?.[2])
+  if (match == null || port > 65535) throw new ConfigError(`--api expects HOST:PORT, got '${text}'`)
+  return { host: (match[1] as string).replace(/^\[|\]$/g, ''), port }
+}
+
+export function formatApiAddress (address: ApiAddress): string {
+  return address.host.includes(':') ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`
+}
+
+export function apiTokenPath (dataDir: string): string { return join(dataDir, 'api-token') }
+
+/** Checks a failure detector config; throws ConfigError naming the bad field. */
+export function validateFailureDetector (config: FailureDetectorConfig): FailureDetectorConfig {
+  for (const [key, value] of Object.entries(config)) {
+    if (typeof value === 'boolean') continue
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`failure detector: ${key} must be a non-negative number`)
+  }
+  if (config.heartbeatIntervalMs < 10) throw new ConfigError('failure detector: heartbeatIntervalMs must be >= 10')
+  if (config.tickIntervalMs < 5) throw new ConfigError('failure detector: tickIntervalMs must be >= 5')
+  if (config.suspectAfterMs < 2 * config.heartbeatIntervalMs) throw new ConfigError('failure detector: suspectAfterMs must be at least two heartbeat intervals')
+  return config
+}
+
+/** Reads failure detector overrides from the environment (TANDEM_FD_<CAMEL_CASE_AS_SNAKE>=ms), for experiments. */
+export function failureDetectorFromEnv (env: NodeJS.ProcessEnv = process.env): FailureDetectorConfig {
+  const config: Record<string, number | boolean> = { ...DEFAULT_FAILURE_DETECTOR }
+  for (const key of Object.keys(DEFAULT_FAILURE_DETECTOR)) {
+    const name = `TANDEM_FD_${key.replace(/[A-Z]/g, c => `_${c}`).toUpperCase()}`
+    const value = env[name]
+    if (value == null || value === '') continue
+    if (typeof config[key] === 'boolean') config[key] = value === 'true' || value === '1'
+    else {
+      const n = Number(value)
+      if (!Number.isFinite(n)) throw new ConfigError(`${name} must be a number, got '${value}'`)
+      config[key] = n
+    }
+  }
+  return validateFailureDetector(config as unknown as FailureDetectorConfig)
+}

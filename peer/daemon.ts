@@ -1,0 +1,338 @@
+// The tandem peer: one libp2p/Helia node, heartbeat gossip, membership with failure detection, control API.
+import { readFile } from 'node:fs/promises'
+import { loadavg } from 'node:os'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { PeerId, PeerInfo } from '@libp2p/interface'
+import { createSwarmNode, type SwarmNode } from './node.ts'
+import { Gossip, GossipDrop, type TopicCounters } from './gossip.ts'
+import { Membership, type MemberState } from './membership.ts'
+import { Libp2pProber } from './probe.ts'
+import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, validateHeartbeat, type Heartbeat, type HeartbeatInfo } from './heartbeat.ts'
+import { ControlApi } from './api.ts'
+import { StatusRegistry } from './status.ts'
+import { ConfigError, type PeerConfig } from './config.ts'
+import { DataDirLock, ensureDataDir, loadOrCreateIdentity, writeApiToken } from './identity.ts'
+import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
+import type { BoardProfile } from '../boards/profiles.ts'
+import { randomBytes } from 'node:crypto'
+
+export interface PeerStatusEntry {
+  peerId: string
+  state: MemberState
+  /** Milliseconds since the last sign of life (heartbeat or answered probe). */
+  lastSeenMs: number
+  /** Wall-clock time of the last sign of life, ms since epoch. */
+  lastSeenAt: number
+  /** Milliseconds in the current state, and why it was entered. */
+  stateForMs: number
+  reason: string
+  incarnation: number
+  board: string | null
+  arch: string | null
+  connected: boolean
+  info: HeartbeatInfo | null
+}
+
+export interface PeerStatus {
+  self: {
+    peerId: string
+    board: string
+    arch: string
+    addrs: string[]
+    incarnation: number
+    profile: BoardProfile
+    capabilities: HostCapabilities
+    healthScore: number
+    lagMs: number
+    dockerHost: string
+    startedAt: number
+  }
+  peers: PeerStatusEntry[]
+  counters: { gossip: Record<string, TopicCounters>, pauses: number }
+  /** Sections added with `peer.status.extend(name, provider)`, e.g. `missions`. */
+  [section: string]: unknown
+}
+
+const SWARM_KEY_PATTERN = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n[0-9a-fA-F]{64}\s*$/
+
+/** Reads and checks a pre-shared swarm key file (libp2p pnet format). */
+export async function readSwarmKey (path: string): Promise<Uint8Array> {
+  let bytes: Buffer
+  try {
+    bytes = await readFile(path)
+  } catch (err) {
+    throw new ConfigError(`cannot read swarm key ${path}: ${(err as Error).message}`)
+  }
+  if (!SWARM_KEY_PATTERN.test(bytes.toString('utf8'))) {
+    throw new ConfigError(`swarm key ${path} is not a libp2p pre-shared key (expected '/key/swarm/psk/1.0.0/', '/base16/', 64 hex digits)`)
+  }
+  return new Uint8Array(bytes)
+}
+
+export interface PeerOptions {
+  log?: (line: string) => void
+}
+
+export class Peer {
+  readonly config: PeerConfig
+  /** Top-level fields added to `GET /v1/status`. */
+  readonly status: StatusRegistry
+  /** Fields added to every heartbeat's `extras`. */
+  readonly heartbeat: HeartbeatExtras
+  /** The control API; add routes with `api.route(method, path, handler)`. */
+  readonly api: ControlApi
+  readonly #token: string
+  readonly #log: (line: string) => void
+  readonly #lock: DataDirLock
+  #node: SwarmNode | undefined
+  #gossip: Gossip | undefined
+  #membership: Membership | undefined
+  #prober: Libp2pProber | undefined
+  #capabilities: CapabilityProbe | undefined
+  #board: BoardProfile | undefined
+  #source: HeartbeatSource | undefined
+  #heartbeatTimer: NodeJS.Timeout | undefined
+  #reconnectTimer: NodeJS.Timeout | undefined
+  #cleanups: Array<() => void | Promise<void>> = []
+  readonly #lastDialAt = new Map<string, number>()
+  #startedAt = 0
+  #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
+
+  constructor (config: PeerConfig, options: PeerOptions = {}) {
+    this.config = config
+    this.#log = options.log ?? (line => { process.stderr.write(`${new Date().toISOString()} ${line}\n`) })
+    this.#lock = new DataDirLock(config.dataDir)
+    this.#token = randomBytes(24).toString('hex')
+    this.api = new ControlApi({ token: this.#token, log: this.#log })
+    this.status = new StatusRegistry(['self', 'peers', 'counters'])
+    this.heartbeat = new HeartbeatExtras()
+    this.api.route('GET', '/v1/status', async () => ({ body: await this.statusObject() }))
+  }
+
+  #running<T> (value: T | undefined, what: string): T {
+    if (value == null) throw new Error(`peer is not started (${what})`)
+    return value
+  }
+
+  get node (): SwarmNode { return this.#running(this.#node, 'node') }
+  get gossip (): Gossip { return this.#running(this.#gossip, 'gossip') }
+  get membership (): Membership { return this.#running(this.#membership, 'membership') }
+  get board (): BoardProfile { return this.#running(this.#board, 'board') }
+  get peerId (): string { return this.node.libp2p.peerId.toString() }
+  get capabilities (): HostCapabilities { return this.#capabilities?.current() ?? UNKNOWN_CAPABILITIES }
+  get token (): string { return this.#token }
+
+  addrs (): string[] { return this.node.libp2p.getMultiaddrs().map(String) }
+
+  async start (): Promise<void> {
+    if (this.#state !== 'new') throw new Error(`peer cannot start from state ${this.#state}`)
+    this.#state = 'starting'
+    try {
+      await this.#start()
+      this.#state = 'running'
+    } catch (err) {
+      await this.#teardown()
+      this.#state = 'stopped'
+      throw err
+    }
+  }
+
+  async #start (): Promise<void> {
+    const config = this.config
+    const swarmKey = config.swarmKeyFile != null ? await readSwarmKey(config.swarmKeyFile) : undefined
+    try {
+      this.#board = await detectBoard(config.board)
+    } catch (err) {
+      if (err instanceof UnknownBoardError) throw new ConfigError(err.message)
+      throw err
+    }
+    await ensureDataDir(config.dataDir)
+    await this.#lock.acquire()
+    this.#cleanups.push(async () => { await this.#lock.release() })
+    const privateKey = await loadOrCreateIdentity(config.dataDir)
+
+    const capabilities = new CapabilityProbe({ dockerHost: config.dockerHost })
+    this.#capabilities = capabilities
+    capabilities.start()
+    this.#cleanups.push(async () => { await capabilities.stop() })
+
+    const fd = config.failureDetector
+    const node = await createSwarmNode({
+      privateKey,
+      dataDir: config.dataDir,
+      listen: config.listen,
+      bootstrap: config.bootstrap,
+      swarmKey,
+      mdns: config.mdns
+    })
+    this.#node = node
+    this.#cleanups.push(async () => { await node.stop() })
+    const libp2p = node.libp2p
+    const selfId = libp2p.peerId.toString()
+
+    const gossip = new Gossip(libp2p.services.pubsub, this.#log)
+    this.#gossip = gossip
+    const prober = new Libp2pProber(libp2p, fd.probeTimeoutMs)
+    this.#prober = prober
+    await prober.start()
+    this.#cleanups.push(async () => { await prober.stop() })
+
+    const membership = new Membership({ selfId, config: fd, prober, log: this.#log })
+    this.#membership = membership
+
+    const source = new HeartbeatSource({
+      peerId: selfId,
+      board: this.#board,
+      capabilities: () => capabilities.current(),
+      addrs: () => this.addrs(),
+      extras: this.heartbeat,
+      log: this.#log,
+      load: () => ({
+        loadPerCore: round2((loadavg()[0] ?? 0) / Math.max(1, this.#board?.cores ?? 1)),
+        lagMs: Math.round(membership.lastLagMs),
+        rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20),
+        healthScore: membership.healthScore
+      })
+    })
+    this.#source = source
+
+    this.#cleanups.push(gossip.subscribe<Heartbeat>(HEARTBEAT_TOPIC, (payload, sender) => {
+      const heartbeat = validateHeartbeat(payload, sender)
+      if (membership.isReplay(heartbeat.peerId, heartbeat.incarnation, heartbeat.seq)) {
+        throw new GossipDrop('replayed', `incarnation ${heartbeat.incarnation} seq ${heartbeat.seq} already seen`)
+      }
+      return heartbeat
+    }, heartbeat => {
+      const { v, peerId, incarnation, seq, sentAt, ...info } = heartbeat
+      membership.heard(peerId, incarnation, seq, info)
+      this.#ensureConnected(peerId, info.addrs)
+    }, { maxBytes: fd.maxHeartbeatBytes }))
+
+    const onDisconnect = (event: CustomEvent<PeerId>): void => { membership.disconnected(event.detail.toString()) }
+    const onDiscovery = (event: CustomEvent<PeerInfo>): void => {
+      const id = event.detail.id.toString()
+      if (id !== selfId && membership.get(id)?.state !== 'dead') this.#dial(id)
+    }
+    libp2p.addEventListener('peer:disconnect', onDisconnect)
+    libp2p.addEventListener('peer:discovery', onDiscovery)
+    this.#cleanups.push(() => {
+      libp2p.removeEventListener('peer:disconnect', onDisconnect)
+      libp2p.removeEventListener('peer:discovery', onDiscovery)
+    })
+
+    membership.start()
+    this.#cleanups.push(() => { membership.stop() })
+    this.#cleanups.push(membership.onPause(() => {
+      source.bumpIncarnation()
+      this.#publishHeartbeat()
+    }))
+
+    this.#heartbeatTimer = setInterval(() => { this.#publishHeartbeat() }, fd.heartbeatIntervalMs)
+    this.#cleanups.push(() => { clearInterval(this.#heartbeatTimer) })
+    // Members we hear through gossip but hold no connection to are dialled, so pings and close hints work.
+    this.#reconnectTimer = setInterval(() => {
+      for (const member of membership.list()) {
+        if (member.state !== 'dead') this.#ensureConnected(member.peerId, member.info?.addrs ?? [])
+      }
+    }, 2000)
+    this.#cleanups.push(() => { clearInterval(this.#reconnectTimer) })
+    this.#publishHeartbeat()
+
+    await writeApiToken(config.dataDir, this.#token)
+    await this.api.start(config.api)
+    this.#cleanups.push(async () => { await this.api.stop() })
+    this.#startedAt = Date.now()
+  }
+
+  #publishHeartbeat (): void {
+    const source = this.#source
+    const gossip = this.#gossip
+    if (source == null || gossip == null) return
+    gossip.publish(HEARTBEAT_TOPIC, source.next()).catch(err => {
+      this.#log(`heartbeat: publish failed: ${(err as Error).message}`)
+    })
+  }
+
+  #ensureConnected (peerId: string, addrs: string[]): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null || libp2p.getConnections(peerIdFromString(peerId)).length > 0) return
+    const now = Date.now()
+    if (now - (this.#lastDialAt.get(peerId) ?? 0) < 1000) return
+    this.#lastDialAt.set(peerId, now)
+    const id = peerIdFromString(peerId)
+    const multiaddrs = addrs.flatMap(addr => {
+      try { return [multiaddr(addr).decapsulateCode(421)] } catch { return [] }
+    })
+    void libp2p.peerStore.merge(id, { multiaddrs }).catch(() => {}).then(() => { this.#dial(peerId) })
+  }
+
+  #dial (peerId: string): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null || this.#state === 'stopping') return
+    libp2p.dial(peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) }).catch(err => {
+      this.#log(`swarm: dial ${peerId} failed: ${(err as Error).message}`)
+    })
+  }
+
+  /** The status object of `GET /v1/status`. */
+  async statusObject (): Promise<PeerStatus> {
+    const membership = this.membership
+    const libp2p = this.node.libp2p
+    const board = this.board
+    const now = performance.now()
+    const peers: PeerStatusEntry[] = membership.list().map(member => ({
+      peerId: member.peerId,
+      state: member.state,
+      lastSeenMs: Math.max(0, Math.round(now - member.lastHeardAt)),
+      lastSeenAt: member.lastSeenWallMs,
+      stateForMs: Math.round(now - member.stateSince),
+      reason: member.reason,
+      incarnation: member.incarnation,
+      board: member.info?.board.name ?? null,
+      arch: member.info?.board.arch ?? null,
+      connected: libp2p.getConnections(peerIdFromString(member.peerId)).length > 0,
+      info: member.info
+    }))
+    const sections = await this.status.collect()
+    return {
+      ...sections,
+      self: {
+        peerId: this.peerId,
+        board: board.name,
+        arch: board.arch,
+        addrs: this.addrs(),
+        incarnation: this.#source?.incarnation ?? 0,
+        profile: board,
+        capabilities: this.capabilities,
+        healthScore: membership.healthScore,
+        lagMs: Math.round(membership.lastLagMs),
+        dockerHost: this.config.dockerHost,
+        startedAt: this.#startedAt
+      },
+      peers,
+      counters: { gossip: this.gossip.counters(), pauses: membership.pauses }
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (this.#state === 'stopped' || this.#state === 'stopping') return
+    this.#state = 'stopping'
+    await this.#teardown()
+    this.#state = 'stopped'
+  }
+
+  async #teardown (): Promise<void> {
+    const cleanups = this.#cleanups.reverse()
+    this.#cleanups = []
+    for (const cleanup of cleanups) {
+      try {
+        await cleanup()
+      } catch (err) {
+        this.#log(`peer: cleanup failed: ${(err as Error).message}`)
+      }
+    }
+  }
+}
+
+function round2 (n: number): number { return Math.round(n * 100) / 100 }

@@ -1,0 +1,88 @@
+// What a peer keeps in its data dir: its private key (its identity), its lock, its API token.
+import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { join } from 'node:path'
+import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
+import { apiTokenPath } from './config.ts'
+
+export class DataDirLockedError extends Error {}
+
+/** Loads the peer's private key from the data dir, creating it on first start. */
+export async function loadOrCreateIdentity (dataDir: string): Promise<PrivateKey> {
+  const path = join(dataDir, 'identity.key')
+  let bytes: Uint8Array | undefined
+  try {
+    bytes = await readFile(path)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err
+  }
+  if (bytes != null) {
+    try {
+      return privateKeyFromProtobuf(bytes)
+    } catch (err) {
+      throw new Error(`identity key ${path} is corrupt: ${(err as Error).message}`)
+    }
+  }
+  const key = await generateKeyPair('Ed25519')
+  await writeFile(path, privateKeyToProtobuf(key), { mode: 0o600, flag: 'wx' })
+  return key
+}
+
+function isAlive (pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** An exclusive lock on a data dir held by this process (lock file with our PID). */
+export class DataDirLock {
+  readonly path: string
+  #held = false
+
+  constructor (dataDir: string) { this.path = join(dataDir, 'peer.lock') }
+
+  /** Takes the lock; a lock left by a dead process is taken over, a live holder makes this throw. */
+  async acquire (): Promise<void> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const handle = await open(this.path, 'wx', 0o644)
+        await handle.writeFile(`${process.pid}\n`)
+        await handle.close()
+        this.#held = true
+        return
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err
+      }
+      const holder = Number.parseInt(await readFile(this.path, 'utf8').catch(() => ''), 10)
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && isAlive(holder)) {
+        throw new DataDirLockedError(`data dir is in use by another tandem peer (pid ${holder}, lock ${this.path})`)
+      }
+      await rm(this.path, { force: true })
+    }
+    throw new DataDirLockedError(`could not take the lock ${this.path}`)
+  }
+
+  async release (): Promise<void> {
+    if (!this.#held) return
+    this.#held = false
+    const holder = Number.parseInt(await readFile(this.path, 'utf8').catch(() => ''), 10)
+    if (holder === process.pid) await rm(this.path, { force: true })
+  }
+}
+
+export async function ensureDataDir (dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 })
+}
+
+/** Writes the API token (readable by the owner only). */
+export async function writeApiToken (dataDir: string, token: string): Promise<void> {
+  await rm(apiTokenPath(dataDir), { force: true })
+  await writeFile(apiTokenPath(dataDir), `${token}\n`, { mode: 0o600 })
+}
+
+export async function readApiToken (dataDir: string): Promise<string> {
+  return (await readFile(apiTokenPath(dataDir), 'utf8')).trim()
+}
