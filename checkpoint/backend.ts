@@ -1,0 +1,82 @@
+// Where bundle blocks live. Helia (sharing the peer's libp2p node) is the built-in backend; an external
+// Kubo daemon could implement the same interface.
+import { Key } from 'interface-datastore'
+import type { CID } from 'multiformats/cid'
+import type { Helia } from '@helia/interface'
+
+export interface BlockGetOptions {
+  signal?: AbortSignal
+  /** Only the local store: never ask the swarm. */
+  offline?: boolean
+}
+
+export interface BlockPair { cid: CID, bytes: Uint8Array }
+
+export interface BundleBackend {
+  has (cid: CID, options?: { signal?: AbortSignal }): Promise<boolean>
+  /** Local block, or fetched from the swarm (verified against its CID) unless `offline`. */
+  get (cid: CID, options?: BlockGetOptions): Promise<Uint8Array>
+  putMany (blocks: BlockPair[], options?: { signal?: AbortSignal }): Promise<void>
+  deleteMany (cids: CID[], options?: { signal?: AbortSignal }): Promise<void>
+  /** Small persistent key/value records (the retention index). Keys look like `/a/b/c`. */
+  readRecord (key: string): Promise<Uint8Array | undefined>
+  writeRecord (key: string, value: Uint8Array): Promise<void>
+  deleteRecord (key: string): Promise<void>
+  listRecords (prefix: string): AsyncIterable<{ key: string, value: Uint8Array }>
+}
+
+async function concat (chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>): Promise<Uint8Array> {
+  const parts: Uint8Array[] = []
+  for await (const c of chunks) parts.push(c)
+  if (parts.length === 1 && parts[0] != null) return parts[0]
+  return Buffer.concat(parts)
+}
+
+export class HeliaBundleBackend implements BundleBackend {
+  private readonly helia: Pick<Helia, 'blockstore' | 'datastore'>
+
+  constructor (components: { helia: Pick<Helia, 'blockstore' | 'datastore'> }) {
+    this.helia = components.helia
+  }
+
+  async has (cid: CID, options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    return await this.helia.blockstore.has(cid, options)
+  }
+
+  async get (cid: CID, options: BlockGetOptions = {}): Promise<Uint8Array> {
+    return await concat(this.helia.blockstore.get(cid, { signal: options.signal, offline: options.offline === true }))
+  }
+
+  async putMany (blocks: BlockPair[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    // putMany yields as it writes: drain it so every block is stored before returning.
+    for await (const _ of this.helia.blockstore.putMany(blocks, options)) { /* drain */ }
+  }
+
+  async deleteMany (cids: CID[], options: { signal?: AbortSignal } = {}): Promise<void> {
+    // Helia's outer layer asks content routing to stop re-providing each block, which fails on a node
+    // without content routers (ours); the layer beneath deletes without that step.
+    const outer = this.helia.blockstore as unknown as { unwrap?: () => Helia['blockstore'] }
+    const store = typeof outer.unwrap === 'function' ? outer.unwrap() : this.helia.blockstore
+    for await (const _ of store.deleteMany(cids, options)) { /* drain */ }
+  }
+
+  async readRecord (key: string): Promise<Uint8Array | undefined> {
+    const k = new Key(key)
+    if (!(await this.helia.datastore.has(k))) return undefined
+    return await this.helia.datastore.get(k)
+  }
+
+  async writeRecord (key: string, value: Uint8Array): Promise<void> {
+    await this.helia.datastore.put(new Key(key), value)
+  }
+
+  async deleteRecord (key: string): Promise<void> {
+    await this.helia.datastore.delete(new Key(key))
+  }
+
+  async * listRecords (prefix: string): AsyncIterable<{ key: string, value: Uint8Array }> {
+    for await (const pair of this.helia.datastore.query({ prefix })) {
+      yield { key: pair.key.toString(), value: pair.value }
+    }
+  }
+}

@@ -1,0 +1,171 @@
+// The bundle DAG: dag-cbor nodes linking raw chunks. One checkpoint is one root CID.
+//
+//   CheckpointManifest ── trees.{criu,rootfs,data} ──> TreeNode ── parts ──> TreePart (entries)
+//                                                                  file entry ── lists ──> ChunkList ──> raw chunks
+//   ImageManifest ── file ──> FileEntry (a `docker save` tar)
+import { CID } from 'multiformats/cid'
+import * as dagCbor from '@ipld/dag-cbor'
+import * as raw from 'multiformats/codecs/raw'
+import { BundleFormatError } from './errors.ts'
+
+export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
+export const IMAGE_FORMAT = 'tandem/image/1'
+export const DAG_CBOR_CODE = dagCbor.code
+export const RAW_CODE = raw.code
+
+export interface Ownership { uid: number, gid: number }
+
+export interface FileEntry extends Ownership {
+  kind: 'file'
+  path: string
+  mode: number
+  size: number
+  /** Content of files up to INLINE_LIMIT bytes, kept in the part node itself. */
+  inline: Uint8Array | null
+  chunkSize: number
+  /** ChunkList nodes, in file order. */
+  lists: CID[]
+}
+export interface DirEntry extends Ownership { kind: 'dir', path: string, mode: number }
+export interface SymlinkEntry extends Ownership { kind: 'symlink', path: string, target: string }
+/** An overlayfs deletion of a file of the image (a 0/0 character device in the upper dir). */
+export interface WhiteoutEntry { kind: 'whiteout', path: string }
+export type TreeEntry = FileEntry | DirEntry | SymlinkEntry | WhiteoutEntry
+
+export interface TreePart { entries: TreeEntry[] }
+export interface TreeNode { parts: CID[], files: number, bytes: number }
+export interface ChunkList { chunks: CID[] }
+
+export interface ContainerSpecRecord {
+  imageId: string
+  imageTags: string[]
+  /** Root of an ImageManifest in the swarm, when the image travels through IPFS. */
+  imageCid: CID | null
+  cmd: string[] | null
+  entrypoint: string[] | null
+  env: string[]
+  workingDir: string
+  user: string
+  /** Container path of the mission's data directory (bind-mounted from the host). */
+  dataPath: string | null
+}
+
+export interface CheckpointStats {
+  /** CRIU stats-dump, microseconds. */
+  freezingTimeUs: number
+  frozenTimeUs: number
+  memdumpTimeUs: number
+  memwriteTimeUs: number
+  pagesScanned: number
+  pagesWritten: number
+  /** Wall time of the Docker checkpoint call, ms. */
+  dumpWallMs: number
+  /** Wall time from start of take() to the stored root, ms. */
+  totalWallMs: number
+}
+
+export interface CheckpointSizes {
+  criuBytes: number
+  rootfsBytes: number
+  dataBytes: number
+  totalBytes: number
+  blocks: number
+  /** Bytes of blocks this board's store did not hold before the checkpoint. */
+  newBytes: number
+  newBlocks: number
+}
+
+export interface CheckpointManifest {
+  format: typeof CHECKPOINT_FORMAT
+  mission: string
+  epoch: number
+  seq: number
+  parent: CID | null
+  createdAt: number
+  arch: string
+  criuVersion: string
+  spec: ContainerSpecRecord
+  stats: CheckpointStats
+  sizes: CheckpointSizes
+  trees: { criu: CID, rootfs: CID, data: CID }
+}
+
+export interface ImageManifest {
+  format: typeof IMAGE_FORMAT
+  imageId: string
+  tags: string[]
+  arch: string
+  size: number
+  /** `docker save` tar of the image. */
+  archive: FileEntry
+}
+
+// Shape checks for nodes that arrive from other peers: a bad node becomes a BundleFormatError, never a crash.
+
+function fail (what: string, cid: CID): never {
+  throw new BundleFormatError(`${cid.toString()}: not a valid ${what}`)
+}
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+const isStr = (v: unknown): v is string => typeof v === 'string'
+const isCidArray = (v: unknown): v is CID[] => Array.isArray(v) && v.every(c => CID.asCID(c) != null)
+
+export function asManifest (v: unknown, cid: CID): CheckpointManifest {
+  if (!isObj(v) || v.format !== CHECKPOINT_FORMAT) fail('checkpoint manifest', cid)
+  const t = v.trees
+  if (!isStr(v.mission) || !isNat(v.epoch) || !isNat(v.seq) || !isStr(v.arch) ||
+    !(v.parent === null || CID.asCID(v.parent) != null) || !isObj(v.spec) || !isObj(v.sizes) || !isObj(v.stats) ||
+    !isObj(t) || CID.asCID(t.criu) == null || CID.asCID(t.rootfs) == null || CID.asCID(t.data) == null) {
+    fail('checkpoint manifest', cid)
+  }
+  const s = v.spec
+  if (!isStr(s.imageId) || !(s.imageCid === null || CID.asCID(s.imageCid) != null) || !Array.isArray(s.env)) {
+    fail('checkpoint manifest (container spec)', cid)
+  }
+  if (!isNat(v.sizes.totalBytes) || !isNat(v.sizes.blocks)) fail('checkpoint manifest (sizes)', cid)
+  return v as unknown as CheckpointManifest
+}
+
+export function asImageManifest (v: unknown, cid: CID): ImageManifest {
+  if (!isObj(v) || v.format !== IMAGE_FORMAT || !isStr(v.imageId) || !isStr(v.arch) || !isNat(v.size)) fail('image manifest', cid)
+  checkEntry(v.archive, cid)
+  return v as unknown as ImageManifest
+}
+
+export function asTreeNode (v: unknown, cid: CID): TreeNode {
+  if (!isObj(v) || !isCidArray(v.parts) || !isNat(v.files) || !isNat(v.bytes)) fail('tree node', cid)
+  return v as unknown as TreeNode
+}
+
+export function asTreePart (v: unknown, cid: CID): TreePart {
+  if (!isObj(v) || !Array.isArray(v.entries)) fail('tree part', cid)
+  for (const e of v.entries) checkEntry(e, cid)
+  return v as unknown as TreePart
+}
+
+export function asChunkList (v: unknown, cid: CID): ChunkList {
+  if (!isObj(v) || !isCidArray(v.chunks)) fail('chunk list', cid)
+  return v as unknown as ChunkList
+}
+
+function checkEntry (e: unknown, cid: CID): void {
+  if (!isObj(e) || !isStr(e.path) || !isSafeRelativePath(e.path)) fail('tree entry (path)', cid)
+  if (e.kind !== 'whiteout' && (!isNat(e.uid) || !isNat(e.gid))) fail('tree entry (owner)', cid)
+  switch (e.kind) {
+    case 'file':
+      if (!isNat(e.mode) || !isNat(e.size) || !isNat(e.chunkSize) || !isCidArray(e.lists) ||
+        !(e.inline === null || e.inline instanceof Uint8Array)) fail('file entry', cid)
+      if (e.inline !== null && (e.inline as Uint8Array).byteLength !== e.size) fail('file entry (inline size)', cid)
+      return
+    case 'dir': if (!isNat(e.mode)) fail('dir entry', cid); return
+    case 'symlink': if (!isStr(e.target)) fail('symlink entry', cid); return
+    case 'whiteout': return
+    default: fail('tree entry (kind)', cid)
+  }
+}
+
+/** Paths inside a bundle are relative, normalized and never climb out of the tree they belong to. */
+export function isSafeRelativePath (p: string): boolean {
+  if (p === '' || p.startsWith('/') || p.includes('\0')) return false
+  return p.split('/').every(seg => seg !== '' && seg !== '.' && seg !== '..')
+}
