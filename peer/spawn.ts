@@ -1,0 +1,200 @@
+// Spawns `tandem peer start` as a child process for tests, the bench and the demo, and cleans it up.
+import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { ApiClient } from './api-client.ts'
+import { readApiToken } from './identity.ts'
+import type { PeerStatus } from './daemon.ts'
+
+export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), 'cli.ts')
+
+export interface SpawnPeerOptions {
+  /** Data dir; a fresh temp dir when absent. */
+  dataDir?: string
+  /** Remove the data dir on stop (default: only when it was made here). Kept while another live peer uses it. */
+  removeDataDir?: boolean
+  /** Default: one loopback TCP port chosen by the OS. */
+  listen?: string[]
+  bootstrap?: string[]
+  swarmKey?: string
+  /** Control API HOST:PORT; default 127.0.0.1:0 (any free port). */
+  api?: string
+  board?: string
+  /** mDNS discovery; default false (tests stay on loopback). */
+  mdns?: boolean
+  dockerHost?: string
+  env?: NodeJS.ProcessEnv
+  /** How long to wait for the ready line (default 30 s). */
+  readyTimeoutMs?: number
+  /** Receives every output line of the peer (stdout and stderr). */
+  onLine?: (line: string, stream: 'stdout' | 'stderr') => void
+}
+
+export interface PeerHandle {
+  pid: number
+  peerId: string
+  addrs: string[]
+  apiAddress: string
+  token: string
+  dataDir: string
+  client: ApiClient
+  /** Output lines so far (stdout and stderr interleaved), for diagnosing a failed test. */
+  output: string[]
+  status (options?: { signal?: AbortSignal }): Promise<PeerStatus>
+  kill (signal?: NodeJS.Signals): void
+  /** SIGTERM, wait for exit (SIGKILL after a grace period), remove the temp data dir if we made it. */
+  stop (): Promise<void>
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  exited: Promise<number | string>
+}
+
+/** Every peer process spawned and not yet stopped: tests call `stopAllPeers` in a teardown. */
+const live = new Set<PeerHandle>()
+
+export async function stopAllPeers (): Promise<void> {
+  await Promise.all([...live].map(async handle => await handle.stop()))
+}
+
+function flagsOf (options: SpawnPeerOptions, dataDir: string): string[] {
+  const args = ['peer', 'start', '--data-dir', dataDir, '--api', options.api ?? '127.0.0.1:0']
+  for (const addr of options.listen ?? ['/ip4/127.0.0.1/tcp/0']) args.push('--listen', addr)
+  for (const addr of options.bootstrap ?? []) args.push('--bootstrap', addr)
+  if (options.swarmKey != null) args.push('--swarm-key', options.swarmKey)
+  if (options.board != null) args.push('--board', options.board)
+  if (options.mdns !== true) args.push('--no-mdns')
+  if (options.dockerHost != null) args.push('--docker-host', options.dockerHost)
+  return args
+}
+
+export class SpawnError extends Error {}
+
+export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHandle> {
+  const ownDataDir = options.removeDataDir ?? options.dataDir == null
+  const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'tandem-peer-'))
+  const child: ChildProcess = spawn(process.execPath, [CLI_PATH, ...flagsOf(options, dataDir)], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const output: string[] = []
+  const exited = new Promise<number | string>(resolve => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'))
+  })
+  let onReady: (line: string) => void = () => {}
+  const ready = new Promise<string>((resolve, reject) => {
+    onReady = resolve
+    void exited.then(code => reject(new SpawnError(`peer exited (${code}) before it was ready:\n${output.join('\n')}`)))
+    setTimeout(() => reject(new SpawnError(`peer not ready after ${options.readyTimeoutMs ?? 30_000} ms:\n${output.join('\n')}`)), options.readyTimeoutMs ?? 30_000).unref()
+  })
+  const watch = (stream: NodeJS.ReadableStream, name: 'stdout' | 'stderr'): void => {
+    let buffered = ''
+    stream.setEncoding('utf8')
+    stream.on('data', (chunk: string) => {
+      buffered += chunk
+      let newline: number
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline)
+        buffered = buffered.slice(newline + 1)
+        output.push(line)
+        if (output.length > 2000) output.splice(0, output.length - 2000)
+        options.onLine?.(line, name)
+        if (name === 'stdout' && line.startsWith('ready ')) onReady(line.slice(6))
+      }
+    })
+  }
+  watch(child.stdout as NodeJS.ReadableStream, 'stdout')
+  watch(child.stderr as NodeJS.ReadableStream, 'stderr')
+
+  let stopping: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      if (child.exitCode == null && child.signalCode == null) {
+        child.kill('SIGCONT')
+        child.kill('SIGTERM')
+        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        await exited
+        clearTimeout(timer)
+      }
+      live.delete(handle)
+      const shared = [...live].some(other => other.dataDir === dataDir)
+      if (ownDataDir && !shared) await rm(dataDir, { recursive: true, force: true })
+    })()
+    await stopping
+  }
+  const handle: PeerHandle = {
+    pid: child.pid ?? -1,
+    peerId: '',
+    addrs: [],
+    apiAddress: '',
+    token: '',
+    dataDir,
+    client: undefined as unknown as ApiClient,
+    output,
+    status: async (statusOptions) => await handle.client.status(statusOptions),
+    kill: (signal = 'SIGKILL') => { if (child.exitCode == null && child.signalCode == null) child.kill(signal) },
+    stop,
+    exited
+  }
+  live.add(handle)
+  try {
+    const info = JSON.parse(await ready) as { peerId: string, addrs: string[], api: string }
+    handle.peerId = info.peerId
+    handle.addrs = info.addrs
+    handle.apiAddress = info.api
+    handle.token = await readApiToken(dataDir)
+    handle.client = new ApiClient(info.api, handle.token)
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return handle
+}
+
+/** Starts a peer again on the same data dir (same identity); the new handle removes the dir when stopped. */
+export async function respawnPeer (previous: PeerHandle, options: SpawnPeerOptions): Promise<PeerHandle> {
+  return await spawnPeer({ removeDataDir: true, ...options, dataDir: previous.dataDir })
+}
+
+/** Polls `check` until it returns true or the time runs out (then throws with the last status). */
+export async function waitFor (what: string, check: () => Promise<boolean> | boolean, timeoutMs = 30_000, intervalMs = 50): Promise<number> {
+  const started = performance.now()
+  let lastError: unknown
+  while (performance.now() - started < timeoutMs) {
+    try {
+      if (await check()) return performance.now() - started
+    } catch (err) {
+      lastError = err
+    }
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError != null ? ` (last error: ${(lastError as Error).message})` : ''}`)
+}
+
+/** Starts `count` peers on loopback: the first one, then the others in parallel, bootstrapping to the first. */
+export async function spawnSwarm (count: number, options: SpawnPeerOptions = {}): Promise<PeerHandle[]> {
+  if (count < 1) throw new RangeError('a swarm needs at least one peer')
+  const first = await spawnPeer(options)
+  const others = await Promise.allSettled(Array.from({ length: count - 1 }, async () =>
+    await spawnPeer({ ...options, bootstrap: [...(options.bootstrap ?? []), ...first.addrs] })))
+  const failed = others.find(result => result.status === 'rejected')
+  const handles = [first, ...others.flatMap(result => result.status === 'fulfilled' ? [result.value] : [])]
+  if (failed != null) {
+    await Promise.all(handles.map(async handle => await handle.stop()))
+    throw (failed as PromiseRejectedResult).reason
+  }
+  return handles
+}
+
+/** The state `observer` currently gives `target` (undefined if it does not know it). */
+export async function stateSeenBy (observer: PeerHandle, target: string): Promise<string | undefined> {
+  const status = await observer.status({ signal: AbortSignal.timeout(5000) })
+  return status.peers.find(peer => peer.peerId === target)?.state
+}
+
+/** True when every peer sees every other peer in `state`. */
+export async function allSee (peers: PeerHandle[], state: string): Promise<boolean> {
+  const statuses = await Promise.all(peers.map(async peer => await peer.status({ signal: AbortSignal.timeout(5000) })))
+  return statuses.every((status, i) => peers.every((other, j) => i === j ||
+    status.peers.some(entry => entry.peerId === other.peerId && entry.state === state)))
+}

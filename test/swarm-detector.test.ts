@@ -1,0 +1,201 @@
+// Unit tests of the failure detector (peer/membership.ts) with an injected clock and scripted probes.
+import t from 'tap'
+import { Membership, type MembershipChange, type ProbeOutcome, type Prober } from '../peer/membership.ts'
+import { DEFAULT_FAILURE_DETECTOR, type FailureDetectorConfig } from '../peer/config.ts'
+
+type Script = (peerId: string) => { outcome: ProbeOutcome, afterMs: number }
+
+class FakeWorld implements Prober {
+  now = 0
+  direct: (peerId: string, timeoutMs: number) => Promise<ProbeOutcome>
+  indirect: (via: string, target: string, timeoutMs: number) => Promise<ProbeOutcome>
+  readonly #pending: Array<{ at: number, resolve: () => void }> = []
+  directCalls: string[] = []
+  indirectCalls: Array<[string, string]> = []
+
+  constructor (directScript: Script, indirectScript: (via: string, target: string) => { outcome: ProbeOutcome, afterMs: number } = () => ({ outcome: 'timeout', afterMs: 400 })) {
+    this.direct = async (peerId) => {
+      this.directCalls.push(peerId)
+      const { outcome, afterMs } = directScript(peerId)
+      await this.#after(afterMs)
+      return outcome
+    }
+    this.indirect = async (via, target) => {
+      this.indirectCalls.push([via, target])
+      const { outcome, afterMs } = indirectScript(via, target)
+      await this.#after(afterMs)
+      return outcome
+    }
+  }
+
+  #after (ms: number): Promise<void> {
+    return new Promise(resolve => { this.#pending.push({ at: this.now + ms, resolve }) })
+  }
+
+  /** Advances the clock in tick-sized steps, settling due probes and ticking the detector. */
+  async advance (membership: Membership, ms: number, step = DEFAULT_FAILURE_DETECTOR.tickIntervalMs): Promise<void> {
+    const end = this.now + ms
+    while (this.now < end) {
+      this.now = Math.min(end, this.now + step)
+      for (const item of this.#pending.filter(p => p.at <= this.now)) {
+        this.#pending.splice(this.#pending.indexOf(item), 1)
+        item.resolve()
+      }
+      await new Promise(resolve => setImmediate(resolve))
+      membership.tick()
+      await new Promise(resolve => setImmediate(resolve))
+    }
+  }
+}
+
+function setup (world: FakeWorld, overrides: Partial<FailureDetectorConfig> = {}) {
+  const membership = new Membership({
+    selfId: 'self',
+    config: { ...DEFAULT_FAILURE_DETECTOR, ...overrides },
+    prober: world,
+    now: () => world.now,
+    wallNow: () => 1_700_000_000_000 + world.now,
+    random: () => 0.5
+  })
+  const changes: MembershipChange[] = []
+  membership.on(change => changes.push(change))
+  membership.tick()
+  return { membership, changes }
+}
+
+/** Heartbeats from `peers` every 200 ms for `ms`. */
+async function heartbeats (world: FakeWorld, membership: Membership, peers: string[], ms: number, seqs: Map<string, number>, incarnation = 1): Promise<void> {
+  for (let elapsed = 0; elapsed < ms; elapsed += 200) {
+    for (const peer of peers) {
+      const seq = (seqs.get(peer) ?? 0) + 1
+      seqs.set(peer, seq)
+      membership.heard(peer, incarnation, seq)
+    }
+    await world.advance(membership, 200)
+  }
+}
+
+t.test('a silent peer goes alive -> suspect -> dead within the configured bounds', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership, changes } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a', 'b', 'c'], 1000, seqs)
+  t.same(membership.list().map(m => m.state), ['alive', 'alive', 'alive'])
+  const silentSince = world.now - 200
+  // 'a' falls silent; the others keep talking.
+  for (let i = 0; i < 10; i++) await heartbeats(world, membership, ['b', 'c'], 200, seqs)
+  const a = changes.filter(c => c.peerId === 'a').map(c => c.state)
+  t.same(a, ['alive', 'suspect', 'dead'])
+  t.equal(membership.get('a')?.state, 'dead')
+  t.equal(membership.get('b')?.state, 'alive')
+  t.ok(world.directCalls.includes('a'), 'the suspect was pinged directly')
+  t.same(world.indirectCalls.filter(([, target]) => target === 'a').length, 2, 'and through two other peers')
+  const deadAt = membership.get('a')!.stateSince
+  const bound = DEFAULT_FAILURE_DETECTOR.suspectAfterMs + DEFAULT_FAILURE_DETECTOR.suspicionTimeoutMs + 2 * DEFAULT_FAILURE_DETECTOR.tickIntervalMs
+  t.ok(deadAt - silentSince <= bound, `dead ${deadAt - silentSince} ms after the last heartbeat (bound ${bound})`)
+  t.ok(deadAt - silentSince >= DEFAULT_FAILURE_DETECTOR.suspectAfterMs + DEFAULT_FAILURE_DETECTOR.suspicionTimeoutMs, 'not before the suspicion timeout')
+})
+
+t.test('a suspect that answers a probe (direct or indirect) is alive again, not dead', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }), () => ({ outcome: 'ack', afterMs: 20 }))
+  const { membership, changes } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a', 'b', 'c'], 600, seqs)
+  for (let i = 0; i < 5; i++) await heartbeats(world, membership, ['b', 'c'], 200, seqs)
+  const a = changes.filter(c => c.peerId === 'a').map(c => c.state)
+  t.ok(a.includes('suspect'), 'was suspected')
+  t.notOk(a.includes('dead'), 'never declared dead while others could reach it')
+  t.equal(membership.get('a')?.state, 'alive')
+  t.ok(membership.healthScore > 0, 'our failed direct probe raised the local health score')
+})
+
+t.test('a closed connection with a refused redial is dead at once', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'refused', afterMs: 1 }))
+  const { membership, changes } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a', 'b'], 400, seqs)
+  const before = world.now
+  membership.disconnected('a')
+  await world.advance(membership, 50)
+  t.equal(membership.get('a')?.state, 'dead')
+  t.equal(membership.get('a')?.reason, 'connection refused')
+  t.ok(membership.get('a')!.stateSince - before <= 50)
+  t.same(changes.filter(c => c.peerId === 'a').map(c => c.state), ['alive', 'dead'])
+})
+
+t.test('a closed connection to a live peer (probe answered) changes nothing', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'ack', afterMs: 2 }))
+  const { membership, changes } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a'], 400, seqs)
+  membership.disconnected('a')
+  await heartbeats(world, membership, ['a'], 400, seqs)
+  t.same(changes.map(c => c.state), ['alive'])
+})
+
+t.test('a dead peer is alive again on a fresh heartbeat or a new incarnation; replays are refused', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership, changes } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a'], 400, seqs)
+  await world.advance(membership, 2000)
+  t.equal(membership.get('a')?.state, 'dead')
+  const seq = seqs.get('a')!
+  t.ok(membership.isReplay('a', 1, seq), 'same (incarnation, seq) is a replay')
+  t.same(membership.heard('a', 1, seq), { accepted: false, reason: 'replayed' })
+  t.equal(membership.get('a')?.state, 'dead', 'a replayed heartbeat does not resurrect')
+  t.ok(membership.isReplay('a', 0, seq + 10), 'an older incarnation is a replay')
+  membership.heard('a', 2, 1)
+  t.equal(membership.get('a')?.state, 'alive')
+  t.equal(membership.get('a')?.reason, 'new incarnation')
+  t.same(changes.at(-1), { peerId: 'a', state: 'alive', previous: 'dead', reason: 'new incarnation' })
+})
+
+t.test('our own pause is not counted as the others\' silence, and is reported for refutation', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership, changes } = setup(world)
+  const pauses: number[] = []
+  membership.onPause(({ pausedMs }) => pauses.push(pausedMs))
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a', 'b'], 600, seqs)
+  // SIGSTOP of this process for 3 s: the clock jumps with no tick in between.
+  await world.advance(membership, 3000, 3000)
+  t.equal(pauses.length, 1)
+  t.ok((pauses[0] ?? 0) >= 2900)
+  t.same(membership.list().map(m => m.state), ['alive', 'alive'], 'nobody suspected right after our pause')
+  await heartbeats(world, membership, ['a', 'b'], 400, seqs)
+  t.same(changes.map(c => c.state), ['alive', 'alive'])
+})
+
+t.test('an event loop running late stretches the timeouts (Lifeguard local health)', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a'], 400, seqs)
+  // Ticks arrive 150 ms late (starved CPU); 'a' is silent.
+  await world.advance(membership, 800, 200)
+  t.ok(membership.healthScore >= 3, `health score ${membership.healthScore}`)
+  t.equal(membership.get('a')?.state, 'alive', 'a silence that would mark it suspect on a healthy peer does not')
+  const score = membership.healthScore
+  await heartbeats(world, membership, ['a'], 3000, seqs)
+  t.ok(membership.healthScore < score, 'the score decays once ticks are on time')
+})
+
+t.test('many simultaneous suspicions raise the local health score', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership } = setup(world)
+  const seqs = new Map<string, number>()
+  await heartbeats(world, membership, ['a', 'b', 'c', 'd'], 400, seqs)
+  await world.advance(membership, 700)
+  t.ok(membership.healthScore >= 1)
+})
+
+t.test('dead members are kept for the retention time, then forgotten', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 100 }))
+  const { membership } = setup(world, { deadRetentionMs: 5000 })
+  membership.heard('a', 1, 1)
+  await world.advance(membership, 3000)
+  t.equal(membership.get('a')?.state, 'dead')
+  await world.advance(membership, 6000)
+  t.equal(membership.get('a'), undefined)
+})
