@@ -139,6 +139,8 @@ function emit (object) {
 }
 
 function writeStateAtomically (dataDir, state) {
+  // The directory may be gone, e.g. after a restore into a fresh container: recreate it.
+  mkdirSync(dataDir, { recursive: true })
   const target = join(dataDir, 'state.json')
   const temporary = `${target}.tmp`
   writeFileSync(temporary, JSON.stringify(state))
