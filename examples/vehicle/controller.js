@@ -165,6 +165,22 @@ function loadState (dataDir) {
   return typeof result === 'string' ? { error: `state.json rejected: ${result}` } : { state: result }
 }
 
+/**
+ * Fixed-rate pacing without setInterval's drift: each delay aims at start + n * interval. After a pause
+ * (a CRIU freeze, a restore, a stalled host) or a clock that jumped, it re-anchors instead of bursting.
+ */
+function createPacer (intervalMs) {
+  let due = performance.now()
+  return {
+    nextDelay () {
+      due += intervalMs
+      const now = performance.now()
+      if (Math.abs(due - now) > 2 * intervalMs) due = now + intervalMs
+      return Math.max(0, due - now)
+    }
+  }
+}
+
 function run () {
   const dataDir = process.env.DATA_DIR || '/data'
   mkdirSync(dataDir, { recursive: true })
@@ -180,7 +196,9 @@ function run () {
     emit({ t: 'vehicle', event: 'start', fromTick: 0, wall: Date.now() })
   }
 
-  const timer = setInterval(() => {
+  const pacer = createPacer(TICK_INTERVAL_MS)
+  let timer
+  const onTick = () => {
     state = step(state)
     if (state.tick % REPORT_EVERY_TICKS === 0) emit({ ...report(state), wall: Date.now() })
     if (state.tick % STATE_WRITE_EVERY_TICKS === 0) {
@@ -190,10 +208,12 @@ function run () {
         emit({ t: 'vehicle', event: 'state-write-failed', tick: state.tick, reason: error.message, wall: Date.now() })
       }
     }
-  }, TICK_INTERVAL_MS)
+    timer = setTimeout(onTick, pacer.nextDelay())
+  }
+  timer = setTimeout(onTick, pacer.nextDelay())
 
   const stop = (signal) => {
-    clearInterval(timer)
+    clearTimeout(timer)
     let code = 0
     try {
       writeStateAtomically(dataDir, state)
