@@ -1,0 +1,349 @@
+// Checkpoint a running mission container into a bundle, fetch bundles from the swarm, restore them into
+// fresh containers on this board.
+import { watch, type FSWatcher } from 'node:fs'
+import { mkdir, readFile, rm, mkdtemp } from 'node:fs/promises'
+import { execFile, spawn } from 'node:child_process'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { randomBytes } from 'node:crypto'
+import type { CID } from 'multiformats/cid'
+import type { BundleStore, FetchProgress, FetchResult } from './bundle-store.ts'
+import { storeBundle } from './bundle.ts'
+import type { ContainerRuntime, MissionSpec } from './runtime.ts'
+import { LABEL_DATA_PATH } from './runtime.ts'
+import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord } from './format.ts'
+import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
+import { ArchitectureMismatchError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
+
+export interface TakeOptions {
+  mission: string
+  epoch: number
+  seq: number
+  /** CID of the mission's previous checkpoint (recorded in the manifest). */
+  parent?: CID | null
+  signal?: AbortSignal
+}
+
+export interface TakeStats extends CheckpointStats {
+  /** Time the application was paused: CRIU dump plus the snapshot of its rootfs changes and data dir, ms. */
+  pausedMs: number
+  /** Time to chunk and store the bundle after the application resumed, ms. */
+  storeMs: number
+  /** False when CRIU's stats-dump could not be captured (CRIU fields are then 0). */
+  criuStatsCaptured: boolean
+}
+
+export interface TakeResult {
+  cid: CID
+  seq: number
+  manifest: CheckpointManifest
+  stats: TakeStats
+}
+
+export interface LocalBundle {
+  cid: CID
+  manifest: CheckpointManifest
+  fetch: FetchResult
+}
+
+export interface RestoreOptions {
+  peerId: string
+  epoch: number
+  signal?: AbortSignal
+}
+
+export interface RestoreResult {
+  containerId: string
+  /** From the call to the restored process running, ms. */
+  ms: number
+  /** Whether the image had to be loaded from the bundle's IPFS copy. */
+  imageLoaded: boolean
+}
+
+export interface CheckpointerOptions {
+  runtime: ContainerRuntime
+  store: BundleStore
+  /** Store the mission image (docker save) with the first checkpoint so boards without it can restore. Default true. */
+  shipImages?: boolean
+}
+
+export class Checkpointer {
+  private readonly runtime: ContainerRuntime
+  readonly store: BundleStore
+  private readonly shipImages: boolean
+  private criuVersion = 'unknown'
+  private readonly imageUploads = new Map<string, Promise<CID>>()
+
+  constructor (options: CheckpointerOptions) {
+    this.runtime = options.runtime
+    this.store = options.store
+    this.shipImages = options.shipImages ?? true
+  }
+
+  /** Reads the CRIU version once (recorded in every manifest). The runtime must be started. */
+  async start (): Promise<void> {
+    this.criuVersion = await new Promise(resolve => {
+      execFile('criu', ['--version'], (err, stdout) => {
+        resolve(err != null ? 'unknown' : (/Version:\s*(\S+)/.exec(stdout)?.[1] ?? 'unknown'))
+      })
+    })
+  }
+
+  async stop (): Promise<void> {}
+
+  /** Stores the image in the bundle store (once per image id) and returns its root CID. */
+  async shareImage (imageId: string, signal?: AbortSignal): Promise<CID> {
+    let pending = this.imageUploads.get(imageId)
+    if (pending == null) {
+      pending = (async () => {
+        const known = await this.store.imageCid(imageId)
+        if (known != null) return known
+        const info = await this.runtime.imageInfo(imageId)
+        if (info == null) throw new ImageMissingError(`image ${imageId} is not on this board`)
+        const archive = await this.runtime.saveImage(info.id, signal)
+        return (await this.store.putImage(archive, { imageId: info.id, tags: info.tags, arch: info.arch }, signal)).cid
+      })()
+      this.imageUploads.set(imageId, pending)
+      pending.catch(() => this.imageUploads.delete(imageId))
+    }
+    return await pending
+  }
+
+  /**
+   * Checkpoints a running mission container; it keeps running. The container is paused while CRIU dumps
+   * it and its rootfs changes and data dir are copied, so the three agree with each other.
+   */
+  async take (containerId: string, options: TakeOptions): Promise<TakeResult> {
+    const { signal } = options
+    const started = performance.now()
+    const info = this.runtime.info
+    const inspect = await this.runtime.inspect(containerId)
+    if (inspect.State.Running !== true) throw new CheckpointError(`container ${containerId} is not running (${inspect.State.Status})`)
+    const upperDir = upperDirOf(inspect)
+    if (upperDir == null) throw new CheckpointError(`container ${containerId} has no overlay2 upper dir`)
+    const dataPath = inspect.Config.Labels?.[LABEL_DATA_PATH] ?? null
+    const dataMount = dataPath != null ? inspect.Mounts.find(m => m.Destination === dataPath) : undefined
+    if (dataPath != null && dataMount == null) throw new CheckpointError(`container ${containerId} lacks its data mount ${dataPath}`)
+
+    const imageCid = this.shipImages ? await this.shareImage(inspect.Image, signal) : null
+    const image = await this.runtime.imageInfo(inspect.Image)
+    const spec: ContainerSpecRecord = {
+      imageId: inspect.Image,
+      imageTags: image?.tags ?? [],
+      imageCid,
+      cmd: inspect.Config.Cmd ?? null,
+      entrypoint: asArray(inspect.Config.Entrypoint),
+      env: inspect.Config.Env ?? [],
+      workingDir: inspect.Config.WorkingDir ?? '',
+      user: inspect.Config.User ?? '',
+      dataPath
+    }
+
+    const scratch = await mkdtemp(join(this.runtime.stateDir, 'checkpoint-'))
+    try {
+      const dirs = { criu: join(scratch, 'criu'), rootfs: join(scratch, 'rootfs'), data: join(scratch, 'data') }
+      const name = `tandem-${options.seq}-${randomBytes(3).toString('hex')}`
+      const container = this.runtime.docker.getContainer(containerId)
+      const statsWatch = watchCriuWork(join(info.rootDir, 'containerd/daemon/io.containerd.runtime.v2.task/moby', containerId))
+      let dumpWallMs = 0
+      const pausedAt = performance.now()
+      await container.pause()
+      try {
+        const dumpStart = performance.now()
+        await (container as unknown as { createCheckpoint: (o: object) => Promise<unknown> })
+          .createCheckpoint({ CheckpointID: name, CheckpointDir: scratch, Exit: false, abortSignal: signal })
+          .catch(async (err: unknown) => { throw await criuFailure('checkpoint', err) })
+        dumpWallMs = performance.now() - dumpStart
+        await copyTree(upperDir, dirs.rootfs)
+        if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
+        else await mkdir(dirs.data)
+      } finally {
+        await container.unpause().catch(() => {})
+      }
+      const pausedMs = performance.now() - pausedAt
+      const criu = await statsWatch.stop()
+      await rm(dirs.criu, { recursive: true, force: true })
+      await renameDir(join(scratch, name), dirs.criu)
+
+      const storeStart = performance.now()
+      const criuStats: CriuDumpStats | null = criu
+      const { cid, manifest } = await storeBundle(this.store, {
+        mission: options.mission,
+        epoch: options.epoch,
+        seq: options.seq,
+        parent: options.parent ?? null,
+        arch: info.arch,
+        criuVersion: this.criuVersion,
+        spec,
+        stats: {
+          freezingTimeUs: criuStats?.freezingTimeUs ?? 0,
+          frozenTimeUs: criuStats?.frozenTimeUs ?? 0,
+          memdumpTimeUs: criuStats?.memdumpTimeUs ?? 0,
+          memwriteTimeUs: criuStats?.memwriteTimeUs ?? 0,
+          pagesScanned: criuStats?.pagesScanned ?? 0,
+          pagesWritten: criuStats?.pagesWritten ?? 0,
+          dumpWallMs: Math.round(dumpWallMs)
+        },
+        dirs,
+        startedAt: started,
+        signal
+      })
+      const storeMs = performance.now() - storeStart
+      await this.store.retain(cid, manifest)
+      return {
+        cid,
+        seq: options.seq,
+        manifest,
+        stats: { ...manifest.stats, pausedMs: Math.round(pausedMs), storeMs: Math.round(storeMs), criuStatsCaptured: criuStats != null }
+      }
+    } finally {
+      await rm(scratch, { recursive: true, force: true })
+    }
+  }
+
+  /**
+   * Brings a checkpoint (and its image) into this board's store from the swarm and retains it.
+   * A bundle from another CPU architecture is refused after reading only its manifest.
+   */
+  async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void } = {}): Promise<LocalBundle> {
+    const result = await this.store.fetch(cid, {
+      ...options,
+      accept: (m) => this.assertRunnableHere(m, cid)
+    })
+    await this.store.retain(cid, result.manifest)
+    return { cid, manifest: result.manifest, fetch: result }
+  }
+
+  /** Restores a checkpoint into a new container on this board and returns its id. Fetches it first if needed. */
+  async restore (source: CID | LocalBundle, options: RestoreOptions): Promise<RestoreResult> {
+    const started = performance.now()
+    const { signal } = options
+    const bundle = 'manifest' in source ? source : await this.fetch(source, { signal })
+    const { manifest, cid } = bundle
+    this.assertRunnableHere(manifest, cid)
+
+    let imageLoaded = false
+    if (await this.runtime.imageInfo(manifest.spec.imageId) == null) {
+      if (manifest.spec.imageCid == null) throw new ImageMissingError(`image ${manifest.spec.imageId} of mission ${manifest.mission} is not on this board and the checkpoint carries no copy`)
+      const image = await this.store.getImageManifest(manifest.spec.imageCid, { signal })
+      await this.runtime.loadImage(Readable.from(this.store.readFile(image.archive, { signal })), signal)
+      if (await this.runtime.imageInfo(manifest.spec.imageId) == null) throw new ImageMissingError(`docker load of ${manifest.spec.imageCid.toString()} did not produce image ${manifest.spec.imageId}`)
+      imageLoaded = true
+    }
+
+    const spec: MissionSpec = {
+      mission: manifest.mission,
+      image: manifest.spec.imageId,
+      cmd: manifest.spec.cmd ?? undefined,
+      entrypoint: manifest.spec.entrypoint ?? undefined,
+      env: manifest.spec.env,
+      workingDir: manifest.spec.workingDir,
+      user: manifest.spec.user,
+      dataPath: manifest.spec.dataPath
+    }
+    const containerId = await this.runtime.create(spec, { mission: manifest.mission, peerId: options.peerId, epoch: options.epoch }, { signal })
+    try {
+      const inspect = await this.runtime.inspect(containerId)
+      const upperDir = upperDirOf(inspect)
+      if (upperDir == null) throw new CheckpointError(`new container ${containerId} has no overlay2 upper dir`)
+      const name = `restore-${manifest.seq}`
+      const checkpointDir = join(this.runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
+      await Promise.all([
+        this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
+        this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
+        manifest.spec.dataPath != null
+          ? this.store.materializeTree(manifest.trees.data, this.runtime.dataDirFor(inspect.Name.replace(/^\//, '')), { signal })
+          : Promise.resolve()
+      ])
+      await (this.runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
+        .catch(async (err: unknown) => { throw await criuFailure('restore', err) })
+      await rm(checkpointDir, { recursive: true, force: true })
+      return { containerId, ms: performance.now() - started, imageLoaded }
+    } catch (err) {
+      await this.runtime.stop(containerId).catch(() => {})
+      throw err
+    }
+  }
+
+  private assertRunnableHere (manifest: CheckpointManifest, cid: CID): void {
+    const local = this.runtime.info.arch
+    if (manifest.arch !== local) throw new ArchitectureMismatchError(manifest.arch, local, cid.toString())
+  }
+}
+
+function upperDirOf (inspect: { GraphDriver?: { Data?: object } }): string | undefined {
+  return (inspect.GraphDriver?.Data as { UpperDir?: string } | undefined)?.UpperDir
+}
+
+function asArray (v: unknown): string[] | null {
+  if (Array.isArray(v)) return v as string[]
+  if (typeof v === 'string' && v !== '') return [v]
+  return null
+}
+
+/**
+ * containerd runs CRIU in `<data-root>/containerd/.../<id>/criu-work` and deletes it on success; its
+ * stats-dump is caught by a watch while the dump runs.
+ */
+function watchCriuWork (taskDir: string): { stop: () => Promise<CriuDumpStats | null> } {
+  let stats: CriuDumpStats | null = null
+  let watcher: FSWatcher | null = null
+  const grab = async (file: string): Promise<void> => {
+    try {
+      const parsed = parseStatsDump(await readFile(file))
+      if (parsed != null) stats = parsed
+    } catch {}
+  }
+  const pending: Array<Promise<void>> = []
+  try {
+    watcher = watch(taskDir, { recursive: true }, (_event, name) => {
+      if (name != null && name.toString().endsWith('stats-dump')) pending.push(grab(join(taskDir, name.toString())))
+    })
+    watcher.on('error', () => {})
+  } catch {
+    watcher = null
+  }
+  return {
+    stop: async () => {
+      watcher?.close()
+      await Promise.all(pending)
+      return stats
+    }
+  }
+}
+
+/** Turns a Docker checkpoint/restore error into a CriuError carrying CRIU's own log lines. */
+async function criuFailure (what: 'checkpoint' | 'restore', err: unknown): Promise<Error> {
+  const message = (err as { json?: { message?: string } })?.json?.message ?? (err as Error)?.message ?? String(err)
+  if (!/criu|runc/i.test(message)) return err instanceof Error ? err : new Error(message)
+  const logPath = /path=\s*(\S+\.log)/.exec(message)?.[1] ?? /log file:\s*(\S+\.log)/.exec(message)?.[1]
+  let lines: string[] = []
+  if (logPath != null) {
+    try {
+      const log = (await readFile(logPath, 'utf8')).split('\n')
+      const errors = log.filter(l => /Error|Warn/.test(l))
+      lines = (errors.length > 0 ? errors : log).slice(-20)
+    } catch {}
+  }
+  return new CriuError(`CRIU ${what} failed: ${message}`, lines)
+}
+
+async function run (cmd: string, args: string[]): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] })
+    let err = ''
+    p.stderr.on('data', (d: Buffer) => { err += d.toString() })
+    p.on('error', reject)
+    p.on('close', code => { code === 0 ? resolve() : reject(new CheckpointError(`${cmd} ${args.join(' ')}: ${err.trim()}`)) })
+  })
+}
+
+/** Copies a directory tree keeping owners, modes, symlinks and overlay whiteouts (reflinks where possible). */
+async function copyTree (from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true })
+  await run('cp', ['-a', '--reflink=auto', `${from}/.`, to])
+}
+
+async function renameDir (from: string, to: string): Promise<void> {
+  await run('mv', ['-T', from, to])
+}

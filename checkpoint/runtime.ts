@@ -1,0 +1,248 @@
+// Mission containers on one board's Docker daemon (dockerode): labelled, no network, never pulled.
+import Docker from 'dockerode'
+import { mkdir, rm } from 'node:fs/promises'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
+import type { Readable } from 'node:stream'
+import { CheckpointError, ImageMissingError } from './errors.ts'
+import { assertMissionName } from './bundle-store.ts'
+
+export const LABEL_MISSION = 'tandem.mission'
+export const LABEL_PEER = 'tandem.peer'
+export const LABEL_EPOCH = 'tandem.epoch'
+export const LABEL_DATA_PATH = 'tandem.data-path'
+
+// CRIU cannot dump io_uring instances, and Node >= 22 (libuv >= 1.45) opens one in every event loop.
+// Refusing io_uring_setup with ENOSYS makes libuv fall back to epoll; everything else stays allowed.
+const MISSION_SECCOMP_PROFILE = JSON.stringify({
+  defaultAction: 'SCMP_ACT_ALLOW',
+  syscalls: [{ names: ['io_uring_setup', 'io_uring_enter', 'io_uring_register'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 }]
+})
+
+/** What the missions part asks to run. */
+export interface MissionSpec {
+  mission: string
+  /** An image present on this board (name:tag or id). Never pulled. */
+  image: string
+  cmd?: string[]
+  entrypoint?: string[]
+  env?: string[]
+  workingDir?: string
+  user?: string
+  /** Container path of the mission's data directory, bind-mounted from the host. Default `/data`; null: none. */
+  dataPath?: string | null
+  memoryBytes?: number
+}
+
+export interface MissionLabels { mission: string, peerId: string, epoch: number }
+
+export interface MissionContainer {
+  id: string
+  name: string
+  state: string
+  running: boolean
+  labels: MissionLabels
+}
+
+export interface ImageInfo { id: string, tags: string[], arch: string }
+
+export interface DaemonInfo {
+  /** Docker's data root (DockerRootDir): checkpoints to restore are copied under it. */
+  rootDir: string
+  /** GOARCH-style: amd64, arm64, arm. */
+  arch: string
+  storageDriver: string
+  experimental: boolean
+  serverVersion: string
+}
+
+export interface ContainerRuntimeOptions {
+  /** `unix:///path/docker.sock` (a board's own daemon) or `tcp://127.0.0.1:port`. */
+  dockerHost: string
+  /** Host directory for mission data dirs and checkpoint scratch space (same host as the daemon). */
+  stateDir: string
+}
+
+/** Docker reports uname -m; bundles and images carry GOARCH names. */
+export function normalizeArch (arch: string): string {
+  switch (arch) {
+    case 'x86_64': case 'amd64': case 'x64': return 'amd64'
+    case 'aarch64': case 'arm64': return 'arm64'
+    case 'armv7l': case 'armv6l': case 'armhf': case 'arm': return 'arm'
+    default: return arch
+  }
+}
+
+export function dockerFromHost (dockerHost: string): Docker {
+  const url = new URL(dockerHost)
+  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname })
+  if (url.protocol === 'tcp:' || url.protocol === 'http:') {
+    if (!/^(127\.|localhost$|\[::1\]$)/.test(url.hostname)) throw new CheckpointError(`dockerHost ${dockerHost}: only loopback daemons are allowed`)
+    return new Docker({ host: url.hostname, port: Number(url.port) })
+  }
+  throw new CheckpointError(`unsupported dockerHost ${dockerHost}: use unix:///path or tcp://127.0.0.1:port`)
+}
+
+export class ContainerRuntime {
+  readonly docker: Docker
+  readonly dockerHost: string
+  readonly stateDir: string
+  private daemon: DaemonInfo | null = null
+
+  constructor (options: ContainerRuntimeOptions) {
+    this.dockerHost = options.dockerHost
+    this.stateDir = options.stateDir
+    this.docker = dockerFromHost(options.dockerHost)
+  }
+
+  /** Connects to the daemon and checks it can checkpoint (experimental mode, overlay2). */
+  async start (): Promise<DaemonInfo> {
+    const [info, version] = await Promise.all([this.docker.info(), this.docker.version()])
+    this.daemon = {
+      rootDir: info.DockerRootDir,
+      arch: normalizeArch(info.Architecture),
+      storageDriver: info.Driver,
+      experimental: (version as { Experimental?: boolean }).Experimental === true || (info as { ExperimentalBuild?: boolean }).ExperimentalBuild === true,
+      serverVersion: info.ServerVersion
+    }
+    if (!this.daemon.experimental) throw new CheckpointError(`Docker at ${this.dockerHost} is not in experimental mode: checkpoints need "experimental": true`)
+    if (this.daemon.storageDriver !== 'overlay2') throw new CheckpointError(`Docker at ${this.dockerHost} uses storage driver ${this.daemon.storageDriver}; tandem needs overlay2 to capture rootfs changes`)
+    await mkdir(this.stateDir, { recursive: true })
+    return this.daemon
+  }
+
+  /** Lifecycle end (containers keep running: they belong to the daemon). */
+  async close (): Promise<void> { this.daemon = null }
+
+  get info (): DaemonInfo {
+    if (this.daemon == null) throw new CheckpointError('ContainerRuntime not started: call start() first')
+    return this.daemon
+  }
+
+  /** The image if present on this board, else null. Never triggers a pull. */
+  async imageInfo (ref: string): Promise<ImageInfo | null> {
+    try {
+      const i = await this.docker.getImage(ref).inspect()
+      return { id: i.Id, tags: i.RepoTags ?? [], arch: normalizeArch(i.Architecture) }
+    } catch (err: any) {
+      if (err?.statusCode === 404) return null
+      throw err
+    }
+  }
+
+  async saveImage (imageId: string, signal?: AbortSignal): Promise<Readable> {
+    const stream = await this.docker.getImage(imageId).get() as unknown as Readable
+    signal?.addEventListener('abort', () => stream.destroy(signal.reason), { once: true })
+    return stream
+  }
+
+  async loadImage (archive: NodeJS.ReadableStream, signal?: AbortSignal): Promise<void> {
+    const res = await this.docker.loadImage(archive, { quiet: true, abortSignal: signal } as any) as unknown as Readable
+    let out = ''
+    for await (const chunk of res) out += chunk.toString()
+    const error = out.split('\n').filter(l => l.trim() !== '').map(l => { try { return JSON.parse(l) } catch { return {} } }).find(m => m.error != null)
+    if (error != null) throw new CheckpointError(`docker load failed: ${String(error.error)}`)
+  }
+
+  /** Host directory bind-mounted as the data dir of the container named `name`. */
+  dataDirFor (containerName: string): string {
+    return join(this.stateDir, 'containers', containerName, 'data')
+  }
+
+  /** Creates and starts a mission container from scratch (no checkpoint). */
+  async startFresh (spec: MissionSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
+    const id = await this.create(spec, labels, options)
+    await this.docker.getContainer(id).start({ abortSignal: options.signal } as any)
+    return id
+  }
+
+  /** Creates (not starts) a mission container; its data dir exists, empty unless filled before start. */
+  async create (spec: MissionSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
+    assertMissionName(spec.mission)
+    if (spec.mission !== labels.mission) throw new CheckpointError(`spec is for mission ${spec.mission}, labels for ${labels.mission}`)
+    if (!Number.isSafeInteger(labels.epoch) || labels.epoch < 0) throw new CheckpointError(`epoch must be a non-negative integer, got ${String(labels.epoch)}`)
+    const image = await this.imageInfo(spec.image)
+    if (image == null) throw new ImageMissingError(`image ${spec.image} is not on this board (Docker at ${this.dockerHost}); tandem never pulls`)
+    const name = `tandem-${spec.mission}-e${labels.epoch}-${randomBytes(3).toString('hex')}`
+    const dataPath = spec.dataPath === undefined ? '/data' : spec.dataPath
+    const mounts: Docker.MountSettings[] = []
+    if (dataPath != null) {
+      const hostDir = this.dataDirFor(name)
+      await mkdir(hostDir, { recursive: true })
+      mounts.push({ Type: 'bind', Source: hostDir, Target: dataPath })
+    }
+    const container = await this.docker.createContainer({
+      name,
+      Image: image.id,
+      Cmd: spec.cmd,
+      Entrypoint: spec.entrypoint,
+      Env: spec.env,
+      WorkingDir: spec.workingDir,
+      User: spec.user,
+      Labels: {
+        [LABEL_MISSION]: labels.mission,
+        [LABEL_PEER]: labels.peerId,
+        [LABEL_EPOCH]: String(labels.epoch),
+        ...(dataPath != null ? { [LABEL_DATA_PATH]: dataPath } : {})
+      },
+      NetworkDisabled: true,
+      HostConfig: {
+        NetworkMode: 'none',
+        SecurityOpt: [`seccomp=${MISSION_SECCOMP_PROFILE}`],
+        Mounts: mounts,
+        Memory: spec.memoryBytes,
+        RestartPolicy: { Name: 'no' }
+      },
+      abortSignal: options.signal
+    } as Docker.ContainerCreateOptions)
+    return container.id
+  }
+
+  /** Stops and removes a mission container and its host data dir. */
+  async stop (containerId: string, options: { timeoutSec?: number, keepData?: boolean } = {}): Promise<void> {
+    const c = this.docker.getContainer(containerId)
+    let name: string | null = null
+    try {
+      name = (await c.inspect()).Name.replace(/^\//, '')
+      await c.remove({ force: true, v: true })
+    } catch (err: any) {
+      if (err?.statusCode !== 404) throw err
+    }
+    if (name != null && options.keepData !== true) await rm(join(this.stateDir, 'containers', name), { recursive: true, force: true })
+  }
+
+  /** Containers of a mission on this board (any state), newest epoch first. */
+  async listMission (mission: string): Promise<MissionContainer[]> {
+    assertMissionName(mission)
+    const list = await this.docker.listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${mission}`] } })
+    return list.map(c => ({
+      id: c.Id,
+      name: (c.Names[0] ?? '').replace(/^\//, ''),
+      state: c.State,
+      running: c.State === 'running',
+      labels: { mission, peerId: c.Labels[LABEL_PEER] ?? '', epoch: Number(c.Labels[LABEL_EPOCH] ?? 0) }
+    })).sort((a, b) => b.labels.epoch - a.labels.epoch)
+  }
+
+  async inspect (containerId: string): Promise<Docker.ContainerInspectInfo> {
+    return await this.docker.getContainer(containerId).inspect()
+  }
+
+  /** Output of the container so far (stdout and stderr, demultiplexed). */
+  async logs (containerId: string): Promise<string> {
+    const buf = await this.docker.getContainer(containerId).logs({ stdout: true, stderr: true, follow: false }) as unknown as Buffer
+    return demuxLogs(buf)
+  }
+}
+
+/** Docker multiplexes non-TTY logs in frames: [stream, 0, 0, 0, size (u32 BE)] + payload. */
+export function demuxLogs (buf: Buffer): string {
+  let out = ''
+  let offset = 0
+  while (offset + 8 <= buf.length) {
+    const size = buf.readUInt32BE(offset + 4)
+    out += buf.subarray(offset + 8, offset + 8 + size).toString()
+    offset += 8 + size
+  }
+  return out
+}
