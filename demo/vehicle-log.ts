@@ -1,7 +1,8 @@
 // Reads the vehicle controller's stdout lines (as `docker logs` gives them) and measures a takeover:
 // downtime from the last report of the old primary to the first of the new one, state lost in ticks,
 // and whether the new primary continued the same deterministic trajectory.
-import { REPORT_EVERY_TICKS, report, simulate } from '../examples/vehicle/controller.js'
+import { REPORT_EVERY_TICKS, TICK_HZ, report, simulate } from '../examples/vehicle/controller.js'
+import type { DemoSummary } from './view.ts'
 
 export interface VehicleSample {
   tick: number
@@ -137,5 +138,19 @@ export function measureTakeover (before: readonly VehicleLogEntry[], after: read
     stateLostTicks: Math.max(0, lastBefore.tick - resumedFromTick),
     stateLostResolutionTicks: resolution,
     trajectoryVerified: toVerify.every(isOnTrajectory)
+  }
+}
+
+/** The summary fields a takeover measurement fills in (the rest comes from the swarm's events). */
+export function takeoverFigures (measurement: TakeoverMeasurement): Pick<DemoSummary,
+  'downtimeMs' | 'stateLostTicks' | 'ticksPerSecond' | 'positionBefore' | 'positionAfter' | 'trajectoryVerified'> {
+  const position = (sample: VehicleSample): { tick: number, x: number, y: number } => ({ tick: sample.tick, x: sample.x, y: sample.y })
+  return {
+    downtimeMs: measurement.downtimeMs,
+    stateLostTicks: measurement.stateLostTicks,
+    ticksPerSecond: TICK_HZ,
+    positionBefore: position(measurement.lastBefore),
+    positionAfter: position(measurement.firstAfter),
+    trajectoryVerified: measurement.trajectoryVerified
   }
 }

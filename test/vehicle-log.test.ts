@@ -1,6 +1,7 @@
 // Reading the vehicle controller's log lines and measuring a takeover from two containers' logs.
 import t from 'tap'
-import { isOnTrajectory, measureTakeover, parseVehicleLine, parseVehicleLog, samplesOf } from '../demo/vehicle-log.ts'
+import { isOnTrajectory, measureTakeover, parseVehicleLine, parseVehicleLog, samplesOf, takeoverFigures } from '../demo/vehicle-log.ts'
+import { renderSummary } from '../demo/view.ts'
 import { REPORT_EVERY_TICKS, report, simulate } from '../examples/vehicle/controller.js'
 
 const WALL_START = 1_800_000_000_000
@@ -67,4 +68,16 @@ t.test('a new primary off the trajectory is flagged; empty logs are clear errors
   t.equal(measureTakeover(before, parseVehicleLog(tampered)).trajectoryVerified, false)
   t.throws(() => measureTakeover([], before), /old primary's log holds no vehicle report/)
   t.throws(() => measureTakeover(before, parseVehicleLog('{"t":"vehicle","event":"cold-start","fromTick":1}')), /new primary's log holds no vehicle report/)
+})
+
+t.test('takeoverFigures fills the demo summary', async t => {
+  const before = parseVehicleLog(logText(0, 500, WALL_START))
+  const measured = measureTakeover(before, parseVehicleLog(logText(473, 600, WALL_START + 10_000)))
+  const figures = takeoverFigures(measured)
+  t.match(figures, { downtimeMs: measured.downtimeMs, stateLostTicks: 30, ticksPerSecond: 50, trajectoryVerified: true })
+  t.match(figures.positionBefore, { tick: 500 })
+  t.match(figures.positionAfter, { tick: 480 })
+  const text = renderSummary({ mission: 'vehicle-controller', boards: 3, takeover: true, ...figures }).join('\n')
+  t.ok(text.includes('30 ticks, 600 ms of driving'))
+  t.ok(text.includes('continued on the same trajectory'))
 })

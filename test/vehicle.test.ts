@@ -161,3 +161,21 @@ t.test('a corrupt state.json is reported and ignored, never a crash', async t =>
   run.child.kill('SIGTERM')
   t.equal(await run.exited, 0)
 })
+
+t.test('mission.yaml and Dockerfile describe the same app', async t => {
+  const { parse } = await import('yaml')
+  const manifest = parse(await readFile(join(import.meta.dirname, '..', 'examples', 'vehicle', 'mission.yaml'), 'utf8')) as Record<string, unknown>
+  t.match(manifest, {
+    name: 'vehicle-controller',
+    image: 'tandem/vehicle',
+    command: ['node', '/app/controller.js'],
+    env: { DATA_DIR: '/data' },
+    data: '/data'
+  })
+  t.ok(typeof manifest.checkpointIntervalMs === 'number' && manifest.checkpointIntervalMs >= 500 && manifest.checkpointIntervalMs <= 1000)
+  t.same(Object.keys(manifest).sort(), ['checkpointIntervalMs', 'command', 'data', 'env', 'image', 'name'], 'only the manifest fields')
+  const dockerfile = await readFile(join(import.meta.dirname, '..', 'examples', 'vehicle', 'Dockerfile'), 'utf8')
+  t.match(dockerfile, /^FROM tandem\/node-base$/m)
+  t.match(dockerfile, /^COPY controller\.js \/app\/controller\.js$/m)
+  t.match(dockerfile, /^CMD \["node", "\/app\/controller\.js"\]$/m)
+})
