@@ -325,7 +325,7 @@ export function renderStatusLine (snapshot: ViewSnapshot, options: RenderOptions
     if (names.length > 0) groups.push(`${health} ${names.join(',')}`)
   }
   const roles = groups.join(' ')
-  const text = `[${(snapshot.elapsedMs / 1000).toFixed(1).padStart(6)} s] ${snapshot.phase} e${mission.epoch}` +
+  const text = `[${(snapshot.elapsedMs / 1000).toFixed(3).padStart(8)} s] state ${snapshot.phase} e${mission.epoch}` +
     ` tick ${mission.tick ?? '—'} (${formatNumber(mission.x, 1)},${formatNumber(mission.y, 1)})` +
     ` ckpt ${formatSeq(mission.checkpointSeq)} ${formatMs(mission.checkpointAgeMs)} lag ${mission.lagSeq ?? '—'} | ${roles}`
   return painter.paint(fit(text, MAX_WIDTH), undefined)

@@ -128,7 +128,7 @@ t.test('renderLine and renderStatusLine: plain single lines for --no-tty', async
     const status = renderStatusLine(shot)
     t.ok(visibleWidth(status) <= MAX_WIDTH && !status.includes('\x1b') && !status.includes('\n'))
   }
-  t.match(renderStatusLine(snapshot()), /^\[ {2}12\.3 s\] takeover e2 tick 1234 \(.+\) ckpt #42 312 ms lag 1 \| P board-2 B board-3/)
+  t.match(renderStatusLine(snapshot()), /^\[ {2}12\.345 s\] state takeover e2 tick 1234 \(.+\) ckpt #42 312 ms lag 1 \| P board-2 B board-3/)
 })
 
 const summary: DemoSummary = {
