@@ -2,24 +2,23 @@
 // timeline: no swarm, no Docker, no CRIU). For looking at the renderer; the real demo is demo/run.ts.
 //   node demo/preview.ts [--no-tty | --json] [--seconds N]
 import { TICK_HZ, simulate, type VehicleState } from '../examples/vehicle/controller.js'
-import { TerminalView, type TerminalMode } from './terminal.ts'
+import { TerminalView, chooseMode, type TerminalMode } from './terminal.ts'
 import type { BoardView, ViewEvent, ViewSnapshot } from './view.ts'
 
 interface PreviewOptions { mode: TerminalMode, seconds: number }
 
 function parseArguments (argv: string[]): PreviewOptions {
-  const options: PreviewOptions = { mode: process.stdout.isTTY === true ? 'tty' : 'lines', seconds: 14 }
+  let seconds = 14
   for (let i = 0; i < argv.length; i++) {
     const argument = argv[i]
-    if (argument === '--no-tty') options.mode = 'lines'
-    else if (argument === '--json') options.mode = 'json'
-    else if (argument === '--seconds') {
-      const seconds = Number(argv[++i])
+    if (argument === '--no-tty' || argument === '--json') continue
+    if (argument === '--seconds') {
+      seconds = Number(argv[++i])
       if (!Number.isFinite(seconds) || seconds < 1 || seconds > 600) throw new Error('--seconds takes a number from 1 to 600')
-      options.seconds = seconds
     } else throw new Error(`unknown argument ${String(argument)}; usage: node demo/preview.ts [--no-tty | --json] [--seconds N]`)
   }
-  return options
+  const mode = chooseMode({ json: argv.includes('--json'), noTty: argv.includes('--no-tty') }, process.stdout)
+  return { mode, seconds }
 }
 
 async function preview (options: PreviewOptions, signal: AbortSignal): Promise<void> {
@@ -104,6 +103,11 @@ async function preview (options: PreviewOptions, signal: AbortSignal): Promise<v
 
 const controller = new AbortController()
 process.once('SIGINT', () => controller.abort())
+// A reader that went away (`| head`) ends the preview quietly.
+process.stdout.on('error', error => {
+  if ((error as NodeJS.ErrnoException).code !== 'EPIPE') throw error
+  controller.abort()
+})
 try {
   await preview(parseArguments(process.argv.slice(2)), controller.signal)
 } catch (error) {

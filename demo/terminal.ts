@@ -3,7 +3,7 @@
 //  lines - one plain line per event plus a status line every `statusEveryMs` (`--no-tty`);
 //  json  - one JSON object per line: {type: 'event'|'snapshot'|'summary', ...} (`--json`).
 import {
-  renderLine, renderScreen, renderStatusLine, renderSummary, renderTty,
+  SCREEN_WIDTH, renderLine, renderScreen, renderStatusLine, renderSummary, renderTty,
   type DemoSummary, type ViewEvent, type ViewSnapshot
 } from './view.ts'
 
@@ -26,6 +26,17 @@ export interface TerminalViewOptions {
   maxEvents?: number
   /** Clock for throttling; injectable for tests. */
   now?: () => number
+}
+
+/**
+ * The mode for the demo's flags and its stdout: json for --json; lines for --no-tty, a pipe, or a
+ * terminal too narrow for the screen (wrapped lines would break the in-place redraw); tty otherwise.
+ */
+export function chooseMode (flags: { json?: boolean, noTty?: boolean }, stdout: { isTTY?: boolean, columns?: number }): TerminalMode {
+  if (flags.json === true) return 'json'
+  if (flags.noTty === true || stdout.isTTY !== true) return 'lines'
+  if (stdout.columns !== undefined && stdout.columns < SCREEN_WIDTH) return 'lines'
+  return 'tty'
 }
 
 const HIDE_CURSOR = '\x1b[?25l'

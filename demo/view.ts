@@ -96,6 +96,8 @@ export interface DemoSummary {
 /** Widest line any render function returns, in visible columns. */
 export const MAX_WIDTH = 100
 const INNER_WIDTH = 96
+/** Width of every line of the boxed screen and summary. */
+export const SCREEN_WIDTH = INNER_WIDTH + 2
 const LEFT_WIDTH = 58
 const MAP_WIDTH = INNER_WIDTH - 2 - LEFT_WIDTH - 3
 const MAP_HEIGHT = 9

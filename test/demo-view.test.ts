@@ -1,10 +1,10 @@
 // The demo's terminal view: snapshots -> lines, widths, colours, and the live writer's modes.
 import t from 'tap'
 import {
-  MAX_WIDTH, renderLine, renderMiniMap, renderScreen, renderStatusLine, renderSummary, renderTty, stripAnsi, visibleWidth,
+  MAX_WIDTH, SCREEN_WIDTH, renderLine, renderMiniMap, renderScreen, renderStatusLine, renderSummary, renderTty, stripAnsi, visibleWidth,
   type BoardView, type DemoSummary, type ViewSnapshot
 } from '../demo/view.ts'
-import { TerminalView } from '../demo/terminal.ts'
+import { TerminalView, chooseMode } from '../demo/terminal.ts'
 import { simulate } from '../examples/vehicle/controller.js'
 
 const vehicle = simulate(1234)
@@ -227,4 +227,14 @@ t.test('TerminalView lines and json modes', async t => {
   const objects = json.chunks.join('').trim().split('\n').map(line => JSON.parse(line) as { type: string })
   t.same(objects.map(object => object.type), ['event', 'snapshot', 'summary'])
   t.match(objects[2], { type: 'summary', downtimeMs: 1204, stateLostTicks: 21 })
+})
+
+t.test('chooseMode: json, lines for pipes and narrow terminals, tty otherwise', async t => {
+  t.equal(chooseMode({ json: true }, { isTTY: true, columns: 200 }), 'json')
+  t.equal(chooseMode({ noTty: true }, { isTTY: true, columns: 200 }), 'lines')
+  t.equal(chooseMode({}, { isTTY: false }), 'lines')
+  t.equal(chooseMode({}, { isTTY: true, columns: SCREEN_WIDTH - 1 }), 'lines')
+  t.equal(chooseMode({}, { isTTY: true, columns: SCREEN_WIDTH }), 'tty')
+  t.ok(SCREEN_WIDTH <= MAX_WIDTH)
+  t.equal(visibleWidth(renderScreen(snapshot())[0]!), SCREEN_WIDTH)
 })
