@@ -34,6 +34,8 @@ export interface FailureDetectorConfig {
   /**
    * Lifeguard local health: when our own event loop runs late by more than this, we are the slow one;
    * each late tick raises the local health score, which stretches our timeouts instead of accusing others.
+   * 150 ms: GC and a busy CPU cause lags of tens of ms that the suspicion margins already absorb. A lag
+   * beyond suspectAfterMs / 2 is a pause (SIGSTOP, VM freeze): compensated by shifting timers instead.
    */
   lagThresholdMs: number
   /** Timeouts are multiplied by (1 + score); the score is capped here (memberlist: AwarenessMaxMultiplier 8). */
@@ -56,7 +58,7 @@ export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
   indirectProbeTimeoutMs: 400,
   suspicionTimeoutMs: 500,
   tickIntervalMs: 50,
-  lagThresholdMs: 60,
+  lagThresholdMs: 150,
   maxHealthScore: 8,
   healthDecayMs: 1000,
   probeOnDisconnect: true,

@@ -205,8 +205,7 @@ export class Membership {
       }
       this.#log(`membership: this process was paused for ${Math.round(lag)} ms`)
       for (const listener of this.#pauseListeners) listener({ pausedMs: lag })
-    }
-    if (lag > this.config.lagThresholdMs) {
+    } else if (lag > this.config.lagThresholdMs) {
       this.#raiseHealthScore(now, `event loop late by ${Math.round(lag)} ms`)
     } else if (this.#healthScore > 0 && now - this.#healthChangedAt >= this.config.healthDecayMs) {
       this.#healthScore--

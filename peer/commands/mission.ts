@@ -1,0 +1,144 @@
+// `tandem mission deploy|ls|show|rm|move`: manage missions through any peer's control API.
+import { readFile } from 'node:fs/promises'
+import { UsageError, type Command } from './command.ts'
+import { parseFlags } from './args.ts'
+import { ApiClient } from '../api-client.ts'
+import { ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, parseApiAddress, type ApiAddress } from '../config.ts'
+import type { MissionStatus, MoveResult } from '../missions.ts'
+
+const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json]
+
+  deploy FILE            deploy the mission described by a YAML or JSON manifest
+  ls                     list the missions the swarm runs
+  show NAME              one mission: placement, epoch, checkpoints, replication, recent events
+  rm NAME                stop and remove a mission everywhere
+  move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
+
+  --api HOST:PORT   the peer's control API (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT})
+  --data-dir DIR    the peer's data dir, to read its API token (else $TANDEM_API_TOKEN)
+  --json            print JSON`
+
+function shortId (peerId: string | null | undefined): string {
+  if (peerId == null) return '-'
+  return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId
+}
+
+function table (rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
+  return rows.map(row => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
+}
+
+export function formatMissions (missions: MissionStatus[]): string {
+  if (missions.length === 0) return '(no missions)'
+  const rows = [['MISSION', 'STATE', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
+  for (const m of missions) {
+    rows.push([
+      m.name, m.state, String(m.epoch), shortId(m.primary), shortId(m.backup),
+      m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
+      m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
+      m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
+    ])
+  }
+  return table(rows)
+}
+
+export function formatMission (m: MissionStatus): string {
+  const lines = [
+    `mission     ${m.name}`,
+    `state       ${m.state}`,
+    `epoch       ${m.epoch}`,
+    `primary     ${m.primary ?? '-'}`,
+    `backup      ${m.backup ?? '-'}`,
+    `image       ${typeof m.spec.image === 'string' ? m.spec.image : Object.entries(m.spec.image).map(([arch, image]) => `${arch}=${image}`).join(', ')}`,
+    `interval    ${m.spec.checkpointIntervalMs} ms`,
+    `checkpoint  ${m.lastCheckpoint == null ? 'none yet' : `#${m.lastCheckpoint.seq} ${m.lastCheckpoint.cid} (${m.lastCheckpoint.ageMs} ms ago)`}`,
+    `replicated  ${m.replicatedSeq == null ? 'nothing yet' : `#${m.replicatedSeq}`}`
+  ]
+  if (m.events.length > 0) {
+    lines.push('', 'events:')
+    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${event.text}`)
+  }
+  return lines.join('\n')
+}
+
+function oneName (positionals: string[], what: string): string {
+  const [name, extra] = positionals
+  if (name == null) throw new UsageError(`missing ${what}\n${USAGE}`)
+  if (extra != null) throw new UsageError(`unexpected argument '${extra}'`)
+  return name
+}
+
+export const command: Command = {
+  async run (argv) {
+    const [sub, ...rest] = argv
+    if (sub == null || sub === '--help' || sub === '-h') { console.log(USAGE); return sub == null ? 2 : 0 }
+    if (rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
+    const { values, positionals } = parseFlags(rest, {
+      api: { type: 'string' },
+      'data-dir': { type: 'string' },
+      json: { type: 'boolean' },
+      to: { type: 'string' }
+    }, true)
+    if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
+    let address: ApiAddress
+    try {
+      address = values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT }
+    } catch (err) {
+      if (err instanceof ConfigError) throw new UsageError(err.message)
+      throw err
+    }
+    const connect = async (): Promise<ApiClient> => {
+      try {
+        return await ApiClient.connect(address, { dataDir: values['data-dir'] })
+      } catch (err) {
+        throw new UsageError((err as Error).message)
+      }
+    }
+    const print = (value: unknown, human: () => string): void => {
+      console.log(values.json === true ? JSON.stringify(value, null, 2) : human())
+    }
+
+    switch (sub) {
+      case 'deploy': {
+        const file = oneName(positionals, 'manifest FILE')
+        let text: string
+        try {
+          text = await readFile(file, 'utf8')
+        } catch (err) {
+          throw new UsageError(`cannot read ${file}: ${(err as Error).message}`)
+        }
+        const client = await connect()
+        const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file })
+        print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
+        return 0
+      }
+      case 'ls': {
+        if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
+        const missions = await (await connect()).request<MissionStatus[]>('GET', '/v1/missions')
+        print(missions, () => formatMissions(missions))
+        return 0
+      }
+      case 'show': {
+        const name = oneName(positionals, 'mission NAME')
+        const mission = await (await connect()).request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
+        print(mission, () => formatMission(mission))
+        return 0
+      }
+      case 'rm': {
+        const name = oneName(positionals, 'mission NAME')
+        const result = await (await connect()).request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`)
+        print(result, () => `removed ${result.removed}`)
+        return 0
+      }
+      case 'move': {
+        const name = oneName(positionals, 'mission NAME')
+        if (values.to == null || values.to === '') throw new UsageError('move needs --to PEER_ID')
+        const result = await (await connect()).request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to }, { timeoutMs: 120_000 })
+        print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq})`)
+        return 0
+      }
+      default:
+        throw new UsageError(`unknown subcommand '${sub}'\n${USAGE}`)
+    }
+  }
+}

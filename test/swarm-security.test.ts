@@ -1,0 +1,107 @@
+// A private swarm keeps out peers without its key, and a peer drops forged, malformed, oversized and
+// replayed gossip (counted in its status) without crashing.
+import t from 'tap'
+import { join } from 'node:path'
+import { readFile } from 'node:fs/promises'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
+import { HEARTBEAT_TOPIC, type Heartbeat } from '../peer/heartbeat.ts'
+import { waitFor } from '../peer/spawn.ts'
+import { peerFor, swarmFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
+
+async function rawNodeFor (t: Teardown, swarmKeyFile?: string): Promise<SwarmNode> {
+  const node = await createSwarmNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    dataDir: await tempDirFor(t, 'tandem-raw-'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstrap: [],
+    swarmKey: swarmKeyFile != null ? new Uint8Array(await readFile(swarmKeyFile)) : undefined,
+    mdns: false
+  })
+  t.teardown(async () => { await node.stop() })
+  return node
+}
+
+function heartbeatOf (peerId: string, incarnation: number, seq: number): Heartbeat {
+  return {
+    v: 1,
+    peerId,
+    incarnation,
+    seq,
+    sentAt: Date.now(),
+    addrs: [],
+    board: { name: 'raspberry-pi-b', arch: 'arm', cores: 1, memoryMb: 512 },
+    capabilities: { criu: { version: null, checkOk: null }, docker: { available: null, version: null } },
+    load: { loadPerCore: 0, lagMs: 0, rssMb: 10, healthScore: 0 },
+    extras: {}
+  }
+}
+
+const encode = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value))
+
+t.test('peers with a wrong key or no key cannot join a private swarm', async t => {
+  const key = await swarmKeyFor(t)
+  const otherKey = await swarmKeyFor(t)
+  const member = await peerFor(t, { swarmKey: key })
+  const wrongKey = await peerFor(t, { swarmKey: otherKey, bootstrap: member.addrs })
+  const noKey = await peerFor(t, { bootstrap: member.addrs })
+  const legit = await peerFor(t, { swarmKey: key, bootstrap: member.addrs })
+  await waitFor('the legitimate peer to join', async () => (await member.status()).peers.some(p => p.peerId === legit.peerId && p.state === 'alive'), 30_000)
+  // The intruders have been dialling the member since they started; give them a few more heartbeats.
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  const seen = (await member.status()).peers.map(p => p.peerId)
+  t.same(seen, [legit.peerId], 'the member sees only the peer holding the key')
+  t.same((await wrongKey.status()).peers, [], 'the peer with the wrong key sees nobody')
+  t.same((await noKey.status()).peers, [], 'the peer without a key sees nobody')
+
+  const raw = await rawNodeFor(t)
+  await t.rejects(raw.libp2p.dial(multiaddr(member.addrs[0]!), { signal: AbortSignal.timeout(5000) }), 'a raw libp2p node without the key cannot connect')
+})
+
+t.test('forged, malformed, oversized and replayed heartbeats are dropped and counted', async t => {
+  const key = await swarmKeyFor(t)
+  const [target, honest] = await swarmFor(t, 2, { swarmKey: key })
+  if (target == null || honest == null) throw new Error('swarm did not start')
+  await waitFor('the two peers to see each other', async () => (await target.status()).peers.some(p => p.state === 'alive'), 30_000)
+
+  const raw = await rawNodeFor(t, key)
+  const pubsub = raw.libp2p.services.pubsub
+  pubsub.subscribe(HEARTBEAT_TOPIC)
+  await raw.libp2p.dial(multiaddr(target.addrs[0]!), { signal: AbortSignal.timeout(5000) })
+  await waitFor('the target to subscribe us', () => pubsub.getSubscribers(HEARTBEAT_TOPIC).some(id => id.toString() === target.peerId), 20_000)
+  const rawId = raw.libp2p.peerId.toString()
+
+  // Claims to be the honest peer, signed by the raw node: forged.
+  await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(honest.peerId, Date.now() * 2, 1)))
+  // Not JSON, wrong shape, wrong version: malformed.
+  await pubsub.publish(HEARTBEAT_TOPIC, new TextEncoder().encode('{not json'))
+  await pubsub.publish(HEARTBEAT_TOPIC, encode({ ...heartbeatOf(rawId, 1, 1), board: 'x' }))
+  await pubsub.publish(HEARTBEAT_TOPIC, encode({ ...heartbeatOf(rawId, 1, 1), v: 99 }))
+  await pubsub.publish(HEARTBEAT_TOPIC, new Uint8Array([0xff, 0xfe, 0x00]))
+  // 20 KiB of extras: oversized.
+  await pubsub.publish(HEARTBEAT_TOPIC, encode({ ...heartbeatOf(rawId, 1, 2), extras: { junk: 'x'.repeat(20 * 1024) } }))
+  // A valid heartbeat of the raw node, then the same (incarnation, seq) again: the second is a replay.
+  await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(rawId, 5, 7)))
+  await new Promise(resolve => setTimeout(resolve, 100))
+  await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(rawId, 5, 7)))
+  await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(rawId, 4, 100)))
+
+  const counters = async () => (await target.status()).counters.gossip[HEARTBEAT_TOPIC]?.dropped
+  await waitFor('all drops to be counted', async () => {
+    const dropped = await counters()
+    return dropped != null && dropped.forged >= 1 && dropped.malformed >= 4 && dropped.oversized >= 1 && dropped.replayed >= 2
+  }, 20_000)
+  const dropped = await counters()
+  t.match(dropped, { forged: 1, malformed: 4, oversized: 1, replayed: 2 }, 'each kind of bad message is counted')
+
+  const status = await target.status()
+  const honestEntry = status.peers.find(p => p.peerId === honest.peerId)
+  t.equal(honestEntry?.state, 'alive', 'the honest peer is still alive')
+  t.not(honestEntry?.info?.board.name, 'raspberry-pi-b', 'the forged heartbeat did not overwrite the honest peer\'s profile')
+  t.ok(honestEntry != null && honestEntry.incarnation < Date.now() * 2, 'nor its incarnation')
+  const rawEntry = status.peers.find(p => p.peerId === rawId)
+  t.equal(rawEntry?.incarnation, 5, 'the valid heartbeat of the raw node was accepted')
+  t.equal(target.output.some(line => /Error|uncaught/i.test(line) && !/dropped|dial/.test(line)), false, 'no errors in the target\'s log')
+  t.equal(await Promise.race([target.exited, new Promise(resolve => setTimeout(() => resolve('running'), 100))]), 'running', 'the target is still running')
+})
