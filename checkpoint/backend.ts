@@ -32,32 +32,43 @@ async function concat (chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>)
   return Buffer.concat(parts)
 }
 
+type Blockstore = Helia['blockstore']
+
+/** The plain local store under Helia's layers (pin/GC lock, network fetch, bitswap announcements). */
+function innermost (store: Blockstore): Blockstore {
+  let s = store as Blockstore & { unwrap?: () => Blockstore }
+  while (typeof s.unwrap === 'function') s = s.unwrap() as Blockstore & { unwrap?: () => Blockstore }
+  return s
+}
+
 export class HeliaBundleBackend implements BundleBackend {
   private readonly helia: Pick<Helia, 'blockstore' | 'datastore'>
+  /** Local reads and writes skip Helia's per-block bookkeeping: bitswap serves from the same store anyway. */
+  private readonly local: Blockstore
 
   constructor (components: { helia: Pick<Helia, 'blockstore' | 'datastore'> }) {
     this.helia = components.helia
+    this.local = innermost(components.helia.blockstore)
   }
 
   async has (cid: CID, options: { signal?: AbortSignal } = {}): Promise<boolean> {
-    return await this.helia.blockstore.has(cid, options)
+    return await this.local.has(cid, options)
   }
 
   async get (cid: CID, options: BlockGetOptions = {}): Promise<Uint8Array> {
-    return await concat(this.helia.blockstore.get(cid, { signal: options.signal, offline: options.offline === true }))
+    if (options.offline === true) return await concat(this.local.get(cid, { signal: options.signal }))
+    return await concat(this.helia.blockstore.get(cid, { signal: options.signal }))
   }
 
   async putMany (blocks: BlockPair[], options: { signal?: AbortSignal } = {}): Promise<void> {
     // putMany yields as it writes: drain it so every block is stored before returning.
-    for await (const _ of this.helia.blockstore.putMany(blocks, options)) { /* drain */ }
+    for await (const _ of this.local.putMany(blocks, options)) { /* drain */ }
   }
 
   async deleteMany (cids: CID[], options: { signal?: AbortSignal } = {}): Promise<void> {
-    // Helia's outer layer asks content routing to stop re-providing each block, which fails on a node
-    // without content routers (ours); the layer beneath deletes without that step.
-    const outer = this.helia.blockstore as unknown as { unwrap?: () => Helia['blockstore'] }
-    const store = typeof outer.unwrap === 'function' ? outer.unwrap() : this.helia.blockstore
-    for await (const _ of store.deleteMany(cids, options)) { /* drain */ }
+    // (Helia's outer layer would also ask content routing to stop re-providing each block, which fails
+    // on a node without content routers, like ours.)
+    for await (const _ of this.local.deleteMany(cids, options)) { /* drain */ }
   }
 
   async readRecord (key: string): Promise<Uint8Array | undefined> {

@@ -17,6 +17,7 @@ import {
 } from './format.ts'
 import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError } from './errors.ts'
 import { SharedExclusiveLock } from './lock.ts'
+import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 
 /** CRIU page images are chunked at the page size, aligned to the file start: unchanged pages keep their CID. */
 export const PAGE_CHUNK_SIZE = 4096
@@ -67,6 +68,8 @@ export interface FetchOptions {
   accept?: (manifest: CheckpointManifest) => void
   /** Also fetch the mission image the manifest links to (default true). */
   includeImage?: boolean
+  /** Peer ids to ask first for batched blocks (default: every connected peer). */
+  providers?: string[]
 }
 
 export interface FetchResult {
@@ -88,6 +91,8 @@ export interface BundleStoreOptions {
   fetchConcurrency?: number
   /** How long one block may take to arrive from the swarm before the fetch fails. Default 30 s. */
   blockTimeoutMs?: number
+  /** Batched transfer from peers (bitswap remains the fallback for what it does not deliver). */
+  exchange?: BlockSource
 }
 
 const MISSION_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/
@@ -151,6 +156,7 @@ export class BundleStore {
   private readonly fetchConcurrency: number
   private readonly blockTimeoutMs: number
   private readonly lock = new SharedExclusiveLock()
+  private readonly exchange: BlockSource | undefined
 
   constructor (options: BundleStoreOptions) {
     if (options.keep != null && (!Number.isInteger(options.keep) || options.keep < 1)) throw new CheckpointError('keep must be an integer >= 1')
@@ -158,6 +164,7 @@ export class BundleStore {
     this.keep = options.keep ?? 3
     this.fetchConcurrency = options.fetchConcurrency ?? 256
     this.blockTimeoutMs = options.blockTimeoutMs ?? 30_000
+    this.exchange = options.exchange
   }
 
   // ---- writing -------------------------------------------------------------------------------------------
@@ -302,8 +309,7 @@ export class BundleStore {
       if (options.offline === true) throw new BlockUnavailableError(cid, 'not in the local store')
       throw new BlockUnavailableError(cid, err?.message ?? String(err))
     }
-    const digest = await sha256.digest(bytes)
-    if (!equals(digest.digest, cid.multihash.digest)) throw new BlockCorruptError(cid)
+    if (!(await verifies(cid, bytes))) throw new BlockCorruptError(cid)
     return bytes
   }
 
@@ -369,10 +375,45 @@ export class BundleStore {
         chunkCids.push(...asChunkList(await this.getNode(l, { signal, offline: true }), l).chunks)
       }, signal)
       progress.blocksTotal += chunkCids.length
+      const missing: CID[] = []
+      for (let i = 0; i < chunkCids.length; i += WRITE_BATCH) {
+        const batch = chunkCids.slice(i, i + WRITE_BATCH)
+        const present = await Promise.all(batch.map(async c => await this.backend.has(c)))
+        batch.forEach((c, j) => { if (present[j] !== true) missing.push(c) })
+      }
+      progress.blocksDone += chunkCids.length - missing.length
       report()
+      let viaBitswap = missing
+      const corrupt = new Set<string>()
+      const exchange = this.exchange
+      if (exchange != null && missing.length > 0) {
+        viaBitswap = []
+        const batches: CID[][] = []
+        for (let i = 0; i < missing.length; i += BATCH_SIZE) batches.push(missing.slice(i, i + BATCH_SIZE))
+        await pool(batches, 4, async (batch) => {
+          const got = await exchange.fetchBlocks(batch, { signal, providers: options.providers })
+          const verified: BlockPair[] = []
+          for (const c of batch) {
+            const bytes = got.get(c.toString())
+            if (bytes == null) { viaBitswap.push(c); continue }
+            if (!(await verifies(c, bytes))) { corrupt.add(c.toString()); viaBitswap.push(c); continue }
+            verified.push({ cid: c, bytes })
+            progress.fetchedBlocks++
+            progress.fetchedBytes += bytes.byteLength
+          }
+          await this.backend.putMany(verified, { signal })
+          progress.blocksDone += verified.length
+          report()
+        }, signal)
+      }
       let sinceReport = 0
-      await pool(chunkCids, this.fetchConcurrency, async (c) => {
-        await ensure(c)
+      await pool(viaBitswap, this.fetchConcurrency, async (c) => {
+        try {
+          await ensure(c)
+        } catch (err) {
+          if (corrupt.has(c.toString()) && err instanceof BlockUnavailableError) throw new BlockCorruptError(c)
+          throw err
+        }
         if (++sinceReport >= 256) { sinceReport = 0; report() }
       }, signal)
       report()
@@ -499,6 +540,11 @@ export class BundleStore {
       forEachLink(node, c => stack.push(c))
     }
   }
+}
+
+async function verifies (cid: CID, bytes: Uint8Array): Promise<boolean> {
+  if (cid.multihash.code !== sha256.code) return false
+  return equals((await sha256.digest(bytes)).digest, cid.multihash.digest)
 }
 
 function forEachLink (value: unknown, visit: (cid: CID) => void): void {

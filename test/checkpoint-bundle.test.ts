@@ -7,7 +7,7 @@ import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { CID } from 'multiformats/cid'
 import * as raw from 'multiformats/codecs/raw'
-import { BundleStore, HeliaBundleBackend, storeBundle, BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError, PAGE_CHUNK_SIZE } from '../checkpoint/index.ts'
+import { BundleStore, HeliaBundleBackend, storeBundle, openSwarmBundleStore, BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError, PAGE_CHUNK_SIZE } from '../checkpoint/index.ts'
 import type { BundleBackend, BundleInput, ContainerSpecRecord } from '../checkpoint/index.ts'
 import { connectedPair, swarmNode, tempDir } from './checkpoint-helpers.ts'
 
@@ -61,11 +61,18 @@ function mutatePages (pages: Buffer, fraction: number): Buffer {
   return copy
 }
 
-t.test('a bundle stored on board A is fetched by board B, unchanged pages do not travel twice', async t => {
+for (const transfer of ['batched block exchange', 'bitswap only'] as const) {
+t.test(`a bundle stored on board A is fetched by board B (${transfer}), unchanged pages do not travel twice`, async t => {
   const root = await tempDir(t, 'bundle')
   const [a, b] = await connectedPair(t, root)
-  const storeA = new BundleStore({ backend: new HeliaBundleBackend({ helia: a }) })
-  const storeB = new BundleStore({ backend: new HeliaBundleBackend({ helia: b }), blockTimeoutMs: 10_000 })
+  const open = async (node: typeof a): Promise<BundleStore> => {
+    if (transfer === 'bitswap only') return new BundleStore({ backend: new HeliaBundleBackend({ helia: node }), blockTimeoutMs: 10_000 })
+    const s = await openSwarmBundleStore(node, { blockTimeoutMs: 10_000 })
+    t.teardown(s.stop)
+    return s.store
+  }
+  const storeA = await open(a)
+  const storeB = await open(b)
 
   const pages1 = randomBytes(4 * 1024 * 1024)
   const dirs1 = await makeDump(join(root, 'dump1'), pages1)
@@ -96,6 +103,24 @@ t.test('a bundle stored on board A is fetched by board B, unchanged pages do not
   const out2 = join(root, 'out2')
   await storeB.materializeTree(second.manifest.trees.criu, out2)
   t.ok((await readFile(join(out2, 'pages-1.img'))).equals(pages2), 'page image of checkpoint 2 restored exactly')
+})
+}
+
+t.test('a peer that serves a corrupt block: the fetch fails naming the block', async t => {
+  const root = await tempDir(t, 'peer-corrupt')
+  const [a, b] = await connectedPair(t, root)
+  const sa = await openSwarmBundleStore(a)
+  const sb = await openSwarmBundleStore(b, { blockTimeoutMs: 2000 })
+  t.teardown(sa.stop)
+  t.teardown(sb.stop)
+  const pages = randomBytes(64 * 1024)
+  const first = await storeBundle(sa.store, input(await makeDump(join(root, 'd1'), pages), 1, null))
+  const victim = CID.createV1(raw.code, await (await import('multiformats/hashes/sha2')).sha256.digest(pages.subarray(0, PAGE_CHUNK_SIZE)))
+  await ((a.blockstore as any).unwrap().unwrap() as { put: (c: CID, b: Uint8Array) => Promise<unknown> }).put(victim, randomBytes(PAGE_CHUNK_SIZE))
+  const err = await sb.store.fetch(first.cid).catch(e => e)
+  t.type(err, BlockCorruptError)
+  t.match(err.message, victim.toString())
+  t.equal(await b.blockstore.has(victim), false, 'the bad bytes were not stored')
 })
 
 t.test('a corrupt block is refused naming its CID, and the previous checkpoint stays usable', async t => {
