@@ -134,6 +134,7 @@ class SimulatedBoardDocker implements BoardDocker {
     this.#pid = child.pid ?? 0
     this.#exited = new Promise(resolve => { child.once('exit', () => { resolve() }) })
     liveBoards.add(this)
+    installExitHandlers()
     try {
       await this.#waitUntilAnswering(child, signal)
     } catch (err) {
@@ -446,12 +447,19 @@ function cleanupAllBoards (): void {
   }
 }
 
-process.on('exit', cleanupAllBoards)
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  const onSignal = (): void => {
-    cleanupAllBoards()
-    process.off(signal, onSignal)
-    if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+let exitHandlersInstalled = false
+
+/** Installed when the first board starts, so that merely importing this module changes no signal handling. */
+function installExitHandlers (): void {
+  if (exitHandlersInstalled) return
+  exitHandlersInstalled = true
+  process.on('exit', cleanupAllBoards)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      cleanupAllBoards()
+      process.off(signal, onSignal)
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    }
+    process.on(signal, onSignal)
   }
-  process.on(signal, onSignal)
 }
