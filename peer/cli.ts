@@ -7,6 +7,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   peer: () => import('./commands/peer.ts'),
   status: () => import('./commands/status.ts'),
   'swarm-key': () => import('./commands/swarm-key.ts'),
+  doctor: () => import('./commands/doctor.ts'),
 }
 
 function usage (): string {
