@@ -2,6 +2,7 @@
 import { readApiToken } from './identity.ts'
 import { formatApiAddress, parseApiAddress, type ApiAddress } from './config.ts'
 import type { PeerStatus } from './daemon.ts'
+import type { MembershipEvent } from './membership.ts'
 
 export class ApiRequestError extends Error {
   readonly status: number
@@ -64,6 +65,11 @@ export class ApiClient {
       throw new ApiRequestError(response.status, `API ${method} ${path}: ${response.status} ${message}`)
     }
     return parsed as T
+  }
+
+  /** Recent membership changes seen by this peer (oldest first, wall-clock `at`). */
+  async membershipEvents (options: { signal?: AbortSignal } = {}): Promise<MembershipEvent[]> {
+    return (await this.request<{ events: MembershipEvent[] }>('GET', '/v1/membership/events', undefined, options)).events
   }
 
   async status (options: { signal?: AbortSignal } = {}): Promise<PeerStatus> {

@@ -24,8 +24,9 @@ export interface PeerStatusEntry {
   lastSeenMs: number
   /** Wall-clock time of the last sign of life, ms since epoch. */
   lastSeenAt: number
-  /** Milliseconds in the current state, and why it was entered. */
+  /** Milliseconds in the current state, the wall-clock time it began, and why it was entered. */
   stateForMs: number
+  stateSinceAt: number
   reason: string
   incarnation: number
   board: string | null
@@ -108,6 +109,7 @@ export class Peer {
     this.status = new StatusRegistry(['self', 'peers', 'counters'])
     this.heartbeat = new HeartbeatExtras()
     this.api.route('GET', '/v1/status', async () => ({ body: await this.statusObject() }))
+    this.api.route('GET', '/v1/membership/events', () => ({ body: { events: this.membership.history() } }))
   }
 
   #running<T> (value: T | undefined, what: string): T {
@@ -281,12 +283,14 @@ export class Peer {
     const libp2p = this.node.libp2p
     const board = this.board
     const now = performance.now()
+    const wallNow = Date.now()
     const peers: PeerStatusEntry[] = membership.list().map(member => ({
       peerId: member.peerId,
       state: member.state,
       lastSeenMs: Math.max(0, Math.round(now - member.lastHeardAt)),
       lastSeenAt: member.lastSeenWallMs,
       stateForMs: Math.round(now - member.stateSince),
+      stateSinceAt: Math.round(wallNow - (now - member.stateSince)),
       reason: member.reason,
       incarnation: member.incarnation,
       board: member.info?.board.name ?? null,

@@ -40,6 +40,11 @@ export interface MembershipChange {
   reason: string
 }
 
+/** A change with its wall-clock time (ms since epoch), as kept in the recent history. */
+export interface MembershipEvent extends MembershipChange { at: number }
+
+const HISTORY_LENGTH = 1000
+
 /** Probes a peer. Implementations must resolve (never reject) within about the given timeout. */
 export interface Prober {
   /** Direct ping: `refused` when its addresses refuse connections (no process listening). */
@@ -76,6 +81,7 @@ export class Membership {
   readonly #probing = new Map<string, { startedAt: number, done: boolean, outcome: ProbeOutcome | null }>()
   readonly #changeListeners = new Set<Listener<MembershipChange>>()
   readonly #pauseListeners = new Set<Listener<{ pausedMs: number }>>()
+  readonly #history: MembershipEvent[] = []
   #timer: NodeJS.Timeout | undefined
   #lastTickAt: number | null = null
   #healthScore = 0
@@ -120,6 +126,9 @@ export class Membership {
     const member = this.#members.get(peerId)
     return member == null ? undefined : { ...member }
   }
+
+  /** The most recent state changes (oldest first), for diagnostics and the bench. */
+  history (): MembershipEvent[] { return this.#history.map(event => ({ ...event })) }
 
   /** Lifeguard local health score: 0 is healthy; timeouts are multiplied by (1 + score). */
   get healthScore (): number { return this.#healthScore }
@@ -288,6 +297,8 @@ export class Membership {
   }
 
   #emit (change: MembershipChange): void {
+    this.#history.push({ ...change, at: this.#wallNow() })
+    if (this.#history.length > HISTORY_LENGTH) this.#history.splice(0, this.#history.length - HISTORY_LENGTH)
     for (const listener of this.#changeListeners) {
       try {
         listener(change)
