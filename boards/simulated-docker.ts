@@ -41,6 +41,8 @@ export interface BoardDocker {
   /** How long the last start took until the daemon answered, in ms. */
   readonly startMs: number
   readonly running: boolean
+  /** PIDs of every process of this board (dockerd, containerd, shims, container processes), read from its cgroup. */
+  processIds (): number[]
   /** Graceful: dockerd stops its containers and exits; then the exec root and cgroups are removed. */
   stop (): Promise<void>
   /** Power cut: SIGKILL dockerd, containerd, the shims and every container process of this board. */
@@ -49,7 +51,12 @@ export interface BoardDocker {
   restart (signal?: AbortSignal): Promise<void>
 }
 
-export class BoardDockerError extends Error {}
+export class BoardDockerError extends Error {
+  override name = 'BoardDockerError'
+}
+
+/** Seconds a container gets between SIGTERM and SIGKILL when its board stops gracefully. */
+const CONTAINER_STOP_SECONDS = 2
 
 const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/
 
@@ -170,8 +177,11 @@ class SimulatedBoardDocker implements BoardDocker {
     return log.trim().split('\n').slice(-5).join(' | ') || `(no log at ${this.logPath})`
   }
 
+  processIds (): number[] { return this.#cgroups.pids() }
+
   async stop (): Promise<void> {
     if (this.running && this.#child != null) {
+      await this.#stopContainers()
       this.#child.kill('SIGTERM')
       const stopped = await Promise.race([
         this.#exited.then(() => true),
@@ -185,6 +195,16 @@ class SimulatedBoardDocker implements BoardDocker {
     rmSync(this.#runDir, { recursive: true, force: true })
     this.#cgroups.remove()
     liveBoards.delete(this)
+  }
+
+  async #stopContainers (): Promise<void> {
+    const docker = new Docker({ socketPath: this.socketPath })
+    try {
+      const running = await docker.listContainers()
+      await Promise.all(running.map(async container => {
+        await docker.getContainer(container.Id).stop({ t: CONTAINER_STOP_SECONDS }).catch(() => {})
+      }))
+    } catch {}
   }
 
   async kill (): Promise<void> {
