@@ -1,0 +1,674 @@
+// The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
+// local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
+import { imageFor, type MissionSpec } from './manifest.ts'
+import { compareCheckpoints } from './messages.ts'
+import { hrwRank } from './hrw.ts'
+import {
+  DEFAULT_CONSENSUS_CONFIG,
+  type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
+  type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
+} from './types.ts'
+
+/** What this peer is: its identity and hardware (the failure detector never reports self). */
+export interface SelfInfo { peerId: string, arch: string, board: string, memoryMb: number, canCheckpoint: boolean }
+
+export interface MachineInit {
+  self: SelfInfo
+  now: number
+  config?: Partial<ConsensusConfig>
+  persisted?: PersistedState
+}
+
+interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number }
+interface Container { epoch: number, status: 'starting' | 'running', since: number }
+
+/** Volatile per-mission state: lost on restart, rebuilt from the persisted part and the network. */
+interface Mission extends PersistedMission {
+  container: Container | null
+  claim: Claim | null
+  lastClaimAt: number
+  electionSince: number | null
+  quorumLostSince: number | null
+  checkpointInFlight: { seq: number, since: number, stop: boolean } | null
+  lastCheckpointAt: number
+  fetchInFlight: { ref: CheckpointRef, since: number } | null
+  lastAnnounceAt: number
+  pendingMove: string | null
+  coldStartNext: boolean
+}
+
+/** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
+export function majority (size: number): number { return Math.floor(size / 2) + 1 }
+
+export class ClusterMachine {
+  readonly self: SelfInfo
+  readonly config: ConsensusConfig
+  readonly #startedAt: number
+  readonly #peers = new Map<string, PeerInfo>()
+  readonly #missions = new Map<string, Mission>()
+  #actions: Action[] = []
+
+  constructor (init: MachineInit) {
+    this.self = init.self
+    this.config = { ...DEFAULT_CONSENSUS_CONFIG, ...init.config }
+    this.#startedAt = init.now
+    const persisted = init.persisted
+    if (persisted !== undefined && persisted.self === this.self.peerId) {
+      for (const [name, stored] of Object.entries(persisted.missions)) {
+        const mission = this.#newMission(structuredClone(stored))
+        this.#missions.set(name, mission)
+        const record = mission.record
+        if (record.primary === this.self.peerId && !record.released && !record.removed) {
+          // After a restart the container's state is unknown: stop it and rejoin under a new epoch.
+          this.#emit({ type: 'stopContainer', mission: name, reason: 'daemon restarted: rejoining under a new epoch' })
+          record.released = true
+          this.#event(name, `restarted as primary of epoch ${record.epoch}: container stopped, a new election follows`)
+        }
+      }
+      if (this.#missions.size > 0) this.#persist()
+    }
+  }
+
+  // ---- inputs ------------------------------------------------------------------------------------------------
+
+  peerChanged (now: number, peer: PeerInfo): void {
+    if (peer.peerId === this.self.peerId) return
+    this.#peers.set(peer.peerId, { ...peer })
+    this.tick(now)
+  }
+
+  receive (now: number, from: string, msg: ConsensusMessage): void {
+    if (from === this.self.peerId) return
+    switch (msg.type) {
+      case 'announce': this.#onAnnounce(now, from, msg.record); break
+      case 'claim': this.#onClaim(now, from, msg); break
+      case 'vote': this.#onVote(now, from, msg); break
+      case 'ack': this.#onAck(from, msg); break
+      case 'fence': this.#onFence(now, msg); break
+      case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
+      case 'move': {
+        const mission = this.#missions.get(msg.mission)
+        if (mission !== undefined && mission.record.deployId === msg.deployId) this.#requestMove(now, mission, msg.to)
+        break
+      }
+    }
+  }
+
+  local (now: number, ev: LocalEvent): void {
+    if (ev.type === 'deploy') { this.#deploy(now, ev.spec); return }
+    const mission = this.#missions.get(ev.mission)
+    if (mission === undefined) {
+      if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, `unknown mission ${ev.mission}`)
+      return
+    }
+    const record = mission.record
+    switch (ev.type) {
+      case 'remove':
+        if (!record.removed) {
+          this.#emit({ type: 'publish', message: { type: 'remove', mission: record.mission, deployId: record.deployId } })
+          this.#onRemove(record.mission, record.deployId, 'removed by request')
+        }
+        break
+      case 'move':
+        if (record.primary === this.self.peerId) this.#requestMove(now, mission, ev.to)
+        else this.#emit({ type: 'publish', message: { type: 'move', mission: record.mission, deployId: record.deployId, to: ev.to } })
+        break
+      case 'containerStarted':
+        if (mission.container?.epoch === ev.epoch && mission.container.status === 'starting') {
+          mission.container = { epoch: ev.epoch, status: 'running', since: now }
+          mission.lastCheckpointAt = now
+          this.#event(record.mission, `running under epoch ${ev.epoch}`)
+        }
+        break
+      case 'containerExited':
+      case 'restoreFailed':
+        if (mission.container !== null && mission.container.epoch <= ev.epoch) {
+          mission.container = null
+          mission.checkpointInFlight = null
+          if (ev.type === 'restoreFailed') mission.coldStartNext = true
+          this.#event(record.mission, ev.type === 'restoreFailed' ? `restore failed: ${ev.error}; next start is cold` : `container exited: ${ev.reason}`)
+          this.#release(now, mission)
+        }
+        break
+      case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
+      case 'checkpointFailed':
+        if (mission.checkpointInFlight?.seq === ev.seq) {
+          if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
+          mission.checkpointInFlight = null
+          mission.lastCheckpointAt = now
+        }
+        break
+      case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq); break
+      case 'fetchFailed':
+        if (mission.fetchInFlight?.ref.cid === ev.cid) mission.fetchInFlight = null
+        break
+    }
+    this.tick(now)
+  }
+
+  tick (now: number): void {
+    for (const mission of this.#missions.values()) this.#tickMission(now, mission)
+  }
+
+  takeActions (): Action[] {
+    const actions = this.#actions
+    this.#actions = []
+    return actions
+  }
+
+  // ---- outputs for the caller ----------------------------------------------------------------------------------
+
+  view (now?: number): MissionView[] {
+    return [...this.#missions.values()].map(m => this.#viewOf(m, now ?? this.#startedAt))
+  }
+
+  /** Highest epoch this peer knows per mission (for invariant checks and status). */
+  knownEpoch (mission: string): number { return this.#missions.get(mission)?.record.epoch ?? -1 }
+
+  persistedState (): PersistedState {
+    const missions: Record<string, PersistedMission> = {}
+    for (const [name, m] of this.#missions) missions[name] = structuredClone({ record: m.record, votedEpoch: m.votedEpoch, held: m.held })
+    return { version: 1, self: this.self.peerId, missions }
+  }
+
+  // ---- membership ------------------------------------------------------------------------------------------------
+
+  #stateOf (now: number, peerId: string): PeerState {
+    if (peerId === this.self.peerId) return 'alive'
+    const peer = this.#peers.get(peerId)
+    if (peer !== undefined) return peer.state
+    return now - this.#startedAt >= this.config.unknownPeerDeadMs ? 'dead' : 'suspect'
+  }
+
+  #info (peerId: string): Omit<PeerInfo, 'state'> | undefined {
+    return peerId === this.self.peerId ? this.self : this.#peers.get(peerId)
+  }
+
+  #eligible (spec: MissionSpec, peerId: string): boolean {
+    const info = this.#info(peerId)
+    if (info === undefined || imageFor(spec, info.arch) === undefined) return false
+    const p = spec.placement
+    if (p?.architectures !== undefined && !(p.architectures as string[]).includes(info.arch)) return false
+    if (p?.boards !== undefined && !p.boards.includes(info.board)) return false
+    if (p?.minMemoryMb !== undefined && info.memoryMb < p.minMemoryMb) return false
+    return true
+  }
+
+  #canRestore (peerId: string, ref: CheckpointRef | null): boolean {
+    const info = this.#info(peerId)
+    return ref !== null && info !== undefined && info.canCheckpoint && info.arch === ref.arch
+  }
+
+  /** The one member of a view of <= 2 that may claim the next epoch alone (two-board mode). */
+  #loneClaimant (basis: MissionRecord): string | null {
+    const view = basis.view
+    if (view.length === 1) return view[0] ?? null
+    if (view.length !== 2) return null
+    if (basis.primary !== null && view.includes(basis.primary)) return view.find(p => p !== basis.primary) ?? null
+    const eligible = view.filter(p => this.#eligible(basis.spec, p))
+    return hrwRank(basis.mission, eligible)[0] ?? null
+  }
+
+  #quorumReached (basis: MissionRecord, candidate: string, voters: Set<string>): boolean {
+    const view = basis.view
+    const granted = view.filter(p => voters.has(p)).length
+    if (view.length >= 3) return granted >= majority(view.length)
+    if (view.length === 0) return voters.has(candidate)
+    return granted === view.length || (candidate === this.#loneClaimant(basis) && voters.has(candidate))
+  }
+
+  #quorumReachable (now: number, basis: MissionRecord, candidate: string): boolean {
+    const alive = new Set(basis.view.filter(p => this.#stateOf(now, p) === 'alive'))
+    alive.add(candidate)
+    return this.#quorumReached(basis, candidate, alive)
+  }
+
+  // ---- the per-mission loop ----------------------------------------------------------------------------------------
+
+  #tickMission (now: number, mission: Mission): void {
+    const record = mission.record
+    if (record.removed) return
+    const self = this.self.peerId
+
+    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) mission.claim = null
+
+    if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
+      this.#event(record.mission, 'start timed out')
+      this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
+      mission.container = null
+      mission.coldStartNext = true
+      this.#release(now, mission)
+    }
+
+    if (record.primary === self && !record.released) {
+      this.#tickPrimary(now, mission)
+    } else if (record.primary === null || record.released || this.#stateOf(now, record.primary) === 'dead') {
+      mission.electionSince ??= now
+      this.#maybeClaim(now, mission)
+    } else {
+      mission.electionSince = null
+    }
+
+    if ((record.backup === self || record.handoffTo === self) && record.checkpoint !== null &&
+        compareCheckpoints(record.checkpoint, mission.held) > 0 && record.primary !== self) {
+      const inFlight = mission.fetchInFlight
+      if (inFlight === null || compareCheckpoints(record.checkpoint, inFlight.ref) > 0 || now - inFlight.since >= this.config.fetchRetryMs) {
+        mission.fetchInFlight = { ref: record.checkpoint, since: now }
+        this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
+      }
+    }
+
+    if (now - mission.lastAnnounceAt >= this.config.announceIntervalMs) this.#announce(now, mission)
+  }
+
+  #tickPrimary (now: number, mission: Mission): void {
+    const record = mission.record
+    mission.electionSince = null
+    if (record.view.length >= 3) {
+      const alive = record.view.filter(p => this.#stateOf(now, p) === 'alive').length
+      if (alive < majority(record.view.length)) {
+        mission.quorumLostSince ??= now
+        if (now - mission.quorumLostSince >= this.config.selfFenceGraceMs) {
+          this.#event(record.mission, `self-fence: only ${alive} of ${record.view.length} members alive (quorum ${majority(record.view.length)})`)
+          if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'lost quorum (self-fence)' })
+          mission.container = null
+          mission.checkpointInFlight = null
+          this.#release(now, mission)
+          return
+        }
+      } else {
+        mission.quorumLostSince = null
+      }
+    }
+    const container = mission.container
+    if (container === null || container.status !== 'running') return
+
+    const inFlight = mission.checkpointInFlight
+    if (inFlight !== null && now - inFlight.since >= this.config.checkpointTimeoutMs) mission.checkpointInFlight = null
+    if (mission.checkpointInFlight === null) {
+      const moveTo = mission.pendingMove
+      if (moveTo !== null || now - mission.lastCheckpointAt >= record.spec.checkpointIntervalMs) {
+        const seq = (record.checkpoint?.seq ?? mission.held?.seq ?? 0) + 1
+        mission.checkpointInFlight = { seq, since: now, stop: moveTo !== null }
+        this.#emit({ type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null })
+        return
+      }
+    }
+
+    // Reconfiguration: a new epoch when the view or the backup should change (the container keeps running).
+    if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= this.config.claimTimeoutMs) {
+      const { view, backup } = this.#desiredLayout(now, record)
+      const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
+      const changed = backupGone || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
+        view.join(',') !== record.view.join(',')
+      if (changed && this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
+    }
+  }
+
+  #maybeClaim (now: number, mission: Mission): void {
+    const record = mission.record
+    const self = this.self.peerId
+    if (mission.claim !== null || now - mission.lastClaimAt < this.config.claimTimeoutMs) return
+    if (mission.votedEpoch > record.epoch && now - mission.lastClaimAt < this.config.claimTimeoutMs * 2) return
+    const candidates = this.#candidates(now, record)
+    const rank = candidates.indexOf(self)
+    if (rank < 0) return
+    if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0) return
+    const handoffPending = record.handoffTo !== null && record.handoffTo !== self && candidates.includes(record.handoffTo)
+    const wait = rank * this.config.candidateStaggerMs + (handoffPending ? 5 * this.config.claimTimeoutMs : 0)
+    if (now - (mission.electionSince ?? now) < wait) return
+    if (!this.#quorumReachable(now, record, self)) return
+    this.#startClaim(now, mission)
+  }
+
+  /** Peers that may run the mission next, best first; every peer computes the same order from the same facts. */
+  #candidates (now: number, record: MissionRecord): string[] {
+    const ids = new Set<string>([this.self.peerId, ...this.#peers.keys(), ...record.view])
+    const usable = [...ids].filter(p => this.#stateOf(now, p) === 'alive' && this.#eligible(record.spec, p) &&
+      !(p === record.primary && !record.released))
+    const lone = this.#loneClaimant(record)
+    const allowed = record.view.length === 2 && lone !== null
+      ? usable.filter(p => p === lone || this.#quorumReachable(now, record, p))
+      : usable
+    const preferred: string[] = []
+    for (const p of [record.handoffTo, record.released ? record.primary : null, record.backup]) {
+      if (p !== null && allowed.includes(p) && !preferred.includes(p)) preferred.push(p)
+    }
+    const rest = hrwRank(record.mission, allowed.filter(p => !preferred.includes(p)))
+    rest.sort((a, b) => Number(this.#canRestore(b, record.checkpoint)) - Number(this.#canRestore(a, record.checkpoint)))
+    return [...preferred, ...rest]
+  }
+
+  #desiredLayout (now: number, record: MissionRecord): { view: string[], backup: string | null } {
+    const members = new Set<string>([this.self.peerId])
+    for (const p of this.#peers.keys()) if (this.#stateOf(now, p) === 'alive') members.add(p)
+    for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
+    const view = [...members].sort()
+    const current = record.backup
+    if (current !== null && current !== this.self.peerId && view.includes(current) && this.#stateOf(now, current) !== 'dead' &&
+        this.#eligible(record.spec, current)) {
+      return { view, backup: current }
+    }
+    return { view, backup: this.#chooseBackup(now, record.mission, record.spec, view) }
+  }
+
+  #chooseBackup (now: number, name: string, spec: MissionSpec, view: string[]): string | null {
+    const options = hrwRank(name, view.filter(p => p !== this.self.peerId && this.#stateOf(now, p) === 'alive' && this.#eligible(spec, p)))
+    const sameArch = options.filter(p => { const i = this.#info(p); return i !== undefined && i.arch === this.self.arch && i.canCheckpoint })
+    return sameArch[0] ?? options[0] ?? null
+  }
+
+  // ---- election ------------------------------------------------------------------------------------------------
+
+  #startClaim (now: number, mission: Mission): void {
+    const record = mission.record
+    const epoch = Math.max(record.epoch, mission.votedEpoch) + 1
+    mission.votedEpoch = epoch
+    mission.lastClaimAt = now
+    mission.claim = { epoch, basis: structuredClone(record), votes: new Set([this.self.peerId]), startedAt: now }
+    this.#persist()
+    this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
+    this.#checkWon(now, mission)
+  }
+
+  #onClaim (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'claim' }>): void {
+    const mission = this.#missions.get(msg.mission)
+    if (mission === undefined || mission.record.deployId !== msg.deployId) return
+    const record = mission.record
+    const self = this.self.peerId
+    const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
+      (record.primary === self ? mission.container !== null : this.#stateOf(now, record.primary) === 'alive')
+    const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !primaryHolds
+    if (granted) {
+      mission.votedEpoch = msg.epoch
+      this.#persist()
+    } else if (record.epoch > msg.basis) {
+      mission.lastAnnounceAt = -Infinity
+    }
+    this.#emit({ type: 'publish', message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch } })
+    if (!granted) this.#announce(now, mission)
+  }
+
+  #onVote (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'vote' }>): void {
+    const mission = this.#missions.get(msg.mission)
+    const claim = mission?.claim
+    if (mission === undefined || claim == null || msg.candidate !== this.self.peerId || msg.epoch !== claim.epoch) return
+    if (msg.granted) {
+      claim.votes.add(from)
+      this.#checkWon(now, mission)
+    } else if (msg.knownEpoch >= claim.epoch) {
+      mission.claim = null
+    }
+  }
+
+  #checkWon (now: number, mission: Mission): void {
+    const claim = mission.claim
+    if (claim === null || !this.#quorumReached(claim.basis, this.self.peerId, claim.votes)) return
+    mission.claim = null
+    const basis = claim.basis
+    const name = basis.mission
+    const self = this.self.peerId
+    const record = mission.record
+    if (record.epoch >= claim.epoch || record.removed) return
+    const layout = this.#desiredLayout(now, basis)
+    const view = [...new Set([...layout.view, ...[...claim.votes].filter(v => basis.view.includes(v))])].sort()
+    const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
+    const wasRunning = mission.container !== null && basis.primary === self
+    const restoreFrom = !wasRunning && !mission.coldStartNext && this.#canRestore(self, mission.held) ? mission.held : null
+    const checkpoint = wasRunning ? newest : (restoreFrom ?? newest)
+    mission.record = {
+      ...record,
+      epoch: claim.epoch,
+      primary: self,
+      backup: layout.backup !== null && view.includes(layout.backup) ? layout.backup : this.#chooseBackup(now, name, record.spec, view),
+      view,
+      released: false,
+      handoffTo: null,
+      checkpoint,
+      replicatedSeq: null
+    }
+    mission.electionSince = null
+    mission.quorumLostSince = null
+    mission.pendingMove = null
+    this.#persist()
+    const previous = basis.primary === null ? 'deploy' : basis.primary === self ? 'self' : short(basis.primary)
+    if (wasRunning) {
+      mission.container = { ...mission.container!, epoch: claim.epoch }
+      this.#emit({ type: 'runningEpoch', mission: name, epoch: claim.epoch })
+      this.#event(name, `epoch ${claim.epoch}: reconfigured, view ${view.map(short).join(',')}, backup ${short(mission.record.backup)}`)
+    } else if (restoreFrom !== null) {
+      mission.container = { epoch: claim.epoch, status: 'starting', since: now }
+      this.#emit({ type: 'restore', mission: name, epoch: claim.epoch, spec: record.spec, checkpoint: restoreFrom })
+      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), restoring checkpoint #${restoreFrom.seq}`)
+    } else {
+      mission.coldStartNext = false
+      mission.container = { epoch: claim.epoch, status: 'starting', since: now }
+      const image = imageFor(record.spec, this.self.arch) ?? ''
+      this.#emit({ type: 'startFresh', mission: name, epoch: claim.epoch, spec: record.spec, image, dataFrom: newest })
+      const why = newest === null
+        ? 'no checkpoint yet'
+        : (this.#canRestore(self, newest) ? 'checkpoint not held here' : `checkpoint is ${newest.arch}, this board is ${this.self.arch}`)
+      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), cold start from image ${image}` +
+        `${newest === null ? '' : ` with data of checkpoint #${newest.seq}`} (${why})`)
+    }
+    this.#announce(now, mission)
+    if (basis.primary !== null && basis.primary !== self) {
+      this.#emit({ type: 'publish', message: { type: 'fence', mission: name, epoch: claim.epoch, target: basis.primary } })
+    }
+  }
+
+  // ---- records ------------------------------------------------------------------------------------------------
+
+  #onAnnounce (now: number, from: string, incoming: MissionRecord): void {
+    const mission = this.#missions.get(incoming.mission)
+    if (mission === undefined) {
+      if (incoming.removed) return
+      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: incoming.epoch, held: null }))
+      this.#persist()
+      this.#adoptedPrimaryCheck(now, this.#missions.get(incoming.mission)!)
+      return
+    }
+    const record = mission.record
+    if (incoming.deployId !== record.deployId) {
+      const newer = incoming.epoch > record.epoch || (incoming.epoch === record.epoch && incoming.deployId > record.deployId)
+      if (!newer || (!record.removed && incoming.removed)) { mission.lastAnnounceAt = -Infinity; return }
+      this.#stopIfRunning(mission, `replaced by deployment ${incoming.deployId}`)
+      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), held: null }))
+      this.#persist()
+      return
+    }
+    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`); return }
+    if (incoming.epoch > record.epoch) {
+      this.#adoptHigherEpoch(now, mission, incoming)
+    } else if (incoming.epoch === record.epoch) {
+      let changed = false
+      if (compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0) { record.checkpoint = incoming.checkpoint; changed = true }
+      if (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq)) record.replicatedSeq = incoming.replicatedSeq
+      if (incoming.released && !record.released && record.primary !== this.self.peerId) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
+      if (changed) this.#persist()
+    } else {
+      mission.lastAnnounceAt = -Infinity
+    }
+  }
+
+  #adoptHigherEpoch (now: number, mission: Mission, incoming: MissionRecord): void {
+    const self = this.self.peerId
+    if (mission.claim !== null && mission.claim.epoch <= incoming.epoch) mission.claim = null
+    if (mission.container !== null && incoming.primary !== self) {
+      this.#emit({ type: 'stopContainer', mission: incoming.mission, reason: `fenced: epoch ${incoming.epoch} belongs to ${short(incoming.primary)}` })
+      this.#event(incoming.mission, `fenced: stopped epoch ${mission.container.epoch}, epoch ${incoming.epoch} is ${short(incoming.primary)}'s`)
+      mission.container = null
+      mission.checkpointInFlight = null
+    }
+    mission.record = incoming
+    mission.votedEpoch = Math.max(mission.votedEpoch, incoming.epoch)
+    mission.pendingMove = null
+    this.#persist()
+    this.#adoptedPrimaryCheck(now, mission)
+  }
+
+  /** A record naming this peer primary that it does not run (e.g. echoed after a restart): release it. */
+  #adoptedPrimaryCheck (now: number, mission: Mission): void {
+    const record = mission.record
+    if (record.primary === this.self.peerId && !record.released && (mission.container === null || mission.container.epoch !== record.epoch)) {
+      this.#release(now, mission)
+    }
+  }
+
+  #release (now: number, mission: Mission): void {
+    const record = mission.record
+    if (record.primary !== this.self.peerId || record.released) return
+    record.released = true
+    this.#persist()
+    this.#announce(now, mission)
+  }
+
+  #stopIfRunning (mission: Mission, reason: string): void {
+    if (mission.container === null) return
+    this.#emit({ type: 'stopContainer', mission: mission.record.mission, reason })
+    mission.container = null
+    mission.checkpointInFlight = null
+  }
+
+  #onFence (now: number, msg: Extract<ConsensusMessage, { type: 'fence' }>): void {
+    const mission = this.#missions.get(msg.mission)
+    if (mission === undefined || msg.target !== this.self.peerId || mission.container === null || mission.container.epoch >= msg.epoch) return
+    this.#event(msg.mission, `fence for epoch ${msg.epoch} received: stopping epoch ${mission.container.epoch}`)
+    this.#stopIfRunning(mission, `fenced by epoch ${msg.epoch}`)
+    mission.votedEpoch = Math.max(mission.votedEpoch, msg.epoch)
+    this.#release(now, mission)
+    this.#persist()
+  }
+
+  #onRemove (name: string, deployId: string, why: string): void {
+    const mission = this.#missions.get(name)
+    if (mission === undefined || mission.record.deployId !== deployId || mission.record.removed) return
+    this.#stopIfRunning(mission, why)
+    mission.record.removed = true
+    mission.claim = null
+    mission.held = null
+    mission.fetchInFlight = null
+    this.#persist()
+    this.#emit({ type: 'forget', mission: name })
+    this.#event(name, why)
+    mission.lastAnnounceAt = -Infinity
+  }
+
+  #deploy (now: number, spec: MissionSpec): void {
+    const existing = this.#missions.get(spec.name)
+    if (existing !== undefined && !existing.record.removed) {
+      this.#event(spec.name, `deploy refused: ${spec.name} is already deployed (remove it first)`)
+      return
+    }
+    const view = [this.self.peerId, ...[...this.#peers.values()].filter(p => p.state === 'alive').map(p => p.peerId)].sort()
+    const epoch = existing === undefined ? 0 : Math.max(existing.record.epoch, existing.votedEpoch) + 1
+    const record: MissionRecord = {
+      mission: spec.name, deployId: `${this.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
+      released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false
+    }
+    this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, held: null }))
+    this.#persist()
+    this.#event(spec.name, `deployed (view of ${view.length})`)
+    this.#announce(now, this.#missions.get(spec.name)!)
+    this.tick(now)
+  }
+
+  #requestMove (now: number, mission: Mission, to: string): void {
+    const record = mission.record
+    if (record.primary !== this.self.peerId || record.released || mission.container?.status !== 'running') return
+    if (to === this.self.peerId || this.#stateOf(now, to) !== 'alive' || !this.#eligible(record.spec, to)) {
+      this.#event(record.mission, `move refused: ${short(to)} is not an alive board that can run ${record.mission}`)
+      return
+    }
+    if (!this.#canRestore(to, { cid: '', seq: 0, epoch: 0, arch: this.self.arch, atMs: 0 })) {
+      this.#event(record.mission, `move to ${short(to)}: different architecture or no CRIU there, the mission restarts cold`)
+    }
+    mission.pendingMove = to
+    this.#event(record.mission, `move to ${short(to)}: taking the final checkpoint`)
+    this.tick(now)
+  }
+
+  // ---- checkpoints ------------------------------------------------------------------------------------------------
+
+  #onCheckpointTaken (now: number, mission: Mission, epoch: number, seq: number, cid: string): void {
+    const record = mission.record
+    const inFlight = mission.checkpointInFlight
+    if (inFlight === null || inFlight.seq !== seq || epoch !== record.epoch || record.primary !== this.self.peerId) return
+    mission.checkpointInFlight = null
+    mission.lastCheckpointAt = now
+    const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
+    mission.held = ref
+    record.checkpoint = ref
+    if (inFlight.stop && mission.pendingMove !== null) {
+      mission.container = null
+      record.released = true
+      record.handoffTo = mission.pendingMove
+      mission.pendingMove = null
+      this.#event(record.mission, `final checkpoint #${seq} taken, container stopped: handing over to ${short(record.handoffTo)}`)
+    }
+    this.#persist()
+    this.#announce(now, mission)
+  }
+
+  #onFetched (now: number, mission: Mission, cid: string, seq: number): void {
+    const record = mission.record
+    const ref = mission.fetchInFlight?.ref.cid === cid ? mission.fetchInFlight.ref : (record.checkpoint?.cid === cid ? record.checkpoint : null)
+    if (ref === null || ref.seq !== seq) return
+    if (mission.fetchInFlight?.ref.cid === cid) mission.fetchInFlight = null
+    if (compareCheckpoints(ref, mission.held) <= 0) return
+    mission.held = ref
+    this.#persist()
+    this.#emit({ type: 'publish', message: { type: 'ack', mission: record.mission, epoch: record.epoch, cid, seq, checkpointEpoch: ref.epoch } })
+  }
+
+  #onAck (from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
+    const mission = this.#missions.get(msg.mission)
+    if (mission === undefined) return
+    const record = mission.record
+    if (record.primary !== this.self.peerId || msg.epoch !== record.epoch || from !== record.backup) return
+    if (record.checkpoint === null || msg.checkpointEpoch !== record.checkpoint.epoch) return
+    if (record.replicatedSeq === null || msg.seq > record.replicatedSeq) record.replicatedSeq = msg.seq
+  }
+
+  // ---- helpers ------------------------------------------------------------------------------------------------
+
+  #announce (now: number, mission: Mission): void {
+    mission.lastAnnounceAt = now
+    this.#emit({ type: 'publish', message: { type: 'announce', record: structuredClone(mission.record) } })
+  }
+
+  #newMission (stored: PersistedMission): Mission {
+    return {
+      ...stored,
+      container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, fetchInFlight: null, lastAnnounceAt: -Infinity,
+      pendingMove: null, coldStartNext: false
+    }
+  }
+
+  #persist (): void { this.#emit({ type: 'persist', state: this.persistedState() }) }
+  #emit (action: Action): void { this.#actions.push(action) }
+  #event (mission: string, text: string): void { this.#emit({ type: 'event', mission, text }) }
+
+  #viewOf (m: Mission, now: number): MissionView {
+    const r = m.record
+    const self = this.self.peerId
+    let state: MissionView['state']
+    if (r.removed) state = 'removed'
+    else if (m.container?.status === 'starting') state = 'starting'
+    else if (r.primary === self && m.container?.status === 'running') state = 'running'
+    else if (r.primary !== null && r.primary !== self && !r.released && this.#stateOf(now, r.primary) !== 'dead') state = 'running'
+    else if (r.primary === null && m.claim === null) state = 'pending'
+    else state = m.claim !== null || r.released || r.primary === null ? 'electing' : 'stopped'
+    return {
+      name: r.mission, deployId: r.deployId, spec: r.spec, epoch: r.epoch, primary: r.primary, backup: r.backup, view: [...r.view], state,
+      role: r.primary === self ? 'primary' : r.backup === self ? 'backup' : 'member',
+      lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held
+    }
+  }
+}
+
+function short (peerId: string | null): string {
+  if (peerId === null) return '-'
+  return peerId.length > 12 ? peerId.slice(-6) : peerId
+}

@@ -1,0 +1,155 @@
+// Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
+import type { MissionSpec } from './manifest.ts'
+
+export type PeerState = 'alive' | 'suspect' | 'dead'
+
+/** One peer as the failure detector sees it. */
+export interface PeerInfo {
+  peerId: string
+  state: PeerState
+  arch: string
+  board: string
+  memoryMb: number
+  canCheckpoint: boolean
+}
+
+/** Timings; all in ms of the `now` the caller passes. */
+export interface ConsensusConfig {
+  /** Every peer re-announces what it knows of each mission this often (anti-entropy). */
+  announceIntervalMs: number
+  /** A claim without a quorum of votes after this long is abandoned and retried with a higher epoch. */
+  claimTimeoutMs: number
+  /** The n-th ranked candidate waits n times this before claiming, so the first-ranked usually wins uncontested. */
+  candidateStaggerMs: number
+  /**
+   * A primary of a view of >= 3 members that sees fewer than a majority of it alive (suspect counts as not alive)
+   * for this long stops its container. Must stay below (detector dead time - detector suspect time), so the old
+   * primary is stopped before anyone may take over (takeover needs the primary `dead`).
+   */
+  selfFenceGraceMs: number
+  /** A peer the detector never reported is treated as dead this long after the machine started. */
+  unknownPeerDeadMs: number
+  /** A requested fetch without a result is re-requested after this long. */
+  fetchRetryMs: number
+  /** A checkpoint action without a result is given up after this long. */
+  checkpointTimeoutMs: number
+  /** A restore/start without containerStarted is considered failed after this long. */
+  startTimeoutMs: number
+}
+
+export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
+  announceIntervalMs: 1000,
+  claimTimeoutMs: 400,
+  candidateStaggerMs: 300,
+  selfFenceGraceMs: 100,
+  unknownPeerDeadMs: 3000,
+  fetchRetryMs: 2000,
+  checkpointTimeoutMs: 10_000,
+  startTimeoutMs: 30_000
+}
+
+/** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */
+export interface CheckpointRef {
+  cid: string
+  seq: number
+  /** Epoch of the primary that took it. */
+  epoch: number
+  /** process.arch of the board that took it: CRIU restores only on the same architecture. */
+  arch: string
+  atMs: number
+}
+
+/**
+ * What one epoch of a mission is. Written once by the epoch's primary (view, primary, backup never change within
+ * an epoch: any change is a new epoch); checkpoint, replicatedSeq, released and handoffTo only move forward.
+ */
+export interface MissionRecord {
+  mission: string
+  /** Identifies one deployment of the name (deployer peer id + time); a removal applies to one deployId. */
+  deployId: string
+  spec: MissionSpec
+  epoch: number
+  /** null in the deploy record (epoch of the deploy, before the first election). */
+  primary: string | null
+  backup: string | null
+  /** Sorted voting set whose quorum elects epoch + 1. */
+  view: string[]
+  /** The primary no longer runs the container under this epoch (self-fence, exit, handoff, restart). */
+  released: boolean
+  /** Planned migration: the peer that should claim the next epoch. */
+  handoffTo: string | null
+  checkpoint: CheckpointRef | null
+  /** Newest checkpoint seq the backup acknowledged (of `checkpoint.epoch` lineage). */
+  replicatedSeq: number | null
+  removed: boolean
+}
+
+export type ConsensusMessage =
+  | { type: 'announce', record: MissionRecord }
+  | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number }
+  | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
+  | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
+  | { type: 'fence', mission: string, epoch: number, target: string }
+  | { type: 'remove', mission: string, deployId: string }
+  | { type: 'move', mission: string, deployId: string, to: string }
+
+export type LocalEvent =
+  | { type: 'deploy', spec: MissionSpec }
+  | { type: 'remove', mission: string }
+  | { type: 'move', mission: string, to: string }
+  | { type: 'containerStarted', mission: string, epoch: number }
+  | { type: 'containerExited', mission: string, epoch: number, reason: string }
+  | { type: 'restoreFailed', mission: string, epoch: number, error: string }
+  | { type: 'checkpointTaken', mission: string, epoch: number, seq: number, cid: string }
+  | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string }
+  | { type: 'checkpointFetched', mission: string, cid: string, seq: number }
+  | { type: 'fetchFailed', mission: string, cid: string, error: string }
+
+export type Action =
+  /** Write this state durably before applying any later action. */
+  | { type: 'persist', state: PersistedState }
+  | { type: 'publish', message: ConsensusMessage }
+  /** Start the mission from its image; seed its data directory from a checkpoint's data snapshot when given. */
+  | { type: 'startFresh', mission: string, epoch: number, spec: MissionSpec, image: string, dataFrom: CheckpointRef | null }
+  /** CRIU-restore the checkpoint (held locally) as the mission's container under `epoch`. */
+  | { type: 'restore', mission: string, epoch: number, spec: MissionSpec, checkpoint: CheckpointRef }
+  /** The running container now runs under a newer epoch this peer won (reconfiguration); no restart. */
+  | { type: 'runningEpoch', mission: string, epoch: number }
+  /** Checkpoint the running container; `stop` for the final checkpoint of a planned migration. */
+  | { type: 'checkpoint', mission: string, epoch: number, seq: number, stop: boolean }
+  | { type: 'fetchCheckpoint', mission: string, checkpoint: CheckpointRef }
+  | { type: 'stopContainer', mission: string, reason: string }
+  /** The mission was removed: delete its checkpoints and data. */
+  | { type: 'forget', mission: string }
+  | { type: 'event', mission: string, text: string }
+
+export interface PersistedMission {
+  record: MissionRecord
+  /** Highest epoch this peer voted in (for itself or another): it never votes twice in one epoch. */
+  votedEpoch: number
+  /** Newest checkpoint this peer holds (fetched as backup, or taken as primary). */
+  held: CheckpointRef | null
+}
+
+export interface PersistedState {
+  version: 1
+  self: string
+  missions: Record<string, PersistedMission>
+}
+
+export type MissionState = 'pending' | 'electing' | 'starting' | 'running' | 'stopped' | 'removed'
+
+export interface MissionView {
+  name: string
+  deployId: string
+  spec: MissionSpec
+  epoch: number
+  primary: string | null
+  backup: string | null
+  view: string[]
+  state: MissionState
+  role: 'primary' | 'backup' | 'member'
+  lastCheckpoint: CheckpointRef | null
+  replicatedSeq: number | null
+  held: CheckpointRef | null
+}
