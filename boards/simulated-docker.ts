@@ -73,9 +73,44 @@ export async function startBoardDocker (options: StartBoardDockerOptions): Promi
   if (existsSync('/run/containerd/containerd.sock')) {
     throw new BoardDockerError('a system containerd runs at /run/containerd/containerd.sock: every board dockerd would share it; stop it first')
   }
+  reapOrphanBoards()
   const board = new SimulatedBoardDocker(resolve(options.dir), options.name, options.startTimeoutMs ?? 60_000)
   await board.start(options.signal)
   return board
+}
+
+/** `pid starttime` of a process: survives PID reuse. */
+function processIdentity (pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return `${pid} ${fields[19]}`
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Board daemons whose owning process died without cleaning up (killed by SIGKILL, say) are killed,
+ * unmounted and removed. Boards of live processes, other test runs included, are left alone.
+ */
+export function reapOrphanBoards (): number {
+  let reaped = 0
+  let tokens: string[]
+  try { tokens = readdirSync(RUN_ROOT) } catch { return 0 }
+  for (const token of tokens) {
+    const runDir = join(RUN_ROOT, token)
+    const owner = readOrEmpty(join(runDir, 'owner')).trim()
+    if (owner === '' || processIdentity(Number(owner.split(' ')[0])) === owner) continue
+    const cgroups = BoardCgroups.create(token)
+    cgroups.killAll()
+    cgroups.waitEmptySync(5_000)
+    unmountUnder([join(runDir, 'exec'), readOrEmpty(join(runDir, 'data-root')).trim()].filter(dir => dir !== ''))
+    rmSync(runDir, { recursive: true, force: true })
+    cgroups.remove()
+    reaped++
+  }
+  return reaped
 }
 
 class SimulatedBoardDocker implements BoardDocker {
@@ -121,6 +156,12 @@ class SimulatedBoardDocker implements BoardDocker {
     if (this.running) throw new BoardDockerError(`board ${this.name}: dockerd already runs (pid ${this.#pid})`)
     await mkdir(this.dataRoot, { recursive: true })
     await mkdir(this.execRoot, { recursive: true })
+    const owner = readOrEmpty(join(this.#runDir, 'owner')).trim()
+    if (owner !== '' && !owner.startsWith(`${process.pid} `) && processIdentity(Number(owner.split(' ')[0])) === owner) {
+      throw new BoardDockerError(`board ${this.name} in ${this.dataRoot} is already run by process ${owner.split(' ')[0]}`)
+    }
+    await writeFile(join(this.#runDir, 'owner'), `${processIdentity(process.pid) ?? process.pid}\n`)
+    await writeFile(join(this.#runDir, 'data-root'), `${this.dataRoot}\n`)
     // Own config file so /etc/docker/daemon.json is not read; everything else is on the command line.
     await writeFile(this.#configFile, JSON.stringify({ 'log-level': 'warn', 'shutdown-timeout': 5 }, null, 2) + '\n')
     this.#cgroups.prepare()

@@ -2,13 +2,13 @@
 // a power cut that leaves no process behind, a restart on the same data root, a checkpoint on a board.
 import t from 'tap'
 import Docker from 'dockerode'
-import { execFile } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { BASE_IMAGE_CACHE_TAR, BoardDockerError, DOCKERD_PATH, loadBaseImages, startBoardDocker, type BoardDocker } from '../boards/simulated-docker.ts'
+import { BASE_IMAGE_CACHE_TAR, DOCKERD_PATH, loadBaseImages, reapOrphanBoards, startBoardDocker, type BoardDocker } from '../boards/simulated-docker.ts'
 
 const run = promisify(execFile)
 
@@ -129,5 +129,31 @@ if (missing !== undefined && process.env.CI === 'true') {
       const mounts = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').filter(line => line.includes(b1.dataRoot))
       t.same(mounts, [], 'no mount left under the data root')
     })
+  })
+
+  t.test('a board whose owner process was SIGKILLed is reaped by the next start', async t => {
+    const dir = await mkdtemp(join(tmpdir(), 'tandem-orphan-'))
+    const owner = spawn(process.execPath, ['--input-type=module', '-e', `
+      const { startBoardDocker } = await import(${JSON.stringify(join(import.meta.dirname, '..', 'boards', 'simulated-docker.ts'))})
+      const board = await startBoardDocker({ dir: ${JSON.stringify(dir)}, name: 'orphan' })
+      console.log(JSON.stringify({ pids: board.processIds() }))
+      setInterval(() => {}, 1000)
+    `], { stdio: ['ignore', 'pipe', 'inherit'] })
+    t.teardown(async () => {
+      owner.kill('SIGKILL')
+      reapOrphanBoards()
+      await rm(dir, { recursive: true, force: true })
+    })
+    const line = await new Promise<string>((resolve, reject) => {
+      owner.stdout.once('data', (chunk: Buffer) => { resolve(chunk.toString('utf8')) })
+      owner.once('exit', code => { reject(new Error(`owner exited with ${code}`)) })
+    })
+    const { pids } = JSON.parse(line) as { pids: number[] }
+    t.ok(pids.length >= 2, 'the orphan board runs dockerd and containerd')
+    owner.kill('SIGKILL')
+    await new Promise(resolve => owner.once('exit', resolve))
+    t.ok(pids.some(pid => !isDead(pid)), 'its daemon outlives the SIGKILLed owner')
+    t.ok(reapOrphanBoards() >= 1, 'reaped')
+    t.same(pids.filter(pid => !isDead(pid)), [], 'no process of the orphan board is left')
   })
 }
