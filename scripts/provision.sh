@@ -197,6 +197,22 @@ EOF
   fi
 }
 
+# After a machine restart (or a killed dockerd) its exec root still holds state and mounts of the dead
+# daemon, and dockerd will not start on it: like a boot, clear it when nothing of that daemon runs.
+clear_stale_exec_root () {
+  local exec_root=/var/run/docker containerd_pid
+  [ -d "$exec_root" ] || return 0
+  containerd_pid=$(cat "$exec_root/containerd/containerd.pid" 2>/dev/null || true)
+  if [ -n "$containerd_pid" ] && [ -d "/proc/$containerd_pid" ]; then
+    die "dockerd is gone but its containerd (pid $containerd_pid) still runs; stop it, then run again"
+  fi
+  local mount_point
+  awk -v root="$exec_root" '$5 == root || index($5, root "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r \
+    | while read -r mount_point; do umount -l "$mount_point" 2>/dev/null || true; done
+  rm -rf "$exec_root" "$SYSTEM_DOCKER_PIDFILE" "$SYSTEM_DOCKER_SOCKET"
+  ok "cleared the stale exec root $exec_root of a dockerd that no longer runs"
+}
+
 start_system_dockerd () {
   step "System Docker daemon"
   if system_docker_reachable; then
@@ -209,6 +225,7 @@ start_system_dockerd () {
   else
     local pid
     if pid=$(system_dockerd_pid); then die "dockerd (pid $pid) runs but does not answer on $SYSTEM_DOCKER_SOCKET; see $SYSTEM_DOCKER_LOG"; fi
+    clear_stale_exec_root
     mkdir -p "$(dirname "$SYSTEM_DOCKER_LOG")"
     # No init system starts services here: start dockerd detached, with /usr/local/sbin (criu wrapper) first on PATH.
     PATH=$DAEMON_PATH setsid /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$SYSTEM_DOCKER_PIDFILE" \
