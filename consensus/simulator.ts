@@ -1,0 +1,591 @@
+// Deterministic simulation of a tandem swarm around ClusterMachine: seeded PRNG, a lossy/duplicating/reordering
+// network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
+import { ClusterMachine, type SelfInfo } from './machine.ts'
+import { compareCheckpoints } from './messages.ts'
+import type { MissionSpec } from './manifest.ts'
+import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, PeerInfo, PeerState, PersistedState } from './types.ts'
+
+/** mulberry32: small, fast, good enough for schedules. */
+export class Random {
+  #state: number
+  constructor (seed: number) { this.#state = seed >>> 0 }
+  next (): number {
+    this.#state = (this.#state + 0x6d2b79f5) >>> 0
+    let t = this.#state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  int (min: number, max: number): number { return min + Math.floor(this.next() * (max - min + 1)) }
+  chance (p: number): boolean { return this.next() < p }
+  pick<T> (items: readonly T[]): T { return items[Math.floor(this.next() * items.length)]! }
+}
+
+export interface NetworkConditions { minDelayMs: number, maxDelayMs: number, loss: number, duplication: number }
+
+export interface SimOptions {
+  seed: number
+  peers: Array<{ id: string, arch?: string, board?: string, canCheckpoint?: boolean }>
+  network?: Partial<NetworkConditions>
+  config?: Partial<ConsensusConfig>
+  heartbeatMs?: number
+  suspectAfterMs?: number
+  deadAfterMs?: number
+  tickMs?: number
+  /** Overlap of two running containers tolerated for views of >= 3 members. */
+  overlapBoundMs?: number
+}
+
+interface SimContainer { mission: string, epoch: number, running: boolean, token: number }
+
+interface SimPeer {
+  info: SelfInfo
+  powered: boolean
+  paused: boolean
+  machine: ClusterMachine | null
+  persisted: PersistedState | undefined
+  containers: Map<string, SimContainer>
+  detector: Map<string, { lastHeard: number, state: PeerState, info: PeerInfo }>
+  heldCids: Set<string>
+  /** Newest checkpoint this peer ever acknowledged, per mission (facts survive restarts). */
+  acked: Map<string, CheckpointRef>
+  heldEpochs: Map<string, number>
+  pendingWhilePaused: Array<() => void>
+}
+
+interface QueuedEvent { at: number, order: number, run: () => void }
+
+export const DEFAULT_NETWORK: NetworkConditions = { minDelayMs: 1, maxDelayMs: 10, loss: 0, duplication: 0 }
+
+export class Simulation {
+  readonly rng: Random
+  readonly peers = new Map<string, SimPeer>()
+  readonly violations: string[] = []
+  readonly log: string[] = []
+  now = 0
+  network: NetworkConditions
+  readonly heartbeatMs: number
+  readonly suspectAfterMs: number
+  readonly deadAfterMs: number
+  readonly tickMs: number
+  readonly overlapBoundMs: number
+  /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
+  maxOverlapMs = 0
+  messagesSent = 0
+  readonly #config: Partial<ConsensusConfig>
+  readonly #heap: QueuedEvent[] = []
+  #order = 0
+  #token = 0
+  #groups = new Map<string, number>()
+  readonly #primaries = new Map<string, string>()
+  readonly #epochViews = new Map<string, number>()
+  readonly #overlapSince = new Map<string, number>()
+  readonly #cidHolders = new Map<string, Set<string>>()
+
+  constructor (options: SimOptions) {
+    this.rng = new Random(options.seed)
+    this.network = { ...DEFAULT_NETWORK, ...options.network }
+    this.#config = options.config ?? {}
+    this.heartbeatMs = options.heartbeatMs ?? 200
+    this.suspectAfterMs = options.suspectAfterMs ?? 600
+    this.deadAfterMs = options.deadAfterMs ?? 1100
+    this.tickMs = options.tickMs ?? 50
+    this.overlapBoundMs = options.overlapBoundMs ?? 1500
+    for (const p of options.peers) {
+      const info: SelfInfo = { peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canCheckpoint: p.canCheckpoint ?? true }
+      this.peers.set(p.id, {
+        info, powered: false, paused: false, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
+        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: []
+      })
+    }
+    for (const id of this.peers.keys()) this.#boot(id)
+    this.#schedule(this.tickMs, () => this.#tickAll())
+  }
+
+  // ---- faults and operations -----------------------------------------------------------------------------------
+
+  /** Power cut: daemon and containers die; disk (persisted state, checkpoints) survives. */
+  kill (id: string): void {
+    const peer = this.#peer(id)
+    if (!peer.powered) return
+    peer.powered = false
+    peer.paused = false
+    peer.machine = null
+    peer.containers.clear()
+    peer.detector.clear()
+    peer.pendingWhilePaused = []
+    this.#note(`${id}: killed`)
+    this.#checkOverlap()
+  }
+
+  restart (id: string): void {
+    const peer = this.#peer(id)
+    if (peer.powered) return
+    this.#boot(id)
+    this.#note(`${id}: restarted`)
+  }
+
+  /** Freeze the whole board (daemon and containers) for `ms`; what it missed is delivered on resume. */
+  pause (id: string, ms: number): void {
+    const peer = this.#peer(id)
+    if (!peer.powered || peer.paused) return
+    peer.paused = true
+    this.#note(`${id}: paused ${ms} ms`)
+    this.#checkOverlap()
+    this.#schedule(ms, () => this.resume(id))
+  }
+
+  resume (id: string): void {
+    const peer = this.#peer(id)
+    if (!peer.paused) return
+    peer.paused = false
+    this.#note(`${id}: resumed`)
+    const pending = peer.pendingWhilePaused
+    peer.pendingWhilePaused = []
+    for (const run of pending) run()
+    this.#tickPeer(peer)
+    this.#checkOverlap()
+  }
+
+  partition (groups: string[][]): void {
+    this.#groups = new Map()
+    groups.forEach((group, i) => { for (const id of group) this.#groups.set(id, i + 1) })
+    this.#note(`partition ${groups.map(g => g.join(',')).join(' | ')}`)
+  }
+
+  heal (): void {
+    this.#groups = new Map()
+    this.#note('healed')
+  }
+
+  connected (a: string, b: string): boolean { return (this.#groups.get(a) ?? 0) === (this.#groups.get(b) ?? 0) }
+
+  deploy (from: string, spec: MissionSpec): void { this.#input(from, m => m.local(this.now, { type: 'deploy', spec })) }
+  remove (from: string, mission: string): void { this.#input(from, m => m.local(this.now, { type: 'remove', mission })) }
+  move (from: string, mission: string, to: string): void { this.#input(from, m => m.local(this.now, { type: 'move', mission, to })) }
+
+  runFor (ms: number): void { this.runUntil(() => false, ms) }
+
+  /** Run until `done()` holds (checked after every event) or `maxMs` passes; returns whether it held. */
+  runUntil (done: () => boolean, maxMs: number): boolean {
+    const end = this.now + maxMs
+    while (this.#heap.length > 0 && this.#heap[0]!.at <= end) {
+      const event = this.#pop()
+      this.now = event.at
+      event.run()
+      if (done()) return true
+    }
+    this.now = end
+    return done()
+  }
+
+  // ---- observation ------------------------------------------------------------------------------------------------
+
+  machine (id: string): ClusterMachine | null { return this.#peer(id).machine }
+
+  /** Peers whose container of `mission` runs now (powered, not paused, started). */
+  runningOn (mission: string): string[] {
+    const ids: string[] = []
+    for (const [id, peer] of this.peers) {
+      const c = peer.containers.get(mission)
+      if (peer.powered && !peer.paused && c?.running === true) ids.push(id)
+    }
+    return ids
+  }
+
+  containerEpoch (id: string, mission: string): number | undefined { return this.#peer(id).containers.get(mission)?.epoch }
+  held (id: string, mission: string): CheckpointRef | null {
+    return this.#peer(id).machine?.view().find(v => v.name === mission)?.held ?? null
+  }
+
+  /** The mission runs on exactly one peer, which is primary of the highest epoch, and its backup is synced. */
+  settled (mission: string, requireBackup: boolean): boolean {
+    const running = this.runningOn(mission)
+    if (running.length !== 1) return false
+    const primary = running[0]!
+    const view = this.#peer(primary).machine?.view().find(v => v.name === mission)
+    if (view === undefined || view.primary !== primary || view.state !== 'running') return false
+    for (const peer of this.peers.values()) {
+      const other = peer.machine?.view().find(v => v.name === mission)
+      if (other !== undefined && other.epoch > view.epoch) return false
+    }
+    if (!requireBackup) return true
+    if (view.backup === null || view.lastCheckpoint === null) return false
+    const held = this.held(view.backup, mission)
+    return held !== null && held.epoch === view.lastCheckpoint.epoch && held.seq >= view.lastCheckpoint.seq - 2
+  }
+
+  // ---- the world --------------------------------------------------------------------------------------------------
+
+  #boot (id: string): void {
+    const peer = this.#peer(id)
+    peer.powered = true
+    peer.paused = false
+    peer.detector.clear()
+    peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted })
+    this.#checkEpochs(peer, peer.persisted)
+    this.#apply(peer)
+    const beat = (): void => {
+      if (!peer.powered || peer.machine === null) return
+      if (!peer.paused) this.#broadcast(id, null)
+      this.#schedule(this.heartbeatMs, beat)
+    }
+    const machine = peer.machine
+    this.#schedule(this.rng.int(0, this.heartbeatMs), () => { if (peer.machine === machine) beat() })
+  }
+
+  #tickAll (): void {
+    for (const peer of this.peers.values()) this.#tickPeer(peer)
+    this.#checkOverlap()
+    this.#schedule(this.tickMs, () => this.#tickAll())
+  }
+
+  #tickPeer (peer: SimPeer): void {
+    const machine = peer.machine
+    if (machine === null || peer.paused) return
+    for (const [otherId, entry] of peer.detector) {
+      const silence = this.now - entry.lastHeard
+      const state: PeerState = silence >= this.deadAfterMs ? 'dead' : silence >= this.suspectAfterMs ? 'suspect' : 'alive'
+      if (state !== entry.state) {
+        entry.state = state
+        machine.peerChanged(this.now, { ...entry.info, peerId: otherId, state })
+      }
+    }
+    machine.tick(this.now)
+    this.#apply(peer)
+  }
+
+  #input (id: string, fn: (machine: ClusterMachine) => void): void {
+    const peer = this.#peer(id)
+    if (peer.machine === null || !peer.powered) return
+    const run = (): void => { if (peer.machine !== null) { fn(peer.machine); this.#apply(peer) } }
+    if (peer.paused) peer.pendingWhilePaused.push(run)
+    else run()
+  }
+
+  #broadcast (from: string, message: ConsensusMessage | null): void {
+    const sender = this.#peer(from)
+    for (const [to, peer] of this.peers) {
+      if (to === from) continue
+      const copies = this.rng.chance(this.network.duplication) ? 2 : 1
+      for (let i = 0; i < copies; i++) {
+        if (this.rng.chance(this.network.loss) || !this.connected(from, to)) continue
+        this.messagesSent++
+        const payload = message === null ? null : structuredClone(message)
+        this.#schedule(this.rng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
+          if (!peer.powered || !this.connected(from, to)) return
+          const deliver = (): void => {
+            const machine = peer.machine
+            if (machine === null) return
+            if (payload === null) {
+              const entry = peer.detector.get(from)
+              const info: PeerInfo = { ...sender.info, state: 'alive' }
+              if (entry === undefined) {
+                peer.detector.set(from, { lastHeard: this.now, state: 'alive', info })
+                machine.peerChanged(this.now, info)
+              } else {
+                entry.lastHeard = this.now
+                if (entry.state !== 'alive') { entry.state = 'alive'; machine.peerChanged(this.now, info) }
+              }
+            } else {
+              machine.receive(this.now, from, payload)
+            }
+            this.#apply(peer)
+          }
+          if (peer.paused) peer.pendingWhilePaused.push(deliver)
+          else deliver()
+        })
+      }
+    }
+  }
+
+  #apply (peer: SimPeer): void {
+    const machine = peer.machine
+    if (machine === null) return
+    const id = peer.info.peerId
+    for (const action of machine.takeActions()) this.#applyAction(peer, id, action)
+    for (const [mission, c] of peer.containers) {
+      const known = machine.knownEpoch(mission)
+      if (c.epoch < known) this.#violate(`${id} runs ${mission} under epoch ${c.epoch} but knows epoch ${known}`)
+    }
+    this.#checkOverlap()
+  }
+
+  #applyAction (peer: SimPeer, id: string, action: Action): void {
+    switch (action.type) {
+      case 'persist':
+        this.#checkEpochs(peer, action.state)
+        peer.persisted = action.state
+        break
+      case 'publish':
+        if (action.message.type === 'announce' && action.message.record.primary === id) {
+          this.#epochViews.set(`${action.message.record.mission}@${action.message.record.epoch}`, action.message.record.view.length)
+        }
+        if (action.message.type === 'ack') {
+          const m = action.message
+          const ref = this.#peer(id).machine?.view().find(v => v.name === m.mission)?.held
+          if (ref != null) {
+            const prev = peer.acked.get(m.mission)
+            if (compareCheckpoints(ref, prev ?? null) > 0) peer.acked.set(m.mission, ref)
+          }
+        }
+        this.#broadcast(id, action.message)
+        break
+      case 'startFresh':
+      case 'restore': {
+        this.#claimPrimary(action.mission, action.epoch, id)
+        if (action.type === 'restore') {
+          const acked = peer.acked.get(action.mission) ?? null
+          if (compareCheckpoints(action.checkpoint, acked) < 0) {
+            this.#violate(`${id} restores ${action.mission} #${action.checkpoint.epoch}.${action.checkpoint.seq} older than acknowledged #${acked?.epoch}.${acked?.seq}`)
+          }
+        }
+        const token = ++this.#token
+        const container: SimContainer = { mission: action.mission, epoch: action.epoch, running: false, token }
+        peer.containers.set(action.mission, container)
+        const cidOk = action.type === 'startFresh' || peer.heldCids.has(action.checkpoint.cid)
+        const machine = peer.machine
+        this.#schedule(this.rng.int(80, 300), () => {
+          if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return
+          this.#input(id, m => {
+            if (peer.containers.get(action.mission)?.token !== token) return
+            if (cidOk) {
+              container.running = true
+              m.local(this.now, { type: 'containerStarted', mission: action.mission, epoch: action.epoch })
+            } else {
+              peer.containers.delete(action.mission)
+              m.local(this.now, { type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'checkpoint not held' })
+            }
+          })
+        })
+        break
+      }
+      case 'runningEpoch': {
+        this.#claimPrimary(action.mission, action.epoch, id)
+        const c = peer.containers.get(action.mission)
+        if (c === undefined) this.#violate(`${id}: runningEpoch ${action.epoch} without a container`)
+        else c.epoch = action.epoch
+        break
+      }
+      case 'checkpoint': {
+        const c = peer.containers.get(action.mission)
+        const machine = peer.machine
+        this.#schedule(this.rng.int(10, 80), () => {
+          if (peer.machine !== machine) return
+          this.#input(id, m => {
+            const now = peer.containers.get(action.mission)
+            if (c === undefined || now !== c || !c.running) {
+              m.local(this.now, { type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container' })
+              return
+            }
+            const cid = `cp:${action.mission}:${id}:${action.epoch}:${action.seq}`
+            peer.heldCids.add(cid)
+            this.#holders(cid).add(id)
+            if (action.stop) peer.containers.delete(action.mission)
+            m.local(this.now, { type: 'checkpointTaken', mission: action.mission, epoch: action.epoch, seq: action.seq, cid })
+          })
+        })
+        break
+      }
+      case 'fetchCheckpoint': {
+        const cid = action.checkpoint.cid
+        const machine = peer.machine
+        this.#schedule(this.rng.int(10, 120), () => {
+          if (peer.machine !== machine) return
+          const source = [...this.#holders(cid)].find(h => h !== id && this.#peer(h).powered && !this.#peer(h).paused && this.connected(h, id))
+          this.#input(id, m => {
+            if (source !== undefined || peer.heldCids.has(cid)) {
+              peer.heldCids.add(cid)
+              this.#holders(cid).add(id)
+              m.local(this.now, { type: 'checkpointFetched', mission: action.mission, cid, seq: action.checkpoint.seq })
+            } else {
+              m.local(this.now, { type: 'fetchFailed', mission: action.mission, cid, error: 'no reachable holder' })
+            }
+          })
+        })
+        break
+      }
+      case 'stopContainer':
+        peer.containers.delete(action.mission)
+        break
+      case 'forget':
+        for (const cid of [...peer.heldCids]) if (cid.startsWith(`cp:${action.mission}:`)) { peer.heldCids.delete(cid); this.#holders(cid).delete(id) }
+        break
+      case 'event':
+        this.#note(`${id} [${action.mission}] ${action.text}`)
+        break
+    }
+  }
+
+  // ---- invariants ------------------------------------------------------------------------------------------------
+
+  #claimPrimary (mission: string, epoch: number, id: string): void {
+    const key = `${mission}@${epoch}`
+    const existing = this.#primaries.get(key)
+    if (existing !== undefined && existing !== id) this.#violate(`two primaries for ${mission} epoch ${epoch}: ${existing} and ${id}`)
+    this.#primaries.set(key, id)
+  }
+
+  #checkEpochs (peer: SimPeer, next: PersistedState | undefined): void {
+    if (next === undefined) return
+    for (const [mission, m] of Object.entries(next.missions)) {
+      const before = peer.heldEpochs.get(mission) ?? -1
+      if (m.record.epoch < before && m.record.deployId === (peer.persisted?.missions[mission]?.record.deployId ?? m.record.deployId)) {
+        this.#violate(`${peer.info.peerId}: epoch of ${mission} went back from ${before} to ${m.record.epoch}`)
+      }
+      peer.heldEpochs.set(mission, Math.max(before, m.record.epoch))
+    }
+  }
+
+  #checkOverlap (): void {
+    const byMission = new Map<string, Array<{ id: string, epoch: number }>>()
+    for (const [id, peer] of this.peers) {
+      if (!peer.powered || peer.paused) continue
+      for (const c of peer.containers.values()) {
+        if (!c.running) continue
+        const list = byMission.get(c.mission) ?? []
+        list.push({ id, epoch: c.epoch })
+        byMission.set(c.mission, list)
+      }
+    }
+    for (const mission of new Set([...byMission.keys(), ...this.#overlapSince.keys()])) {
+      const running = byMission.get(mission) ?? []
+      const oldest = Math.min(...running.map(r => r.epoch))
+      const quorumMode = running.length >= 2 && (this.#epochViews.get(`${mission}@${oldest}`) ?? 0) >= 3
+      if (quorumMode) {
+        const since = this.#overlapSince.get(mission) ?? this.now
+        this.#overlapSince.set(mission, since)
+        const length = this.now - since
+        this.maxOverlapMs = Math.max(this.maxOverlapMs, length)
+        if (length > this.overlapBoundMs) {
+          this.#violate(`${mission} ran on ${running.map(r => `${r.id}@${r.epoch}`).join(', ')} at once for ${length} ms (> ${this.overlapBoundMs})`)
+          this.#overlapSince.set(mission, this.now)
+        }
+      } else {
+        this.#overlapSince.delete(mission)
+      }
+    }
+  }
+
+  #violate (text: string): void {
+    this.violations.push(`t=${this.now}: ${text}`)
+    this.#note(`VIOLATION ${text}`)
+  }
+
+  #note (text: string): void {
+    this.log.push(`${String(this.now).padStart(6)} ${text}`)
+    if (this.log.length > 400) this.log.splice(0, this.log.length - 300)
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------------------------------------
+
+  #peer (id: string): SimPeer {
+    const peer = this.peers.get(id)
+    if (peer === undefined) throw new Error(`unknown simulated peer ${id}`)
+    return peer
+  }
+
+  #holders (cid: string): Set<string> {
+    let set = this.#cidHolders.get(cid)
+    if (set === undefined) { set = new Set(); this.#cidHolders.set(cid, set) }
+    return set
+  }
+
+  #schedule (delayMs: number, run: () => void): void {
+    const event: QueuedEvent = { at: this.now + Math.max(0, delayMs), order: this.#order++, run }
+    const heap = this.#heap
+    heap.push(event)
+    let i = heap.length - 1
+    while (i > 0) {
+      const parent = (i - 1) >> 1
+      if (before(heap[parent]!, event)) break
+      heap[i] = heap[parent]!
+      i = parent
+    }
+    heap[i] = event
+  }
+
+  #pop (): QueuedEvent {
+    const heap = this.#heap
+    const top = heap[0]!
+    const last = heap.pop()!
+    if (heap.length > 0) {
+      let i = 0
+      for (;;) {
+        const l = 2 * i + 1
+        const r = l + 1
+        let smallest = i
+        const candidate = (j: number): void => { if (j < heap.length && before(heap[j]!, smallest === i ? last : heap[smallest]!)) smallest = j }
+        candidate(l)
+        candidate(r)
+        if (smallest === i) break
+        heap[i] = heap[smallest]!
+        i = smallest
+      }
+      heap[i] = last
+    }
+    return top
+  }
+}
+
+function before (a: QueuedEvent, b: QueuedEvent): boolean { return a.at < b.at || (a.at === b.at && a.order < b.order) }
+
+export interface ScheduleResult {
+  seed: number
+  peers: number
+  violations: string[]
+  log: string[]
+  maxOverlapMs: number
+  messages: number
+  recoveredInMs: number | null
+}
+
+export const SIM_MISSION: MissionSpec = { name: 'vehicle', image: 'tandem/vehicle', env: {}, data: '/data', checkpointIntervalMs: 500 }
+
+/**
+ * One random schedule: a swarm of 2-5 boards runs a mission through ~15 s of random kills, restarts, pauses,
+ * partitions and message loss/delay/duplication; then faults stop and the mission must settle within `recoveryMs`.
+ */
+export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult {
+  const rng = new Random(seed ^ 0x9e3779b9)
+  const count = rng.pick([2, 3, 3, 4, 5])
+  const ids = Array.from({ length: count }, (_, i) => `p${i + 1}`)
+  const sim = new Simulation({ seed, peers: ids.map(id => ({ id })) })
+  const spec = { ...SIM_MISSION, checkpointIntervalMs: rng.pick([200, 500, 1000]) }
+  sim.runFor(rng.int(300, 1500))
+  sim.deploy(rng.pick(ids), spec)
+  const faultUntil = sim.now + rng.int(5000, 15_000)
+  while (sim.now < faultUntil) {
+    sim.runFor(rng.int(200, 2500))
+    const down = ids.filter(id => !sim.peers.get(id)!.powered)
+    const up = ids.filter(id => sim.peers.get(id)!.powered)
+    const roll = rng.next()
+    if (roll < 0.22 && up.length > 0) sim.kill(rng.pick(up))
+    else if (roll < 0.42 && down.length > 0) sim.restart(rng.pick(down))
+    else if (roll < 0.54 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
+    else if (roll < 0.68) {
+      const shuffled = [...ids].sort(() => rng.next() - 0.5)
+      const cut = rng.int(1, ids.length - 1)
+      sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
+    } else if (roll < 0.8) sim.heal()
+    else {
+      sim.network = {
+        minDelayMs: 1,
+        maxDelayMs: rng.pick([5, 20, 100, 300]),
+        loss: rng.pick([0, 0.05, 0.2]),
+        duplication: rng.pick([0, 0.1, 0.3])
+      }
+    }
+  }
+  sim.heal()
+  sim.network = { ...DEFAULT_NETWORK }
+  for (const id of ids) { sim.restart(id); sim.resume(id) }
+  const start = sim.now
+  const settled = sim.runUntil(() => sim.settled(spec.name, true), recoveryMs)
+  const recoveredInMs = settled ? sim.now - start : null
+  if (!settled) {
+    const running = sim.runningOn(spec.name)
+    sim.violations.push(`t=${sim.now}: liveness: not settled ${recoveryMs} ms after faults stopped (running on: ${running.join(',') || 'none'})`)
+  }
+  return { seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent, recoveredInMs }
+}
