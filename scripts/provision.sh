@@ -486,8 +486,8 @@ done
 if [ "$mode" = check ]; then check_all; exit 0; fi
 [ "$(uname -s)" = Linux ] || die "tandem needs Linux; on other systems run it in a Linux VM"
 [ "$(id -u)" = 0 ] || die "run as root (sudo bash scripts/provision.sh): it installs packages and starts dockerd"
-command -v apt-get >/dev/null 2>&1 || die "no apt-get: on non-Debian/Ubuntu hosts install Docker Engine (experimental: true), CRIU >= $CRIU_MIN_VERSION and busybox-static yourself, then run this script again for the images"
 if [ "$mode" = load ]; then load_into "$load_host"; exit 0; fi
+command -v apt-get >/dev/null 2>&1 || die "no apt-get: on non-Debian/Ubuntu hosts install Docker Engine (experimental: true), CRIU >= $CRIU_MIN_VERSION and busybox-static yourself, then run this script again for the images"
 
 mkdir -p "$RUN_DIR"
 exec 9>"$RUN_DIR/provision.flock"
