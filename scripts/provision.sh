@@ -170,6 +170,7 @@ image_manifest () {
 }
 
 # ---------- 1. Docker Engine ----------
+daemon_json_written=0
 ensure_docker_engine () {
   step "Docker Engine"
   if [ -x /usr/sbin/dockerd ]; then
@@ -190,6 +191,7 @@ ensure_docker_engine () {
 }
 EOF
     ok "wrote $DAEMON_JSON (experimental on, bridge and iptables off: containers use --network none)"
+    daemon_json_written=1
   elif grep -Eq '"experimental"[[:space:]]*:[[:space:]]*true' "$DAEMON_JSON"; then
     ok "$DAEMON_JSON has experimental: true"
   else
@@ -215,6 +217,10 @@ clear_stale_exec_root () {
 
 start_system_dockerd () {
   step "System Docker daemon"
+  if system_docker_reachable && [ "$daemon_json_written" = 1 ] && ! system_docker_experimental && [ -d /run/systemd/system ]; then
+    step "systemctl restart docker (the package started it before $DAEMON_JSON existed)"
+    systemctl restart docker || die "systemctl restart docker failed (see journalctl -u docker)"
+  fi
   if system_docker_reachable; then
     system_docker_experimental || die "the running dockerd (unix://$SYSTEM_DOCKER_SOCKET) is not in experimental mode: set \"experimental\": true in $DAEMON_JSON and restart it"
     ok "running, experimental, $(docker_system version --format 'Engine {{.Server.Version}}')"
