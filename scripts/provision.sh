@@ -151,7 +151,7 @@ check_all () {
     for image in busybox node-base; do
       if [ "$image" = busybox ]; then want=$(busybox_hash); else want=$(node_base_hash); fi
       have=$(image_content "unix://$SYSTEM_DOCKER_SOCKET" "tandem/$image")
-      if [ "$have" = "$want" ]; then ok "image tandem/$image current ($want)"; else missing "image tandem/$image ${have:+outdated}${have:-absent}" "run scripts/provision.sh"; fi
+      if [ "$have" = "$want" ]; then ok "image tandem/$image current ($want)"; else missing "image tandem/$image $([ -n "$have" ] && echo "outdated ($have)" || echo absent)" "run scripts/provision.sh"; fi
     done
     if [ -f "$IMAGE_CACHE_TAR" ] && [ "$(cat "$IMAGE_CACHE_MANIFEST" 2>/dev/null)" = "$(image_manifest)" ]; then ok "image cache $IMAGE_CACHE_TAR"; else missing "image cache for simulated boards" "run scripts/provision.sh"; fi
   else
