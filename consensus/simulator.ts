@@ -550,8 +550,13 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
   const rng = new Random(seed ^ 0x9e3779b9)
   const count = rng.pick([2, 3, 3, 4, 5])
   const ids = Array.from({ length: count }, (_, i) => `p${i + 1}`)
-  const sim = new Simulation({ seed, peers: ids.map(id => ({ id })) })
-  const spec = { ...SIM_MISSION, checkpointIntervalMs: rng.pick([200, 500, 1000]) }
+  const mixedArch = rng.chance(0.25)
+  const sim = new Simulation({ seed, peers: ids.map((id, i) => ({ id, arch: mixedArch && i === count - 1 ? 'x64' : 'arm64' })) })
+  const spec: MissionSpec = {
+    ...SIM_MISSION,
+    image: mixedArch ? { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } : SIM_MISSION.image,
+    checkpointIntervalMs: rng.pick([200, 500, 1000])
+  }
   sim.runFor(rng.int(300, 1500))
   sim.deploy(rng.pick(ids), spec)
   const faultUntil = sim.now + rng.int(5000, 15_000)

@@ -1,0 +1,232 @@
+// Scenario tests of the consensus machine inside the deterministic simulator (no I/O, simulated time).
+import t from 'tap'
+import type { Test } from 'tap'
+import { Simulation, SIM_MISSION } from '../consensus/simulator.ts'
+import { ClusterMachine } from '../consensus/machine.ts'
+import { validateMessage } from '../consensus/messages.ts'
+import type { MissionSpec } from '../consensus/manifest.ts'
+
+const mission = SIM_MISSION.name
+
+function swarm (ids: string[], seed = 1, archs: Record<string, string> = {}): Simulation {
+  const sim = new Simulation({ seed, peers: ids.map(id => ({ id, arch: archs[id] ?? 'arm64' })) })
+  sim.runFor(1000)
+  return sim
+}
+
+function deployAndSettle (t: Test, sim: Simulation, from: string, spec: MissionSpec = SIM_MISSION): string {
+  sim.deploy(from, spec)
+  t.ok(sim.runUntil(() => sim.settled(spec.name, true), 10_000), 'deployed, running, backup synced')
+  return sim.runningOn(spec.name)[0]!
+}
+
+function viewOf (sim: Simulation, id: string) {
+  return sim.machine(id)!.view().find(v => v.name === mission)!
+}
+
+function logged (sim: Simulation, pattern: RegExp): boolean { return sim.log.some(line => pattern.test(line)) }
+
+t.test('two boards: the survivor takes over from its checkpoint; the old primary comes back fenced and becomes backup', async t => {
+  const sim = swarm(['left', 'right'])
+  const primary = deployAndSettle(t, sim, 'left')
+  const survivor = primary === 'left' ? 'right' : 'left'
+  const before = viewOf(sim, primary)
+  t.equal(before.backup, survivor)
+  sim.runFor(2000)
+  const acked = sim.held(survivor, mission)!
+  sim.kill(primary)
+  const killedAt = sim.now
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 5000), 'survivor runs the mission')
+  const downtime = sim.now - killedAt
+  t.ok(downtime < 2000, `took over ${downtime} ms after the kill (detector dead after 1100 ms)`)
+  const after = viewOf(sim, survivor)
+  t.ok(after.epoch > before.epoch, 'epoch bumped')
+  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint #${acked.seq}`)), 'restored the newest checkpoint it acknowledged')
+
+  sim.restart(primary)
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, survivor).backup === primary, 10_000), 'old primary is the new backup, synced')
+  t.same(sim.runningOn(mission), [survivor], 'the restarted board never ran the mission again')
+  t.same(sim.violations, [])
+})
+
+t.test('two boards, partition: both run (availability first); on heal the higher epoch wins at once', async t => {
+  const sim = swarm(['left', 'right'], 2)
+  const primary = deployAndSettle(t, sim, 'right')
+  sim.partition([['left'], ['right']])
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 2, 5000), 'split brain: both sides run')
+  sim.heal()
+  const healedAt = sim.now
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'one side stops after heal')
+  t.ok(sim.now - healedAt <= 1500, `resolved ${sim.now - healedAt} ms after heal (anti-entropy interval 1000 ms)`)
+  t.not(sim.runningOn(mission)[0], primary, 'the backup that took over (higher epoch) won')
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'settles with a synced backup')
+  t.same(sim.violations, [])
+})
+
+t.test('three boards: kill primary, kill the new primary, restart both, kill the backup', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 3)
+  const first = deployAndSettle(t, sim, 'a')
+  sim.kill(first)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'second board took over, backup synced')
+  const second = sim.runningOn(mission)[0]!
+  t.not(second, first)
+  t.equal(viewOf(sim, second).view.length, 2, 'the view shrank to the two survivors')
+
+  sim.kill(second)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the third board took over')
+  const third = sim.runningOn(mission)[0]!
+  t.ok(![first, second].includes(third))
+  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`)), 'restored, not a cold start')
+
+  sim.restart(first)
+  sim.restart(second)
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).view.length === 3, 10_000), 'restarted boards rejoin the view, a backup is synced')
+  t.same(sim.runningOn(mission), [third], 'restarted boards are fenced')
+  const backup = viewOf(sim, third).backup!
+  t.ok([first, second].includes(backup))
+
+  sim.kill(backup)
+  t.ok(sim.runUntil(() => { const v = viewOf(sim, third); return v.backup !== backup && v.backup !== null && sim.settled(mission, true) }, 10_000), 'a new backup is chosen and synced')
+  t.same(sim.runningOn(mission), [third], 'the primary kept running through the backup change')
+  t.same(sim.violations, [])
+})
+
+t.test('three boards: a partitioned primary self-fences before the majority side takes over', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 4)
+  const primary = deployAndSettle(t, sim, 'b')
+  const others = ids.filter(id => id !== primary)
+  sim.partition([[primary], others])
+  let fencedAt = -1
+  let takenOverAt = -1
+  sim.runUntil(() => {
+    const running = sim.runningOn(mission)
+    if (fencedAt < 0 && !running.includes(primary)) fencedAt = sim.now
+    if (takenOverAt < 0 && running.some(id => others.includes(id))) takenOverAt = sim.now
+    return fencedAt >= 0 && takenOverAt >= 0
+  }, 5000)
+  t.ok(fencedAt > 0 && takenOverAt > 0, 'old primary stopped and the majority side took over')
+  t.ok(fencedAt <= takenOverAt, `self-fence at ${fencedAt} ms before takeover at ${takenOverAt} ms`)
+  t.equal(sim.maxOverlapMs, 0, 'never two containers at once')
+  t.ok(logged(sim, new RegExp(`${primary} \\[vehicle\\] self-fence`)))
+  sim.heal()
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  t.not(sim.runningOn(mission)[0], primary)
+  t.same(sim.violations, [])
+})
+
+t.test('cross-architecture: no board can restore the checkpoint, so the mission restarts cold with its data', async t => {
+  const spec: MissionSpec = { ...SIM_MISSION, image: { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } }
+  const sim = swarm(['arm', 'intel'], 5, { arm: 'arm64', intel: 'x64' })
+  sim.deploy('arm', spec)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'running, the other architecture holds the data snapshot')
+  const primary = sim.runningOn(mission)[0]!
+  const other = primary === 'arm' ? 'intel' : 'arm'
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(other), 5000), 'the other board runs it')
+  t.ok(logged(sim, new RegExp(`${other} \\[vehicle\\] epoch \\d+: .*cold start from image tandem/vehicle:${other === 'arm' ? 'arm64' : 'x64'} with data of checkpoint #\\d+ \\(checkpoint is`)),
+    'says it restarted cold from the data snapshot')
+  t.same(sim.violations, [])
+})
+
+t.test('no checkpoint replicated yet: cold restart, and an incompatible board never runs the mission', async t => {
+  const spec: MissionSpec = { ...SIM_MISSION, checkpointIntervalMs: 60_000, placement: { boards: ['rpi4'] } }
+  const sim = new Simulation({ seed: 6, peers: [{ id: 'a' }, { id: 'b' }, { id: 'c', board: 'jetson' }] })
+  sim.runFor(1000)
+  sim.deploy('c', spec)
+  t.ok(sim.runUntil(() => sim.settled(mission, false), 10_000))
+  const primary = sim.runningOn(mission)[0]!
+  t.not(primary, 'c', 'placement.boards respected')
+  sim.kill(primary)
+  const survivor = primary === 'a' ? 'b' : 'a'
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 5000))
+  t.ok(logged(sim, /cold start from image tandem\/vehicle \(no checkpoint yet\)/))
+  sim.runFor(3000)
+  t.same(sim.runningOn(mission), [survivor])
+  t.same(sim.violations, [])
+})
+
+t.test('planned migration: final checkpoint, restore on the target, source stopped', async t => {
+  const sim = swarm(['a', 'b', 'c'], 7)
+  const source = deployAndSettle(t, sim, 'a')
+  const target = ['a', 'b', 'c'].find(id => id !== source && id !== viewOf(sim, source).backup)!
+  sim.move('a', mission, target)
+  let stoppedAt = -1
+  const done = sim.runUntil(() => {
+    if (stoppedAt < 0 && sim.runningOn(mission).length === 0) stoppedAt = sim.now
+    return sim.runningOn(mission).includes(target)
+  }, 5000)
+  t.ok(done, 'target runs the mission')
+  t.ok(stoppedAt > 0, 'the source stopped first')
+  t.ok(sim.now - stoppedAt < 1000, `simulated downtime ${sim.now - stoppedAt} ms`)
+  t.ok(logged(sim, new RegExp(`${target} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`)))
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  t.same(sim.runningOn(mission), [target])
+  t.same(sim.violations, [])
+})
+
+t.test('remove: the mission stops everywhere and stays removed across restarts', async t => {
+  const sim = swarm(['a', 'b', 'c'], 8)
+  const primary = deployAndSettle(t, sim, 'a')
+  const remover = ['a', 'b', 'c'].find(id => id !== primary)!
+  sim.remove(remover, mission)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 0, 3000), 'stopped')
+  sim.kill(primary)
+  sim.restart(primary)
+  sim.runFor(5000)
+  t.same(sim.runningOn(mission), [])
+  for (const id of ['a', 'b', 'c']) t.equal(viewOf(sim, id).state, 'removed', `${id} knows it is removed`)
+  sim.deploy('b', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'the name can be deployed again')
+  t.same(sim.violations, [])
+})
+
+t.test('a restarted daemon never runs under its old epoch, even if it missed the failover', async t => {
+  const sim = swarm(['a', 'b', 'c'], 9)
+  const primary = deployAndSettle(t, sim, 'a')
+  const oldEpoch = viewOf(sim, primary).epoch
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000))
+  sim.partition([[primary], ['a', 'b', 'c'].filter(id => id !== primary)])
+  sim.restart(primary)
+  sim.runFor(5000)
+  t.same(sim.runningOn(mission).includes(primary), false, 'alone and without quorum it does not start')
+  const v = viewOf(sim, primary)
+  t.ok(v.epoch >= oldEpoch)
+  sim.heal()
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  t.same(sim.violations, [])
+})
+
+t.test('validateMessage rejects malformed input without throwing', async t => {
+  for (const bad of [null, 1, 'x', [], {}, { type: 'claim' }, { type: 'claim', mission: 'm', deployId: 'd', epoch: 1, basis: 1 },
+    { type: 'vote', mission: 'm', epoch: -1, candidate: 'p', granted: true, knownEpoch: 0 },
+    { type: 'announce', record: { mission: 'm' } }, { type: 'nope' }, { type: 'ack', mission: 'm', epoch: 1, cid: 'c', seq: 1.5, checkpointEpoch: 1 }]) {
+    t.equal(validateMessage(bad), undefined, JSON.stringify(bad))
+  }
+  t.same(validateMessage({ type: 'claim', mission: 'm', deployId: 'd', epoch: 2, basis: 1, extra: 1 }), { type: 'claim', mission: 'm', deployId: 'd', epoch: 2, basis: 1 })
+  // A real announce round-trips through JSON.
+  const machine = new ClusterMachine({ self: { peerId: 'p', arch: 'arm64', board: 'rpi4', memoryMb: 1024, canCheckpoint: true }, now: 0 })
+  machine.local(0, { type: 'deploy', spec: SIM_MISSION })
+  const announce = machine.takeActions().find(a => a.type === 'publish' && a.message.type === 'announce')
+  t.ok(announce)
+  if (announce?.type === 'publish') t.same(validateMessage(JSON.parse(JSON.stringify(announce.message))), announce.message)
+})
+
+t.test('actions: persist comes before the acts that depend on it', async t => {
+  const machine = new ClusterMachine({ self: { peerId: 'solo', arch: 'arm64', board: 'rpi4', memoryMb: 1024, canCheckpoint: true }, now: 0 })
+  machine.local(0, { type: 'deploy', spec: SIM_MISSION })
+  machine.tick(10)
+  const actions = machine.takeActions()
+  const start = actions.findIndex(a => a.type === 'startFresh')
+  t.ok(start > 0, 'a lone board elects itself')
+  const lastPersist = actions.slice(0, start).findLastIndex(a => a.type === 'persist')
+  t.ok(lastPersist >= 0)
+  const persisted = actions[lastPersist]
+  if (persisted?.type === 'persist') t.equal(persisted.state.missions[mission]?.record.primary, 'solo', 'the new epoch is durable before the start')
+  const restarted = new ClusterMachine({ self: machine.self, now: 100, persisted: machine.persistedState() })
+  const after = restarted.takeActions()
+  t.ok(after.some(a => a.type === 'stopContainer'), 'a restarted primary stops its container first')
+  t.equal(restarted.knownEpoch(mission), machine.knownEpoch(mission))
+})
