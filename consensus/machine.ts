@@ -2,7 +2,7 @@
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
 import { imageFor, type MissionSpec } from './manifest.ts'
 import { compareCheckpoints } from './messages.ts'
-import { hrwRank } from './hrw.ts'
+import { fnv1a64, hrwRank } from './hrw.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
@@ -315,7 +315,10 @@ export class ClusterMachine {
     if (rank < 0) return
     if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0) return
     const handoffPending = record.handoffTo !== null && record.handoffTo !== self && candidates.includes(record.handoffTo)
-    const wait = rank * this.config.candidateStaggerMs + (handoffPending ? 5 * this.config.claimTimeoutMs : 0)
+    // Deterministic jitter per (peer, attempt) breaks repeated split votes between equally placed candidates.
+    const jitter = Number(fnv1a64(`${self}/${mission.votedEpoch}`) % BigInt(this.config.candidateStaggerMs))
+    const wait = rank * this.config.candidateStaggerMs + (rank > 0 || mission.votedEpoch > record.epoch ? jitter : 0) +
+      (handoffPending ? 5 * this.config.claimTimeoutMs : 0)
     if (now - (mission.electionSince ?? now) < wait) return
     if (!this.#quorumReachable(now, record, self)) return
     this.#startClaim(now, mission)
@@ -378,6 +381,7 @@ export class ClusterMachine {
     const self = this.self.peerId
     const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
       (record.primary === self ? mission.container !== null : this.#stateOf(now, record.primary) === 'alive')
+    if (from !== self) mission.electionSince = now
     const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !primaryHolds
     if (granted) {
       mission.votedEpoch = msg.epoch
@@ -593,7 +597,8 @@ export class ClusterMachine {
   #onCheckpointTaken (now: number, mission: Mission, epoch: number, seq: number, cid: string): void {
     const record = mission.record
     const inFlight = mission.checkpointInFlight
-    if (inFlight === null || inFlight.seq !== seq || epoch !== record.epoch || record.primary !== this.self.peerId) return
+    // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
+    if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
     mission.lastCheckpointAt = now
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
