@@ -44,6 +44,7 @@ export class ClusterMachine {
   readonly self: SelfInfo
   readonly config: ConsensusConfig
   readonly #startedAt: number
+  #lastTickAt: number
   readonly #peers = new Map<string, PeerInfo>()
   readonly #missions = new Map<string, Mission>()
   #actions: Action[] = []
@@ -52,6 +53,7 @@ export class ClusterMachine {
     this.self = init.self
     this.config = { ...DEFAULT_CONSENSUS_CONFIG, ...init.config }
     this.#startedAt = init.now
+    this.#lastTickAt = init.now
     const persisted = init.persisted
     if (persisted !== undefined && persisted.self === this.self.peerId) {
       for (const [name, stored] of Object.entries(persisted.missions)) {
@@ -147,7 +149,9 @@ export class ClusterMachine {
   }
 
   tick (now: number): void {
-    for (const mission of this.#missions.values()) this.#tickMission(now, mission)
+    const frozenMs = now - this.#lastTickAt
+    this.#lastTickAt = now
+    for (const mission of this.#missions.values()) this.#tickMission(now, mission, frozenMs)
   }
 
   takeActions (): Action[] {
@@ -225,7 +229,7 @@ export class ClusterMachine {
 
   // ---- the per-mission loop ----------------------------------------------------------------------------------------
 
-  #tickMission (now: number, mission: Mission): void {
+  #tickMission (now: number, mission: Mission, frozenMs: number): void {
     const record = mission.record
     if (record.removed) return
     const self = this.self.peerId
@@ -241,7 +245,7 @@ export class ClusterMachine {
     }
 
     if (record.primary === self && !record.released) {
-      this.#tickPrimary(now, mission)
+      this.#tickPrimary(now, mission, frozenMs)
     } else if (record.primary === null || record.released || this.#stateOf(now, record.primary) === 'dead') {
       mission.electionSince ??= now
       this.#maybeClaim(now, mission)
@@ -261,15 +265,19 @@ export class ClusterMachine {
     if (now - mission.lastAnnounceAt >= this.config.announceIntervalMs) this.#announce(now, mission)
   }
 
-  #tickPrimary (now: number, mission: Mission): void {
+  #tickPrimary (now: number, mission: Mission, frozenMs: number): void {
     const record = mission.record
     mission.electionSince = null
     if (record.view.length >= 3) {
       const alive = record.view.filter(p => this.#stateOf(now, p) === 'alive').length
-      if (alive < majority(record.view.length)) {
+      // A machine not ticked for longer than a lease (process or board frozen) saw no quorum meanwhile.
+      const frozen = frozenMs >= this.config.leaseMs
+      if (alive < majority(record.view.length) || frozen) {
         mission.quorumLostSince ??= now
-        if (now - mission.quorumLostSince >= this.config.selfFenceGraceMs) {
-          this.#event(record.mission, `self-fence: only ${alive} of ${record.view.length} members alive (quorum ${majority(record.view.length)})`)
+        if (now - mission.quorumLostSince >= this.config.selfFenceGraceMs || frozen) {
+          this.#event(record.mission, frozen
+            ? `self-fence: not ticked for ${frozenMs} ms (frozen), the lease of ${this.config.leaseMs} ms expired`
+            : `self-fence: only ${alive} of ${record.view.length} members alive (quorum ${majority(record.view.length)})`)
           if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'lost quorum (self-fence)' })
           mission.container = null
           mission.checkpointInFlight = null

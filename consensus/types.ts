@@ -27,6 +27,11 @@ export interface ConsensusConfig {
    * primary is stopped before anyone may take over (takeover needs the primary `dead`).
    */
   selfFenceGraceMs: number
+  /**
+   * Lease of a primary of a view of >= 3: if the machine was not ticked for this long (board or process frozen),
+   * it self-fences at once, since the others may already count it dead. Suspect time + selfFenceGraceMs.
+   */
+  leaseMs: number
   /** A peer the detector never reported is treated as dead this long after the machine started. */
   unknownPeerDeadMs: number
   /** A requested fetch without a result is re-requested after this long. */
@@ -42,6 +47,7 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   claimTimeoutMs: 400,
   candidateStaggerMs: 300,
   selfFenceGraceMs: 100,
+  leaseMs: 700,
   unknownPeerDeadMs: 3000,
   fetchRetryMs: 2000,
   checkpointTimeoutMs: 10_000,
