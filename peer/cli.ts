@@ -3,11 +3,11 @@
 import { UsageError, type Command } from './commands/command.ts'
 
 const commands: Record<string, () => Promise<{ command: Command }>> = {
-  // 'peer': () => import('./commands/peer.ts'),
   peer: () => import('./commands/peer.ts'),
   status: () => import('./commands/status.ts'),
   'swarm-key': () => import('./commands/swarm-key.ts'),
-  doctor: () => import('./commands/doctor.ts'),
+  mission: () => import('./commands/mission.ts'),
+  doctor: () => import('./commands/doctor.ts')
 }
 
 function usage (): string {

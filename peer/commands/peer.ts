@@ -3,6 +3,7 @@ import { resolve } from 'node:path'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { Peer } from '../daemon.ts'
+import { MissionService } from '../missions.ts'
 import {
   ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
   formatApiAddress, parseApiAddress, type PeerConfig
@@ -84,6 +85,13 @@ async function runPeer (argv: string[]): Promise<number> {
     if (err instanceof ConfigError) throw new UsageError(err.message)
     throw err
   }
+  const missions = new MissionService({ peer })
+  try {
+    await missions.start()
+  } catch (err) {
+    await peer.stop()
+    throw err
+  }
   const api = formatApiAddress(peer.api.address)
   console.log(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`)
   for (const addr of peer.addrs()) console.log(`listening ${addr}`)
@@ -105,6 +113,7 @@ async function runPeer (argv: string[]): Promise<number> {
     process.exit(1)
   }, 10_000)
   forced.unref()
+  await missions.stop()
   await peer.stop()
   console.log('stopped')
   // libp2p may leave sockets or timers behind; the peer is stopped, so leave now.
