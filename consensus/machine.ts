@@ -46,6 +46,7 @@ export class ClusterMachine {
   readonly #startedAt: number
   #lastTickAt: number
   readonly #peers = new Map<string, PeerInfo>()
+  readonly #deadSince = new Map<string, number>()
   readonly #missions = new Map<string, Mission>()
   #actions: Action[] = []
 
@@ -60,6 +61,10 @@ export class ClusterMachine {
         const mission = this.#newMission(structuredClone(stored))
         this.#missions.set(name, mission)
         const record = mission.record
+        mission.votedFor ??= null
+        if (mission.votedFor === this.self.peerId && mission.votedEpoch > record.epoch) {
+          this.#emit({ type: 'publish', message: { type: 'abandon', mission: name, epoch: mission.votedEpoch } })
+        }
         if (record.primary === this.self.peerId && !record.released && !record.removed) {
           // After a restart the container's state is unknown: stop it and rejoin under a new epoch.
           this.#emit({ type: 'stopContainer', mission: name, reason: 'daemon restarted: rejoining under a new epoch' })
@@ -75,6 +80,8 @@ export class ClusterMachine {
 
   peerChanged (now: number, peer: PeerInfo): void {
     if (peer.peerId === this.self.peerId) return
+    if (peer.state !== 'dead') this.#deadSince.delete(peer.peerId)
+    else if (this.#peers.get(peer.peerId)?.state !== 'dead') this.#deadSince.set(peer.peerId, now)
     this.#peers.set(peer.peerId, { ...peer })
     this.tick(now)
   }
@@ -88,6 +95,15 @@ export class ClusterMachine {
       case 'ack': this.#onAck(from, msg); break
       case 'fence': this.#onFence(now, msg); break
       case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
+      case 'abandon': {
+        const mission = this.#missions.get(msg.mission)
+        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
+          mission.votedFor = null
+          this.#persist()
+          this.tick(now)
+        }
+        break
+      }
       case 'move': {
         const mission = this.#missions.get(msg.mission)
         if (mission !== undefined && mission.record.deployId === msg.deployId) this.#requestMove(now, mission, msg.to)
@@ -171,7 +187,7 @@ export class ClusterMachine {
 
   persistedState (): PersistedState {
     const missions: Record<string, PersistedMission> = {}
-    for (const [name, m] of this.#missions) missions[name] = structuredClone({ record: m.record, votedEpoch: m.votedEpoch, held: m.held })
+    for (const [name, m] of this.#missions) missions[name] = structuredClone({ record: m.record, votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held })
     return { version: 1, self: this.self.peerId, missions }
   }
 
@@ -234,7 +250,7 @@ export class ClusterMachine {
     if (record.removed) return
     const self = this.self.peerId
 
-    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) mission.claim = null
+    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) this.#abandonClaim(mission)
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
       this.#event(record.mission, 'start timed out')
@@ -309,7 +325,7 @@ export class ClusterMachine {
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
       const changed = backupGone || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
         view.join(',') !== record.view.join(',')
-      if (changed && this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
+      if (changed && !this.#pendingVote(now, mission) && this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
     }
   }
 
@@ -317,7 +333,7 @@ export class ClusterMachine {
     const record = mission.record
     const self = this.self.peerId
     if (mission.claim !== null || now - mission.lastClaimAt < this.config.claimTimeoutMs) return
-    if (mission.votedEpoch > record.epoch && now - mission.lastClaimAt < this.config.claimTimeoutMs * 2) return
+    if (this.#pendingVote(now, mission)) return
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
@@ -375,6 +391,7 @@ export class ClusterMachine {
     const record = mission.record
     const epoch = Math.max(record.epoch, mission.votedEpoch) + 1
     mission.votedEpoch = epoch
+    mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
     mission.claim = { epoch, basis: structuredClone(record), votes: new Set([this.self.peerId]), startedAt: now }
     this.#persist()
@@ -390,9 +407,12 @@ export class ClusterMachine {
     const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
       (record.primary === self ? mission.container !== null : this.#stateOf(now, record.primary) === 'alive')
     if (from !== self) mission.electionSince = now
-    const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !primaryHolds
+    const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
+    const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch &&
+      !primaryHolds && !pendingElsewhere
     if (granted) {
       mission.votedEpoch = msg.epoch
+      mission.votedFor = from
       this.#persist()
     } else if (record.epoch > msg.basis) {
       mission.lastAnnounceAt = -Infinity
@@ -409,8 +429,26 @@ export class ClusterMachine {
       claim.votes.add(from)
       this.#checkWon(now, mission)
     } else if (msg.knownEpoch >= claim.epoch) {
-      mission.claim = null
+      this.#abandonClaim(mission)
     }
+  }
+
+  #abandonClaim (mission: Mission): void {
+    if (mission.claim === null) return
+    this.#emit({ type: 'publish', message: { type: 'abandon', mission: mission.record.mission, epoch: mission.claim.epoch } })
+    mission.claim = null
+  }
+
+  /**
+   * This peer granted a vote for an epoch above the record it knows and has not learned how that ended: the
+   * candidate may have won with a view this peer has not seen, so it must not help elect on an older basis.
+   */
+  #pendingVote (now: number, mission: Mission): boolean {
+    const candidate = mission.votedFor
+    if (candidate === null || candidate === this.self.peerId || mission.votedEpoch <= mission.record.epoch) return false
+    if (this.#stateOf(now, candidate) !== 'dead') return true
+    const deadSince = this.#deadSince.get(candidate) ?? this.#startedAt + this.config.unknownPeerDeadMs
+    return now - deadSince < this.config.pendingVoteExpiryMs
   }
 
   #checkWon (now: number, mission: Mission): void {
@@ -475,7 +513,7 @@ export class ClusterMachine {
     const mission = this.#missions.get(incoming.mission)
     if (mission === undefined) {
       if (incoming.removed) return
-      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: incoming.epoch, held: null }))
+      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null }))
       this.#persist()
       this.#adoptedPrimaryCheck(now, this.#missions.get(incoming.mission)!)
       return
@@ -485,7 +523,7 @@ export class ClusterMachine {
       const newer = incoming.epoch > record.epoch || (incoming.epoch === record.epoch && incoming.deployId > record.deployId)
       if (!newer || (!record.removed && incoming.removed)) { mission.lastAnnounceAt = -Infinity; return }
       this.#stopIfRunning(mission, `replaced by deployment ${incoming.deployId}`)
-      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), held: null }))
+      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
       this.#persist()
       return
     }
@@ -578,7 +616,7 @@ export class ClusterMachine {
       mission: spec.name, deployId: `${this.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
       released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false
     }
-    this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, held: null }))
+    this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
     this.#persist()
     this.#event(spec.name, `deployed (view of ${view.length})`)
     this.#announce(now, this.#missions.get(spec.name)!)

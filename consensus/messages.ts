@@ -72,6 +72,8 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
       return str(m.mission) && nat(m.epoch) && str(m.target)
         ? { type: 'fence', mission: m.mission, epoch: m.epoch, target: m.target }
         : undefined
+    case 'abandon':
+      return str(m.mission) && nat(m.epoch) ? { type: 'abandon', mission: m.mission, epoch: m.epoch } : undefined
     case 'remove':
       return str(m.mission) && str(m.deployId) ? { type: 'remove', mission: m.mission, deployId: m.deployId } : undefined
     case 'move':

@@ -34,6 +34,11 @@ export interface ConsensusConfig {
   leaseMs: number
   /** A peer the detector never reported is treated as dead this long after the machine started. */
   unknownPeerDeadMs: number
+  /**
+   * A vote granted to a candidate that was never resolved (no record of that epoch learned, no abandon) blocks this
+   * peer's own claims; it lapses once the candidate has been dead this long.
+   */
+  pendingVoteExpiryMs: number
   /** A requested fetch without a result is re-requested after this long. */
   fetchRetryMs: number
   /** A checkpoint action without a result is given up after this long. */
@@ -49,6 +54,7 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   selfFenceGraceMs: 100,
   leaseMs: 700,
   unknownPeerDeadMs: 3000,
+  pendingVoteExpiryMs: 10_000,
   fetchRetryMs: 2000,
   checkpointTimeoutMs: 10_000,
   startTimeoutMs: 30_000
@@ -96,6 +102,8 @@ export type ConsensusMessage =
   | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
   | { type: 'fence', mission: string, epoch: number, target: string }
+  /** The sender's claim for `epoch` is over without a win: votes granted to it are released. */
+  | { type: 'abandon', mission: string, epoch: number }
   | { type: 'remove', mission: string, deployId: string }
   | { type: 'move', mission: string, deployId: string, to: string }
 
@@ -133,6 +141,8 @@ export interface PersistedMission {
   record: MissionRecord
   /** Highest epoch this peer voted in (for itself or another): it never votes twice in one epoch. */
   votedEpoch: number
+  /** Whom it voted for in votedEpoch; a vote for another peer above the known record is pending until resolved. */
+  votedFor: string | null
   /** Newest checkpoint this peer holds (fetched as backup, or taken as primary). */
   held: CheckpointRef | null
 }
