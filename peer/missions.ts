@@ -104,6 +104,8 @@ export class MissionService {
   readonly #events = new Map<string, MissionEvent[]>()
   readonly #lanes = new Map<string, Lane>()
   readonly #fetchLanes = new Map<string, Lane>()
+  /** Newest checkpoint the machine asked to fetch per mission: queued fetches of older ones are skipped. */
+  readonly #wantedFetch = new Map<string, string>()
   #persistChain: Promise<void> = Promise.resolve()
   #actionChain: Promise<void> = Promise.resolve()
   #timers: NodeJS.Timeout[] = []
@@ -163,7 +165,7 @@ export class MissionService {
 
     this.#cleanups.push(peer.gossip.subscribe(MISSIONS_TOPIC, payload => {
       const message = validateMessage(payload)
-      if (message === undefined) throw new GossipDrop('malformed', 'not a consensus message')
+      if (message === undefined) throw new GossipDrop('malformed', `not a consensus message: ${JSON.stringify(payload).slice(0, 300)}`)
       return message
     }, (message, sender) => {
       this.#input(machine => { machine.receive(Date.now(), sender, message) })
@@ -242,6 +244,7 @@ export class MissionService {
           this.#recordEvent(action.mission, action.text)
           break
         case 'fetchCheckpoint':
+          this.#wantedFetch.set(action.mission, action.checkpoint.cid)
           this.#inLane(this.#fetchLanes, action.mission, async () => { await this.#fetch(action.mission, action.checkpoint) })
           break
         case 'startFresh':
@@ -368,6 +371,8 @@ export class MissionService {
   async #fetch (mission: string, ref: CheckpointRef): Promise<void> {
     const checkpointer = this.#checkpointer
     if (checkpointer == null) { this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: 'no Docker on this board' }); return }
+    if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq }); return }
+    if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
       const bundle = await checkpointer.fetch(CID.parse(ref.cid), { signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]) })
       this.#bundles.set(ref.cid, bundle)

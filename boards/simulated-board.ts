@@ -1,0 +1,197 @@
+// A simulated board on this host: its own Docker daemon (its "disk" survives a power cut) and its own tandem peer
+// process, on loopback. Used by the chaos tests, the failover benchmark and the demo.
+import { mkdir, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { join } from 'node:path'
+import { generateKey } from '@libp2p/pnet'
+import Docker from 'dockerode'
+import { startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
+import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
+
+export interface SimulatedBoardOptions {
+  /** Board name: letters, digits, '-' and '_'. */
+  name: string
+  /** Parent directory; the board keeps its disk (Docker data root, peer data dir) under `<dir>/<name>`. */
+  dir: string
+  swarmKeyFile?: string
+  /** Extra environment of the peer process (e.g. failure-detector timings). */
+  env?: NodeJS.ProcessEnv
+  /** Every output line of the peer process. */
+  onLine?: (board: string, line: string) => void
+  signal?: AbortSignal
+}
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const server = createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() => { resolve(typeof address === 'object' && address != null ? address.port : 0) })
+    })
+  })
+}
+
+export class SimulatedBoard {
+  readonly name: string
+  readonly dir: string
+  readonly docker: BoardDocker
+  readonly listenPort: number
+  readonly #options: SimulatedBoardOptions
+  #peer: PeerHandle | undefined
+  #peerId: string | undefined
+
+  private constructor (options: SimulatedBoardOptions, docker: BoardDocker, listenPort: number) {
+    this.name = options.name
+    this.dir = join(options.dir, options.name)
+    this.docker = docker
+    this.listenPort = listenPort
+    this.#options = options
+  }
+
+  /** Starts the board's Docker daemon with the base images loaded; the peer starts with `powerOn`. */
+  static async create (options: SimulatedBoardOptions): Promise<SimulatedBoard> {
+    const docker = await startBoardDocker({ dir: options.dir, name: options.name, signal: options.signal })
+    try {
+      await loadBaseImages(docker, { signal: options.signal })
+      return new SimulatedBoard(options, docker, await freePort())
+    } catch (err) {
+      await docker.kill().catch(() => {})
+      throw err
+    }
+  }
+
+  get peer (): PeerHandle | undefined { return this.#peer }
+  /** Stays known after a power cut (the identity is on the board's disk). */
+  get peerId (): string {
+    if (this.#peerId == null) throw new Error(`board ${this.name} has never started its peer`)
+    return this.#peerId
+  }
+
+  get isOn (): boolean { return this.#peer != null }
+  get peerDataDir (): string { return join(this.dir, 'peer') }
+  address (): string { return `/ip4/127.0.0.1/tcp/${this.listenPort}/p2p/${this.peerId}` }
+
+  /** Starts the peer (and the Docker daemon, if the board had lost power). */
+  async powerOn (bootstrap: string[]): Promise<PeerHandle> {
+    if (this.#peer != null) return this.#peer
+    if (!this.docker.running) await this.docker.restart(this.#options.signal)
+    await mkdir(this.peerDataDir, { recursive: true })
+    const peer = await spawnPeer({
+      dataDir: this.peerDataDir,
+      removeDataDir: false,
+      listen: [`/ip4/127.0.0.1/tcp/${this.listenPort}`],
+      bootstrap,
+      swarmKey: this.#options.swarmKeyFile,
+      dockerHost: this.docker.dockerHost,
+      env: this.#options.env,
+      onLine: line => { this.#options.onLine?.(this.name, line) }
+    })
+    this.#peer = peer
+    this.#peerId = peer.peerId
+    return peer
+  }
+
+  /** A power cut: the peer and the Docker daemon with all its containers die at once, with no goodbye. */
+  async powerCut (): Promise<void> {
+    const peer = this.#peer
+    this.#peer = undefined
+    peer?.kill('SIGKILL')
+    await this.docker.kill()
+    if (peer != null) {
+      await peer.exited
+      await peer.stop()
+    }
+  }
+
+  /** Clean shutdown of the peer and the daemon. */
+  async shutdown (): Promise<void> {
+    const peer = this.#peer
+    this.#peer = undefined
+    await peer?.stop()
+    await this.docker.stop()
+  }
+
+  /** A dockerode client of this board's daemon. */
+  dockerClient (): Docker { return new Docker({ socketPath: this.docker.socketPath }) }
+}
+
+/** Builds an image from a directory on one board and copies it to the others (a board needs no registry). */
+export async function shareMissionImage (boards: SimulatedBoard[], contextDir: string, tag: string, files: string[]): Promise<void> {
+  const [first, ...rest] = boards
+  if (first == null) return
+  const docker = first.dockerClient()
+  const build = await docker.buildImage({ context: contextDir, src: files }, { t: tag })
+  const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
+    docker.modem.followProgress(build, (error: Error | null, lines: Array<{ error?: string }>) => { error == null ? resolve(lines) : reject(error) })
+  })
+  const failure = output.find(line => line.error != null)
+  if (failure != null) throw new Error(`building ${tag} from ${contextDir} failed: ${failure.error as string}`)
+  for (const board of rest) {
+    const archive = await docker.getImage(tag).get()
+    const load = await board.dockerClient().loadImage(archive, { quiet: true })
+    await new Promise<void>((resolve, reject) => { load.on('end', resolve); load.on('error', reject); load.resume() })
+  }
+}
+
+export interface SimulatedSwarm {
+  boards: SimulatedBoard[]
+  swarmKeyFile: string
+  /** Addresses of the boards that are on, except `except`. */
+  bootstrapFor (except?: SimulatedBoard): string[]
+  /** Stops every peer and daemon, also those whose power was cut. */
+  stop (): Promise<void>
+}
+
+export interface SimulatedSwarmOptions {
+  count: number
+  dir: string
+  env?: NodeJS.ProcessEnv
+  onLine?: (board: string, line: string) => void
+  signal?: AbortSignal
+  /** Called as each stage completes (daemons up, peers up, converged). */
+  onProgress?: (text: string) => void
+}
+
+/** Starts `count` boards named board-1..N in a private swarm and waits until every peer sees every other alive. */
+export async function startSimulatedSwarm (options: SimulatedSwarmOptions): Promise<SimulatedSwarm> {
+  await mkdir(options.dir, { recursive: true })
+  const swarmKeyFile = join(options.dir, 'swarm.key')
+  const key = new Uint8Array(95)
+  generateKey(key)
+  await writeFile(swarmKeyFile, key, { mode: 0o600 })
+  const boards: SimulatedBoard[] = []
+  const swarm: SimulatedSwarm = {
+    boards,
+    swarmKeyFile,
+    bootstrapFor: except => boards.filter(b => b !== except && b.isOn).map(b => b.address()),
+    stop: async () => {
+      await Promise.allSettled(boards.map(async board => { await board.shutdown() }))
+    }
+  }
+  try {
+    const names = Array.from({ length: options.count }, (_, i) => `board-${i + 1}`)
+    const created = await Promise.allSettled(names.map(async name => await SimulatedBoard.create({
+      name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal
+    })))
+    for (const result of created) if (result.status === 'fulfilled') boards.push(result.value)
+    const failed = created.find(r => r.status === 'rejected')
+    if (failed != null) throw (failed as PromiseRejectedResult).reason
+    options.onProgress?.(`${boards.length} board Docker daemons up, base images loaded`)
+    for (const board of boards) await board.powerOn(swarm.bootstrapFor(board))
+    options.onProgress?.(`${boards.length} peers up`)
+    await waitFor('every peer sees every other alive', async () => {
+      for (const board of boards) {
+        const status = await board.peer!.status()
+        const alive = status.peers.filter(p => p.state === 'alive').length
+        if (alive < boards.length - 1) return false
+      }
+      return true
+    }, 30_000, 100)
+    options.onProgress?.('swarm converged: every peer sees every other alive')
+    return swarm
+  } catch (err) {
+    await swarm.stop()
+    throw err
+  }
+}
