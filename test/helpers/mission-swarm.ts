@@ -1,0 +1,97 @@
+// A swarm of simulated boards running the vehicle-controller mission, for chaos tests (real peers, Docker, CRIU).
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../../boards/simulated-board.ts'
+import { MissionLogWatch, missionContainers, missionOn, until } from '../../demo/observe.ts'
+import type { MissionStatus } from '../../peer/missions.ts'
+
+export const MISSION = 'vehicle-controller'
+export const VEHICLE_DIR = new URL('../../examples/vehicle/', import.meta.url).pathname
+
+export interface MissionSwarm {
+  swarm: SimulatedSwarm
+  boards: SimulatedBoard[]
+  logs: MissionLogWatch
+  /** Output lines of every peer, for diagnosis when a test fails. */
+  output: string[]
+  status (board: SimulatedBoard): Promise<MissionStatus | undefined>
+  /** The mission as the first powered board that knows it sees it. */
+  anyStatus (): Promise<MissionStatus | undefined>
+  boardOf (peerId: string | null | undefined): SimulatedBoard | undefined
+  running (): Promise<Array<{ board: string, id: string, epoch: number }>>
+  waitFor<T> (what: string, check: () => Promise<T | undefined | false>, timeoutMs?: number): Promise<T>
+  stop (): Promise<void>
+}
+
+/** Starts `count` boards, loads the vehicle image on each, deploys the mission and waits for a synced backup. */
+export async function startMissionSwarm (count: number, options: { checkpointIntervalMs?: number } = {}): Promise<MissionSwarm> {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-chaos-'))
+  const output: string[] = []
+  const swarm = await startSimulatedSwarm({
+    count,
+    dir,
+    onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
+  }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
+  const boards = swarm.boards
+  const logs = new MissionLogWatch(boards, MISSION)
+  const ms: MissionSwarm = {
+    swarm,
+    boards,
+    logs,
+    output,
+    status: async board => await missionOn(board, MISSION),
+    anyStatus: async () => {
+      for (const board of boards) {
+        const status = await missionOn(board, MISSION)
+        if (status != null) return status
+      }
+      return undefined
+    },
+    boardOf: peerId => boards.find(b => b.isOn || b.peer == null ? safePeerId(b) === peerId : false),
+    running: async () => (await missionContainers(boards, MISSION)).filter(c => c.running),
+    waitFor: async (what, check, timeoutMs = 60_000) => await until(what, check, timeoutMs, async () => {
+      const views = await Promise.all(boards.map(async b => `${b.name}${b.isOn ? '' : '(off)'}: ${JSON.stringify(summary(await missionOn(b, MISSION)))}`))
+      return `${views.join('; ')}\n--- last peer output ---\n${output.slice(-60).join('\n')}`
+    }, 100),
+    stop: async () => {
+      logs.stop()
+      await swarm.stop()
+      await rm(dir, { recursive: true, force: true })
+    }
+  }
+  try {
+    await shareMissionImage(boards, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
+    let manifest = await readFile(join(VEHICLE_DIR, 'mission.yaml'), 'utf8')
+    if (options.checkpointIntervalMs != null) manifest = manifest.replace(/checkpointIntervalMs:\s*\d+/, `checkpointIntervalMs: ${options.checkpointIntervalMs}`)
+    logs.start()
+    await boards[0]!.peer!.client.request('POST', '/v1/missions', { manifest })
+    await ms.waitFor('the backup to hold a replicated checkpoint', async () => {
+      const status = await ms.anyStatus()
+      return status?.state === 'running' && status.replicatedSeq != null && status.replicatedSeq >= 1 ? status : undefined
+    }, 120_000)
+    return ms
+  } catch (err) {
+    await ms.stop()
+    throw err
+  }
+}
+
+function safePeerId (board: SimulatedBoard): string | undefined {
+  try { return board.peerId } catch { return undefined }
+}
+
+export function summary (status: MissionStatus | undefined): object | undefined {
+  if (status == null) return undefined
+  return {
+    state: status.state,
+    epoch: status.epoch,
+    primary: status.primary?.slice(-6),
+    backup: status.backup?.slice(-6),
+    checkpoint: status.lastCheckpoint?.seq,
+    replicated: status.replicatedSeq,
+    held: status.heldSeq
+  }
+}
+
+export { gateDockerCriu } from '../checkpoint-helpers.ts'
