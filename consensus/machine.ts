@@ -89,7 +89,10 @@ export class ClusterMachine {
   receive (now: number, from: string, msg: ConsensusMessage): void {
     if (from === this.self.peerId) return
     switch (msg.type) {
-      case 'announce': this.#onAnnounce(now, from, msg.record); break
+      case 'announce':
+        this.#releaseVoteIfOver(now, from, msg.claim.votedEpoch, msg.claim.open, msg.record)
+        this.#onAnnounce(now, from, msg.record)
+        break
       case 'claim': this.#onClaim(now, from, msg); break
       case 'vote': this.#onVote(now, from, msg); break
       case 'ack': this.#onAck(from, msg); break
@@ -97,11 +100,7 @@ export class ClusterMachine {
       case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
-        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
-          mission.votedFor = null
-          this.#persist()
-          this.tick(now)
-        }
+        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) this.#releaseVote(now, mission)
         break
       }
       case 'move': {
@@ -407,6 +406,8 @@ export class ClusterMachine {
     const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
       (record.primary === self ? mission.container !== null : this.#stateOf(now, record.primary) === 'alive')
     if (from !== self) mission.electionSince = now
+    // The candidate claims again on a basis below the epoch it was given a vote for: that claim ended without a win.
+    if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null
     const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
     const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch &&
       !primaryHolds && !pendingElsewhere
@@ -431,6 +432,20 @@ export class ClusterMachine {
     } else if (msg.knownEpoch >= claim.epoch) {
       this.#abandonClaim(mission)
     }
+  }
+
+  /** The candidate this peer voted for shows (announce, or a newer claim) that its claim is over without a win. */
+  #releaseVoteIfOver (now: number, from: string, votedEpoch: number, open: boolean, record: MissionRecord | null): void {
+    const mission = this.#missions.get(record?.mission ?? '')
+    if (mission === undefined || mission.votedFor !== from) return
+    const f = mission.votedEpoch
+    if ((votedEpoch > f) || (votedEpoch === f && !open && record !== null && record.epoch < f)) this.#releaseVote(now, mission)
+  }
+
+  #releaseVote (now: number, mission: Mission): void {
+    mission.votedFor = null
+    this.#persist()
+    this.tick(now)
   }
 
   #abandonClaim (mission: Mission): void {
@@ -685,7 +700,8 @@ export class ClusterMachine {
 
   #announce (now: number, mission: Mission): void {
     mission.lastAnnounceAt = now
-    this.#emit({ type: 'publish', message: { type: 'announce', record: structuredClone(mission.record) } })
+    const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null }
+    this.#emit({ type: 'publish', message: { type: 'announce', record: structuredClone(mission.record), claim } })
   }
 
   #newMission (stored: PersistedMission): Mission {

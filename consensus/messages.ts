@@ -54,7 +54,9 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
   switch (m.type) {
     case 'announce': {
       const record = validateRecord(m.record)
-      return record === undefined ? undefined : { type: 'announce', record }
+      const claim = obj(m.claim)
+      if (record === undefined || claim === undefined || !nat(claim.votedEpoch) || typeof claim.open !== 'boolean') return undefined
+      return { type: 'announce', record, claim: { votedEpoch: claim.votedEpoch, open: claim.open } }
     }
     case 'claim':
       return str(m.mission) && str(m.deployId) && nat(m.epoch) && nat(m.basis) && m.basis < m.epoch

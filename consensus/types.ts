@@ -97,7 +97,8 @@ export interface MissionRecord {
 }
 
 export type ConsensusMessage =
-  | { type: 'announce', record: MissionRecord }
+  /** `claim`: the sender's own election state, so a vote granted to it is released even if its abandon was lost. */
+  | { type: 'announce', record: MissionRecord, claim: { votedEpoch: number, open: boolean } }
   | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number }
   | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
