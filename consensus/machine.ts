@@ -476,7 +476,7 @@ export class ClusterMachine {
     const record = mission.record
     if (record.epoch >= claim.epoch || record.removed) return
     const layout = this.#desiredLayout(now, basis)
-    const view = [...new Set([...layout.view, ...[...claim.votes].filter(v => basis.view.includes(v))])].sort()
+    const view = stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
     const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
     const wasRunning = mission.container !== null && basis.primary === self
     const restoreFrom = !wasRunning && !mission.coldStartNext && this.#canRestore(self, mission.held) ? mission.held : null
@@ -733,6 +733,20 @@ export class ClusterMachine {
       lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held
     }
   }
+}
+
+/**
+ * The next epoch's view differs from its basis by at most one member (as Raft's single-server changes), so majorities
+ * of consecutive views always intersect: first the new primary joins, then one dead member leaves, then one joins.
+ */
+export function stepView (basis: string[], desired: Set<string>, self: string): string[] {
+  const next = new Set(basis)
+  const leaving = basis.find(p => !desired.has(p))
+  const joining = [...desired].sort().find(p => !next.has(p))
+  if (!next.has(self)) next.add(self)
+  else if (leaving !== undefined) next.delete(leaving)
+  else if (joining !== undefined) next.add(joining)
+  return [...next].sort()
 }
 
 function short (peerId: string | null): string {
