@@ -1,7 +1,7 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
 import { imageFor, type MissionSpec } from './manifest.ts'
-import { compareCheckpoints } from './messages.ts'
+import { cloneJson, compareCheckpoints } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
@@ -58,7 +58,7 @@ export class ClusterMachine {
     const persisted = init.persisted
     if (persisted !== undefined && persisted.self === this.self.peerId) {
       for (const [name, stored] of Object.entries(persisted.missions)) {
-        const mission = this.#newMission(structuredClone(stored))
+        const mission = this.#newMission(cloneJson(stored))
         this.#missions.set(name, mission)
         const record = mission.record
         mission.votedFor ??= null
@@ -186,7 +186,7 @@ export class ClusterMachine {
 
   persistedState (): PersistedState {
     const missions: Record<string, PersistedMission> = {}
-    for (const [name, m] of this.#missions) missions[name] = structuredClone({ record: m.record, votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held })
+    for (const [name, m] of this.#missions) missions[name] = cloneJson({ record: m.record, votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held })
     return { version: 1, self: this.self.peerId, missions }
   }
 
@@ -392,7 +392,7 @@ export class ClusterMachine {
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: structuredClone(record), votes: new Set([this.self.peerId]), startedAt: now }
+    mission.claim = { epoch, basis: cloneJson(record), votes: new Set([this.self.peerId]), startedAt: now }
     this.#persist()
     this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
     this.#checkWon(now, mission)
@@ -701,7 +701,7 @@ export class ClusterMachine {
   #announce (now: number, mission: Mission): void {
     mission.lastAnnounceAt = now
     const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null }
-    this.#emit({ type: 'publish', message: { type: 'announce', record: structuredClone(mission.record), claim } })
+    this.#emit({ type: 'publish', message: { type: 'announce', record: cloneJson(mission.record), claim } })
   }
 
   #newMission (stored: PersistedMission): Mission {

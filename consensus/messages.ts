@@ -90,3 +90,8 @@ export function compareCheckpoints (a: CheckpointRef | null, b: CheckpointRef | 
   if (a === null || b === null) return a === b ? 0 : (a === null ? -1 : 1)
   return a.epoch !== b.epoch ? a.epoch - b.epoch : a.seq - b.seq
 }
+
+/** Deep copy of plain JSON data (records, messages, persisted state): what a trip through the network or disk does. */
+export function cloneJson<T> (value: T): T {
+  return JSON.parse(JSON.stringify(value)) as T
+}

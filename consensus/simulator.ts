@@ -1,7 +1,7 @@
 // Deterministic simulation of a tandem swarm around ClusterMachine: seeded PRNG, a lossy/duplicating/reordering
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
 import { ClusterMachine, type SelfInfo } from './machine.ts'
-import { compareCheckpoints } from './messages.ts'
+import { cloneJson, compareCheckpoints } from './messages.ts'
 import type { MissionSpec } from './manifest.ts'
 import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, PeerInfo, PeerState, PersistedState } from './types.ts'
 
@@ -271,7 +271,7 @@ export class Simulation {
       for (let i = 0; i < copies; i++) {
         if (this.rng.chance(this.network.loss) || !this.connected(from, to)) continue
         this.messagesSent++
-        const payload = message === null ? null : structuredClone(message)
+        const payload = message === null ? null : cloneJson(message)
         this.#schedule(this.rng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
           if (!peer.powered || !this.connected(from, to)) return
           const deliver = (): void => {
