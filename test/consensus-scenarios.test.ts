@@ -2,7 +2,7 @@
 import t from 'tap'
 import type { Test } from 'tap'
 import { Simulation, SIM_MISSION } from '../consensus/simulator.ts'
-import { ClusterMachine } from '../consensus/machine.ts'
+import { ClusterMachine, stepView } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
 import type { MissionSpec } from '../consensus/manifest.ts'
 
@@ -229,4 +229,42 @@ t.test('actions: persist comes before the acts that depend on it', async t => {
   const after = restarted.takeActions()
   t.ok(after.some(a => a.type === 'stopContainer'), 'a restarted primary stops its container first')
   t.equal(restarted.knownEpoch(mission), machine.knownEpoch(mission))
+})
+
+t.test('views change by one member per epoch', async t => {
+  t.same(stepView(['a', 'b', 'c'], new Set(['b', 'c']), 'b'), ['b', 'c'], 'a dead member leaves')
+  t.same(stepView(['a', 'b', 'c', 'd'], new Set(['b']), 'b'), ['b', 'c', 'd'], 'one at a time')
+  t.same(stepView(['a', 'b'], new Set(['c', 'a', 'b', 'd']), 'c'), ['a', 'b', 'c'], 'a candidate outside the view joins first')
+  t.same(stepView(['a'], new Set(['a', 'c', 'b']), 'a'), ['a', 'b'], 'one board joins')
+  t.same(stepView(['a', 'b'], new Set(['a', 'b']), 'a'), ['a', 'b'], 'no change')
+})
+
+t.test('five boards shrink one member per epoch and keep a quorum through two sequential deaths', async t => {
+  const ids = ['a', 'b', 'c', 'd', 'e']
+  const sim = swarm(ids, 10)
+  const first = deployAndSettle(t, sim, 'c')
+  t.equal(viewOf(sim, first).view.length, 5)
+  const backup = viewOf(sim, first).backup!
+  const bystander = ids.find(id => id !== first && id !== backup)!
+  sim.kill(bystander)
+  t.ok(sim.runUntil(() => viewOf(sim, first).view.length === 4, 5000), 'view shrank to 4')
+  sim.kill(first)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'a survivor took over with a synced backup')
+  const second = sim.runningOn(mission)[0]!
+  t.equal(second, backup, 'the backup took over')
+  t.equal(viewOf(sim, second).view.length, 3)
+  t.same(sim.violations, [])
+})
+
+t.test('two boards: the backup dies and returns, and is synced again', async t => {
+  const sim = swarm(['left', 'right'], 11)
+  const primary = deployAndSettle(t, sim, 'left')
+  const backup = viewOf(sim, primary).backup!
+  sim.kill(backup)
+  sim.runFor(3000)
+  t.same(sim.runningOn(mission), [primary], 'the primary keeps running alone')
+  sim.restart(backup)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'backup synced again')
+  t.same(sim.runningOn(mission), [primary])
+  t.same(sim.violations, [])
 })
