@@ -268,3 +268,21 @@ t.test('two boards: the backup dies and returns, and is synced again', async t =
   t.same(sim.runningOn(mission), [primary])
   t.same(sim.violations, [])
 })
+
+t.test('several missions: spread by rendezvous hashing, each fails over on its own', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 12)
+  const names = ['m1', 'm2', 'm3', 'm4', 'm5', 'm6']
+  for (const name of names) sim.deploy('a', { ...SIM_MISSION, name })
+  t.ok(sim.runUntil(() => names.every(name => sim.settled(name, true)), 10_000), 'all missions run with synced backups')
+  const primaries = new Map(names.map(name => [name, sim.runningOn(name)[0]!]))
+  t.ok(new Set(primaries.values()).size >= 2, `primaries spread: ${[...primaries.values()].join(',')}`)
+  const victim = primaries.get('m1')!
+  sim.kill(victim)
+  t.ok(sim.runUntil(() => names.every(name => sim.settled(name, true)), 10_000), 'every mission runs again')
+  for (const name of names) {
+    t.not(sim.runningOn(name)[0], victim)
+    if (primaries.get(name) !== victim) t.equal(sim.runningOn(name)[0], primaries.get(name), `${name} was not disturbed`)
+  }
+  t.same(sim.violations, [])
+})
