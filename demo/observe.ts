@@ -25,7 +25,8 @@ export async function missionContainers (boards: SimulatedBoard[], mission: stri
   for (const board of boards) {
     if (!board.docker.running) continue
     const list = await board.dockerClient().listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${mission}`] } }).catch(() => [])
-    for (const c of list) found.push({ board: board.name, id: c.Id, epoch: Number(c.Labels[LABEL_EPOCH] ?? -1), running: c.State === 'running' })
+    // A container paused for a checkpoint still holds the mission's state: it counts as running.
+    for (const c of list) found.push({ board: board.name, id: c.Id, epoch: Number(c.Labels[LABEL_EPOCH] ?? -1), running: c.State === 'running' || c.State === 'paused' })
   }
   return found
 }
