@@ -47,6 +47,7 @@ export class ClusterMachine {
   #lastTickAt: number
   readonly #peers = new Map<string, PeerInfo>()
   readonly #deadSince = new Map<string, number>()
+  readonly #heardAt = new Map<string, number>()
   readonly #missions = new Map<string, Mission>()
   #actions: Action[] = []
 
@@ -88,6 +89,7 @@ export class ClusterMachine {
 
   receive (now: number, from: string, msg: ConsensusMessage): void {
     if (from === this.self.peerId) return
+    this.#heardAt.set(from, now)
     switch (msg.type) {
       case 'announce':
         this.#releaseVoteIfOver(now, from, msg.claim.votedEpoch, msg.claim.open, msg.record)
@@ -203,6 +205,10 @@ export class ClusterMachine {
     return peerId === this.self.peerId ? this.self : this.#peers.get(peerId)
   }
 
+  #primaryGone (now: number, peerId: string): boolean {
+    return this.#stateOf(now, peerId) === 'dead' && now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
+  }
+
   #eligible (spec: MissionSpec, peerId: string): boolean {
     const info = this.#info(peerId)
     if (info === undefined || imageFor(spec, info.arch) === undefined) return false
@@ -261,7 +267,7 @@ export class ClusterMachine {
 
     if (record.primary === self && !record.released) {
       this.#tickPrimary(now, mission, frozenMs)
-    } else if (record.primary === null || record.released || this.#stateOf(now, record.primary) === 'dead') {
+    } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
       mission.electionSince ??= now
       this.#maybeClaim(now, mission)
     } else {
@@ -404,7 +410,7 @@ export class ClusterMachine {
     const record = mission.record
     const self = this.self.peerId
     const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
-      (record.primary === self ? mission.container !== null : this.#stateOf(now, record.primary) === 'alive')
+      (record.primary === self ? mission.container !== null : !this.#primaryGone(now, record.primary) && this.#stateOf(now, record.primary) !== 'suspect')
     if (from !== self) mission.electionSince = now
     // The candidate claims again on a basis below the epoch it was given a vote for: that claim ended without a win.
     if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null

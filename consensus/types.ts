@@ -32,6 +32,11 @@ export interface ConsensusConfig {
    * it self-fences at once, since the others may already count it dead. Suspect time + selfFenceGraceMs.
    */
   leaseMs: number
+  /**
+   * A primary is taken over only when the detector says `dead` AND no message of any kind came from it for this
+   * long (messages are signs of life the detector may not have counted yet). Matches the detector's dead time.
+   */
+  primarySilenceMs: number
   /** A peer the detector never reported is treated as dead this long after the machine started. */
   unknownPeerDeadMs: number
   /**
@@ -53,6 +58,7 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   candidateStaggerMs: 300,
   selfFenceGraceMs: 100,
   leaseMs: 700,
+  primarySilenceMs: 1100,
   unknownPeerDeadMs: 3000,
   pendingVoteExpiryMs: 10_000,
   fetchRetryMs: 2000,
