@@ -90,7 +90,7 @@ export class Simulation {
     this.suspectAfterMs = options.suspectAfterMs ?? 600
     this.deadAfterMs = options.deadAfterMs ?? 1100
     this.tickMs = options.tickMs ?? 50
-    this.overlapBoundMs = options.overlapBoundMs ?? 1000
+    this.overlapBoundMs = options.overlapBoundMs ?? 500
     for (const p of options.peers) {
       const info: SelfInfo = { peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canCheckpoint: p.canCheckpoint ?? true }
       this.peers.set(p.id, {

@@ -286,3 +286,15 @@ t.test('several missions: spread by rendezvous hashing, each fails over on its o
   }
   t.same(sim.violations, [])
 })
+
+t.test('a failed restore falls back to a cold start with the data snapshot', async t => {
+  const sim = swarm(['left', 'right'], 13)
+  const primary = deployAndSettle(t, sim, 'left')
+  const survivor = primary === 'left' ? 'right' : 'left'
+  sim.peers.get(survivor)!.heldCids.clear()
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 10_000), 'survivor runs the mission')
+  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] restore failed: .*next start is cold`)))
+  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary \\(from self\\), cold start .* with data of checkpoint`)))
+  t.same(sim.violations, [])
+})
