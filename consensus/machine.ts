@@ -252,7 +252,11 @@ export class ClusterMachine {
 
   #tickMission (now: number, mission: Mission, frozenMs: number): void {
     const record = mission.record
-    if (record.removed) return
+    if (record.removed) {
+      // Tombstones are re-announced (slowly, or at once when someone showed a live copy) so no copy resurrects.
+      if (now - mission.lastAnnounceAt >= 10 * this.config.announceIntervalMs) this.#announce(now, mission)
+      return
+    }
     const self = this.self.peerId
 
     if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) this.#abandonClaim(mission)
@@ -549,6 +553,10 @@ export class ClusterMachine {
       return
     }
     if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`); return }
+    if (record.removed) {
+      if (!incoming.removed) this.#announce(now, mission)
+      return
+    }
     if (incoming.epoch > record.epoch) {
       this.#adoptHigherEpoch(now, mission, incoming)
     } else if (incoming.epoch === record.epoch) {

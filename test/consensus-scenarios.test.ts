@@ -170,12 +170,16 @@ t.test('remove: the mission stops everywhere and stays removed across restarts',
   const sim = swarm(['a', 'b', 'c'], 8)
   const primary = deployAndSettle(t, sim, 'a')
   const remover = ['a', 'b', 'c'].find(id => id !== primary)!
+  const absent = ['a', 'b', 'c'].find(id => id !== primary && id !== remover)!
+  sim.kill(absent)
+  sim.runFor(2000)
   sim.remove(remover, mission)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 0, 3000), 'stopped')
   sim.kill(primary)
   sim.restart(primary)
-  sim.runFor(5000)
-  t.same(sim.runningOn(mission), [])
+  sim.restart(absent)
+  sim.runFor(12_000)
+  t.same(sim.runningOn(mission), [], 'a board that missed the removal does not bring the mission back')
   for (const id of ['a', 'b', 'c']) t.equal(viewOf(sim, id).state, 'removed', `${id} knows it is removed`)
   sim.deploy('b', SIM_MISSION)
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'the name can be deployed again')
