@@ -1,4 +1,15 @@
 // Public surface of the consensus part: the state machine, its message validation, the manifest parser.
+//
+// Driving a ClusterMachine (the daemon's side of the contract):
+// - new ClusterMachine({ self, now, config?, persisted }) with the last persisted state; then apply takeActions().
+// - tick(now) every ~50 ms; peerChanged(now, info) on every detector change (with arch/board/memoryMb/canCheckpoint);
+//   receive(now, signerPeerId, validateMessage(JSON.parse(data))) for each gossip message that validates;
+//   local(now, event) for deploy/remove/move requests and container/checkpoint/fetch results.
+// - after every call apply takeActions() in order: `persist` durably before the next action; `publish` as JSON on
+//   the mission topic; `startFresh`/`restore` answer with containerStarted or restoreFailed (same epoch);
+//   `checkpoint` answers with checkpointTaken (cid) or checkpointFailed, `stop` = dump without leaving it running;
+//   `fetchCheckpoint` answers with checkpointFetched or fetchFailed; `stopContainer` and `forget` need no answer;
+//   containerExited only for exits the machine did not ask for; `runningEpoch` renews the running container's token.
 export { ClusterMachine, majority, type MachineInit, type SelfInfo } from './machine.ts'
 export { validateMessage, validateRecord, compareCheckpoints } from './messages.ts'
 export {
