@@ -14,6 +14,13 @@ export interface FailureDetectorConfig {
    */
   heartbeatIntervalMs: number
   /**
+   * Every peer keeps a direct connection to every other, so gossipsub need not relay heartbeats: relaying
+   * multiplies the messages each peer handles by the mesh degree (~6), which a 2-core host running 20 peers
+   * cannot afford. Only every n-th heartbeat is relayed: it tells peers that are not connected yet who exists
+   * (they then dial it). 10 = once every 2 s.
+   */
+  heartbeatRelayEvery: number
+  /**
    * Silence after which a peer becomes `suspect` and is probed. 3 heartbeats: one lost or late
    * heartbeat (a GC pause, a busy gossip queue) never raises a suspicion on its own.
    */
@@ -52,6 +59,7 @@ export interface FailureDetectorConfig {
 
 export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
   heartbeatIntervalMs: 200,
+  heartbeatRelayEvery: 10,
   suspectAfterMs: 600,
   probeTimeoutMs: 250,
   indirectProbes: 2,
@@ -108,6 +116,7 @@ export function validateFailureDetector (config: FailureDetectorConfig): Failure
     if (typeof value === 'boolean') continue
     if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw new ConfigError(`failure detector: ${key} must be a non-negative number`)
   }
+  if (config.heartbeatRelayEvery < 1) throw new ConfigError('failure detector: heartbeatRelayEvery must be >= 1')
   if (config.heartbeatIntervalMs < 10) throw new ConfigError('failure detector: heartbeatIntervalMs must be >= 10')
   if (config.tickIntervalMs < 5) throw new ConfigError('failure detector: tickIntervalMs must be >= 5')
   if (config.suspectAfterMs < 2 * config.heartbeatIntervalMs) throw new ConfigError('failure detector: suspectAfterMs must be at least two heartbeat intervals')

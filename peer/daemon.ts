@@ -48,6 +48,9 @@ export interface PeerStatus {
     lagMs: number
     dockerHost: string
     startedAt: number
+    /** Open libp2p connections, and how many of those peers gossip heartbeats with us. */
+    connections: number
+    heartbeatSubscribers: number
   }
   peers: PeerStatusEntry[]
   counters: { gossip: Record<string, TopicCounters>, pauses: number }
@@ -97,6 +100,7 @@ export class Peer {
   #reconnectTimer: NodeJS.Timeout | undefined
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #lastDialAt = new Map<string, number>()
+  readonly #unsubscribedChecks = new Map<string, number>()
   #startedAt = 0
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
 
@@ -209,7 +213,7 @@ export class Peer {
       const { v, peerId, incarnation, seq, sentAt, ...info } = heartbeat
       membership.heard(peerId, incarnation, seq, info)
       this.#ensureConnected(peerId, info.addrs)
-    }, { maxBytes: fd.maxHeartbeatBytes }))
+    }, { maxBytes: fd.maxHeartbeatBytes, relay: heartbeat => heartbeat.seq % fd.heartbeatRelayEvery === 0 }))
 
     const onDisconnect = (event: CustomEvent<PeerId>): void => { membership.disconnected(event.detail.toString()) }
     const onDiscovery = (event: CustomEvent<PeerInfo>): void => {
@@ -237,6 +241,9 @@ export class Peer {
       for (const member of membership.list()) {
         if (member.state !== 'dead') this.#ensureConnected(member.peerId, member.info?.addrs ?? [])
       }
+      // A first bootstrap dial can fail (the bootstrap peer busy or not up yet): keep trying while alone.
+      if (libp2p.getConnections().length === 0) this.#dialBootstrap()
+      this.#resetSilentConnections()
     }, 2000)
     this.#cleanups.push(() => { clearInterval(this.#reconnectTimer) })
     this.#publishHeartbeat()
@@ -267,6 +274,36 @@ export class Peer {
       try { return [multiaddr(addr).decapsulateCode(421)] } catch { return [] }
     })
     void libp2p.peerStore.merge(id, { multiaddrs }).catch(() => {}).then(() => { this.#dial(peerId) })
+  }
+
+  /**
+   * A connection whose gossipsub stream never came up (the remote was too busy to negotiate it) carries
+   * pings but no heartbeats. After two checks without a heartbeat subscription, close it and dial again.
+   */
+  #resetSilentConnections (): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null) return
+    const subscribed = new Set(libp2p.services.pubsub.getSubscribers(HEARTBEAT_TOPIC).map(String))
+    for (const peer of libp2p.getPeers()) {
+      const id = peer.toString()
+      if (subscribed.has(id)) { this.#unsubscribedChecks.delete(id); continue }
+      const checks = (this.#unsubscribedChecks.get(id) ?? 0) + 1
+      this.#unsubscribedChecks.set(id, checks)
+      if (checks < 2) continue
+      this.#unsubscribedChecks.delete(id)
+      this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`)
+      void libp2p.hangUp(peer).catch(() => {}).then(() => { this.#lastDialAt.delete(id); this.#dial(id) })
+    }
+  }
+
+  #dialBootstrap (): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null) return
+    for (const addr of this.config.bootstrap) {
+      libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).catch(err => {
+        this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`)
+      })
+    }
   }
 
   #dial (peerId: string): void {
@@ -312,7 +349,9 @@ export class Peer {
         healthScore: membership.healthScore,
         lagMs: Math.round(membership.lastLagMs),
         dockerHost: this.config.dockerHost,
-        startedAt: this.#startedAt
+        startedAt: this.#startedAt,
+        connections: libp2p.getConnections().length,
+        heartbeatSubscribers: libp2p.services.pubsub.getSubscribers(HEARTBEAT_TOPIC).length
       },
       peers,
       counters: { gossip: this.gossip.counters(), pauses: membership.pauses }

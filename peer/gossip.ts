@@ -26,9 +26,14 @@ export interface TopicCounters {
   dropped: Record<DropReason, number>
 }
 
-export interface SubscribeOptions {
+export interface SubscribeOptions<T> {
   /** Largest payload accepted, in bytes (default 64 KiB). */
   maxBytes?: number
+  /**
+   * Whether gossipsub should pass an accepted message on to other peers (default: always). Messages that
+   * reach every peer directly (a full mesh of connections) need not be relayed; the handler still gets them.
+   */
+  relay?: (message: T) => boolean
 }
 
 const DEFAULT_MAX_BYTES = 64 * 1024
@@ -60,12 +65,13 @@ export class Gossip {
    * Subscribes to a topic. Each message is size-checked, JSON-decoded and validated before gossipsub
    * forwards it; rejected messages are neither delivered nor forwarded. Returns an unsubscribe function.
    */
-  subscribe<T> (topic: string, validate: Validator<T>, handler: Handler<T>, options: SubscribeOptions = {}): () => void {
+  subscribe<T> (topic: string, validate: Validator<T>, handler: Handler<T>, options: SubscribeOptions<T> = {}): () => void {
     const maxBytes = options.maxBytes ?? DEFAULT_MAX_BYTES
     const counters = this.#countersOf(topic)
     const drop = (reason: DropReason, detail: string, from: string): TopicValidatorResult => {
       counters.dropped[reason]++
-      this.#log(`gossip: dropped ${reason} message on ${topic} from ${from}: ${detail}`)
+      // Late copies arriving out of order are routine; only count them.
+      if (reason !== 'replayed') this.#log(`gossip: dropped ${reason} message on ${topic} from ${from}: ${detail}`)
       // A replay may be an honest late copy: ignore it without penalising whoever forwarded it.
       return reason === 'replayed' ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
     }
@@ -86,7 +92,8 @@ export class Gossip {
       } catch (err) {
         this.#log(`gossip: handler for ${topic} failed: ${(err as Error).stack ?? String(err)}`)
       }
-      return TopicValidatorResult.Accept
+      // Ignore = already handled here, not passed on (and not held against whoever sent it).
+      return options.relay == null || options.relay(value) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore
     }
     this.#pubsub.topicValidators.set(topic, validator)
     this.#pubsub.subscribe(topic)

@@ -61,10 +61,16 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
     connectionManager: {
       // Boards of one swarm dial each other at once after a restart; the default (5/s per host) resets them.
       inboundConnectionThreshold: 100,
-      maxIncomingPendingConnections: 100
+      maxIncomingPendingConnections: 100,
+      // gossipsub opens its outbound streams one at a time: a peer that froze mid-negotiation (SIGSTOP, power
+      // cut) would hold up gossip with every other new peer for the default 10 s.
+      outboundStreamProtocolNegotiationTimeout: 3000,
+      inboundStreamProtocolNegotiationTimeout: 3000
     },
     services: {
-      identify: identify(),
+      // A board busy restoring a container (or 20 peers starting on one host) can take seconds to answer;
+      // an identify that times out leaves the connection without gossip.
+      identify: identify({ timeout: 20_000 }),
       ping: ping(),
       pubsub: gossipsub({
         emitSelf: false,

@@ -171,17 +171,32 @@ export async function waitFor (what: string, check: () => Promise<boolean> | boo
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastError != null ? ` (last error: ${(lastError as Error).message})` : ''}`)
 }
 
-/** Starts `count` peers on loopback: the first one, then the others in parallel, bootstrapping to the first. */
-export async function spawnSwarm (count: number, options: SpawnPeerOptions = {}): Promise<PeerHandle[]> {
+function randomPeer (handles: PeerHandle[], fallback: PeerHandle): PeerHandle {
+  return handles[Math.floor(Math.random() * handles.length)] ?? fallback
+}
+
+/**
+ * Starts `count` peers on loopback: the first one, then the others in batches of `concurrency` (default 4;
+ * starting 20 Node processes at once on a small host starves them all), each bootstrapping to the first
+ * and to one other running peer.
+ */
+export async function spawnSwarm (count: number, options: SpawnPeerOptions & { concurrency?: number } = {}): Promise<PeerHandle[]> {
   if (count < 1) throw new RangeError('a swarm needs at least one peer')
-  const first = await spawnPeer(options)
-  const others = await Promise.allSettled(Array.from({ length: count - 1 }, async () =>
-    await spawnPeer({ ...options, bootstrap: [...(options.bootstrap ?? []), ...first.addrs] })))
-  const failed = others.find(result => result.status === 'rejected')
-  const handles = [first, ...others.flatMap(result => result.status === 'fulfilled' ? [result.value] : [])]
-  if (failed != null) {
+  const { concurrency = 4, ...peerOptions } = options
+  const handles = [await spawnPeer(peerOptions)]
+  const first = handles[0] as PeerHandle
+  try {
+    while (handles.length < count) {
+      const batch = Math.min(concurrency, count - handles.length)
+      const started = await Promise.allSettled(Array.from({ length: batch }, async () =>
+        await spawnPeer({ ...peerOptions, bootstrap: [...(peerOptions.bootstrap ?? []), ...first.addrs, ...randomPeer(handles, first).addrs] })))
+      for (const result of started) if (result.status === 'fulfilled') handles.push(result.value)
+      const failed = started.find(result => result.status === 'rejected')
+      if (failed != null) throw (failed as PromiseRejectedResult).reason
+    }
+  } catch (err) {
     await Promise.all(handles.map(async handle => await handle.stop()))
-    throw (failed as PromiseRejectedResult).reason
+    throw err
   }
   return handles
 }
