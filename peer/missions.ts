@@ -14,6 +14,7 @@ import { HeliaBundleBackend } from '../checkpoint/backend.ts'
 import { BlockExchange } from '../checkpoint/block-exchange.ts'
 import { probeCriu } from '../boards/detect.ts'
 import { GossipDrop } from './gossip.ts'
+import { killContainersOf, startWatchdog, type Watchdog } from './watchdog.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import type { Member } from './membership.ts'
@@ -108,6 +109,7 @@ export class MissionService {
   readonly #wantedFetch = new Map<string, string>()
   #persistChain: Promise<void> = Promise.resolve()
   #actionChain: Promise<void> = Promise.resolve()
+  #watchdog: Watchdog | undefined
   #timers: NodeJS.Timeout[] = []
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #abort = new AbortController()
@@ -144,6 +146,8 @@ export class MissionService {
     } catch (err) {
       this.#log(`missions: Docker at ${peer.config.dockerHost} unavailable (${(err as Error).message}): this board will not host missions`)
     }
+
+    if (this.#runtime != null) this.#watchdog = startWatchdog(peer.config.dockerHost, peer.peerId)
 
     const backend = new HeliaBundleBackend({ helia: peer.node })
     const exchange = new BlockExchange({ libp2p: peer.node.libp2p, backend })
@@ -196,6 +200,13 @@ export class MissionService {
     await this.#actionChain.catch(() => {})
     await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values()].map(async lane => { await lane.tail }))
     await this.#persistChain.catch(() => {})
+    // No container may outlive its peer: nobody would fence it while another board takes the mission over.
+    if (this.#runtime != null) {
+      await killContainersOf(this.#peer.config.dockerHost, this.#peer.peerId).catch(err => {
+        this.#log(`missions: could not stop this peer's containers: ${(err as Error).message}`)
+      })
+    }
+    this.#watchdog?.dismiss()
     for (const cleanup of this.#cleanups.reverse()) {
       try { await cleanup() } catch (err) { this.#log(`missions: cleanup failed: ${(err as Error).message}`) }
     }
