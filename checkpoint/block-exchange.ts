@@ -75,8 +75,7 @@ export class BlockExchange implements BlockSource {
       }
       if (group.length > 0) await lp.write(dagCbor.encode(group), { signal })
       await stream.close({ signal }).catch(() => {})
-    } catch (err) {
-      if (process.env.DEBUG_EX) console.error('serve error', err)
+    } catch {
       stream.abort(new Error('block request failed'))
     }
   }
@@ -90,8 +89,7 @@ export class BlockExchange implements BlockSource {
       for (let i = 0; i < wanted.length; i += BATCH_SIZE) {
         try {
           await this.request(provider, wanted.slice(i, i + BATCH_SIZE), found, options.signal)
-        } catch (err) {
-          if (process.env.DEBUG_EX) console.error('request error', err)
+        } catch {
           if (options.signal?.aborted === true) throw options.signal.reason
           break
         }

@@ -1,7 +1,6 @@
 // Checkpoint a running mission container into a bundle, fetch bundles from the swarm, restore them into
 // fresh containers on this board.
-import { watch, type FSWatcher } from 'node:fs'
-import { mkdir, readFile, rm, mkdtemp } from 'node:fs/promises'
+import { mkdir, readFile, readdir, rm, mkdtemp, open, stat, type FileHandle } from 'node:fs/promises'
 import { execFile, spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
@@ -29,8 +28,11 @@ export interface TakeStats extends CheckpointStats {
   pausedMs: number
   /** Time to chunk and store the bundle after the application resumed, ms. */
   storeMs: number
-  /** False when CRIU's stats-dump could not be captured (CRIU fields are then 0). */
-  criuStatsCaptured: boolean
+  /**
+   * Where the CRIU figures come from: its stats-dump file, or (when containerd deleted that too soon)
+   * dump.log timestamps plus page image sizes (then freezing/memdump/memwrite times are 0), or nowhere.
+   */
+  criuStatsSource: 'stats-dump' | 'dump-log' | 'none'
 }
 
 export interface TakeResult {
@@ -146,9 +148,12 @@ export class Checkpointer {
       const container = this.runtime.docker.getContainer(containerId)
       const statsWatch = watchCriuWork(join(info.rootDir, 'containerd/daemon/io.containerd.runtime.v2.task/moby', containerId))
       let dumpWallMs = 0
+      let criuStats: CriuDumpStats | null = null
+      let criuStatsSource: TakeStats['criuStatsSource'] = 'none'
       const pausedAt = performance.now()
-      await container.pause()
+      let resumedAt = pausedAt
       try {
+        await container.pause()
         const dumpStart = performance.now()
         await (container as unknown as { createCheckpoint: (o: object) => Promise<unknown> })
           .createCheckpoint({ CheckpointID: name, CheckpointDir: scratch, Exit: false, abortSignal: signal })
@@ -159,14 +164,15 @@ export class Checkpointer {
         else await mkdir(dirs.data)
       } finally {
         await container.unpause().catch(() => {})
+        resumedAt = performance.now()
+        const criu = await statsWatch.stop()
+        criuStats = criu.stats ?? (criu.log != null ? await statsFromDumpLog(criu.log, join(scratch, name)) : null)
+        criuStatsSource = criu.stats != null ? 'stats-dump' : criuStats != null ? 'dump-log' : 'none'
       }
-      const pausedMs = performance.now() - pausedAt
-      const criu = await statsWatch.stop()
-      await rm(dirs.criu, { recursive: true, force: true })
+      const pausedMs = resumedAt - pausedAt
       await renameDir(join(scratch, name), dirs.criu)
 
       const storeStart = performance.now()
-      const criuStats: CriuDumpStats | null = criu
       const { cid, manifest } = await storeBundle(this.store, {
         mission: options.mission,
         epoch: options.epoch,
@@ -194,7 +200,7 @@ export class Checkpointer {
         cid,
         seq: options.seq,
         manifest,
-        stats: { ...manifest.stats, pausedMs: Math.round(pausedMs), storeMs: Math.round(storeMs), criuStatsCaptured: criuStats != null }
+        stats: { ...manifest.stats, pausedMs: Math.round(pausedMs), storeMs: Math.round(storeMs), criuStatsSource }
       }
     } finally {
       await rm(scratch, { recursive: true, force: true })
@@ -282,34 +288,53 @@ function asArray (v: unknown): string[] | null {
 }
 
 /**
- * containerd runs CRIU in `<data-root>/containerd/.../<id>/criu-work` and deletes it on success; its
- * stats-dump is caught by a watch while the dump runs.
+ * containerd runs CRIU in `<data-root>/containerd/.../<id>/criu-work` and deletes that directory as soon
+ * as the dump returns. Polling every 2 ms: dump.log (open for the whole dump) is opened and read through
+ * its descriptor after the deletion; stats-dump (written last) is read when caught in time.
  */
-function watchCriuWork (taskDir: string): { stop: () => Promise<CriuDumpStats | null> } {
+function watchCriuWork (taskDir: string): { stop: () => Promise<{ stats: CriuDumpStats | null, log: string | null }> } {
+  const workDir = join(taskDir, 'criu-work')
   let stats: CriuDumpStats | null = null
-  let watcher: FSWatcher | null = null
-  const grab = async (file: string): Promise<void> => {
-    try {
-      const parsed = parseStatsDump(await readFile(file))
-      if (parsed != null) stats = parsed
-    } catch {}
-  }
-  const pending: Array<Promise<void>> = []
-  try {
-    watcher = watch(taskDir, { recursive: true }, (_event, name) => {
-      if (name != null && name.toString().endsWith('stats-dump')) pending.push(grab(join(taskDir, name.toString())))
-    })
-    watcher.on('error', () => {})
-  } catch {
-    watcher = null
-  }
-  return {
-    stop: async () => {
-      watcher?.close()
-      await Promise.all(pending)
-      return stats
+  let log: FileHandle | null = null
+  let stopped = false
+  const poll = async (): Promise<void> => {
+    while (!stopped && stats == null) {
+      if (log == null) log = await open(join(workDir, 'dump.log'), 'r').catch(() => null)
+      try { stats = parseStatsDump(await readFile(join(workDir, 'stats-dump'))) } catch {}
+      if (stats == null) await new Promise(resolve => setTimeout(resolve, 2))
     }
   }
+  const polling = poll()
+  return {
+    stop: async () => {
+      stopped = true
+      await polling
+      const handle = log as FileHandle | null
+      if (handle == null) return { stats, log: null }
+      try { return { stats, log: (await handle.readFile()).toString() } } finally { await handle.close() }
+    }
+  }
+}
+
+/**
+ * When stats-dump was deleted before it could be read: CRIU's frozen time from the timestamps of
+ * dump.log (first task seized .. tasks unfrozen) and pages written from the size of the page images.
+ */
+async function statsFromDumpLog (log: string, imagesDir: string): Promise<CriuDumpStats | null> {
+  const stamp = (line: string | undefined): number | null => {
+    const m = /^\((\d+)\.(\d+)\)/.exec(line ?? '')
+    return m?.[1] != null && m[2] != null ? Number(m[1]) * 1e6 + Number(m[2].padEnd(6, '0').slice(0, 6)) : null
+  }
+  const lines = log.split('\n')
+  const frozen = stamp(lines.find(l => /Seized task|freezer\.state=FROZEN/.test(l)))
+  const thawed = stamp(lines.findLast(l => /Unfreezing tasks|Unseizing/.test(l)))
+  if (frozen == null || thawed == null || thawed < frozen) return null
+  let pageBytes = 0
+  try {
+    for (const f of await readdir(imagesDir)) if (/^pages-\d+\.img$/.test(f)) pageBytes += (await stat(join(imagesDir, f))).size
+  } catch {}
+  const pages = Math.round(pageBytes / 4096)
+  return { freezingTimeUs: 0, frozenTimeUs: thawed - frozen, memdumpTimeUs: 0, memwriteTimeUs: 0, pagesScanned: 0, pagesSkippedParent: 0, pagesWritten: pages }
 }
 
 /** Turns a Docker checkpoint/restore error into a CriuError carrying CRIU's own log lines. */

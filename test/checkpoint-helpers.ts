@@ -2,6 +2,8 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { existsSync } from 'node:fs'
+import { spawnSync } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 
@@ -34,4 +36,38 @@ export async function connectedPair (t: Teardown, root: string): Promise<[SwarmN
   if (addr == null) throw new Error('node a has no listen address')
   await b.libp2p.dial(addr)
   return [a, b]
+}
+
+/**
+ * Why Docker/CRIU tests cannot run here, or null when they can. Under CI=true the caller must fail on a
+ * reason instead of skipping.
+ */
+export function dockerCriuMissing (): string | null {
+  if (process.getuid?.() !== 0) return 'needs root (private dockerd per board)'
+  if (!existsSync('/usr/sbin/dockerd')) return 'no /usr/sbin/dockerd (run scripts/provision.sh)'
+  const criu = spawnSync('criu', ['--version'], { encoding: 'utf8', env: { ...process.env, PATH: `/usr/local/sbin:${process.env.PATH ?? ''}` } })
+  const version = /Version:\s*(\d+)\.(\d+)/.exec(criu.stdout ?? '')
+  if (version == null) return 'no criu on PATH (run scripts/provision.sh)'
+  if (Number(version[1]) < 4 || (Number(version[1]) === 4 && Number(version[2]) < 1)) return `criu ${version[1]}.${version[2]} < 4.1`
+  if (!existsSync('/var/lib/tandem/images/base-images.manifest')) return 'no base image cache (run scripts/provision.sh)'
+  return null
+}
+
+/** Skip (outside CI) or fail (CI=true) a Docker/CRIU test file; returns true when it may run. */
+export function gateDockerCriu (t: { fail: (msg: string) => void, comment: (msg: string) => void }): boolean {
+  const missing = dockerCriuMissing()
+  if (missing == null) return true
+  if (process.env.CI === 'true') t.fail(`Docker/CRIU required under CI=true: ${missing}`)
+  else t.comment(`skip: ${missing}`)
+  return false
+}
+
+export async function waitFor<T> (what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value != null && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
 }
