@@ -362,7 +362,9 @@ class LegacyFreezerCgroups extends BoardCgroups {
     for (const pid of this.pids()) {
       try { process.kill(pid, 'SIGKILL') } catch {}
     }
-    writeQuietly(state, 'THAWED')
+    // A container paused by Docker (e.g. during a checkpoint) sits in its own frozen cgroup below the board's:
+    // thaw the whole subtree, or its processes never receive the SIGKILL.
+    for (const dir of cgroupTree(this.boardDir())) writeQuietly(join(dir, 'freezer.state'), 'THAWED')
   }
 
   protected allHierarchies (): string[] {

@@ -157,3 +157,16 @@ if (missing !== undefined && process.env.CI === 'true') {
     t.same(pids.filter(pid => !isDead(pid)), [], 'no process of the orphan board is left')
   })
 }
+
+if (missing === undefined) {
+  t.test('a power cut also kills a container paused by Docker (frozen cgroup)', async t => {
+    const dir = await mkdtemp(join(tmpdir(), 'tandem-boards-'))
+    const board = await startBoardDocker({ dir, name: 'paused' })
+    t.teardown(async () => { await board.stop().catch(() => {}); await rm(dir, { recursive: true, force: true }) })
+    await loadBaseImages(board)
+    const id = await docker(board, 'run', '-d', '--network', 'none', 'tandem/busybox', 'sleep', '600')
+    await docker(board, 'pause', id)
+    await board.kill()
+    t.same(board.processIds(), [], 'no process of the board survives, the paused container included')
+  })
+}
