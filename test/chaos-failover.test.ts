@@ -2,7 +2,8 @@
 // of the next primary and of the backup; a board coming back is fenced. After each step at most one container of
 // the mission runs in the swarm, and the vehicle's state continues from a replicated checkpoint.
 import t, { type Test } from 'tap'
-import { startMissionSwarm, gateDockerCriu, type MissionSwarm } from './helpers/mission-swarm.ts'
+import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 

@@ -1,13 +1,14 @@
-// A swarm of simulated boards running the vehicle-controller mission, for chaos tests (real peers, Docker, CRIU).
+// A swarm of simulated boards running the vehicle-controller mission (real peers, Docker, CRIU): chaos tests and
+// the failover benchmark drive it.
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../../boards/simulated-board.ts'
-import { MissionLogWatch, missionContainers, missionOn, until } from '../../demo/observe.ts'
-import type { MissionStatus } from '../../peer/missions.ts'
+import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
+import { MissionLogWatch, missionContainers, missionOn, until } from './observe.ts'
+import type { MissionStatus } from '../peer/missions.ts'
 
 export const MISSION = 'vehicle-controller'
-export const VEHICLE_DIR = new URL('../../examples/vehicle/', import.meta.url).pathname
+export const VEHICLE_DIR = new URL('../examples/vehicle/', import.meta.url).pathname
 
 export interface MissionSwarm {
   swarm: SimulatedSwarm
@@ -48,7 +49,7 @@ export async function startMissionSwarm (count: number, options: { checkpointInt
       }
       return undefined
     },
-    boardOf: peerId => boards.find(b => b.isOn || b.peer == null ? safePeerId(b) === peerId : false),
+    boardOf: peerId => boards.find(b => safePeerId(b) === peerId),
     running: async () => (await missionContainers(boards, MISSION)).filter(c => c.running),
     waitFor: async (what, check, timeoutMs = 60_000) => await until(what, check, timeoutMs, async () => {
       const views = await Promise.all(boards.map(async b => `${b.name}${b.isOn ? '' : '(off)'}: ${JSON.stringify(summary(await missionOn(b, MISSION)))}`))
@@ -93,5 +94,3 @@ export function summary (status: MissionStatus | undefined): object | undefined 
     held: status.heldSeq
   }
 }
-
-export { gateDockerCriu } from '../checkpoint-helpers.ts'

@@ -1,0 +1,177 @@
+// `npm run bench:failover`: repeated power cuts of the primary board on simulated boards (real peers, Docker, CRIU)
+// with default settings. Per run: detection, restore, downtime (last report of the old primary to first report of
+// the new one), state lost, and whether two containers of the mission ever ran at once. Baseline in the same run:
+// the mission restarted cold from its image on a surviving board after the same detection (what an orchestrator
+// without checkpoints does).
+import { parseArgs } from 'node:util'
+import type { Readable } from 'node:stream'
+import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { missionContainers, sleep } from '../demo/observe.ts'
+import { measureTakeover, parseVehicleLine, samplesOf, type VehicleLogEntry } from '../demo/vehicle-log.ts'
+import { demuxLogs } from '../checkpoint/runtime.ts'
+import { TICK_HZ } from '../examples/vehicle/controller.js'
+import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import { distribution, table, writeResults } from './report.ts'
+
+const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick]
+
+  --runs N     power cuts to measure (default 20; --quick: 5)
+  --boards N   simulated boards (default 3)`
+
+interface Run {
+  run: number
+  failedBoard: string
+  newPrimary: string
+  detectionMs: number | null
+  restoreMs: number | null
+  downtimeMs: number
+  stateLostTicks: number
+  resumedFrom: string
+  checkpointSeq: number | null
+  maxConcurrent: number
+  baselineColdStartMs: number | null
+}
+
+function flags (): { runs: number, boards: number } {
+  const { values } = parseArgs({ options: { runs: { type: 'string' }, boards: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean' } } })
+  if (values.help === true) { console.log(USAGE); process.exit(0) }
+  const runs = Number(values.runs ?? (values.quick === true ? 5 : 20))
+  const boards = Number(values.boards ?? 3)
+  if (!Number.isInteger(runs) || runs < 1) { console.error(`bench:failover: --runs must be a positive whole number\n${USAGE}`); process.exit(2) }
+  if (!Number.isInteger(boards) || boards < 2 || boards > 6) { console.error(`bench:failover: --boards must be 2 to 6\n${USAGE}`); process.exit(2) }
+  return { runs, boards }
+}
+
+/** First time a surviving peer logged the failed peer as dead, from the peers' own timestamps. */
+function detectedAt (ms: MissionSwarm, peerId: string, after: number): number | null {
+  for (const line of ms.output) {
+    const match = /^\[[^\]]+\] (\S+) membership: (\S+) \S+ -> dead/.exec(line)
+    if (match == null || match[2] !== peerId) continue
+    const at = Date.parse(match[1] as string)
+    if (at >= after) return at
+  }
+  return null
+}
+
+/** Baseline: start the mission's image from scratch on `board`; ms until its first report. */
+async function coldStart (board: SimulatedBoard): Promise<number> {
+  const docker = board.dockerClient()
+  const startedAt = Date.now()
+  const container = await docker.createContainer({ Image: 'tandem/vehicle', Env: ['DATA_DIR=/tmp/baseline'], HostConfig: { NetworkMode: 'none' }, Labels: { 'tandem.bench': 'baseline' } })
+  try {
+    await container.start()
+    const stream = await container.logs({ follow: true, stdout: true, stderr: true }) as unknown as Readable
+    const first = await new Promise<number>((resolve, reject) => {
+      const timer = setTimeout(() => { reject(new Error('baseline container printed no report in 30 s')) }, 30_000)
+      stream.on('data', (chunk: Buffer) => {
+        for (const line of demuxLogs(chunk).split('\n')) {
+          const entry = parseVehicleLine(line)
+          if (entry?.kind === 'report') { clearTimeout(timer); resolve(entry.sample.wall) }
+        }
+      })
+    })
+    stream.destroy()
+    return first - startedAt
+  } finally {
+    await container.remove({ force: true }).catch(() => {})
+  }
+}
+
+async function main (): Promise<void> {
+  const { runs, boards: boardCount } = flags()
+  console.log(`bench:failover: ${runs} power cuts of the primary on ${boardCount} simulated boards (default settings)`)
+  const ms = await startMissionSwarm(boardCount)
+  const results: Run[] = []
+  const interval = (await ms.anyStatus())?.spec.checkpointIntervalMs ?? 1000
+  try {
+    for (let run = 1; run <= runs; run++) {
+      const steady = await ms.waitFor(`run ${run}: a running mission with a synced backup`, async () => {
+        const s = await ms.anyStatus()
+        return s?.state === 'running' && s.backup != null && s.replicatedSeq != null && s.lastCheckpoint != null &&
+          s.lastCheckpoint.seq - s.replicatedSeq <= 1 && ms.boards.every(b => b.isOn) ? s : undefined
+      }, 120_000)
+      // Cut at a random phase of the checkpoint cycle.
+      await sleep(1500 + Math.random() * interval)
+      const primary = ms.boardOf(steady.primary)!
+      const oldContainer = (await ms.running()).find(c => c.board === primary.name)
+      let maxConcurrent = 0
+      let sampling = true
+      const sampler = (async () => {
+        while (sampling) {
+          maxConcurrent = Math.max(maxConcurrent, (await missionContainers(ms.boards, MISSION)).filter(c => c.running).length)
+          await sleep(50)
+        }
+      })()
+      const cutAt = Date.now()
+      await primary.powerCut()
+      const after = await ms.waitFor(`run ${run}: takeover`, async () => {
+        for (const board of ms.boards.filter(b => b.isOn)) {
+          const s = await ms.status(board)
+          if (s?.primary === board.peerId && s.state === 'running' && s.epoch > steady.epoch && s.container != null) return { board, status: s }
+        }
+        return undefined
+      }, 60_000)
+      const newEntries = async (): Promise<VehicleLogEntry[]> => ms.logs.get(after.status.container!.id)?.entries ?? []
+      await ms.waitFor(`run ${run}: first report of the new primary`, async () => samplesOf(await newEntries()).length > 0 ? true : undefined, 30_000)
+      const m = measureTakeover(ms.logs.get(oldContainer?.id ?? '')?.entries ?? [], await newEntries())
+      const restore = after.status.events.map(e => /restored checkpoint #(\d+) in (\d+) ms/.exec(e.text)).filter(x => x != null).at(-1)
+      const detection = detectedAt(ms, primary.peerId, cutAt)
+      await sleep(500)
+      sampling = false
+      await sampler
+      const bystander = ms.boards.find(b => b.isOn && b !== after.board)
+      const baselineColdStartMs = bystander != null ? await coldStart(bystander).catch(() => null) : null
+      const result: Run = {
+        run,
+        failedBoard: primary.name,
+        newPrimary: after.board.name,
+        detectionMs: detection != null ? detection - cutAt : null,
+        restoreMs: restore != null ? Number(restore[2]) : null,
+        downtimeMs: m.downtimeMs,
+        stateLostTicks: m.stateLostTicks,
+        resumedFrom: m.resumedFrom,
+        checkpointSeq: restore != null ? Number(restore[1]) : null,
+        maxConcurrent,
+        baselineColdStartMs
+      }
+      results.push(result)
+      console.log(`run ${run}/${runs}: ${primary.name} cut, ${after.board.name} took over (${m.resumedFrom}) detection ${result.detectionMs ?? '?'} ms, restore ${result.restoreMs ?? '?'} ms, downtime ${m.downtimeMs} ms, lost ${m.stateLostTicks} ticks, max concurrent ${maxConcurrent}`)
+      await primary.powerOn(ms.swarm.bootstrapFor(primary))
+      await ms.waitFor(`run ${run}: ${primary.name} back and fenced`, async () => {
+        const s = await ms.status(primary)
+        return s != null && s.epoch >= after.status.epoch ? true : undefined
+      }, 60_000)
+    }
+  } finally {
+    await ms.stop()
+  }
+
+  const downtime = distribution(results.map(r => r.downtimeMs))
+  const detection = distribution(results.flatMap(r => r.detectionMs ?? []))
+  const restore = distribution(results.flatMap(r => r.restoreMs ?? []))
+  const lost = distribution(results.map(r => r.stateLostTicks))
+  const cold = distribution(results.flatMap(r => r.baselineColdStartMs ?? []))
+  const baselineDowntime = distribution(results.flatMap(r => r.baselineColdStartMs != null && r.detectionMs != null ? [r.detectionMs + r.baselineColdStartMs] : []))
+  const intervalTicks = interval * TICK_HZ / 1000
+  const dualPrimaryRuns = results.filter(r => r.maxConcurrent > 1).length
+  const fromCheckpoint = results.filter(r => r.resumedFrom === 'checkpoint').length
+  console.log('')
+  console.log(table([
+    ['metric', 'n', 'p50', 'p99', 'max', 'target'],
+    ['detection (power cut -> dead), ms', detection.n, detection.p50, detection.p99, detection.max, ''],
+    ['restore (CRIU, new container), ms', restore.n, restore.p50, restore.p99, restore.max, ''],
+    ['downtime tandem, ms', downtime.n, downtime.p50, downtime.p99, downtime.max, 'p50 <= 1500, p99 <= 3000'],
+    ['state lost tandem, ticks', lost.n, lost.p50, lost.p99, lost.max, `<= ${intervalTicks} (one interval)`],
+    ['baseline cold start from image, ms', cold.n, cold.p50, cold.p99, cold.max, ''],
+    ['downtime baseline (detection + cold start), ms', baselineDowntime.n, baselineDowntime.p50, baselineDowntime.p99, baselineDowntime.max, ''],
+    ['state lost baseline', results.length, 'everything', 'everything', '', '']
+  ]))
+  console.log(`\nruns resumed from a checkpoint: ${fromCheckpoint}/${results.length}; runs with two containers running at once: ${dualPrimaryRuns}; 1 tick = ${1000 / TICK_HZ} ms`)
+  const path = await writeResults('failover', { boards: boardCount, checkpointIntervalMs: interval, tickHz: TICK_HZ, summary: { detection, restore, downtime, stateLostTicks: lost, baselineColdStart: cold, baselineDowntime, dualPrimaryRuns, fromCheckpoint }, runs: results })
+  console.log(`results: ${path}`)
+}
+
+main().catch(err => {
+  console.error(`bench:failover: ${(err as Error).stack ?? String(err)}`)
+  process.exitCode = 1
+})
