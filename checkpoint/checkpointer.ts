@@ -155,16 +155,23 @@ export class Checkpointer {
       try {
         await container.pause()
         const dumpStart = performance.now()
-        await (container as unknown as { createCheckpoint: (o: object) => Promise<unknown> })
+        const dumping = (container as unknown as { createCheckpoint: (o: object) => Promise<unknown> })
           .createCheckpoint({ CheckpointID: name, CheckpointDir: scratch, Exit: false, abortSignal: signal })
-          .catch(async (err: unknown) => { throw await criuFailure('checkpoint', err) })
-        dumpWallMs = performance.now() - dumpStart
+          .then(() => { dumpWallMs = performance.now() - dumpStart }, async (err: unknown) => { throw await criuFailure('checkpoint', err) })
+        dumping.catch(() => {})
+        // CRIU is done once its log says so; Docker then only copies image files, the mission may run on.
+        await Promise.race([dumping, statsWatch.criuDone])
         await copyTree(upperDir, dirs.rootfs)
         if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
         else await mkdir(dirs.data)
-      } finally {
-        await container.unpause().catch(() => {})
+        await container.unpause()
         resumedAt = performance.now()
+        await dumping
+      } finally {
+        if (resumedAt === pausedAt) {
+          await container.unpause().catch(() => {})
+          resumedAt = performance.now()
+        }
         const criu = await statsWatch.stop()
         criuStats = criu.stats ?? (criu.log != null ? await statsFromDumpLog(criu.log, join(scratch, name)) : null)
         criuStatsSource = criu.stats != null ? 'stats-dump' : criuStats != null ? 'dump-log' : 'none'
@@ -211,7 +218,7 @@ export class Checkpointer {
    * Brings a checkpoint (and its image) into this board's store from the swarm and retains it.
    * A bundle from another CPU architecture is refused after reading only its manifest.
    */
-  async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void } = {}): Promise<LocalBundle> {
+  async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void, providers?: string[] } = {}): Promise<LocalBundle> {
     const result = await this.store.fetch(cid, {
       ...options,
       accept: (m) => this.assertRunnableHere(m, cid)
@@ -289,29 +296,55 @@ function asArray (v: unknown): string[] | null {
 
 /**
  * containerd runs CRIU in `<data-root>/containerd/.../<id>/criu-work` and deletes that directory as soon
- * as the dump returns. Polling every 2 ms: dump.log (open for the whole dump) is opened and read through
+ * as the dump returns. Polling every 2 ms: dump.log (open for the whole dump) is opened and followed, so
+ * the end of CRIU's work is seen before Docker finishes copying the images, and it stays readable through
  * its descriptor after the deletion; stats-dump (written last) is read when caught in time.
  */
-function watchCriuWork (taskDir: string): { stop: () => Promise<{ stats: CriuDumpStats | null, log: string | null }> } {
+function watchCriuWork (taskDir: string): {
+  /** Resolves when CRIU reports the dump finished (or the watch stops). */
+  criuDone: Promise<void>
+  stop: () => Promise<{ stats: CriuDumpStats | null, log: string | null }>
+} {
   const workDir = join(taskDir, 'criu-work')
   let stats: CriuDumpStats | null = null
   let log: FileHandle | null = null
+  let logText = ''
   let stopped = false
+  let markDone: () => void = () => {}
+  const criuDone = new Promise<void>(resolve => { markDone = resolve })
+  const follow = async (handle: FileHandle): Promise<void> => {
+    const buf = Buffer.alloc(256 * 1024)
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, 0, buf.length, Buffer.byteLength(logText))
+      if (bytesRead === 0) return
+      logText += buf.subarray(0, bytesRead).toString('latin1')
+    }
+  }
   const poll = async (): Promise<void> => {
     while (!stopped && stats == null) {
       if (log == null) log = await open(join(workDir, 'dump.log'), 'r').catch(() => null)
+      if (log != null) {
+        await follow(log).catch(() => {})
+        if (logText.includes('Dumping finished successfully')) markDone()
+      }
       try { stats = parseStatsDump(await readFile(join(workDir, 'stats-dump'))) } catch {}
-      if (stats == null) await new Promise(resolve => setTimeout(resolve, 2))
+      if (stats != null) markDone()
+      else await new Promise(resolve => setTimeout(resolve, 2))
     }
   }
   const polling = poll()
   return {
+    criuDone,
     stop: async () => {
       stopped = true
+      markDone()
       await polling
       const handle = log as FileHandle | null
       if (handle == null) return { stats, log: null }
-      try { return { stats, log: (await handle.readFile()).toString() } } finally { await handle.close() }
+      try {
+        await follow(handle).catch(() => {})
+        return { stats, log: logText }
+      } finally { await handle.close() }
     }
   }
 }

@@ -1,0 +1,228 @@
+// Checkpoint benchmark: successive CRIU checkpoints of two missions on board A (its own dockerd), stored
+// as chunked bundles and fetched by board B over libp2p; against a full compressed export per checkpoint
+// (what Podman's export ships: tar + zstd of CRIU images, rootfs changes and data).
+//   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS]
+import { mkdtemp, rm, mkdir, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join, dirname } from 'node:path'
+import { spawn } from 'node:child_process'
+import { createZstdCompress } from 'node:zlib'
+import { fileURLToPath } from 'node:url'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { CID } from 'multiformats/cid'
+import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
+import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { ContainerRuntime, Checkpointer, openSwarmBundleStore, type BundleStore, type CheckpointManifest } from '../checkpoint/index.ts'
+import { buildCounterImage } from '../examples/counter/image.ts'
+
+interface Row {
+  mission: string
+  seq: number
+  criuFrozenMs: number
+  pausedMs: number
+  checkpointWallMs: number
+  bundleBytes: number
+  newBytes: number
+  fetchMs: number
+  fetchedBytes: number
+  exportZstdBytes: number
+}
+
+const args = process.argv.slice(2)
+const quick = args.includes('--quick')
+const flag = (name: string, fallback: number): number => {
+  const i = args.indexOf(name)
+  if (i < 0) return fallback
+  const v = Number(args[i + 1])
+  if (!Number.isFinite(v) || v <= 0) { console.error(`${name} needs a positive number`); process.exit(2) }
+  return v
+}
+const count = flag('--count', quick ? 5 : 20)
+const intervalMs = flag('--interval-ms', 1000)
+const missions = [
+  { mission: 'counter', env: ['TICK_MS=100'], note: 'reference JS counter' },
+  { mission: 'ballast', env: ['TICK_MS=100', `BALLAST_MB=${quick ? 50 : 200}`], note: `${quick ? 50 : 200} MB live memory, 1% rewritten per tick` }
+]
+
+const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : (s[Math.floor((s.length - 1) / 2)] as number) }
+const p95 = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : (s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)] as number) }
+const mb = (b: number): string => (b / 1e6).toFixed(2)
+
+/** Bytes of `tar | zstd` over the directories (the baseline: a full export every time). */
+async function exportZstdBytes (dirs: string[]): Promise<number> {
+  const tar = spawn('tar', ['-cf', '-', ...dirs.flatMap(d => ['-C', d, '.'])], { stdio: ['ignore', 'pipe', 'ignore'] })
+  const zstd = createZstdCompress()
+  let bytes = 0
+  zstd.on('data', (c: Buffer) => { bytes += c.length })
+  const done = new Promise<void>((resolve, reject) => { zstd.on('end', resolve); zstd.on('error', reject) })
+  tar.stdout.pipe(zstd)
+  await done
+  return bytes
+}
+
+async function materialize (store: BundleStore, manifest: CheckpointManifest, dir: string): Promise<string[]> {
+  const out = ['criu', 'rootfs', 'data'].map(t => join(dir, t))
+  await rm(dir, { recursive: true, force: true })
+  await store.materializeTree(manifest.trees.criu, out[0] as string)
+  await store.materializeTree(manifest.trees.rootfs, out[1] as string)
+  await store.materializeTree(manifest.trees.data, out[2] as string)
+  return out
+}
+
+async function main (): Promise<void> {
+  if (process.getuid?.() !== 0) { console.error('bench:checkpoint needs root (a private dockerd per board)'); process.exit(1) }
+  const root = await mkdtemp(join(tmpdir(), 'tandem-bench-ckpt-'))
+  const boards: BoardDocker[] = []
+  const nodes: SwarmNode[] = []
+  const stops: Array<() => Promise<void>> = []
+  try {
+    const boardA = await startBoardDocker({ dir: root, name: 'benchA' })
+    boards.push(boardA)
+    const boardB = await startBoardDocker({ dir: root, name: 'benchB' })
+    boards.push(boardB)
+    await loadBaseImages(boardA)
+    for (const n of ['a', 'b']) {
+      nodes.push(await createSwarmNode({ privateKey: await generateKeyPair('Ed25519'), dataDir: join(root, `node-${n}`), listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false }))
+    }
+    const [nodeA, nodeB] = nodes as [SwarmNode, SwarmNode]
+    const addr = nodeA.libp2p.getMultiaddrs()[0]
+    if (addr == null) throw new Error('node A has no listen address')
+    await nodeB.libp2p.dial(addr)
+    const swarmA = await openSwarmBundleStore(nodeA, { keep: 3 })
+    const swarmB = await openSwarmBundleStore(nodeB, { keep: 3 })
+    stops.push(swarmA.stop, swarmB.stop)
+    const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, stateDir: join(root, 'stateA') })
+    const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, stateDir: join(root, 'stateB') })
+    await runtimeA.start()
+    await runtimeB.start()
+    const image = 'tandem/counter:bench'
+    await buildCounterImage(runtimeA.docker, image)
+    const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
+    const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
+    await ckA.start()
+    await ckB.start()
+    const providers = [nodeA.libp2p.peerId.toString()]
+
+    // The image travels once, ahead of the checkpoints (as the backup pre-fetches it after deployment).
+    const imageId = (await runtimeA.imageInfo(image))?.id as string
+    let t0 = performance.now()
+    const imageCid = await ckA.shareImage(imageId)
+    const imageStoreMs = performance.now() - t0
+    const rows: Row[] = []
+    const restores: Array<{ mission: string, restoreMs: number, imageLoaded: boolean, resumedAt: number | null, checkpointedAt: number | null }> = []
+    let imageFetch: { ms: number, bytes: number } | null = null
+
+    for (const m of missions) {
+      const id = await runtimeA.startFresh({ mission: m.mission, image, env: m.env }, { mission: m.mission, peerId: 'benchA', epoch: 1 })
+      for (let i = 0; i < 100 && !(await runtimeA.logs(id)).includes('counter 10 '); i++) await sleep(200)
+      let parent: CID | null = null
+      let last: { cid: CID, manifest: CheckpointManifest } | null = null
+      for (let seq = 1; seq <= count; seq++) {
+        const cycleStart = performance.now()
+        t0 = performance.now()
+        const taken = await ckA.take(id, { mission: m.mission, epoch: 1, seq, parent })
+        const checkpointWallMs = performance.now() - t0
+        const fetched = await ckB.fetch(taken.cid, { providers })
+        if (imageFetch == null) imageFetch = { ms: fetched.fetch.ms, bytes: fetched.fetch.fetchedBytes }
+        const exportBytes = await exportZstdBytes(await materialize(swarmB.store, taken.manifest, join(root, 'export')))
+        rows.push({
+          mission: m.mission,
+          seq,
+          criuFrozenMs: taken.stats.frozenTimeUs / 1000,
+          pausedMs: taken.stats.pausedMs,
+          checkpointWallMs,
+          bundleBytes: taken.manifest.sizes.totalBytes,
+          newBytes: taken.manifest.sizes.newBytes,
+          fetchMs: fetched.fetch.ms,
+          fetchedBytes: fetched.fetch.fetchedBytes,
+          exportZstdBytes: exportBytes
+        })
+        process.stderr.write(`${m.mission} #${seq}: frozen ${taken.stats.frozenTimeUs / 1000} ms, wall ${checkpointWallMs.toFixed(0)} ms, new ${mb(taken.manifest.sizes.newBytes)} MB, fetch ${fetched.fetch.ms.toFixed(0)} ms / ${mb(fetched.fetch.fetchedBytes)} MB\n`)
+        parent = taken.cid
+        last = taken
+        const rest = intervalMs - (performance.now() - cycleStart)
+        if (rest > 0) await sleep(rest)
+      }
+      await runtimeA.stop(id)
+      if (last != null) {
+        t0 = performance.now()
+        const restored = await ckB.restore(last.cid, { peerId: 'benchB', epoch: 2 })
+        const restoreMs = performance.now() - t0
+        let resumedAt: number | null = null
+        for (let i = 0; i < 50 && resumedAt == null; i++) {
+          const line = (await runtimeB.logs(restored.containerId)).split('\n').find(l => l.startsWith('counter '))
+          if (line != null) resumedAt = Number(/counter (\d+)/.exec(line)?.[1])
+          else await sleep(100)
+        }
+        restores.push({ mission: m.mission, restoreMs, imageLoaded: restored.imageLoaded, resumedAt, checkpointedAt: null })
+        await runtimeB.stop(restored.containerId)
+      }
+    }
+
+    const summary = missions.map(m => {
+      const r = rows.filter(x => x.mission === m.mission)
+      const later = r.filter(x => x.seq > 1)
+      const restore = restores.find(x => x.mission === m.mission)
+      return {
+        mission: m.mission,
+        note: m.note,
+        checkpoints: r.length,
+        criuFrozenMsMedian: median(r.map(x => x.criuFrozenMs)),
+        criuFrozenMsP95: p95(r.map(x => x.criuFrozenMs)),
+        pausedMsMedian: median(r.map(x => x.pausedMs)),
+        checkpointWallMsMedian: median(r.map(x => x.checkpointWallMs)),
+        checkpointWallMsP95: p95(r.map(x => x.checkpointWallMs)),
+        bundleMBMedian: median(r.map(x => x.bundleBytes)) / 1e6,
+        firstNewMB: (r[0]?.newBytes ?? 0) / 1e6,
+        newMBPerCheckpointMedian: median(later.map(x => x.newBytes)) / 1e6,
+        fetchMsMedian: median(later.map(x => x.fetchMs)),
+        fetchMsP95: p95(later.map(x => x.fetchMs)),
+        fetchedMBPerCheckpointMedian: median(later.map(x => x.fetchedBytes)) / 1e6,
+        exportZstdMBMedian: median(r.map(x => x.exportZstdBytes)) / 1e6,
+        restoreMs: restore?.restoreMs ?? null,
+        restoreIncludedImageLoad: restore?.imageLoaded ?? null,
+        restoredCounterResumedAt: restore?.resumedAt ?? null
+      }
+    })
+
+    console.log(`\ncheckpoint bench: ${count} checkpoints per mission, ${intervalMs} ms apart; board A -> board B over libp2p (loopback)`)
+    console.log(`image ${imageId.slice(7, 19)} stored in ${imageStoreMs.toFixed(0)} ms (root ${imageCid.toString().slice(0, 16)}...), first fetch with image ${imageFetch?.ms.toFixed(0)} ms / ${mb(imageFetch?.bytes ?? 0)} MB\n`)
+    const header = ['mission', 'CRIU frozen ms (med/p95)', 'paused ms', 'ckpt wall ms (med/p95)', 'bundle MB', 'new MB/ckpt', 'fetch ms (med/p95)', 'fetched MB/ckpt', 'export tar+zstd MB/ckpt', 'restore ms']
+    const table = summary.map(s => [
+      s.mission,
+      `${s.criuFrozenMsMedian.toFixed(0)}/${s.criuFrozenMsP95.toFixed(0)}`,
+      s.pausedMsMedian.toFixed(0),
+      `${s.checkpointWallMsMedian.toFixed(0)}/${s.checkpointWallMsP95.toFixed(0)}`,
+      s.bundleMBMedian.toFixed(2),
+      `${s.newMBPerCheckpointMedian.toFixed(2)} (1st ${s.firstNewMB.toFixed(1)})`,
+      `${s.fetchMsMedian.toFixed(0)}/${s.fetchMsP95.toFixed(0)}`,
+      s.fetchedMBPerCheckpointMedian.toFixed(2),
+      s.exportZstdMBMedian.toFixed(2),
+      s.restoreMs == null ? '-' : `${s.restoreMs.toFixed(0)}${s.restoreIncludedImageLoad === true ? ' (+image load)' : ''}`
+    ])
+    const widths = header.map((h, i) => Math.max(h.length, ...table.map(r => (r[i] ?? '').length)))
+    const line = (cells: string[]): string => cells.map((c, i) => c.padEnd(widths[i] as number)).join(' | ')
+    console.log(line(header))
+    console.log(widths.map(w => '-'.repeat(w)).join('-|-'))
+    for (const r of table) console.log(line(r))
+
+    const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results')
+    await mkdir(resultsDir, { recursive: true })
+    const file = join(resultsDir, `checkpoint-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
+    await writeFile(file, JSON.stringify({
+      bench: 'checkpoint', quick, count, intervalMs, at: new Date().toISOString(),
+      host: { arch: runtimeA.info.arch, docker: runtimeA.info.serverVersion },
+      image: { imageStoreMs, firstFetch: imageFetch },
+      summary, restores, rows
+    }, null, 2) + '\n')
+    console.log(`\nwrote ${file}`)
+  } finally {
+    for (const s of stops) await s().catch(() => {})
+    for (const n of nodes) await n.stop().catch(() => {})
+    for (const b of boards) await b.stop().catch(() => {})
+    await rm(root, { recursive: true, force: true })
+  }
+}
+
+await main()
