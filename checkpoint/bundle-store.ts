@@ -284,6 +284,10 @@ export class BundleStore {
     }, signal)
   }
 
+  private async hasCompleteImage (imageId: string, cid: CID): Promise<boolean> {
+    return (await this.imageCid(imageId))?.equals(cid) === true
+  }
+
   /** The CID under which this store holds an image, if its whole DAG is present. */
   async imageCid (imageId: string): Promise<CID | null> {
     const rec = await this.backend.readRecord(`${IMAGE_PREFIX}/${imageKey(imageId)}`)
@@ -360,11 +364,13 @@ export class BundleStore {
         }))
       }
       await Promise.all([manifest.trees.criu, manifest.trees.rootfs, manifest.trees.data].map(structure))
-      if (options.includeImage !== false && manifest.spec.imageCid != null) {
-        const imageCid = manifest.spec.imageCid
+      let image: ImageManifest | null = null
+      const imageCid = manifest.spec.imageCid
+      if (options.includeImage !== false && imageCid != null && !(await this.hasCompleteImage(manifest.spec.imageId, imageCid))) {
         progress.blocksTotal++
         await ensure(imageCid)
-        files.push(asImageManifest(await this.getNode(imageCid, { signal, offline: true }), imageCid).archive)
+        image = asImageManifest(await this.getNode(imageCid, { signal, offline: true }), imageCid)
+        files.push(image.archive)
       }
       const lists = files.flatMap(f => f.lists)
       progress.blocksTotal += lists.length
@@ -417,6 +423,8 @@ export class BundleStore {
         if (++sinceReport >= 256) { sinceReport = 0; report() }
       }, signal)
       report()
+      // The image DAG is complete now: later checkpoints of the mission skip walking it.
+      if (image != null && imageCid != null) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.spec.imageId)}`, imageCid.bytes)
       return { cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes, ms: performance.now() - started }
     })
   }
