@@ -19,6 +19,6 @@ export {
 export { hrwRank } from './hrw.ts'
 export {
   DEFAULT_CONSENSUS_CONFIG,
-  type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
+  type Action, type AnnouncedClaimState, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
   type MissionState, type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
 } from './types.ts'

@@ -19,7 +19,9 @@ export interface MachineInit {
   persisted?: PersistedState
 }
 
-interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number }
+/** A two-board primary replacing its partner, proven exited, by `joiner` (see #startPartnerReplacement). */
+interface Replacement { partner: string, joiner: string }
+interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null }
 interface Container { epoch: number, status: 'starting' | 'running', since: number }
 
 /** Volatile per-mission state: lost on restart, rebuilt from the persisted part and the network. */
@@ -35,6 +37,10 @@ interface Mission extends PersistedMission {
   lastAnnounceAt: number
   pendingMove: string | null
   coldStartNext: boolean
+  /** Restarted as the two-board partner of this epoch: no claim alone on a basis up to this epoch. */
+  heldBackUpTo: number | null
+  /** Primary: the two-board partner announced it holds back, so a new epoch with its vote re-arms it. */
+  partnerHeldBack: boolean
 }
 
 /** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
@@ -48,6 +54,8 @@ export class ClusterMachine {
   readonly #peers = new Map<string, PeerInfo>()
   readonly #deadSince = new Map<string, number>()
   readonly #heardAt = new Map<string, number>()
+  /** Peers whose exit the detector proved (`gone`) while they were still in contact (alive or suspect before). */
+  readonly #exitProven = new Set<string>()
   readonly #missions = new Map<string, Mission>()
   #actions: Action[] = []
 
@@ -66,6 +74,12 @@ export class ClusterMachine {
         if (mission.votedFor === this.self.peerId && mission.votedEpoch > record.epoch) {
           this.#emit({ type: 'publish', message: { type: 'abandon', mission: name, epoch: mission.votedEpoch } })
         }
+        if (record.view.length === 2 && record.view.includes(this.self.peerId) && record.primary !== null &&
+            record.primary !== this.self.peerId && record.view.includes(record.primary) && !record.released && !record.removed) {
+          // While this peer was down its primary may have replaced it (#startPartnerReplacement): a claim alone on
+          // this basis could collide with that epoch. It waits for a newer epoch (the primary re-elects with it).
+          mission.heldBackUpTo = record.epoch
+        }
         if (record.primary === this.self.peerId && !record.released && !record.removed) {
           // After a restart the container's state is unknown: stop it and rejoin under a new epoch.
           this.#emit({ type: 'stopContainer', mission: name, reason: 'daemon restarted: rejoining under a new epoch' })
@@ -81,8 +95,11 @@ export class ClusterMachine {
 
   peerChanged (now: number, peer: PeerInfo): void {
     if (peer.peerId === this.self.peerId) return
+    const previous = this.#peers.get(peer.peerId)?.state
     if (peer.state !== 'dead') this.#deadSince.delete(peer.peerId)
-    else if (this.#peers.get(peer.peerId)?.state !== 'dead') this.#deadSince.set(peer.peerId, now)
+    else if (previous !== 'dead') this.#deadSince.set(peer.peerId, now)
+    if (peer.state !== 'dead' || peer.gone !== true) this.#exitProven.delete(peer.peerId)
+    else if (previous === 'alive' || previous === 'suspect') this.#exitProven.add(peer.peerId)
     this.#peers.set(peer.peerId, { ...peer })
     this.tick(now)
   }
@@ -91,10 +108,17 @@ export class ClusterMachine {
     if (from === this.self.peerId) return
     this.#heardAt.set(from, now)
     switch (msg.type) {
-      case 'announce':
+      case 'announce': {
         this.#releaseVoteIfOver(now, from, msg.claim.votedEpoch, msg.claim.open, msg.record)
         this.#onAnnounce(now, from, msg.record)
+        const mission = this.#missions.get(msg.record.mission)
+        const record = mission?.record
+        if (msg.claim.heldBack === true && mission !== undefined && record !== undefined && record.primary === this.self.peerId &&
+            !record.released && record.epoch === msg.record.epoch && record.deployId === msg.record.deployId && record.view.includes(from)) {
+          mission.partnerHeldBack = true
+        }
         break
+      }
       case 'claim': this.#onClaim(now, from, msg); break
       case 'vote': this.#onVote(now, from, msg); break
       case 'ack': this.#onAck(from, msg); break
@@ -206,7 +230,11 @@ export class ClusterMachine {
   }
 
   #primaryGone (now: number, peerId: string): boolean {
-    return this.#stateOf(now, peerId) === 'dead' && now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
+    if (this.#stateOf(now, peerId) !== 'dead') return false
+    // The silence wait exists for a frozen primary to self-fence first; a process proven exited (`gone`) can never
+    // resume, and its containers died with it (daemon watchdog), so there is nothing to wait for.
+    if (this.#peers.get(peerId)?.gone === true) return true
+    return now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
   }
 
   #eligible (spec: MissionSpec, peerId: string): boolean {
@@ -239,7 +267,13 @@ export class ClusterMachine {
     const granted = view.filter(p => voters.has(p)).length
     if (view.length >= 3) return granted >= majority(view.length)
     if (view.length === 0) return voters.has(candidate)
-    return granted === view.length || (candidate === this.#loneClaimant(basis) && voters.has(candidate))
+    return granted === view.length || (candidate === this.#loneClaimant(basis) && voters.has(candidate) && !this.#heldBack(basis, candidate))
+  }
+
+  /** This peer restarted as the two-board partner of `basis` and may not claim alone on it (see the constructor). */
+  #heldBack (basis: MissionRecord, candidate: string): boolean {
+    const upTo = this.#missions.get(basis.mission)?.heldBackUpTo ?? null
+    return candidate === this.self.peerId && upTo !== null && basis.epoch <= upTo && !basis.released
   }
 
   #quorumReachable (now: number, basis: MissionRecord, candidate: string): boolean {
@@ -333,9 +367,31 @@ export class ClusterMachine {
       const { view, backup } = this.#desiredLayout(now, record)
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
       const changed = backupGone || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
-        view.join(',') !== record.view.join(',')
-      if (changed && !this.#pendingVote(now, mission) && this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
+        view.join(',') !== record.view.join(',') || mission.partnerHeldBack
+      if (changed && !this.#pendingVote(now, mission)) {
+        if (this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
+        else this.#startPartnerReplacement(now, mission)
+      }
     }
+  }
+
+  /**
+   * A two-board view {self, partner} whose partner is dead cannot elect a new epoch by the usual rules: the partner
+   * may be alive behind a partition and claim the next epoch alone. When the detector proved the partner's process
+   * exited while it was still in contact (so it cannot have claimed alone: that needs this primary silent to it for
+   * longer than the detector's dead time), and a restarted partner holds back its claim alone on this basis, the
+   * primary replaces it with the vote of a live board, which becomes the backup.
+   */
+  #startPartnerReplacement (now: number, mission: Mission): void {
+    const record = mission.record
+    const self = this.self.peerId
+    const partner = record.view.find(p => p !== self)
+    if (record.view.length !== 2 || partner === undefined || !this.#exitProven.has(partner) || this.#stateOf(now, partner) !== 'dead') return
+    const outside = [...this.#peers.keys()].filter(p => !record.view.includes(p))
+    const joiner = this.#chooseBackup(now, record.mission, record.spec, outside)
+    if (joiner === null) return
+    this.#event(record.mission, `backup ${short(partner)} exited: replacing it by ${short(joiner)}`)
+    this.#startClaim(now, mission, { partner, joiner })
   }
 
   #maybeClaim (now: number, mission: Mission): void {
@@ -396,13 +452,13 @@ export class ClusterMachine {
 
   // ---- election ------------------------------------------------------------------------------------------------
 
-  #startClaim (now: number, mission: Mission): void {
+  #startClaim (now: number, mission: Mission, replace: Replacement | null = null): void {
     const record = mission.record
     const epoch = Math.max(record.epoch, mission.votedEpoch) + 1
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: cloneJson(record), votes: new Set([this.self.peerId]), startedAt: now }
+    mission.claim = { epoch, basis: cloneJson(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
     this.#persist()
     this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
     this.#checkWon(now, mission)
@@ -478,7 +534,12 @@ export class ClusterMachine {
 
   #checkWon (now: number, mission: Mission): void {
     const claim = mission.claim
-    if (claim === null || !this.#quorumReached(claim.basis, this.self.peerId, claim.votes)) return
+    if (claim === null) return
+    const replace = claim.replace
+    const won = replace === null
+      ? this.#quorumReached(claim.basis, this.self.peerId, claim.votes)
+      : claim.votes.has(replace.joiner) && this.#exitProven.has(replace.partner)
+    if (!won) return
     mission.claim = null
     const basis = claim.basis
     const name = basis.mission
@@ -486,7 +547,9 @@ export class ClusterMachine {
     const record = mission.record
     if (record.epoch >= claim.epoch || record.removed) return
     const layout = this.#desiredLayout(now, basis)
-    const view = stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
+    const view = replace !== null
+      ? [...basis.view.filter(p => p !== replace.partner), replace.joiner].sort()
+      : stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
     const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
     const wasRunning = mission.container !== null && basis.primary === self
     const restoreFrom = !wasRunning && !mission.coldStartNext && this.#canRestore(self, mission.held) ? mission.held : null
@@ -495,7 +558,9 @@ export class ClusterMachine {
       ...record,
       epoch: claim.epoch,
       primary: self,
-      backup: layout.backup !== null && view.includes(layout.backup) ? layout.backup : this.#chooseBackup(now, name, record.spec, view),
+      backup: replace !== null
+        ? replace.joiner
+        : (layout.backup !== null && view.includes(layout.backup) ? layout.backup : this.#chooseBackup(now, name, record.spec, view)),
       view,
       released: false,
       handoffTo: null,
@@ -505,6 +570,7 @@ export class ClusterMachine {
     mission.electionSince = null
     mission.quorumLostSince = null
     mission.pendingMove = null
+    mission.partnerHeldBack = false
     this.#persist()
     const previous = basis.primary === null ? 'deploy' : basis.primary === self ? 'self' : short(basis.primary)
     if (wasRunning) {
@@ -714,7 +780,10 @@ export class ClusterMachine {
 
   #announce (now: number, mission: Mission): void {
     mission.lastAnnounceAt = now
-    const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null }
+    const record = mission.record
+    const heldBack = !record.removed && record.primary !== null && this.#heldBack(record, this.self.peerId) &&
+      this.#loneClaimant(record) === this.self.peerId
+    const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null, ...(heldBack ? { heldBack } : {}) }
     this.#emit({ type: 'publish', message: { type: 'announce', record: cloneJson(mission.record), claim } })
   }
 
@@ -723,7 +792,7 @@ export class ClusterMachine {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
       checkpointInFlight: null, lastCheckpointAt: -Infinity, fetchInFlight: null, lastAnnounceAt: -Infinity,
-      pendingMove: null, coldStartNext: false
+      pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false
     }
   }
 

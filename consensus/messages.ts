@@ -56,7 +56,11 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
       const record = validateRecord(m.record)
       const claim = obj(m.claim)
       if (record === undefined || claim === undefined || !nat(claim.votedEpoch) || typeof claim.open !== 'boolean') return undefined
-      return { type: 'announce', record, claim: { votedEpoch: claim.votedEpoch, open: claim.open } }
+      if (claim.heldBack !== undefined && typeof claim.heldBack !== 'boolean') return undefined
+      return {
+        type: 'announce', record,
+        claim: { votedEpoch: claim.votedEpoch, open: claim.open, ...(claim.heldBack === true ? { heldBack: true } : {}) }
+      }
     }
     case 'claim':
       return str(m.mission) && str(m.deployId) && nat(m.epoch) && nat(m.basis) && m.basis < m.epoch

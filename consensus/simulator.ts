@@ -34,6 +34,11 @@ export interface SimOptions {
   tickMs?: number
   /** Overlap of two running containers tolerated for views of >= 3 members. */
   overlapBoundMs?: number
+  /**
+   * A killed peer's process is gone: connected peers' detectors prove it (refused redial) after a delay drawn from
+   * this range and report it `dead` + `gone`. null: kills are detected by silence only, like freezes.
+   */
+  exitDetectionMs?: [number, number] | null
 }
 
 interface SimContainer { mission: string, epoch: number, running: boolean, token: number }
@@ -45,7 +50,7 @@ interface SimPeer {
   machine: ClusterMachine | null
   persisted: PersistedState | undefined
   containers: Map<string, SimContainer>
-  detector: Map<string, { lastHeard: number, state: PeerState, info: PeerInfo }>
+  detector: Map<string, { lastHeard: number, state: PeerState, info: PeerInfo, gone: boolean }>
   heldCids: Set<string>
   /** Newest checkpoint this peer ever acknowledged, per mission (facts survive restarts). */
   acked: Map<string, CheckpointRef>
@@ -69,6 +74,7 @@ export class Simulation {
   readonly deadAfterMs: number
   readonly tickMs: number
   readonly overlapBoundMs: number
+  readonly exitDetectionMs: [number, number] | null
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
   messagesSent = 0
@@ -91,6 +97,7 @@ export class Simulation {
     this.deadAfterMs = options.deadAfterMs ?? 1100
     this.tickMs = options.tickMs ?? 50
     this.overlapBoundMs = options.overlapBoundMs ?? 500
+    this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
     for (const p of options.peers) {
       const info: SelfInfo = { peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canCheckpoint: p.canCheckpoint ?? true }
       this.peers.set(p.id, {
@@ -116,6 +123,25 @@ export class Simulation {
     peer.pendingWhilePaused = []
     this.#note(`${id}: killed`)
     this.#checkOverlap()
+    if (this.exitDetectionMs !== null) {
+      for (const [otherId, other] of this.peers) {
+        if (otherId === id || !this.connected(id, otherId)) continue
+        this.#schedule(this.rng.int(...this.exitDetectionMs), () => {
+          const entry = other.detector.get(id)
+          if (peer.powered || entry === undefined || entry.gone || !this.connected(id, otherId)) return
+          const prove = (): void => {
+            const machine = other.machine
+            if (machine === null || peer.powered || entry.gone) return
+            entry.gone = true
+            entry.state = 'dead'
+            machine.peerChanged(this.now, { ...entry.info, peerId: id, state: 'dead', gone: true })
+            this.#apply(other)
+          }
+          if (other.paused) other.pendingWhilePaused.push(prove)
+          else prove()
+        })
+      }
+    }
   }
 
   restart (id: string): void {
@@ -244,6 +270,7 @@ export class Simulation {
     const machine = peer.machine
     if (machine === null || peer.paused) return
     for (const [otherId, entry] of peer.detector) {
+      if (entry.gone) continue
       const silence = this.now - entry.lastHeard
       const state: PeerState = silence >= this.deadAfterMs ? 'dead' : silence >= this.suspectAfterMs ? 'suspect' : 'alive'
       if (state !== entry.state) {
@@ -281,10 +308,11 @@ export class Simulation {
               const entry = peer.detector.get(from)
               const info: PeerInfo = { ...sender.info, state: 'alive' }
               if (entry === undefined) {
-                peer.detector.set(from, { lastHeard: this.now, state: 'alive', info })
+                peer.detector.set(from, { lastHeard: this.now, state: 'alive', info, gone: false })
                 machine.peerChanged(this.now, info)
               } else {
                 entry.lastHeard = this.now
+                entry.gone = false
                 if (entry.state !== 'alive') { entry.state = 'alive'; machine.peerChanged(this.now, info) }
               }
             } else {

@@ -11,6 +11,12 @@ export interface PeerInfo {
   board: string
   memoryMb: number
   canCheckpoint: boolean
+  /**
+   * With state `dead` only: the detector proved the peer's process exited (a redial was refused: nothing listens on
+   * its port) and it cannot resume; its containers died with it (the daemon's watchdog). A frozen or partitioned peer
+   * is never `gone`. Absent = false.
+   */
+  gone?: boolean
 }
 
 /** Timings; all in ms of the `now` the caller passes. */
@@ -102,9 +108,20 @@ export interface MissionRecord {
   removed: boolean
 }
 
+/** The sender's election state, carried by every announce. */
+export interface AnnouncedClaimState {
+  votedEpoch: number
+  open: boolean
+  /**
+   * The sender restarted as the two-board partner of this record and holds back its right to claim alone until a
+   * newer epoch is elected (the primary may have replaced it while it was gone): the primary re-elects with its vote.
+   */
+  heldBack?: boolean
+}
+
 export type ConsensusMessage =
   /** `claim`: the sender's own election state, so a vote granted to it is released even if its abandon was lost. */
-  | { type: 'announce', record: MissionRecord, claim: { votedEpoch: number, open: boolean } }
+  | { type: 'announce', record: MissionRecord, claim: AnnouncedClaimState }
   | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number }
   | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
