@@ -3,6 +3,7 @@
 // (what Podman's export ships: tar + zstd of CRIU images, rootfs changes and data).
 //   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS]
 import { mkdtemp, rm, mkdir, writeFile } from 'node:fs/promises'
+import { rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { spawn } from 'node:child_process'
@@ -41,7 +42,7 @@ const count = flag('--count', quick ? 5 : 20)
 const intervalMs = flag('--interval-ms', 1000)
 const missions = [
   { mission: 'counter', env: ['TICK_MS=100'], note: 'reference JS counter' },
-  { mission: 'ballast', env: ['TICK_MS=100', `BALLAST_MB=${quick ? 50 : 200}`], note: `${quick ? 50 : 200} MB live memory, 1% rewritten per tick` }
+  { mission: 'ballast', env: ['TICK_MS=100', `BALLAST_MB=${quick ? 50 : 200}`], note: `${quick ? 50 : 200} MB random live memory, 0.1% of pages rewritten per 100 ms tick` }
 ]
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -73,6 +74,8 @@ async function materialize (store: BundleStore, manifest: CheckpointManifest, di
 async function main (): Promise<void> {
   if (process.getuid?.() !== 0) { console.error('bench:checkpoint needs root (a private dockerd per board)'); process.exit(1) }
   const root = await mkdtemp(join(tmpdir(), 'tandem-bench-ckpt-'))
+  // Boards clean themselves up on a signal (boards/simulated-docker.ts); the temp dir is ours.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { rmSync(root, { recursive: true, force: true }); process.exit(130) })
   const boards: BoardDocker[] = []
   const nodes: SwarmNode[] = []
   const stops: Array<() => Promise<void>> = []

@@ -2,7 +2,8 @@
 // Each tick it prints the counter and mirrors it to the data dir (atomic rename). It never reads the
 // mirror back: a restored container that continues counting proves its memory travelled.
 // Env: TICK_MS (default 100), DATA_DIR (default /data), ROOTFS_LOG (a rootfs file kept open and
-// appended to each tick), BALLAST_MB (live memory, a slice rewritten each tick).
+// appended to each tick), BALLAST_MB (live random memory), BALLAST_TOUCH_PCT (share of its pages
+// rewritten each tick, default 0.1).
 const fs = require('node:fs')
 const path = require('node:path')
 const crypto = require('node:crypto')
@@ -20,13 +21,14 @@ if (process.env.ROOTFS_LOG) {
 
 // Random, so it neither compresses nor deduplicates: the worst case for a checkpoint transfer.
 const ballastPages = Math.floor(Number(process.env.BALLAST_MB || 0) * 256)
+const touchPct = Number(process.env.BALLAST_TOUCH_PCT || 0.1)
 const ballast = Buffer.alloc(ballastPages * 4096)
 crypto.randomFillSync(ballast)
 
 setInterval(() => {
   counter++
-  // Touch 1% of the ballast each tick, like a working set that drifts.
-  for (let i = 0; i < Math.ceil(ballastPages / 100); i++) {
+  // Rewrite a few pages each tick, like a working set that drifts.
+  for (let i = 0; i < Math.ceil(ballastPages * touchPct / 100); i++) {
     const p = Math.floor(Math.random() * ballastPages)
     ballast.writeUInt32LE(counter, p * 4096)
   }
