@@ -37,6 +37,8 @@ interface Mission extends PersistedMission {
   lastAnnounceAt: number
   pendingMove: string | null
   coldStartNext: boolean
+  /** A claim refused only because the primary looked alive: re-decided when the detector reports it dead. */
+  deferredClaim: { from: string, msg: Extract<ConsensusMessage, { type: 'claim' }>, at: number } | null
   /** Restarted as the two-board partner of this epoch: no claim alone on a basis up to this epoch. */
   heldBackUpTo: number | null
   /** Primary: the two-board partner announced it holds back, so a new epoch with its vote re-arms it. */
@@ -101,6 +103,14 @@ export class ClusterMachine {
     if (peer.state !== 'dead' || peer.gone !== true) this.#exitProven.delete(peer.peerId)
     else if (previous === 'alive' || previous === 'suspect') this.#exitProven.add(peer.peerId)
     this.#peers.set(peer.peerId, { ...peer })
+    if (peer.state === 'dead') {
+      for (const mission of this.#missions.values()) {
+        const deferred = mission.deferredClaim
+        if (deferred === null || mission.record.primary !== peer.peerId) continue
+        mission.deferredClaim = null
+        if (now - deferred.at < this.config.claimTimeoutMs && !this.#primaryHolds(now, mission, deferred.from)) this.#onClaim(now, deferred.from, deferred.msg)
+      }
+    }
     this.tick(now)
   }
 
@@ -469,14 +479,15 @@ export class ClusterMachine {
     if (mission === undefined || mission.record.deployId !== msg.deployId) return
     const record = mission.record
     const self = this.self.peerId
-    const primaryHolds = record.primary !== null && !record.released && record.primary !== from && record.handoffTo !== from &&
-      (record.primary === self ? mission.container !== null : !this.#primaryGone(now, record.primary) && this.#stateOf(now, record.primary) !== 'suspect')
+    const primaryHolds = this.#primaryHolds(now, mission, from)
     if (from !== self) mission.electionSince = now
     // The candidate claims again on a basis below the epoch it was given a vote for: that claim ended without a win.
     if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null
     const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
-    const granted = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch &&
-      !primaryHolds && !pendingElsewhere
+    const valid = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
+    const granted = valid && !primaryHolds
+    // Refused only because the primary still looks alive here: decided again if the detector reports it dead soon.
+    mission.deferredClaim = valid && primaryHolds && record.primary !== self ? { from, msg, at: now } : null
     if (granted) {
       mission.votedEpoch = msg.epoch
       mission.votedFor = from
@@ -486,6 +497,13 @@ export class ClusterMachine {
     }
     this.#emit({ type: 'publish', message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch } })
     if (!granted) this.#announce(now, mission)
+  }
+
+  #primaryHolds (now: number, mission: Mission, candidate: string): boolean {
+    const record = mission.record
+    if (record.primary === null || record.released || record.primary === candidate || record.handoffTo === candidate) return false
+    if (record.primary === this.self.peerId) return mission.container !== null
+    return !this.#primaryGone(now, record.primary) && this.#stateOf(now, record.primary) !== 'suspect'
   }
 
   #onVote (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'vote' }>): void {
@@ -792,7 +810,7 @@ export class ClusterMachine {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
       checkpointInFlight: null, lastCheckpointAt: -Infinity, fetchInFlight: null, lastAnnounceAt: -Infinity,
-      pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false
+      pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null
     }
   }
 

@@ -622,3 +622,24 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
   }
   return { seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent, recoveredInMs }
 }
+
+export interface FailoverSample { seed: number, peers: number, killToRunningMs: number | null }
+
+/**
+ * One failover: `peers` boards settle with a mission, the primary is killed at a random moment, and the time until
+ * another board runs the mission is measured. `exitDetection` false: kills are only seen as silence.
+ */
+export function measureKillToRunning (seed: number, peers: number, exitDetection: boolean): FailoverSample {
+  const rng = new Random(seed ^ 0x5bd1e995)
+  const ids = Array.from({ length: peers }, (_, i) => `p${i + 1}`)
+  const sim = new Simulation({ seed, peers: ids.map(id => ({ id })), exitDetectionMs: exitDetection ? [20, 150] : null })
+  sim.runFor(1000)
+  sim.deploy(rng.pick(ids), SIM_MISSION)
+  if (!sim.runUntil(() => sim.settled(SIM_MISSION.name, true), 10_000)) return { seed, peers, killToRunningMs: null }
+  sim.runFor(rng.int(0, 1000))
+  const victim = sim.runningOn(SIM_MISSION.name)[0]!
+  sim.kill(victim)
+  const killedAt = sim.now
+  const ok = sim.runUntil(() => sim.runningOn(SIM_MISSION.name).some(id => id !== victim), 10_000)
+  return { seed, peers, killToRunningMs: ok && sim.violations.length === 0 ? sim.now - killedAt : null }
+}
