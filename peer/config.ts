@@ -88,6 +88,12 @@ export interface PeerConfig {
   mdns: boolean
   /** Docker Engine of this board, handed to the checkpoint runtime. */
   dockerHost: string
+  /**
+   * Scheduling priority the peer asks for (nice value; default -10, applied when permitted). A mission
+   * container that saturates the board's CPU must not starve the process that answers pings and sends
+   * heartbeats, or the board would look dead while it works.
+   */
+  niceness?: number
   failureDetector: FailureDetectorConfig
 }
 

@@ -1,6 +1,6 @@
 // The tandem peer: one libp2p/Helia node, heartbeat gossip, membership with failure detection, control API.
 import { readFile } from 'node:fs/promises'
-import { loadavg } from 'node:os'
+import { getPriority, loadavg, setPriority } from 'node:os'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
@@ -58,6 +58,11 @@ export interface PeerStatus {
   [section: string]: unknown
 }
 
+const DEFAULT_NICENESS = -10
+
+/** How long the peer with the larger id waits for the other one to dial before it dials itself. */
+const DIAL_GRACE_MS = 4000
+
 const SWARM_KEY_PATTERN = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n[0-9a-fA-F]{64}\s*$/
 
 /** Reads and checks a pre-shared swarm key file (libp2p pnet format). */
@@ -100,8 +105,10 @@ export class Peer {
   #reconnectTimer: NodeJS.Timeout | undefined
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #lastDialAt = new Map<string, number>()
+  readonly #unconnectedSince = new Map<string, number>()
   readonly #unsubscribedChecks = new Map<string, number>()
   #startedAt = 0
+  #oversizeLoggedAt = 0
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
 
   constructor (config: PeerConfig, options: PeerOptions = {}) {
@@ -153,6 +160,7 @@ export class Peer {
       if (err instanceof UnknownBoardError) throw new ConfigError(err.message)
       throw err
     }
+    this.#raisePriority(config.niceness ?? DEFAULT_NICENESS)
     await ensureDataDir(config.dataDir)
     await this.#lock.acquire()
     this.#cleanups.push(async () => { await this.#lock.release() })
@@ -218,7 +226,10 @@ export class Peer {
     const onDisconnect = (event: CustomEvent<PeerId>): void => { membership.disconnected(event.detail.toString()) }
     const onDiscovery = (event: CustomEvent<PeerInfo>): void => {
       const id = event.detail.id.toString()
-      if (id !== selfId && membership.get(id)?.state !== 'dead') this.#dial(id)
+      if (id !== selfId && membership.get(id)?.state !== 'dead') {
+        void libp2p.peerStore.merge(event.detail.id, { multiaddrs: event.detail.multiaddrs }).catch(() => {})
+          .then(() => { this.#ensureConnected(id, []) })
+      }
     }
     libp2p.addEventListener('peer:disconnect', onDisconnect)
     libp2p.addEventListener('peer:discovery', onDiscovery)
@@ -254,19 +265,49 @@ export class Peer {
     this.#startedAt = Date.now()
   }
 
+  #raisePriority (niceness: number): void {
+    try {
+      if (getPriority() > niceness) setPriority(niceness)
+    } catch (err) {
+      this.#log(`peer: cannot raise scheduling priority to ${niceness} (${(err as Error).message}); a saturated CPU may delay heartbeats`)
+    }
+  }
+
   #publishHeartbeat (): void {
     const source = this.#source
     const gossip = this.#gossip
     if (source == null || gossip == null) return
-    gossip.publish(HEARTBEAT_TOPIC, source.next()).catch(err => {
+    let heartbeat = source.next()
+    const limit = this.config.failureDetector.maxHeartbeatBytes
+    if (Buffer.byteLength(JSON.stringify(heartbeat)) > limit) {
+      // Receivers would drop it as oversized and soon think we are dead: send it without the extras.
+      if (Date.now() - this.#oversizeLoggedAt > 60_000) {
+        this.#oversizeLoggedAt = Date.now()
+        this.#log(`heartbeat: larger than ${limit} bytes with extras (${Object.keys(heartbeat.extras).join(', ')}); sending it without them`)
+      }
+      heartbeat = { ...heartbeat, extras: {} }
+    }
+    gossip.publish(HEARTBEAT_TOPIC, heartbeat).catch(err => {
       this.#log(`heartbeat: publish failed: ${(err as Error).message}`)
     })
   }
 
+  /**
+   * Dials a peer we hear of but hold no connection to. Two peers that dial each other at once end up with two
+   * connections, and when one of them closes gossipsub loses its streams with that peer for good; so only the
+   * peer with the smaller id dials at once, the other one only if still unconnected after a grace period.
+   */
   #ensureConnected (peerId: string, addrs: string[]): void {
     const libp2p = this.#node?.libp2p
-    if (libp2p == null || libp2p.getConnections(peerIdFromString(peerId)).length > 0) return
+    if (libp2p == null) return
+    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) {
+      this.#unconnectedSince.delete(peerId)
+      return
+    }
     const now = Date.now()
+    const since = this.#unconnectedSince.get(peerId) ?? now
+    this.#unconnectedSince.set(peerId, since)
+    if (libp2p.peerId.toString() > peerId && now - since < DIAL_GRACE_MS) return
     if (now - (this.#lastDialAt.get(peerId) ?? 0) < 1000) return
     this.#lastDialAt.set(peerId, now)
     const id = peerIdFromString(peerId)
@@ -292,7 +333,10 @@ export class Peer {
       if (checks < 2) continue
       this.#unsubscribedChecks.delete(id)
       this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`)
-      void libp2p.hangUp(peer).catch(() => {}).then(() => { this.#lastDialAt.delete(id); this.#dial(id) })
+      void libp2p.hangUp(peer).catch(() => {}).then(() => {
+        this.#lastDialAt.delete(id)
+        if (libp2p.peerId.toString() < id) this.#dial(id)
+      })
     }
   }
 
