@@ -313,8 +313,9 @@ export class ClusterMachine {
       this.#release(now, mission)
     }
 
+    if (record.primary === self && !record.released) this.#tickPrimary(now, mission, frozenMs)
     if (record.primary === self && !record.released) {
-      this.#tickPrimary(now, mission, frozenMs)
+      mission.electionSince = null
     } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
       mission.electionSince ??= now
       this.#maybeClaim(now, mission)

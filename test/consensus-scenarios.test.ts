@@ -302,3 +302,92 @@ t.test('a failed restore falls back to a cold start with the data snapshot', asy
   t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary \\(from self\\), cold start .* with data of checkpoint`)))
   t.same(sim.violations, [])
 })
+
+/** Runs the chaos sequence up to a two-board view {third, first}; returns the boards in their roles. */
+function chaosSequenceToTwoBoardView (t: Test, sim: Simulation): { first: string, second: string, third: string } {
+  const first = deployAndSettle(t, sim, 'a')
+  sim.kill(first)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'the backup took over')
+  const second = sim.runningOn(mission)[0]!
+  sim.kill(second)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.runningOn(mission)[0] !== second, 10_000), 'the last board took over')
+  const third = sim.runningOn(mission)[0]!
+  sim.restart(first)
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).backup === first && viewOf(sim, first).epoch === viewOf(sim, third).epoch, 10_000),
+    'the first board returned as the backup')
+  t.same(viewOf(sim, third).view, [first, third].sort(), 'two-board view')
+  return { first, second, third }
+}
+
+t.test('chaos sequence: a two-board primary whose partner exited takes the returning board as its new backup', async t => {
+  const sim = swarm(['a', 'b', 'c'], 21)
+  const { first, second, third } = chaosSequenceToTwoBoardView(t, sim)
+  sim.kill(first)
+  sim.runFor(2000)
+  t.same(sim.runningOn(mission), [third], 'the primary keeps running alone')
+  sim.restart(second)
+  t.ok(sim.runUntil(() => { const v = viewOf(sim, third); return v.backup === second && sim.settled(mission, true) }, 10_000),
+    'the returning board is the new backup and synced')
+  t.same(viewOf(sim, third).view, [second, third].sort(), 'the exited partner was replaced in the view')
+  t.same(sim.runningOn(mission), [third], 'the primary kept running through the change')
+  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] backup ${first} exited: replacing it by ${second}`)))
+
+  // The replaced board returns while cut off from the others: it must not claim alone on its old two-board view.
+  sim.partition([[first], [second, third]])
+  sim.restart(first)
+  sim.runFor(6000)
+  t.same(sim.runningOn(mission), [third], 'the replaced board holds back')
+  sim.heal()
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).view.length === 3 && viewOf(sim, first).epoch === viewOf(sim, third).epoch, 10_000),
+    'it learns the new epoch and rejoins the view')
+  t.same(sim.runningOn(mission), [third])
+
+  sim.kill(third)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.runningOn(mission)[0] !== third, 5000), 'the new backup can take over')
+  t.same(sim.violations, [])
+})
+
+t.test('chaos sequence with the partner only partitioned: no replacement, two-board split brain, one epoch wins on heal', async t => {
+  const sim = swarm(['a', 'b', 'c'], 22)
+  const { first, second, third } = chaosSequenceToTwoBoardView(t, sim)
+  const epoch = viewOf(sim, third).epoch
+  sim.partition([[first], [second, third]])
+  sim.restart(second)
+  sim.runFor(5000)
+  t.same(viewOf(sim, third).view, [first, third].sort(), 'a partner that may be alive is not replaced')
+  t.same(sim.runningOn(mission).sort(), [first, third].sort(), 'the partitioned partner runs its own copy (two-board mode)')
+  t.ok(viewOf(sim, first).epoch > epoch, 'under its own epoch')
+  sim.heal()
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, second).epoch === viewOf(sim, sim.runningOn(mission)[0]!).epoch, 10_000),
+    'one copy stops on heal, a backup is synced')
+  t.same(sim.violations, [], 'never two primaries in one epoch')
+})
+
+t.test('two boards: a restarted backup is re-armed by a new epoch and can take over afterwards', async t => {
+  const sim = swarm(['left', 'right'], 23)
+  const primary = deployAndSettle(t, sim, 'left')
+  const backup = viewOf(sim, primary).backup!
+  const epoch = viewOf(sim, primary).epoch
+  sim.kill(backup)
+  sim.runFor(500)
+  sim.restart(backup)
+  t.ok(sim.runUntil(() => viewOf(sim, backup).epoch > epoch && sim.settled(mission, true), 10_000), 'the primary re-elected with the restarted backup')
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(backup), 5000), 'the backup takes over alone')
+  t.same(sim.violations, [])
+})
+
+t.test('a primary that self-fenced after an event-loop stall gets the mission back when nobody took over', async t => {
+  const sim = swarm(['a', 'b', 'c'], 24)
+  const primary = deployAndSettle(t, sim, 'a')
+  sim.runFor(700)
+  sim.pause(primary, 800)
+  sim.runFor(800)
+  const resumedAt = sim.now
+  t.ok(sim.runUntil(() => logged(sim, new RegExp(`${primary} \\[vehicle\\] self-fence: not ticked`)), 100), 'the stalled primary self-fenced')
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(primary) && viewOf(sim, primary).state === 'running', 3000), 'running again')
+  const back = sim.now - resumedAt
+  t.ok(back < 1000, `running again ${back} ms after the stall ended`)
+  t.ok(logged(sim, new RegExp(`${primary} \\[vehicle\\] epoch \\d+: primary \\(from self\\), restoring checkpoint`)), 'from its own newest checkpoint')
+  t.same(sim.violations, [])
+})
