@@ -2,7 +2,9 @@
 //
 // Driving a ClusterMachine (the daemon's side of the contract):
 // - new ClusterMachine({ self, now, config?, persisted }) with the last persisted state; then apply takeActions().
-// - tick(now) every ~50 ms; peerChanged(now, info) on every detector change (with arch/board/memoryMb/canCheckpoint);
+// - tick(now) every ~50 ms; peerChanged(now, info) on every detector change (with arch/board/memoryMb/canCheckpoint,
+//   and gone: true when the peer turned dead because a redial was refused, only if a watchdog kills that peer's
+//   containers when its daemon exits; any other change, including back to alive, with gone absent or false);
 //   receive(now, signerPeerId, validateMessage(JSON.parse(data))) for each gossip message that validates;
 //   local(now, event) for deploy/remove/move requests and container/checkpoint/fetch results.
 // - after every call apply takeActions() in order: `persist` durably before the next action; `publish` as JSON on
