@@ -391,3 +391,29 @@ t.test('a primary that self-fenced after an event-loop stall gets the mission ba
   t.ok(logged(sim, new RegExp(`${primary} \\[vehicle\\] epoch \\d+: primary \\(from self\\), restoring checkpoint`)), 'from its own newest checkpoint')
   t.same(sim.violations, [])
 })
+
+t.test('announce claim state: heldBack is optional and must be a boolean', async t => {
+  const machine = new ClusterMachine({ self: { peerId: 'p', arch: 'arm64', board: 'rpi4', memoryMb: 1024, canCheckpoint: true }, now: 0 })
+  machine.local(0, { type: 'deploy', spec: SIM_MISSION })
+  const announce = machine.takeActions().find(a => a.type === 'publish' && a.message.type === 'announce')
+  if (announce?.type !== 'publish' || announce.message.type !== 'announce') { t.fail('no announce'); return }
+  const plain = JSON.parse(JSON.stringify(announce.message))
+  t.same(validateMessage({ ...plain, claim: { ...plain.claim, heldBack: true } })?.type, 'announce')
+  t.equal(validateMessage({ ...plain, claim: { ...plain.claim, heldBack: 'yes' } }), undefined)
+  t.notOk(validateMessage(plain)?.type === 'announce' && 'heldBack' in (validateMessage(plain) as { claim: object }).claim, 'absent when not held back')
+})
+
+t.test('a partner killed behind a partition is not proven exited: the primary keeps its view until the partner returns', async t => {
+  const sim = swarm(['a', 'b', 'c'], 25)
+  const { first, second, third } = chaosSequenceToTwoBoardView(t, sim)
+  sim.restart(second)
+  sim.partition([[first], [second, third]])
+  sim.runFor(1500)
+  sim.kill(first)
+  sim.heal()
+  sim.runFor(3000)
+  t.same(viewOf(sim, third).view, [first, third].sort(), 'no replacement without a proof of exit')
+  sim.restart(first)
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).view.length === 3, 10_000), 'the partner returns and the view grows')
+  t.same(sim.violations, [])
+})
