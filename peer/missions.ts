@@ -80,12 +80,14 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
     arch: info.board.arch,
     board: info.board.name,
     memoryMb: info.board.memoryMb,
-    canCheckpoint: info.capabilities.criu.checkOk === true && info.capabilities.docker.available === true
+    canCheckpoint: info.capabilities.criu.checkOk === true && info.capabilities.docker.available === true,
+    // A refused redial proves the process exited; its watchdog (peer/watchdog.ts) killed its containers.
+    gone: member.state === 'dead' && member.reason === 'connection refused'
   }
 }
 
 function samePeerInfo (a: PeerInfo | undefined, b: PeerInfo): boolean {
-  return a !== undefined && a.state === b.state && a.arch === b.arch && a.board === b.board &&
+  return a !== undefined && a.state === b.state && a.gone === b.gone && a.arch === b.arch && a.board === b.board &&
     a.memoryMb === b.memoryMb && a.canCheckpoint === b.canCheckpoint
 }
 
