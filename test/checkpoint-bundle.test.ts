@@ -172,8 +172,9 @@ t.test('only the last K checkpoints are kept; blocks only they used are deleted'
   const cids: CID[] = []
   const uniqueChunks: CID[] = []
   let parent: CID | null = null
+  const firstPages = randomBytes(64 * 1024)
   for (let seq = 1; seq <= 3; seq++) {
-    const pages = randomBytes(64 * 1024)
+    const pages = seq === 1 ? firstPages : randomBytes(64 * 1024)
     uniqueChunks.push(CID.createV1(raw.code, await (await import('multiformats/hashes/sha2')).sha256.digest(pages.subarray(0, PAGE_CHUNK_SIZE))))
     const { cid, manifest } = await storeBundle(store, input(await makeDump(join(root, `d${seq}`), pages), seq, parent))
     await store.retain(cid, manifest)
@@ -187,6 +188,11 @@ t.test('only the last K checkpoints are kept; blocks only they used are deleted'
   t.equal(await node.blockstore.has(uniqueChunks[1] as CID), true, 'chunks of retained checkpoints stay')
   const latest = await store.latest('counter')
   t.equal(latest?.cid.toString(), cids[2]?.toString())
+  // A later checkpoint holding a page that was collected must store it again.
+  const again = await storeBundle(store, input(await makeDump(join(root, 'again'), firstPages), 4, cids[2] ?? null))
+  t.equal(await node.blockstore.has(uniqueChunks[0] as CID), true, 'a collected chunk is written again when it reappears')
+  await store.materializeTree(again.manifest.trees.criu, join(root, 'again-out'))
+  t.ok((await readFile(join(root, 'again-out', 'pages-1.img'))).equals(firstPages))
   const m = await store.getManifest(cids[1] as CID, { offline: true })
   await store.materializeTree(m.trees.data, join(root, 'out'))
   t.same(JSON.parse(await readFile(join(root, 'out', 'state.json'), 'utf8')), { counter: 42 })
