@@ -22,6 +22,9 @@ interface Row {
   criuFrozenMs: number
   pausedMs: number
   checkpointWallMs: number
+  /** Docker's checkpoint call (CRIU + Docker copying the images), and chunking + storing the bundle. */
+  dumpWallMs: number
+  storeMs: number
   bundleBytes: number
   newBytes: number
   fetchMs: number
@@ -135,6 +138,8 @@ async function main (): Promise<void> {
           criuFrozenMs: taken.stats.frozenTimeUs / 1000,
           pausedMs: taken.stats.pausedMs,
           checkpointWallMs,
+          dumpWallMs: taken.stats.dumpWallMs,
+          storeMs: taken.stats.storeMs,
           bundleBytes: taken.manifest.sizes.totalBytes,
           newBytes: taken.manifest.sizes.newBytes,
           fetchMs: fetched.fetch.ms,
@@ -176,6 +181,8 @@ async function main (): Promise<void> {
         pausedMsMedian: median(r.map(x => x.pausedMs)),
         checkpointWallMsMedian: median(r.map(x => x.checkpointWallMs)),
         checkpointWallMsP95: p95(r.map(x => x.checkpointWallMs)),
+        dockerCheckpointMsMedian: median(r.map(x => x.dumpWallMs)),
+        storeMsMedian: median(r.map(x => x.storeMs)),
         bundleMBMedian: median(r.map(x => x.bundleBytes)) / 1e6,
         firstNewMB: (r[0]?.newBytes ?? 0) / 1e6,
         newMBPerCheckpointMedian: median(later.map(x => x.newBytes)) / 1e6,
