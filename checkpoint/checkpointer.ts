@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
 import type { BundleStore, FetchProgress, FetchResult } from './bundle-store.ts'
 import { storeBundle } from './bundle.ts'
+import { assertMissionName } from './bundle-store.ts'
 import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord } from './format.ts'
@@ -118,6 +119,10 @@ export class Checkpointer {
   async take (containerId: string, options: TakeOptions): Promise<TakeResult> {
     const { signal } = options
     const started = performance.now()
+    assertMissionName(options.mission)
+    for (const [name, v] of [['epoch', options.epoch], ['seq', options.seq]] as const) {
+      if (!Number.isSafeInteger(v) || v < 0) throw new CheckpointError(`${name} must be a non-negative integer, got ${String(v)}`)
+    }
     const info = this.runtime.info
     const inspect = await this.runtime.inspect(containerId)
     if (inspect.State.Running !== true) throw new CheckpointError(`container ${containerId} is not running (${inspect.State.Status})`)
