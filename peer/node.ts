@@ -76,7 +76,10 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
         emitSelf: false,
         allowPublishToZeroTopicPeers: true,
         heartbeatInterval: options.gossipHeartbeatMs ?? 700,
-        globalSignaturePolicy: 'StrictSign'
+        globalSignaturePolicy: 'StrictSign',
+        // gossipsub scores down more than 10 peers sharing one IP (sybil defence) and stops talking to them;
+        // simulated boards all live on loopback. Real boards each have their own address, so keep it for those.
+        scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }
       })
     }
   })) as unknown as SwarmNode
