@@ -1,6 +1,7 @@
 // Simulated boards' own Docker daemons: side by side with nothing shared, a container on one board,
 // a power cut that leaves no process behind, a restart on the same data root, a checkpoint on a board.
 import t from 'tap'
+import { gateOn } from './helpers/requirements.ts'
 import Docker from 'dockerode'
 import { execFile, spawn } from 'node:child_process'
 import { existsSync, readFileSync } from 'node:fs'
@@ -40,12 +41,7 @@ t.test('rejects a bad board name with a clear error', async t => {
   await t.rejects(startBoardDocker({ dir: tmpdir(), name: '' }), /invalid board name/)
 })
 
-const missing = missingRequirement()
-if (missing !== undefined && process.env.CI === 'true') {
-  t.fail(`CI=true and ${missing}`)
-} else if (missing !== undefined) {
-  t.comment(`skip: ${missing}`)
-} else {
+if (gateOn(t, missingRequirement())) {
   t.test('board daemons', async t => {
     const dir = await mkdtemp(join(tmpdir(), 'tandem-boards-'))
     const boards: BoardDocker[] = []
@@ -158,7 +154,7 @@ if (missing !== undefined && process.env.CI === 'true') {
   })
 }
 
-if (missing === undefined) {
+if (missingRequirement() === undefined) {
   t.test('a power cut also kills a container paused by Docker (frozen cgroup)', async t => {
     const dir = await mkdtemp(join(tmpdir(), 'tandem-boards-'))
     const board = await startBoardDocker({ dir, name: 'paused' })

@@ -2,6 +2,7 @@
 // state write and a cold start in a new container from state.json; a CRIU checkpoint and a restore into
 // a new container that continues the same trajectory. Needs Docker (experimental), CRIU and tandem/node-base.
 import t from 'tap'
+import { gateOn } from './helpers/requirements.ts'
 import Docker from 'dockerode'
 import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -26,14 +27,7 @@ async function missingRequirement (): Promise<string | undefined> {
   return undefined
 }
 
-const missing = await missingRequirement()
-if (missing !== undefined && process.env.CI === 'true') {
-  t.fail(`CI=true and ${missing}`)
-} else if (missing !== undefined) {
-  t.plan(0, `skip: ${missing}`)
-} else {
-  await runDockerTests()
-}
+if (gateOn(t, await missingRequirement())) await runDockerTests()
 
 /** A non-TTY container's log: 8-byte frame headers, then payload. */
 function demultiplex (buffer: Buffer): string {
