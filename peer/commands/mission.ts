@@ -2,8 +2,8 @@
 import { readFile } from 'node:fs/promises'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
-import { ApiClient } from '../api-client.ts'
-import { ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, parseApiAddress, type ApiAddress } from '../config.ts'
+import type { ApiClient } from '../api-client.ts'
+import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { MissionStatus, MoveResult } from '../missions.ts'
 
 const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json]
@@ -14,9 +14,7 @@ const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir 
   rm NAME                stop and remove a mission everywhere
   move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
 
-  --api HOST:PORT   the peer's control API (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT})
-  --data-dir DIR    the peer's data dir, to read its API token (else $TANDEM_API_TOKEN)
-  --json            print JSON`
+${API_FLAGS_USAGE}`
 
 function shortId (peerId: string | null | undefined): string {
   if (peerId == null) return '-'
@@ -73,27 +71,9 @@ export const command: Command = {
     const [sub, ...rest] = argv
     if (sub == null || sub === '--help' || sub === '-h') { console.log(USAGE); return sub == null ? 2 : 0 }
     if (rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
-    const { values, positionals } = parseFlags(rest, {
-      api: { type: 'string' },
-      'data-dir': { type: 'string' },
-      json: { type: 'boolean' },
-      to: { type: 'string' }
-    }, true)
+    const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' } }, true)
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
-    let address: ApiAddress
-    try {
-      address = values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT }
-    } catch (err) {
-      if (err instanceof ConfigError) throw new UsageError(err.message)
-      throw err
-    }
-    const connect = async (): Promise<ApiClient> => {
-      try {
-        return await ApiClient.connect(address, { dataDir: values['data-dir'] })
-      } catch (err) {
-        throw new UsageError((err as Error).message)
-      }
-    }
+    const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
     const print = (value: unknown, human: () => string): void => {
       console.log(values.json === true ? JSON.stringify(value, null, 2) : human())
     }

@@ -1,15 +1,12 @@
 // `tandem status`: what a peer sees of the swarm, as a table or as JSON.
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
-import { ApiClient } from '../api-client.ts'
-import { ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, parseApiAddress, type ApiAddress } from '../config.ts'
+import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { PeerStatus } from '../daemon.ts'
 
 const USAGE = `usage: tandem status [--api HOST:PORT] [--data-dir DIR] [--json]
 
-  --api HOST:PORT   the peer's control API (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT})
-  --data-dir DIR    the peer's data dir, to read its API token (else $TANDEM_API_TOKEN)
-  --json            print the status object as JSON`
+${API_FLAGS_USAGE}`
 
 function shortId (peerId: string): string { return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId }
 
@@ -42,25 +39,9 @@ export function formatStatus (status: PeerStatus): string {
 export const command: Command = {
   async run (argv) {
     if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); return 0 }
-    const { values, positionals } = parseFlags(argv, {
-      api: { type: 'string' },
-      'data-dir': { type: 'string' },
-      json: { type: 'boolean' }
-    }, true)
+    const { values, positionals } = parseFlags(argv, API_FLAGS, true)
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
-    let address: ApiAddress
-    try {
-      address = values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT }
-    } catch (err) {
-      if (err instanceof ConfigError) throw new UsageError(err.message)
-      throw err
-    }
-    let client: ApiClient
-    try {
-      client = await ApiClient.connect(address, { dataDir: values['data-dir'] })
-    } catch (err) {
-      throw new UsageError((err as Error).message)
-    }
+    const client = await connectFromFlags(values)
     const status = await client.status()
     console.log(values.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
     return 0
