@@ -10,12 +10,12 @@ import { dockerFromHost, LABEL_PEER } from '../checkpoint/runtime.ts'
 
 const GOODBYE = 'bye\n'
 
-/** Kills every container labelled with the peer id on that Docker daemon; gives up after `timeoutMs`. */
+/** Kills and removes every container labelled with the peer id on that Docker daemon; gives up after `timeoutMs`. */
 export async function killContainersOf (dockerHost: string, peerId: string, timeoutMs = 5000): Promise<number> {
   const docker = dockerFromHost(dockerHost)
   const signal = AbortSignal.timeout(timeoutMs)
   const list = await docker.listContainers({ filters: { label: [`${LABEL_PEER}=${peerId}`] }, abortSignal: signal } as object)
-  await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).kill({ signal: 'SIGKILL', abortSignal: signal } as object) }))
+  await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
   return list.length
 }
 

@@ -1,0 +1,92 @@
+// The mission contract through the CLI and the control API of real peers (on this host's Docker): a malformed
+// manifest is refused naming the field; a deployed mission reaches the same view on every peer; show, ls, rm.
+import t from 'tap'
+import { execFile } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Docker from 'dockerode'
+import { CLI_PATH, spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { LABEL_MISSION } from '../checkpoint/runtime.ts'
+import type { MissionStatus } from '../peer/missions.ts'
+import { gateOn } from './helpers/requirements.ts'
+
+function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
+  return new Promise(resolve => {
+    execFile(process.execPath, [CLI_PATH, ...args, '--api', peer.apiAddress, '--data-dir', peer.dataDir], (err, stdout, stderr) => {
+      resolve({ code: err == null ? 0 : (typeof err.code === 'number' ? err.code : 1), stdout, stderr })
+    })
+  })
+}
+
+async function dockerMissing (): Promise<string | undefined> {
+  if (process.getuid?.() !== 0) return 'needs root'
+  try {
+    const docker = new Docker()
+    const info = await docker.info() as { ExperimentalBuild?: boolean }
+    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
+    if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
+  } catch (err) {
+    return `no Docker daemon on this host (${(err as Error).message})`
+  }
+  return undefined
+}
+
+if (gateOn(t, await dockerMissing())) {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-mission-api-'))
+  const peers = await spawnSwarm(2)
+  t.teardown(async () => {
+    await stopAllPeers()
+    const docker = new Docker()
+    for (const c of await docker.listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=sleeper`] } })) {
+      await docker.getContainer(c.Id).remove({ force: true }).catch(() => {})
+    }
+    await rm(dir, { recursive: true, force: true })
+  })
+  const [a, b] = peers as [PeerHandle, PeerHandle]
+  await waitFor('both peers alive to each other', async () => (await a.status()).peers.some(p => p.peerId === b.peerId && p.state === 'alive'))
+
+  t.test('a malformed manifest is refused, naming the field', async t => {
+    const bad = join(dir, 'bad.yaml')
+    await writeFile(bad, 'name: sleeper\nimage: tandem/busybox\ncheckpointIntervalMs: fast\n')
+    const result = await cli(a, 'mission', 'deploy', bad)
+    t.not(result.code, 0, 'the deploy fails')
+    t.match(result.stderr, /checkpointIntervalMs/, 'the error names the field')
+    const unknown = join(dir, 'unknown.yaml')
+    await writeFile(unknown, 'name: sleeper\nimage: tandem/busybox\nreplicas: 3\n')
+    t.match((await cli(a, 'mission', 'deploy', unknown)).stderr, /replicas/, 'an unknown field is named')
+    t.equal((await cli(a, 'mission', 'deploy', join(dir, 'missing.yaml'))).code, 2, 'a missing file is a usage error')
+  })
+
+  t.test('deploy, then every peer sees the mission; show; rm', async t => {
+    const manifest = join(dir, 'sleeper.yaml')
+    await writeFile(manifest, 'name: sleeper\nimage: tandem/busybox\ncommand: [sleep, "3600"]\nenv: {}\ncheckpointIntervalMs: 2000\n')
+    const deployed = await cli(a, 'mission', 'deploy', manifest, '--json')
+    t.equal(deployed.code, 0, `deploy exits 0 (${deployed.stderr})`)
+    const onB = await waitFor('peer b to see the mission running', async () => {
+      const list = JSON.parse((await cli(b, 'mission', 'ls', '--json')).stdout || '[]') as MissionStatus[]
+      return list.some(m => m.name === 'sleeper' && m.state === 'running' && m.primary != null)
+    }, 60_000)
+    t.ok(onB >= 0, 'the mission reaches the same view on the other peer')
+    const shown = JSON.parse((await cli(b, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
+    const fromA = JSON.parse((await cli(a, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
+    t.equal(shown.epoch, fromA.epoch, 'same epoch on both peers')
+    t.equal(shown.primary, fromA.primary, 'same primary on both peers')
+    t.ok([a.peerId, b.peerId].includes(shown.primary as string), 'the primary is one of the peers')
+    const status = await a.status() as unknown as { missions: MissionStatus[] }
+    t.ok(status.missions.some(m => m.name === 'sleeper'), 'tandem status --json lists the mission')
+    t.match((await cli(a, 'mission', 'show', 'nope')).stderr, /no mission named 'nope'/, 'an unknown mission is a clear error')
+    t.equal((await cli(a, 'mission', 'deploy', manifest)).code, 1, 'deploying the same name twice is refused')
+
+    t.equal((await cli(b, 'mission', 'rm', 'sleeper')).code, 0, 'rm exits 0')
+    await waitFor('the mission to be gone on both peers', async () => {
+      for (const peer of [a, b]) {
+        const list = JSON.parse((await cli(peer, 'mission', 'ls', '--json')).stdout || '[]') as MissionStatus[]
+        if (list.some(m => m.name === 'sleeper')) return false
+      }
+      return true
+    }, 30_000)
+    const left = await new Docker().listContainers({ filters: { label: [`${LABEL_MISSION}=sleeper`] } })
+    t.equal(left.length, 0, 'no container of the mission runs after rm')
+  })
+}
