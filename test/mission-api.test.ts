@@ -1,5 +1,5 @@
 // The mission contract through the CLI and the control API of real peers (on this host's Docker): a malformed
-// manifest is refused naming the field; a deployed mission reaches the same view on every peer; show, ls, rm.
+// manifest is refused naming the field; a deployed mission reaches the same view on every peer; show, ls, move, rm.
 import t from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
@@ -58,7 +58,7 @@ if (gateOn(t, await dockerMissing())) {
     t.equal((await cli(a, 'mission', 'deploy', join(dir, 'missing.yaml'))).code, 2, 'a missing file is a usage error')
   })
 
-  t.test('deploy, then every peer sees the mission; show; rm', async t => {
+  t.test('deploy, then every peer sees the mission; show; move; rm', async t => {
     const manifest = join(dir, 'sleeper.yaml')
     await writeFile(manifest, 'name: sleeper\nimage: tandem/busybox\ncommand: [sleep, "3600"]\nenv: {}\ncheckpointIntervalMs: 2000\n')
     const deployed = await cli(a, 'mission', 'deploy', manifest, '--json')
@@ -77,6 +77,22 @@ if (gateOn(t, await dockerMissing())) {
     t.ok(status.missions.some(m => m.name === 'sleeper'), 'tandem status --json lists the mission')
     t.match((await cli(a, 'mission', 'show', 'nope')).stderr, /no mission named 'nope'/, 'an unknown mission is a clear error')
     t.equal((await cli(a, 'mission', 'deploy', manifest)).code, 1, 'deploying the same name twice is refused')
+
+    await waitFor('a replicated checkpoint', async () => {
+      const m = JSON.parse((await cli(a, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
+      return m.replicatedSeq != null && m.replicatedSeq >= 1
+    }, 60_000)
+    const target = shown.primary === a.peerId ? b : a
+    const moved = await cli(a, 'mission', 'move', 'sleeper', '--to', target.peerId)
+    t.equal(moved.code, 0, `move exits 0 (${moved.stderr})`)
+    t.match(moved.stdout, /downtime \d+ ms/, `move prints the downtime: ${moved.stdout.trim()}`)
+    const afterMove = JSON.parse((await cli(b, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
+    t.equal(afterMove.primary, target.peerId, 'the target is the primary after the move')
+    t.ok(afterMove.epoch > shown.epoch, 'the move bumped the epoch')
+    const running = await new Docker().listContainers({ filters: { label: [`${LABEL_MISSION}=sleeper`] } })
+    t.equal(running.length, 1, 'one container of the mission runs after the move')
+    t.equal(running[0]?.Labels['tandem.peer'], target.peerId, 'it runs for the target peer')
+    t.equal((await cli(a, 'mission', 'move', 'sleeper', '--to', 'not-a-peer')).code, 1, 'a move to an unknown peer is refused')
 
     t.equal((await cli(b, 'mission', 'rm', 'sleeper')).code, 0, 'rm exits 0')
     await waitFor('the mission to be gone on both peers', async () => {
