@@ -37,6 +37,8 @@ interface SoakResult {
   suspects: number
   maxHealthScore: number
   pauses: number
+  /** Every `dead` verdict of the soak (all false: no fault was injected), with the detector's reason. */
+  deadEvents: Array<{ observer: string, peerId: string, reason: string, at: string }>
 }
 
 function percentile (sorted: number[], p: number): number | null {
@@ -209,7 +211,8 @@ async function soak (minutes: number, log: (line: string) => void): Promise<Soak
       falseDead: events.filter(e => e.state === 'dead').length,
       suspects: events.filter(e => e.state === 'suspect').length,
       maxHealthScore,
-      pauses
+      pauses,
+      deadEvents: events.filter(e => e.state === 'dead').map(e => ({ observer: e.observer.slice(-8), peerId: e.peerId.slice(-8), reason: e.reason, at: new Date(e.at).toISOString() }))
     }
   } finally {
     for (const hog of hogs) hog.kill('SIGKILL')
@@ -246,9 +249,15 @@ async function main (): Promise<void> {
   process.once('SIGTERM', onSignal)
 
   const results: SizeResult[] = []
+  const failures: Array<{ peers: number, error: string }> = []
   for (const size of sizes) {
     log(`swarm of ${size} peers, ${rounds} rounds per fault`)
-    results.push(await benchSize(size, rounds, quick ? 5 : 10, log))
+    try {
+      results.push(await benchSize(size, rounds, quick ? 5 : 10, log))
+    } catch (err) {
+      log(`  ${size} peers: FAILED: ${(err as Error).message}`)
+      failures.push({ peers: size, error: (err as Error).message })
+    }
   }
   const soakResult = values.soak === true ? await soak(soakMinutes, log) : null
 
@@ -270,9 +279,12 @@ async function main (): Promise<void> {
     failureDetector: DEFAULT_FAILURE_DETECTOR,
     targets: { sigkillAllOthersP99Ms: 1000, sigstopAllOthersP99Ms: 1500, soakFalseDead: 0 },
     results,
+    failures,
     soak: soakResult
   }, null, 2) + '\n')
+  for (const failure of failures) console.log(`\n${failure.peers} peers failed: ${failure.error}`)
   console.log(`\nwrote ${file}`)
+  if (failures.length > 0) process.exitCode = 1
 }
 
 main().catch(async err => {

@@ -41,14 +41,20 @@ export interface FailureDetectorConfig {
   /**
    * Lifeguard local health: when our own event loop runs late by more than this, we are the slow one;
    * each late tick raises the local health score, which stretches our timeouts instead of accusing others.
-   * 150 ms: GC and a busy CPU cause lags of tens of ms that the suspicion margins already absorb. A lag
-   * beyond suspectAfterMs / 2 is a pause (SIGSTOP, VM freeze): compensated by shifting timers instead.
+   * 150 ms: GC and a busy CPU cause lags of tens of ms that the suspicion margins already absorb. A late
+   * tick's delay is not counted as anyone's silence; a lag beyond suspectAfterMs / 2 is a pause (SIGSTOP,
+   * VM freeze), after which the peer announces a new incarnation.
    */
   lagThresholdMs: number
   /** Timeouts are multiplied by (1 + score); the score is capped here (memberlist: AwarenessMaxMultiplier 8). */
   maxHealthScore: number
   /** The score decays by one after this long without a late tick. */
   healthDecayMs: number
+  /**
+   * Heartbeats carry the sender's own health score; a peer that says it is running late gets its timeouts
+   * stretched by (1 + its score), at most by (1 + this). 2: a struggling board is declared dead within ~3 s.
+   */
+  maxRemoteHealthScore: number
   /** A closed connection triggers an immediate probe; a refused redial then proves the peer's process is gone. */
   probeOnDisconnect: boolean
   /** Dead peers stay listed (so a status shows who died) for this long. */
@@ -69,6 +75,7 @@ export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
   lagThresholdMs: 150,
   maxHealthScore: 8,
   healthDecayMs: 1000,
+  maxRemoteHealthScore: 2,
   probeOnDisconnect: true,
   deadRetentionMs: 24 * 3600_000,
   maxHeartbeatBytes: 16 * 1024

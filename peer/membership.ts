@@ -177,8 +177,8 @@ export class Membership {
   tick (): void {
     const now = this.#now()
     this.#updateLocalHealth(now)
-    const mult = this.#multiplier()
     for (const member of this.#members.values()) {
+      const mult = this.#multiplier() * this.#remoteMultiplier(member)
       const silence = now - member.lastHeardAt
       if (member.state === 'alive' && silence > this.config.suspectAfterMs * mult) {
         this.#transition(member, 'suspect', `silent for ${Math.round(silence)} ms`)
@@ -189,7 +189,7 @@ export class Membership {
         const suspectedFor = now - member.stateSince
         if (probe == null) {
           this.#startProbe(member, true)
-        } else if (probe.done && suspectedFor >= this.config.suspicionTimeoutMs * this.#multiplier()) {
+        } else if (probe.done && suspectedFor >= this.config.suspicionTimeoutMs * mult) {
           this.#probing.delete(member.peerId)
           this.#transition(member, 'dead', `no answer for ${Math.round(now - member.lastHeardAt)} ms`)
         }
@@ -205,13 +205,15 @@ export class Membership {
     if (last == null) { this.#healthChangedAt = now; return }
     const lag = Math.max(0, now - last - this.config.tickIntervalMs)
     this.#lastLagMs = lag
-    if (lag > this.config.suspectAfterMs / 2) {
+    if (lag > this.config.lagThresholdMs) {
       // We were not running (paused or starved): nobody's silence during that time is evidence against them.
-      this.#pauses++
       for (const member of this.#members.values()) {
         member.lastHeardAt += lag
         if (member.state === 'suspect') member.stateSince += lag
       }
+    }
+    if (lag > this.config.suspectAfterMs / 2) {
+      this.#pauses++
       this.#log(`membership: this process was paused for ${Math.round(lag)} ms`)
       for (const listener of this.#pauseListeners) listener({ pausedMs: lag })
     } else if (lag > this.config.lagThresholdMs) {
@@ -228,6 +230,14 @@ export class Membership {
       this.#log(`membership: local health score ${this.#healthScore} (${why})`)
     }
     this.#healthChangedAt = now
+  }
+
+  /**
+   * A peer that reported in its last heartbeat that it is itself running late (Lifeguard health score > 0)
+   * gets proportionally more time before it is suspected and declared dead, up to maxRemoteHealthScore.
+   */
+  #remoteMultiplier (member: Member): number {
+    return 1 + Math.min(member.info?.load.healthScore ?? 0, this.config.maxRemoteHealthScore)
   }
 
   /** Many peers suspect at once more likely means our own trouble than theirs. */

@@ -199,3 +199,22 @@ t.test('dead members are kept for the retention time, then forgotten', async t =
   await world.advance(membership, 6000)
   t.equal(membership.get('a'), undefined)
 })
+
+t.test('a peer that reports it is running late gets more time (its own health score in its heartbeat)', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership } = setup(world)
+  const info = (healthScore: number) => ({
+    addrs: [],
+    board: { name: 'raspberry-pi-b', arch: 'arm', cores: 1, memoryMb: 512 },
+    capabilities: { criu: { version: null, checkOk: null }, docker: { available: null, version: null } },
+    load: { loadPerCore: 3, lagMs: 300, rssMb: 50, healthScore },
+    extras: {}
+  })
+  membership.heard('struggling', 1, 1, info(2))
+  membership.heard('fine', 1, 1, info(0))
+  await world.advance(membership, 1300)
+  t.equal(membership.get('fine')?.state, 'dead')
+  t.equal(membership.get('struggling')?.state, 'alive', 'suspicion waits 3x longer for a peer with score 2')
+  await world.advance(membership, 3000)
+  t.equal(membership.get('struggling')?.state, 'dead', 'but it is still declared dead')
+})
