@@ -94,6 +94,18 @@ export class Checkpointer {
 
   async stop (): Promise<void> {}
 
+  /**
+   * The image's CID once it is stored; until then starts storing it in the background and returns null, so the
+   * mission's first checkpoints are not held up by a `docker save` of the whole image. Boards that lack the image
+   * can restore from the first checkpoint whose manifest carries it.
+   */
+  private async sharedImageOrStartSharing (imageId: string): Promise<CID | null> {
+    const known = await this.store.imageCid(imageId)
+    if (known != null) return known
+    this.shareImage(imageId).catch(() => {})
+    return null
+  }
+
   /** Stores the image in the bundle store (once per image id) and returns its root CID. */
   async shareImage (imageId: string, signal?: AbortSignal): Promise<CID> {
     let pending = this.imageUploads.get(imageId)
@@ -132,7 +144,7 @@ export class Checkpointer {
     const dataMount = dataPath != null ? inspect.Mounts.find(m => m.Destination === dataPath) : undefined
     if (dataPath != null && dataMount == null) throw new CheckpointError(`container ${containerId} lacks its data mount ${dataPath}`)
 
-    const imageCid = this.shipImages ? await this.shareImage(inspect.Image, signal) : null
+    const imageCid = this.shipImages ? await this.sharedImageOrStartSharing(inspect.Image) : null
     const image = await this.runtime.imageInfo(inspect.Image)
     const spec: ContainerSpecRecord = {
       imageId: inspect.Image,
@@ -224,8 +236,12 @@ export class Checkpointer {
    * A bundle from another CPU architecture is refused after reading only its manifest.
    */
   async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void, providers?: string[] } = {}): Promise<LocalBundle> {
+    // A board that already has the mission's image does not download it again.
+    const manifest = await this.store.getManifest(cid, { signal: options.signal })
+    const includeImage = await this.runtime.imageInfo(manifest.spec.imageId) == null
     const result = await this.store.fetch(cid, {
       ...options,
+      includeImage,
       accept: (m) => this.assertRunnableHere(m, cid)
     })
     await this.store.retain(cid, result.manifest)

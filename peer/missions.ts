@@ -9,9 +9,7 @@ import { ManifestError, parseManifest, type MissionSpec } from '../consensus/man
 import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, PeerInfo, PersistedState } from '../consensus/types.ts'
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
-import { BundleStore } from '../checkpoint/bundle-store.ts'
-import { HeliaBundleBackend } from '../checkpoint/backend.ts'
-import { BlockExchange } from '../checkpoint/block-exchange.ts'
+import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
 import { probeCriu } from '../boards/detect.ts'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, startWatchdog, type Watchdog } from './watchdog.ts'
@@ -97,7 +95,6 @@ export class MissionService {
   readonly #options: MissionServiceOptions
   #db: Level<string, string> | undefined
   #runtime: ContainerRuntime | undefined
-  #exchange: BlockExchange | undefined
   #checkpointer: Checkpointer | undefined
   #machine: ClusterMachine | undefined
   #selfInfo: SelfInfo | undefined
@@ -151,12 +148,8 @@ export class MissionService {
 
     if (this.#runtime != null) this.#watchdog = startWatchdog(peer.config.dockerHost, peer.peerId)
 
-    const backend = new HeliaBundleBackend({ helia: peer.node })
-    const exchange = new BlockExchange({ libp2p: peer.node.libp2p, backend })
-    await exchange.start()
-    this.#exchange = exchange
-    this.#cleanups.push(async () => { await exchange.stop() })
-    const store = new BundleStore({ backend, exchange, keep: this.#options.keepCheckpoints })
+    const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, { keep: this.#options.keepCheckpoints })
+    this.#cleanups.push(stopStore)
     if (this.#runtime != null) {
       const checkpointer = new Checkpointer({ runtime: this.#runtime, store })
       await checkpointer.start()
@@ -387,7 +380,11 @@ export class MissionService {
     if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq }); return }
     if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
-      const bundle = await checkpointer.fetch(CID.parse(ref.cid), { signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]) })
+      const primary = this.machine.view().find(v => v.name === mission)?.primary
+      const bundle = await checkpointer.fetch(CID.parse(ref.cid), {
+        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]),
+        providers: primary != null && primary !== this.#peer.peerId ? [primary] : undefined
+      })
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
       this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq })

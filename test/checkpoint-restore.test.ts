@@ -68,6 +68,8 @@ if (gateDockerCriu(t)) {
     t.equal(await runtimeB.imageInfo(image), null, 'board B does not have the mission image')
     const id = await runtimeA.startFresh(counterSpec, { mission: 'counter', peerId: peerA, epoch: 1 })
     await waitFor('counter to reach 20', async () => ((await lastCounter(runtimeA, id))?.counter ?? 0) >= 20)
+    // The image is stored in the background on a mission's first checkpoint; wait for it so this one carries it.
+    await ckA.shareImage(image)
     const first = await ckA.take(id, { mission: 'counter', epoch: 1, seq: 1 })
     counterFirst = first
     t.not(first.stats.criuStatsSource, 'none', `CRIU figures were captured (from ${first.stats.criuStatsSource})`)
