@@ -52,6 +52,23 @@ export interface PeerHandle {
 
 /** Every peer process spawned and not yet stopped: tests call `stopAllPeers` in a teardown. */
 const live = new Set<PeerHandle>()
+let exitHandlersInstalled = false
+
+/** If the owner dies before its teardown (a signal, a test timeout), its peers die too: no peer is left behind. */
+function installExitHandlers (): void {
+  if (exitHandlersInstalled) return
+  exitHandlersInstalled = true
+  const killAll = (): void => { for (const handle of live) handle.kill('SIGKILL') }
+  process.on('exit', killAll)
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      killAll()
+      process.off(signal, onSignal)
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    }
+    process.on(signal, onSignal)
+  }
+}
 
 export async function stopAllPeers (): Promise<void> {
   await Promise.all([...live].map(async handle => await handle.stop()))
@@ -137,6 +154,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
     exited
   }
   live.add(handle)
+  installExitHandlers()
   try {
     const info = JSON.parse(await ready) as { peerId: string, addrs: string[], api: string }
     handle.peerId = info.peerId
