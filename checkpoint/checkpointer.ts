@@ -61,6 +61,8 @@ export interface RestoreResult {
   ms: number
   /** Whether the image had to be loaded from the bundle's IPFS copy. */
   imageLoaded: boolean
+  /** Where the time went, ms: container create, writing the bundle's files, CRIU restore (docker start). */
+  phases: { createMs: number, filesMs: number, criuMs: number }
 }
 
 export interface CheckpointerOptions {
@@ -275,7 +277,9 @@ export class Checkpointer {
       user: manifest.spec.user,
       dataPath: manifest.spec.dataPath
     }
+    const createStart = performance.now()
     const containerId = await this.runtime.create(spec, { mission: manifest.mission, peerId: options.peerId, epoch: options.epoch }, { signal })
+    const filesStart = performance.now()
     try {
       const inspect = await this.runtime.inspect(containerId)
       const upperDir = upperDirOf(inspect)
@@ -289,10 +293,13 @@ export class Checkpointer {
           ? this.store.materializeTree(manifest.trees.data, this.runtime.dataDirFor(inspect.Name.replace(/^\//, '')), { signal })
           : Promise.resolve()
       ])
+      const criuStart = performance.now()
       await (this.runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
         .catch(async (err: unknown) => { throw await criuFailure('restore', err) })
+      const done = performance.now()
       await rm(checkpointDir, { recursive: true, force: true })
-      return { containerId, ms: performance.now() - started, imageLoaded }
+      const phases = { createMs: Math.round(filesStart - createStart), filesMs: Math.round(criuStart - filesStart), criuMs: Math.round(done - criuStart) }
+      return { containerId, ms: done - started, imageLoaded, phases }
     } catch (err) {
       await this.runtime.stop(containerId).catch(() => {})
       throw err

@@ -319,7 +319,8 @@ export class MissionService {
           const source = this.#bundles.get(action.checkpoint.cid) ?? CID.parse(action.checkpoint.cid)
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
-          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms${result.imageLoaded ? ' (image loaded from the swarm)' : ''}`)
+          const { createMs, filesMs, criuMs } = result.phases
+          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.imageLoaded ? ', image loaded from the swarm' : ''}`)
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
           this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
