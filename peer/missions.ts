@@ -42,7 +42,12 @@ export interface MissionStatus {
   events: MissionEvent[]
   /** This peer's container of the mission, if it runs one. */
   container: { id: string, epoch: number } | null
+  /** The newest checkpoint this peer took (as primary). */
+  lastTake: CheckpointTiming | null
 }
+
+/** How the newest checkpoint this peer took went, ms and bytes. */
+export interface CheckpointTiming { seq: number, pausedMs: number, storeMs: number, totalMs: number, newBytes: number, totalBytes: number }
 
 export interface MoveResult { mission: string, to: string, epoch: number, seq: number | null, downtimeMs: number, totalMs: number }
 
@@ -100,6 +105,7 @@ export class MissionService {
   #selfInfo: SelfInfo | undefined
   readonly #fedPeers = new Map<string, PeerInfo>()
   readonly #containers = new Map<string, { id: string, epoch: number }>()
+  readonly #lastTake = new Map<string, CheckpointTiming>()
   readonly #bundles = new Map<string, LocalBundle>()
   readonly #events = new Map<string, MissionEvent[]>()
   readonly #lanes = new Map<string, Lane>()
@@ -336,7 +342,16 @@ export class MissionService {
         }
         try {
           const parent = this.machine.view().find(v => v.name === action.mission)?.held?.cid
+          const takeStart = performance.now()
           const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal })
+          this.#lastTake.set(action.mission, {
+            seq: action.seq,
+            pausedMs: result.stats.pausedMs,
+            storeMs: result.stats.storeMs,
+            totalMs: Math.round(performance.now() - takeStart),
+            newBytes: result.manifest.sizes.newBytes,
+            totalBytes: result.manifest.sizes.totalBytes
+          })
           if (action.stop) {
             await runtime?.stop(container.id)
             this.#containers.delete(action.mission)
@@ -479,7 +494,8 @@ export class MissionService {
       replicationLag: last == null ? null : last.seq - (v.replicatedSeq ?? 0),
       spec: v.spec,
       events: this.#events.get(v.name) ?? [],
-      container: this.#containers.get(v.name) ?? null
+      container: this.#containers.get(v.name) ?? null,
+      lastTake: this.#lastTake.get(v.name) ?? null
     }
   }
 
