@@ -760,7 +760,8 @@ export class ClusterMachine {
     // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
     if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
-    mission.lastCheckpointAt = now
+    // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
+    mission.lastCheckpointAt = inFlight.since
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
     mission.held = ref
     record.checkpoint = ref
