@@ -553,10 +553,18 @@ export class MissionService {
       // Downtime as this peer observes it: from the source's final checkpoint to the new epoch running.
       let finalSeq = before.lastCheckpoint?.seq ?? null
       let finalSeqSeenAt = started
+      let requestedAt = started
       const after = await this.#waitFor(name, m => {
         if (m != null && m.epoch === before.epoch && (m.lastCheckpoint?.seq ?? null) !== finalSeq) {
           finalSeq = m.lastCheckpoint?.seq ?? null
           finalSeqSeenAt = Date.now()
+        }
+        const refused = m?.events.find(e => e.at >= started && /move refused/.test(e.text))
+        if (refused != null) throw new ApiError(409, refused.text)
+        // The request reaches the primary by gossip: repeat it until the mission moves (a repeat is harmless).
+        if (m != null && m.epoch === before.epoch && Date.now() - requestedAt >= 1000) {
+          requestedAt = Date.now()
+          this.#local({ type: 'move', mission: name, to })
         }
         return m != null && m.primary === to && m.state === 'running'
       }, 60_000, request.signal)

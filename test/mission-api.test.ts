@@ -84,7 +84,7 @@ if (gateOn(t, await dockerMissing())) {
     }, 60_000)
     const target = shown.primary === a.peerId ? b : a
     const moved = await cli(a, 'mission', 'move', 'sleeper', '--to', target.peerId)
-    t.equal(moved.code, 0, `move exits 0 (${moved.stderr})`)
+    t.equal(moved.code, 0, `move exits 0 (${moved.stderr}; events: ${((JSON.parse((await cli(a, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus).events).slice(-8).map(e => e.text).join(' | ')})`)
     t.match(moved.stdout, /downtime \d+ ms/, `move prints the downtime: ${moved.stdout.trim()}`)
     const afterMove = JSON.parse((await cli(b, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
     t.equal(afterMove.primary, target.peerId, 'the target is the primary after the move')
