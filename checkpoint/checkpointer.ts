@@ -34,6 +34,8 @@ export interface TakeStats extends CheckpointStats {
    * dump.log timestamps plus page image sizes (then freezing/memdump/memwrite times are 0), or nowhere.
    */
   criuStatsSource: 'stats-dump' | 'dump-log' | 'none'
+  /** Where the wall time went, ms: inspect and image look-ups before the pause, the pause, storing, retention. */
+  phases: { prepareMs: number, pausedMs: number, afterPauseMs: number, storeMs: number, retainMs: number }
 }
 
 export interface TakeResult {
@@ -169,6 +171,7 @@ export class Checkpointer {
       let dumpWallMs = 0
       let criuStats: CriuDumpStats | null = null
       let criuStatsSource: TakeStats['criuStatsSource'] = 'none'
+      const prepareMs = performance.now() - started
       const pausedAt = performance.now()
       let resumedAt = pausedAt
       try {
@@ -196,8 +199,10 @@ export class Checkpointer {
         criuStatsSource = criu.stats != null ? 'stats-dump' : criuStats != null ? 'dump-log' : 'none'
       }
       const pausedMs = resumedAt - pausedAt
+      const afterPauseStart = performance.now()
       await renameDir(join(scratch, name), dirs.criu)
 
+      const afterPauseMs = performance.now() - afterPauseStart
       const storeStart = performance.now()
       const { cid, manifest } = await storeBundle(this.store, {
         mission: options.mission,
@@ -221,12 +226,20 @@ export class Checkpointer {
         signal
       })
       const storeMs = performance.now() - storeStart
+      const retainStart = performance.now()
       await this.store.retain(cid, manifest)
+      const retainMs = performance.now() - retainStart
       return {
         cid,
         seq: options.seq,
         manifest,
-        stats: { ...manifest.stats, pausedMs: Math.round(pausedMs), storeMs: Math.round(storeMs), criuStatsSource }
+        stats: {
+          ...manifest.stats,
+          pausedMs: Math.round(pausedMs),
+          storeMs: Math.round(storeMs),
+          criuStatsSource,
+          phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs), retainMs: Math.round(retainMs) }
+        }
       }
     } finally {
       await rm(scratch, { recursive: true, force: true })

@@ -47,7 +47,7 @@ export interface MissionStatus {
 }
 
 /** How the newest checkpoint this peer took went, ms and bytes. */
-export interface CheckpointTiming { seq: number, pausedMs: number, storeMs: number, totalMs: number, newBytes: number, totalBytes: number }
+export interface CheckpointTiming { seq: number, pausedMs: number, storeMs: number, totalMs: number, newBytes: number, totalBytes: number, phases: Record<string, number> }
 
 export interface MoveResult { mission: string, to: string, epoch: number, seq: number | null, downtimeMs: number, totalMs: number }
 
@@ -106,6 +106,8 @@ export class MissionService {
   readonly #fedPeers = new Map<string, PeerInfo>()
   readonly #containers = new Map<string, { id: string, epoch: number }>()
   readonly #lastTake = new Map<string, CheckpointTiming>()
+  /** Missions whose checkpoints were seen to take longer than their interval (said once). */
+  readonly #overrunWarned = new Set<string>()
   readonly #bundles = new Map<string, LocalBundle>()
   readonly #events = new Map<string, MissionEvent[]>()
   readonly #lanes = new Map<string, Lane>()
@@ -344,13 +346,20 @@ export class MissionService {
           const parent = this.machine.view().find(v => v.name === action.mission)?.held?.cid
           const takeStart = performance.now()
           const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal })
+          const intervalMs = this.machine.view().find(v => v.name === action.mission)?.spec.checkpointIntervalMs ?? Infinity
+          const tookMs = performance.now() - takeStart
+          if (tookMs > intervalMs && !this.#overrunWarned.has(action.mission)) {
+            this.#overrunWarned.add(action.mission)
+            this.#recordEvent(action.mission, `checkpoint #${action.seq} took ${Math.round(tookMs)} ms, longer than checkpointIntervalMs ${intervalMs}: checkpoints follow each other back to back and state lost on a failure can exceed one interval`)
+          }
           this.#lastTake.set(action.mission, {
             seq: action.seq,
             pausedMs: result.stats.pausedMs,
             storeMs: result.stats.storeMs,
             totalMs: Math.round(performance.now() - takeStart),
             newBytes: result.manifest.sizes.newBytes,
-            totalBytes: result.manifest.sizes.totalBytes
+            totalBytes: result.manifest.sizes.totalBytes,
+            phases: result.stats.phases
           })
           if (action.stop) {
             await runtime?.stop(container.id)
