@@ -24,7 +24,15 @@ if (gateDockerCriu(t)) {
     await c.start()
     return c.id
   }
-  const isRunning = async (id: string): Promise<boolean> => (await docker.getContainer(id).inspect()).State.Running
+  /** Running, or false once the container is stopped or removed. */
+  const isRunning = async (id: string): Promise<boolean> => {
+    try {
+      return (await docker.getContainer(id).inspect()).State.Running
+    } catch (err) {
+      if ((err as { statusCode?: number }).statusCode === 404) return false
+      throw err
+    }
+  }
 
   /** A stand-in peer: a process that starts the watchdog, then waits to be killed or told to leave. */
   const standInPeer = (peerId: string) => spawn(process.execPath, ['--input-type=module', '-e', `
@@ -41,7 +49,7 @@ if (gateDockerCriu(t)) {
     await new Promise(resolve => peer.stdout!.once('data', resolve))
     peer.kill('SIGKILL')
     await waitFor('the container of the dead peer to stop', async () => !(await isRunning(mine)), 10_000)
-    t.pass('the dead peer\'s container was killed')
+    t.pass('the dead peer\'s container was killed and removed')
     t.ok(await isRunning(other), 'another peer\'s container is untouched')
   })
 
