@@ -506,7 +506,9 @@ export class BundleStore {
   async retain (cid: CID, manifest: CheckpointManifest): Promise<{ pruned: RetainedCheckpoint[], deletedBlocks: number }> {
     assertMissionName(manifest.mission)
     await this.backend.writeRecord(`${CHECKPOINT_PREFIX}/${manifest.mission}/${padded(manifest.epoch)}-${padded(manifest.seq)}`, cid.bytes)
-    return await this.prune(manifest.mission, this.keep)
+    // Collection never holds up a checkpoint: while a long write runs (an image upload, a fetch), the surplus
+    // stays until a later retain finds the store idle.
+    return await this.prune(manifest.mission, this.keep, { wait: false })
   }
 
   /** Retained checkpoints of a mission, oldest first (by epoch, then sequence number). */
@@ -526,8 +528,11 @@ export class BundleStore {
   }
 
   /** Drops all but the newest `keep` checkpoints of a mission and deletes blocks nothing retained links to. */
-  async prune (mission: string, keep: number): Promise<{ pruned: RetainedCheckpoint[], deletedBlocks: number }> {
-    return await this.lock.withExclusive(async () => {
+  async prune (mission: string, keep: number, options: { wait?: boolean } = {}): Promise<{ pruned: RetainedCheckpoint[], deletedBlocks: number }> {
+    const nothing = { pruned: [], deletedBlocks: 0 }
+    if ((await this.checkpoints(mission)).length <= keep) return nothing
+    const run = options.wait === false ? this.lock.tryExclusive.bind(this.lock) : this.lock.withExclusive.bind(this.lock)
+    return await run(async () => {
       const all = await this.checkpoints(mission)
       const pruned = all.slice(0, Math.max(0, all.length - keep))
       if (pruned.length === 0) return { pruned, deletedBlocks: 0 }
@@ -541,7 +546,7 @@ export class BundleStore {
       for (const c of doomed) this.known.delete(c.toString())
       await this.backend.deleteMany(doomed)
       return { pruned, deletedBlocks: doomed.length }
-    })
+    }) ?? nothing
   }
 
   /** Every block a DAG links to that is present locally, not following `parent` (history is not retained). */

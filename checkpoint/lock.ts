@@ -17,6 +17,13 @@ export class SharedExclusiveLock {
     try { return await fn() } finally { this.exclusive = false; this.wake() }
   }
 
+  /** Runs `fn` alone if nobody holds the lock now; otherwise returns undefined at once without running it. */
+  async tryExclusive<T> (fn: () => Promise<T>): Promise<T | undefined> {
+    if (this.exclusive || this.shared > 0) return undefined
+    this.exclusive = true
+    try { return await fn() } finally { this.exclusive = false; this.wake() }
+  }
+
   private async wait (): Promise<void> {
     await new Promise<void>(resolve => this.waiters.push(resolve))
   }

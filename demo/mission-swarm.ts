@@ -17,7 +17,7 @@ export interface MissionSwarm {
   /** Output lines of every peer, for diagnosis when a test fails. */
   output: string[]
   status (board: SimulatedBoard): Promise<MissionStatus | undefined>
-  /** The mission as the first powered board that knows it sees it. */
+  /** The mission as its primary sees it (else the newest view any powered board has). */
   anyStatus (): Promise<MissionStatus | undefined>
   boardOf (peerId: string | null | undefined): SimulatedBoard | undefined
   running (): Promise<Array<{ board: string, id: string, epoch: number }>>
@@ -43,11 +43,10 @@ export async function startMissionSwarm (count: number, options: { checkpointInt
     output,
     status: async board => await missionOn(board, MISSION),
     anyStatus: async () => {
-      for (const board of boards) {
-        const status = await missionOn(board, MISSION)
-        if (status != null) return status
-      }
-      return undefined
+      // The primary's own view is authoritative (it receives the backup's acks); others learn it by gossip later.
+      const known = (await Promise.all(boards.map(async board => await missionOn(board, MISSION)))).filter((s): s is MissionStatus => s != null)
+      const newest = known.sort((a, b) => b.epoch - a.epoch)[0]
+      return known.find(s => s.role === 'primary' && s.epoch === newest?.epoch) ?? newest
     },
     boardOf: peerId => boards.find(b => safePeerId(b) === peerId),
     running: async () => (await missionContainers(boards, MISSION)).filter(c => c.running),

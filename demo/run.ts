@@ -126,9 +126,11 @@ async function main (argv: string[]): Promise<number> {
       }))
       view.update(snapshot())
     }
+    // The primary's own view is authoritative (it receives the backup's acks); others learn it by gossip later.
     const current = (): MissionStatus | undefined => {
       const known = [...statuses.values()].filter((s): s is MissionStatus => s != null)
-      return known.sort((a, b) => b.epoch - a.epoch)[0]
+      const newest = known.sort((a, b) => b.epoch - a.epoch)[0]
+      return known.find(s => s.role === 'primary' && s.epoch === newest?.epoch) ?? newest
     }
     const snapshot = (): ViewSnapshot => {
       const mission = current()
