@@ -10,7 +10,6 @@ import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, P
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
-import { probeCriu } from '../boards/detect.ts'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, startWatchdog, type Watchdog } from './watchdog.ts'
 import { ApiError } from './api.ts'
@@ -117,6 +116,7 @@ export class MissionService {
   #persistChain: Promise<void> = Promise.resolve()
   #actionChain: Promise<void> = Promise.resolve()
   #watchdog: Watchdog | undefined
+  #dockerExperimental = false
   #timers: NodeJS.Timeout[] = []
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #abort = new AbortController()
@@ -142,13 +142,11 @@ export class MissionService {
     this.#cleanups.push(async () => { await db.close() })
 
     // Docker and CRIU decide whether this board can host missions; a board without them still votes and relays.
-    let canCheckpoint = false
     const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, stateDir: join(dataDir, 'containers') })
     try {
       const info = await runtime.start()
-      const criu = await probeCriu(10_000)
-      canCheckpoint = info.experimental && criu.checkOk === true
-      if (!canCheckpoint) this.#log(`missions: this board cannot checkpoint (docker experimental ${info.experimental}, criu check ${String(criu.checkOk)}): it will not host missions`)
+      this.#dockerExperimental = info.experimental
+      if (!info.experimental) this.#log(`missions: Docker at ${peer.config.dockerHost} has no checkpoints (experimental off): this board will not host missions`)
       this.#runtime = runtime
     } catch (err) {
       this.#log(`missions: Docker at ${peer.config.dockerHost} unavailable (${(err as Error).message}): this board will not host missions`)
@@ -165,7 +163,7 @@ export class MissionService {
     }
 
     const board = peer.board
-    this.#selfInfo = { peerId: peer.peerId, arch: board.arch, board: board.name, memoryMb: board.memoryMb, canCheckpoint }
+    this.#selfInfo = { peerId: peer.peerId, arch: board.arch, board: board.name, memoryMb: board.memoryMb, canCheckpoint: this.#canCheckpointHere() }
     const persisted = await this.#loadState()
     if (this.#runtime != null) await this.#stopStrayContainers(persisted)
     this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted })
@@ -181,6 +179,8 @@ export class MissionService {
     this.#cleanups.push(peer.membership.on(() => { this.#feedPeers() }))
     const tickMs = this.#options.tickIntervalMs ?? 50
     this.#timers.push(setInterval(() => {
+      // `criu check` runs in the peer's background capability probe; the machine reads its SelfInfo as it changes.
+      if (this.#selfInfo != null) this.#selfInfo.canCheckpoint = this.#canCheckpointHere()
       this.#feedPeers()
       this.#input(machine => { machine.tick(Date.now()) })
     }, tickMs))
@@ -214,6 +214,10 @@ export class MissionService {
       try { await cleanup() } catch (err) { this.#log(`missions: cleanup failed: ${(err as Error).message}`) }
     }
     await this.#runtime?.close()
+  }
+
+  #canCheckpointHere (): boolean {
+    return this.#runtime != null && this.#dockerExperimental && this.#peer.capabilities.criu.checkOk === true
   }
 
   // ---- inputs -------------------------------------------------------------------------------------------------
