@@ -23,6 +23,8 @@ import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 export const PAGE_CHUNK_SIZE = 4096
 export const FILE_CHUNK_SIZE = 64 * 1024
 export const INLINE_LIMIT = 1024
+/** Bytes gathered before one write when a bundle's files are written back to disk. */
+const WRITE_BATCH_BYTES = 1024 * 1024
 const LIST_FANOUT = 4096
 const PART_ENTRIES = 1000
 const WRITE_BATCH = 512
@@ -310,14 +312,15 @@ export class BundleStore {
   async getBlock (cid: CID, options: { signal?: AbortSignal, offline?: boolean } = {}): Promise<Uint8Array> {
     options.signal?.throwIfAborted()
     if (cid.multihash.code !== sha256.code) throw new BundleFormatError(`${cid.toString()}: unsupported hash 0x${cid.multihash.code.toString(16)}`)
-    const timeout = AbortSignal.timeout(this.blockTimeoutMs)
-    const signal = options.signal != null ? AbortSignal.any([options.signal, timeout]) : timeout
+    // A local read waits on no peer: it needs no timer (thousands of page chunks are read per restore).
+    const timeout = options.offline === true ? undefined : AbortSignal.timeout(this.blockTimeoutMs)
+    const signal = timeout == null ? options.signal : options.signal != null ? AbortSignal.any([options.signal, timeout]) : timeout
     let bytes: Uint8Array
     try {
       bytes = await this.backend.get(cid, { signal, offline: options.offline })
     } catch (err: any) {
       if (options.signal?.aborted === true) throw options.signal.reason ?? err
-      if (timeout.aborted) throw new BlockUnavailableError(cid, `no peer delivered it within ${this.blockTimeoutMs} ms`)
+      if (timeout?.aborted === true) throw new BlockUnavailableError(cid, `no peer delivered it within ${this.blockTimeoutMs} ms`)
       if (options.offline === true) throw new BlockUnavailableError(cid, 'not in the local store')
       throw new BlockUnavailableError(cid, err?.message ?? String(err))
     }
@@ -482,7 +485,19 @@ export class BundleStore {
           case 'file': {
             const fh = await open(target, 'w', 0o600)
             try {
-              for await (const chunk of this.readFile(e, options)) await fh.write(chunk)
+              // Page files come in 4 KiB chunks: write them in batches, not one system call per page.
+              let pending: Uint8Array[] = []
+              let pendingBytes = 0
+              for await (const chunk of this.readFile(e, options)) {
+                pending.push(chunk)
+                pendingBytes += chunk.byteLength
+                if (pendingBytes >= WRITE_BATCH_BYTES) {
+                  await fh.writev(pending)
+                  pending = []
+                  pendingBytes = 0
+                }
+              }
+              if (pending.length > 0) await fh.writev(pending)
             } finally { await fh.close() }
             await chown(target, e.uid, e.gid)
             await chmod(target, e.mode)
