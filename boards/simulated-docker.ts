@@ -6,6 +6,7 @@ import { createReadStream, existsSync, mkdirSync, openSync, closeSync, readdirSy
 import { readFile, mkdir, writeFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import Docker from 'dockerode'
+import { onOwnerExit } from '../peer/exit-hooks.ts'
 
 export const DOCKERD_PATH = '/usr/sbin/dockerd'
 /** Written by scripts/provision.sh: `docker save` of the base images, and one `ref contentHash` line per image. */
@@ -516,13 +517,5 @@ let exitHandlersInstalled = false
 function installExitHandlers (): void {
   if (exitHandlersInstalled) return
   exitHandlersInstalled = true
-  process.on('exit', cleanupAllBoards)
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      cleanupAllBoards()
-      process.off(signal, onSignal)
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    }
-    process.on(signal, onSignal)
-  }
+  onOwnerExit(cleanupAllBoards)
 }

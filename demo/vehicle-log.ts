@@ -1,18 +1,11 @@
 // Reads the vehicle controller's stdout lines (as `docker logs` gives them) and measures a takeover:
 // downtime from the last report of the old primary to the first of the new one, state lost in ticks,
 // and whether the new primary continued the same deterministic trajectory.
-import { REPORT_EVERY_TICKS, TICK_HZ, report, simulate } from '../examples/vehicle/controller.js'
+import { REPORT_EVERY_TICKS, TICK_HZ, report, simulate, type VehicleReport } from '../examples/vehicle/controller.js'
 import type { DemoSummary } from './view.ts'
 
-export interface VehicleSample {
-  tick: number
-  x: number
-  y: number
-  speed: number
-  heading: number
-  wp: number
-  lap: number
-  odo: number
+/** A report line as the controller prints it (demo/vehicle-log.ts reads it back). */
+export type VehicleSample = Omit<VehicleReport, 't' | 'wall'> & {
   /** Date.now() inside the container when the line was printed. */
   wall: number
 }

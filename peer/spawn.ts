@@ -6,6 +6,7 @@ import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ApiClient } from './api-client.ts'
 import { readApiToken } from './identity.ts'
+import { onOwnerExit } from './exit-hooks.ts'
 import type { PeerStatus } from './daemon.ts'
 
 export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), 'cli.ts')
@@ -58,16 +59,7 @@ let exitHandlersInstalled = false
 function installExitHandlers (): void {
   if (exitHandlersInstalled) return
   exitHandlersInstalled = true
-  const killAll = (): void => { for (const handle of live) handle.kill('SIGKILL') }
-  process.on('exit', killAll)
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    const onSignal = (): void => {
-      killAll()
-      process.off(signal, onSignal)
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
-    }
-    process.on(signal, onSignal)
-  }
+  onOwnerExit(() => { for (const handle of live) handle.kill('SIGKILL') })
 }
 
 export async function stopAllPeers (): Promise<void> {
