@@ -13,10 +13,12 @@ import { TICK_HZ } from '../examples/vehicle/controller.js'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 import { distribution, table, writeResults } from './report.ts'
 
-const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick]
+const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick] [--silent]
 
   --runs N     power cuts to measure (default 20; --quick: 5)
-  --boards N   simulated boards (default 3)`
+  --boards N   simulated boards (default 3)
+  --silent     the primary board freezes instead of dying: no process exits, no connection is refused, as a real
+               power cut looks from the network (on one host a killed peer's port refuses connections at once)`
 
 interface Run {
   run: number
@@ -32,14 +34,14 @@ interface Run {
   baselineColdStartMs: number | null
 }
 
-function flags (): { runs: number, boards: number } {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, boards: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean' } } })
+function flags (): { runs: number, boards: number, silent: boolean } {
+  const { values } = parseArgs({ options: { runs: { type: 'string' }, boards: { type: 'string' }, quick: { type: 'boolean' }, silent: { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); process.exit(0) }
   const runs = Number(values.runs ?? (values.quick === true ? 5 : 20))
   const boards = Number(values.boards ?? 3)
   if (!Number.isInteger(runs) || runs < 1) { console.error(`bench:failover: --runs must be a positive whole number\n${USAGE}`); process.exit(2) }
   if (!Number.isInteger(boards) || boards < 2 || boards > 6) { console.error(`bench:failover: --boards must be 2 to 6\n${USAGE}`); process.exit(2) }
-  return { runs, boards }
+  return { runs, boards, silent: values.silent === true }
 }
 
 /** First time a surviving peer logged the failed peer as dead, from the peers' own timestamps. */
@@ -78,8 +80,9 @@ async function coldStart (board: SimulatedBoard): Promise<number> {
 }
 
 async function main (): Promise<void> {
-  const { runs, boards: boardCount } = flags()
-  console.log(`bench:failover: ${runs} power cuts of the primary on ${boardCount} simulated boards (default settings)`)
+  const { runs, boards: boardCount, silent } = flags()
+  const failure = silent ? 'silent failures (board frozen: no exit, no refused connection)' : 'power cuts (peer and Docker daemon killed)'
+  console.log(`bench:failover: ${runs} ${failure} of the primary on ${boardCount} simulated boards (default settings)`)
   const ms = await startMissionSwarm(boardCount)
   const results: Run[] = []
   const interval = (await ms.anyStatus())?.spec.checkpointIntervalMs ?? 1000
@@ -103,7 +106,8 @@ async function main (): Promise<void> {
         }
       })()
       const cutAt = Date.now()
-      await primary.powerCut()
+      if (silent) primary.freeze()
+      else await primary.powerCut()
       const after = await ms.waitFor(`run ${run}: takeover`, async () => {
         for (const board of ms.boards.filter(b => b.isOn)) {
           const s = await ms.status(board)
@@ -119,6 +123,7 @@ async function main (): Promise<void> {
       await sleep(500)
       sampling = false
       await sampler
+      if (silent) await primary.powerCut()
       const bystander = ms.boards.find(b => b.isOn && b !== after.board)
       const baselineColdStartMs = bystander != null ? await coldStart(bystander).catch(() => null) : null
       const result: Run = {
@@ -167,7 +172,7 @@ async function main (): Promise<void> {
     ['state lost baseline', results.length, 'everything', 'everything', '', '']
   ]))
   console.log(`\nruns resumed from a checkpoint: ${fromCheckpoint}/${results.length}; runs with two containers running at once: ${dualPrimaryRuns}; 1 tick = ${1000 / TICK_HZ} ms`)
-  const path = await writeResults('failover', { boards: boardCount, checkpointIntervalMs: interval, tickHz: TICK_HZ, summary: { detection, restore, downtime, stateLostTicks: lost, baselineColdStart: cold, baselineDowntime, dualPrimaryRuns, fromCheckpoint }, runs: results })
+  const path = await writeResults(silent ? 'failover-silent' : 'failover', { failure, boards: boardCount, checkpointIntervalMs: interval, tickHz: TICK_HZ, summary: { detection, restore, downtime, stateLostTicks: lost, baselineColdStart: cold, baselineDowntime, dualPrimaryRuns, fromCheckpoint }, runs: results })
   console.log(`results: ${path}`)
 }
 

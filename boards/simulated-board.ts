@@ -97,11 +97,21 @@ export class SimulatedBoard {
     const peer = this.#peer
     this.#peer = undefined
     peer?.kill('SIGKILL')
+    peer?.kill('SIGCONT')
     await this.docker.kill()
     if (peer != null) {
       await peer.exited
       await peer.stop()
     }
+  }
+
+  /**
+   * A silent failure, as a real power cut looks from the network: the peer and every process of the board stop in
+   * place, so nothing answers and nothing resets a connection. Finish with `powerCut()`.
+   */
+  freeze (): void {
+    this.#peer?.kill('SIGSTOP')
+    this.docker.freeze()
   }
 
   /** Clean shutdown of the peer and the daemon. */

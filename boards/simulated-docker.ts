@@ -48,6 +48,8 @@ export interface BoardDocker {
   stop (): Promise<void>
   /** Power cut: SIGKILL dockerd, containerd, the shims and every container process of this board. */
   kill (): Promise<void>
+  /** A board that goes silent: every process of it stops in place (no exit, no connection reset); kill() after. */
+  freeze (): void
   /** Power back on after a cut: empty the exec root, unmount stale mounts, start on the same data root. */
   restart (signal?: AbortSignal): Promise<void>
 }
@@ -249,6 +251,10 @@ class SimulatedBoardDocker implements BoardDocker {
     } catch {}
   }
 
+  freeze (): void {
+    this.#cgroups.freeze()
+  }
+
   async kill (): Promise<void> {
     this.#cgroups.killAll()
     if (this.running) this.#child?.kill('SIGKILL')
@@ -305,6 +311,8 @@ abstract class BoardCgroups {
   /** A shell command that moves the calling shell ($$) into the board's daemon cgroup. */
   joinCommand (): string { return `echo $$ > ${join(this.boardDir(), 'daemon', 'cgroup.procs')}` }
   abstract killAll (): void
+  /** Stops every process of the board in place. */
+  abstract freeze (): void
 
   pids (): number[] {
     const pids: number[] = []
@@ -354,6 +362,10 @@ class LegacyFreezerCgroups extends BoardCgroups {
     mkdirSync(join(this.boardDir(), 'daemon'), { recursive: true })
   }
 
+  freeze (): void {
+    writeQuietly(join(this.boardDir(), 'freezer.state'), 'FROZEN')
+  }
+
   killAll (): void {
     const state = join(this.boardDir(), 'freezer.state')
     if (!existsSync(state)) return
@@ -385,6 +397,10 @@ class UnifiedCgroups extends BoardCgroups {
     for (const dir of [join('/sys/fs/cgroup', CGROUP_ROOT_NAME), this.boardDir(), join(this.boardDir(), 'containers')]) {
       writeQuietly(join(dir, 'cgroup.subtree_control'), enable)
     }
+  }
+
+  freeze (): void {
+    writeQuietly(join(this.boardDir(), 'cgroup.freeze'), '1')
   }
 
   killAll (): void {

@@ -24,7 +24,8 @@ export async function missionContainers (boards: SimulatedBoard[], mission: stri
   const found: MissionContainerOnBoard[] = []
   for (const board of boards) {
     if (!board.docker.running) continue
-    const list = await board.dockerClient().listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${mission}`] } }).catch(() => [])
+    // A frozen board's daemon accepts the connection and never answers: bound every look.
+    const list = await board.dockerClient().listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${mission}`] }, abortSignal: AbortSignal.timeout(1000) } as object).catch(() => [])
     // A container paused for a checkpoint still holds the mission's state: it counts as running.
     for (const c of list) found.push({ board: board.name, id: c.Id, epoch: Number(c.Labels[LABEL_EPOCH] ?? -1), running: c.State === 'running' || c.State === 'paused' })
   }
@@ -86,7 +87,7 @@ export class MissionLogWatch {
       for (const board of this.#boards) {
         if (!board.docker.running) continue
         const docker = board.dockerClient()
-        const list = await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=${this.#mission}`] } }).catch(() => [])
+        const list = await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=${this.#mission}`] }, abortSignal: AbortSignal.timeout(1000) } as object).catch(() => [])
         for (const c of list) {
           if (this.#followed.has(c.Id)) continue
           const followed: FollowedContainer = { board: board.name, id: c.Id, epoch: Number(c.Labels[LABEL_EPOCH] ?? -1), seenAt: Date.now(), entries: [] }
