@@ -6,6 +6,7 @@ import { existsSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
+import { gateOn } from './helpers/requirements.ts'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -55,11 +56,7 @@ export function dockerCriuMissing (): string | null {
 
 /** Skip (outside CI) or fail (CI=true) a Docker/CRIU test file; returns true when it may run. */
 export function gateDockerCriu (t: { fail: (msg: string) => void, comment: (msg: string) => void }): boolean {
-  const missing = dockerCriuMissing()
-  if (missing == null) return true
-  if (process.env.CI === 'true') t.fail(`Docker/CRIU required under CI=true: ${missing}`)
-  else t.comment(`skip: ${missing}`)
-  return false
+  return gateOn(t, dockerCriuMissing())
 }
 
 export async function waitFor<T> (what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
