@@ -179,17 +179,11 @@ export interface PersistedState {
 
 export type MissionState = 'pending' | 'electing' | 'starting' | 'running' | 'stopped' | 'removed'
 
-export interface MissionView {
+/** A mission as this peer sees it: the fields of its current record, plus this peer's own standing. */
+export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq'> {
   name: string
-  deployId: string
-  spec: MissionSpec
-  epoch: number
-  primary: string | null
-  backup: string | null
-  view: string[]
   state: MissionState
   role: 'primary' | 'backup' | 'member'
   lastCheckpoint: CheckpointRef | null
-  replicatedSeq: number | null
   held: CheckpointRef | null
 }
