@@ -2,19 +2,19 @@
 // as chunked bundles and fetched by board B over libp2p; against a full compressed export per checkpoint
 // (what Podman's export ships: tar + zstd of CRIU images, rootfs changes and data).
 //   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS]
-import { mkdtemp, rm, mkdir, writeFile } from 'node:fs/promises'
+import { mkdtemp, rm } from 'node:fs/promises'
 import { rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
-import { join, dirname } from 'node:path'
+import { join } from 'node:path'
 import { spawn } from 'node:child_process'
 import { createZstdCompress } from 'node:zlib'
-import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { CID } from 'multiformats/cid'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
 import { ContainerRuntime, Checkpointer, openSwarmBundleStore, type BundleStore, type CheckpointManifest } from '../checkpoint/index.ts'
 import { buildCounterImage } from '../examples/counter/image.ts'
+import { percentile, writeResults } from './report.ts'
 
 interface Row {
   mission: string
@@ -49,8 +49,8 @@ const missions = [
 ]
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
-const median = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : (s[Math.floor((s.length - 1) / 2)] as number) }
-const p95 = (xs: number[]): number => { const s = [...xs].sort((a, b) => a - b); return s.length === 0 ? 0 : (s[Math.min(s.length - 1, Math.ceil(s.length * 0.95) - 1)] as number) }
+const median = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 50) ?? 0
+const p95 = (xs: number[]): number => percentile([...xs].sort((a, b) => a - b), 95) ?? 0
 const mb = (b: number): string => (b / 1e6).toFixed(2)
 
 /** Bytes of `tar | zstd` over the directories (the baseline: a full export every time). */
@@ -217,15 +217,12 @@ async function main (): Promise<void> {
     console.log(widths.map(w => '-'.repeat(w)).join('-|-'))
     for (const r of table) console.log(line(r))
 
-    const resultsDir = join(dirname(fileURLToPath(import.meta.url)), 'results')
-    await mkdir(resultsDir, { recursive: true })
-    const file = join(resultsDir, `checkpoint-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
-    await writeFile(file, JSON.stringify({
+    const file = await writeResults('checkpoint', {
       bench: 'checkpoint', quick, count, intervalMs, at: new Date().toISOString(),
       host: { arch: runtimeA.info.arch, docker: runtimeA.info.serverVersion },
       image: { imageStoreMs, firstFetch: imageFetch },
       summary, restores, rows
-    }, null, 2) + '\n')
+    })
     console.log(`\nwrote ${file}`)
   } finally {
     for (const s of stops) await s().catch(() => {})

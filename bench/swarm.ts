@@ -3,20 +3,18 @@
 //   node bench/swarm.ts [--quick] [--sizes 5,20] [--rounds 10] [--soak] [--soak-minutes 10]
 import { parseArgs } from 'node:util'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { join } from 'node:path'
 import { allSee, respawnPeer, spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { generateSwarmKey } from '../peer/commands/swarm-key.ts'
 import { DEFAULT_FAILURE_DETECTOR } from '../peer/config.ts'
 import { HEARTBEAT_TOPIC } from '../peer/heartbeat.ts'
 import type { MembershipEvent } from '../peer/membership.ts'
+import { distribution, writeResults, type Distribution } from './report.ts'
 
-const RESULTS_DIR = join(dirname(fileURLToPath(import.meta.url)), 'results')
 
 interface FaultWindow { peerId: string, from: number, to: number }
-interface Distribution { n: number, p50: number | null, p99: number | null, max: number | null }
 
 interface SizeResult {
   peers: number
@@ -41,15 +39,6 @@ interface SoakResult {
   deadEvents: Array<{ observer: string, peerId: string, reason: string, at: string }>
 }
 
-function percentile (sorted: number[], p: number): number | null {
-  if (sorted.length === 0) return null
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? null
-}
-
-function distribution (samples: number[]): Distribution {
-  const sorted = [...samples].sort((a, b) => a - b)
-  return { n: sorted.length, p50: percentile(sorted, 50), p99: percentile(sorted, 99), max: sorted.at(-1) ?? null }
-}
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
@@ -223,23 +212,34 @@ async function soak (minutes: number, log: (line: string) => void): Promise<Soak
 
 function fmt (d: Distribution): string { return `${d.p50 ?? '-'} / ${d.p99 ?? '-'}` }
 
+const USAGE = 'usage: node bench/swarm.ts [--quick] [--sizes 5,20] [--rounds N] [--soak [--soak-minutes M]] [--no-sizes]'
+
 async function main (): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      quick: { type: 'boolean' },
-      soak: { type: 'boolean' },
-      sizes: { type: 'string' },
-      rounds: { type: 'string' },
-      'soak-minutes': { type: 'string' },
-      'no-sizes': { type: 'boolean' }
-    }
-  })
+  let values
+  try {
+    values = parseArgs({
+      options: {
+        quick: { type: 'boolean' },
+        soak: { type: 'boolean' },
+        sizes: { type: 'string' },
+        rounds: { type: 'string' },
+        'soak-minutes': { type: 'string' },
+        'no-sizes': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' }
+      }
+    }).values
+  } catch (err) {
+    console.error(`bench:swarm: ${(err as Error).message}\n${USAGE}`)
+    process.exitCode = 2
+    return
+  }
+  if (values.help === true) { console.log(USAGE); return }
   const quick = values.quick === true
   const sizes = values['no-sizes'] === true ? [] : (values.sizes ?? (quick ? '5' : '5,20')).split(',').map(Number)
   const rounds = Number(values.rounds ?? (quick ? 3 : 10))
   const soakMinutes = Number(values['soak-minutes'] ?? (quick ? 1 : 10))
   if (sizes.some(n => !Number.isInteger(n) || n < 2) || !Number.isInteger(rounds) || rounds < 1 || !(soakMinutes > 0)) {
-    console.error('usage: node bench/swarm.ts [--quick] [--sizes 5,20] [--rounds N] [--soak [--soak-minutes M]] [--no-sizes]')
+    console.error(USAGE)
     process.exitCode = 2
     return
   }
@@ -269,10 +269,7 @@ async function main (): Promise<void> {
   if (soakResult != null) {
     console.log(`\nsoak: ${soakResult.peers} peers, ${soakResult.minutes} min, ${soakResult.hogs} CPU hogs: false dead ${soakResult.falseDead}, suspicions ${soakResult.suspects}, max local health score ${soakResult.maxHealthScore}, pauses ${soakResult.pauses}`)
   }
-  await mkdir(RESULTS_DIR, { recursive: true })
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-')
-  const file = join(RESULTS_DIR, `swarm-${stamp}.json`)
-  await writeFile(file, JSON.stringify({
+  const file = await writeResults('swarm', {
     date: new Date().toISOString(),
     host: { cpus: cpus().length, model: cpus()[0]?.model ?? null, node: process.version },
     options: { quick, sizes, rounds, soak: values.soak === true, soakMinutes },
@@ -281,7 +278,7 @@ async function main (): Promise<void> {
     results,
     failures,
     soak: soakResult
-  }, null, 2) + '\n')
+  })
   for (const failure of failures) console.log(`\n${failure.peers} peers failed: ${failure.error}`)
   console.log(`\nwrote ${file}`)
   if (failures.length > 0) process.exitCode = 1
