@@ -7,6 +7,7 @@ import { spawnSync } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { gateOn } from './helpers/requirements.ts'
+import { until } from '../demo/observe.ts'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -60,11 +61,5 @@ export function gateDockerCriu (t: { fail: (msg: string) => void, comment: (msg:
 }
 
 export async function waitFor<T> (what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value != null && value !== false) return value
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await new Promise(resolve => setTimeout(resolve, 100))
-  }
+  return await until(what, async () => (await probe()) ?? undefined, timeoutMs, undefined, 100)
 }
