@@ -98,8 +98,8 @@ async function main (): Promise<void> {
     const swarmA = await openSwarmBundleStore(nodeA, { keep: 3 })
     const swarmB = await openSwarmBundleStore(nodeB, { keep: 3 })
     stops.push(swarmA.stop, swarmB.stop)
-    const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, stateDir: join(root, 'stateA') })
-    const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, stateDir: join(root, 'stateB') })
+    const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
+    const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
     await runtimeA.start()
     await runtimeB.start()
     const image = 'tandem/counter:bench'

@@ -84,6 +84,7 @@ export class SimulatedBoard {
       bootstrap,
       swarmKey: this.#options.swarmKeyFile,
       dockerHost: this.docker.dockerHost,
+      dockerExecRoot: this.docker.execRoot,
       env: this.#options.env,
       onLine: line => { this.#options.onLine?.(this.name, line) }
     })

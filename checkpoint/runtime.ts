@@ -61,7 +61,14 @@ export interface ContainerRuntimeOptions {
   dockerHost: string
   /** Host directory for mission data dirs and checkpoint scratch space (same host as the daemon). */
   stateDir: string
+  /**
+   * dockerd's `--exec-root` (default /run/docker). runc keeps its container state under `<execRoot>/runtime-runc/moby`;
+   * checkpoints call runc there directly when they can, which skips Docker copying every image file twice.
+   */
+  execRoot?: string
 }
+
+export const DEFAULT_DOCKER_EXEC_ROOT = '/run/docker'
 
 /** Docker reports uname -m; bundles and images carry GOARCH names. */
 export function normalizeArch (arch: string): string {
@@ -87,11 +94,14 @@ export class ContainerRuntime {
   readonly docker: Docker
   readonly dockerHost: string
   readonly stateDir: string
+  /** runc's state root of this daemon's containers. */
+  readonly runcRoot: string
   private daemon: DaemonInfo | null = null
 
   constructor (options: ContainerRuntimeOptions) {
     this.dockerHost = options.dockerHost
     this.stateDir = options.stateDir
+    this.runcRoot = join(options.execRoot ?? DEFAULT_DOCKER_EXEC_ROOT, 'runtime-runc', 'moby')
     this.docker = dockerFromHost(options.dockerHost)
   }
 

@@ -95,6 +95,8 @@ export interface PeerConfig {
   mdns: boolean
   /** Docker Engine of this board, handed to the checkpoint runtime. */
   dockerHost: string
+  /** That daemon's `--exec-root`, where its runc keeps container state (checkpoints call runc directly). */
+  dockerExecRoot?: string
   /**
    * Scheduling priority the peer asks for (nice value; default -10, applied when permitted). A mission
    * container that saturates the board's CPU must not starve the process that answers pings and sends

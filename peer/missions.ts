@@ -142,7 +142,7 @@ export class MissionService {
     this.#cleanups.push(async () => { await db.close() })
 
     // Docker and CRIU decide whether this board can host missions; a board without them still votes and relays.
-    const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, stateDir: join(dataDir, 'containers') })
+    const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, execRoot: peer.config.dockerExecRoot, stateDir: join(dataDir, 'containers') })
     try {
       const info = await runtime.start()
       this.#dockerExperimental = info.experimental

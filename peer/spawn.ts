@@ -26,6 +26,8 @@ export interface SpawnPeerOptions {
   /** mDNS discovery; default false (tests stay on loopback). */
   mdns?: boolean
   dockerHost?: string
+  /** The Docker daemon's --exec-root (its runc state), when not /run/docker. */
+  dockerExecRoot?: string
   env?: NodeJS.ProcessEnv
   /** How long to wait for the ready line (default 30 s). */
   readyTimeoutMs?: number
@@ -74,6 +76,7 @@ function flagsOf (options: SpawnPeerOptions, dataDir: string): string[] {
   if (options.board != null) args.push('--board', options.board)
   if (options.mdns !== true) args.push('--no-mdns')
   if (options.dockerHost != null) args.push('--docker-host', options.dockerHost)
+  if (options.dockerExecRoot != null) args.push('--docker-exec-root', options.dockerExecRoot)
   return args
 }
 

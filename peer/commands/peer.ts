@@ -10,9 +10,11 @@ import {
 } from '../config.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { boardNames, findBoard } from '../../boards/profiles.ts'
+import { DEFAULT_DOCKER_EXEC_ROOT } from '../../checkpoint/runtime.ts'
 
 const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
                          [--api HOST:PORT] [--swarm-key FILE] [--board NAME] [--no-mdns] [--docker-host URL]
+                         [--docker-exec-root DIR]
 
   --data-dir DIR        identity, lock, API token and block store of this peer (created if missing)
   --listen MULTIADDR    address to listen on, repeatable (default ${DEFAULT_LISTEN.join(' ')})
@@ -22,6 +24,7 @@ const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [
   --board NAME          board profile instead of detecting the host: ${boardNames().join(', ')}
   --no-mdns             do not discover peers by mDNS on the local network
   --docker-host URL     Docker Engine of this board (default $DOCKER_HOST, else unix:///var/run/docker.sock)
+  --docker-exec-root DIR  that daemon's --exec-root (default /run/docker): checkpoints call its runc directly
 
 Failure detector timings can be overridden by environment, e.g. TANDEM_FD_SUSPECT_AFTER_MS=800.`
 
@@ -44,7 +47,8 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
     'swarm-key': { type: 'string' },
     board: { type: 'string' },
     'no-mdns': { type: 'boolean' },
-    'docker-host': { type: 'string' }
+    'docker-host': { type: 'string' },
+    'docker-exec-root': { type: 'string' }
   }, true)
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
   const dataDir = values['data-dir']
@@ -68,6 +72,7 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
       board: values.board,
       mdns: values['no-mdns'] !== true,
       dockerHost,
+      dockerExecRoot: resolve(values['docker-exec-root'] ?? DEFAULT_DOCKER_EXEC_ROOT),
       failureDetector: failureDetectorFromEnv(env)
     }
   } catch (err) {
