@@ -12,7 +12,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { CID } from 'multiformats/cid'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
-import { ContainerRuntime, Checkpointer, openSwarmBundleStore, type BundleStore, type CheckpointManifest } from '../checkpoint/index.ts'
+import { ContainerRuntime, Checkpointer, openSwarmBundleStore, type BundleStore, type CheckpointManifest, type TakeStats } from '../checkpoint/index.ts'
 import { buildCounterImage } from '../examples/counter/image.ts'
 import { percentile, writeResults } from './report.ts'
 
@@ -25,6 +25,8 @@ interface Row {
   /** Docker's checkpoint call (CRIU + Docker copying the images), and chunking + storing the bundle. */
   dumpWallMs: number
   storeMs: number
+  /** Where the checkpoint's wall time went (Checkpointer.take's phases), ms. */
+  phases: TakeStats['phases']
   bundleBytes: number
   newBytes: number
   fetchMs: number
@@ -140,13 +142,14 @@ async function main (): Promise<void> {
           checkpointWallMs,
           dumpWallMs: taken.stats.dumpWallMs,
           storeMs: taken.stats.storeMs,
+          phases: taken.stats.phases,
           bundleBytes: taken.manifest.sizes.totalBytes,
           newBytes: taken.manifest.sizes.newBytes,
           fetchMs: fetched.fetch.ms,
           fetchedBytes: fetched.fetch.fetchedBytes,
           exportZstdBytes: exportBytes
         })
-        process.stderr.write(`${m.mission} #${seq}: frozen ${taken.stats.frozenTimeUs / 1000} ms, wall ${checkpointWallMs.toFixed(0)} ms, new ${mb(taken.manifest.sizes.newBytes)} MB, fetch ${fetched.fetch.ms.toFixed(0)} ms / ${mb(fetched.fetch.fetchedBytes)} MB\n`)
+        process.stderr.write(`${m.mission} #${seq}: frozen ${taken.stats.frozenTimeUs / 1000} ms, wall ${checkpointWallMs.toFixed(0)} ms (${Object.entries(taken.stats.phases).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v}`).join(', ')}), new ${mb(taken.manifest.sizes.newBytes)} MB, fetch ${fetched.fetch.ms.toFixed(0)} ms / ${mb(fetched.fetch.fetchedBytes)} MB\n`)
         parent = taken.cid
         last = taken
         const rest = intervalMs - (performance.now() - cycleStart)

@@ -196,6 +196,14 @@ t.test('only the last K checkpoints are kept; blocks only they used are deleted'
   const m = await store.getManifest(cids[1] as CID, { offline: true })
   await store.materializeTree(m.trees.data, join(root, 'out'))
   t.same(JSON.parse(await readFile(join(root, 'out', 'state.json'), 'utf8')), { counter: 42 })
+  // The next prune reuses what it learnt of the retained DAGs: still exact.
+  await store.retain(again.cid, again.manifest)
+  t.same((await store.checkpoints('counter')).map(k => k.seq), [3, 4])
+  t.equal(await node.blockstore.has(uniqueChunks[1] as CID), false, 'the second checkpoint\'s unique chunks are gone')
+  t.equal(await node.blockstore.has(uniqueChunks[2] as CID), true, 'the third one\'s stay')
+  t.equal(await node.blockstore.has(uniqueChunks[0] as CID), true, 'the page that came back stays')
+  await store.materializeTree(again.manifest.trees.criu, join(root, 'again-out-2'))
+  t.ok((await readFile(join(root, 'again-out-2', 'pages-1.img'))).equals(firstPages))
 })
 
 t.test('a full disk during a checkpoint leaves the last good checkpoint intact', async t => {
