@@ -168,6 +168,7 @@ export class BundleStore {
   private readonly known = new Set<string>()
   /** Link sets of complete retained DAGs, by root CID (see linksOf). */
   private readonly linkSets = new Map<string, Set<string>>()
+  private collecting: Promise<void> = Promise.resolve()
   private readonly exchange: BlockSource | undefined
 
   constructor (options: BundleStoreOptions) {
@@ -521,11 +522,28 @@ export class BundleStore {
 
   /** Records a checkpoint as retained for its mission, then collects checkpoints beyond the last `keep`. */
   async retain (cid: CID, manifest: CheckpointManifest): Promise<{ pruned: RetainedCheckpoint[], deletedBlocks: number }> {
-    assertMissionName(manifest.mission)
-    await this.backend.writeRecord(`${CHECKPOINT_PREFIX}/${manifest.mission}/${padded(manifest.epoch)}-${padded(manifest.seq)}`, cid.bytes)
+    await this.record(cid, manifest)
     // Collection never holds up a checkpoint: while a long write runs (an image upload, a fetch), the surplus
     // stays until a later retain finds the store idle.
     return await this.prune(manifest.mission, this.keep, { wait: false })
+  }
+
+  /**
+   * Like retain, but collection runs after this returns: a checkpoint is announced (or acknowledged) as soon as
+   * it is stored, not after older ones are deleted. `idle()` waits for the collection.
+   */
+  async retainInBackground (cid: CID, manifest: CheckpointManifest): Promise<void> {
+    await this.record(cid, manifest)
+    // A failed collection loses nothing: the surplus stays until the next one.
+    this.collecting = this.collecting.then(async () => { await this.prune(manifest.mission, this.keep, { wait: false }) }).catch(() => {})
+  }
+
+  /** Resolves once background collection has finished. */
+  async idle (): Promise<void> { await this.collecting }
+
+  private async record (cid: CID, manifest: CheckpointManifest): Promise<void> {
+    assertMissionName(manifest.mission)
+    await this.backend.writeRecord(`${CHECKPOINT_PREFIX}/${manifest.mission}/${padded(manifest.epoch)}-${padded(manifest.seq)}`, cid.bytes)
   }
 
   /** Retained checkpoints of a mission, oldest first (by epoch, then sequence number). */

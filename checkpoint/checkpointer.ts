@@ -99,7 +99,7 @@ export class Checkpointer {
     })
   }
 
-  async stop (): Promise<void> {}
+  async stop (): Promise<void> { await this.store.idle() }
 
   /**
    * The image's CID once it is stored; until then starts storing it in the background and returns null, so the
@@ -221,7 +221,7 @@ export class Checkpointer {
       })
       const storeMs = performance.now() - storeStart
       const retainStart = performance.now()
-      await this.store.retain(cid, manifest)
+      await this.store.retainInBackground(cid, manifest)
       const retainMs = performance.now() - retainStart
       return {
         cid,
@@ -266,7 +266,7 @@ export class Checkpointer {
       includeImage,
       accept: (m) => this.assertRunnableHere(m, cid)
     })
-    await this.store.retain(cid, result.manifest)
+    await this.store.retainInBackground(cid, result.manifest)
     return { cid, manifest: result.manifest, fetch: result }
   }
 

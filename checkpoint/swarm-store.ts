@@ -20,5 +20,5 @@ export async function openSwarmBundleStore (
   const exchange = new BlockExchange({ libp2p: node.libp2p, backend })
   await exchange.start()
   const store = new BundleStore({ ...options, backend, exchange })
-  return { store, exchange, stop: async () => { await exchange.stop() } }
+  return { store, exchange, stop: async () => { await store.idle(); await exchange.stop() } }
 }

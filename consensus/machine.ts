@@ -33,6 +33,10 @@ interface Mission extends PersistedMission {
   quorumLostSince: number | null
   checkpointInFlight: { seq: number, since: number, stop: boolean } | null
   lastCheckpointAt: number
+  /** Start times of the newest checkpoints taken, to measure how long each took to be acknowledged. */
+  checkpointStarts: Array<{ seq: number, epoch: number, since: number }>
+  /** The newest replication lags (start to the backup's ack), ms; the slowest sets the checkpoint period. */
+  replicationLags: number[]
   fetchInFlight: { ref: CheckpointRef, since: number } | null
   lastAnnounceAt: number
   pendingMove: string | null
@@ -44,6 +48,9 @@ interface Mission extends PersistedMission {
   /** Primary: the two-board partner announced it holds back, so a new epoch with its vote re-arms it. */
   partnerHeldBack: boolean
 }
+
+/** How many recent checkpoints the replication lag is measured over. */
+const RECENT_CHECKPOINTS = 10
 
 /** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
 export function majority (size: number): number { return Math.floor(size / 2) + 1 }
@@ -131,7 +138,7 @@ export class ClusterMachine {
       }
       case 'claim': this.#onClaim(now, from, msg); break
       case 'vote': this.#onVote(now, from, msg); break
-      case 'ack': this.#onAck(from, msg); break
+      case 'ack': this.#onAck(now, from, msg); break
       case 'fence': this.#onFence(now, msg); break
       case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
       case 'abandon': {
@@ -365,7 +372,7 @@ export class ClusterMachine {
     if (inFlight !== null && now - inFlight.since >= this.config.checkpointTimeoutMs) mission.checkpointInFlight = null
     if (mission.checkpointInFlight === null) {
       const moveTo = mission.pendingMove
-      if (moveTo !== null || now - mission.lastCheckpointAt >= record.spec.checkpointIntervalMs) {
+      if (moveTo !== null || now - mission.lastCheckpointAt >= this.#checkpointPeriod(mission)) {
         const seq = (record.checkpoint?.seq ?? mission.held?.seq ?? 0) + 1
         mission.checkpointInFlight = { seq, since: now, stop: moveTo !== null }
         this.#emit({ type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null })
@@ -762,6 +769,7 @@ export class ClusterMachine {
     mission.checkpointInFlight = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
+    mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch: record.epoch, since: inFlight.since }]
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
     mission.held = ref
     record.checkpoint = ref
@@ -787,13 +795,28 @@ export class ClusterMachine {
     this.#emit({ type: 'publish', message: { type: 'ack', mission: record.mission, epoch: record.epoch, cid, seq, checkpointEpoch: ref.epoch } })
   }
 
-  #onAck (from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
+  #onAck (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
     const mission = this.#missions.get(msg.mission)
     if (mission === undefined) return
     const record = mission.record
     if (record.primary !== this.self.peerId || msg.epoch !== record.epoch || from !== record.backup) return
     if (record.checkpoint === null || msg.checkpointEpoch !== record.checkpoint.epoch) return
-    if (record.replicatedSeq === null || msg.seq > record.replicatedSeq) record.replicatedSeq = msg.seq
+    if (record.replicatedSeq !== null && msg.seq <= record.replicatedSeq) return
+    record.replicatedSeq = msg.seq
+    const started = mission.checkpointStarts.find(s => s.seq === msg.seq && s.epoch === msg.checkpointEpoch)
+    if (started !== undefined) mission.replicationLags = [...mission.replicationLags.slice(-(RECENT_CHECKPOINTS - 1)), now - started.since]
+  }
+
+  /**
+   * How long after the start of one checkpoint the next one starts. The spec's interval bounds the work a failover
+   * may lose: the backup must hold a state at most that old at any moment, so a checkpoint must be acknowledged
+   * within one interval of the previous one's start. Each starts early by the slowest recent replication (plus the
+   * slack), but never more often than twice per interval: a mission is paused for every dump.
+   */
+  #checkpointPeriod (mission: Mission): number {
+    const interval = mission.record.spec.checkpointIntervalMs
+    if (mission.replicationLags.length === 0) return interval
+    return Math.max(interval / 2, interval - Math.max(...mission.replicationLags) - this.config.checkpointSlackMs)
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------
@@ -811,7 +834,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, fetchInFlight: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null
     }
   }
@@ -833,7 +856,9 @@ export class ClusterMachine {
     return {
       name: r.mission, deployId: r.deployId, spec: r.spec, epoch: r.epoch, primary: r.primary, backup: r.backup, view: [...r.view], state,
       role: r.primary === self ? 'primary' : r.backup === self ? 'backup' : 'member',
-      lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held
+      lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held,
+      replicationLagMs: r.primary === self ? m.replicationLags.at(-1) ?? null : null,
+      checkpointPeriodMs: r.primary === self && m.container !== null ? this.#checkpointPeriod(m) : null
     }
   }
 }

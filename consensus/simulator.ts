@@ -67,6 +67,8 @@ export class Simulation {
   readonly peers = new Map<string, SimPeer>()
   readonly violations: string[] = []
   readonly log: string[] = []
+  /** When each checkpoint (by CID) was asked for: the moment its state is from. */
+  readonly checkpointStartedAt = new Map<string, number>()
   now = 0
   network: NetworkConditions
   readonly heartbeatMs: number
@@ -398,6 +400,7 @@ export class Simulation {
       case 'checkpoint': {
         const c = peer.containers.get(action.mission)
         const machine = peer.machine
+        this.checkpointStartedAt.set(`cp:${action.mission}:${id}:${action.epoch}:${action.seq}`, this.now)
         this.#schedule(this.rng.int(10, 80), () => {
           if (peer.machine !== machine) return
           this.#input(id, m => {

@@ -54,6 +54,12 @@ export interface ConsensusConfig {
   fetchRetryMs: number
   /** A checkpoint action without a result is given up after this long. */
   checkpointTimeoutMs: number
+  /**
+   * A mission's checkpointIntervalMs bounds the work a failover may lose, so each checkpoint starts early by the time
+   * recent ones took to reach the backup, and by this much more: the tick that notices it due (50 ms in the daemon)
+   * and the dump's start-up before the container is paused.
+   */
+  checkpointSlackMs: number
   /** A restore/start without containerStarted is considered failed after this long. */
   startTimeoutMs: number
 }
@@ -69,6 +75,7 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   pendingVoteExpiryMs: 10_000,
   fetchRetryMs: 2000,
   checkpointTimeoutMs: 10_000,
+  checkpointSlackMs: 60,
   startTimeoutMs: 30_000
 }
 
@@ -186,4 +193,8 @@ export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | '
   role: 'primary' | 'backup' | 'member'
   lastCheckpoint: CheckpointRef | null
   held: CheckpointRef | null
+  /** Primary: how long the newest acknowledged checkpoint took from its start to the backup's ack, ms. */
+  replicationLagMs: number | null
+  /** Primary: how often checkpoints start now (the interval less the replication lag, at least half of it), ms. */
+  checkpointPeriodMs: number | null
 }

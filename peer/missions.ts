@@ -37,6 +37,10 @@ export interface MissionStatus {
   heldSeq: number | null
   /** Checkpoints the primary took that the backup does not hold yet. */
   replicationLag: number | null
+  /** Primary: from the start of the newest acknowledged checkpoint to the backup's ack, ms. */
+  replicationLagMs: number | null
+  /** Primary: how often checkpoints start (the interval less the replication lag, at least half of it), ms. */
+  checkpointPeriodMs: number | null
   spec: MissionSpec
   events: MissionEvent[]
   /** This peer's container of the mission, if it runs one. */
@@ -505,6 +509,8 @@ export class MissionService {
       replicatedSeq: v.replicatedSeq,
       heldSeq: v.held?.seq ?? null,
       replicationLag: last == null ? null : last.seq - (v.replicatedSeq ?? 0),
+      replicationLagMs: v.replicationLagMs,
+      checkpointPeriodMs: v.checkpointPeriodMs,
       spec: v.spec,
       events: this.#events.get(v.name) ?? [],
       container: this.#containers.get(v.name) ?? null,

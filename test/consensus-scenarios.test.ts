@@ -417,3 +417,24 @@ t.test('a partner killed behind a partition is not proven exited: the primary ke
   t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).view.length === 3, 10_000), 'the partner returns and the view grows')
   t.same(sim.violations, [])
 })
+
+t.test('checkpoints start early by the replication lag, so the backup never holds a state older than one interval', async t => {
+  const sim = swarm(['a', 'b', 'c'], 7)
+  const interval = 1000
+  const primary = deployAndSettle(t, sim, 'a', { ...SIM_MISSION, checkpointIntervalMs: interval })
+  sim.runFor(3000)
+  const backup = viewOf(sim, primary).backup!
+  let oldest = 0
+  for (let i = 0; i < 2000; i++) {
+    sim.runFor(5)
+    const held = sim.held(backup, mission)
+    if (held !== null) oldest = Math.max(oldest, sim.now - (sim.checkpointStartedAt.get(held.cid) ?? 0))
+  }
+  t.ok(oldest <= interval, `the backup's state was at most ${oldest} ms old (interval ${interval} ms)`)
+  const view = viewOf(sim, primary)
+  t.ok(view.replicationLagMs !== null && view.replicationLagMs > 0, `the primary measures the replication lag (${view.replicationLagMs} ms)`)
+  t.ok(view.checkpointPeriodMs !== null && view.checkpointPeriodMs < interval && view.checkpointPeriodMs >= interval / 2,
+    `checkpoints start every ${view.checkpointPeriodMs} ms: early, but at most twice per interval`)
+  t.equal(viewOf(sim, backup).checkpointPeriodMs, null, 'only the primary has a period')
+  t.same(sim.violations, [])
+})

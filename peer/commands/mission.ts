@@ -48,9 +48,9 @@ export function formatMission (m: MissionStatus): string {
     `primary     ${m.primary ?? '-'}`,
     `backup      ${m.backup ?? '-'}`,
     `image       ${typeof m.spec.image === 'string' ? m.spec.image : Object.entries(m.spec.image).map(([arch, image]) => `${arch}=${image}`).join(', ')}`,
-    `interval    ${m.spec.checkpointIntervalMs} ms`,
+    `interval    ${m.spec.checkpointIntervalMs} ms (at most this much work lost)${m.checkpointPeriodMs == null ? '' : `; checkpoints every ${Math.round(m.checkpointPeriodMs)} ms`}`,
     `checkpoint  ${m.lastCheckpoint == null ? 'none yet' : `#${m.lastCheckpoint.seq} ${m.lastCheckpoint.cid} (${m.lastCheckpoint.ageMs} ms ago)`}`,
-    `replicated  ${m.replicatedSeq == null ? 'nothing yet' : `#${m.replicatedSeq}`}`
+    `replicated  ${m.replicatedSeq == null ? 'nothing yet' : `#${m.replicatedSeq}`}${m.replicationLagMs == null ? '' : ` (${m.replicationLagMs} ms from start to the backup's ack)`}`
   ]
   if (m.events.length > 0) {
     lines.push('', 'events:')
