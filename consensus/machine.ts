@@ -815,7 +815,8 @@ export class ClusterMachine {
    */
   #checkpointPeriod (mission: Mission): number {
     const interval = mission.record.spec.checkpointIntervalMs
-    if (mission.replicationLags.length === 0) return interval
+    // Nothing measured yet (a new primary, a new backup still syncing): assume the slowest allowed.
+    if (mission.replicationLags.length === 0) return interval / 2
     return Math.max(interval / 2, interval - Math.max(...mission.replicationLags) - this.config.checkpointSlackMs)
   }
 
