@@ -26,6 +26,8 @@ interface Run {
   newPrimary: string
   detectionMs: number | null
   restoreMs: number | null
+  /** Where the restore went, ms: container create, writing the checkpoint's files, CRIU (docker start). */
+  restorePhases: { createMs: number, filesMs: number, criuMs: number } | null
   downtimeMs: number
   stateLostTicks: number
   resumedFrom: string
@@ -118,7 +120,7 @@ async function main (): Promise<void> {
       const newEntries = async (): Promise<VehicleLogEntry[]> => ms.logs.get(after.status.container!.id)?.entries ?? []
       await ms.waitFor(`run ${run}: first report of the new primary`, async () => samplesOf(await newEntries()).length > 0 ? true : undefined, 30_000)
       const m = measureTakeover(ms.logs.get(oldContainer?.id ?? '')?.entries ?? [], await newEntries())
-      const restore = after.status.events.map(e => /restored checkpoint #(\d+) in (\d+) ms/.exec(e.text)).filter(x => x != null).at(-1)
+      const restore = after.status.events.map(e => /restored checkpoint #(\d+) in (\d+) ms \(create (\d+), files (\d+), CRIU (\d+)\)/.exec(e.text)).filter(x => x != null).at(-1)
       const detection = detectedAt(ms, primary.peerId, cutAt)
       await sleep(500)
       sampling = false
@@ -132,6 +134,7 @@ async function main (): Promise<void> {
         newPrimary: after.board.name,
         detectionMs: detection != null ? detection - cutAt : null,
         restoreMs: restore != null ? Number(restore[2]) : null,
+        restorePhases: restore != null ? { createMs: Number(restore[3]), filesMs: Number(restore[4]), criuMs: Number(restore[5]) } : null,
         downtimeMs: m.downtimeMs,
         stateLostTicks: m.stateLostTicks,
         resumedFrom: m.resumedFrom,
@@ -155,6 +158,8 @@ async function main (): Promise<void> {
   const detection = distribution(results.flatMap(r => r.detectionMs ?? []))
   const restore = distribution(results.flatMap(r => r.restoreMs ?? []))
   const lost = distribution(results.map(r => r.stateLostTicks))
+  const phase = (key: 'createMs' | 'filesMs' | 'criuMs'): ReturnType<typeof distribution> => distribution(results.flatMap(r => r.restorePhases?.[key] ?? []))
+  const [create, files, criu] = [phase('createMs'), phase('filesMs'), phase('criuMs')]
   const cold = distribution(results.flatMap(r => r.baselineColdStartMs ?? []))
   const baselineDowntime = distribution(results.flatMap(r => r.baselineColdStartMs != null && r.detectionMs != null ? [r.detectionMs + r.baselineColdStartMs] : []))
   const intervalTicks = interval * TICK_HZ / 1000
@@ -165,6 +170,9 @@ async function main (): Promise<void> {
     ['metric', 'n', 'p50', 'p99', 'max', 'target'],
     ['detection (power cut -> dead), ms', detection.n, detection.p50, detection.p99, detection.max, ''],
     ['restore (CRIU, new container), ms', restore.n, restore.p50, restore.p99, restore.max, ''],
+    ['  of which: container create, ms', create.n, create.p50, create.p99, create.max, ''],
+    ['  of which: checkpoint files written, ms', files.n, files.p50, files.p99, files.max, ''],
+    ['  of which: CRIU restore (docker start), ms', criu.n, criu.p50, criu.p99, criu.max, ''],
     ['downtime tandem, ms', downtime.n, downtime.p50, downtime.p99, downtime.max, 'p50 <= 1500, p99 <= 3000'],
     ['state lost tandem, ticks', lost.n, lost.p50, lost.p99, lost.max, `<= ${intervalTicks} (one interval)`],
     ['baseline cold start from image, ms', cold.n, cold.p50, cold.p99, cold.max, ''],
