@@ -459,9 +459,14 @@ export class BundleStore {
     if (size !== entry.size) throw new BundleFormatError(`${entry.path}: content is ${size} bytes, manifest says ${entry.size}`)
   }
 
-  /** Writes a stored tree under `dest` (which may exist). Everything is read from the local store. */
-  async materializeTree (treeCid: CID, dest: string, options: { signal?: AbortSignal } = {}): Promise<{ files: number, bytes: number }> {
+  /**
+   * Writes a stored tree under `dest` (which may exist). Everything is read from the local store. With `previous`,
+   * `dest` must hold exactly that tree (as written by this method): only what differs is written, e.g. the changed
+   * 4 KiB pages of a page image, and what the new tree lacks is removed.
+   */
+  async materializeTree (treeCid: CID, dest: string, options: { signal?: AbortSignal, previous?: CID } = {}): Promise<{ files: number, bytes: number }> {
     const tree = asTreeNode(await this.getNode(treeCid, { ...options, offline: true }), treeCid)
+    const before = options.previous != null ? await this.treeEntries(options.previous, options.signal) : new Map<string, TreeEntry>()
     await mkdir(dest, { recursive: true })
     let files = 0
     let bytes = 0
@@ -471,6 +476,9 @@ export class BundleStore {
       for (const e of part.entries) {
         options.signal?.throwIfAborted()
         const target = join(dest, ...e.path.split(posix.sep))
+        const old = before.get(e.path)
+        before.delete(e.path)
+        if (old != null && old.kind !== e.kind) await rm(target, { recursive: true, force: true })
         switch (e.kind) {
           case 'dir':
             await mkdir(target, { recursive: true })
@@ -486,22 +494,11 @@ export class BundleStore {
             await mknodWhiteout(target)
             break
           case 'file': {
-            const fh = await open(target, 'w', 0o600)
-            try {
-              // Page files come in 4 KiB chunks: write them in batches, not one system call per page.
-              let pending: Uint8Array[] = []
-              let pendingBytes = 0
-              for await (const chunk of this.readFile(e, options)) {
-                pending.push(chunk)
-                pendingBytes += chunk.byteLength
-                if (pendingBytes >= WRITE_BATCH_BYTES) {
-                  await fh.writev(pending)
-                  pending = []
-                  pendingBytes = 0
-                }
-              }
-              if (pending.length > 0) await fh.writev(pending)
-            } finally { await fh.close() }
+            if (old?.kind === 'file' && old.inline == null && e.inline == null && old.size === e.size && old.chunkSize === e.chunkSize) {
+              await this.patchFile(target, old, e, options.signal)
+            } else {
+              await this.writeFile(target, e, options.signal)
+            }
             await chown(target, e.uid, e.gid)
             await chmod(target, e.mode)
             files++
@@ -511,11 +508,65 @@ export class BundleStore {
         }
       }
     }
+    // Whatever the previous tree had and this one lacks, deepest first.
+    for (const path of [...before.keys()].sort((a, b) => b.length - a.length)) await rm(join(dest, ...path.split(posix.sep)), { recursive: true, force: true })
     for (const d of dirModes.reverse()) await chmod(d.path, d.mode)
     if (files !== tree.files || bytes !== tree.bytes) {
       throw new BundleFormatError(`${treeCid.toString()}: materialized ${files} files / ${bytes} bytes, tree says ${tree.files} / ${tree.bytes}`)
     }
     return { files, bytes }
+  }
+
+  private async treeEntries (treeCid: CID, signal?: AbortSignal): Promise<Map<string, TreeEntry>> {
+    const tree = asTreeNode(await this.getNode(treeCid, { signal, offline: true }), treeCid)
+    const entries = new Map<string, TreeEntry>()
+    for (const p of tree.parts) for (const e of asTreePart(await this.getNode(p, { signal, offline: true }), p).entries) entries.set(e.path, e)
+    return entries
+  }
+
+  private async writeFile (target: string, e: FileEntry, signal?: AbortSignal): Promise<void> {
+    const fh = await open(target, 'w', 0o600)
+    try {
+      // Page files come in 4 KiB chunks: write them in batches, not one system call per page.
+      let pending: Uint8Array[] = []
+      let pendingBytes = 0
+      for await (const chunk of this.readFile(e, { signal })) {
+        pending.push(chunk)
+        pendingBytes += chunk.byteLength
+        if (pendingBytes >= WRITE_BATCH_BYTES) {
+          await fh.writev(pending)
+          pending = []
+          pendingBytes = 0
+        }
+      }
+      if (pending.length > 0) await fh.writev(pending)
+    } finally { await fh.close() }
+  }
+
+  /** Rewrites the chunks of `target` (holding `old`) that differ in `e`: same size and chunking, so offsets align. */
+  private async patchFile (target: string, old: FileEntry, e: FileEntry, signal?: AbortSignal): Promise<void> {
+    const fh = await open(target, 'r+')
+    try {
+      let index = 0
+      for (let li = 0; li < e.lists.length; li++) {
+        signal?.throwIfAborted()
+        const listCid = e.lists[li] as CID
+        const chunks = asChunkList(await this.getNode(listCid, { signal, offline: true }), listCid).chunks
+        const oldCid = old.lists[li]
+        if (oldCid?.equals(listCid) === true) { index += chunks.length; continue }
+        const oldChunks = oldCid != null ? asChunkList(await this.getNode(oldCid, { signal, offline: true }), oldCid).chunks : []
+        const changed = chunks.map((c, i) => ({ c, at: index + i })).filter(({ c }, i) => oldChunks[i]?.equals(c) !== true)
+        for (let i = 0; i < changed.length; i += 64) {
+          const batch = changed.slice(i, i + 64)
+          const blocks = await Promise.all(batch.map(async ({ c }) => await this.getBlock(c, { signal, offline: true })))
+          for (let k = 0; k < batch.length; k++) {
+            const block = blocks[k] as Uint8Array
+            await fh.write(block, 0, block.byteLength, (batch[k] as { at: number }).at * e.chunkSize)
+          }
+        }
+        index += chunks.length
+      }
+    } finally { await fh.close() }
   }
 
   // ---- retention -----------------------------------------------------------------------------------------

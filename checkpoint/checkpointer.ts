@@ -1,8 +1,8 @@
 // Checkpoint a running mission container into a bundle, fetch bundles from the swarm, restore them into
 // fresh containers on this board.
-import { access, mkdir, readFile, readdir, rm, mkdtemp, open, stat, type FileHandle } from 'node:fs/promises'
+import { access, chmod, chown, mkdir, readFile, readdir, rename, rm, mkdtemp, open, stat, type FileHandle } from 'node:fs/promises'
 import { execFile, spawn } from 'node:child_process'
-import { join } from 'node:path'
+import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import type Docker from 'dockerode'
 import { randomBytes } from 'node:crypto'
@@ -66,6 +66,8 @@ export interface RestoreResult {
   ms: number
   /** Whether the image had to be loaded from the bundle's IPFS copy. */
   imageLoaded: boolean
+  /** Whether the CRIU images and rootfs changes were staged ahead (see stage) and only moved into place. */
+  staged: boolean
   /** Where the time went, ms: container create, writing the bundle's files, CRIU restore (docker start). */
   phases: { createMs: number, filesMs: number, criuMs: number }
 }
@@ -83,6 +85,10 @@ export class Checkpointer {
   private readonly shipImages: boolean
   private criuVersion = 'unknown'
   private readonly imageUploads = new Map<string, Promise<CID>>()
+  /** Per mission: the checkpoint whose CRIU images and rootfs changes sit ready in the standby dir. */
+  private readonly staged = new Map<string, { cid: string, manifest: CheckpointManifest }>()
+  /** Per mission: staging and restores take turns on the standby dir. */
+  private readonly standbyLanes = new Map<string, Promise<unknown>>()
 
   constructor (options: CheckpointerOptions) {
     this.runtime = options.runtime
@@ -92,6 +98,8 @@ export class Checkpointer {
 
   /** Reads the CRIU version once (recorded in every manifest). The runtime must be started. */
   async start (): Promise<void> {
+    // Whatever a previous run staged is unknown to this one.
+    await rm(join(this.runtime.info.rootDir, 'tandem-standby'), { recursive: true, force: true })
     this.criuVersion = await new Promise(resolve => {
       execFile('criu', ['--version'], (err, stdout) => {
         resolve(err != null ? 'unknown' : (/Version:\s*(\S+)/.exec(stdout)?.[1] ?? 'unknown'))
@@ -270,6 +278,75 @@ export class Checkpointer {
     return { cid, manifest: result.manifest, fetch: result }
   }
 
+  /**
+   * Writes a fetched checkpoint's CRIU images and rootfs changes into this board's standby dir for its mission
+   * ahead of a takeover, so a restore moves them into place instead of writing ~10 MB then. Only what changed
+   * since the checkpoint staged before is written (typically the few hundred KB of changed pages).
+   */
+  async stage (bundle: LocalBundle, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const { manifest } = bundle
+    await this.inStandbyLane(manifest.mission, async () => {
+      const base = this.staged.get(manifest.mission)
+      if (base?.cid === bundle.cid.toString()) return
+      this.staged.delete(manifest.mission)
+      const dir = this.standbyDir(manifest.mission)
+      if (base == null) await rm(dir, { recursive: true, force: true })
+      await this.store.materializeTree(manifest.trees.criu, join(dir, 'criu'), { signal: options.signal, previous: base?.manifest.trees.criu })
+      await this.store.materializeTree(manifest.trees.rootfs, join(dir, 'rootfs'), { signal: options.signal, previous: base?.manifest.trees.rootfs })
+      this.staged.set(manifest.mission, { cid: bundle.cid.toString(), manifest })
+    })
+  }
+
+  /** Forgets (and deletes) what is staged for a mission. */
+  async unstage (mission: string): Promise<void> {
+    await this.inStandbyLane(mission, async () => {
+      this.staged.delete(mission)
+      await rm(this.standbyDir(mission), { recursive: true, force: true })
+    })
+  }
+
+  private standbyDir (mission: string): string {
+    assertMissionName(mission)
+    // Under Docker's data root, so moving it into a container's checkpoint and upper dirs is a rename.
+    return join(this.runtime.info.rootDir, 'tandem-standby', mission)
+  }
+
+  private async inStandbyLane<T> (mission: string, work: () => Promise<T>): Promise<T> {
+    const previous = this.standbyLanes.get(mission) ?? Promise.resolve()
+    const next = previous.catch(() => {}).then(work)
+    this.standbyLanes.set(mission, next.catch(() => {}))
+    return await next
+  }
+
+  /**
+   * Moves the staged files of checkpoint `cid` into a new container's checkpoint and upper dirs; false when what
+   * is staged is another checkpoint (or the move failed: then the targets are emptied for a full write).
+   */
+  private async useStaged (mission: string, cid: CID, checkpointDir: string, upperDir: string): Promise<boolean> {
+    return await this.inStandbyLane(mission, async () => {
+      if (this.staged.get(mission)?.cid !== cid.toString()) return false
+      this.staged.delete(mission)
+      const dir = this.standbyDir(mission)
+      const upper = await stat(upperDir)
+      try {
+        await mkdir(dirname(checkpointDir), { recursive: true })
+        await rename(join(dir, 'criu'), checkpointDir)
+        await rm(upperDir, { recursive: true, force: true })
+        await rename(join(dir, 'rootfs'), upperDir)
+        await chown(upperDir, upper.uid, upper.gid)
+        await chmod(upperDir, upper.mode & 0o7777)
+        return true
+      } catch {
+        await rm(checkpointDir, { recursive: true, force: true })
+        await rm(upperDir, { recursive: true, force: true })
+        await mkdir(upperDir, { mode: upper.mode & 0o7777 })
+        await chown(upperDir, upper.uid, upper.gid)
+        await rm(dir, { recursive: true, force: true })
+        return false
+      }
+    })
+  }
+
   /** Restores a checkpoint into a new container on this board and returns its id. Fetches it first if needed. */
   async restore (source: CID | LocalBundle, options: RestoreOptions): Promise<RestoreResult> {
     const started = performance.now()
@@ -306,9 +383,10 @@ export class Checkpointer {
       if (upperDir == null) throw new CheckpointError(`new container ${containerId} has no overlay2 upper dir`)
       const name = `restore-${manifest.seq}`
       const checkpointDir = join(this.runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
+      const staged = await this.useStaged(manifest.mission, cid, checkpointDir, upperDir)
       await Promise.all([
-        this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
-        this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
+        staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
+        staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
         manifest.spec.dataPath != null
           ? this.store.materializeTree(manifest.trees.data, this.runtime.dataDirFor(inspect.Name.replace(/^\//, '')), { signal })
           : Promise.resolve()
@@ -319,7 +397,7 @@ export class Checkpointer {
       const done = performance.now()
       await rm(checkpointDir, { recursive: true, force: true })
       const phases = { createMs: Math.round(filesStart - createStart), filesMs: Math.round(criuStart - filesStart), criuMs: Math.round(done - criuStart) }
-      return { containerId, ms: done - started, imageLoaded, phases }
+      return { containerId, ms: done - started, imageLoaded, staged, phases }
     } catch (err) {
       await this.runtime.stop(containerId).catch(() => {})
       throw err

@@ -155,7 +155,8 @@ async function main (argv: string[]): Promise<number> {
           checkpointAgeMs: mission?.lastCheckpoint?.ageMs ?? null,
           checkpointSeq: mission?.lastCheckpoint?.seq ?? null,
           replicatedSeq: mission?.replicatedSeq ?? null,
-          lagSeq: mission?.replicationLag ?? null
+          lagSeq: mission?.replicationLag ?? null,
+          replicationMs: mission?.replicationLagMs ?? null
         },
         events,
         phase,

@@ -31,6 +31,8 @@ export interface MissionView {
   checkpointSeq?: number | null
   replicatedSeq?: number | null
   lagSeq?: number | null
+  /** How long the newest acknowledged checkpoint took from its start to the backup's ack, ms. */
+  replicationMs?: number | null
 }
 
 export type EventKind = 'info' | 'ok' | 'warn' | 'fault'
@@ -214,7 +216,8 @@ function missionRows (mission: MissionView, painter: Painter): string[] {
     `${label('primary')} ${painter.cell(mission.primary ?? '—', 11, 'boldGreen')} ${label('backup')} ${painter.cell(mission.backup ?? '—', 11, 'cyan')}`,
     `${label('tick')} ${tick.padEnd(8)} ${label('x')} ${formatNumber(mission.x, 2).padStart(7)} ${label('y')} ${formatNumber(mission.y, 2).padStart(7)}  ${label('speed')} ${formatNumber(mission.speed, 1)} m/s`,
     `${label('checkpoint')} ${formatSeq(mission.checkpointSeq)} ${painter.paint(`${formatMs(mission.checkpointAgeMs)} ago`, checkpointAgeStyle(mission.checkpointAgeMs))}` +
-      `  ${label('backup has')} ${formatSeq(mission.replicatedSeq)}  ${label('lag')} ${painter.paint(mission.lagSeq === null || mission.lagSeq === undefined ? '—' : String(mission.lagSeq), lagStyle(mission.lagSeq))}`
+      `  ${label('backup has')} ${formatSeq(mission.replicatedSeq)}  ${label('lag')} ${painter.paint(mission.lagSeq === null || mission.lagSeq === undefined ? '—' : String(mission.lagSeq), lagStyle(mission.lagSeq))}` +
+      `  ${label('replicated in')} ${formatMs(mission.replicationMs)}`
   ]
 }
 

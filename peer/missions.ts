@@ -336,7 +336,7 @@ export class MissionService {
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
           const { createMs, filesMs, criuMs } = result.phases
-          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.imageLoaded ? ', image loaded from the swarm' : ''}`)
+          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`)
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
           this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
@@ -401,6 +401,7 @@ export class MissionService {
       }
       case 'forget': {
         this.#bundles.forEach((bundle, cid) => { if (bundle.manifest.mission === action.mission) this.#bundles.delete(cid) })
+        await this.#checkpointer?.unstage(action.mission).catch(() => {})
         await this.#checkpointer?.store.prune(action.mission, 0).catch(() => {})
         this.#events.delete(action.mission)
       }
@@ -421,6 +422,10 @@ export class MissionService {
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
       this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq })
+      // After the ack: a takeover then only moves the files into place. A failure only costs that head start.
+      await checkpointer.stage(bundle, { signal: this.#abort.signal }).catch(err => {
+        this.#log(`missions: ${mission}: staging checkpoint #${ref.seq} failed: ${(err as Error).message}`)
+      })
     } catch (err) {
       this.#log(`missions: ${mission}: fetch of checkpoint #${ref.seq} ${ref.cid} failed: ${(err as Error).message}`)
       this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: (err as Error).message })

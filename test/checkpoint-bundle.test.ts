@@ -2,7 +2,7 @@
 // directories shaped like a CRIU dump stand in for a container (the Docker/CRIU path is in checkpoint-restore).
 import t from 'tap'
 import { randomBytes } from 'node:crypto'
-import { mkdir, readFile, writeFile, readdir, lstat, symlink } from 'node:fs/promises'
+import { mkdir, readFile, writeFile, readdir, lstat, symlink, rm, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { execFileSync } from 'node:child_process'
 import { CID } from 'multiformats/cid'
@@ -239,4 +239,33 @@ t.test('bad input is refused with clear errors', async t => {
   await t.rejects(storeBundle(store, { ...input(dirs, 1, null), seq: -1 }), /seq must be/)
   const notManifest = await storeBundle(store, input(dirs, 1, null))
   await t.rejects(store.getManifest(notManifest.manifest.trees.criu, { offline: true }), BundleFormatError)
+})
+
+t.test('materializing over the previous tree writes only what changed and ends identical to a fresh write', async t => {
+  const root = await tempDir(t, 'incremental')
+  const node = await swarmNode(t, join(root, 'node'))
+  const store = new BundleStore({ backend: new HeliaBundleBackend({ helia: node }) })
+  const pages = randomBytes(PAGE_CHUNK_SIZE * 1500)
+  const first = await storeBundle(store, input(await makeDump(join(root, 'd1'), pages), 1, null))
+  // The next dump: a few pages rewritten, one file gone, one new, a directory gone, the log grown.
+  const changedPages = Buffer.from(pages)
+  for (const page of [0, 7, 1024, 1499]) randomBytes(PAGE_CHUNK_SIZE).copy(changedPages, page * PAGE_CHUNK_SIZE)
+  const dirs2 = await makeDump(join(root, 'd2'), changedPages)
+  await rm(join(dirs2.criu, 'mm-1.img'))
+  await writeFile(join(dirs2.criu, 'fs-1.img'), randomBytes(300))
+  await rm(join(dirs2.rootfs, 'var'), { recursive: true })
+  await mkdir(join(dirs2.rootfs, 'tmp'))
+  await writeFile(join(dirs2.rootfs, 'tmp/new.txt'), 'new')
+  const second = await storeBundle(store, input(dirs2, 2, first.cid))
+
+  for (const tree of ['criu', 'rootfs'] as const) {
+    const dest = join(root, `staged-${tree}`)
+    await store.materializeTree(first.manifest.trees[tree], dest)
+    const pagesBefore = tree === 'criu' ? await stat(join(dest, 'pages-1.img')) : null
+    await store.materializeTree(second.manifest.trees[tree], dest, { previous: first.manifest.trees[tree] })
+    await store.materializeTree(second.manifest.trees[tree], join(root, `fresh-${tree}`))
+    t.same(await listTree(dest), await listTree(join(root, `fresh-${tree}`)), `${tree}: same as a fresh write`)
+    if (pagesBefore != null) t.equal((await stat(join(dest, 'pages-1.img'))).ino, pagesBefore.ino, 'the page image was patched in place')
+  }
+  t.same(await readFile(join(root, 'staged-criu', 'pages-1.img')), changedPages)
 })

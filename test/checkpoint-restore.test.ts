@@ -208,6 +208,31 @@ if (gateDockerCriu(t)) {
     t.ok((resumed?.counter ?? 0) > 10, `it continues from the checkpointed count (${resumed?.counter ?? 'none'})`)
   })
 
+  t.test('staged ahead: the backup writes each fetched checkpoint (only what changed), a restore moves it into place', async t => {
+    const id = await runtimeA.startFresh({ ...counterSpec, mission: 'staged' }, { mission: 'staged', peerId: peerA, epoch: 1 })
+    t.teardown(async () => { await runtimeA.stop(id) })
+    await waitFor('counter to reach 10', async () => ((await lastCounter(runtimeA, id))?.counter ?? 0) >= 10)
+    const first = await ckA.take(id, { mission: 'staged', epoch: 1, seq: 1 })
+    await ckB.stage(await ckB.fetch(first.cid))
+    await new Promise(resolve => setTimeout(resolve, 300))
+    const second = await ckA.take(id, { mission: 'staged', epoch: 1, seq: 2, parent: first.cid })
+    const bundle = await ckB.fetch(second.cid)
+    await ckB.stage(bundle)
+    const restored = await ckB.restore(bundle, { peerId: peerB, epoch: 2 })
+    t.teardown(async () => { await runtimeB.stop(restored.containerId) })
+    t.equal(restored.staged, true, `the staged files were moved into place (files phase ${restored.phases.filesMs} ms)`)
+    const original = await firstCounter(runtimeA, id)
+    await waitFor('restored counter output', async () => await firstCounter(runtimeB, restored.containerId))
+    const resumed = await firstCounter(runtimeB, restored.containerId)
+    t.equal(resumed?.boot, original?.boot, 'the same process continues')
+    t.ok((resumed?.counter ?? 0) >= 10, `from the second checkpoint's count (${resumed?.counter ?? 'none'})`)
+    // A restore of a checkpoint other than the staged one writes its files in full.
+    const third = await ckA.take(id, { mission: 'staged', epoch: 1, seq: 3, parent: second.cid })
+    const other = await ckB.restore(await ckB.fetch(third.cid), { peerId: peerB, epoch: 3 })
+    t.teardown(async () => { await runtimeB.stop(other.containerId) })
+    t.equal(other.staged, false, 'nothing staged for it: written in full')
+  })
+
   t.test('bad input: missing image, stopped container, bad names', async t => {
     await t.rejects(runtimeB.startFresh({ mission: 'x', image: 'tandem/absent:1' }, { mission: 'x', peerId: peerB, epoch: 1 }), ImageMissingError)
     await t.rejects(runtimeB.startFresh({ mission: '../x', image: image }, { mission: '../x', peerId: peerB, epoch: 1 }), /invalid mission name/)
