@@ -52,6 +52,11 @@ export interface BundleWriter {
   putNode: (value: unknown) => Promise<CID>
   /** Writes buffered blocks now (they are also written when `write` returns). */
   flush: () => Promise<void>
+  /**
+   * Records a flushed checkpoint as retained, while the write still holds off pruning: a prune between the write
+   * and the record would delete blocks the write found present and linked to without writing them again.
+   */
+  record: (cid: CID, manifest: CheckpointManifest) => Promise<void>
   readonly counters: WriteCounters
 }
 
@@ -191,6 +196,7 @@ export class BundleStore {
         putStream: async (source, chunkSize) => await this.storeStream(source, chunkSize, writer, signal),
         putNode: async (value) => { const b = await encodeNode(value); await writer.add(b); return b.cid },
         flush: async () => { await writer.flush() },
+        record: async (cid, manifest) => { await this.record(cid, manifest) },
         counters: writer
       })
       await writer.flush()
@@ -312,9 +318,17 @@ export class BundleStore {
   // ---- reading -------------------------------------------------------------------------------------------
 
   /** One block, verified against its CID; from the swarm unless `offline`. */
-  async getBlock (cid: CID, options: { signal?: AbortSignal, offline?: boolean } = {}): Promise<Uint8Array> {
+  async getBlock (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<Uint8Array> {
     options.signal?.throwIfAborted()
     if (cid.multihash.code !== sha256.code) throw new BundleFormatError(`${cid.toString()}: unsupported hash 0x${cid.multihash.code.toString(16)}`)
+    if (options.offline !== true && this.exchange != null && !(await this.backend.has(cid))) {
+      // Straight from the providers' stores first: bitswap's want bookkeeping is the slow path (see fetch).
+      const bytes = (await this.exchange.fetchBlocks([cid], { signal: options.signal, providers: options.providers }).catch(() => null))?.get(cid.toString())
+      if (bytes != null && await verifies(cid, bytes)) {
+        await this.backend.putMany([{ cid, bytes }], { signal: options.signal })
+        return bytes
+      }
+    }
     // A local read waits on no peer: it needs no timer (thousands of page chunks are read per restore).
     const timeout = options.offline === true ? undefined : AbortSignal.timeout(this.blockTimeoutMs)
     const signal = timeout == null ? options.signal : options.signal != null ? AbortSignal.any([options.signal, timeout]) : timeout
@@ -331,13 +345,13 @@ export class BundleStore {
     return bytes
   }
 
-  async getNode (cid: CID, options: { signal?: AbortSignal, offline?: boolean } = {}): Promise<unknown> {
+  async getNode (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<unknown> {
     if (cid.code !== dagCbor.code) throw new BundleFormatError(`${cid.toString()}: expected a dag-cbor node`)
     const bytes = await this.getBlock(cid, options)
     try { return dagCbor.decode(bytes) } catch (err: any) { throw new BundleFormatError(`${cid.toString()}: undecodable dag-cbor (${err.message})`) }
   }
 
-  async getManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean } = {}): Promise<CheckpointManifest> {
+  async getManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<CheckpointManifest> {
     return asManifest(await this.getNode(cid, options), cid)
   }
 
@@ -354,14 +368,14 @@ export class BundleStore {
       const report = (): void => options.onProgress?.({ ...progress })
       const ensure = async (c: CID): Promise<void> => {
         if (!(await this.backend.has(c))) {
-          const bytes = await this.getBlock(c, { signal })
+          const bytes = await this.getBlock(c, { signal, providers: options.providers })
           progress.fetchedBlocks++
           progress.fetchedBytes += bytes.byteLength
         }
         progress.blocksDone++
       }
       const rootWasLocal = await this.backend.has(cid)
-      const manifest = await this.getManifest(cid, { signal })
+      const manifest = await this.getManifest(cid, { signal, providers: options.providers })
       if (!rootWasLocal) { progress.fetchedBlocks++; progress.fetchedBytes += dagCbor.encode(manifest).byteLength }
       options.accept?.(manifest)
       progress.blocksDone = progress.blocksTotal = 1
@@ -440,6 +454,8 @@ export class BundleStore {
       report()
       // The image DAG is complete now: later checkpoints of the mission skip walking it.
       if (image != null && imageCid != null) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.spec.imageId)}`, imageCid.bytes)
+      // Recorded before the lock is released, for the reason given at BundleWriter.record.
+      await this.record(cid, manifest)
       return { cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes, ms: performance.now() - started }
     })
   }
@@ -580,13 +596,13 @@ export class BundleStore {
   }
 
   /**
-   * Like retain, but collection runs after this returns: a checkpoint is announced (or acknowledged) as soon as
-   * it is stored, not after older ones are deleted. `idle()` waits for the collection.
+   * Collects a mission's checkpoints beyond the last `keep` after this returns (storing and fetching record a
+   * checkpoint themselves), so a checkpoint is announced or acknowledged without waiting for older ones to be
+   * deleted. `idle()` waits for the collection.
    */
-  async retainInBackground (cid: CID, manifest: CheckpointManifest): Promise<void> {
-    await this.record(cid, manifest)
+  collectInBackground (mission: string): void {
     // A failed collection loses nothing: the surplus stays until the next one.
-    this.collecting = this.collecting.then(async () => { await this.prune(manifest.mission, this.keep, { wait: false }) }).catch(() => {})
+    this.collecting = this.collecting.then(async () => { await this.prune(mission, this.keep, { wait: false }) }).catch(() => {})
   }
 
   /** Resolves once background collection has finished. */

@@ -59,6 +59,8 @@ export async function storeBundle (store: BundleStore, input: BundleInput): Prom
     manifest.sizes.newBytes = c.newBytes
     manifest.stats.totalWallMs = Math.round(performance.now() - input.startedAt)
     const cid = await w.putNode(manifest)
+    await w.flush()
+    await w.record(cid, manifest)
     return { cid, manifest }
   }, input.signal)
 }

@@ -229,7 +229,7 @@ export class Checkpointer {
       })
       const storeMs = performance.now() - storeStart
       const retainStart = performance.now()
-      await this.store.retainInBackground(cid, manifest)
+      this.store.collectInBackground(manifest.mission)
       const retainMs = performance.now() - retainStart
       return {
         cid,
@@ -267,14 +267,14 @@ export class Checkpointer {
    */
   async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void, providers?: string[] } = {}): Promise<LocalBundle> {
     // A board that already has the mission's image does not download it again.
-    const manifest = await this.store.getManifest(cid, { signal: options.signal })
+    const manifest = await this.store.getManifest(cid, { signal: options.signal, providers: options.providers })
     const includeImage = await this.runtime.imageInfo(manifest.spec.imageId) == null
     const result = await this.store.fetch(cid, {
       ...options,
       includeImage,
       accept: (m) => this.assertRunnableHere(m, cid)
     })
-    await this.store.retainInBackground(cid, result.manifest)
+    this.store.collectInBackground(result.manifest.mission)
     return { cid, manifest: result.manifest, fetch: result }
   }
 

@@ -115,6 +115,9 @@ export class MissionService {
   readonly #events = new Map<string, MissionEvent[]>()
   readonly #lanes = new Map<string, Lane>()
   readonly #fetchLanes = new Map<string, Lane>()
+  /** Staging runs beside fetching (a fetch, and so the ack, never waits for it); only the newest is staged. */
+  readonly #stageLanes = new Map<string, Lane>()
+  readonly #wantedStage = new Map<string, string>()
   /** Newest checkpoint the machine asked to fetch per mission: queued fetches of older ones are skipped. */
   readonly #wantedFetch = new Map<string, string>()
   #persistChain: Promise<void> = Promise.resolve()
@@ -158,7 +161,9 @@ export class MissionService {
 
     if (this.#runtime != null) this.#watchdog = startWatchdog(peer.config.dockerHost, peer.peerId)
 
-    const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, { keep: this.#options.keepCheckpoints })
+    // A block no peer delivers within 5 s on a LAN will not come: the fetch fails and the next checkpoint is tried,
+    // instead of the backup falling 30 s behind.
+    const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, { keep: this.#options.keepCheckpoints, blockTimeoutMs: 5000 })
     this.#cleanups.push(stopStore)
     if (this.#runtime != null) {
       const checkpointer = new Checkpointer({ runtime: this.#runtime, store })
@@ -205,7 +210,7 @@ export class MissionService {
     this.#abort.abort()
     for (const timer of this.#timers) clearInterval(timer)
     await this.#actionChain.catch(() => {})
-    await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values()].map(async lane => { await lane.tail }))
+    await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values(), ...this.#stageLanes.values()].map(async lane => { await lane.tail }))
     await this.#persistChain.catch(() => {})
     // No container may outlive its peer: nobody would fence it while another board takes the mission over.
     if (this.#runtime != null) {
@@ -422,9 +427,13 @@ export class MissionService {
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
       this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq })
-      // After the ack: a takeover then only moves the files into place. A failure only costs that head start.
-      await checkpointer.stage(bundle, { signal: this.#abort.signal }).catch(err => {
-        this.#log(`missions: ${mission}: staging checkpoint #${ref.seq} failed: ${(err as Error).message}`)
+      // A takeover then only moves the files into place. A failure only costs that head start.
+      this.#wantedStage.set(mission, ref.cid)
+      this.#inLane(this.#stageLanes, mission, async () => {
+        if (this.#wantedStage.get(mission) !== ref.cid) return
+        await checkpointer.stage(bundle, { signal: this.#abort.signal }).catch(err => {
+          this.#log(`missions: ${mission}: staging checkpoint #${ref.seq} failed: ${(err as Error).message}`)
+        })
       })
     } catch (err) {
       this.#log(`missions: ${mission}: fetch of checkpoint #${ref.seq} ${ref.cid} failed: ${(err as Error).message}`)

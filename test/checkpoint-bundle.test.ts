@@ -269,3 +269,43 @@ t.test('materializing over the previous tree writes only what changed and ends i
   }
   t.same(await readFile(join(root, 'staged-criu', 'pages-1.img')), changedPages)
 })
+
+t.test('pipelined checkpoints with background collection: every retained checkpoint stays complete on both boards', async t => {
+  const root = await tempDir(t, 'pipeline')
+  const [a, b] = await connectedPair(t, root)
+  const storeA = new BundleStore({ backend: new HeliaBundleBackend({ helia: a }), keep: 3, blockTimeoutMs: 5000 })
+  const storeB = new BundleStore({ backend: new HeliaBundleBackend({ helia: b }), keep: 3, blockTimeoutMs: 5000 })
+  // A few page and file versions that come back: blocks collected with an old checkpoint reappear in new ones.
+  const pageVersions = [0, 1, 2].map(() => randomBytes(PAGE_CHUNK_SIZE))
+  const smallVersions = [0, 1].map(() => randomBytes(5000))
+  let seed = 1
+  const pick = <T>(xs: T[]): T => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return xs[seed % xs.length] as T }
+  const complete = async (store: BundleStore, label: string): Promise<void> => {
+    for (const kept of await store.checkpoints('counter')) {
+      const m = await store.getManifest(kept.cid, { offline: true })
+      for (const tree of ['criu', 'rootfs', 'data'] as const) await store.materializeTree(m.trees[tree], join(root, 'check', label, String(kept.seq), tree))
+    }
+  }
+  let parent: CID | null = null
+  let fetching: Promise<unknown> = Promise.resolve()
+  for (let seq = 1; seq <= 24; seq++) {
+    const dir = join(root, `d${seq}`)
+    const pages = Buffer.concat(Array.from({ length: 16 }, () => pick(pageVersions)))
+    const dirs = await makeDump(dir, pages)
+    await writeFile(join(dirs.criu, 'mm-1.img'), pick(smallVersions))
+    await writeFile(join(dirs.data, 'state.json'), JSON.stringify({ counter: seq % 3 }))
+    const { cid }: { cid: CID } = await storeBundle(storeA, input(dirs, seq, parent))
+    storeA.collectInBackground('counter')
+    parent = cid
+    // The backup fetches while the primary already stores the next one.
+    await fetching
+    fetching = storeB.fetch(cid).then(() => { storeB.collectInBackground('counter') })
+  }
+  await fetching
+  await storeA.idle()
+  await storeB.idle()
+  await complete(storeA, 'a')
+  await complete(storeB, 'b')
+  t.same((await storeA.checkpoints('counter')).map(c => c.seq), [22, 23, 24])
+  t.same((await storeB.checkpoints('counter')).map(c => c.seq), [22, 23, 24])
+})
