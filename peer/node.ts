@@ -40,6 +40,12 @@ export interface SwarmNodeOptions {
   gossipHeartbeatMs?: number
 }
 
+/** gossipsub's fast message id: the signer and sequence number, as the StrictSign message id has it. */
+export function fastMessageId (message: { from?: Uint8Array, seqno?: Uint8Array }): string {
+  if (message.from == null || message.seqno == null) return ''
+  return `${Buffer.from(message.from).toString('base64')}/${Buffer.from(message.seqno).toString('base64')}`
+}
+
 export async function createSwarmNode (options: SwarmNodeOptions): Promise<SwarmNode> {
   const blockstore = new LevelBlockstore(join(options.dataDir, 'blocks'))
   const datastore = new LevelDatastore(join(options.dataDir, 'datastore'))
@@ -77,6 +83,14 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
         allowPublishToZeroTopicPeers: true,
         heartbeatInterval: options.gossipHeartbeatMs ?? 700,
         globalSignaturePolicy: 'StrictSign',
+        // A copy of a message already accepted (same signer and sequence number) is dropped before its
+        // signature is checked again: Ed25519 verification is most of gossip's CPU cost. A forged copy with a
+        // seen (from, seqno) is dropped too (it was never delivered); only a message whose signature checked
+        // out enters this cache.
+        fastMsgIdFn: fastMessageId,
+        // Mesh peers are tagged in the peer store on every GRAFT and PRUNE (a datastore write each); the tags
+        // only guide the connection manager's pruning, which a swarm of a few dozen boards never reaches.
+        tagMeshPeers: false,
         // gossipsub scores down more than 10 peers sharing one IP (sybil defence) and stops talking to them;
         // simulated boards all live on loopback. Real boards each have their own address, so keep it for those.
         scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }
