@@ -17,10 +17,13 @@ export interface FailureDetectorConfig {
   heartbeatIntervalMs: number
   /**
    * Every peer keeps a direct connection to every other, so gossipsub need not relay heartbeats: relaying
-   * multiplies the messages each peer handles by the mesh degree (~6). Only every n-th heartbeat is relayed:
-   * it tells peers that are not connected yet who exists (they then dial it). 2 = once every 2 s.
+   * multiplies the messages each peer handles by the mesh degree (~6). Only the first `heartbeatRelayFirst`
+   * heartbeats of a peer's life (a new or restarted peer announces itself to peers not connected to it yet,
+   * which then dial it) and every n-th one after them are relayed. 10 = once every 10 s.
    */
   heartbeatRelayEvery: number
+  /** See heartbeatRelayEvery. 5: a new peer is relayed for its first 5 s. */
+  heartbeatRelayFirst: number
   /**
    * How many peers watch each peer: its successors on the ring of live members sorted by peer id. A peer
    * sends direct beats to its watchers only; a watcher that finds it dead gossips a verdict to everyone.
@@ -83,7 +86,8 @@ export interface FailureDetectorConfig {
 
 export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
   heartbeatIntervalMs: 1000,
-  heartbeatRelayEvery: 2,
+  heartbeatRelayEvery: 10,
+  heartbeatRelayFirst: 5,
   watchers: 3,
   beatIntervalMs: 200,
   suspectAfterMs: 600,

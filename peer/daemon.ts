@@ -235,7 +235,7 @@ export class Peer {
       const { v, peerId, incarnation, seq, sentAt, ...info } = heartbeat
       membership.heard(peerId, incarnation, seq, info)
       this.#ensureConnected(peerId, info.addrs)
-    }, { maxBytes: fd.maxHeartbeatBytes, relay: heartbeat => heartbeat.seq % fd.heartbeatRelayEvery === 0 }))
+    }, { maxBytes: fd.maxHeartbeatBytes, relay: heartbeat => heartbeat.seq <= fd.heartbeatRelayFirst || heartbeat.seq % fd.heartbeatRelayEvery === 0 }))
 
     // Verdicts: what we find dead ourselves is told to everyone; what others find is applied here unless we
     // heard from the target since (a replayed or refuted verdict is dropped as `replayed`).
