@@ -200,7 +200,8 @@ export class HeartbeatSource {
   /** A new incarnation (after a detected pause) tells everyone this is a new life of the same peer. */
   bumpIncarnation (): void {
     this.#incarnation = Math.max(this.#incarnation + 1, Date.now())
-    this.#seq = 0
+    // The sequence keeps counting: only a new process starts at 1 (its first heartbeats are relayed to
+    // announce it, see heartbeatRelayFirst); a refutation after a pause or a verdict need not be.
   }
 
   next (): Heartbeat {

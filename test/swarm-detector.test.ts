@@ -2,6 +2,8 @@
 import t from 'tap'
 import { Membership, ringSuccessors, type MembershipChange, type ProbeOutcome, type Prober, type Verdict } from '../peer/membership.ts'
 import { DEFAULT_FAILURE_DETECTOR, type FailureDetectorConfig } from '../peer/config.ts'
+import { HeartbeatExtras, HeartbeatSource } from '../peer/heartbeat.ts'
+import { BOARD_PROFILES, UNKNOWN_CAPABILITIES } from '../boards/detect.ts'
 
 type Script = (peerId: string) => { outcome: ProbeOutcome, afterMs: number }
 
@@ -344,4 +346,24 @@ t.test('a verdict that accuses this peer is passed on for refutation', async t =
   membership.onAccused(v => accusations.push({ from: v.from, incarnation: v.incarnation }))
   t.equal(membership.verdict({ target: 'self', incarnation: 3, seq: 1, reason: 'x' }, 'w'), 'self')
   t.same(accusations, [{ from: 'w', incarnation: 3 }])
+})
+
+t.test('a new incarnation keeps the heartbeat sequence counting (only a new process starts at 1 and is relayed)', async t => {
+  const source = new HeartbeatSource({
+    peerId: 'p',
+    board: BOARD_PROFILES[0]!,
+    capabilities: () => UNKNOWN_CAPABILITIES,
+    load: () => ({ loadPerCore: 0, lagMs: 0, rssMb: 1, healthScore: 0 }),
+    addrs: () => [],
+    extras: new HeartbeatExtras()
+  })
+  const first = source.next()
+  t.equal(first.seq, 1)
+  source.next()
+  source.bumpIncarnation()
+  const after = source.next()
+  t.ok(after.incarnation > first.incarnation)
+  t.equal(after.seq, 3)
+  const { heartbeatRelayFirst } = DEFAULT_FAILURE_DETECTOR
+  t.ok(heartbeatRelayFirst >= 1, 'a new process\'s first heartbeats are relayed')
 })
