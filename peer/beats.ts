@@ -96,7 +96,7 @@ export class BeatLink {
       }
     }, (err: unknown) => {
       if (this.#out.get(peerId) === null) this.#out.delete(peerId)
-      this.#log(`beats: cannot open a beat stream to ${peerId}: ${(err as Error).message}`)
+      this.#log(`beats: cannot open a beat stream to ${peerId}: ${(err as Error | undefined)?.message ?? String(err)}`)
     })
   }
 
