@@ -279,7 +279,7 @@ export class Peer {
       libp2p,
       intervalMs: fd.beatIntervalMs,
       incarnation: () => source.incarnation,
-      watchers: () => membership.watchers(fd.watchers),
+      watchers: () => membership.watchers(),
       onBeat: (peerId, incarnation) => { membership.beat(peerId, incarnation) },
       onEnd: peerId => { membership.beatsEnded(peerId) },
       log: this.#log

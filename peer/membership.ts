@@ -86,9 +86,10 @@ export interface Verdict { target: string, incarnation: number, seq: number, rea
  * What a received verdict did: `applied` (the target is now dead here), `known` (it already was), `stale`
  * (older than what we heard from the target since: a replay or a refuted suspicion), `stranger` (from a
  * peer that is not a live member), `self` (it accuses this peer, which should refute it), `unknown` (a target
- * we never heard of).
+ * we never heard of), `hint` (from a peer that is not one of the target's watchers in our view: we probe the
+ * target ourselves instead of taking its word, so one confused peer cannot kill peers it does not watch).
  */
-export type VerdictResult = 'applied' | 'known' | 'stale' | 'stranger' | 'self' | 'unknown'
+export type VerdictResult = 'applied' | 'known' | 'stale' | 'stranger' | 'self' | 'unknown' | 'hint'
 
 /**
  * The `count` peers after `self` on the ring of `ids` sorted by id (wrapping around): the peers that watch
@@ -244,11 +245,7 @@ export class Membership {
   watches (peerId: string): boolean { return this.#beating.has(peerId) }
 
   /** The peers that should watch this one: its successors on the ring of members not known dead. */
-  watchers (count: number): string[] {
-    const live: string[] = []
-    for (const member of this.#members.values()) if (member.state !== 'dead') live.push(member.peerId)
-    return ringSuccessors(live, this.selfId, count)
-  }
+  watchers (): string[] { return this.#watchersOf(this.selfId) }
 
   /** What `verdict` would do with this verdict, without doing it (for the gossip validator). */
   judgeVerdict (verdict: Verdict, from: string): VerdictResult {
@@ -258,7 +255,15 @@ export class Membership {
     const member = this.#members.get(verdict.target)
     if (member == null) return 'unknown'
     if (verdict.incarnation < member.incarnation || (verdict.incarnation === member.incarnation && verdict.seq < member.seq)) return 'stale'
-    return member.state === 'dead' ? 'known' : 'applied'
+    if (member.state === 'dead') return 'known'
+    return this.#watchersOf(verdict.target).includes(from) ? 'applied' : 'hint'
+  }
+
+  /** The watchers of `peerId` in our view: its successors on the ring of members not known dead, and us. */
+  #watchersOf (peerId: string): string[] {
+    const live: string[] = []
+    for (const member of this.#members.values()) if (member.state !== 'dead') live.push(member.peerId)
+    return ringSuccessors([...live, this.selfId], peerId, this.config.watchers)
   }
 
   /** A verified verdict from `from` (the gossip signer). */
@@ -270,6 +275,10 @@ export class Membership {
       const member = this.#members.get(verdict.target) as Member
       // A refused redial is proof whoever saw it (peer/missions.ts reads it as `gone`); keep its wording.
       this.#transition(member, 'dead', verdict.reason === REFUSED ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`)
+    } else if (result === 'hint') {
+      // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.
+      const member = this.#members.get(verdict.target) as Member
+      if (member.state === 'alive') this.#startProbe(member, false)
     }
     return result
   }

@@ -239,11 +239,26 @@ t.test('watchers are the ring successors in peer-id order, the same on every pee
   t.same([...new Set(watchedBy.values())], [3], 'each peer watches 3 and is watched by 3')
 
   const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
-  const { membership } = setup(world, {})
+  const { membership } = setup(world, { watchers: 2 })
   for (const id of ['a', 'b', 'd', 'e']) membership.heard(id, 1, 1)
-  t.same(membership.watchers(2), ['a', 'b'], 'self sorts after the others here: wraps to the start')
-  membership.verdict({ target: 'a', incarnation: 1, seq: 1, reason: 'x' }, 'b')
-  t.same(membership.watchers(2), ['b', 'd'], 'dead members leave the ring')
+  t.same(membership.watchers(), ['a', 'b'], 'self sorts after the others here: wraps to the start')
+  t.equal(membership.verdict({ target: 'a', incarnation: 1, seq: 1, reason: 'x' }, 'b'), 'applied', 'b watches a')
+  t.same(membership.watchers(), ['b', 'd'], 'dead members leave the ring')
+})
+
+t.test('a verdict from a peer that does not watch the target is only a hint: we probe the target ourselves', async t => {
+  const world = new FakeWorld(peer => peer === 'c' ? { outcome: 'refused', afterMs: 1 } : { outcome: 'ack', afterMs: 2 })
+  const { membership, changes } = setup(world, { watchers: 2 })
+  for (const id of ['a', 'b', 'c', 'd', 'e']) membership.heard(id, 1, 1)
+  // Ring a b c d e self: a is watched by b and c; c by d and e.
+  t.equal(membership.verdict({ target: 'a', incarnation: 1, seq: 1, reason: 'no answer for 1100 ms' }, 'e'), 'hint')
+  await world.advance(membership, 100)
+  t.ok(world.directCalls.includes('a'), 'the target was pinged')
+  t.equal(membership.get('a')?.state, 'alive', 'and it answered: the verdict changed nothing')
+  t.equal(membership.verdict({ target: 'c', incarnation: 1, seq: 1, reason: 'connection refused' }, 'a'), 'hint')
+  await world.advance(membership, 100)
+  t.match(membership.get('c'), { state: 'dead', reason: 'connection refused' }, 'our own ping was refused: dead')
+  t.same(changes.filter(c => c.state !== 'alive').map(c => c.peerId), ['c'])
 })
 
 t.test('a watched peer is held to its beats, an unwatched one to the slower gossiped heartbeat', async t => {
