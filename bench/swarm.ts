@@ -24,6 +24,8 @@ interface SizeResult {
   sigkill: { perObserver: Distribution, allObservers: Distribution, rounds: number }
   sigstop: { perObserver: Distribution, allObservers: Distribution, rounds: number }
   falseDead: number
+  /** The false `dead` verdicts (at most 50): observer, peer, the detector's reason, ms after the swarm converged. */
+  falseDeadEvents: Array<{ observer: string, peerId: string, reason: string, afterConvergedMs: number }>
   suspectsRecovered: number
   traffic: { windowS: number, heartbeatPayloadOutBps: number, heartbeatPayloadInBps: number, processWriteBps: number, processReadBps: number }
   /** CPU use of each peer process over the traffic window (idle swarm), % of one core: mean and max over peers. */
@@ -81,10 +83,10 @@ async function collectEvents (peers: PeerHandle[]): Promise<Array<MembershipEven
   return all.flat()
 }
 
-function classify (events: Array<MembershipEvent & { observer: string }>, windows: FaultWindow[]): { falseDead: number, suspectsRecovered: number } {
+function classify (events: Array<MembershipEvent & { observer: string }>, windows: FaultWindow[]): { falseDead: Array<MembershipEvent & { observer: string }>, suspectsRecovered: number } {
   const inWindow = (peerId: string, at: number): boolean => windows.some(w => w.peerId === peerId && at >= w.from && at <= w.to)
   const observerFaulty = (event: { observer: string, at: number }): boolean => inWindow(event.observer, event.at)
-  const falseDead = events.filter(e => e.state === 'dead' && !inWindow(e.peerId, e.at) && !observerFaulty(e)).length
+  const falseDead = events.filter(e => e.state === 'dead' && !inWindow(e.peerId, e.at) && !observerFaulty(e))
   const suspectsRecovered = events.filter(e => e.state === 'alive' && e.previous === 'suspect').length
   return { falseDead, suspectsRecovered }
 }
@@ -100,6 +102,7 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
     const readyAt = performance.now()
     await waitFor('convergence', async () => await allSee(peers, 'alive'), 180_000, 100)
     const convergedAt = performance.now()
+    const convergedWallMs = Date.now()
     log(`  ${size} peers: ready in ${Math.round(readyAt - spawnStarted)} ms, converged ${Math.round(convergedAt - readyAt)} ms later`)
 
     const windows: FaultWindow[] = []
@@ -173,13 +176,15 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
     }
     await sleep(1000)
     const verdicts = classify(await collectEvents(peers), windows)
+    for (const e of verdicts.falseDead.slice(0, 10)) log(`  false dead: ${e.observer.slice(-8)} saw ${e.peerId.slice(-8)} dead ${e.at - convergedWallMs} ms after convergence (${e.reason})`)
     return {
       peers: size,
       convergenceMs: Math.round(convergedAt - readyAt),
       startupToConvergedMs: Math.round(convergedAt - spawnStarted),
       sigkill: { perObserver: distribution(killSamples), allObservers: distribution(killRounds), rounds },
       sigstop: { perObserver: distribution(stopSamples), allObservers: distribution(stopRounds), rounds },
-      falseDead: verdicts.falseDead,
+      falseDead: verdicts.falseDead.length,
+      falseDeadEvents: verdicts.falseDead.slice(0, 50).map(e => ({ observer: e.observer.slice(-8), peerId: e.peerId.slice(-8), reason: e.reason, afterConvergedMs: e.at - convergedWallMs })),
       suspectsRecovered: verdicts.suspectsRecovered,
       traffic,
       idleCpu
