@@ -9,8 +9,9 @@
 //   its k watchers only, its k successors on the ring of live members sorted by peer id; a watcher holds the
 //   peer to the short silence bound, everyone else to the long one of the gossiped heartbeat;
 // - a peer that concludes `dead` from its own evidence gossips a signed verdict carrying the target's
-//   incarnation and heartbeat sequence number; everyone else applies it at once (not an older one: a replayed
-//   verdict does nothing). An accused peer that is alive refutes it with a new incarnation (SWIM).
+//   incarnation and heartbeat sequence number; everyone else applies it at once if it comes from one of the
+//   target's watchers, and otherwise pings the target itself; an older verdict (a replay) does nothing. An
+//   accused peer that is alive refutes it with a new incarnation (SWIM).
 // Silence alone is not a verdict: a suspect is pinged directly and through k other peers (our own link may be
 // the broken part), and only a suspicion that nobody can refute within the suspicion timeout becomes `dead`.
 // A closed connection is a hint that triggers an immediate ping on every peer (all peers hold a connection to
