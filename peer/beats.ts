@@ -1,12 +1,13 @@
 // Direct beats: the fast liveness signal from a peer to its few watchers (see peer/membership.ts).
-// One long-lived libp2p stream per watcher carries fixed 8-byte frames (the sender's incarnation as a float64),
+// One long-lived libp2p stream per watcher carries fixed 9-byte frames (the sender's incarnation as a float64
+// and its Lifeguard health score as a byte, so a watcher gives a struggling peer more time at once),
 // so a beat costs no stream negotiation, no peer-store write and no signature: the connection is Noise-
 // authenticated (and pnet-encrypted in a private swarm), so the stream's remote peer is the sender.
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 
 export const BEAT_PROTOCOL = '/tandem/beat/1.0.0'
-const FRAME_BYTES = 8
+const FRAME_BYTES = 9
 /** A watcher that does not read (frozen) is not sent more than this many unsent bytes. */
 const MAX_BUFFERED_BYTES = 64 * FRAME_BYTES
 
@@ -15,18 +16,23 @@ export interface BeatLinkOptions {
   intervalMs: number
   /** This peer's current incarnation, read for every beat. */
   incarnation: () => number
+  /** This peer's Lifeguard health score (0 = healthy), read for every beat. */
+  healthScore?: () => number
   /** The peers that should receive our beats now (our watchers), read for every beat. */
   watchers: () => string[]
   /** A beat from `peerId`. */
-  onBeat: (peerId: string, incarnation: number) => void
+  onBeat: (peerId: string, incarnation: number, healthScore: number) => void
   /** `peerId` stopped beating us (closed its stream, or the connection went away). */
   onEnd: (peerId: string) => void
   log?: (line: string) => void
 }
 
-function encodeBeat (incarnation: number): Uint8Array {
+/** A beat frame: the incarnation (float64, big-endian) and the health score (one byte). */
+export function encodeBeat (incarnation: number, healthScore = 0): Uint8Array {
   const frame = new Uint8Array(FRAME_BYTES)
-  new DataView(frame.buffer).setFloat64(0, incarnation)
+  const view = new DataView(frame.buffer)
+  view.setFloat64(0, incarnation)
+  view.setUint8(8, Math.max(0, Math.min(255, Math.round(healthScore))))
   return frame
 }
 
@@ -62,7 +68,7 @@ export class BeatLink {
       this.#out.delete(peerId)
       void stream?.close().catch(() => { stream.abort(new Error('no longer a watcher')) })
     }
-    const frame = encodeBeat(this.#options.incarnation())
+    const frame = encodeBeat(this.#options.incarnation(), this.#options.healthScore?.() ?? 0)
     for (const peerId of wanted) {
       const stream = this.#out.get(peerId)
       if (stream === undefined) { this.#open(peerId, frame); continue }
@@ -111,8 +117,11 @@ export class BeatLink {
       const bytes = pending.byteLength === 0 ? chunk : concat(pending, chunk)
       let offset = 0
       let incarnation = -1
+      let healthScore = 0
       for (; offset + FRAME_BYTES <= bytes.byteLength; offset += FRAME_BYTES) {
-        incarnation = new DataView(bytes.buffer, bytes.byteOffset + offset, FRAME_BYTES).getFloat64(0)
+        const view = new DataView(bytes.buffer, bytes.byteOffset + offset, FRAME_BYTES)
+        incarnation = view.getFloat64(0)
+        healthScore = view.getUint8(8)
       }
       pending = bytes.slice(offset)
       if (incarnation === -1) return
@@ -120,7 +129,7 @@ export class BeatLink {
         stream.abort(new Error('malformed beat'))
         return
       }
-      if (this.#in.get(peerId) === stream) this.#options.onBeat(peerId, incarnation)
+      if (this.#in.get(peerId) === stream) this.#options.onBeat(peerId, incarnation, healthScore)
     })
     const ended = (): void => {
       if (this.#in.get(peerId) !== stream) return

@@ -279,8 +279,9 @@ export class Peer {
       libp2p,
       intervalMs: fd.beatIntervalMs,
       incarnation: () => source.incarnation,
+      healthScore: () => membership.healthScore,
       watchers: () => membership.watchers(),
-      onBeat: (peerId, incarnation) => { membership.beat(peerId, incarnation) },
+      onBeat: (peerId, incarnation, healthScore) => { membership.beat(peerId, incarnation, healthScore) },
       onEnd: peerId => { membership.beatsEnded(peerId) },
       log: this.#log
     })

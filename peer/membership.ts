@@ -41,6 +41,8 @@ export interface Member {
   /** Why the current state was entered, e.g. `silent`, `refused`, `heartbeat`. */
   reason: string
   info: HeartbeatInfo | null
+  /** The peer's own Lifeguard health score, from its newest heartbeat or direct beat (0 = healthy). */
+  healthScore: number
 }
 
 export interface MembershipChange {
@@ -201,7 +203,8 @@ export class Membership {
     const member = this.#members.get(peerId)
     if (member == null) {
       this.#members.set(peerId, {
-        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', info
+        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', info,
+        healthScore: info?.load.healthScore ?? 0
       })
       this.#emit({ peerId, state: 'alive', previous: null, reason: 'joined' })
       return { accepted: true, reason: 'new' }
@@ -212,7 +215,10 @@ export class Membership {
     member.seq = seq
     member.lastHeardAt = now
     member.lastSeenWallMs = this.#wallNow()
-    if (info != null) member.info = info
+    if (info != null) {
+      member.info = info
+      member.healthScore = info.load.healthScore
+    }
     if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'heartbeat')
     return { accepted: true, reason: 'fresh' }
   }
@@ -221,7 +227,7 @@ export class Membership {
    * A direct beat from `peerId` (over an authenticated stream, so no replay check): a sign of life, and from
    * now on the peer is held to the short silence bound (suspectAfterMs) until its beats end.
    */
-  beat (peerId: string, incarnation: number): void {
+  beat (peerId: string, incarnation: number, healthScore = 0): void {
     if (peerId === this.selfId) return
     this.#beating.add(peerId)
     const member = this.#members.get(peerId)
@@ -234,6 +240,7 @@ export class Membership {
     }
     member.lastHeardAt = this.#now()
     member.lastSeenWallMs = this.#wallNow()
+    member.healthScore = healthScore
     if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'beat')
   }
 
@@ -354,11 +361,12 @@ export class Membership {
   }
 
   /**
-   * A peer that reported in its last heartbeat that it is itself running late (Lifeguard health score > 0)
-   * gets proportionally more time before it is suspected and declared dead, up to maxRemoteHealthScore.
+   * A peer that reported in its last heartbeat or beat that it is itself running late (Lifeguard health
+   * score > 0) gets proportionally more time before it is suspected and declared dead, up to
+   * maxRemoteHealthScore. Beats carry the score too, so a watcher learns it within a beat interval.
    */
   #remoteMultiplier (member: Member): number {
-    return 1 + Math.min(member.info?.load.healthScore ?? 0, this.config.maxRemoteHealthScore)
+    return 1 + Math.min(member.healthScore, this.config.maxRemoteHealthScore)
   }
 
   /** Many peers suspect at once more likely means our own trouble than theirs. */

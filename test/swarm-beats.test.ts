@@ -3,7 +3,7 @@
 import t from 'tap'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { BEAT_PROTOCOL, BeatLink } from '../peer/beats.ts'
+import { BEAT_PROTOCOL, BeatLink, encodeBeat } from '../peer/beats.ts'
 import { waitFor } from '../peer/spawn.ts'
 import { tempDirFor, type Teardown } from './helpers/peers.ts'
 
@@ -26,15 +26,16 @@ t.test('beats reach the watcher, end when it is no longer wanted, and a malforme
   const bId = b.libp2p.peerId.toString()
   let incarnation = 42
   let watchers = [bId]
-  const received: Array<[string, number]> = []
+  const received: Array<[string, number, number]> = []
   const ended: string[] = []
-  const sender = new BeatLink({ libp2p: a.libp2p, intervalMs: 50, incarnation: () => incarnation, watchers: () => watchers, onBeat: () => {}, onEnd: () => {} })
+  let healthScore = 0
+  const sender = new BeatLink({ libp2p: a.libp2p, intervalMs: 50, incarnation: () => incarnation, healthScore: () => healthScore, watchers: () => watchers, onBeat: () => {}, onEnd: () => {} })
   const watcher = new BeatLink({
     libp2p: b.libp2p,
     intervalMs: 50,
     incarnation: () => 1,
     watchers: () => [],
-    onBeat: (peerId, inc) => received.push([peerId, inc]),
+    onBeat: (peerId, inc, score) => received.push([peerId, inc, score]),
     onEnd: peerId => ended.push(peerId)
   })
   await watcher.start()
@@ -43,10 +44,12 @@ t.test('beats reach the watcher, end when it is no longer wanted, and a malforme
 
   await a.libp2p.dial(b.libp2p.getMultiaddrs()[0]!, { signal: AbortSignal.timeout(5000) })
   await waitFor('three beats', () => received.length >= 3, 10_000)
-  t.same(received[0], [aId, 42], 'the beat names the sender (from the authenticated connection) and its incarnation')
+  t.same(received[0], [aId, 42, 0], 'the beat names the sender (from the authenticated connection), its incarnation and health')
   t.same(sender.targets(), [bId])
   incarnation = 43
+  healthScore = 3
   await waitFor('a beat of the new incarnation', () => received.at(-1)?.[1] === 43, 10_000)
+  t.equal(received.at(-1)?.[2], 3, 'with the sender\'s health score')
 
   watchers = []
   await waitFor('the watcher to hear that the beats ended', () => ended.includes(aId), 10_000)
@@ -57,8 +60,7 @@ t.test('beats reach the watcher, end when it is no longer wanted, and a malforme
 
   // A frame that is not an incarnation: the watcher closes the stream and reports nothing for it.
   const stream = await a.libp2p.dialProtocol(b.libp2p.peerId, BEAT_PROTOCOL, { signal: AbortSignal.timeout(5000) })
-  const frame = new Uint8Array(8)
-  new DataView(frame.buffer).setFloat64(0, Number.NaN)
+  const frame = encodeBeat(Number.NaN)
   stream.send(frame)
   await waitFor('the malformed stream to be closed', () => stream.status !== 'open', 10_000)
   t.equal(received.length, count, 'the malformed beat was not reported')

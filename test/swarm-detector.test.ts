@@ -382,3 +382,16 @@ t.test('a new incarnation keeps the heartbeat sequence counting (only a new proc
   const { heartbeatRelayFirst } = DEFAULT_FAILURE_DETECTOR
   t.ok(heartbeatRelayFirst >= 1, 'a new process\'s first heartbeats are relayed')
 })
+
+t.test('a watched peer whose beats say it is running late gets more time at once', async t => {
+  const world = new FakeWorld(() => ({ outcome: 'timeout', afterMs: 250 }))
+  const { membership } = setup(world, {})
+  membership.heard('late', 1, 1)
+  membership.heard('fine', 1, 1)
+  membership.beat('late', 1, 2)
+  membership.beat('fine', 1, 0)
+  t.equal(membership.get('late')?.healthScore, 2)
+  await world.advance(membership, 1300)
+  t.equal(membership.get('fine')?.state, 'dead')
+  t.equal(membership.get('late')?.state, 'alive', 'x3 time for a peer whose beat carried health score 2')
+})
