@@ -1,8 +1,9 @@
 // Swarm benchmark: convergence, failure detection after SIGKILL and SIGSTOP, false `dead` verdicts and
 // gossip traffic, for swarms of peer processes on loopback; `--soak` runs 5 peers under a CPU hog.
 //   node bench/swarm.ts [--quick] [--sizes 5,20] [--rounds 10] [--soak] [--soak-minutes 10]
+// (--rounds 0: convergence, traffic and idle CPU only.)
 import { parseArgs } from 'node:util'
-import { spawn, type ChildProcess } from 'node:child_process'
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { availableParallelism, cpus, tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -23,8 +24,12 @@ interface SizeResult {
   sigkill: { perObserver: Distribution, allObservers: Distribution, rounds: number }
   sigstop: { perObserver: Distribution, allObservers: Distribution, rounds: number }
   falseDead: number
+  /** The false `dead` verdicts (at most 50): observer, peer, the detector's reason, ms after the swarm converged. */
+  falseDeadEvents: Array<{ observer: string, peerId: string, reason: string, afterConvergedMs: number }>
   suspectsRecovered: number
   traffic: { windowS: number, heartbeatPayloadOutBps: number, heartbeatPayloadInBps: number, processWriteBps: number, processReadBps: number }
+  /** CPU use of each peer process over the traffic window (idle swarm), % of one core: mean and max over peers. */
+  idleCpu: { meanPct: number, maxPct: number }
 }
 
 interface SoakResult {
@@ -41,6 +46,18 @@ interface SoakResult {
 
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+
+const CLOCK_TICKS = ((): number => {
+  try { return Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100 } catch { return 100 }
+})()
+
+/** CPU time (user + system) of a process so far, in seconds, from /proc/PID/stat. */
+async function procCpuSeconds (pid: number): Promise<number> {
+  const text = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '')
+  // Fields after the command name (which may contain spaces) start at `state`; utime and stime are fields 14 and 15.
+  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11] ?? 0) + Number(fields[12] ?? 0)) / CLOCK_TICKS
+}
 
 async function procIo (pid: number): Promise<{ read: number, write: number }> {
   const text = await readFile(`/proc/${pid}/io`, 'utf8').catch(() => '')
@@ -66,10 +83,10 @@ async function collectEvents (peers: PeerHandle[]): Promise<Array<MembershipEven
   return all.flat()
 }
 
-function classify (events: Array<MembershipEvent & { observer: string }>, windows: FaultWindow[]): { falseDead: number, suspectsRecovered: number } {
+function classify (events: Array<MembershipEvent & { observer: string }>, windows: FaultWindow[]): { falseDead: Array<MembershipEvent & { observer: string }>, suspectsRecovered: number } {
   const inWindow = (peerId: string, at: number): boolean => windows.some(w => w.peerId === peerId && at >= w.from && at <= w.to)
   const observerFaulty = (event: { observer: string, at: number }): boolean => inWindow(event.observer, event.at)
-  const falseDead = events.filter(e => e.state === 'dead' && !inWindow(e.peerId, e.at) && !observerFaulty(e)).length
+  const falseDead = events.filter(e => e.state === 'dead' && !inWindow(e.peerId, e.at) && !observerFaulty(e))
   const suspectsRecovered = events.filter(e => e.state === 'alive' && e.previous === 'suspect').length
   return { falseDead, suspectsRecovered }
 }
@@ -85,6 +102,7 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
     const readyAt = performance.now()
     await waitFor('convergence', async () => await allSee(peers, 'alive'), 180_000, 100)
     const convergedAt = performance.now()
+    const convergedWallMs = Date.now()
     log(`  ${size} peers: ready in ${Math.round(readyAt - spawnStarted)} ms, converged ${Math.round(convergedAt - readyAt)} ms later`)
 
     const windows: FaultWindow[] = []
@@ -97,12 +115,16 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
     }
     await sleep(2000)
     const io0 = await Promise.all(peers.map(async peer => await procIo(peer.pid)))
+    const cpu0 = await Promise.all(peers.map(async peer => await procCpuSeconds(peer.pid)))
     const c0 = await counters()
     const t0 = performance.now()
     await sleep(trafficWindowS * 1000)
+    const cpu1 = await Promise.all(peers.map(async peer => await procCpuSeconds(peer.pid)))
     const io1 = await Promise.all(peers.map(async peer => await procIo(peer.pid)))
     const c1 = await counters()
     const seconds = (performance.now() - t0) / 1000
+    const cpuPct = cpu1.map((used, i) => (used - (cpu0[i] ?? 0)) / seconds * 100)
+    const idleCpu = { meanPct: round1(cpuPct.reduce((a, b) => a + b, 0) / size), maxPct: round1(Math.max(...cpuPct)) }
     const perPeer = (total: number): number => Math.round(total / seconds / size)
     const traffic = {
       windowS: Math.round(seconds),
@@ -112,6 +134,7 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
       processReadBps: perPeer(io1.reduce((sum, io, i) => sum + io.read - (io0[i]?.read ?? 0), 0))
     }
     log(`  traffic per peer: heartbeat payload out ${traffic.heartbeatPayloadOutBps} B/s, in ${traffic.heartbeatPayloadInBps} B/s; process write ${traffic.processWriteBps} B/s`)
+    log(`  idle CPU per peer: ${idleCpu.meanPct} % of a core (max ${idleCpu.maxPct} %), ${round1(idleCpu.meanPct * size)} % in all`)
 
     const killSamples: number[] = []
     const killRounds: number[] = []
@@ -153,15 +176,18 @@ async function benchSize (size: number, rounds: number, trafficWindowS: number, 
     }
     await sleep(1000)
     const verdicts = classify(await collectEvents(peers), windows)
+    for (const e of verdicts.falseDead.slice(0, 10)) log(`  false dead: ${e.observer.slice(-8)} saw ${e.peerId.slice(-8)} dead ${e.at - convergedWallMs} ms after convergence (${e.reason})`)
     return {
       peers: size,
       convergenceMs: Math.round(convergedAt - readyAt),
       startupToConvergedMs: Math.round(convergedAt - spawnStarted),
       sigkill: { perObserver: distribution(killSamples), allObservers: distribution(killRounds), rounds },
       sigstop: { perObserver: distribution(stopSamples), allObservers: distribution(stopRounds), rounds },
-      falseDead: verdicts.falseDead,
+      falseDead: verdicts.falseDead.length,
+      falseDeadEvents: verdicts.falseDead.slice(0, 50).map(e => ({ observer: e.observer.slice(-8), peerId: e.peerId.slice(-8), reason: e.reason, afterConvergedMs: e.at - convergedWallMs })),
       suspectsRecovered: verdicts.suspectsRecovered,
-      traffic
+      traffic,
+      idleCpu
     }
   } finally {
     await stopAllPeers()
@@ -210,6 +236,8 @@ async function soak (minutes: number, log: (line: string) => void): Promise<Soak
   }
 }
 
+function round1 (n: number): number { return Math.round(n * 10) / 10 }
+
 function fmt (d: Distribution): string { return `${d.p50 ?? '-'} / ${d.p99 ?? '-'}` }
 
 const USAGE = 'usage: node bench/swarm.ts [--quick] [--sizes 5,20] [--rounds N] [--soak [--soak-minutes M]] [--no-sizes]'
@@ -238,7 +266,7 @@ async function main (): Promise<void> {
   const sizes = values['no-sizes'] === true ? [] : (values.sizes ?? (quick ? '5' : '5,20')).split(',').map(Number)
   const rounds = Number(values.rounds ?? (quick ? 3 : 10))
   const soakMinutes = Number(values['soak-minutes'] ?? (quick ? 1 : 10))
-  if (sizes.some(n => !Number.isInteger(n) || n < 2) || !Number.isInteger(rounds) || rounds < 1 || !(soakMinutes > 0)) {
+  if (sizes.some(n => !Number.isInteger(n) || n < 2) || !Number.isInteger(rounds) || rounds < 0 || !(soakMinutes > 0)) {
     console.error(USAGE)
     process.exitCode = 2
     return
@@ -261,10 +289,10 @@ async function main (): Promise<void> {
   }
   const soakResult = values.soak === true ? await soak(soakMinutes, log) : null
 
-  console.log('\n| peers | converge ms | SIGKILL dead p50/p99 ms (per observer) | SIGKILL all-others p50/p99 | SIGSTOP dead p50/p99 (per observer) | SIGSTOP all-others p50/p99 | false dead | suspects recovered | heartbeat B/s out/in per peer | process write B/s per peer |')
-  console.log('|---|---|---|---|---|---|---|---|---|---|')
+  console.log('\n| peers | converge ms | SIGKILL dead p50/p99 ms (per observer) | SIGKILL all-others p50/p99 | SIGSTOP dead p50/p99 (per observer) | SIGSTOP all-others p50/p99 | false dead | suspects recovered | heartbeat B/s out/in per peer | process write B/s per peer | idle CPU % per peer (mean / max) |')
+  console.log('|---|---|---|---|---|---|---|---|---|---|---|')
   for (const r of results) {
-    console.log(`| ${r.peers} | ${r.convergenceMs} | ${fmt(r.sigkill.perObserver)} | ${fmt(r.sigkill.allObservers)} | ${fmt(r.sigstop.perObserver)} | ${fmt(r.sigstop.allObservers)} | ${r.falseDead} | ${r.suspectsRecovered} | ${r.traffic.heartbeatPayloadOutBps} / ${r.traffic.heartbeatPayloadInBps} | ${r.traffic.processWriteBps} |`)
+    console.log(`| ${r.peers} | ${r.convergenceMs} | ${fmt(r.sigkill.perObserver)} | ${fmt(r.sigkill.allObservers)} | ${fmt(r.sigstop.perObserver)} | ${fmt(r.sigstop.allObservers)} | ${r.falseDead} | ${r.suspectsRecovered} | ${r.traffic.heartbeatPayloadOutBps} / ${r.traffic.heartbeatPayloadInBps} | ${r.traffic.processWriteBps} | ${r.idleCpu.meanPct} / ${r.idleCpu.maxPct} |`)
   }
   if (soakResult != null) {
     console.log(`\nsoak: ${soakResult.peers} peers, ${soakResult.minutes} min, ${soakResult.hogs} CPU hogs: false dead ${soakResult.falseDead}, suspicions ${soakResult.suspects}, max local health score ${soakResult.maxHealthScore}, pauses ${soakResult.pauses}`)

@@ -9,22 +9,42 @@ export const DEFAULT_LISTEN = ['/ip4/0.0.0.0/tcp/4011']
 /** Timings of the heartbeat gossip and the failure detector. All durations in milliseconds. */
 export interface FailureDetectorConfig {
   /**
-   * How often a peer gossips its heartbeat. 200 ms: five chances per second to be heard, so a silence of
-   * a few intervals is a strong signal, at ~0.5 KB per heartbeat (about 2.5 KB/s published per peer).
+   * How often a peer gossips its signed heartbeat (profile, load, extras) to every other peer. 1000 ms: it
+   * carries membership and info, not the fast liveness signal (that is `beatIntervalMs`); every peer verifies
+   * an Ed25519 signature per heartbeat, so N peers cost N-1 verifications per second each (at 200 ms, 20
+   * peers saturated a 2-core host). ~0.5 KB per heartbeat.
    */
   heartbeatIntervalMs: number
   /**
    * Every peer keeps a direct connection to every other, so gossipsub need not relay heartbeats: relaying
-   * multiplies the messages each peer handles by the mesh degree (~6), which a 2-core host running 20 peers
-   * cannot afford. Only every n-th heartbeat is relayed: it tells peers that are not connected yet who exists
-   * (they then dial it). 10 = once every 2 s.
+   * multiplies the messages each peer handles by the mesh degree (~6). Only the first `heartbeatRelayFirst`
+   * heartbeats of a peer's life (a new or restarted peer announces itself to peers not connected to it yet,
+   * which then dial it) and every n-th one after them are relayed. 10 = once every 10 s.
    */
   heartbeatRelayEvery: number
+  /** See heartbeatRelayEvery. 5: a new peer is relayed for its first 5 s. */
+  heartbeatRelayFirst: number
   /**
-   * Silence after which a peer becomes `suspect` and is probed. 3 heartbeats: one lost or late
-   * heartbeat (a GC pause, a busy gossip queue) never raises a suspicion on its own.
+   * How many peers watch each peer: its successors on the ring of live members sorted by peer id. A peer
+   * sends direct beats to its watchers only; a watcher that finds it dead gossips a verdict to everyone.
+   * 3: one watcher's own trouble (busy, its link down) is covered by two others, at 3 x 5 beats/s per peer.
+   */
+  watchers: number
+  /**
+   * How often a peer sends a direct beat (8 bytes on a long-lived stream per watcher; Noise authenticates
+   * the connection, so no signature). 200 ms: five chances per second to be heard by each watcher.
+   */
+  beatIntervalMs: number
+  /**
+   * Silence after which a watched peer (one whose beats we receive) becomes `suspect` and is probed.
+   * 3 beats: one lost or late beat (a GC pause, a busy queue) never raises a suspicion on its own.
    */
   suspectAfterMs: number
+  /**
+   * Silence of the gossiped heartbeat after which a peer we do not watch becomes `suspect`: the fallback
+   * when all its watchers failed or their verdict was lost. 3.5 heartbeats.
+   */
+  gossipSuspectAfterMs: number
   /** Timeout of the direct libp2p ping to a suspect. A LAN round trip is ~1 ms; a busy board answers within 100 ms. */
   probeTimeoutMs: number
   /** How many other peers are asked to ping a suspect for us (SWIM indirect probes): a bad link of ours is not a death. */
@@ -33,7 +53,8 @@ export interface FailureDetectorConfig {
   indirectProbeTimeoutMs: number
   /**
    * Time a peer stays `suspect` without any sign of life before it is `dead`. With the defaults a silent
-   * peer is dead 600 + 500 ms after its last heartbeat, i.e. 0.9-1.1 s after it froze (target: 1.5 s p99).
+   * peer is dead on its watchers 600 + 500 ms after its last beat, i.e. 0.9-1.15 s after it froze, and on
+   * everyone else a gossip hop later (target: 1.5 s p99).
    */
   suspicionTimeoutMs: number
   /** How often the detector looks at its members; also the resolution of its timings. */
@@ -64,9 +85,13 @@ export interface FailureDetectorConfig {
 }
 
 export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
-  heartbeatIntervalMs: 200,
+  heartbeatIntervalMs: 1000,
   heartbeatRelayEvery: 10,
+  heartbeatRelayFirst: 5,
+  watchers: 3,
+  beatIntervalMs: 200,
   suspectAfterMs: 600,
+  gossipSuspectAfterMs: 3500,
   probeTimeoutMs: 250,
   indirectProbes: 2,
   indirectProbeTimeoutMs: 400,
@@ -134,7 +159,10 @@ export function validateFailureDetector (config: FailureDetectorConfig): Failure
   if (config.heartbeatRelayEvery < 1) throw new ConfigError('failure detector: heartbeatRelayEvery must be >= 1')
   if (config.heartbeatIntervalMs < 10) throw new ConfigError('failure detector: heartbeatIntervalMs must be >= 10')
   if (config.tickIntervalMs < 5) throw new ConfigError('failure detector: tickIntervalMs must be >= 5')
-  if (config.suspectAfterMs < 2 * config.heartbeatIntervalMs) throw new ConfigError('failure detector: suspectAfterMs must be at least two heartbeat intervals')
+  if (config.beatIntervalMs < 10) throw new ConfigError('failure detector: beatIntervalMs must be >= 10')
+  if (!Number.isInteger(config.watchers) || config.watchers < 1) throw new ConfigError('failure detector: watchers must be an integer >= 1')
+  if (config.suspectAfterMs < 2 * config.beatIntervalMs) throw new ConfigError('failure detector: suspectAfterMs must be at least two beat intervals')
+  if (config.gossipSuspectAfterMs < 2 * config.heartbeatIntervalMs) throw new ConfigError('failure detector: gossipSuspectAfterMs must be at least two heartbeat intervals')
   return config
 }
 

@@ -8,7 +8,8 @@ import { createSwarmNode, type SwarmNode } from './node.ts'
 import { Gossip, GossipDrop, type TopicCounters } from './gossip.ts'
 import { Membership, type MemberState } from './membership.ts'
 import { Libp2pProber } from './probe.ts'
-import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, validateHeartbeat, type Heartbeat, type HeartbeatInfo } from './heartbeat.ts'
+import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, VERDICT_TOPIC, validateHeartbeat, validateVerdict, type Heartbeat, type HeartbeatInfo, type VerdictMessage } from './heartbeat.ts'
+import { BeatLink } from './beats.ts'
 import { ControlApi } from './api.ts'
 import { StatusRegistry } from './status.ts'
 import { ConfigError, type PeerConfig } from './config.ts'
@@ -51,6 +52,9 @@ export interface PeerStatus {
     /** Open libp2p connections, and how many of those peers gossip heartbeats with us. */
     connections: number
     heartbeatSubscribers: number
+    /** Peers we send direct beats to (our watchers), and peers whose beats we receive (we watch them). */
+    watchers: string[]
+    watching: string[]
   }
   peers: PeerStatusEntry[]
   counters: { gossip: Record<string, TopicCounters>, pauses: number }
@@ -62,6 +66,9 @@ const DEFAULT_NICENESS = -10
 
 /** How long the peer with the larger id waits for the other one to dial before it dials itself. */
 const DIAL_GRACE_MS = 4000
+
+/** How often the load average and RSS carried by heartbeats are re-read. */
+const LOAD_REFRESH_MS = 2000
 
 const SWARM_KEY_PATTERN = /^\/key\/swarm\/psk\/1\.0\.0\/\r?\n\/base16\/\r?\n[0-9a-fA-F]{64}\s*$/
 
@@ -98,6 +105,7 @@ export class Peer {
   #gossip: Gossip | undefined
   #membership: Membership | undefined
   #prober: Libp2pProber | undefined
+  #beats: BeatLink | undefined
   #capabilities: CapabilityProbe | undefined
   #board: BoardProfile | undefined
   #source: HeartbeatSource | undefined
@@ -195,6 +203,7 @@ export class Peer {
     const membership = new Membership({ selfId, config: fd, prober, log: this.#log })
     this.#membership = membership
 
+    const slowLoad = { at: -Infinity, loadPerCore: 0, rssMb: 0 }
     const source = new HeartbeatSource({
       peerId: selfId,
       board: this.#board,
@@ -202,12 +211,17 @@ export class Peer {
       addrs: () => this.addrs(),
       extras: this.heartbeat,
       log: this.#log,
-      load: () => ({
-        loadPerCore: round2((loadavg()[0] ?? 0) / Math.max(1, this.#board?.cores ?? 1)),
-        lagMs: Math.round(membership.lastLagMs),
-        rssMb: Math.round(process.memoryUsage.rss() / 2 ** 20),
-        healthScore: membership.healthScore
-      })
+      load: () => {
+        // The load average and the RSS (a read of /proc/self/statm) change slowly: refresh them at most once
+        // per LOAD_REFRESH_MS instead of on every heartbeat.
+        const now = performance.now()
+        if (now - slowLoad.at >= LOAD_REFRESH_MS) {
+          slowLoad.at = now
+          slowLoad.loadPerCore = round2((loadavg()[0] ?? 0) / Math.max(1, this.#board?.cores ?? 1))
+          slowLoad.rssMb = Math.round(process.memoryUsage.rss() / 2 ** 20)
+        }
+        return { loadPerCore: slowLoad.loadPerCore, lagMs: Math.round(membership.lastLagMs), rssMb: slowLoad.rssMb, healthScore: membership.healthScore }
+      }
     })
     this.#source = source
 
@@ -221,7 +235,28 @@ export class Peer {
       const { v, peerId, incarnation, seq, sentAt, ...info } = heartbeat
       membership.heard(peerId, incarnation, seq, info)
       this.#ensureConnected(peerId, info.addrs)
-    }, { maxBytes: fd.maxHeartbeatBytes, relay: heartbeat => heartbeat.seq % fd.heartbeatRelayEvery === 0 }))
+    }, { maxBytes: fd.maxHeartbeatBytes, relay: heartbeat => heartbeat.seq <= fd.heartbeatRelayFirst || heartbeat.seq % fd.heartbeatRelayEvery === 0 }))
+
+    // Verdicts: what we find dead ourselves is told to everyone; what others find is applied here unless we
+    // heard from the target since (a replayed or refuted verdict is dropped as `replayed`).
+    this.#cleanups.push(gossip.subscribe<VerdictMessage>(VERDICT_TOPIC, (payload, sender) => {
+      const verdict = validateVerdict(payload, sender)
+      const judged = membership.judgeVerdict(verdict, sender)
+      if (judged === 'stale') throw new GossipDrop('replayed', `verdict on ${verdict.target} incarnation ${verdict.incarnation} seq ${verdict.seq} is older than what we heard`)
+      if (judged === 'stranger') throw new GossipDrop('stranger', `verdict from ${sender}, not a live member`)
+      return verdict
+    }, (verdict, sender) => { membership.verdict(verdict, sender) }, { maxBytes: 1024 }))
+    this.#cleanups.push(membership.onVerdict(verdict => {
+      gossip.publish(VERDICT_TOPIC, { v: 1, from: selfId, ...verdict } satisfies VerdictMessage).catch(err => {
+        this.#log(`verdict: publish failed: ${(err as Error).message}`)
+      })
+    }))
+    this.#cleanups.push(membership.onAccused(verdict => {
+      if (verdict.incarnation < source.incarnation) return
+      this.#log(`membership: ${verdict.from} found this peer dead (${verdict.reason}); refuting with a new incarnation`)
+      source.bumpIncarnation()
+      this.#publishHeartbeat()
+    }))
 
     const onDisconnect = (event: CustomEvent<PeerId>): void => { membership.disconnected(event.detail.toString()) }
     const onDiscovery = (event: CustomEvent<PeerInfo>): void => {
@@ -240,9 +275,23 @@ export class Peer {
 
     membership.start()
     this.#cleanups.push(() => { membership.stop() })
+    const beats = new BeatLink({
+      libp2p,
+      intervalMs: fd.beatIntervalMs,
+      incarnation: () => source.incarnation,
+      healthScore: () => membership.healthScore,
+      watchers: () => membership.watchers(),
+      onBeat: (peerId, incarnation, healthScore) => { membership.beat(peerId, incarnation, healthScore) },
+      onEnd: peerId => { membership.beatsEnded(peerId) },
+      log: this.#log
+    })
+    this.#beats = beats
+    await beats.start()
+    this.#cleanups.push(async () => { await beats.stop() })
     this.#cleanups.push(membership.onPause(() => {
       source.bumpIncarnation()
       this.#publishHeartbeat()
+      beats.beat()
     }))
 
     this.#heartbeatTimer = setInterval(() => { this.#publishHeartbeat() }, fd.heartbeatIntervalMs)
@@ -395,7 +444,9 @@ export class Peer {
         dockerHost: this.config.dockerHost,
         startedAt: this.#startedAt,
         connections: libp2p.getConnections().length,
-        heartbeatSubscribers: libp2p.services.pubsub.getSubscribers(HEARTBEAT_TOPIC).length
+        heartbeatSubscribers: libp2p.services.pubsub.getSubscribers(HEARTBEAT_TOPIC).length,
+        watchers: this.#beats?.targets() ?? [],
+        watching: membership.list().filter(member => membership.watches(member.peerId)).map(member => member.peerId)
       },
       peers,
       counters: { gossip: this.gossip.counters(), pauses: membership.pauses }

@@ -3,7 +3,8 @@
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 
-export type DropReason = 'oversized' | 'malformed' | 'forged' | 'replayed' | 'unsigned'
+/** `stranger`: a claim (e.g. a verdict) from a peer that is not a live member. */
+export type DropReason = 'oversized' | 'malformed' | 'forged' | 'replayed' | 'unsigned' | 'stranger'
 
 /** Thrown by a validator to drop a message with a reason (other errors count as `malformed`). */
 export class GossipDrop extends Error {
@@ -39,7 +40,7 @@ export interface SubscribeOptions<T> {
 const DEFAULT_MAX_BYTES = 64 * 1024
 
 function emptyCounters (): TopicCounters {
-  return { accepted: 0, published: 0, bytesIn: 0, bytesOut: 0, dropped: { oversized: 0, malformed: 0, forged: 0, replayed: 0, unsigned: 0 } }
+  return { accepted: 0, published: 0, bytesIn: 0, bytesOut: 0, dropped: { oversized: 0, malformed: 0, forged: 0, replayed: 0, unsigned: 0, stranger: 0 } }
 }
 
 export class Gossip {

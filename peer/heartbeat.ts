@@ -112,6 +112,32 @@ export function validateHeartbeat (payload: unknown, sender: string): Heartbeat 
   }
 }
 
+export const VERDICT_TOPIC = 'tandem/verdict/1'
+
+/** A signed `dead` verdict, gossiped by the peer that reached it from its own evidence (peer/membership.ts). */
+export interface VerdictMessage {
+  v: 1
+  /** The issuer: must be the gossip signer. */
+  from: string
+  target: string
+  /** The target's incarnation and newest heartbeat sequence number known to the issuer. */
+  incarnation: number
+  seq: number
+  reason: string
+}
+
+/** Validates a decoded verdict; the claimed issuer must be the gossip signer. */
+export function validateVerdict (payload: unknown, sender: string): VerdictMessage {
+  if (!isRecord(payload)) fail('verdict must be an object')
+  if (payload.v !== 1) fail(`unsupported verdict version ${String(payload.v)}`)
+  const from = str(payload.from, 'from', 128)
+  if (from !== sender) throw new GossipDrop('forged', `verdict claims to be from ${from} but was signed by ${sender}`)
+  const incarnation = num(payload.incarnation, 'incarnation')
+  const seq = num(payload.seq, 'seq')
+  if (!Number.isInteger(incarnation) || !Number.isInteger(seq)) fail('incarnation and seq must be integers')
+  return { v: 1, from, target: str(payload.target, 'target', 128), incarnation, seq, reason: str(payload.reason, 'reason', 200) }
+}
+
 export type ExtrasProvider = () => unknown
 
 /** Fields other parts add to every heartbeat (e.g. the missions a peer holds and their roles). */
@@ -174,7 +200,8 @@ export class HeartbeatSource {
   /** A new incarnation (after a detected pause) tells everyone this is a new life of the same peer. */
   bumpIncarnation (): void {
     this.#incarnation = Math.max(this.#incarnation + 1, Date.now())
-    this.#seq = 0
+    // The sequence keeps counting: only a new process starts at 1 (its first heartbeats are relayed to
+    // announce it, see heartbeatRelayFirst); a refutation after a pause or a verdict need not be.
   }
 
   next (): Heartbeat {

@@ -1,11 +1,21 @@
 // Membership and failure detection (SWIM-style, with Lifeguard's local health). Pure logic: the clock,
 // the probes and the tick are injected, so unit tests drive it deterministically.
 //
-// Why this design: heartbeats arrive every ~200 ms over gossipsub, so silence is the cheapest signal and the
-// only one a board that lost power gives. Silence alone is not a verdict: a suspect is pinged directly and
-// through k other peers (our own link or gossip path may be the broken part), and only a suspicion that
-// nobody can refute within the suspicion timeout becomes `dead`. A closed connection is a hint that triggers
-// an immediate ping; a refused redial proves the peer's process is gone (SIGKILL, crash) and is `dead` at once.
+// Why this design: silence is the cheapest signal and the only one a board that lost power gives. Listening
+// to everyone at a fast rate costs O(N²) messages (20 peers at 200 ms: 95 signed messages in and out per peer
+// per second, a saturated 2-core host), so the signals are split as in SWIM / memberlist:
+// - every peer gossips a signed heartbeat with its profile at a slow rate (1 s): membership and info;
+// - every peer sends small direct beats (200 ms, over a long-lived libp2p stream that Noise authenticates) to
+//   its k watchers only, its k successors on the ring of live members sorted by peer id; a watcher holds the
+//   peer to the short silence bound, everyone else to the long one of the gossiped heartbeat;
+// - a peer that concludes `dead` from its own evidence gossips a signed verdict carrying the target's
+//   incarnation and heartbeat sequence number; everyone else applies it at once if it comes from one of the
+//   target's watchers, and otherwise pings the target itself; an older verdict (a replay) does nothing. An
+//   accused peer that is alive refutes it with a new incarnation (SWIM).
+// Silence alone is not a verdict: a suspect is pinged directly and through k other peers (our own link may be
+// the broken part), and only a suspicion that nobody can refute within the suspicion timeout becomes `dead`.
+// A closed connection is a hint that triggers an immediate ping on every peer (all peers hold a connection to
+// each other); a refused redial proves the peer's process is gone (SIGKILL, crash) and is `dead` at once.
 // A peer that is itself slow (event loop late, many suspects at once) stretches its timeouts instead of
 // accusing others (Lifeguard's local health multiplier), and a process that was paused does not count the
 // time it was paused as anyone else's silence.
@@ -31,6 +41,8 @@ export interface Member {
   /** Why the current state was entered, e.g. `silent`, `refused`, `heartbeat`. */
   reason: string
   info: HeartbeatInfo | null
+  /** The peer's own Lifeguard health score, from its newest heartbeat or direct beat (0 = healthy). */
+  healthScore: number
 }
 
 export interface MembershipChange {
@@ -44,6 +56,7 @@ export interface MembershipChange {
 export interface MembershipEvent extends MembershipChange { at: number }
 
 const HISTORY_LENGTH = 1000
+const REFUSED = 'connection refused'
 
 /** Probes a peer. Implementations must resolve (never reject) within about the given timeout. */
 export interface Prober {
@@ -69,6 +82,30 @@ export interface MembershipOptions {
 
 export interface HeardResult { accepted: boolean, reason: 'new' | 'fresh' | 'replayed' }
 
+/** A `dead` verdict: `target` was found dead in `incarnation`, the newest heartbeat heard from it being `seq`. */
+export interface Verdict { target: string, incarnation: number, seq: number, reason: string }
+
+/**
+ * What a received verdict did: `applied` (the target is now dead here), `known` (it already was), `stale`
+ * (older than what we heard from the target since: a replay or a refuted suspicion), `stranger` (from a
+ * peer that is not a live member), `self` (it accuses this peer, which should refute it), `unknown` (a target
+ * we never heard of), `hint` (from a peer that is not one of the target's watchers in our view: we probe the
+ * target ourselves instead of taking its word, so one confused peer cannot kill peers it does not watch).
+ */
+export type VerdictResult = 'applied' | 'known' | 'stale' | 'stranger' | 'self' | 'unknown' | 'hint'
+
+/**
+ * The `count` peers after `self` on the ring of `ids` sorted by id (wrapping around): the peers that watch
+ * `self`. Every peer computes the same ring from the same membership, so each peer has `count` watchers.
+ */
+export function ringSuccessors (ids: Iterable<string>, self: string, count: number): string[] {
+  const ring = [...new Set([...ids, self])].sort()
+  const at = ring.indexOf(self)
+  const successors: string[] = []
+  for (let i = 1; i < ring.length && successors.length < count; i++) successors.push(ring[(at + i) % ring.length] as string)
+  return successors
+}
+
 export class Membership {
   readonly selfId: string
   readonly config: FailureDetectorConfig
@@ -81,6 +118,10 @@ export class Membership {
   readonly #probing = new Map<string, { startedAt: number, done: boolean, outcome: ProbeOutcome | null }>()
   readonly #changeListeners = new Set<Listener<MembershipChange>>()
   readonly #pauseListeners = new Set<Listener<{ pausedMs: number }>>()
+  readonly #verdictListeners = new Set<Listener<Verdict>>()
+  readonly #accusedListeners = new Set<Listener<Verdict & { from: string }>>()
+  /** Peers whose direct beats we receive (we are one of their watchers): held to the short silence bound. */
+  readonly #beating = new Set<string>()
   readonly #history: MembershipEvent[] = []
   #timer: NodeJS.Timeout | undefined
   #lastTickAt: number | null = null
@@ -121,6 +162,18 @@ export class Membership {
     return () => { this.#pauseListeners.delete(listener) }
   }
 
+  /** Called with each `dead` verdict this peer reaches from its own evidence, to be gossiped. */
+  onVerdict (listener: Listener<Verdict>): () => void {
+    this.#verdictListeners.add(listener)
+    return () => { this.#verdictListeners.delete(listener) }
+  }
+
+  /** Called when a verdict accuses this peer: if its incarnation is ours, refute with a new incarnation. */
+  onAccused (listener: Listener<Verdict & { from: string }>): () => void {
+    this.#accusedListeners.add(listener)
+    return () => { this.#accusedListeners.delete(listener) }
+  }
+
   list (): Member[] { return [...this.#members.values()].map(member => ({ ...member })) }
   get (peerId: string): Member | undefined {
     const member = this.#members.get(peerId)
@@ -150,7 +203,8 @@ export class Membership {
     const member = this.#members.get(peerId)
     if (member == null) {
       this.#members.set(peerId, {
-        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', info
+        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', info,
+        healthScore: info?.load.healthScore ?? 0
       })
       this.#emit({ peerId, state: 'alive', previous: null, reason: 'joined' })
       return { accepted: true, reason: 'new' }
@@ -161,9 +215,80 @@ export class Membership {
     member.seq = seq
     member.lastHeardAt = now
     member.lastSeenWallMs = this.#wallNow()
-    if (info != null) member.info = info
+    if (info != null) {
+      member.info = info
+      member.healthScore = info.load.healthScore
+    }
     if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'heartbeat')
     return { accepted: true, reason: 'fresh' }
+  }
+
+  /**
+   * A direct beat from `peerId` (over an authenticated stream, so no replay check): a sign of life, and from
+   * now on the peer is held to the short silence bound (suspectAfterMs) until its beats end.
+   */
+  beat (peerId: string, incarnation: number, healthScore = 0): void {
+    if (peerId === this.selfId) return
+    this.#beating.add(peerId)
+    const member = this.#members.get(peerId)
+    // Unknown peers are learnt from their gossiped heartbeat, which carries their profile.
+    if (member == null || incarnation < member.incarnation) return
+    const restarted = incarnation > member.incarnation
+    if (restarted) {
+      member.incarnation = incarnation
+      member.seq = 0
+    }
+    member.lastHeardAt = this.#now()
+    member.lastSeenWallMs = this.#wallNow()
+    member.healthScore = healthScore
+    if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'beat')
+  }
+
+  /** The peer stopped sending us direct beats (it picked other watchers, or the stream closed). */
+  beatsEnded (peerId: string): void {
+    this.#beating.delete(peerId)
+  }
+
+  /** Whether we watch `peerId` (we receive its direct beats). */
+  watches (peerId: string): boolean { return this.#beating.has(peerId) }
+
+  /** The peers that should watch this one: its successors on the ring of members not known dead. */
+  watchers (): string[] { return this.#watchersOf(this.selfId) }
+
+  /** What `verdict` would do with this verdict, without doing it (for the gossip validator). */
+  judgeVerdict (verdict: Verdict, from: string): VerdictResult {
+    if (verdict.target === this.selfId) return 'self'
+    const issuer = this.#members.get(from)
+    if (issuer == null || issuer.state === 'dead') return 'stranger'
+    const member = this.#members.get(verdict.target)
+    if (member == null) return 'unknown'
+    if (verdict.incarnation < member.incarnation || (verdict.incarnation === member.incarnation && verdict.seq < member.seq)) return 'stale'
+    if (member.state === 'dead') return 'known'
+    return this.#watchersOf(verdict.target).includes(from) ? 'applied' : 'hint'
+  }
+
+  /** The watchers of `peerId` in our view: its successors on the ring of members not known dead, and us. */
+  #watchersOf (peerId: string): string[] {
+    const live: string[] = []
+    for (const member of this.#members.values()) if (member.state !== 'dead') live.push(member.peerId)
+    return ringSuccessors([...live, this.selfId], peerId, this.config.watchers)
+  }
+
+  /** A verified verdict from `from` (the gossip signer). */
+  verdict (verdict: Verdict, from: string): VerdictResult {
+    const result = this.judgeVerdict(verdict, from)
+    if (result === 'self') {
+      for (const listener of this.#accusedListeners) listener({ ...verdict, from })
+    } else if (result === 'applied') {
+      const member = this.#members.get(verdict.target) as Member
+      // A refused redial is proof whoever saw it (peer/missions.ts reads it as `gone`); keep its wording.
+      this.#transition(member, 'dead', verdict.reason === REFUSED ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`)
+    } else if (result === 'hint') {
+      // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.
+      const member = this.#members.get(verdict.target) as Member
+      if (member.state === 'alive') this.#startProbe(member, false)
+    }
+    return result
   }
 
   /** All connections to the peer closed: probe it now instead of waiting for silence. */
@@ -180,7 +305,9 @@ export class Membership {
     for (const member of this.#members.values()) {
       const mult = this.#multiplier() * this.#remoteMultiplier(member)
       const silence = now - member.lastHeardAt
-      if (member.state === 'alive' && silence > this.config.suspectAfterMs * mult) {
+      // Watchers hold a peer to its direct beats; everyone else to its slower gossiped heartbeat.
+      const bound = this.#beating.has(member.peerId) ? this.config.suspectAfterMs : this.config.gossipSuspectAfterMs
+      if (member.state === 'alive' && silence > bound * mult) {
         this.#transition(member, 'suspect', `silent for ${Math.round(silence)} ms`)
         this.#noteSuspicionLoad(now)
         this.#startProbe(member, true)
@@ -191,10 +318,11 @@ export class Membership {
           this.#startProbe(member, true)
         } else if (probe.done && suspectedFor >= this.config.suspicionTimeoutMs * mult) {
           this.#probing.delete(member.peerId)
-          this.#transition(member, 'dead', `no answer for ${Math.round(now - member.lastHeardAt)} ms`)
+          this.#concludeDead(member, `no answer for ${Math.round(now - member.lastHeardAt)} ms`)
         }
       } else if (member.state === 'dead' && now - member.stateSince > this.config.deadRetentionMs) {
         this.#members.delete(member.peerId)
+        this.#beating.delete(member.peerId)
       }
     }
   }
@@ -233,11 +361,12 @@ export class Membership {
   }
 
   /**
-   * A peer that reported in its last heartbeat that it is itself running late (Lifeguard health score > 0)
-   * gets proportionally more time before it is suspected and declared dead, up to maxRemoteHealthScore.
+   * A peer that reported in its last heartbeat or beat that it is itself running late (Lifeguard health
+   * score > 0) gets proportionally more time before it is suspected and declared dead, up to
+   * maxRemoteHealthScore. Beats carry the score too, so a watcher learns it within a beat interval.
    */
   #remoteMultiplier (member: Member): number {
-    return 1 + Math.min(member.info?.load.healthScore ?? 0, this.config.maxRemoteHealthScore)
+    return 1 + Math.min(member.healthScore, this.config.maxRemoteHealthScore)
   }
 
   /** Many peers suspect at once more likely means our own trouble than theirs. */
@@ -273,7 +402,7 @@ export class Membership {
       if (member.state !== 'alive') this.#transition(member, 'alive', 'answered probe')
     } else if (outcome === 'refused' && member.lastHeardAt <= probe.startedAt) {
       this.#probing.delete(peerId)
-      this.#transition(member, 'dead', 'connection refused')
+      this.#concludeDead(member, REFUSED)
     } else if (member.state === 'alive' && member.lastHeardAt <= probe.startedAt) {
       // A disconnect probe that timed out: suspect now, the suspicion round decides.
       this.#probing.delete(peerId)
@@ -293,6 +422,19 @@ export class Membership {
       candidates[j] = swap
     }
     return candidates.slice(0, this.config.indirectProbes)
+  }
+
+  /** `dead` on our own evidence: tell everyone (they would otherwise wait for their own, slower, bound). */
+  #concludeDead (member: Member, reason: string): void {
+    this.#transition(member, 'dead', reason)
+    const verdict: Verdict = { target: member.peerId, incarnation: member.incarnation, seq: member.seq, reason }
+    for (const listener of this.#verdictListeners) {
+      try {
+        listener(verdict)
+      } catch (err) {
+        this.#log(`membership: verdict listener failed: ${(err as Error).stack ?? String(err)}`)
+      }
+    }
   }
 
   #transition (member: Member, state: MemberState, reason: string): void {

@@ -40,6 +40,12 @@ export interface SwarmNodeOptions {
   gossipHeartbeatMs?: number
 }
 
+/** gossipsub's fast message id: the signer and sequence number, as the StrictSign message id has it. */
+export function fastMessageId (message: { from?: Uint8Array, seqno?: Uint8Array }): string {
+  if (message.from == null || message.seqno == null) return ''
+  return `${Buffer.from(message.from).toString('base64')}/${Buffer.from(message.seqno).toString('base64')}`
+}
+
 export async function createSwarmNode (options: SwarmNodeOptions): Promise<SwarmNode> {
   const blockstore = new LevelBlockstore(join(options.dataDir, 'blocks'))
   const datastore = new LevelDatastore(join(options.dataDir, 'datastore'))
@@ -58,6 +64,10 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
     streamMuxers: [yamux()],
     connectionProtector: options.swarmKey != null ? preSharedKey({ psk: options.swarmKey }) : undefined,
     peerDiscovery,
+    // libp2p's connection monitor pings every connection every 10 s over a new stream (a protocol negotiation
+    // and a peer-store write on both ends each time): 20 peers pay ~8 of those per second each. The failure
+    // detector (peer/membership.ts) already watches every peer, with its own beats and probes.
+    connectionMonitor: { enabled: false },
     connectionManager: {
       // Boards of one swarm dial each other at once after a restart; the default (5/s per host) resets them.
       inboundConnectionThreshold: 100,
@@ -77,6 +87,17 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
         allowPublishToZeroTopicPeers: true,
         heartbeatInterval: options.gossipHeartbeatMs ?? 700,
         globalSignaturePolicy: 'StrictSign',
+        // A copy of a message already accepted (same signer and sequence number) is dropped before its
+        // signature is checked again: Ed25519 verification is most of gossip's CPU cost. A forged copy with a
+        // seen (from, seqno) is dropped too (it was never delivered); only a message whose signature checked
+        // out enters this cache.
+        fastMsgIdFn: fastMessageId,
+        // Mesh peers are tagged in the peer store on every GRAFT and PRUNE (a datastore write each); the tags
+        // only guide the connection manager's pruning, which a swarm of a few dozen boards never reaches.
+        tagMeshPeers: false,
+        // IDONTWANT (a control message to every mesh peer for every message received) pays only for large
+        // relayed messages; heartbeats (~0.5 KB, mostly not relayed) would each trigger six of them.
+        idontwantMinDataSize: 16 * 1024,
         // gossipsub scores down more than 10 peers sharing one IP (sybil defence) and stops talking to them;
         // simulated boards all live on loopback. Real boards each have their own address, so keep it for those.
         scoreParams: { IPColocationFactorWhitelist: new Set(['127.0.0.1', '::1']) }

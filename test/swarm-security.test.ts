@@ -6,7 +6,7 @@ import { readFile } from 'node:fs/promises'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { HEARTBEAT_TOPIC, type Heartbeat } from '../peer/heartbeat.ts'
+import { HEARTBEAT_TOPIC, VERDICT_TOPIC, type Heartbeat, type VerdictMessage } from '../peer/heartbeat.ts'
 import { waitFor } from '../peer/spawn.ts'
 import { peerFor, swarmFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
 
@@ -104,4 +104,54 @@ t.test('forged, malformed, oversized and replayed heartbeats are dropped and cou
   t.equal(rawEntry?.incarnation, 5, 'the valid heartbeat of the raw node was accepted')
   t.equal(target.output.some(line => /Error|uncaught/i.test(line) && !/dropped|dial/.test(line)), false, 'no errors in the target\'s log')
   t.equal(await Promise.race([target.exited, new Promise(resolve => setTimeout(() => resolve('running'), 100))]), 'running', 'the target is still running')
+})
+
+t.test('forged, replayed and strangers\' dead verdicts are dropped and counted; a valid one is applied and refuted', async t => {
+  const key = await swarmKeyFor(t)
+  const [target, honest] = await swarmFor(t, 2, { swarmKey: key })
+  if (target == null || honest == null) throw new Error('swarm did not start')
+  await waitFor('the two peers to see each other', async () => (await target.status()).peers.some(p => p.state === 'alive'), 30_000)
+
+  const raw = await rawNodeFor(t, key)
+  const pubsub = raw.libp2p.services.pubsub
+  pubsub.subscribe(HEARTBEAT_TOPIC)
+  pubsub.subscribe(VERDICT_TOPIC)
+  await raw.libp2p.dial(multiaddr(target.addrs[0]!), { signal: AbortSignal.timeout(5000) })
+  await waitFor('the target to subscribe us', () => pubsub.getSubscribers(VERDICT_TOPIC).some(id => id.toString() === target.peerId), 20_000)
+  const rawId = raw.libp2p.peerId.toString()
+  const honestBefore = (await target.status()).peers.find(p => p.peerId === honest.peerId)!
+  const verdict = (fields: Partial<VerdictMessage>): VerdictMessage => ({
+    v: 1, from: rawId, target: honest.peerId, incarnation: honestBefore.incarnation, seq: 1, reason: 'no answer for 1100 ms', ...fields
+  })
+  const counters = async () => (await target.status()).counters.gossip[VERDICT_TOPIC]?.dropped
+
+  // Before the raw node has sent a heartbeat it is nobody: its verdicts do not count.
+  await pubsub.publish(VERDICT_TOPIC, encode(verdict({})))
+  await waitFor('the stranger\'s verdict to be dropped', async () => (await counters())?.stranger === 1, 20_000)
+  // Now a member; claims the verdict comes from the honest peer: forged.
+  await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(rawId, 1, 1)))
+  await waitFor('the raw node to be a member', async () => (await target.status()).peers.some(p => p.peerId === rawId), 20_000)
+  await pubsub.publish(VERDICT_TOPIC, encode(verdict({ from: honest.peerId, target: rawId })))
+  // An old verdict replayed: an incarnation of the honest peer older than the one the target heard.
+  await pubsub.publish(VERDICT_TOPIC, encode(verdict({ incarnation: honestBefore.incarnation - 1 })))
+  // Same incarnation but the target has heard newer heartbeats than the verdict's evidence: replayed.
+  await pubsub.publish(VERDICT_TOPIC, encode(verdict({ seq: 0 })))
+  await pubsub.publish(VERDICT_TOPIC, encode({ ...verdict({}), incarnation: 'soon' }))
+  await waitFor('the drops to be counted', async () => {
+    const dropped = await counters()
+    return dropped != null && dropped.forged >= 1 && dropped.replayed >= 2 && dropped.malformed >= 1
+  }, 20_000)
+  t.match(await counters(), { stranger: 1, forged: 1, replayed: 2, malformed: 1 }, 'each bad verdict is counted')
+  t.equal((await target.status()).peers.find(p => p.peerId === honest.peerId)?.state, 'alive', 'none of them touched the honest peer')
+
+  // A current verdict (a member may be wrong): applied at once, then refuted by the accused with a new incarnation.
+  const current = (await target.status()).peers.find(p => p.peerId === honest.peerId)!
+  await pubsub.publish(VERDICT_TOPIC, encode(verdict({ incarnation: current.incarnation, seq: Number.MAX_SAFE_INTEGER })))
+  await waitFor('the honest peer to refute and be alive with a new incarnation', async () => {
+    const entry = (await target.status()).peers.find(p => p.peerId === honest.peerId)
+    return entry?.state === 'alive' && entry.incarnation > current.incarnation
+  }, 20_000)
+  const events = await target.client.membershipEvents()
+  t.ok(events.some(e => e.peerId === honest.peerId && e.state === 'dead' && /^verdict of/.test(e.reason)), 'the verdict was applied')
+  t.ok(honest.output.some(line => /refuting with a new incarnation/.test(line)), 'the accused refuted it')
 })
