@@ -37,8 +37,8 @@ export interface TakeStats extends CheckpointStats {
   criuStatsSource: 'stats-dump' | 'dump-log' | 'none'
   /** Who ran CRIU: runc directly, or Docker's checkpoint API (when runc's state dir was not found). */
   dumpPath: 'runc' | 'docker'
-  /** Where the wall time went, ms: inspect and image look-ups before the pause, the pause, storing, retention. */
-  phases: { prepareMs: number, pausedMs: number, afterPauseMs: number, storeMs: number, retainMs: number }
+  /** Where the wall time went, ms: inspect and image look-ups before the pause, the pause, placing the images, storing. */
+  phases: { prepareMs: number, pausedMs: number, afterPauseMs: number, storeMs: number }
 }
 
 export interface TakeResult {
@@ -228,9 +228,7 @@ export class Checkpointer {
         signal
       })
       const storeMs = performance.now() - storeStart
-      const retainStart = performance.now()
       this.store.collectInBackground(manifest.mission)
-      const retainMs = performance.now() - retainStart
       return {
         cid,
         seq: options.seq,
@@ -241,7 +239,7 @@ export class Checkpointer {
           storeMs: Math.round(storeMs),
           criuStatsSource: dump.statsSource,
           dumpPath: dumper.path,
-          phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs), retainMs: Math.round(retainMs) }
+          phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs) }
         }
       }
     } finally {
