@@ -59,18 +59,23 @@ t.test('peers with a wrong key or no key cannot join a private swarm', async t =
   await t.rejects(raw.libp2p.dial(multiaddr(member.addrs[0]!), { signal: AbortSignal.timeout(5000) }), 'a raw libp2p node without the key cannot connect')
 })
 
-t.test('forged, malformed, oversized and replayed heartbeats are dropped and counted', async t => {
+/** A two-peer private swarm and a raw libp2p node with its key, subscribed to `topics` and connected to the target. */
+async function intruderIn (t: Teardown, topics: string[]) {
   const key = await swarmKeyFor(t)
   const [target, honest] = await swarmFor(t, 2, { swarmKey: key })
   if (target == null || honest == null) throw new Error('swarm did not start')
   await waitFor('the two peers to see each other', async () => (await target.status()).peers.some(p => p.state === 'alive'), 30_000)
-
   const raw = await rawNodeFor(t, key)
   const pubsub = raw.libp2p.services.pubsub
-  pubsub.subscribe(HEARTBEAT_TOPIC)
+  for (const topic of topics) pubsub.subscribe(topic)
   await raw.libp2p.dial(multiaddr(target.addrs[0]!), { signal: AbortSignal.timeout(5000) })
-  await waitFor('the target to subscribe us', () => pubsub.getSubscribers(HEARTBEAT_TOPIC).some(id => id.toString() === target.peerId), 20_000)
-  const rawId = raw.libp2p.peerId.toString()
+  const last = topics.at(-1) as string
+  await waitFor('the target to subscribe us', () => pubsub.getSubscribers(last).some(id => id.toString() === target.peerId), 20_000)
+  return { target, honest, raw, pubsub, rawId: raw.libp2p.peerId.toString() }
+}
+
+t.test('forged, malformed, oversized and replayed heartbeats are dropped and counted', async t => {
+  const { target, honest, raw, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC])
 
   // Claims to be the honest peer, signed by the raw node: forged.
   await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(honest.peerId, Date.now() * 2, 1)))
@@ -107,18 +112,7 @@ t.test('forged, malformed, oversized and replayed heartbeats are dropped and cou
 })
 
 t.test('forged, replayed and strangers\' dead verdicts are dropped and counted; a valid one is applied and refuted', async t => {
-  const key = await swarmKeyFor(t)
-  const [target, honest] = await swarmFor(t, 2, { swarmKey: key })
-  if (target == null || honest == null) throw new Error('swarm did not start')
-  await waitFor('the two peers to see each other', async () => (await target.status()).peers.some(p => p.state === 'alive'), 30_000)
-
-  const raw = await rawNodeFor(t, key)
-  const pubsub = raw.libp2p.services.pubsub
-  pubsub.subscribe(HEARTBEAT_TOPIC)
-  pubsub.subscribe(VERDICT_TOPIC)
-  await raw.libp2p.dial(multiaddr(target.addrs[0]!), { signal: AbortSignal.timeout(5000) })
-  await waitFor('the target to subscribe us', () => pubsub.getSubscribers(VERDICT_TOPIC).some(id => id.toString() === target.peerId), 20_000)
-  const rawId = raw.libp2p.peerId.toString()
+  const { target, honest, raw, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC, VERDICT_TOPIC])
   const honestBefore = (await target.status()).peers.find(p => p.peerId === honest.peerId)!
   const verdict = (fields: Partial<VerdictMessage>): VerdictMessage => ({
     v: 1, from: rawId, target: honest.peerId, incarnation: honestBefore.incarnation, seq: 1, reason: 'no answer for 1100 ms', ...fields
