@@ -382,13 +382,16 @@ export class Checkpointer {
       const name = `restore-${manifest.seq}`
       const checkpointDir = join(this.runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
       const staged = await this.useStaged(manifest.mission, cid, checkpointDir, upperDir)
-      await Promise.all([
+      // All settle before a failure is reported: the container is removed after it, not while files are still written.
+      const written = await Promise.allSettled([
         staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
         staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
         manifest.spec.dataPath != null
           ? this.store.materializeTree(manifest.trees.data, this.runtime.dataDirFor(inspect.Name.replace(/^\//, '')), { signal })
           : Promise.resolve()
       ])
+      const failed = written.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+      if (failed != null) throw failed.reason
       const criuStart = performance.now()
       await (this.runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
         .catch(async (err: unknown) => { throw await criuFailure('restore', err) })
