@@ -563,15 +563,16 @@ export class BundleStore {
   private async patchFile (target: string, old: FileEntry, e: FileEntry, signal?: AbortSignal): Promise<void> {
     const fh = await open(target, 'r+')
     try {
-      let index = 0
       for (let li = 0; li < e.lists.length; li++) {
         signal?.throwIfAborted()
         const listCid = e.lists[li] as CID
-        const chunks = asChunkList(await this.getNode(listCid, { signal, offline: true }), listCid).chunks
         const oldCid = old.lists[li]
-        if (oldCid?.equals(listCid) === true) { index += chunks.length; continue }
+        if (oldCid?.equals(listCid) === true) continue
+        const chunks = asChunkList(await this.getNode(listCid, { signal, offline: true }), listCid).chunks
         const oldChunks = oldCid != null ? asChunkList(await this.getNode(oldCid, { signal, offline: true }), oldCid).chunks : []
-        const changed = chunks.map((c, i) => ({ c, at: index + i })).filter(({ c }, i) => oldChunks[i]?.equals(c) !== true)
+        // Every list but a file's last holds LIST_FANOUT chunks.
+        const first = li * LIST_FANOUT
+        const changed = chunks.map((c, i) => ({ c, at: first + i })).filter(({ c }, i) => oldChunks[i]?.equals(c) !== true)
         for (let i = 0; i < changed.length; i += 64) {
           const batch = changed.slice(i, i + 64)
           const blocks = await Promise.all(batch.map(async ({ c }) => await this.getBlock(c, { signal, offline: true })))
@@ -580,7 +581,6 @@ export class BundleStore {
             await fh.write(block, 0, block.byteLength, (batch[k] as { at: number }).at * e.chunkSize)
           }
         }
-        index += chunks.length
       }
     } finally { await fh.close() }
   }

@@ -245,11 +245,12 @@ t.test('materializing over the previous tree writes only what changed and ends i
   const root = await tempDir(t, 'incremental')
   const node = await swarmNode(t, join(root, 'node'))
   const store = new BundleStore({ backend: new HeliaBundleBackend({ helia: node }) })
-  const pages = randomBytes(PAGE_CHUNK_SIZE * 1500)
+  // Two chunk lists (4096 chunks each at most): pages change in both.
+  const pages = randomBytes(PAGE_CHUNK_SIZE * 4200)
   const first = await storeBundle(store, input(await makeDump(join(root, 'd1'), pages), 1, null))
   // The next dump: a few pages rewritten, one file gone, one new, a directory gone, the log grown.
   const changedPages = Buffer.from(pages)
-  for (const page of [0, 7, 1024, 1499]) randomBytes(PAGE_CHUNK_SIZE).copy(changedPages, page * PAGE_CHUNK_SIZE)
+  for (const page of [0, 7, 1024, 4096, 4199]) randomBytes(PAGE_CHUNK_SIZE).copy(changedPages, page * PAGE_CHUNK_SIZE)
   const dirs2 = await makeDump(join(root, 'd2'), changedPages)
   await rm(join(dirs2.criu, 'mm-1.img'))
   await writeFile(join(dirs2.criu, 'fs-1.img'), randomBytes(300))
