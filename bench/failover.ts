@@ -6,7 +6,7 @@
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
-import { missionContainers, sleep } from '../demo/observe.ts'
+import { lastRestore, missionContainers, sleep } from '../demo/observe.ts'
 import { measureTakeover, parseVehicleLine, samplesOf, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { demuxLogs } from '../checkpoint/runtime.ts'
 import { TICK_HZ } from '../examples/vehicle/controller.js'
@@ -120,7 +120,7 @@ async function main (): Promise<void> {
       const newEntries = async (): Promise<VehicleLogEntry[]> => ms.logs.get(after.status.container!.id)?.entries ?? []
       await ms.waitFor(`run ${run}: first report of the new primary`, async () => samplesOf(await newEntries()).length > 0 ? true : undefined, 30_000)
       const m = measureTakeover(ms.logs.get(oldContainer?.id ?? '')?.entries ?? [], await newEntries())
-      const restore = after.status.events.map(e => /restored checkpoint #(\d+) in (\d+) ms \(create (\d+), files (\d+), CRIU (\d+)\)/.exec(e.text)).filter(x => x != null).at(-1)
+      const restore = lastRestore(after.status.events)
       const detection = detectedAt(ms, primary.peerId, cutAt)
       await sleep(500)
       sampling = false
@@ -133,12 +133,12 @@ async function main (): Promise<void> {
         failedBoard: primary.name,
         newPrimary: after.board.name,
         detectionMs: detection != null ? detection - cutAt : null,
-        restoreMs: restore != null ? Number(restore[2]) : null,
-        restorePhases: restore != null ? { createMs: Number(restore[3]), filesMs: Number(restore[4]), criuMs: Number(restore[5]) } : null,
+        restoreMs: restore?.ms ?? null,
+        restorePhases: restore?.phases ?? null,
         downtimeMs: m.downtimeMs,
         stateLostTicks: m.stateLostTicks,
         resumedFrom: m.resumedFrom,
-        checkpointSeq: restore != null ? Number(restore[1]) : null,
+        checkpointSeq: restore?.seq ?? null,
         maxConcurrent,
         baselineColdStartMs
       }

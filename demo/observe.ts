@@ -142,3 +142,13 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
     await sleep(intervalMs)
   }
 }
+
+/** A restore as the new primary's events report it (peer/missions.ts writes the line). */
+export interface RestoreReport { seq: number, ms: number, phases: { createMs: number, filesMs: number, criuMs: number } }
+
+/** The newest restore among a mission's events, or null when the mission did not restore a checkpoint. */
+export function lastRestore (events: Array<{ text: string }>): RestoreReport | null {
+  const m = events.map(e => /restored checkpoint #(\d+) in (\d+) ms \(create (\d+), files (\d+), CRIU (\d+)\)/.exec(e.text)).filter(x => x != null).at(-1)
+  if (m == null) return null
+  return { seq: Number(m[1]), ms: Number(m[2]), phases: { createMs: Number(m[3]), filesMs: Number(m[4]), criuMs: Number(m[5]) } }
+}

@@ -10,7 +10,7 @@ import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type Simul
 import { parseManifest } from '../consensus/manifest.ts'
 import { TICK_HZ, REPORT_EVERY_TICKS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
-import { MissionLogWatch, missionContainers, missionOn, sleep, until } from './observe.ts'
+import { MissionLogWatch, lastRestore, missionContainers, missionOn, sleep, until } from './observe.ts'
 import { chooseMode, TerminalView } from './terminal.ts'
 import { measureTakeover, takeoverFigures } from './vehicle-log.ts'
 import type { BoardView, DemoSummary, EventKind, ViewEvent, ViewSnapshot } from './view.ts'
@@ -219,8 +219,8 @@ async function main (argv: string[]): Promise<number> {
       summary.epochAfter = after.epoch
       const detectedAt = deadAt.get(failed.peerId)
       summary.detectionMs = detectedAt != null ? Math.max(0, detectedAt - cutAt) : null
-      const restoreEvent = newStatus.events.map(e => /restored checkpoint #(\d+) in (\d+) ms/.exec(e.text)).filter(m => m != null).at(-1)
-      summary.restoreMs = restoreEvent != null ? Number(restoreEvent[2]) : null
+      const restoreEvent = lastRestore(newStatus.events)
+      summary.restoreMs = restoreEvent?.ms ?? null
       if (restoreEvent == null) notes.push('the new primary did not restore a checkpoint: it started cold')
 
       const newContainerId = newStatus.container!.id

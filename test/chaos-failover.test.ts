@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
+import { lastRestore } from '../demo/observe.ts'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 
 if (gateDockerCriu(t)) {
@@ -31,9 +32,9 @@ if (gateDockerCriu(t)) {
       return s?.primary === backup.peerId && s.state === 'running' && s.epoch > before.epoch && s.container != null ? s : undefined
     })
     t.pass(`${step}: ${backup.name} took over at epoch ${after.epoch} (was ${before.epoch})`)
-    const restored = after.events.map(e => /restored checkpoint #(\d+)/.exec(e.text)).filter(m => m != null).at(-1)
+    const restored = lastRestore(after.events)
     t.ok(restored, `${step}: the new primary restored a checkpoint (events: ${after.events.slice(-5).map(e => e.text).join(' | ')})`)
-    t.ok(Number(restored?.[1] ?? -1) >= replicated, `${step}: restored #${restored?.[1] ?? '?'} >= #${replicated}, the newest the backup held`)
+    t.ok((restored?.seq ?? -1) >= replicated, `${step}: restored #${restored?.seq ?? '?'} >= #${replicated}, the newest the backup held`)
 
     const firstAfter = await ms.waitFor(`${step}: the restored vehicle reports`, async () => samplesOf(ms.logs.get(after.container!.id)?.entries ?? [])[0])
     t.ok(firstAfter.tick > 0, `${step}: the vehicle continues at tick ${firstAfter.tick}, not from zero (last report before the cut: ${lastTickBefore})`)
