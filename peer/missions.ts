@@ -5,22 +5,29 @@ import { Level } from 'level'
 import { CID } from 'multiformats/cid'
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
-import { ManifestError, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
+import { imageFor, ManifestError, MAX_MANIFEST_BYTES, normalizeImageRef, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
 import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, PeerInfo, PersistedState } from '../consensus/types.ts'
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
+import { CriuError, ImageMissingError } from '../checkpoint/errors.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, startWatchdog, type Watchdog } from './watchdog.ts'
+import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
+import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import type { Member } from './membership.ts'
 
 export const MISSIONS_TOPIC = 'tandem/missions/1'
 const STATE_KEY = 'consensus-state'
-const MAX_EVENTS_PER_MISSION = 100
+/** Gossip's limit for mission messages; every record fits by construction (specs are at most 64 KiB). */
+const MISSIONS_MAX_BYTES = 256 * 1024
 
-export interface MissionEvent { at: number, text: string }
+export type { MissionEvent } from './mission-events.ts'
+
+/** A board's fetch of a mission's image, as its heartbeats report it. */
+export interface ImageFetchStatus extends ImageFetchProgress { board: string }
 
 /** One mission as `tandem status --json` and the missions API show it. */
 export interface MissionStatus {
@@ -30,6 +37,16 @@ export interface MissionStatus {
   backup: string | null
   state: MissionView['state']
   role: MissionView['role']
+  /** Why the mission is `blocked` or in `backoff` (else null). */
+  reason: string | null
+  /** Consecutive failed starts or crashes. */
+  restarts: number
+  lastFailure: MissionView['lastFailure']
+  /** Whether the backup would restore a checkpoint if the primary's board died now. */
+  protected: boolean
+  protection: MissionView['protection']
+  /** Boards fetching the mission's image now, with their progress. */
+  imageFetches: ImageFetchStatus[]
   lastCheckpoint: { cid: string, seq: number, epoch: number, ageMs: number } | null
   /** Newest checkpoint sequence the backup holds and has acknowledged. */
   replicatedSeq: number | null
@@ -52,7 +69,16 @@ export interface MissionStatus {
 /** How the newest checkpoint this peer took went, ms and bytes. */
 export interface CheckpointTiming { seq: number, pausedMs: number, storeMs: number, totalMs: number, newBytes: number, totalBytes: number, phases: Record<string, number> }
 
-export interface MoveResult { mission: string, to: string, epoch: number, seq: number | null, downtimeMs: number, totalMs: number }
+export interface MoveResult {
+  mission: string
+  to: string
+  epoch: number
+  seq: number | null
+  /** From the source's final pause to the target's container running (or the whole request when unreported), ms. */
+  downtimeMs: number
+  totalMs: number
+  measuredFrom: 'board reports' | 'request'
+}
 
 export interface MissionServiceOptions {
   peer: Peer
@@ -80,6 +106,7 @@ function containerSpec (spec: MissionSpec, image: string): ContainerSpec {
 function peerInfoOf (member: Member): PeerInfo | undefined {
   const info = member.info
   if (info == null) return undefined
+  const images = imagesExtraOf(info.extras)
   return {
     peerId: member.peerId,
     state: member.state,
@@ -87,6 +114,9 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
     board: info.board.name,
     memoryMb: info.board.memoryMb,
     canCheckpoint: info.capabilities.criu.checkOk === true && info.capabilities.docker.available === true,
+    canRun: images.docker,
+    images: images.present,
+    fetchingImages: images.fetching.map(f => f.image),
     // A refused redial proves the process exited; its watchdog (peer/watchdog.ts) killed its containers.
     gone: member.state === 'dead' && member.reason === 'connection refused'
   }
@@ -94,7 +124,20 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
 
 function samePeerInfo (a: PeerInfo | undefined, b: PeerInfo): boolean {
   return a !== undefined && a.state === b.state && a.gone === b.gone && a.arch === b.arch && a.board === b.board &&
-    a.memoryMb === b.memoryMb && a.canCheckpoint === b.canCheckpoint
+    a.memoryMb === b.memoryMb && a.canCheckpoint === b.canCheckpoint && a.canRun === b.canRun &&
+    sameList(a.images, b.images) && sameList(a.fetchingImages, b.fetchingImages)
+}
+
+function sameList (a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i])
+}
+
+/** What kind of failure a start or restore was, for the machine's back-off and the event's wording. */
+function failureCause (err: unknown): 'image-missing' | 'criu' | 'docker' | 'other' {
+  if (err instanceof ImageMissingError) return 'image-missing'
+  if (err instanceof CriuError) return 'criu'
+  if ((err as { statusCode?: unknown }).statusCode != null) return 'docker'
+  return 'other'
 }
 
 export class MissionService {
@@ -112,12 +155,15 @@ export class MissionService {
   /** Missions whose checkpoints were seen to take longer than their interval (said once). */
   readonly #overrunWarned = new Set<string>()
   readonly #bundles = new Map<string, LocalBundle>()
-  readonly #events = new Map<string, MissionEvent[]>()
+  #events: MissionEventLog | undefined
+  #images: ImageInventory | undefined
   readonly #lanes = new Map<string, Lane>()
   readonly #fetchLanes = new Map<string, Lane>()
   /** Staging runs beside fetching (a fetch, and so the ack, never waits for it); only the newest is staged. */
   readonly #stageLanes = new Map<string, Lane>()
   readonly #wantedStage = new Map<string, string>()
+  /** Image uploads and downloads, one lane per image, beside the missions' container lanes. */
+  readonly #imageLanes = new Map<string, Lane>()
   /** Newest checkpoint the machine asked to fetch per mission: queued fetches of older ones are skipped. */
   readonly #wantedFetch = new Map<string, string>()
   #persistChain: Promise<void> = Promise.resolve()
@@ -147,6 +193,10 @@ export class MissionService {
     await db.open()
     this.#db = db
     this.#cleanups.push(async () => { await db.close() })
+    const events = new MissionEventLog({ self: peer.peerId, gossip: peer.gossip, log: this.#log })
+    events.start()
+    this.#events = events
+    this.#cleanups.push(() => { events.stop() })
 
     // Docker and CRIU decide whether this board can host missions; a board without them still votes and relays.
     const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, execRoot: peer.config.dockerExecRoot, stateDir: join(dataDir, 'containers') })
@@ -159,7 +209,13 @@ export class MissionService {
       this.#log(`missions: Docker at ${peer.config.dockerHost} unavailable (${(err as Error).message}): this board will not host missions`)
     }
 
-    if (this.#runtime != null) this.#watchdog = startWatchdog(peer.config.dockerHost, peer.peerId)
+    if (this.#runtime != null) {
+      this.#watchdog = startWatchdog(peer.config.dockerHost, peer.peerId)
+      const images = new ImageInventory({ docker: this.#runtime.docker, log: this.#log })
+      await images.start()
+      this.#images = images
+      this.#cleanups.push(() => { images.stop() })
+    }
 
     // A block no peer delivers within 5 s on a LAN will not come: the fetch fails and the next checkpoint is tried,
     // instead of the backup falling 30 s behind.
@@ -172,7 +228,8 @@ export class MissionService {
     }
 
     const board = peer.board
-    this.#selfInfo = { peerId: peer.peerId, arch: board.arch, board: board.name, memoryMb: board.memoryMb, canCheckpoint: this.#canCheckpointHere() }
+    this.#selfInfo = { peerId: peer.peerId, arch: board.arch, board: board.name, memoryMb: board.memoryMb, canCheckpoint: false, canRun: false, images: [], fetchingImages: [] }
+    this.#refreshSelfInfo()
     const persisted = await this.#loadState()
     if (this.#runtime != null) await this.#stopStrayContainers(persisted)
     this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted })
@@ -183,19 +240,20 @@ export class MissionService {
       return message
     }, (message, sender) => {
       this.#input(machine => { machine.receive(Date.now(), sender, message) })
-    }, { maxBytes: 256 * 1024 }))
+    }, { maxBytes: MISSIONS_MAX_BYTES }))
 
     this.#cleanups.push(peer.membership.on(() => { this.#feedPeers() }))
     const tickMs = this.#options.tickIntervalMs ?? 50
     this.#timers.push(setInterval(() => {
       // `criu check` runs in the peer's background capability probe; the machine reads its SelfInfo as it changes.
-      if (this.#selfInfo != null) this.#selfInfo.canCheckpoint = this.#canCheckpointHere()
+      this.#refreshSelfInfo()
       this.#feedPeers()
       this.#input(machine => { machine.tick(Date.now()) })
     }, tickMs))
     if (this.#runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
     peer.status.extend('missions', () => this.list())
+    peer.heartbeat.extend('images', () => this.#images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
     peer.heartbeat.extend('missions', () => this.machine.view(Date.now())
       .filter(v => v.role !== 'member' && v.state !== 'removed')
       .map(v => ({ name: v.name, role: v.role, epoch: v.epoch })))
@@ -210,7 +268,7 @@ export class MissionService {
     this.#abort.abort()
     for (const timer of this.#timers) clearInterval(timer)
     await this.#actionChain.catch(() => {})
-    await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values(), ...this.#stageLanes.values()].map(async lane => { await lane.tail }))
+    await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values(), ...this.#stageLanes.values(), ...this.#imageLanes.values()].map(async lane => { await lane.tail }))
     await this.#persistChain.catch(() => {})
     // No container may outlive its peer: nobody would fence it while another board takes the mission over.
     if (this.#runtime != null) {
@@ -227,6 +285,32 @@ export class MissionService {
 
   #canCheckpointHere (): boolean {
     return this.#runtime != null && this.#dockerExperimental && this.#peer.capabilities.criu.checkOk === true
+  }
+
+  /** What the machine knows of this board: Docker, CRIU, and which images it holds or is fetching. */
+  #refreshSelfInfo (): void {
+    const self = this.#selfInfo
+    if (self == null) return
+    self.canCheckpoint = this.#canCheckpointHere()
+    self.canRun = this.#images?.answering === true
+    const images = this.#images
+    const present = images == null ? [] : this.#wantedImages().filter(ref => images.has(ref))
+    const fetching = images?.fetching().map(f => f.image) ?? []
+    if (!sameList(present, self.images)) self.images = present
+    if (!sameList(fetching, self.fetchingImages)) self.fetchingImages = fetching
+  }
+
+  /** The images of the missions this peer knows, for this board's architecture, normalized. */
+  #wantedImages (): string[] {
+    if (this.#machine == null) return []
+    const arch = this.#peer.board.arch
+    const refs = new Set<string>()
+    for (const v of this.#machine.view(Date.now())) {
+      if (v.state === 'removed') continue
+      const image = imageFor(v.spec, arch)
+      if (image != null) refs.add(normalizeImageRef(image))
+    }
+    return [...refs].sort()
   }
 
   // ---- inputs -------------------------------------------------------------------------------------------------
@@ -269,6 +353,15 @@ export class MissionService {
           break
         case 'event':
           this.#recordEvent(action.mission, action.text)
+          break
+        case 'storeImage':
+          this.#inLane(this.#imageLanes, `store ${action.image}`, async () => { await this.#storeImage(action) })
+          break
+        case 'fetchImage':
+          if (this.#images?.isFetching(action.image) === true) break
+          this.#images?.beginFetch(action.image)
+          this.#refreshSelfInfo()
+          this.#inLane(this.#imageLanes, `fetch ${action.image}`, async () => { await this.#fetchImage(action) })
           break
         case 'fetchCheckpoint':
           this.#wantedFetch.set(action.mission, action.checkpoint.cid)
@@ -320,31 +413,32 @@ export class MissionService {
     const signal = this.#abort.signal
     switch (action.type) {
       case 'startFresh': {
-        if (runtime == null) { this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board' }); return }
+        if (runtime == null) { this.#local({ type: 'startFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
         try {
           const spec = containerSpec(action.spec, action.image)
           const id = action.dataFrom != null && this.#bundles.has(action.dataFrom.cid)
             ? await this.#startWithData(spec, action.epoch, this.#bundles.get(action.dataFrom.cid) as LocalBundle)
             : await runtime.startFresh(spec, { mission: action.mission, peerId, epoch: action.epoch }, { signal })
           this.#containers.set(action.mission, { id, epoch: action.epoch })
+          this.#recordEvent(action.mission, `container started from image ${action.image} under epoch ${action.epoch}`, { kind: 'running', epoch: action.epoch })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
-          this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
+          this.#local({ type: 'startFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
         }
         return
       }
       case 'restore': {
         const checkpointer = this.#checkpointer
-        if (checkpointer == null) { this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board' }); return }
+        if (checkpointer == null) { this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
         try {
           const source = this.#bundles.get(action.checkpoint.cid) ?? CID.parse(action.checkpoint.cid)
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
           const { createMs, filesMs, criuMs } = result.phases
-          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`)
+          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`, { kind: 'running', epoch: action.epoch })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
-          this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
+          this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
         }
         return
       }
@@ -356,10 +450,11 @@ export class MissionService {
           return
         }
         try {
-          const parent = this.machine.view().find(v => v.name === action.mission)?.held?.cid
+          const parent = this.machine.view(Date.now()).find(v => v.name === action.mission)?.held?.cid
           const takeStart = performance.now()
+          const takeStartWall = Date.now()
           const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal })
-          const intervalMs = this.machine.view().find(v => v.name === action.mission)?.spec.checkpointIntervalMs ?? Infinity
+          const intervalMs = this.machine.view(Date.now()).find(v => v.name === action.mission)?.spec.checkpointIntervalMs ?? Infinity
           const tookMs = performance.now() - takeStart
           if (tookMs > intervalMs && !this.#overrunWarned.has(action.mission)) {
             this.#overrunWarned.add(action.mission)
@@ -377,6 +472,9 @@ export class MissionService {
           if (action.stop) {
             await runtime?.stop(container.id)
             this.#containers.delete(action.mission)
+            // The mission ran here for the last time when the final checkpoint paused it.
+            this.#recordEvent(action.mission, `final checkpoint #${action.seq} taken (paused ${result.stats.pausedMs} ms), container stopped`,
+              { kind: 'stopped', epoch: action.epoch }, takeStartWall + result.stats.phases.prepareMs)
           }
           this.#local({ type: 'checkpointTaken', mission: action.mission, epoch: action.epoch, seq: action.seq, cid: result.cid.toString() })
         } catch (err) {
@@ -389,7 +487,7 @@ export class MissionService {
         this.#containers.delete(action.mission)
         if (container != null && runtime != null) {
           await runtime.stop(container.id).catch(err => { this.#log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
-          this.#recordEvent(action.mission, `container of epoch ${container.epoch} stopped: ${action.reason}`)
+          this.#recordEvent(action.mission, `container of epoch ${container.epoch} stopped: ${action.reason}`, { kind: 'stopped', epoch: container.epoch })
         }
         // A container this process did not start (e.g. before a daemon restart) is fenced too.
         if (runtime != null) {
@@ -408,8 +506,47 @@ export class MissionService {
         this.#bundles.forEach((bundle, cid) => { if (bundle.manifest.mission === action.mission) this.#bundles.delete(cid) })
         await this.#checkpointer?.unstage(action.mission).catch(() => {})
         await this.#checkpointer?.store.prune(action.mission, 0).catch(() => {})
-        this.#events.delete(action.mission)
       }
+    }
+  }
+
+  /** Primary: stores the mission's image in the swarm's IPFS, layer by layer, for boards that lack it. */
+  async #storeImage (action: Extract<Action, { type: 'storeImage' }>): Promise<void> {
+    const checkpointer = this.#checkpointer
+    if (checkpointer == null) { this.#local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board' }); return }
+    try {
+      const stored = await checkpointer.shareImage(action.image, this.#abort.signal)
+      this.#recordEvent(action.mission, `image ${action.image} stored for the swarm: ${mb(stored.totalBytes)} MB in all, ${mb(stored.newBytes)} MB new, in ${Math.round(stored.ms)} ms`)
+      this.#local({ type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: stored.cid.toString() })
+    } catch (err) {
+      if (this.#stopped) return
+      this.#recordEvent(action.mission, `storing image ${action.image} for the swarm failed: ${(err as Error).message}`)
+      this.#local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
+    }
+  }
+
+  /** Backup or next candidate: brings the mission's image into this board's Docker, only the layers it lacks. */
+  async #fetchImage (action: Extract<Action, { type: 'fetchImage' }>): Promise<void> {
+    const checkpointer = this.#checkpointer
+    const images = this.#images
+    try {
+      if (checkpointer == null || images == null) throw new Error('no Docker on this board')
+      const result = await checkpointer.ensureImage(CID.parse(action.cid), {
+        signal: this.#abort.signal,
+        providers: action.providers.filter(p => p !== this.#peer.peerId),
+        onProgress: p => { images.progress(action.image, p.fetchedBytes, p.totalBytes) }
+      })
+      await images.refresh()
+      if (result.loaded) this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm: ${mb(result.fetchedBytes)} of ${mb(result.totalBytes)} MB fetched in ${Math.round(result.ms)} ms`)
+      images.endFetch(action.image)
+      this.#refreshSelfInfo()
+      this.#input(machine => { machine.tick(Date.now()) })
+    } catch (err) {
+      images?.endFetch(action.image)
+      this.#refreshSelfInfo()
+      if (this.#stopped) return
+      this.#recordEvent(action.mission, `fetching image ${action.image} failed: ${(err as Error).message}`)
+      this.#local({ type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: (err as Error).message })
     }
   }
 
@@ -419,7 +556,7 @@ export class MissionService {
     if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq }); return }
     if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
-      const primary = this.machine.view().find(v => v.name === mission)?.primary
+      const primary = this.machine.view(Date.now()).find(v => v.name === mission)?.primary
       const bundle = await checkpointer.fetch(CID.parse(ref.cid), {
         signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]),
         providers: primary != null && primary !== this.#peer.peerId ? [primary] : undefined
@@ -467,15 +604,19 @@ export class MissionService {
     if (runtime == null || this.#stopped) return
     for (const [mission, container] of this.#containers) {
       let running: boolean
+      let reason = 'the container is gone'
       try {
-        running = (await runtime.inspect(container.id)).State.Running === true
+        const state = (await runtime.inspect(container.id)).State
+        running = state.Running === true
+        if (!running) reason = `the process exited with code ${state.ExitCode}${state.OOMKilled ? ' (out of memory)' : ''}${state.Error !== '' ? `: ${state.Error}` : ''}`
       } catch (err) {
         if ((err as { statusCode?: number }).statusCode !== 404) continue
         running = false
       }
       if (!running && this.#containers.get(mission) === container) {
         this.#containers.delete(mission)
-        this.#local({ type: 'containerExited', mission, epoch: container.epoch, reason: 'the process exited' })
+        this.#recordEvent(mission, `container of epoch ${container.epoch} exited: ${reason}`, { kind: 'stopped', epoch: container.epoch })
+        this.#local({ type: 'containerExited', mission, epoch: container.epoch, reason })
       }
     }
   }
@@ -492,15 +633,9 @@ export class MissionService {
     }
   }
 
-  #recordEvent (mission: string, text: string): void {
-    let events = this.#events.get(mission)
-    if (events == null) {
-      events = []
-      this.#events.set(mission, events)
-    }
-    events.push({ at: Date.now(), text })
-    if (events.length > MAX_EVENTS_PER_MISSION) events.splice(0, events.length - MAX_EVENTS_PER_MISSION)
-    this.#log(`mission ${mission}: ${text}`)
+  #recordEvent (mission: string, text: string, mark?: EventMark, at?: number): void {
+    if (this.#events == null) { this.#log(`mission ${mission}: ${text}`); return }
+    this.#events.record(mission, text, mark, at)
   }
 
   // ---- views and API --------------------------------------------------------------------------------------------
@@ -519,6 +654,12 @@ export class MissionService {
       backup: v.backup,
       state: v.state,
       role: v.role,
+      reason: v.reason,
+      restarts: v.restarts,
+      lastFailure: v.lastFailure,
+      protected: v.protected,
+      protection: v.protection,
+      imageFetches: this.#imageFetchesOf(v.spec),
       lastCheckpoint: last == null ? null : { cid: last.cid, seq: last.seq, epoch: last.epoch, ageMs: Math.max(0, now - last.atMs) },
       replicatedSeq: v.replicatedSeq,
       heldSeq: v.held?.seq ?? null,
@@ -526,10 +667,34 @@ export class MissionService {
       replicationLagMs: v.replicationLagMs,
       checkpointPeriodMs: v.checkpointPeriodMs,
       spec: v.spec,
-      events: this.#events.get(v.name) ?? [],
+      events: this.#events?.of(v.name) ?? [],
       container: this.#containers.get(v.name) ?? null,
       lastTake: this.#lastTake.get(v.name) ?? null
     }
+  }
+
+  /** Every board's fetch of the mission's image (for its own architecture), from heartbeats and this board. */
+  #imageFetchesOf (spec: MissionSpec): ImageFetchStatus[] {
+    const fetches: ImageFetchStatus[] = []
+    const own = imageFor(spec, this.#peer.board.arch)
+    for (const f of this.#images?.fetching() ?? []) if (own != null && f.image === normalizeImageRef(own)) fetches.push({ board: this.#peer.peerId, ...f })
+    for (const member of this.#peer.membership.list()) {
+      const image = member.info == null ? undefined : imageFor(spec, member.info.board.arch)
+      if (image == null || member.state === 'dead') continue
+      for (const f of imagesExtraOf(member.info?.extras).fetching) if (f.image === normalizeImageRef(image)) fetches.push({ board: member.peerId, ...f })
+    }
+    return fetches
+  }
+
+  /** Whether some live board (this one included) has the image the spec needs on that board's architecture. */
+  #imageOnSomeLiveBoard (spec: MissionSpec): boolean {
+    const own = imageFor(spec, this.#peer.board.arch)
+    if (own != null && this.#images?.has(own) === true) return true
+    return this.#peer.membership.list().some(member => {
+      if (member.state !== 'alive' || member.info == null) return false
+      const image = imageFor(spec, member.info.board.arch)
+      return image != null && imagesExtraOf(member.info.extras).present.includes(normalizeImageRef(image))
+    })
   }
 
   #find (name: string): MissionStatus {
@@ -547,6 +712,14 @@ export class MissionService {
     }
   }
 
+  /** When the source last ran the mission and when the target first ran it, from their replicated events. */
+  #moveMarks (m: MissionStatus | undefined, from: string | null, fromEpoch: number, to: string, toEpoch: number): { stopped: number, running: number } | null {
+    const events = m?.events ?? []
+    const stopped = events.findLast(e => e.board === from && e.mark?.kind === 'stopped' && e.mark.epoch >= fromEpoch && e.mark.epoch < toEpoch)
+    const running = events.find(e => e.board === to && e.mark?.kind === 'running' && e.mark.epoch === toEpoch)
+    return stopped != null && running != null ? { stopped: stopped.at, running: running.at } : null
+  }
+
   #routes (): void {
     const api = this.#peer.api
     api.route('GET', '/v1/missions', () => ({ body: this.list() }))
@@ -554,6 +727,8 @@ export class MissionService {
     api.route('POST', '/v1/missions', async request => {
       const body = request.body as { manifest?: unknown, filename?: unknown } | undefined
       if (body == null || typeof body.manifest !== 'string') throw new ApiError(400, 'body must be {"manifest": "<YAML or JSON text>"}')
+      const size = Buffer.byteLength(body.manifest)
+      if (size > MAX_MANIFEST_BYTES) throw new ApiError(413, `manifest is ${size} bytes; at most ${MAX_MANIFEST_BYTES} bytes (64 KiB) are accepted`)
       let spec: MissionSpec
       try {
         spec = parseManifest(body.manifest, typeof body.filename === 'string' ? body.filename : undefined)
@@ -563,6 +738,11 @@ export class MissionService {
       }
       const existing = this.list().find(m => m.name === spec.name)
       if (existing != null) throw new ApiError(409, `mission '${spec.name}' already runs (epoch ${existing.epoch}); remove it first`)
+      // tandem never pulls from a registry (Kubernetes' ErrImageNeverPull): some live board must hold the image.
+      if (!this.#imageOnSomeLiveBoard(spec)) {
+        const wanted = typeof spec.image === 'string' ? spec.image : Object.entries(spec.image).map(([arch, image]) => `${image} (${arch})`).join(', ')
+        throw new ApiError(422, `image ${wanted} is on no live board: build or load it on one board (docker build / docker load), tandem never pulls`)
+      }
       this.#local({ type: 'deploy', spec })
       const mission = await this.#waitFor(spec.name, m => m?.primary != null, 5000, request.signal)
       return { status: 201, body: mission ?? this.#find(spec.name) }
@@ -583,15 +763,10 @@ export class MissionService {
       if (to !== this.#peer.peerId && member?.state !== 'alive') throw new ApiError(409, `peer ${to} is not alive in this swarm`)
       const started = Date.now()
       this.#local({ type: 'move', mission: name, to })
-      // Downtime as this peer observes it: from the source's final checkpoint to the new epoch running.
       let finalSeq = before.lastCheckpoint?.seq ?? null
-      let finalSeqSeenAt = started
       let requestedAt = started
       const after = await this.#waitFor(name, m => {
-        if (m != null && m.epoch === before.epoch && (m.lastCheckpoint?.seq ?? null) !== finalSeq) {
-          finalSeq = m.lastCheckpoint?.seq ?? null
-          finalSeqSeenAt = Date.now()
-        }
+        if (m != null && m.epoch === before.epoch) finalSeq = m.lastCheckpoint?.seq ?? null
         const refused = m?.events.find(e => e.at >= started && /move refused/.test(e.text))
         if (refused != null) throw new ApiError(409, refused.text)
         // The request reaches the primary by gossip: repeat it until the mission moves (a repeat is harmless).
@@ -604,9 +779,16 @@ export class MissionService {
       if (after == null || after.primary !== to || after.state !== 'running') {
         throw new ApiError(504, `move of '${name}' to ${to} did not complete within 60 s (state ${after?.state ?? 'unknown'}, primary ${after?.primary ?? 'none'}); see 'tandem mission show ${name}'`)
       }
+      // Downtime as the mission saw it: from the source's last moment running (the final checkpoint's pause) to the
+      // restored container running, as both boards reported it. Without both reports, the whole wait: never less.
+      const marks = await this.#waitFor(name, m => this.#moveMarks(m, before.primary, before.epoch, to, after.epoch) != null, 3000, request.signal)
+      const window = this.#moveMarks(marks, before.primary, before.epoch, to, after.epoch)
       const now = Date.now()
-      const result: MoveResult = { mission: name, to, epoch: after.epoch, seq: finalSeq, downtimeMs: now - finalSeqSeenAt, totalMs: now - started }
+      const downtimeMs = window != null && window.running >= window.stopped ? window.running - window.stopped : now - started
+      const result: MoveResult = { mission: name, to, epoch: after.epoch, seq: finalSeq, downtimeMs, totalMs: now - started, measuredFrom: window != null ? 'board reports' : 'request' }
       return { body: result }
     })
   }
 }
+
+function mb (bytes: number): string { return (bytes / 1e6).toFixed(1) }

@@ -1,10 +1,11 @@
 // `tandem mission deploy|ls|show|rm|move`: manage missions through any peer's control API.
-import { readFile } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import type { ApiClient } from '../api-client.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { MissionStatus, MoveResult } from '../missions.ts'
+import { MAX_MANIFEST_BYTES } from '../../consensus/manifest.ts'
 
 const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json]
 
@@ -21,6 +22,8 @@ function shortId (peerId: string | null | undefined): string {
   return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId
 }
 
+function megabytes (bytes: number): string { return (bytes / 1e6).toFixed(1) }
+
 function table (rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
   return rows.map(row => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
@@ -28,10 +31,10 @@ function table (rows: string[][]): string {
 
 export function formatMissions (missions: MissionStatus[]): string {
   if (missions.length === 0) return '(no missions)'
-  const rows = [['MISSION', 'STATE', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
+  const rows = [['MISSION', 'STATE', 'PROTECTED', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
   for (const m of missions) {
     rows.push([
-      m.name, m.state, String(m.epoch), shortId(m.primary), shortId(m.backup),
+      m.name, m.state, m.protected ? 'yes' : 'no', String(m.epoch), shortId(m.primary), shortId(m.backup),
       m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
       m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
       m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
@@ -43,7 +46,8 @@ export function formatMissions (missions: MissionStatus[]): string {
 export function formatMission (m: MissionStatus): string {
   const lines = [
     `mission     ${m.name}`,
-    `state       ${m.state}`,
+    `state       ${m.state}${m.reason == null ? '' : ` (${m.reason})`}`,
+    `protected   ${m.protected ? 'yes' : 'no'}${m.protection.reason == null ? '' : `: ${m.protection.reason}`}`,
     `epoch       ${m.epoch}`,
     `primary     ${m.primary ?? '-'}`,
     `backup      ${m.backup ?? '-'}`,
@@ -52,9 +56,17 @@ export function formatMission (m: MissionStatus): string {
     `checkpoint  ${m.lastCheckpoint == null ? 'none yet' : `#${m.lastCheckpoint.seq} ${m.lastCheckpoint.cid} (${m.lastCheckpoint.ageMs} ms ago)`}`,
     `replicated  ${m.replicatedSeq == null ? 'nothing yet' : `#${m.replicatedSeq}`}${m.replicationLagMs == null ? '' : ` (${m.replicationLagMs} ms from start to the backup's ack)`}`
   ]
+  if (m.restarts > 0 || m.lastFailure != null) {
+    const failure = m.lastFailure
+    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
+  }
+  for (const f of m.imageFetches) {
+    const percent = f.totalBytes > 0 ? ` (${Math.floor(100 * f.fetchedBytes / f.totalBytes)} %)` : ''
+    lines.push(`image fetch ${shortId(f.board)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
+  }
   if (m.events.length > 0) {
     lines.push('', 'events:')
-    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${event.text}`)
+    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board)}  ${event.text}`)
   }
   return lines.join('\n')
 }
@@ -83,8 +95,11 @@ export const command: Command = {
         const file = oneName(positionals, 'manifest FILE')
         let text: string
         try {
+          const size = (await stat(file)).size
+          if (size > MAX_MANIFEST_BYTES) throw new UsageError(`${file} is ${size} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES} bytes (64 KiB)`)
           text = await readFile(file, 'utf8')
         } catch (err) {
+          if (err instanceof UsageError) throw err
           throw new UsageError(`cannot read ${file}: ${(err as Error).message}`)
         }
         const client = await connect()
@@ -114,7 +129,7 @@ export const command: Command = {
         const name = oneName(positionals, 'mission NAME')
         if (values.to == null || values.to === '') throw new UsageError('move needs --to PEER_ID')
         const result = await (await connect()).request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to }, { timeoutMs: 120_000 })
-        print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq})`)
+        print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
         return 0
       }
       default:

@@ -1,0 +1,94 @@
+// Mission events, replicated: every peer gossips the events that happen on it, and keeps the newest of every
+// board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
+import { GossipDrop, type Gossip } from './gossip.ts'
+
+export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
+const MAX_EVENTS_PER_MISSION = 100
+const MAX_TEXT_CHARS = 500
+const MAX_MESSAGE_BYTES = 4096
+
+/** Moments that measurements (e.g. a move's downtime) are taken from, marked on the event that reports them. */
+export type EventMark =
+  /** The mission's container ran for the last time on this board under `epoch` (paused for a final checkpoint, or stopped). */
+  | { kind: 'stopped', epoch: number }
+  /** The mission's container runs under `epoch` on this board. */
+  | { kind: 'running', epoch: number }
+
+export interface MissionEvent {
+  /** Wall clock of the board it happened on, ms. */
+  at: number
+  /** Peer id of the board it happened on. */
+  board: string
+  text: string
+  mark?: EventMark
+}
+
+interface EventMessage { mission: string, seq: number, at: number, text: string, mark?: EventMark }
+
+function validateEvent (payload: unknown): EventMessage {
+  const p = payload as Partial<EventMessage> | null
+  if (p == null || typeof p !== 'object') throw new GossipDrop('malformed', 'not an object')
+  if (typeof p.mission !== 'string' || p.mission.length > 128) throw new GossipDrop('malformed', 'bad mission')
+  if (!Number.isSafeInteger(p.seq) || !Number.isFinite(p.at) || typeof p.text !== 'string') throw new GossipDrop('malformed', 'bad seq, at or text')
+  const mark = p.mark
+  if (mark !== undefined && (mark == null || (mark.kind !== 'stopped' && mark.kind !== 'running') || !Number.isSafeInteger(mark.epoch))) {
+    throw new GossipDrop('malformed', 'bad mark')
+  }
+  return { mission: p.mission, seq: p.seq as number, at: p.at as number, text: p.text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
+}
+
+export class MissionEventLog {
+  readonly #self: string
+  readonly #gossip: Gossip
+  readonly #log: (line: string) => void
+  readonly #events = new Map<string, MissionEvent[]>()
+  /** Newest sequence number seen per board: gossip may deliver a message twice. */
+  readonly #seen = new Map<string, Set<number>>()
+  #seq = 0
+  #unsubscribe: (() => void) | undefined
+
+  constructor (options: { self: string, gossip: Gossip, log: (line: string) => void }) {
+    this.#self = options.self
+    this.#gossip = options.gossip
+    this.#log = options.log
+  }
+
+  start (): void {
+    this.#unsubscribe = this.#gossip.subscribe(MISSION_EVENTS_TOPIC, validateEvent, (message, sender) => {
+      let seen = this.#seen.get(sender)
+      if (seen == null) { seen = new Set(); this.#seen.set(sender, seen) }
+      if (seen.has(message.seq)) return
+      seen.add(message.seq)
+      if (seen.size > 4 * MAX_EVENTS_PER_MISSION) seen.delete(seen.values().next().value as number)
+      this.#add(message.mission, { at: message.at, board: sender, text: message.text, ...(message.mark !== undefined ? { mark: message.mark } : {}) })
+    }, { maxBytes: MAX_MESSAGE_BYTES })
+  }
+
+  stop (): void { this.#unsubscribe?.() }
+
+  /** Records an event that happened on this board (at `at`, default now) and tells the swarm. */
+  record (mission: string, text: string, mark?: EventMark, at = Date.now()): void {
+    const event: MissionEvent = { at, board: this.#self, text: text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
+    this.#add(mission, event)
+    this.#log(`mission ${mission}: ${text}`)
+    const message: EventMessage = { mission, seq: ++this.#seq, at: event.at, text: event.text, ...(mark !== undefined ? { mark } : {}) }
+    this.#gossip.publish(MISSION_EVENTS_TOPIC, message).catch(() => {
+      // No peer subscribed yet (a board alone): the event is still kept here.
+    })
+  }
+
+  /** The mission's events from every board, oldest first. */
+  of (mission: string): MissionEvent[] { return this.#events.get(mission) ?? [] }
+
+  forget (mission: string): void { this.#events.delete(mission) }
+
+  #add (mission: string, event: MissionEvent): void {
+    let events = this.#events.get(mission)
+    if (events == null) { events = []; this.#events.set(mission, events) }
+    // Boards' clocks differ a little; order by the time each board gave, keeping arrival order for ties.
+    let at = events.length
+    while (at > 0 && (events[at - 1] as MissionEvent).at > event.at) at--
+    events.splice(at, 0, event)
+    if (events.length > MAX_EVENTS_PER_MISSION) events.splice(0, events.length - MAX_EVENTS_PER_MISSION)
+  }
+}
