@@ -6,19 +6,27 @@
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
 import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
-import { lastRestore, missionContainers, sleep } from '../demo/observe.ts'
+import { lastRestore, missionContainers, missionOn, sleep } from '../demo/observe.ts'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { ImageFetchRecord } from '../peer/image-inventory.ts'
 import { measureTakeover, parseVehicleLine, samplesOf, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { demuxLogs } from '../checkpoint/runtime.ts'
 import { TICK_HZ } from '../examples/vehicle/controller.js'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import { buildImageOn, type SimulatedBoard } from '../boards/simulated-board.ts'
 import { distribution, table, writeResults } from './report.ts'
 
-const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick] [--silent]
+const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick] [--silent] [--image-on-one-board]
 
   --runs N     power cuts to measure (default 20; --quick: 5)
   --boards N   simulated boards (default 3)
   --silent     the primary board freezes instead of dying: no process exits, no connection is refused, as a real
-               power cut looks from the network (on one host a killed peer's port refuses connections at once)`
+               power cut looks from the network (on one host a killed peer's port refuses connections at once)
+  --image-on-one-board
+               build the vehicle image on board-1 only, the other boards bare (no base images either): measures the
+               time from deploy to protected and the bytes the image costs, then a second mission on the same base;
+               without it the image is copied to every board first (the prepared case)`
 
 interface Run {
   run: number
@@ -36,14 +44,54 @@ interface Run {
   baselineColdStartMs: number | null
 }
 
-function flags (): { runs: number, boards: number, silent: boolean } {
-  const { values } = parseArgs({ options: { runs: { type: 'string' }, boards: { type: 'string' }, quick: { type: 'boolean' }, silent: { type: 'boolean' }, help: { type: 'boolean' } } })
+function flags (): { runs: number, boards: number, silent: boolean, imageOnOneBoard: boolean } {
+  const { values } = parseArgs({ options: { runs: { type: 'string' }, boards: { type: 'string' }, quick: { type: 'boolean' }, silent: { type: 'boolean' }, 'image-on-one-board': { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); process.exit(0) }
   const runs = Number(values.runs ?? (values.quick === true ? 5 : 20))
   const boards = Number(values.boards ?? 3)
   if (!Number.isInteger(runs) || runs < 1) { console.error(`bench:failover: --runs must be a positive whole number\n${USAGE}`); process.exit(2) }
   if (!Number.isInteger(boards) || boards < 2 || boards > 6) { console.error(`bench:failover: --boards must be 2 to 6\n${USAGE}`); process.exit(2) }
-  return { runs, boards, silent: values.silent === true }
+  return { runs, boards, silent: values.silent === true, imageOnOneBoard: values['image-on-one-board'] === true }
+}
+
+interface ImageTravel { mission: string, deployToProtectedMs: number, totalBytes: number, fetchedBytes: number, fetchMs: number }
+
+function mb (bytes: number): string { return (bytes / 1e6).toFixed(2) }
+
+async function fetchRecord (board: SimulatedBoard, image: string): Promise<ImageFetchRecord | undefined> {
+  const status = await board.peer?.status() as { images?: { fetched?: ImageFetchRecord[] } } | undefined
+  return status?.images?.fetched?.findLast(f => f.image === image && f.loaded)
+}
+
+/**
+ * The vehicle mission was deployed with its image on board-1 only: what its backup fetched. Then a second mission
+ * whose image adds one small layer to the vehicle's, built on the primary: only that layer should travel.
+ */
+async function measureImageTravel (ms: MissionSwarm): Promise<ImageTravel[]> {
+  const first = (await ms.anyStatus())!
+  const backup = ms.boardOf(first.backup)!
+  const firstFetch = await fetchRecord(backup, 'tandem/vehicle:latest')
+  const figures: ImageTravel[] = [{ mission: MISSION, deployToProtectedMs: ms.deployToProtectedMs, totalBytes: firstFetch?.totalBytes ?? NaN, fetchedBytes: firstFetch?.fetchedBytes ?? NaN, fetchMs: firstFetch?.ms ?? NaN }]
+  const primary = ms.boardOf(first.primary)!
+  const context = await mkdtemp(join(tmpdir(), 'tandem-bench-image-'))
+  try {
+    await writeFile(join(context, 'Dockerfile'), 'FROM tandem/vehicle\nCOPY note.txt /app/note.txt\n')
+    await writeFile(join(context, 'note.txt'), 'a second mission on the same base\n')
+    await buildImageOn(primary, context, 'tandem/vehicle-b', ['Dockerfile', 'note.txt'])
+  } finally {
+    await rm(context, { recursive: true, force: true })
+  }
+  const deployedAt = performance.now()
+  await primary.peer!.client.request('POST', '/v1/missions', { manifest: 'name: vehicle-b\nimage: tandem/vehicle-b\nenv: {DATA_DIR: /data}\ndata: /data\n' })
+  const second = await ms.waitFor('vehicle-b protected', async () => {
+    const s = await missionOn(primary, 'vehicle-b')
+    return s?.protected === true ? s : undefined
+  }, 120_000)
+  const secondFetch = await fetchRecord(ms.boardOf(second.backup)!, 'tandem/vehicle-b:latest')
+  figures.push({ mission: 'vehicle-b', deployToProtectedMs: performance.now() - deployedAt, totalBytes: secondFetch?.totalBytes ?? NaN, fetchedBytes: secondFetch?.fetchedBytes ?? NaN, fetchMs: secondFetch?.ms ?? NaN })
+  // The failover runs measure the vehicle mission alone.
+  await primary.peer!.client.request('DELETE', '/v1/missions/vehicle-b')
+  return figures
 }
 
 /** First time a surviving peer logged the failed peer as dead, from the peers' own timestamps. */
@@ -82,10 +130,11 @@ async function coldStart (board: SimulatedBoard): Promise<number> {
 }
 
 async function main (): Promise<void> {
-  const { runs, boards: boardCount, silent } = flags()
+  const { runs, boards: boardCount, silent, imageOnOneBoard } = flags()
   const failure = silent ? 'silent failures (board frozen: no exit, no refused connection)' : 'power cuts (peer and Docker daemon killed)'
   console.log(`bench:failover: ${runs} ${failure} of the primary on ${boardCount} simulated boards (default settings)`)
-  const ms = await startMissionSwarm(boardCount)
+  const ms = await startMissionSwarm(boardCount, imageOnOneBoard ? { image: 'one-board', bareBoards: true } : { image: 'every-board' })
+  const imageFigures = imageOnOneBoard ? await measureImageTravel(ms) : null
   const results: Run[] = []
   const interval = (await ms.anyStatus())?.spec.checkpointIntervalMs ?? 1000
   try {
@@ -180,7 +229,15 @@ async function main (): Promise<void> {
     ['state lost baseline', results.length, 'everything', 'everything', '', '']
   ]))
   console.log(`\nruns resumed from a checkpoint: ${fromCheckpoint}/${results.length}; runs with two containers running at once: ${dualPrimaryRuns}; 1 tick = ${1000 / TICK_HZ} ms`)
-  const path = await writeResults(silent ? 'failover-silent' : 'failover', { failure, boards: boardCount, checkpointIntervalMs: interval, tickHz: TICK_HZ, summary: { detection, restore, downtime, stateLostTicks: lost, baselineColdStart: cold, baselineDowntime, dualPrimaryRuns, fromCheckpoint }, runs: results })
+  if (imageFigures != null) {
+    console.log('\nimage built on board-1 only, the other boards bare:')
+    console.log(table([
+      ['mission', 'deploy -> protected, ms', 'image size, MB', 'fetched by the backup, MB', 'fetch + load, ms'],
+      ...imageFigures.map(f => [f.mission, Math.round(f.deployToProtectedMs), mb(f.totalBytes), mb(f.fetchedBytes), f.fetchMs])
+    ]))
+  }
+  const name = `${silent ? 'failover-silent' : 'failover'}${imageOnOneBoard ? '-image-on-one-board' : ''}`
+  const path = await writeResults(name, { failure, boards: boardCount, checkpointIntervalMs: interval, tickHz: TICK_HZ, image: imageFigures, summary: { detection, restore, downtime, stateLostTicks: lost, baselineColdStart: cold, baselineDowntime, dualPrimaryRuns, fromCheckpoint }, runs: results })
   console.log(`results: ${path}`)
 }
 

@@ -19,6 +19,8 @@ export interface SimulatedBoardOptions {
   /** Every output line of the peer process. */
   onLine?: (board: string, line: string) => void
   signal?: AbortSignal
+  /** Load tandem/busybox and tandem/node-base into the board's Docker (default true); false: a bare board. */
+  baseImages?: boolean
 }
 
 async function freePort (): Promise<number> {
@@ -49,11 +51,11 @@ export class SimulatedBoard {
     this.#options = options
   }
 
-  /** Starts the board's Docker daemon with the base images loaded; the peer starts with `powerOn`. */
+  /** Starts the board's Docker daemon (with the base images loaded, unless asked not to); the peer starts with `powerOn`. */
   static async create (options: SimulatedBoardOptions): Promise<SimulatedBoard> {
     const docker = await startBoardDocker({ dir: options.dir, name: options.name, signal: options.signal })
     try {
-      await loadBaseImages(docker, { signal: options.signal })
+      if (options.baseImages !== false) await loadBaseImages(docker, { signal: options.signal })
       return new SimulatedBoard(options, docker, await freePort())
     } catch (err) {
       await docker.kill().catch(() => {})
@@ -128,16 +130,23 @@ export class SimulatedBoard {
 }
 
 /** Builds an image from a directory on one board and copies it to the others (a board needs no registry). */
-export async function shareMissionImage (boards: SimulatedBoard[], contextDir: string, tag: string, files: string[]): Promise<void> {
-  const [first, ...rest] = boards
-  if (first == null) return
-  const docker = first.dockerClient()
+/** Builds an image on one board only, as a user does; the swarm carries it to the others. */
+export async function buildImageOn (board: SimulatedBoard, contextDir: string, tag: string, files: string[]): Promise<void> {
+  const docker = board.dockerClient()
   const build = await docker.buildImage({ context: contextDir, src: files }, { t: tag })
   const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
     docker.modem.followProgress(build, (error: Error | null, lines: Array<{ error?: string }>) => { error == null ? resolve(lines) : reject(error) })
   })
   const failure = output.find(line => line.error != null)
   if (failure != null) throw new Error(`building ${tag} from ${contextDir} failed: ${failure.error as string}`)
+}
+
+/** Builds the image on the first board and copies it to every other one (the prepared case, for baselines). */
+export async function shareMissionImage (boards: SimulatedBoard[], contextDir: string, tag: string, files: string[]): Promise<void> {
+  const [first, ...rest] = boards
+  if (first == null) return
+  await buildImageOn(first, contextDir, tag, files)
+  const docker = first.dockerClient()
   for (const board of rest) {
     const archive = await docker.getImage(tag).get()
     const load = await board.dockerClient().loadImage(archive, { quiet: true })
@@ -162,6 +171,8 @@ export interface SimulatedSwarmOptions {
   signal?: AbortSignal
   /** Called as each stage completes (daemons up, peers up, converged). */
   onProgress?: (text: string) => void
+  /** Which boards get the base images (default all): e.g. `i => i === 0` for bare boards besides the first. */
+  baseImagesOn?: (index: number) => boolean
 }
 
 /** Starts `count` boards named board-1..N in a private swarm and waits until every peer sees every other alive. */
@@ -182,13 +193,13 @@ export async function startSimulatedSwarm (options: SimulatedSwarmOptions): Prom
   }
   try {
     const names = Array.from({ length: options.count }, (_, i) => `board-${i + 1}`)
-    const created = await Promise.allSettled(names.map(async name => await SimulatedBoard.create({
-      name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal
+    const created = await Promise.allSettled(names.map(async (name, index) => await SimulatedBoard.create({
+      name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal, baseImages: options.baseImagesOn?.(index) ?? true
     })))
     for (const result of created) if (result.status === 'fulfilled') boards.push(result.value)
     const failed = created.find(r => r.status === 'rejected')
     if (failed != null) throw (failed as PromiseRejectedResult).reason
-    options.onProgress?.(`${boards.length} board Docker daemons up, base images loaded`)
+    options.onProgress?.(`${boards.length} board Docker daemons up`)
     for (const board of boards) await board.powerOn(swarm.bootstrapFor(board))
     options.onProgress?.(`${boards.length} peers up`)
     await waitFor('every peer sees every other alive', async () => {

@@ -3,7 +3,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
+import { buildImageOn, startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
 import { MissionLogWatch, missionContainers, missionOn, until } from './observe.ts'
 import type { MissionStatus } from '../peer/missions.ts'
 
@@ -22,16 +22,30 @@ export interface MissionSwarm {
   boardOf (peerId: string | null | undefined): SimulatedBoard | undefined
   running (): Promise<Array<{ board: string, id: string, epoch: number }>>
   waitFor<T> (what: string, check: () => Promise<T | undefined | false>, timeoutMs?: number): Promise<T>
+  /** From the deploy request to the mission reported `protected`, ms. */
+  deployToProtectedMs: number
   stop (): Promise<void>
 }
 
-/** Starts `count` boards, loads the vehicle image on each, deploys the mission and waits for a synced backup. */
-export async function startMissionSwarm (count: number, options: { checkpointIntervalMs?: number } = {}): Promise<MissionSwarm> {
+export interface MissionSwarmOptions {
+  checkpointIntervalMs?: number
+  /**
+   * Where the vehicle image is before the deploy: built on the first board only (default; the swarm carries it),
+   * or copied to every board first (the prepared case, for a baseline).
+   */
+  image?: 'one-board' | 'every-board'
+  /** Boards other than the first start without the base images too (default false): the whole image must travel. */
+  bareBoards?: boolean
+}
+
+/** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
+export async function startMissionSwarm (count: number, options: MissionSwarmOptions = {}): Promise<MissionSwarm> {
   const dir = await mkdtemp(join(tmpdir(), 'tandem-chaos-'))
   const output: string[] = []
   const swarm = await startSimulatedSwarm({
     count,
     dir,
+    baseImagesOn: index => index === 0 || options.bareBoards !== true,
     onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards
@@ -54,6 +68,7 @@ export async function startMissionSwarm (count: number, options: { checkpointInt
       const views = await Promise.all(boards.map(async b => `${b.name}${b.isOn ? '' : '(off)'}: ${JSON.stringify(summary(await missionOn(b, MISSION)))}`))
       return `${views.join('; ')}\n--- last peer output ---\n${output.slice(-60).join('\n')}`
     }, 100),
+    deployToProtectedMs: NaN,
     stop: async () => {
       logs.stop()
       await swarm.stop()
@@ -61,15 +76,18 @@ export async function startMissionSwarm (count: number, options: { checkpointInt
     }
   }
   try {
-    await shareMissionImage(boards, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
+    if (options.image === 'every-board') await shareMissionImage(boards, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
+    else await buildImageOn(boards[0]!, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
     let manifest = await readFile(join(VEHICLE_DIR, 'mission.yaml'), 'utf8')
     if (options.checkpointIntervalMs != null) manifest = manifest.replace(/checkpointIntervalMs:\s*\d+/, `checkpointIntervalMs: ${options.checkpointIntervalMs}`)
     logs.start()
+    const deployedAt = performance.now()
     await boards[0]!.peer!.client.request('POST', '/v1/missions', { manifest })
-    await ms.waitFor('the backup to hold a replicated checkpoint', async () => {
+    await ms.waitFor('the mission to be protected (its backup holds the image and a checkpoint)', async () => {
       const status = await ms.anyStatus()
-      return status?.state === 'running' && status.replicatedSeq != null && status.replicatedSeq >= 1 ? status : undefined
-    }, 120_000)
+      return status?.state === 'running' && status.protected ? status : undefined
+    }, 180_000)
+    ms.deployToProtectedMs = performance.now() - deployedAt
     return ms
   } catch (err) {
     await ms.stop()
@@ -90,6 +108,9 @@ export function summary (status: MissionStatus | undefined): object | undefined 
     backup: status.backup?.slice(-6),
     checkpoint: status.lastCheckpoint?.seq,
     replicated: status.replicatedSeq,
-    held: status.heldSeq
+    held: status.heldSeq,
+    protected: status.protected,
+    protection: status.protection.reason,
+    reason: status.reason
   }
 }

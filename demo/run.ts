@@ -6,7 +6,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
+import { buildImageOn, startSimulatedSwarm, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
 import { parseManifest } from '../consensus/manifest.ts'
 import { TICK_HZ, REPORT_EVERY_TICKS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
@@ -105,8 +105,8 @@ async function main (argv: string[]): Promise<number> {
     say(`starting ${flags.boards} simulated boards (own Docker daemon and tandem peer each, on loopback)`)
     swarm = await startSimulatedSwarm({ count: flags.boards, dir, onLine, signal: abort.signal, onProgress: text => { say(text) } })
     const boards = swarm.boards
-    await shareMissionImage(boards, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
-    say('vehicle controller image built on board-1 and copied to every board (no registry)')
+    await buildImageOn(boards[0]!, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
+    say('vehicle controller image built on board-1 only: the swarm carries it to the others (no registry)')
     const manifest = await readFile(join(VEHICLE_DIR, 'mission.yaml'), 'utf8')
     const spec = parseManifest(manifest, 'examples/vehicle/mission.yaml')
     summary.checkpointIntervalMs = spec.checkpointIntervalMs
@@ -120,11 +120,12 @@ async function main (argv: string[]): Promise<number> {
       await Promise.all(boards.map(async board => {
         const status = await missionOn(board, spec.name)
         statuses.set(board.name, board.isOn ? status : undefined)
+        // Events are replicated: every board lists every board's events, each naming where it happened.
         for (const event of status?.events ?? []) {
-          const key = `${board.name}|${event.at}|${event.text}`
+          const key = `${event.board}|${event.at}|${event.text}`
           if (seenEvents.has(key)) continue
           seenEvents.add(key)
-          if (/restor|primary|fence|stopped|cold|backup|reconfigured/.test(event.text)) say(`${board.name}: ${event.text}`, /fence|stopped/.test(event.text) ? 'warn' : 'ok')
+          if (/restor|primary|fence|stopped|cold|backup|reconfigured|image/.test(event.text)) say(`${nameOf(event.board) ?? '?'}: ${event.text}`, /fence|stopped|failed/.test(event.text) ? 'warn' : 'ok')
         }
       }))
       view.update(snapshot())
@@ -173,12 +174,20 @@ async function main (argv: string[]): Promise<number> {
       await boards[0]!.peer!.client.request('POST', '/v1/missions', { manifest, filename: 'examples/vehicle/mission.yaml' })
       say(`deployed ${spec.name} (checkpoint every ${spec.checkpointIntervalMs} ms)`)
       phase = 'driving'
-      const ready = await until('the backup to hold a replicated checkpoint', async () => {
+      const shownProgress = new Map<string, number>()
+      const ready = await until('the mission to be protected (the backup holds the image and a checkpoint)', async () => {
         await refresh()
         const m = current()
-        return m?.state === 'running' && m.replicatedSeq != null && m.replicatedSeq >= 1 ? m : undefined
-      }, 120_000)
-      say(`${nameOf(ready.primary) ?? '?'} drives, ${nameOf(ready.backup) ?? '?'} stands by with checkpoint #${ready.replicatedSeq ?? '?'}`, 'ok')
+        for (const f of m?.imageFetches ?? []) {
+          // One line per board and 10 % of the image, so the image is seen travelling.
+          const step = f.totalBytes > 0 ? Math.floor(10 * f.fetchedBytes / f.totalBytes) : 0
+          if ((shownProgress.get(f.board) ?? -1) >= step) continue
+          shownProgress.set(f.board, step)
+          say(`${nameOf(f.board) ?? '?'} fetches ${f.image}: ${(f.fetchedBytes / 1e6).toFixed(1)} of ${(f.totalBytes / 1e6).toFixed(1)} MB`)
+        }
+        return m?.state === 'running' && m.protected ? m : undefined
+      }, 180_000)
+      say(`${nameOf(ready.primary) ?? '?'} drives, ${nameOf(ready.backup) ?? '?'} stands by with the image and checkpoint #${ready.replicatedSeq ?? '?'}: protected`, 'ok')
       await sleep(flags.killAfterS * 1000, abort.signal)
       // The loss bound holds once replication keeps up. A new primary first stores its image for boards that lack it
       // (a few seconds on a small board), and its checkpoints reach the backup slowly meanwhile: cut after that.

@@ -10,6 +10,11 @@ const MAX_LISTED_CHARS = 6000
 
 export interface ImageFetchProgress { image: string, fetchedBytes: number, totalBytes: number }
 
+/** A finished fetch of an image from the swarm (the newest few, for `tandem status`). */
+export interface ImageFetchRecord extends ImageFetchProgress { at: number, ms: number, loaded: boolean, error: string | null }
+
+const FETCH_HISTORY = 20
+
 /** What a heartbeat carries (`extras.images`). */
 export interface ImagesExtra {
   /** Whether this board's Docker answered its latest image listing (every 2 s). */
@@ -33,7 +38,8 @@ export class ImageInventory {
   readonly #log: (line: string) => void
   /** Normalized refs (repo:tag and sha256 ids) of every image in this board's Docker. */
   #present = new Set<string>()
-  readonly #fetching = new Map<string, ImageFetchProgress>()
+  readonly #fetching = new Map<string, ImageFetchProgress & { startedAt: number }>()
+  readonly #history: ImageFetchRecord[] = []
   #refreshing: Promise<void> | undefined
   #timer: NodeJS.Timeout | undefined
   #failedOnce = false
@@ -84,11 +90,11 @@ export class ImageInventory {
   present (): string[] { return [...this.#present] }
 
   isFetching (ref: string): boolean { return this.#fetching.has(normalizeImageRef(ref)) }
-  fetching (): ImageFetchProgress[] { return [...this.#fetching.values()].map(f => ({ ...f })) }
+  fetching (): ImageFetchProgress[] { return [...this.#fetching.values()].map(f => ({ image: f.image, fetchedBytes: f.fetchedBytes, totalBytes: f.totalBytes })) }
 
   beginFetch (ref: string, totalBytes = 0): void {
     const image = normalizeImageRef(ref)
-    this.#fetching.set(image, { image, fetchedBytes: 0, totalBytes })
+    this.#fetching.set(image, { image, fetchedBytes: 0, totalBytes, startedAt: performance.now() })
   }
 
   progress (ref: string, fetchedBytes: number, totalBytes: number): void {
@@ -98,7 +104,28 @@ export class ImageInventory {
     entry.totalBytes = totalBytes
   }
 
-  endFetch (ref: string): void { this.#fetching.delete(normalizeImageRef(ref)) }
+  /** The fetch is over: `result` gives what crossed the network (absent when it failed with `error`). */
+  endFetch (ref: string, result: { loaded: boolean, fetchedBytes: number, totalBytes: number } | null, error: string | null = null): void {
+    const image = normalizeImageRef(ref)
+    const entry = this.#fetching.get(image)
+    if (entry == null) return
+    this.#fetching.delete(image)
+    this.#history.push({
+      image,
+      fetchedBytes: result?.fetchedBytes ?? entry.fetchedBytes,
+      totalBytes: result?.totalBytes ?? entry.totalBytes,
+      loaded: result?.loaded ?? false,
+      at: Date.now(),
+      ms: Math.round(performance.now() - entry.startedAt),
+      error
+    })
+    if (this.#history.length > FETCH_HISTORY) this.#history.splice(0, this.#history.length - FETCH_HISTORY)
+  }
+
+  /** `tandem status` section: what is being fetched and the newest finished fetches. */
+  status (): { docker: boolean, fetching: ImageFetchProgress[], fetched: ImageFetchRecord[] } {
+    return { docker: this.#answering, fetching: this.fetching(), fetched: this.#history.map(r => ({ ...r })) }
+  }
 
   /**
    * The heartbeat's `extras.images`: the images missions use first (`wanted`), then others until the size bound;

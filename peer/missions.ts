@@ -215,6 +215,7 @@ export class MissionService {
       await images.start()
       this.#images = images
       this.#cleanups.push(() => { images.stop() })
+      peer.status.extend('images', () => images.status())
     }
 
     // A block no peer delivers within 5 s on a LAN will not come: the fetch fails and the next checkpoint is tried,
@@ -538,11 +539,11 @@ export class MissionService {
       })
       await images.refresh()
       if (result.loaded) this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm: ${mb(result.fetchedBytes)} of ${mb(result.totalBytes)} MB fetched in ${Math.round(result.ms)} ms`)
-      images.endFetch(action.image)
+      images.endFetch(action.image, result)
       this.#refreshSelfInfo()
       this.#input(machine => { machine.tick(Date.now()) })
     } catch (err) {
-      images?.endFetch(action.image)
+      images?.endFetch(action.image, null, (err as Error).message)
       this.#refreshSelfInfo()
       if (this.#stopped) return
       this.#recordEvent(action.mission, `fetching image ${action.image} failed: ${(err as Error).message}`)
