@@ -31,7 +31,10 @@ export interface BlockExchangeOptions {
   requestTimeoutMs?: number
   /** A reply that waits this long for the reader to take its bytes aborts its stream, ms. Default 5 s. */
   stallTimeoutMs?: number
-  /** Reply bytes handed to streams and not yet taken by their connections, across all streams. Default 8 MiB. */
+  /**
+   * Reply bytes handed to streams and not yet taken by their connections, across all streams. Default 16 MiB: what
+   * a connection buffers is encrypted in one piece by the private swarm's cipher, which has 64 MiB.
+   */
   maxServedBytes?: number
 }
 
@@ -84,7 +87,7 @@ export class BlockExchange implements BlockSource {
     this.backend = options.backend
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000
     this.stallTimeoutMs = options.stallTimeoutMs ?? 5_000
-    this.budget = new ByteBudget(options.maxServedBytes ?? 8 * 1024 * 1024)
+    this.budget = new ByteBudget(options.maxServedBytes ?? 16 * 1024 * 1024)
   }
 
   async start (): Promise<void> {
@@ -109,8 +112,13 @@ export class BlockExchange implements BlockSource {
       }
       // Each reply frame waits for its stream to take it (drain) before the next is read from the store: one
       // stream holds at most about one frame, and the budget bounds the frames of all streams together.
-      const send = async (group: Array<Uint8Array | null>): Promise<void> => {
+      let group: Array<Uint8Array | null> = []
+      let groupBytes = 0
+      const sendGroup = async (): Promise<void> => {
+        // The blocks are garbage once encoded: a stream waiting for the budget holds one frame, nothing more.
         const frame = dagCbor.encode(group)
+        group = []
+        groupBytes = 0
         await this.budget.acquire(frame.byteLength, signal)
         try {
           await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
@@ -118,10 +126,8 @@ export class BlockExchange implements BlockSource {
           this.budget.release(frame.byteLength)
         }
       }
-      let group: Array<Uint8Array | null> = []
-      let groupBytes = 0
       // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
-      let readAhead = 4
+      let readAhead = 1
       for (let i = 0; i < request.cids.length;) {
         const batch = request.cids.slice(i, i + readAhead)
         i += batch.length
@@ -130,15 +136,11 @@ export class BlockExchange implements BlockSource {
           largest = Math.max(largest, bytes?.byteLength ?? 0)
           group.push(bytes)
           groupBytes += bytes?.byteLength ?? 0
-          if (groupBytes >= GROUP_BYTES) {
-            await send(group)
-            group = []
-            groupBytes = 0
-          }
+          if (groupBytes >= GROUP_BYTES) await sendGroup()
         }
         readAhead = Math.max(1, Math.min(READ_AHEAD, Math.floor(GROUP_BYTES / largest)))
       }
-      if (group.length > 0) await send(group)
+      if (group.length > 0) await sendGroup()
       await stream.close({ signal })
     } catch {
       try { stream.abort(new Error('block request failed')) } catch {}

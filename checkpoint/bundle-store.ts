@@ -490,8 +490,8 @@ export class BundleStore {
   }
 
   /**
-   * Brings the given layers of an image into the local store (blocks already here are not fetched) and records each
-   * layer, and the image once all its layers are here. `totalBytes` counts the layer bytes that must come.
+   * Brings the given layers of an image into the local store (blocks already here are not fetched). `totalBytes`
+   * counts the layer bytes that must come.
    */
   async fetchImageLayers (imageCid: CID, manifest: ImageManifest, layers: ImageLayer[], options: {
     signal?: AbortSignal
@@ -519,12 +519,19 @@ export class BundleStore {
         missing: (bytes) => { result.totalBytes = bytes; report() },
         fetched: (_blocks, bytes) => { result.fetchedBytes += bytes; result.networkBytes += bytes; report() }
       })
-      for (const layer of unique) await this.backend.writeRecord(layerKey(layer.diffId), layer.cid.bytes)
-      const all = await Promise.all(manifest.layers.map(async l => await this.hasLayer(l.diffId)))
-      if (all.every(Boolean)) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.imageId)}`, imageCid.bytes)
       report()
       return result
     })
+  }
+
+  /**
+   * Remembers fetched layers under their diffIds, and the image once all its layers are here. Only after Docker
+   * loaded them: Docker checks each layer's diffId, this store does not hash whole layers.
+   */
+  async recordImageLayers (imageCid: CID, manifest: ImageManifest, layers: ImageLayer[]): Promise<void> {
+    for (const layer of layers) await this.backend.writeRecord(layerKey(layer.diffId), layer.cid.bytes)
+    const all = await Promise.all(manifest.layers.map(async l => await this.hasLayer(l.diffId)))
+    if (all.every(Boolean)) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.imageId)}`, imageCid.bytes)
   }
 
   /**

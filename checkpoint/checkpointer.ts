@@ -111,7 +111,7 @@ export interface RestoreResult {
 export interface CheckpointerOptions {
   runtime: ContainerRuntime
   store: BundleStore
-  /** Store the mission image (docker save) with the first checkpoint so boards without it can restore. Default true. */
+  /** Share the mission image (per layer, see shareImage) from its first checkpoint on, so boards without it can restore. Default true. */
   shipImages?: boolean
 }
 
@@ -236,13 +236,15 @@ export class Checkpointer {
     }
     const diffIds = manifest.layers.map(l => l.diffId)
     const reusedLayers = Math.max(0, ...(await this.runtime.layerChains()).map(chain => commonPrefixLength(chain, diffIds)))
-    const fetched = await this.store.fetchImageLayers(imageCid, manifest, manifest.layers.slice(reusedLayers), { signal, providers, onProgress })
+    const needed = manifest.layers.slice(reusedLayers)
+    const fetched = await this.store.fetchImageLayers(imageCid, manifest, needed, { signal, providers, onProgress })
     try {
       await this.runtime.loadImage(Readable.from(this.store.imageArchive(manifest, reusedLayers, { signal })), signal)
     } catch (err) {
-      throw new CheckpointError(`docker load of image ${manifest.imageId} (${manifest.layers.length - reusedLayers} of ${manifest.layers.length} layers from ${imageCid.toString()}) failed: ${(err as Error).message}`)
+      throw new CheckpointError(`docker load of image ${manifest.imageId} (${needed.length} of ${manifest.layers.length} layers from ${imageCid.toString()}) failed: ${(err as Error).message}`)
     }
     if (await this.runtime.imageInfo(manifest.imageId) == null) throw new ImageMissingError(`docker load of ${imageCid.toString()} did not produce image ${manifest.imageId}`)
+    await this.store.recordImageLayers(imageCid, manifest, needed)
     return {
       loaded: true,
       imageId: manifest.imageId,
