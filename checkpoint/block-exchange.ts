@@ -1,7 +1,9 @@
 // Batched block transfer between boards over the swarm's libp2p node. Bitswap pays a round of bookkeeping
 // per block, which dominates with 4 KiB page chunks (~6 MB/s measured); here one request names up to
 // BATCH_SIZE CIDs and the peer streams the blocks back from its local store. Receivers verify every block
-// against its CID, so a peer can at worst withhold blocks (bitswap then serves as fallback).
+// against its CID, so a peer can at worst withhold blocks (bitswap then serves as fallback). Serving is
+// bounded whatever the reader does: a private swarm's cipher (xsalsa20, 64 MiB of WASM memory) throws
+// RangeError, uncaught, on a connection that has buffered tens of MB.
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream } from '@libp2p/interface'
@@ -27,17 +29,65 @@ export interface BlockExchangeOptions {
   backend: BundleBackend
   /** Per-request time limit, ms. Default 30 s. */
   requestTimeoutMs?: number
+  /** A reply that waits this long for the reader to take its bytes aborts its stream, ms. Default 5 s. */
+  stallTimeoutMs?: number
+  /**
+   * Reply bytes handed to streams and not yet taken by their connections, across all streams. Default 16 MiB: what
+   * a connection buffers is encrypted in one piece by the private swarm's cipher, which has 64 MiB.
+   */
+  maxServedBytes?: number
+}
+
+/**
+ * Bytes that replies may hold in stream buffers at once, across streams. A stream's bytes count from its write
+ * until the stream could pass them on (its send buffer drained). FIFO, so a big reply is not starved.
+ */
+class ByteBudget {
+  private used = 0
+  private readonly waiters: Array<{ bytes: number, grant: () => void }> = []
+  readonly limit: number
+
+  constructor (limit: number) { this.limit = limit }
+
+  async acquire (bytes: number, signal: AbortSignal): Promise<void> {
+    if (this.waiters.length === 0 && this.fits(bytes)) { this.used += bytes; return }
+    await new Promise<void>((resolve, reject) => {
+      const waiter = { bytes, grant: () => { signal.removeEventListener('abort', onAbort); resolve() } }
+      const onAbort = (): void => {
+        this.waiters.splice(this.waiters.indexOf(waiter), 1)
+        reject(signal.reason)
+      }
+      signal.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(waiter)
+    })
+  }
+
+  release (bytes: number): void {
+    this.used -= bytes
+    while (this.waiters.length > 0 && this.fits((this.waiters[0] as { bytes: number }).bytes)) {
+      const next = this.waiters.shift() as { bytes: number, grant: () => void }
+      this.used += next.bytes
+      next.grant()
+    }
+  }
+
+  /** A reply larger than the whole budget still goes, alone. */
+  private fits (bytes: number): boolean { return this.used === 0 || this.used + bytes <= this.limit }
 }
 
 export class BlockExchange implements BlockSource {
   private readonly libp2p: BlockExchangeOptions['libp2p']
   private readonly backend: BundleBackend
   private readonly requestTimeoutMs: number
+  private readonly stallTimeoutMs: number
+  private readonly budget: ByteBudget
 
   constructor (options: BlockExchangeOptions) {
     this.libp2p = options.libp2p
     this.backend = options.backend
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000
+    this.stallTimeoutMs = options.stallTimeoutMs ?? 5_000
+    this.budget = new ByteBudget(options.maxServedBytes ?? 16 * 1024 * 1024)
   }
 
   async start (): Promise<void> {
@@ -48,35 +98,52 @@ export class BlockExchange implements BlockSource {
     await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
   }
 
+  /** Serves one request. Never throws: whatever goes wrong (a bad request, a stalled or vanished reader) aborts the stream. */
   private async serve (stream: Stream): Promise<void> {
     const signal = AbortSignal.timeout(this.requestTimeoutMs)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
       const request = dagCbor.decode((await lp.read({ signal })).subarray()) as { cids?: unknown }
       if (!Array.isArray(request.cids) || request.cids.length > BATCH_SIZE) throw new Error('bad block request')
-      // Replies come in groups (one frame each) so small blocks do not cost a write each.
-      let group: Array<Uint8Array | null> = []
-      let groupBytes = 0
       const read = async (value: unknown): Promise<Uint8Array | null> => {
         const cid = CID.asCID(value)
         if (cid == null) return null
         try { return await this.backend.get(cid, { offline: true, signal }) } catch { return null }
       }
-      for (let i = 0; i < request.cids.length; i += READ_AHEAD) {
-        for (const bytes of await Promise.all(request.cids.slice(i, i + READ_AHEAD).map(read))) {
-          group.push(bytes)
-          groupBytes += bytes?.byteLength ?? 0
-          if (groupBytes >= GROUP_BYTES) {
-            await lp.write(dagCbor.encode(group), { signal })
-            group = []
-            groupBytes = 0
-          }
+      // Each reply frame waits for its stream to take it (drain) before the next is read from the store: one
+      // stream holds at most about one frame, and the budget bounds the frames of all streams together.
+      let group: Array<Uint8Array | null> = []
+      let groupBytes = 0
+      const sendGroup = async (): Promise<void> => {
+        // The blocks are garbage once encoded: a stream waiting for the budget holds one frame, nothing more.
+        const frame = dagCbor.encode(group)
+        group = []
+        groupBytes = 0
+        await this.budget.acquire(frame.byteLength, signal)
+        try {
+          await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
+        } finally {
+          this.budget.release(frame.byteLength)
         }
       }
-      if (group.length > 0) await lp.write(dagCbor.encode(group), { signal })
-      await stream.close({ signal }).catch(() => {})
+      // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
+      let readAhead = 1
+      for (let i = 0; i < request.cids.length;) {
+        const batch = request.cids.slice(i, i + readAhead)
+        i += batch.length
+        let largest = 1
+        for (const bytes of await Promise.all(batch.map(read))) {
+          largest = Math.max(largest, bytes?.byteLength ?? 0)
+          group.push(bytes)
+          groupBytes += bytes?.byteLength ?? 0
+          if (groupBytes >= GROUP_BYTES) await sendGroup()
+        }
+        readAhead = Math.max(1, Math.min(READ_AHEAD, Math.floor(GROUP_BYTES / largest)))
+      }
+      if (group.length > 0) await sendGroup()
+      await stream.close({ signal })
     } catch {
-      stream.abort(new Error('block request failed'))
+      try { stream.abort(new Error('block request failed')) } catch {}
     }
   }
 

@@ -1,6 +1,7 @@
 // Content-addressed checkpoint bundles over a BundleBackend (Helia by default): store directories as
 // chunked DAGs, fetch whole bundles from the swarm, materialize them, keep the last K per mission.
 import { createReadStream } from 'node:fs'
+import { createHash } from 'node:crypto'
 import { lstat, mkdir, open, readdir, readlink, symlink, chown, chmod, rm } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import type { Stats } from 'node:fs'
@@ -12,22 +13,31 @@ import * as raw from 'multiformats/codecs/raw'
 import { equals } from 'uint8arrays/equals'
 import type { BlockPair, BundleBackend } from './backend.ts'
 import {
-  asChunkList, asImageManifest, asManifest, asTreeNode, asTreePart,
-  type CheckpointManifest, type FileEntry, type ImageManifest, type TreeEntry, type TreeNode
+  asChunkList, asImageManifest, asLayerFile, asManifest, asTreeNode, asTreePart, IMAGE_FORMAT,
+  type CheckpointManifest, type DockerManifestEntry, type FileEntry, type ImageLayer, type ImageManifest, type TreeEntry, type TreeNode
 } from './format.ts'
 import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError } from './errors.ts'
 import { SharedExclusiveLock } from './lock.ts'
 import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
+import { readTar, readSmall, drain, tarFileHeader, tarPadding, TAR_END } from './tar.ts'
 
 /** CRIU page images are chunked at the page size, aligned to the file start: unchanged pages keep their CID. */
 export const PAGE_CHUNK_SIZE = 4096
 export const FILE_CHUNK_SIZE = 64 * 1024
 export const INLINE_LIMIT = 1024
+/** Image layers travel whole or not at all (a layer is deduplicated by its diffId, not by chunk): big chunks. */
+export const LAYER_CHUNK_SIZE = 1024 * 1024
 /** Bytes gathered before one write when a bundle's files are written back to disk. */
 const WRITE_BATCH_BYTES = 1024 * 1024
 const LIST_FANOUT = 4096
 const PART_ENTRIES = 1000
 const WRITE_BATCH = 512
+/** Bytes of blocks buffered before a write to the backend (1 MiB layer chunks would otherwise gather 512 MiB). */
+const WRITE_BATCH_LIMIT_BYTES = 8 * 1024 * 1024
+/** One request of the block exchange asks for at most this many bytes (and BATCH_SIZE blocks). */
+const REQUEST_BYTES = 4 * 1024 * 1024
+/** Requests in flight per fetch. */
+const REQUESTS_IN_FLIGHT = 4
 const READ_BUFFER = 1024 * 1024
 
 export function chunkSizeFor (relativePath: string): number {
@@ -73,8 +83,6 @@ export interface FetchOptions {
   onProgress?: (progress: FetchProgress) => void
   /** Called with the decoded manifest before anything else is fetched; throw to refuse the bundle. */
   accept?: (manifest: CheckpointManifest) => void
-  /** Also fetch the mission image the manifest links to (default true). */
-  includeImage?: boolean
   /** Peer ids to ask first for batched blocks (default: every connected peer). */
   providers?: string[]
 }
@@ -123,6 +131,7 @@ class BlockWriter implements WriteCounters {
   newBlocks = 0
   newBytes = 0
   private batch: BlockPair[] = []
+  private batchBytes = 0
   private readonly seen = new Set<string>()
   private readonly backend: BundleBackend
   private readonly signal: AbortSignal | undefined
@@ -141,13 +150,15 @@ class BlockWriter implements WriteCounters {
     this.blocks++
     this.bytes += block.bytes.byteLength
     this.batch.push(block)
-    if (this.batch.length >= WRITE_BATCH) await this.flush()
+    this.batchBytes += block.bytes.byteLength
+    if (this.batch.length >= WRITE_BATCH || this.batchBytes >= WRITE_BATCH_LIMIT_BYTES) await this.flush()
   }
 
   async flush (): Promise<void> {
     this.signal?.throwIfAborted()
     const batch = this.batch.filter(b => !this.known.has(b.cid.toString()))
     this.batch = []
+    this.batchBytes = 0
     const present = await Promise.all(batch.map(async b => await this.backend.has(b.cid)))
     const fresh = batch.filter((_, i) => present[i] !== true)
     for (const b of fresh) { this.newBlocks++; this.newBytes += b.bytes.byteLength }
@@ -159,6 +170,31 @@ class BlockWriter implements WriteCounters {
 function padded (n: number): string { return n.toString().padStart(12, '0') }
 const CHECKPOINT_PREFIX = '/tandem/checkpoints'
 const IMAGE_PREFIX = '/tandem/images'
+const LAYER_PREFIX = '/tandem/layers'
+/** Largest image config / manifest.json accepted from `docker save`. */
+const IMAGE_METADATA_LIMIT = 8 * 1024 * 1024
+
+export interface ImageInput { imageId: string, tags: string[], arch: string }
+
+export interface StoredImage extends WriteCounters {
+  cid: CID
+  manifest: ImageManifest
+}
+
+export interface ImageFetchProgress {
+  /** Layer bytes that crossed the network so far. */
+  fetchedBytes: number
+  /** Layer bytes that had to come (those of missing layers not already in the local store). */
+  totalBytes: number
+}
+
+export interface ImageFetchResult extends ImageFetchProgress {
+  /** Every byte that crossed the network, the layers' chunk lists and nodes included. */
+  networkBytes: number
+}
+
+/** A missing chunk and the bytes it holds (known from its file's size and chunking, so requests are sized by bytes). */
+interface WantedChunk { cid: CID, bytes: number }
 
 export class BundleStore {
   readonly backend: BundleBackend
@@ -284,35 +320,79 @@ export class BundleStore {
     return { size, inline: null, chunkSize, lists }
   }
 
-  /** Stores an image archive (`docker save` output) and remembers it under its image id. */
-  async putImage (archive: AsyncIterable<Uint8Array>, info: { imageId: string, tags: string[], arch: string }, signal?: AbortSignal): Promise<{ cid: CID } & WriteCounters> {
+  /**
+   * Stores an image from its `docker save` stream, one file DAG per layer tar, remembered under its diffId: a layer
+   * this store already holds (from another image on the same base) costs a read of the stream but no write.
+   */
+  async putImage (save: AsyncIterable<Uint8Array>, info: ImageInput, signal?: AbortSignal): Promise<StoredImage> {
     return await this.write(async (w) => {
-      const stored = await w.putStream(archive, FILE_CHUNK_SIZE)
+      const layersByPath = new Map<string, { diffId: string, file: FileEntry }>()
+      const jsonFiles = new Map<string, Uint8Array>()
+      let dockerManifest: DockerManifestEntry | null = null
+      for await (const entry of readTar(save)) {
+        signal?.throwIfAborted()
+        if (entry.type !== '0') { await drain(entry.body); continue }
+        if (entry.name === 'manifest.json') {
+          dockerManifest = parseDockerManifest(await readSmall(entry, IMAGE_METADATA_LIMIT), info.imageId)
+        } else if (/^[0-9a-f]{64}\.json$/.test(entry.name)) {
+          jsonFiles.set(entry.name, await readSmall(entry, IMAGE_METADATA_LIMIT))
+        } else if (entry.name.endsWith('/layer.tar')) {
+          const hash = createHash('sha256')
+          const hashed = (async function * () { for await (const part of entry.body) { hash.update(part); yield part } })()
+          const stored = await w.putStream(hashed, LAYER_CHUNK_SIZE)
+          layersByPath.set(entry.name, { diffId: `sha256:${hash.digest('hex')}`, file: { kind: 'file', path: 'layer.tar', mode: 0o644, uid: 0, gid: 0, ...stored } })
+        } else {
+          await drain(entry.body)
+        }
+      }
+      if (dockerManifest == null) throw new CheckpointError(`docker save of ${info.imageId} has no manifest.json entry for it`)
+      const config = jsonFiles.get(dockerManifest.Config)
+      if (config == null) throw new CheckpointError(`docker save of ${info.imageId} lacks its config ${dockerManifest.Config}`)
+      const diffIds = configDiffIds(config, info.imageId)
+      if (diffIds.length !== dockerManifest.Layers.length) throw new CheckpointError(`image ${info.imageId}: config lists ${diffIds.length} layers, manifest.json ${dockerManifest.Layers.length}`)
+      const layers: ImageLayer[] = []
+      const stored = new Map<string, CID>()
+      for (const [i, path] of dockerManifest.Layers.entries()) {
+        const layer = layersByPath.get(path)
+        if (layer == null) throw new CheckpointError(`docker save of ${info.imageId} lacks layer ${path}`)
+        if (layer.diffId !== diffIds[i]) throw new CheckpointError(`image ${info.imageId}: layer ${path} hashes to ${layer.diffId}, its config says ${String(diffIds[i])}`)
+        const cid = stored.get(layer.diffId) ?? await w.putNode(layer.file)
+        stored.set(layer.diffId, cid)
+        layers.push({ diffId: layer.diffId, cid, bytes: layer.file.size })
+      }
       const manifest: ImageManifest = {
-        format: 'tandem/image/1',
+        format: IMAGE_FORMAT,
         imageId: info.imageId,
         tags: info.tags,
         arch: info.arch,
-        size: stored.size,
-        archive: { kind: 'file', path: 'image.tar', mode: 0o644, uid: 0, gid: 0, ...stored }
+        config,
+        dockerManifest,
+        layers,
+        totalBytes: layers.reduce((sum, l) => sum + l.bytes, 0)
       }
       const cid = await w.putNode(manifest)
       await w.flush()
+      for (const [diffId, layerCid] of stored) await this.backend.writeRecord(layerKey(diffId), layerCid.bytes)
       await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(info.imageId)}`, cid.bytes)
-      return { cid, ...snapshot(w.counters) }
+      return { cid, manifest, ...snapshot(w.counters) }
     }, signal)
   }
 
-  private async hasCompleteImage (imageId: string, cid: CID): Promise<boolean> {
-    return (await this.imageCid(imageId))?.equals(cid) === true
-  }
-
-  /** The CID under which this store holds an image, if its whole DAG is present. */
+  /** The CID under which this store holds an image with all its layers, if it does. */
   async imageCid (imageId: string): Promise<CID | null> {
     const rec = await this.backend.readRecord(`${IMAGE_PREFIX}/${imageKey(imageId)}`)
     if (rec == null) return null
     const cid = CID.decode(rec)
-    return (await this.backend.has(cid)) ? cid : null
+    try {
+      // A record of an older image format (one archive) does not count: the image is stored again per layer.
+      await this.getImageManifest(cid, { offline: true })
+      return cid
+    } catch { return null }
+  }
+
+  /** Whether this store holds the whole tar of a layer. */
+  async hasLayer (diffId: string): Promise<boolean> {
+    return (await this.backend.readRecord(layerKey(diffId))) != null
   }
 
   // ---- reading -------------------------------------------------------------------------------------------
@@ -355,11 +435,11 @@ export class BundleStore {
     return asManifest(await this.getNode(cid, options), cid)
   }
 
-  async getImageManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean } = {}): Promise<ImageManifest> {
+  async getImageManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<ImageManifest> {
     return asImageManifest(await this.getNode(cid, options), cid)
   }
 
-  /** Brings every block of a checkpoint (and its image) into the local store; only missing blocks cross the network. */
+  /** Brings every block of a checkpoint into the local store; only missing blocks cross the network. Images are not fetched (see fetchImageLayers). */
   async fetch (cid: CID, options: FetchOptions = {}): Promise<FetchResult> {
     return await this.lock.withShared(async () => {
       const started = performance.now()
@@ -392,72 +472,157 @@ export class BundleStore {
         }))
       }
       await Promise.all([manifest.trees.criu, manifest.trees.rootfs, manifest.trees.data].map(structure))
-      let image: ImageManifest | null = null
-      const imageCid = manifest.spec.imageCid
-      if (options.includeImage !== false && imageCid != null && !(await this.hasCompleteImage(manifest.spec.imageId, imageCid))) {
-        progress.blocksTotal++
-        await ensure(imageCid)
-        image = asImageManifest(await this.getNode(imageCid, { signal, offline: true }), imageCid)
-        files.push(image.archive)
-      }
-      const lists = files.flatMap(f => f.lists)
-      progress.blocksTotal += lists.length
-      report()
-      const chunkCids: CID[] = []
-      await pool(lists, this.fetchConcurrency, async (l) => {
-        await ensure(l)
-        chunkCids.push(...asChunkList(await this.getNode(l, { signal, offline: true }), l).chunks)
-      }, signal)
-      progress.blocksTotal += chunkCids.length
-      const missing: CID[] = []
-      for (let i = 0; i < chunkCids.length; i += WRITE_BATCH) {
-        const batch = chunkCids.slice(i, i + WRITE_BATCH)
-        const present = await Promise.all(batch.map(async c => this.known.has(c.toString()) || await this.backend.has(c)))
-        batch.forEach((c, j) => { if (present[j] !== true) missing.push(c) })
-      }
-      progress.blocksDone += chunkCids.length - missing.length
-      report()
-      let viaBitswap = missing
-      const corrupt = new Set<string>()
-      const exchange = this.exchange
-      if (exchange != null && missing.length > 0) {
-        viaBitswap = []
-        const batches: CID[][] = []
-        for (let i = 0; i < missing.length; i += BATCH_SIZE) batches.push(missing.slice(i, i + BATCH_SIZE))
-        await pool(batches, 4, async (batch) => {
-          const got = await exchange.fetchBlocks(batch, { signal, providers: options.providers })
-          const verified: BlockPair[] = []
-          for (const c of batch) {
-            const bytes = got.get(c.toString())
-            if (bytes == null) { viaBitswap.push(c); continue }
-            if (!(await verifies(c, bytes))) { corrupt.add(c.toString()); viaBitswap.push(c); continue }
-            verified.push({ cid: c, bytes })
-            progress.fetchedBlocks++
-            progress.fetchedBytes += bytes.byteLength
-          }
-          await this.backend.putMany(verified, { signal })
-          for (const v of verified) this.known.add(v.cid.toString())
-          progress.blocksDone += verified.length
+      await this.fetchFileChunks(files, { signal, providers: options.providers, ensure }, {
+        listed: (lists, chunks) => { progress.blocksTotal += lists + chunks; report() },
+        present: (chunks) => { progress.blocksDone += chunks; report() },
+        fetched: (blocks, bytes) => {
+          progress.fetchedBlocks += blocks
+          progress.fetchedBytes += bytes
+          progress.blocksDone += blocks
           report()
-        }, signal)
-      }
-      let sinceReport = 0
-      await pool(viaBitswap, this.fetchConcurrency, async (c) => {
-        try {
-          await ensure(c)
-        } catch (err) {
-          if (corrupt.has(c.toString()) && err instanceof BlockUnavailableError) throw new BlockCorruptError(c)
-          throw err
         }
-        if (++sinceReport >= 256) { sinceReport = 0; report() }
-      }, signal)
+      })
       report()
-      // The image DAG is complete now: later checkpoints of the mission skip walking it.
-      if (image != null && imageCid != null) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.spec.imageId)}`, imageCid.bytes)
       // Recorded before the lock is released, for the reason given at BundleWriter.record.
       await this.record(cid, manifest)
       return { cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes, ms: performance.now() - started }
     })
+  }
+
+  /**
+   * Brings the given layers of an image into the local store (blocks already here are not fetched). `totalBytes`
+   * counts the layer bytes that must come.
+   */
+  async fetchImageLayers (imageCid: CID, manifest: ImageManifest, layers: ImageLayer[], options: {
+    signal?: AbortSignal
+    providers?: string[]
+    onProgress?: (progress: ImageFetchProgress) => void
+  } = {}): Promise<ImageFetchResult> {
+    return await this.lock.withShared(async () => {
+      const { signal, providers } = options
+      const result: ImageFetchResult = { fetchedBytes: 0, totalBytes: 0, networkBytes: 0 }
+      const report = (): void => options.onProgress?.({ fetchedBytes: result.fetchedBytes, totalBytes: result.totalBytes })
+      const ensure = async (c: CID): Promise<void> => {
+        if (!(await this.backend.has(c))) result.networkBytes += (await this.getBlock(c, { signal, providers })).byteLength
+      }
+      const unique = [...new Map(layers.map(l => [l.diffId, l])).values()]
+      const files: FileEntry[] = []
+      for (const layer of unique) {
+        await ensure(layer.cid)
+        const file = asLayerFile(await this.getNode(layer.cid, { signal, offline: true }), layer.cid)
+        if (file.size !== layer.bytes) throw new BundleFormatError(`${layer.cid.toString()}: layer ${layer.diffId} is ${file.size} bytes, its image says ${layer.bytes}`)
+        if (file.inline === null) files.push(file)
+      }
+      await this.fetchFileChunks(files, { signal, providers, ensure }, {
+        listed: () => {},
+        present: () => {},
+        missing: (bytes) => { result.totalBytes = bytes; report() },
+        fetched: (_blocks, bytes) => { result.fetchedBytes += bytes; result.networkBytes += bytes; report() }
+      })
+      report()
+      return result
+    })
+  }
+
+  /**
+   * Remembers fetched layers under their diffIds, and the image once all its layers are here. Only after Docker
+   * loaded them: Docker checks each layer's diffId, this store does not hash whole layers.
+   */
+  async recordImageLayers (imageCid: CID, manifest: ImageManifest, layers: ImageLayer[]): Promise<void> {
+    for (const layer of layers) await this.backend.writeRecord(layerKey(layer.diffId), layer.cid.bytes)
+    const all = await Promise.all(manifest.layers.map(async l => await this.hasLayer(l.diffId)))
+    if (all.every(Boolean)) await this.backend.writeRecord(`${IMAGE_PREFIX}/${imageKey(manifest.imageId)}`, imageCid.bytes)
+  }
+
+  /**
+   * The chunks of `files` that this store lacks, fetched: chunk lists first (through `ensure`), then the missing
+   * chunks in requests of at most REQUEST_BYTES, from the providers' stores and then bitswap for what they withheld.
+   */
+  private async fetchFileChunks (files: FileEntry[], options: { signal?: AbortSignal, providers?: string[], ensure: (c: CID) => Promise<void> }, on: {
+    listed: (lists: number, chunks: number) => void
+    present: (chunks: number) => void
+    missing?: (bytes: number) => void
+    fetched: (blocks: number, bytes: number) => void
+  }): Promise<void> {
+    const { signal, providers } = options
+    const chunks: WantedChunk[] = []
+    const lists = files.flatMap(f => f.lists.map((cid, index) => ({ cid, index, file: f })))
+    await pool(lists, this.fetchConcurrency, async ({ cid, index, file }) => {
+      await options.ensure(cid)
+      const first = index * LIST_FANOUT
+      asChunkList(await this.getNode(cid, { signal, offline: true }), cid).chunks.forEach((c, i) => {
+        chunks.push({ cid: c, bytes: Math.max(0, Math.min(file.chunkSize, file.size - (first + i) * file.chunkSize)) })
+      })
+    }, signal)
+    on.listed(lists.length, chunks.length)
+    const missing: WantedChunk[] = []
+    const queued = new Set<string>()
+    for (let i = 0; i < chunks.length; i += WRITE_BATCH) {
+      const batch = chunks.slice(i, i + WRITE_BATCH)
+      const present = await Promise.all(batch.map(async c => this.known.has(c.cid.toString()) || await this.backend.has(c.cid)))
+      batch.forEach((c, j) => {
+        const key = c.cid.toString()
+        if (present[j] !== true && !queued.has(key)) { missing.push(c); queued.add(key) }
+      })
+    }
+    on.present(chunks.length - missing.length)
+    on.missing?.(missing.reduce((sum, c) => sum + c.bytes, 0))
+    let viaBitswap = missing
+    const corrupt = new Set<string>()
+    const exchange = this.exchange
+    if (exchange != null && missing.length > 0) {
+      viaBitswap = []
+      await pool(requestsOf(missing), REQUESTS_IN_FLIGHT, async (request) => {
+        const got = await exchange.fetchBlocks(request.map(c => c.cid), { signal, providers })
+        const verified: BlockPair[] = []
+        let bytes = 0
+        for (const c of request) {
+          const block = got.get(c.cid.toString())
+          if (block == null) { viaBitswap.push(c); continue }
+          if (!(await verifies(c.cid, block))) { corrupt.add(c.cid.toString()); viaBitswap.push(c); continue }
+          verified.push({ cid: c.cid, bytes: block })
+          bytes += block.byteLength
+        }
+        await this.backend.putMany(verified, { signal })
+        for (const v of verified) this.known.add(v.cid.toString())
+        on.fetched(verified.length, bytes)
+      }, signal)
+    }
+    await pool(viaBitswap, this.fetchConcurrency, async ({ cid }) => {
+      let bytes: Uint8Array
+      try {
+        bytes = await this.getBlock(cid, { signal, providers })
+      } catch (err) {
+        if (corrupt.has(cid.toString()) && err instanceof BlockUnavailableError) throw new BlockCorruptError(cid)
+        throw err
+      }
+      this.known.add(cid.toString())
+      on.fetched(1, bytes.byteLength)
+    }, signal)
+  }
+
+  /**
+   * A tar for `docker load`, assembled from the local store while it is read: the config, the layers from index
+   * `fromLayer` on (Docker looks up the chain of each layer and opens a layer's file only when that chain is
+   * missing), and manifest.json.
+   */
+  async * imageArchive (manifest: ImageManifest, fromLayer: number, options: { signal?: AbortSignal } = {}): AsyncGenerator<Uint8Array> {
+    const entry = manifest.dockerManifest
+    yield tarFileHeader(entry.Config, manifest.config.byteLength)
+    yield manifest.config
+    yield tarPadding(manifest.config.byteLength)
+    for (let i = fromLayer; i < manifest.layers.length; i++) {
+      const layer = manifest.layers[i] as ImageLayer
+      const file = asLayerFile(await this.getNode(layer.cid, { ...options, offline: true }), layer.cid)
+      yield tarFileHeader(entry.Layers[i] as string, file.size)
+      yield * this.readFile(file, options)
+      yield tarPadding(file.size)
+    }
+    const json = new TextEncoder().encode(JSON.stringify([{ Config: entry.Config, RepoTags: manifest.tags.length > 0 ? manifest.tags : null, Layers: entry.Layers }]))
+    yield tarFileHeader('manifest.json', json.byteLength)
+    yield json
+    yield tarPadding(json.byteLength)
+    yield TAR_END
   }
 
   /** Verified content of a file entry, chunk by chunk, from the local store. */
@@ -642,6 +807,7 @@ export class BundleStore {
       const liveRoots: CID[] = []
       for await (const { value } of this.backend.listRecords(`${CHECKPOINT_PREFIX}/`)) liveRoots.push(CID.decode(value))
       for await (const { value } of this.backend.listRecords(`${IMAGE_PREFIX}/`)) liveRoots.push(CID.decode(value))
+      for await (const { value } of this.backend.listRecords(`${LAYER_PREFIX}/`)) liveRoots.push(CID.decode(value))
       const live = await Promise.all(liveRoots.map(async root => await this.linksOf(root)))
       const dead = new Set<string>()
       for (const p of pruned) {
@@ -704,6 +870,49 @@ function forEachLink (value: unknown, visit: (cid: CID) => void): void {
 
 function snapshot (w: WriteCounters): WriteCounters {
   return { blocks: w.blocks, bytes: w.bytes, newBlocks: w.newBlocks, newBytes: w.newBytes }
+}
+
+/** Requests of at most BATCH_SIZE blocks and REQUEST_BYTES bytes (a single bigger block goes alone). */
+function requestsOf (chunks: WantedChunk[]): WantedChunk[][] {
+  const requests: WantedChunk[][] = []
+  let current: WantedChunk[] = []
+  let bytes = 0
+  for (const c of chunks) {
+    if (current.length > 0 && (current.length >= BATCH_SIZE || bytes + c.bytes > REQUEST_BYTES)) {
+      requests.push(current)
+      current = []
+      bytes = 0
+    }
+    current.push(c)
+    bytes += c.bytes
+  }
+  if (current.length > 0) requests.push(current)
+  return requests
+}
+
+/** Docker's manifest.json entry for the saved image (one image per save). */
+function parseDockerManifest (bytes: Uint8Array, imageId: string): DockerManifestEntry {
+  let entries: unknown
+  try { entries = JSON.parse(new TextDecoder().decode(bytes)) } catch { entries = null }
+  const entry = Array.isArray(entries) && entries.length === 1 ? entries[0] as Partial<DockerManifestEntry> : null
+  if (entry == null || typeof entry.Config !== 'string' || !Array.isArray(entry.Layers) || !entry.Layers.every(l => typeof l === 'string')) {
+    throw new CheckpointError(`docker save of ${imageId}: unexpected manifest.json`)
+  }
+  return { Config: entry.Config, RepoTags: Array.isArray(entry.RepoTags) ? entry.RepoTags : null, Layers: entry.Layers }
+}
+
+/** The image's layer diffIds from its config (RootFS order); the config's sha256 must be the image id. */
+function configDiffIds (config: Uint8Array, imageId: string): string[] {
+  const digest = `sha256:${createHash('sha256').update(config).digest('hex')}`
+  if (digest !== imageId) throw new CheckpointError(`docker save: config hashes to ${digest}, not image id ${imageId}`)
+  const parsed = JSON.parse(new TextDecoder().decode(config)) as { rootfs?: { diff_ids?: unknown } }
+  const ids = parsed.rootfs?.diff_ids
+  if (!Array.isArray(ids) || !ids.every(id => typeof id === 'string')) throw new CheckpointError(`image ${imageId}: config has no rootfs.diff_ids`)
+  return ids
+}
+
+function layerKey (diffId: string): string {
+  return `${LAYER_PREFIX}/${diffId.replace(/^sha256:/, '').replace(/[^A-Za-z0-9]/g, '_')}`
 }
 
 function imageKey (imageId: string): string {

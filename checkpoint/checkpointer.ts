@@ -7,12 +7,12 @@ import { Readable } from 'node:stream'
 import type Docker from 'dockerode'
 import { randomBytes } from 'node:crypto'
 import type { CID } from 'multiformats/cid'
-import type { BundleStore, FetchProgress, FetchResult } from './bundle-store.ts'
+import type { BundleStore, FetchProgress, FetchResult, ImageFetchProgress } from './bundle-store.ts'
 import { storeBundle } from './bundle.ts'
 import { assertMissionName } from './bundle-store.ts'
 import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
-import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord } from './format.ts'
+import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
 import { ArchitectureMismatchError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
 
@@ -58,6 +58,42 @@ export interface RestoreOptions {
   peerId: string
   epoch: number
   signal?: AbortSignal
+  /** Peers to ask first for the image's layers if it must be loaded (default: every connected peer). */
+  providers?: string[]
+}
+
+export interface ShareImageResult {
+  /** Root of the image's per-layer manifest (what a checkpoint's `spec.imageCid` points to). */
+  cid: CID
+  imageId: string
+  /** Bytes of all the image's layer tars. */
+  totalBytes: number
+  /** Bytes this board's store did not hold before (layers shared with images stored earlier cost nothing). */
+  newBytes: number
+  ms: number
+}
+
+export interface EnsureImageOptions {
+  signal?: AbortSignal
+  /** Peers to ask first for the layers (default: every connected peer). */
+  providers?: string[]
+  /** Layer bytes fetched so far, of those that must come. */
+  onProgress?: (progress: ImageFetchProgress) => void
+  /** The image id, when the caller knows it (a checkpoint's spec does): a board that has it then reads nothing. */
+  imageId?: string
+}
+
+export interface EnsureImageResult {
+  /** Whether the image was loaded into Docker (false: Docker had it). */
+  loaded: boolean
+  imageId: string
+  /** Bytes that crossed the network. */
+  fetchedBytes: number
+  /** Layer bytes that had to come (missing from Docker and from this board's store). */
+  totalBytes: number
+  /** Leading layers Docker already held through other images: neither fetched nor loaded. */
+  reusedLayers: number
+  ms: number
 }
 
 export interface RestoreResult {
@@ -75,7 +111,7 @@ export interface RestoreResult {
 export interface CheckpointerOptions {
   runtime: ContainerRuntime
   store: BundleStore
-  /** Store the mission image (docker save) with the first checkpoint so boards without it can restore. Default true. */
+  /** Share the mission image (per layer, see shareImage) from its first checkpoint on, so boards without it can restore. Default true. */
   shipImages?: boolean
 }
 
@@ -84,7 +120,12 @@ export class Checkpointer {
   readonly store: BundleStore
   private readonly shipImages: boolean
   private criuVersion = 'unknown'
-  private readonly imageUploads = new Map<string, Promise<CID>>()
+  /** Per image id: its upload, kept once finished (an image is stored once). */
+  private readonly imageUploads = new Map<string, Promise<ShareImageResult>>()
+  /** Per image CID: the load in flight, and everyone who wants its progress. */
+  private readonly imageLoads = new Map<string, { done: Promise<EnsureImageResult>, listeners: Set<(p: ImageFetchProgress) => void> }>()
+  /** Aborts image loads in flight on stop (a caller's signal only ends its own wait). */
+  private readonly lifetime = new AbortController()
   /** Per mission: the checkpoint whose CRIU images and rootfs changes sit ready in the standby dir. */
   private readonly staged = new Map<string, { cid: string, manifest: CheckpointManifest }>()
   /** Per mission: staging and restores take turns on the standby dir. */
@@ -107,7 +148,11 @@ export class Checkpointer {
     })
   }
 
-  async stop (): Promise<void> { await this.store.idle() }
+  async stop (): Promise<void> {
+    this.lifetime.abort(new CheckpointError('checkpointer stopped'))
+    await Promise.allSettled([...this.imageLoads.values()].map(async l => await l.done))
+    await this.store.idle()
+  }
 
   /**
    * The image's CID once it is stored; until then starts storing it in the background and returns null, so the
@@ -117,26 +162,97 @@ export class Checkpointer {
   private async sharedImageOrStartSharing (imageId: string): Promise<CID | null> {
     const known = await this.store.imageCid(imageId)
     if (known != null) return known
-    this.shareImage(imageId).catch(() => {})
+    this.shareImage(imageId, this.lifetime.signal).catch(() => {})
     return null
   }
 
-  /** Stores the image in the bundle store (once per image id) and returns its root CID. */
-  async shareImage (imageId: string, signal?: AbortSignal): Promise<CID> {
-    let pending = this.imageUploads.get(imageId)
+  /**
+   * Stores an image in the bundle store, one DAG per layer, and returns its per-layer manifest's CID. Once per image
+   * id: concurrent calls share one upload, a finished one is remembered (also across restarts, by the store).
+   */
+  async shareImage (imageRef: string, signal?: AbortSignal): Promise<ShareImageResult> {
+    const info = await this.runtime.imageInfo(imageRef)
+    if (info == null) throw new ImageMissingError(`image ${imageRef} is not on this board`)
+    let pending = this.imageUploads.get(info.id)
     if (pending == null) {
       pending = (async () => {
-        const known = await this.store.imageCid(imageId)
-        if (known != null) return known
-        const info = await this.runtime.imageInfo(imageId)
-        if (info == null) throw new ImageMissingError(`image ${imageId} is not on this board`)
-        const archive = await this.runtime.saveImage(info.id, signal)
-        return (await this.store.putImage(archive, { imageId: info.id, tags: info.tags, arch: info.arch }, signal)).cid
+        const started = performance.now()
+        const known = await this.store.imageCid(info.id)
+        if (known != null) {
+          const manifest = await this.store.getImageManifest(known, { offline: true })
+          return { cid: known, imageId: info.id, totalBytes: manifest.totalBytes, newBytes: 0, ms: performance.now() - started }
+        }
+        const save = await this.runtime.saveImage(info.id, signal)
+        const stored = await this.store.putImage(save, { imageId: info.id, tags: info.tags, arch: info.arch }, signal)
+        return { cid: stored.cid, imageId: info.id, totalBytes: stored.manifest.totalBytes, newBytes: stored.newBytes, ms: performance.now() - started }
       })()
-      this.imageUploads.set(imageId, pending)
-      pending.catch(() => this.imageUploads.delete(imageId))
+      this.imageUploads.set(info.id, pending)
+      pending.catch(() => this.imageUploads.delete(info.id))
     }
     return await pending
+  }
+
+  /**
+   * Makes the image whose manifest is `imageCid` present in this board's Docker: nothing when it is there; otherwise
+   * only the layers Docker lacks (after the longest chain of leading layers some local image already has) are
+   * fetched, blocks this store holds are not, and the needed layers are streamed from the store into `docker load`.
+   * Concurrent calls for one image share one load.
+   */
+  async ensureImage (imageCid: CID, options: EnsureImageOptions = {}): Promise<EnsureImageResult> {
+    const started = performance.now()
+    if (options.imageId != null && await this.runtime.imageInfo(options.imageId) != null) {
+      return { loaded: false, imageId: options.imageId, fetchedBytes: 0, totalBytes: 0, reusedLayers: 0, ms: performance.now() - started }
+    }
+    const key = imageCid.toString()
+    let load = this.imageLoads.get(key)
+    if (load == null) {
+      const listeners = new Set<(p: ImageFetchProgress) => void>()
+      const done = this.loadImage(imageCid, options.providers, p => { for (const l of listeners) l(p) })
+      load = { done, listeners }
+      this.imageLoads.set(key, load)
+      done.finally(() => this.imageLoads.delete(key)).catch(() => {})
+    }
+    const { onProgress } = options
+    if (onProgress != null) load.listeners.add(onProgress)
+    try {
+      const result = await untilAborted(load.done, options.signal)
+      if (options.imageId != null && result.imageId !== options.imageId) {
+        throw new ImageMissingError(`image ${key} holds ${result.imageId}, not ${options.imageId}`)
+      }
+      return result
+    } finally {
+      if (onProgress != null) load.listeners.delete(onProgress)
+    }
+  }
+
+  private async loadImage (imageCid: CID, providers: string[] | undefined, onProgress: (p: ImageFetchProgress) => void): Promise<EnsureImageResult> {
+    const started = performance.now()
+    const signal = this.lifetime.signal
+    const manifestWasLocal = await this.store.backend.has(imageCid)
+    const manifest: ImageManifest = await this.store.getImageManifest(imageCid, { signal, providers })
+    const manifestBytes = manifestWasLocal ? 0 : (await this.store.getBlock(imageCid, { signal, offline: true })).byteLength
+    if (await this.runtime.imageInfo(manifest.imageId) != null) {
+      return { loaded: false, imageId: manifest.imageId, fetchedBytes: manifestBytes, totalBytes: 0, reusedLayers: 0, ms: performance.now() - started }
+    }
+    const diffIds = manifest.layers.map(l => l.diffId)
+    const reusedLayers = Math.max(0, ...(await this.runtime.layerChains()).map(chain => commonPrefixLength(chain, diffIds)))
+    const needed = manifest.layers.slice(reusedLayers)
+    const fetched = await this.store.fetchImageLayers(imageCid, manifest, needed, { signal, providers, onProgress })
+    try {
+      await this.runtime.loadImage(Readable.from(this.store.imageArchive(manifest, reusedLayers, { signal })), signal)
+    } catch (err) {
+      throw new CheckpointError(`docker load of image ${manifest.imageId} (${needed.length} of ${manifest.layers.length} layers from ${imageCid.toString()}) failed: ${(err as Error).message}`)
+    }
+    if (await this.runtime.imageInfo(manifest.imageId) == null) throw new ImageMissingError(`docker load of ${imageCid.toString()} did not produce image ${manifest.imageId}`)
+    await this.store.recordImageLayers(imageCid, manifest, needed)
+    return {
+      loaded: true,
+      imageId: manifest.imageId,
+      fetchedBytes: manifestBytes + fetched.networkBytes,
+      totalBytes: fetched.totalBytes,
+      reusedLayers,
+      ms: performance.now() - started
+    }
   }
 
   /**
@@ -260,16 +376,12 @@ export class Checkpointer {
   }
 
   /**
-   * Brings a checkpoint (and its image) into this board's store from the swarm and retains it.
+   * Brings a checkpoint into this board's store from the swarm and retains it; not its image (see ensureImage).
    * A bundle from another CPU architecture is refused after reading only its manifest.
    */
   async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void, providers?: string[] } = {}): Promise<LocalBundle> {
-    // A board that already has the mission's image does not download it again.
-    const manifest = await this.store.getManifest(cid, { signal: options.signal, providers: options.providers })
-    const includeImage = await this.runtime.imageInfo(manifest.spec.imageId) == null
     const result = await this.store.fetch(cid, {
       ...options,
-      includeImage,
       accept: (m) => this.assertRunnableHere(m, cid)
     })
     this.store.collectInBackground(result.manifest.mission)
@@ -349,17 +461,14 @@ export class Checkpointer {
   async restore (source: CID | LocalBundle, options: RestoreOptions): Promise<RestoreResult> {
     const started = performance.now()
     const { signal } = options
-    const bundle = 'manifest' in source ? source : await this.fetch(source, { signal })
+    const bundle = 'manifest' in source ? source : await this.fetch(source, { signal, providers: options.providers })
     const { manifest, cid } = bundle
     this.assertRunnableHere(manifest, cid)
 
     let imageLoaded = false
     if (await this.runtime.imageInfo(manifest.spec.imageId) == null) {
       if (manifest.spec.imageCid == null) throw new ImageMissingError(`image ${manifest.spec.imageId} of mission ${manifest.mission} is not on this board and the checkpoint carries no copy`)
-      const image = await this.store.getImageManifest(manifest.spec.imageCid, { signal })
-      await this.runtime.loadImage(Readable.from(this.store.readFile(image.archive, { signal })), signal)
-      if (await this.runtime.imageInfo(manifest.spec.imageId) == null) throw new ImageMissingError(`docker load of ${manifest.spec.imageCid.toString()} did not produce image ${manifest.spec.imageId}`)
-      imageLoaded = true
+      imageLoaded = (await this.ensureImage(manifest.spec.imageCid, { signal, providers: options.providers, imageId: manifest.spec.imageId })).loaded
     }
 
     const spec: MissionSpec = {
@@ -409,6 +518,21 @@ export class Checkpointer {
     const local = this.runtime.info.arch
     if (manifest.arch !== local) throw new ArchitectureMismatchError(manifest.arch, local, cid.toString())
   }
+}
+
+function commonPrefixLength (a: string[], b: string[]): number {
+  let n = 0
+  while (n < a.length && n < b.length && a[n] === b[n]) n++
+  return n
+}
+
+/** `work`, or the signal's reason once it aborts (the work itself goes on). */
+async function untilAborted<T> (work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal == null) return await work
+  signal.throwIfAborted()
+  let onAbort = (): void => {}
+  const aborted = new Promise<never>((_resolve, reject) => { onAbort = () => { reject(signal.reason) }; signal.addEventListener('abort', onAbort, { once: true }) })
+  try { return await Promise.race([work, aborted]) } finally { signal.removeEventListener('abort', onAbort) }
 }
 
 function upperDirOf (inspect: { GraphDriver?: { Data?: object } }): string | undefined {

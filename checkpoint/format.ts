@@ -2,14 +2,14 @@
 //
 //   CheckpointManifest ── trees.{criu,rootfs,data} ──> TreeNode ── parts ──> TreePart (entries)
 //                                                                  file entry ── lists ──> ChunkList ──> raw chunks
-//   ImageManifest ── file ──> FileEntry (a `docker save` tar)
+//   ImageManifest ── layers[].cid ──> FileEntry (one layer tar, shared by every image that has the layer)
 import { CID } from 'multiformats/cid'
 import * as dagCbor from '@ipld/dag-cbor'
 import * as raw from 'multiformats/codecs/raw'
 import { BundleFormatError } from './errors.ts'
 
 export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
-export const IMAGE_FORMAT = 'tandem/image/1'
+export const IMAGE_FORMAT = 'tandem/image/2'
 export const DAG_CBOR_CODE = dagCbor.code
 export const RAW_CODE = raw.code
 
@@ -90,14 +90,33 @@ export interface CheckpointManifest {
   trees: { criu: CID, rootfs: CID, data: CID }
 }
 
+/** One layer of an image: its tar, as `docker save` emits it (sha256 of the bytes = diffId). */
+export interface ImageLayer {
+  diffId: string
+  /** A FileEntry node holding the layer tar. */
+  cid: CID
+  bytes: number
+}
+
+/** Docker's own entry for the image in a `docker save` manifest.json (paths inside the archive). */
+export interface DockerManifestEntry {
+  Config: string
+  RepoTags: string[] | null
+  Layers: string[]
+}
+
 export interface ImageManifest {
   format: typeof IMAGE_FORMAT
   imageId: string
   tags: string[]
   arch: string
-  size: number
-  /** `docker save` tar of the image. */
-  archive: FileEntry
+  /** The image config JSON, byte for byte (its sha256 is the image id). */
+  config: Uint8Array
+  dockerManifest: DockerManifestEntry
+  /** In RootFS order: layers[i] is stored at dockerManifest.Layers[i]. */
+  layers: ImageLayer[]
+  /** Bytes of all layer tars. */
+  totalBytes: number
 }
 
 // Shape checks for nodes that arrive from other peers: a bad node becomes a BundleFormatError, never a crash.
@@ -126,10 +145,26 @@ export function asManifest (v: unknown, cid: CID): CheckpointManifest {
   return v as unknown as CheckpointManifest
 }
 
+const DIFF_ID = /^sha256:[0-9a-f]{64}$/
+
 export function asImageManifest (v: unknown, cid: CID): ImageManifest {
-  if (!isObj(v) || v.format !== IMAGE_FORMAT || !isStr(v.imageId) || !isStr(v.arch) || !isNat(v.size)) fail('image manifest', cid)
-  checkEntry(v.archive, cid)
+  if (!isObj(v) || v.format !== IMAGE_FORMAT || !isStr(v.imageId) || !isStr(v.arch) || !isNat(v.totalBytes) ||
+    !(v.config instanceof Uint8Array) || !Array.isArray(v.tags) || !Array.isArray(v.layers)) fail('image manifest', cid)
+  const d = v.dockerManifest
+  const archivePath = (p: unknown): boolean => isStr(p) && isSafeRelativePath(p) && Buffer.byteLength(p) <= 100
+  if (!isObj(d) || !archivePath(d.Config) || !Array.isArray(d.Layers) || !d.Layers.every(archivePath) ||
+    d.Layers.length !== v.layers.length || new Set(d.Layers).size !== d.Layers.length) fail('image manifest (docker manifest entry)', cid)
+  for (const l of v.layers) {
+    if (!isObj(l) || !isStr(l.diffId) || !DIFF_ID.test(l.diffId) || CID.asCID(l.cid) == null || !isNat(l.bytes)) fail('image manifest (layer)', cid)
+  }
   return v as unknown as ImageManifest
+}
+
+/** The node of one stored layer tar. */
+export function asLayerFile (v: unknown, cid: CID): FileEntry {
+  checkEntry(v, cid)
+  if ((v as TreeEntry).kind !== 'file') fail('layer file', cid)
+  return v as FileEntry
 }
 
 export function asTreeNode (v: unknown, cid: CID): TreeNode {

@@ -140,6 +140,15 @@ export class ContainerRuntime {
     }
   }
 
+  /** The layer diffIds (RootFS order) of every image on this board: Docker holds each prefix of each as a layer chain. */
+  async layerChains (): Promise<string[][]> {
+    const images = await this.docker.listImages({ all: true })
+    const chains = await Promise.all(images.map(async i => {
+      try { return (await this.docker.getImage(i.Id).inspect()).RootFS?.Layers ?? [] } catch { return [] }
+    }))
+    return chains.filter(c => c.length > 0)
+  }
+
   async saveImage (imageId: string, signal?: AbortSignal): Promise<Readable> {
     const stream = await this.docker.getImage(imageId).get() as unknown as Readable
     signal?.addEventListener('abort', () => stream.destroy(signal.reason), { once: true })
