@@ -231,7 +231,10 @@ export class Checkpointer {
     const manifestWasLocal = await this.store.backend.has(imageCid)
     const manifest: ImageManifest = await this.store.getImageManifest(imageCid, { signal, providers })
     const manifestBytes = manifestWasLocal ? 0 : (await this.store.getBlock(imageCid, { signal, offline: true })).byteLength
-    if (await this.runtime.imageInfo(manifest.imageId) != null) {
+    const present = await this.runtime.imageInfo(manifest.imageId)
+    if (present != null) {
+      // The same image under another name (e.g. a tag removed and the image id kept by another tag): name it again.
+      for (const tag of manifest.tags) if (!present.tags.includes(tag)) await this.runtime.tagImage(manifest.imageId, tag)
       return { loaded: false, imageId: manifest.imageId, fetchedBytes: manifestBytes, totalBytes: 0, reusedLayers: 0, ms: performance.now() - started }
     }
     const diffIds = manifest.layers.map(l => l.diffId)

@@ -140,6 +140,14 @@ export class ContainerRuntime {
     }
   }
 
+  /** Gives an image present on this board another name (`repo:tag`). */
+  async tagImage (imageId: string, ref: string): Promise<void> {
+    const at = ref.lastIndexOf(':')
+    const slash = ref.lastIndexOf('/')
+    const [repo, tag] = at > slash ? [ref.slice(0, at), ref.slice(at + 1)] : [ref, 'latest']
+    await this.docker.getImage(imageId).tag({ repo, tag })
+  }
+
   /** The layer diffIds (RootFS order) of every image on this board: Docker holds each prefix of each as a layer chain. */
   async layerChains (): Promise<string[][]> {
     const images = await this.docker.listImages({ all: true })

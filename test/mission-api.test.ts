@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import Docker from 'dockerode'
 import { CLI_PATH, spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus, MoveResult } from '../peer/missions.ts'
 import { gateOn } from './helpers/requirements.ts'
 
 function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
@@ -30,6 +30,17 @@ async function dockerMissing (): Promise<string | undefined> {
     return `no Docker daemon on this host (${(err as Error).message})`
   }
   return undefined
+}
+
+/** Docker's timestamps (ms) of every line a container prints, from now on, as they come. */
+async function followTimestamps (docker: Docker, id: string): Promise<number[]> {
+  const stamps: number[] = []
+  const stream = await docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, timestamps: true, since: 0 }) as unknown as NodeJS.ReadableStream
+  stream.on('data', (chunk: Buffer) => {
+    for (const match of chunk.toString('latin1').matchAll(/(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z) tick/g)) stamps.push(Date.parse(match[1] as string))
+  })
+  stream.on('error', () => {})
+  return stamps
 }
 
 if (gateOn(t, await dockerMissing())) {
@@ -60,7 +71,8 @@ if (gateOn(t, await dockerMissing())) {
 
   t.test('deploy, then every peer sees the mission; show; move; rm', async t => {
     const manifest = join(dir, 'sleeper.yaml')
-    await writeFile(manifest, 'name: sleeper\nimage: tandem/busybox\ncommand: [sleep, "3600"]\nenv: {}\ncheckpointIntervalMs: 2000\n')
+    // It prints every 50 ms, so the move's real silence can be read from Docker's timestamps of its output.
+    await writeFile(manifest, 'name: sleeper\nimage: tandem/busybox\ncommand: [sh, -c, "while true; do echo tick; sleep 0.05; done"]\nenv: {}\ncheckpointIntervalMs: 2000\n')
     const deployed = await cli(a, 'mission', 'deploy', manifest, '--json')
     t.equal(deployed.code, 0, `deploy exits 0 (${deployed.stderr})`)
     const onB = await waitFor('peer b to see the mission running', async () => {
@@ -83,9 +95,20 @@ if (gateOn(t, await dockerMissing())) {
       return m.replicatedSeq != null && m.replicatedSeq >= 1
     }, 60_000)
     const target = shown.primary === a.peerId ? b : a
-    const moved = await cli(a, 'mission', 'move', 'sleeper', '--to', target.peerId)
+    const docker = new Docker()
+    const before = (await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=sleeper`] } }))[0]!
+    const oldOutput = await followTimestamps(docker, before.Id)
+    const moved = await cli(a, 'mission', 'move', 'sleeper', '--to', target.peerId, '--json')
     t.equal(moved.code, 0, `move exits 0 (${moved.stderr}; events: ${((JSON.parse((await cli(a, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus).events).slice(-8).map(e => e.text).join(' | ')})`)
-    t.match(moved.stdout, /downtime \d+ ms/, `move prints the downtime: ${moved.stdout.trim()}`)
+    const result = JSON.parse(moved.stdout || '{}') as MoveResult
+    const after = (await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=sleeper`] } }))[0]!
+    const newOutput = await followTimestamps(docker, after.Id)
+    await waitFor('the restored container to print', async () => newOutput.length > 0, 10_000)
+    const silenceMs = (newOutput[0] as number) - (oldOutput.at(-1) as number)
+    t.equal(result.measuredFrom, 'board reports', 'the downtime comes from the boards\' reports of the stop and the start')
+    // Docker stamps a line when it reads it; allow one print period (50 ms) for the first line after the restore.
+    t.ok(result.downtimeMs >= silenceMs - 60, `the reported downtime ${result.downtimeMs} ms is not less than the real silence ${Math.round(silenceMs)} ms`)
+    t.ok(result.downtimeMs <= result.totalMs, `and within the whole move (${result.totalMs} ms)`)
     const afterMove = JSON.parse((await cli(b, 'mission', 'show', 'sleeper', '--json')).stdout) as MissionStatus
     t.equal(afterMove.primary, target.peerId, 'the target is the primary after the move')
     t.ok(afterMove.epoch > shown.epoch, 'the move bumped the epoch')
