@@ -103,7 +103,8 @@ async function main (argv: string[]): Promise<number> {
     view.start()
     provisionIfNeeded(say)
     say(`starting ${flags.boards} simulated boards (own Docker daemon and tandem peer each, on loopback)`)
-    swarm = await startSimulatedSwarm({ count: flags.boards, dir, onLine, signal: abort.signal, onProgress: text => { say(text) } })
+    // Only board-1 has the base images too: the whole image (~130 MB) travels to the others through the swarm.
+    swarm = await startSimulatedSwarm({ count: flags.boards, dir, onLine, signal: abort.signal, baseImagesOn: index => index === 0, onProgress: text => { say(text) } })
     const boards = swarm.boards
     await buildImageOn(boards[0]!, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
     say('vehicle controller image built on board-1 only: the swarm carries it to the others (no registry)')
