@@ -2,8 +2,8 @@
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
 import { ClusterMachine, type SelfInfo } from './machine.ts'
 import { cloneJson, compareCheckpoints } from './messages.ts'
-import type { MissionSpec } from './manifest.ts'
-import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, PeerInfo, PeerState, PersistedState } from './types.ts'
+import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
+import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, FailureCause, PeerInfo, PeerState, PersistedState } from './types.ts'
 
 /** mulberry32: small, fast, good enough for schedules. */
 export class Random {
@@ -25,7 +25,8 @@ export interface NetworkConditions { minDelayMs: number, maxDelayMs: number, los
 
 export interface SimOptions {
   seed: number
-  peers: Array<{ id: string, arch?: string, board?: string, canCheckpoint?: boolean }>
+  /** `images`: normalized refs in the board's Docker (default SIM_IMAGES: every image of SIM_MISSION's variants). */
+  peers: Array<{ id: string, arch?: string, board?: string, canCheckpoint?: boolean, canRun?: boolean, images?: string[] }>
   network?: Partial<NetworkConditions>
   config?: Partial<ConsensusConfig>
   heartbeatMs?: number
@@ -40,6 +41,9 @@ export interface SimOptions {
    */
   exitDetectionMs?: [number, number] | null
 }
+
+/** Every image the simulated missions use, normalized: what a board holds by default. */
+export const SIM_IMAGES = ['tandem/vehicle:latest', 'tandem/vehicle:arm64', 'tandem/vehicle:x64']
 
 interface SimContainer { mission: string, epoch: number, running: boolean, token: number }
 
@@ -56,6 +60,10 @@ interface SimPeer {
   acked: Map<string, CheckpointRef>
   heldEpochs: Map<string, number>
   pendingWhilePaused: Array<() => void>
+  /** Starts and restores on this board fail with this cause (null: they succeed when the image is there). */
+  failStarts: FailureCause | null
+  /** A started container exits after this long (crash loop); null: it keeps running. */
+  crashAfterMs: number | null
 }
 
 interface QueuedEvent { at: number, order: number, run: () => void }
@@ -80,6 +88,9 @@ export class Simulation {
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
   messagesSent = 0
+  /** Per mission: times of every start/restore and of every claim message (for the back-off invariants). */
+  readonly starts = new Map<string, number[]>()
+  readonly claims = new Map<string, number[]>()
   readonly #config: Partial<ConsensusConfig>
   readonly #heap: QueuedEvent[] = []
   #order = 0
@@ -101,10 +112,13 @@ export class Simulation {
     this.overlapBoundMs = options.overlapBoundMs ?? 500
     this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
     for (const p of options.peers) {
-      const info: SelfInfo = { peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canCheckpoint: p.canCheckpoint ?? true }
+      const info: SelfInfo = {
+        peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canRun: p.canRun ?? true,
+        canCheckpoint: p.canCheckpoint ?? true, images: [...(p.images ?? SIM_IMAGES)], fetchingImages: []
+      }
       this.peers.set(p.id, {
         info, powered: false, paused: false, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
-        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: []
+        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, crashAfterMs: null
       })
     }
     for (const id of this.peers.keys()) this.#boot(id)
@@ -188,6 +202,40 @@ export class Simulation {
 
   connected (a: string, b: string): boolean { return (this.#groups.get(a) ?? 0) === (this.#groups.get(b) ?? 0) }
 
+  /** The board's Docker loses (or gains) an image; the arrays are replaced, never mutated (detectors copy them). */
+  removeImage (id: string, image: string): void {
+    const info = this.#peer(id).info
+    info.images = info.images.filter(i => i !== image)
+    this.#note(`${id}: image ${image} removed`)
+  }
+
+  addImage (id: string, image: string): void {
+    const info = this.#peer(id).info
+    if (!info.images.includes(image)) info.images = [...info.images, image]
+    info.fetchingImages = info.fetchingImages.filter(i => i !== image)
+    this.#note(`${id}: image ${image} present`)
+  }
+
+  /** Starts and restores on the board fail with `cause` (null: they work again). */
+  failStarts (id: string, cause: FailureCause | null): void {
+    this.#peer(id).failStarts = cause
+    this.#note(`${id}: starts ${cause === null ? 'work' : `fail (${cause})`}`)
+  }
+
+  /** Containers on the board exit `ms` after they start (null: they keep running). */
+  crashAfter (id: string, ms: number | null): void {
+    this.#peer(id).crashAfterMs = ms
+    this.#note(`${id}: containers ${ms === null ? 'keep running' : `exit after ${ms} ms`}`)
+  }
+
+  /** Starts and restores of `mission` in [from, to). */
+  startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(t => t >= from && t < to).length }
+  claimsBetween (mission: string, from: number, to = Infinity): number { return (this.claims.get(mission) ?? []).filter(t => t >= from && t < to).length }
+
+  view (id: string, mission: string): ReturnType<ClusterMachine['view']>[number] | undefined {
+    return this.#peer(id).machine?.view(this.now).find(v => v.name === mission)
+  }
+
   deploy (from: string, spec: MissionSpec): void { this.#input(from, m => m.local(this.now, { type: 'deploy', spec })) }
   remove (from: string, mission: string): void { this.#input(from, m => m.local(this.now, { type: 'remove', mission })) }
   move (from: string, mission: string, to: string): void { this.#input(from, m => m.local(this.now, { type: 'move', mission, to })) }
@@ -223,7 +271,7 @@ export class Simulation {
 
   containerEpoch (id: string, mission: string): number | undefined { return this.#peer(id).containers.get(mission)?.epoch }
   held (id: string, mission: string): CheckpointRef | null {
-    return this.#peer(id).machine?.view().find(v => v.name === mission)?.held ?? null
+    return this.view(id, mission)?.held ?? null
   }
 
   /** The mission runs on exactly one peer, which is primary of the highest epoch, and its backup is synced. */
@@ -231,10 +279,10 @@ export class Simulation {
     const running = this.runningOn(mission)
     if (running.length !== 1) return false
     const primary = running[0]!
-    const view = this.#peer(primary).machine?.view().find(v => v.name === mission)
+    const view = this.view(primary, mission)
     if (view === undefined || view.primary !== primary || view.state !== 'running') return false
     for (const peer of this.peers.values()) {
-      const other = peer.machine?.view().find(v => v.name === mission)
+      const other = peer.machine === null ? undefined : this.view(peer.info.peerId, mission)
       if (other !== undefined && other.epoch > view.epoch) return false
     }
     if (!requireBackup) return true
@@ -250,6 +298,7 @@ export class Simulation {
     peer.powered = true
     peer.paused = false
     peer.detector.clear()
+    peer.info.fetchingImages = []
     peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted })
     this.#checkEpochs(peer, peer.persisted)
     this.#apply(peer)
@@ -315,7 +364,11 @@ export class Simulation {
               } else {
                 entry.lastHeard = this.now
                 entry.gone = false
-                if (entry.state !== 'alive') { entry.state = 'alive'; machine.peerChanged(this.now, info) }
+                // Heartbeats carry the board's capabilities and images (arrays are replaced on change, never mutated).
+                const changed = entry.info.images !== info.images || entry.info.fetchingImages !== info.fetchingImages ||
+                  entry.info.canRun !== info.canRun || entry.info.canCheckpoint !== info.canCheckpoint
+                if (changed) entry.info = info
+                if (entry.state !== 'alive' || changed) { entry.state = 'alive'; machine.peerChanged(this.now, info) }
               }
             } else {
               machine.receive(this.now, from, payload)
@@ -351,9 +404,19 @@ export class Simulation {
         if (action.message.type === 'announce' && action.message.record.primary === id) {
           this.#epochViews.set(`${action.message.record.mission}@${action.message.record.epoch}`, action.message.record.view.length)
         }
+        if (action.message.type === 'claim') {
+          const list = this.claims.get(action.message.mission) ?? []
+          list.push(this.now)
+          this.claims.set(action.message.mission, list)
+        }
         if (action.message.type === 'ack') {
           const m = action.message
-          const ref = this.#peer(id).machine?.view().find(v => v.name === m.mission)?.held
+          const view = this.view(id, m.mission)
+          const ref = view?.held
+          const image = view === undefined ? undefined : imageFor(view.spec, peer.info.arch)
+          if (image === undefined || !peer.info.images.includes(normalizeImageRef(image))) {
+            this.#violate(`${id} acknowledged ${m.mission} #${m.checkpointEpoch}.${m.seq} without the image ${image ?? '-'}: it could not restore it`)
+          }
           if (ref != null) {
             const prev = peer.acked.get(m.mission)
             if (compareCheckpoints(ref, prev ?? null) > 0) peer.acked.set(m.mission, ref)
@@ -370,21 +433,80 @@ export class Simulation {
             this.#violate(`${id} restores ${action.mission} #${action.checkpoint.epoch}.${action.checkpoint.seq} older than acknowledged #${acked?.epoch}.${acked?.seq}`)
           }
         }
+        const list = this.starts.get(action.mission) ?? []
+        list.push(this.now)
+        this.starts.set(action.mission, list)
         const token = ++this.#token
         const container: SimContainer = { mission: action.mission, epoch: action.epoch, running: false, token }
         peer.containers.set(action.mission, container)
-        const cidOk = action.type === 'startFresh' || peer.heldCids.has(action.checkpoint.cid)
+        const image = imageFor(action.spec, peer.info.arch)
+        const failure: [string, FailureCause] | null = !peer.info.canRun
+          ? ['Docker does not answer', 'docker']
+          : image === undefined || !peer.info.images.includes(normalizeImageRef(image))
+            ? [`No such image: ${image ?? '-'}`, 'image-missing']
+            : peer.failStarts !== null
+              ? ['simulated failure', peer.failStarts]
+              : action.type === 'restore' && !peer.heldCids.has(action.checkpoint.cid) ? ['checkpoint not held', 'criu'] : null
         const machine = peer.machine
         this.#schedule(this.rng.int(80, 300), () => {
           if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return
           this.#input(id, m => {
             if (peer.containers.get(action.mission)?.token !== token) return
-            if (cidOk) {
+            if (failure === null) {
               container.running = true
               m.local(this.now, { type: 'containerStarted', mission: action.mission, epoch: action.epoch })
+              const crashAfter = peer.crashAfterMs
+              if (crashAfter !== null) {
+                this.#schedule(crashAfter, () => {
+                  if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return
+                  this.#input(id, m2 => {
+                    const c = peer.containers.get(action.mission)
+                    if (c?.token !== token) return
+                    peer.containers.delete(action.mission)
+                    m2.local(this.now, { type: 'containerExited', mission: action.mission, epoch: c.epoch, reason: 'exit code 1' })
+                  })
+                })
+              }
             } else {
               peer.containers.delete(action.mission)
-              m.local(this.now, { type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'checkpoint not held' })
+              const [error, cause] = failure
+              m.local(this.now, { type: action.type === 'restore' ? 'restoreFailed' : 'startFailed', mission: action.mission, epoch: action.epoch, error, cause })
+            }
+          })
+        })
+        break
+      }
+      case 'storeImage': {
+        const machine = peer.machine
+        this.#schedule(this.rng.int(100, 800), () => {
+          if (peer.machine !== machine) return
+          this.#input(id, m => {
+            if (peer.info.images.includes(action.image)) {
+              m.local(this.now, { type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: `img:${action.image}@${peer.info.arch}` })
+            } else {
+              m.local(this.now, { type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: 'image no longer present' })
+            }
+          })
+        })
+        break
+      }
+      case 'fetchImage': {
+        const machine = peer.machine
+        const image = action.image
+        if (!peer.info.fetchingImages.includes(image)) peer.info.fetchingImages = [...peer.info.fetchingImages, image]
+        this.#schedule(this.rng.int(200, 1500), () => {
+          if (peer.machine !== machine) return
+          // Any reachable board of the same architecture that holds the image serves it (IPFS: not only `providers`).
+          const source = [...this.peers.values()].find(o => o !== peer && o.powered && !o.paused && this.connected(o.info.peerId, id) &&
+            o.info.arch === peer.info.arch && o.info.images.includes(image))
+          this.#input(id, m => {
+            peer.info.fetchingImages = peer.info.fetchingImages.filter(i => i !== image)
+            if (source !== undefined) {
+              if (!peer.info.images.includes(image)) peer.info.images = [...peer.info.images, image]
+              this.#note(`${id}: image ${image} fetched from ${source.info.peerId}`)
+              m.tick(this.now)
+            } else {
+              m.local(this.now, { type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: 'no reachable provider' })
             }
           })
         })
