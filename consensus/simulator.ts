@@ -40,6 +40,8 @@ export interface SimOptions {
    * this range and report it `dead` + `gone`. null: kills are detected by silence only, like freezes.
    */
   exitDetectionMs?: [number, number] | null
+  /** How long a fetchImage takes (default 200-1500 ms). */
+  imageFetchMs?: [number, number]
 }
 
 /** Every image the simulated missions use, normalized: what a board holds by default. */
@@ -89,8 +91,11 @@ export class Simulation {
   maxOverlapMs = 0
   messagesSent = 0
   /** Per mission: times of every start/restore and of every claim message (for the back-off invariants). */
-  readonly starts = new Map<string, number[]>()
+  readonly starts = new Map<string, Array<{ at: number, peer: string }>>()
   readonly claims = new Map<string, number[]>()
+  /** Sees every message published (tests). */
+  onPublish: ((from: string, message: ConsensusMessage) => void) | null = null
+  readonly imageFetchMs: [number, number]
   readonly #config: Partial<ConsensusConfig>
   readonly #heap: QueuedEvent[] = []
   #order = 0
@@ -111,6 +116,7 @@ export class Simulation {
     this.tickMs = options.tickMs ?? 50
     this.overlapBoundMs = options.overlapBoundMs ?? 500
     this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
+    this.imageFetchMs = options.imageFetchMs ?? [200, 1500]
     for (const p of options.peers) {
       const info: SelfInfo = {
         peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canRun: p.canRun ?? true,
@@ -229,7 +235,7 @@ export class Simulation {
   }
 
   /** Starts and restores of `mission` in [from, to). */
-  startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(t => t >= from && t < to).length }
+  startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(s => s.at >= from && s.at < to).length }
   claimsBetween (mission: string, from: number, to = Infinity): number { return (this.claims.get(mission) ?? []).filter(t => t >= from && t < to).length }
 
   view (id: string, mission: string): ReturnType<ClusterMachine['view']>[number] | undefined {
@@ -422,6 +428,7 @@ export class Simulation {
             if (compareCheckpoints(ref, prev ?? null) > 0) peer.acked.set(m.mission, ref)
           }
         }
+        this.onPublish?.(id, action.message)
         this.#broadcast(id, action.message)
         break
       case 'startFresh':
@@ -434,7 +441,7 @@ export class Simulation {
           }
         }
         const list = this.starts.get(action.mission) ?? []
-        list.push(this.now)
+        list.push({ at: this.now, peer: id })
         this.starts.set(action.mission, list)
         const token = ++this.#token
         const container: SimContainer = { mission: action.mission, epoch: action.epoch, running: false, token }
@@ -494,7 +501,7 @@ export class Simulation {
         const machine = peer.machine
         const image = action.image
         if (!peer.info.fetchingImages.includes(image)) peer.info.fetchingImages = [...peer.info.fetchingImages, image]
-        this.#schedule(this.rng.int(200, 1500), () => {
+        this.#schedule(this.rng.int(...this.imageFetchMs), () => {
           if (peer.machine !== machine) return
           // Any reachable board of the same architecture that holds the image serves it (IPFS: not only `providers`).
           const source = [...this.peers.values()].find(o => o !== peer && o.powered && !o.paused && this.connected(o.info.peerId, id) &&
