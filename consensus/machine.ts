@@ -284,7 +284,9 @@ export class ClusterMachine {
 
   persistedState (): PersistedState {
     const missions: Record<string, PersistedMission> = {}
-    for (const [name, m] of this.#missions) missions[name] = cloneJson({ record: m.record, votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held })
+    for (const [name, m] of this.#missions) {
+      missions[name] = { record: copyRecord(m.record), votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held === null ? null : { ...m.held } }
+    }
     return { version: 1, self: this.self.peerId, missions }
   }
 
@@ -657,7 +659,7 @@ export class ClusterMachine {
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: cloneJson(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
+    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
     this.#persist()
     this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
     this.#checkWon(now, mission)
@@ -1120,7 +1122,7 @@ export class ClusterMachine {
     const heldBack = !record.removed && record.primary !== null && this.#heldBack(record, this.self.peerId) &&
       this.#loneClaimant(record) === this.self.peerId
     const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null, ...(heldBack ? { heldBack } : {}) }
-    this.#emit({ type: 'publish', message: { type: 'announce', record: cloneJson(mission.record), claim } })
+    this.#emit({ type: 'publish', message: { type: 'announce', record: copyRecord(mission.record), claim } })
   }
 
   #newMission (stored: PersistedMission): Mission {
@@ -1209,6 +1211,19 @@ export function stepView (basis: string[], desired: Set<string>, self: string): 
   else if (leaving !== undefined) next.delete(leaving)
   else if (joining !== undefined) next.add(joining)
   return [...next].sort()
+}
+
+/**
+ * A copy of a record that later changes to this one do not reach (they replace fields, and view/checkpoint/lastFailure
+ * objects). The spec is shared: it is never modified in place (a removal replaces it). Much cheaper than a JSON trip.
+ */
+function copyRecord (record: MissionRecord): MissionRecord {
+  return {
+    ...record,
+    view: [...record.view],
+    checkpoint: record.checkpoint === null ? null : { ...record.checkpoint },
+    lastFailure: record.lastFailure === null ? null : { ...record.lastFailure }
+  }
 }
 
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {

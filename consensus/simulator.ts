@@ -3,7 +3,7 @@
 import { ClusterMachine, type SelfInfo } from './machine.ts'
 import { cloneJson, compareCheckpoints } from './messages.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
-import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, FailureCause, PeerInfo, PeerState, PersistedState } from './types.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from './types.ts'
 
 /** mulberry32: small, fast, good enough for schedules. */
 export class Random {
@@ -349,13 +349,15 @@ export class Simulation {
 
   #broadcast (from: string, message: ConsensusMessage | null): void {
     const sender = this.#peer(from)
+    // Serialized once; each delivery parses its own copy (what a trip through the network does).
+    const text = message === null ? null : JSON.stringify(message)
     for (const [to, peer] of this.peers) {
       if (to === from) continue
       const copies = this.rng.chance(this.network.duplication) ? 2 : 1
       for (let i = 0; i < copies; i++) {
         if (this.rng.chance(this.network.loss) || !this.connected(from, to)) continue
         this.messagesSent++
-        const payload = message === null ? null : cloneJson(message)
+        const payload = text === null ? null : JSON.parse(text) as ConsensusMessage
         this.#schedule(this.rng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
           if (!peer.powered || !this.connected(from, to)) return
           const deliver = (): void => {
@@ -465,7 +467,7 @@ export class Simulation {
               const crashAfter = peer.crashAfterMs
               if (crashAfter !== null) {
                 this.#schedule(crashAfter, () => {
-                  if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return
+                  if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token || peer.crashAfterMs === null) return
                   this.#input(id, m2 => {
                     const c = peer.containers.get(action.mission)
                     if (c?.token !== token) return
@@ -698,61 +700,154 @@ export interface ScheduleResult {
   maxOverlapMs: number
   messages: number
   recoveredInMs: number | null
+  /** How the schedule ended: settled after the faults, blocked (the image on no board), or a crash loop on all boards. */
+  ending: 'settle' | 'blocked' | 'crash-loop'
+  /** Claims in the quiet window after settling (a mission whose situation does not change claims no new epochs). */
+  quietClaims: number
+  /** Starts in the 30 s crash-loop window. */
+  crashLoopStarts: number
 }
 
 export const SIM_MISSION: MissionSpec = { name: 'vehicle', image: 'tandem/vehicle', env: {}, data: '/data', checkpointIntervalMs: 500 }
 
+/** Quiet window after a schedule settled: nothing changes, so no epoch may be claimed. */
+const QUIET_MS = 3000
+const CRASH_LOOP_MS = 30_000
+/** At most this many starts of a mission that crash-loops on every board in CRASH_LOOP_MS (the back-off). */
+export const CRASH_LOOP_MAX_STARTS = 8
+
 /**
  * One random schedule: a swarm of 2-5 boards runs a mission through ~15 s of random kills, restarts, pauses,
- * partitions and message loss/delay/duplication; then faults stop and the mission must settle within `recoveryMs`.
+ * partitions, message loss/delay/duplication, image removals and arrivals, failing starts and crash loops; some boards
+ * lack the image from the start. Then faults stop and one of three endings is checked:
+ * - settle (most): the mission must settle within `recoveryMs` (plus the longest back-off when starts failed), then
+ *   claim no epoch in a quiet window;
+ * - blocked: every board loses the image and restarts: no claim, no start, `blocked` everywhere;
+ * - crash loop: every container exits 300 ms after it starts: at most CRASH_LOOP_MAX_STARTS starts in 30 s.
  */
 export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult {
   const rng = new Random(seed ^ 0x9e3779b9)
   const count = rng.pick([2, 3, 3, 4, 5])
   const ids = Array.from({ length: count }, (_, i) => `p${i + 1}`)
   const mixedArch = rng.chance(0.25)
-  const sim = new Simulation({ seed, peers: ids.map((id, i) => ({ id, arch: mixedArch && i === count - 1 ? 'x64' : 'arm64' })) })
+  const archOf = (i: number): string => mixedArch && i === count - 1 ? 'x64' : 'arm64'
   const spec: MissionSpec = {
     ...SIM_MISSION,
     image: mixedArch ? { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } : SIM_MISSION.image,
     checkpointIntervalMs: rng.pick([200, 500, 1000])
   }
+  const imageOf = (arch: string): string => normalizeImageRef(imageFor(spec, arch)!)
+  // Some boards lack the image; the first always has it.
+  const sim = new Simulation({
+    seed,
+    peers: ids.map((id, i) => ({ id, arch: archOf(i), images: i === 0 || rng.chance(0.7) ? [imageOf(archOf(i))] : [] }))
+  })
   sim.runFor(rng.int(300, 1500))
   sim.deploy(rng.pick(ids), spec)
   const faultUntil = sim.now + rng.int(5000, 15_000)
+  let failures = false
   while (sim.now < faultUntil) {
     sim.runFor(rng.int(200, 2500))
     const down = ids.filter(id => !sim.peers.get(id)!.powered)
     const up = ids.filter(id => sim.peers.get(id)!.powered)
     const roll = rng.next()
-    if (roll < 0.22 && up.length > 0) sim.kill(rng.pick(up))
-    else if (roll < 0.42 && down.length > 0) sim.restart(rng.pick(down))
-    else if (roll < 0.54 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
-    else if (roll < 0.68) {
+    if (roll < 0.2 && up.length > 0) sim.kill(rng.pick(up))
+    else if (roll < 0.38 && down.length > 0) sim.restart(rng.pick(down))
+    else if (roll < 0.48 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
+    else if (roll < 0.6) {
       const shuffled = [...ids].sort(() => rng.next() - 0.5)
       const cut = rng.int(1, ids.length - 1)
       sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
-    } else if (roll < 0.8) sim.heal()
-    else {
+    } else if (roll < 0.7) sim.heal()
+    else if (roll < 0.8) {
       sim.network = {
         minDelayMs: 1,
         maxDelayMs: rng.pick([5, 20, 100, 300]),
         loss: rng.pick([0, 0.05, 0.2]),
         duplication: rng.pick([0, 0.1, 0.3])
       }
+    } else if (roll < 0.84) {
+      const id = rng.pick(ids)
+      sim.removeImage(id, imageOf(sim.peers.get(id)!.info.arch))
+    } else if (roll < 0.87) {
+      const id = rng.pick(ids)
+      sim.addImage(id, imageOf(sim.peers.get(id)!.info.arch))
+    } else if (roll < 0.91) {
+      sim.failStarts(rng.pick(ids), rng.pick(['image-missing', 'criu', 'docker', 'other'] as const))
+      failures = true
+    } else if (roll < 0.95) {
+      sim.crashAfter(rng.pick(ids), rng.int(100, 3000))
+      failures = true
+    } else {
+      const id = rng.pick(ids)
+      sim.failStarts(id, null)
+      sim.crashAfter(id, null)
     }
   }
   sim.heal()
   sim.network = { ...DEFAULT_NETWORK }
+  for (const id of ids) { sim.failStarts(id, null); sim.crashAfter(id, null) }
+  const endRoll = rng.next()
+  const ending: ScheduleResult['ending'] = endRoll < 0.06 ? 'blocked' : endRoll < 0.11 ? 'crash-loop' : 'settle'
+  const result = (recoveredInMs: number | null, quietClaims = 0, crashLoopStarts = 0): ScheduleResult => ({
+    seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent,
+    recoveredInMs, ending, quietClaims, crashLoopStarts
+  })
+
+  if (ending === 'blocked') {
+    for (const id of ids) {
+      sim.kill(id)
+      const info = sim.peers.get(id)!.info
+      sim.removeImage(id, imageOf(info.arch))
+    }
+    sim.runFor(100)
+    for (const id of ids) sim.restart(id)
+    const from = sim.now
+    sim.runFor(QUIET_MS)
+    const claims = sim.claimsBetween(spec.name, from)
+    const starts = sim.startsBetween(spec.name, from)
+    if (claims > 0 || starts > 0) sim.violations.push(`t=${sim.now}: image on no board, yet ${claims} claims and ${starts} starts in ${QUIET_MS} ms`)
+    for (const id of ids) {
+      const v = sim.view(id, spec.name)
+      if (v !== undefined && v.state !== 'blocked') sim.violations.push(`t=${sim.now}: ${id} shows ${v.state}, not blocked, with the image on no board`)
+    }
+    return result(null, claims)
+  }
+
+  // The image is back on at least one board of the first board's architecture, so the mission can run.
+  // (and on a second board, so a backup is possible: a board of another architecture cannot fetch the stored one).
+  const holders = ids.filter(id => sim.peers.get(id)!.info.images.includes(imageOf(sim.peers.get(id)!.info.arch)))
+  if (!holders.includes('p1')) sim.addImage('p1', imageOf('arm64'))
+  if (holders.filter(id => id !== 'p1').length === 0) sim.addImage('p2', imageOf(sim.peers.get('p2')!.info.arch))
   for (const id of ids) { sim.restart(id); sim.resume(id) }
+
+  if (ending === 'crash-loop') {
+    for (const id of ids) sim.crashAfter(id, 300)
+    const from = sim.now
+    sim.runFor(CRASH_LOOP_MS)
+    const starts = sim.startsBetween(spec.name, from)
+    if (starts > CRASH_LOOP_MAX_STARTS) sim.violations.push(`t=${sim.now}: crash loop on every board: ${starts} starts in ${CRASH_LOOP_MS} ms (at most ${CRASH_LOOP_MAX_STARTS})`)
+    return result(null, 0, starts)
+  }
+
+  // Back-offs after failed starts may delay the recovery by up to their longest wait.
+  const bound = recoveryMs + (failures ? DEFAULT_CONSENSUS_CONFIG.restartBackoffMaxMs : 0)
   const start = sim.now
-  const settled = sim.runUntil(() => sim.settled(spec.name, true), recoveryMs)
+  const settled = sim.runUntil(() => sim.settled(spec.name, true), bound)
   const recoveredInMs = settled ? sim.now - start : null
   if (!settled) {
     const running = sim.runningOn(spec.name)
-    sim.violations.push(`t=${sim.now}: liveness: not settled ${recoveryMs} ms after faults stopped (running on: ${running.join(',') || 'none'})`)
+    sim.violations.push(`t=${sim.now}: liveness: not settled ${bound} ms after faults stopped (running on: ${running.join(',') || 'none'})`)
+    return result(null)
   }
-  return { seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent, recoveredInMs }
+  // Settling may still leave a reconfiguration (the view grows by one member per epoch, a backup is replaced): let it
+  // finish, then nothing changes and nothing may be claimed.
+  sim.runFor(2000)
+  const from = sim.now
+  sim.runFor(QUIET_MS)
+  const claims = sim.claimsBetween(spec.name, from)
+  if (claims > 0) sim.violations.push(`t=${sim.now}: ${claims} claims in a quiet window of ${QUIET_MS} ms after settling`)
+  return result(recoveredInMs, claims)
 }
 
 export interface FailoverSample { seed: number, peers: number, killToRunningMs: number | null }
