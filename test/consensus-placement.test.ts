@@ -296,3 +296,52 @@ t.test('a restore that fails for want of the image is not followed by a cold sta
   t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary \\(from self\\), cold start`)))
   t.same(sim.violations, [])
 })
+
+t.test('storeImage and fetchImage failures are retried after 1 s doubling to 60 s, never in a tight loop', async t => {
+  // A lone primary: it stores the image once its container runs.
+  const solo = new ClusterMachine({ self: selfInfo('solo', [IMAGE]), now: 0 })
+  solo.local(0, { type: 'deploy', spec: SIM_MISSION })
+  solo.tick(10)
+  const start = solo.takeActions().find(a => a.type === 'startFresh')
+  if (start?.type !== 'startFresh') { t.fail('no start'); return }
+  solo.local(100, { type: 'containerStarted', mission, epoch: start.epoch })
+  const stores: number[] = []
+  for (let now = 100; now <= 130_000; now += 50) {
+    solo.tick(now)
+    for (const a of solo.takeActions()) {
+      if (a.type === 'storeImage') {
+        t.equal(a.image, IMAGE)
+        stores.push(now)
+        solo.local(now, { type: 'imageStoreFailed', mission, epoch: a.epoch, error: 'ipfs add failed' })
+      }
+    }
+  }
+  const gaps = stores.slice(1).map((at, i) => Math.round((at - stores[i]!) / 1000))
+  t.same(gaps, [1, 2, 4, 8, 16, 32, 60], `storeImage at ${stores.map(s => (s / 1000).toFixed(1)).join(', ')} s`)
+
+  // A backup without the image, told by the primary's announce where the image is.
+  const backup = new ClusterMachine({ self: selfInfo('b', []), now: 0 })
+  backup.peerChanged(0, { ...selfInfo('a', [IMAGE]), state: 'alive' })
+  const record: MissionRecord = {
+    mission, deployId: 'a@0', spec: SIM_MISSION, epoch: 2, primary: 'a', backup: 'b', view: ['a', 'b'], released: false, handoffTo: null,
+    checkpoint: null, replicatedSeq: null, removed: false, started: true, imageCid: 'bafyimage', imageArch: 'arm64', restarts: 0, lastFailure: null
+  }
+  backup.receive(0, 'a', { type: 'announce', record, claim: { votedEpoch: 2, open: false } })
+  const fetches: number[] = []
+  for (let now = 0; now <= 130_000; now += 50) {
+    if (now % 500 === 0) backup.receive(now, 'a', { type: 'announce', record, claim: { votedEpoch: 2, open: false } })
+    backup.tick(now)
+    for (const a of backup.takeActions()) {
+      if (a.type === 'fetchImage') {
+        t.same([a.image, a.cid, a.providers], [IMAGE, 'bafyimage', ['a']])
+        fetches.push(now)
+        backup.local(now, { type: 'imageFetchFailed', mission, cid: a.cid, error: 'no provider answered' })
+      }
+    }
+  }
+  const fetchGaps = fetches.slice(1).map((at, i) => Math.round((at - fetches[i]!) / 1000))
+  t.same(fetchGaps, [1, 2, 4, 8, 16, 32, 60], `fetchImage at ${fetches.map(s => (s / 1000).toFixed(1)).join(', ')} s`)
+  const v = backup.view(130_000)[0]!
+  t.same([v.state, v.protected, v.protection.reason], ['running', false, `backup lacks image ${IMAGE}`], 'the backup without the image is not protection')
+  t.equal(v.replicatedSeq, null)
+})
