@@ -554,7 +554,9 @@ export class ClusterMachine {
     if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= this.config.claimTimeoutMs) {
       const { view, backup } = this.#desiredLayout(now, record)
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
-      const backupUnfit = record.backup !== null && backup !== record.backup && !this.#eligibleBackup(record, record.backup)
+      // The backup cannot hold the image any more, or a board that can restore here replaces one that cannot.
+      const backupUnfit = record.backup !== null && backup !== record.backup && (!this.#eligibleBackup(record, record.backup) ||
+        (backup !== null && this.#restoresHere(backup) && !this.#restoresHere(record.backup)))
       const changed = backupGone || backupUnfit || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
         view.join(',') !== record.view.join(',') || mission.partnerHeldBack
       if (changed && !this.#pendingVote(now, mission)) {
@@ -634,20 +636,26 @@ export class ClusterMachine {
     for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
     const view = [...members].sort()
     const current = record.backup
+    const best = this.#chooseBackup(now, record, view)
+    // The current backup stays unless it left, cannot hold the image, or cannot restore this board's checkpoints while
+    // another board could (a board that fetches the image can become a better backup than one that held it at first).
     if (current !== null && current !== this.self.peerId && view.includes(current) && this.#stateOf(now, current) !== 'dead' &&
-        this.#eligibleBackup(record, current)) {
+        this.#eligibleBackup(record, current) && (this.#restoresHere(current) || best === null || !this.#restoresHere(best))) {
       return { view, backup: current }
     }
-    return { view, backup: this.#chooseBackup(now, record, view) }
+    return { view, backup: best }
+  }
+
+  /** The board could restore checkpoints this board takes (same architecture, CRIU). */
+  #restoresHere (peerId: string): boolean {
+    const info = this.#info(peerId)
+    return info !== undefined && info.arch === this.self.arch && info.canCheckpoint
   }
 
   /** Best backup: can restore this board's checkpoints (same arch, CRIU), then holds the image, then rendezvous order. */
   #chooseBackup (now: number, record: MissionRecord, view: string[]): string | null {
     const options = hrwRank(record.mission, view.filter(p => p !== this.self.peerId && this.#stateOf(now, p) === 'alive' && this.#eligibleBackup(record, p)))
-    const score = (p: string): number => {
-      const i = this.#info(p)
-      return (i !== undefined && i.arch === this.self.arch && i.canCheckpoint ? 2 : 0) + (this.#holdsImage(record.spec, p) ? 1 : 0)
-    }
+    const score = (p: string): number => (this.#restoresHere(p) ? 2 : 0) + (this.#holdsImage(record.spec, p) ? 1 : 0)
     return options.map((p, i) => ({ p, i, s: score(p) })).sort((a, b) => b.s - a.s || a.i - b.i)[0]?.p ?? null
   }
 
@@ -791,11 +799,13 @@ export class ClusterMachine {
       this.#emit({ type: 'runningEpoch', mission: name, epoch: claim.epoch })
       this.#event(name, `epoch ${claim.epoch}: reconfigured, view ${view.map(short).join(',')}, backup ${short(mission.record.backup)}`)
     } else if (restoreFrom !== null) {
+      mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'restore' }
       this.#emit({ type: 'restore', mission: name, epoch: claim.epoch, spec: record.spec, checkpoint: restoreFrom })
       this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), restoring checkpoint #${restoreFrom.seq}`)
     } else {
       mission.coldStartNext = false
+      mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'fresh' }
       const image = imageFor(record.spec, this.self.arch) ?? ''
       this.#emit({ type: 'startFresh', mission: name, epoch: claim.epoch, spec: record.spec, image, dataFrom: newest })
@@ -835,7 +845,8 @@ export class ClusterMachine {
     }
     if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`); return }
     if (record.removed) {
-      if (!incoming.removed) this.#announce(now, mission)
+      // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
+      if (!incoming.removed && now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 2) this.#announce(now, mission)
       return
     }
     if (incoming.epoch > record.epoch) {
@@ -853,6 +864,7 @@ export class ClusterMachine {
         record.restarts = incoming.restarts
         record.lastFailure = incoming.lastFailure
         this.#noteRestarts(now, mission, before)
+        if (incoming.lastFailure !== null) this.#event(record.mission, `${short(incoming.lastFailure.board)}: ${incoming.lastFailure.reason}; restarts ${incoming.restarts}`)
         changed = true
       }
       if (incoming.released && !record.released && notMine) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
@@ -1028,13 +1040,13 @@ export class ClusterMachine {
     if (cid === null || record.imageArch !== this.self.arch || !this.self.canRun || !this.#placementOk(record.spec, self)) return
     const image = this.#imageRef(record.spec, this.self.arch)
     if (image === undefined) return
-    if (this.self.images.includes(image)) {
+    if ((this.self.images ?? []).includes(image)) {
       if (task.cid !== null || task.failures > 0) mission.imageFetch = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       return
     }
     if (task.cid !== cid) mission.imageFetch = { cid, since: null, failures: 0, retryAt: -Infinity }
     const current = mission.imageFetch
-    if (this.self.fetchingImages.includes(image)) return
+    if ((this.self.fetchingImages ?? []).includes(image)) return
     if (current.since !== null) {
       if (now - current.since < this.config.imageTimeoutMs) return
       this.#taskFailed(now, current)

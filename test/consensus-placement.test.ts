@@ -345,3 +345,22 @@ t.test('storeImage and fetchImage failures are retried after 1 s doubling to 60 
   t.same([v.state, v.protected, v.protection.reason], ['running', false, `backup lacks image ${IMAGE}`], 'the backup without the image is not protection')
   t.equal(v.replicatedSeq, null)
 })
+
+t.test('mixed architectures: a same-architecture board that fetches the image replaces a backup that cannot restore', async t => {
+  const spec: MissionSpec = { ...SIM_MISSION, image: { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } }
+  const sim = new Simulation({
+    seed: 41, imageFetchMs: [2000, 2000],
+    peers: [{ id: 'a', images: ['tandem/vehicle:arm64'] }, { id: 'b', images: [] }, { id: 'x', arch: 'x64', images: ['tandem/vehicle:x64'] }]
+  })
+  sim.runFor(1000)
+  sim.deploy('a', spec)
+  t.ok(sim.runUntil(() => sim.view('a', mission)?.state === 'running', 5000))
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'x', 3000), 'at first the only board holding an image is the backup')
+  t.match(sim.view('a', mission)!.protection.reason, /^backup x is x64, the checkpoint is arm64$|^no checkpoint/)
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'b', 5000), 'the arm64 board fetching the image takes over as backup')
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.protected, 5000), 'protected once it holds the image and acknowledged')
+  const epoch = sim.view('a', mission)!.epoch
+  sim.runFor(5000)
+  t.equal(sim.view('a', mission)!.epoch, epoch, 'then no more reconfiguration')
+  t.same(sim.violations, [])
+})
