@@ -122,8 +122,9 @@ export type FailureCause = 'image-missing' | 'criu' | 'docker' | 'other'
 
 /**
  * What one epoch of a mission is. Written once by the epoch's primary (view, primary, backup never change within
- * an epoch: any change is a new epoch); checkpoint, replicatedSeq, released, handoffTo, started, imageCid, restarts
- * and lastFailure only move forward. A removed record (tombstone) carries a placeholder spec (tombstoneSpec).
+ * an epoch: any change is a new epoch); checkpoint, replicatedSeq, released, handoffTo, started and imageCid only move
+ * forward; restarts and lastFailure are written by the primary together with the release after a failure (and copied
+ * into the next epoch's record). A removed record (tombstone) carries a placeholder spec (tombstoneSpec).
  */
 export interface MissionRecord {
   mission: string
