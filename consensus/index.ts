@@ -2,25 +2,34 @@
 //
 // Driving a ClusterMachine (the daemon's side of the contract):
 // - new ClusterMachine({ self, now, config?, persisted }) with the last persisted state; then apply takeActions().
-// - tick(now) every ~50 ms; peerChanged(now, info) on every detector change (with arch/board/memoryMb/canCheckpoint,
-//   and gone: true when the peer turned dead because a redial was refused, only if a watchdog kills that peer's
-//   containers when its daemon exits; any other change, including back to alive, with gone absent or false);
+//   `self` (SelfInfo) is read live: update its canRun (Docker answers), canCheckpoint (Docker + CRIU), images and
+//   fetchingImages (normalizeImageRef'd refs) in place as they change, then tick.
+// - tick(now) every ~50 ms; peerChanged(now, info) on every detector change and whenever a peer's canRun,
+//   canCheckpoint, images or fetchingImages change (with arch/board/memoryMb; gone: true when the peer turned dead
+//   because a redial was refused, only if a watchdog kills that peer's containers when its daemon exits; any other
+//   change, including back to alive, with gone absent or false);
 //   receive(now, signerPeerId, validateMessage(JSON.parse(data))) for each gossip message that validates;
-//   local(now, event) for deploy/remove/move requests and container/checkpoint/fetch results.
+//   local(now, event) for deploy/remove/move requests and container/checkpoint/fetch/image results.
 // - after every call apply takeActions() in order: `persist` durably before the next action; `publish` as JSON on
-//   the mission topic; `startFresh`/`restore` answer with containerStarted or restoreFailed (same epoch);
+//   the mission topic; `startFresh` answers with containerStarted or startFailed, `restore` with containerStarted or
+//   restoreFailed (same epoch; both failures with a cause: image-missing, criu, docker, other);
 //   `checkpoint` answers with checkpointTaken (cid) or checkpointFailed, `stop` = dump without leaving it running;
-//   `fetchCheckpoint` answers with checkpointFetched or fetchFailed; `stopContainer` and `forget` need no answer;
+//   `fetchCheckpoint` answers with checkpointFetched or fetchFailed; `storeImage` with imageStored (cid) or
+//   imageStoreFailed; `fetchImage` by adding the image to SelfInfo.images (fetchingImages meanwhile) or with
+//   imageFetchFailed; `stopContainer` and `forget` need no answer;
 //   containerExited only for exits the machine did not ask for; `runningEpoch` renews the running container's token.
+// - view(now) for status: state (incl. backoff/blocked with `reason`), restarts, lastFailure, protected/protection.
 export { ClusterMachine, majority, type MachineInit, type SelfInfo } from './machine.ts'
-export { validateMessage, validateRecord, compareCheckpoints } from './messages.ts'
+export { validateMessage, validateRecord, compareCheckpoints, tombstoneSpec } from './messages.ts'
 export {
-  parseManifest, validateMissionSpec, imageFor, ManifestError, ARCHITECTURES, DEFAULT_CHECKPOINT_INTERVAL_MS,
+  parseManifest, validateMissionSpec, imageFor, normalizeImageRef, ManifestError, ARCHITECTURES, DEFAULT_CHECKPOINT_INTERVAL_MS,
+  MAX_MANIFEST_BYTES, MAX_ENV_ENTRIES, MAX_COMMAND_ARGS, MAX_PLACEMENT_BOARDS,
   type MissionSpec, type Placement, type Architecture
 } from './manifest.ts'
 export { hrwRank } from './hrw.ts'
 export {
   DEFAULT_CONSENSUS_CONFIG,
-  type Action, type AnnouncedClaimState, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
-  type MissionState, type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
+  type Action, type AnnouncedClaimState, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent,
+  type MissionFailure, type MissionProtection, type MissionRecord, type MissionState, type MissionView, type PeerInfo, type PeerState,
+  type PersistedMission, type PersistedState
 } from './types.ts'

@@ -1,16 +1,28 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
-import { imageFor, type MissionSpec } from './manifest.ts'
-import { cloneJson, compareCheckpoints } from './messages.ts'
+import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
+import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
-  type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionRecord,
-  type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
+  type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
+  type MissionProtection, type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
 } from './types.ts'
 
-/** What this peer is: its identity and hardware (the failure detector never reports self). */
-export interface SelfInfo { peerId: string, arch: string, board: string, memoryMb: number, canCheckpoint: boolean }
+/**
+ * What this peer is: its identity and hardware (the failure detector never reports self). The caller may change
+ * canRun, canCheckpoint, images and fetchingImages at any time (then tick): the machine reads this object live.
+ */
+export interface SelfInfo {
+  peerId: string
+  arch: string
+  board: string
+  memoryMb: number
+  canRun: boolean
+  canCheckpoint: boolean
+  images: string[]
+  fetchingImages: string[]
+}
 
 export interface MachineInit {
   self: SelfInfo
@@ -22,7 +34,9 @@ export interface MachineInit {
 /** A two-board primary replacing its partner, proven exited, by `joiner` (see #startPartnerReplacement). */
 interface Replacement { partner: string, joiner: string }
 interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null }
-interface Container { epoch: number, status: 'starting' | 'running', since: number }
+/** `kind`: how it was started (a failure of a cold start is not reported as a failed restore). */
+interface Container { epoch: number, status: 'starting' | 'running', since: number, kind: 'fresh' | 'restore' }
+interface ImageTask { cid: string | null, since: number | null, failures: number, retryAt: number }
 
 /** Volatile per-mission state: lost on restart, rebuilt from the persisted part and the network. */
 interface Mission extends PersistedMission {
@@ -47,6 +61,18 @@ interface Mission extends PersistedMission {
   heldBackUpTo: number | null
   /** Primary: the two-board partner announced it holds back, so a new epoch with its vote re-arms it. */
   partnerHeldBack: boolean
+  /** This board's own failures of this mission in a row, and until when it does not claim it (per-board back-off). */
+  localFailures: number
+  localBackoffUntil: number
+  /** Local time this peer learned the record's current `restarts` (the swarm-wide back-off runs from here). */
+  failureSeenAt: number
+  /** Primary: storing the image in the swarm (storeImage); other boards: fetching it (fetchImage). */
+  imageStore: ImageTask
+  imageFetch: ImageTask
+  /** The last ack sent: `${record epoch}/${checkpoint epoch}.${seq}` (acks wait until this board holds the image). */
+  lastAck: string | null
+  /** The last blocked reason reported in an event (events only on change). */
+  blockedReason: string | null
 }
 
 /** How many recent checkpoints the replication lag is measured over. */
@@ -77,8 +103,13 @@ export class ClusterMachine {
     if (persisted !== undefined && persisted.self === this.self.peerId) {
       for (const [name, stored] of Object.entries(persisted.missions)) {
         const mission = this.#newMission(cloneJson(stored))
+        withRecordDefaults(mission.record)
         this.#missions.set(name, mission)
         const record = mission.record
+        // Tombstones are not re-announced at start: a peer holding one answers announces of a live copy instead.
+        if (record.removed) mission.lastAnnounceAt = init.now
+        // The record's primary failed and released it: the swarm-wide back-off runs again from now.
+        if (record.released && record.restarts > 0 && record.lastFailure !== null && record.lastFailure.board === record.primary) mission.failureSeenAt = init.now
         mission.votedFor ??= null
         if (mission.votedFor === this.self.peerId && mission.votedEpoch > record.epoch) {
           this.#emit({ type: 'publish', message: { type: 'abandon', mission: name, epoch: mission.votedEpoch } })
@@ -175,19 +206,43 @@ export class ClusterMachine {
         break
       case 'containerStarted':
         if (mission.container?.epoch === ev.epoch && mission.container.status === 'starting') {
-          mission.container = { epoch: ev.epoch, status: 'running', since: now }
+          mission.container = { ...mission.container, status: 'running', since: now }
           mission.lastCheckpointAt = now
+          if (record.primary === this.self.peerId && !record.released && record.epoch === ev.epoch) {
+            record.started = true
+            this.#persist()
+            this.#announce(now, mission)
+          }
           this.#event(record.mission, `running under epoch ${ev.epoch}`)
         }
         break
       case 'containerExited':
+        this.#onFailure(now, mission, ev.epoch, ev.reason, null)
+        break
       case 'restoreFailed':
-        if (mission.container !== null && mission.container.epoch <= ev.epoch) {
-          mission.container = null
-          mission.checkpointInFlight = null
-          if (ev.type === 'restoreFailed') mission.coldStartNext = true
-          this.#event(record.mission, ev.type === 'restoreFailed' ? `restore failed: ${ev.error}; next start is cold` : `container exited: ${ev.reason}`)
-          this.#release(now, mission)
+      case 'startFailed':
+        this.#onFailure(now, mission, ev.epoch, ev.error, ev.cause ?? 'other')
+        break
+      case 'imageStored':
+        if (mission.imageStore.since !== null) mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
+        if (record.primary === this.self.peerId && !record.released && ev.epoch <= record.epoch && record.imageCid === null) {
+          record.imageCid = ev.cid
+          record.imageArch = this.self.arch
+          this.#persist()
+          this.#event(record.mission, `image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} stored in the swarm (${ev.cid})`)
+          this.#announce(now, mission)
+        }
+        break
+      case 'imageStoreFailed':
+        if (mission.imageStore.since !== null) {
+          const wait = this.#taskFailed(now, mission.imageStore)
+          this.#event(record.mission, `storing the image in the swarm failed: ${ev.error}; retry in ${seconds(wait)}`)
+        }
+        break
+      case 'imageFetchFailed':
+        if (mission.imageFetch.since !== null && mission.imageFetch.cid === ev.cid) {
+          const wait = this.#taskFailed(now, mission.imageFetch)
+          this.#event(record.mission, `fetching image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} failed: ${ev.error}; retry in ${seconds(wait)}`)
         }
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
@@ -220,8 +275,8 @@ export class ClusterMachine {
 
   // ---- outputs for the caller ----------------------------------------------------------------------------------
 
-  view (now?: number): MissionView[] {
-    return [...this.#missions.values()].map(m => this.#viewOf(m, now ?? this.#startedAt))
+  view (now: number): MissionView[] {
+    return [...this.#missions.values()].map(m => this.#viewOf(m, now))
   }
 
   /** Highest epoch this peer knows per mission (for invariant checks and status). */
@@ -229,7 +284,9 @@ export class ClusterMachine {
 
   persistedState (): PersistedState {
     const missions: Record<string, PersistedMission> = {}
-    for (const [name, m] of this.#missions) missions[name] = cloneJson({ record: m.record, votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held })
+    for (const [name, m] of this.#missions) {
+      missions[name] = { record: copyRecord(m.record), votedEpoch: m.votedEpoch, votedFor: m.votedFor, held: m.held === null ? null : { ...m.held } }
+    }
     return { version: 1, self: this.self.peerId, missions }
   }
 
@@ -254,7 +311,8 @@ export class ClusterMachine {
     return now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
   }
 
-  #eligible (spec: MissionSpec, peerId: string): boolean {
+  /** The placement (and the image map) allows this board: static facts only, the same on every peer. */
+  #placementOk (spec: MissionSpec, peerId: string): boolean {
     const info = this.#info(peerId)
     if (info === undefined || imageFor(spec, info.arch) === undefined) return false
     const p = spec.placement
@@ -262,6 +320,97 @@ export class ClusterMachine {
     if (p?.boards !== undefined && !p.boards.includes(info.board)) return false
     if (p?.minMemoryMb !== undefined && info.memoryMb < p.minMemoryMb) return false
     return true
+  }
+
+  /** The normalized image ref a board of `arch` runs. */
+  #imageRef (spec: MissionSpec, arch: string): string | undefined {
+    const ref = imageFor(spec, arch)
+    return ref === undefined ? undefined : normalizeImageRef(ref)
+  }
+
+  #holdsImage (spec: MissionSpec, peerId: string): boolean {
+    const info = this.#info(peerId)
+    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
+    return ref !== undefined && info?.images?.includes(ref) === true
+  }
+
+  #fetchingImage (spec: MissionSpec, peerId: string): boolean {
+    const info = this.#info(peerId)
+    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
+    return ref !== undefined && info?.fetchingImages?.includes(ref) === true
+  }
+
+  /** The board can run the mission now: Docker, the placement, and the image for its architecture held. */
+  #eligible (spec: MissionSpec, peerId: string): boolean {
+    return this.#info(peerId)?.canRun === true && this.#placementOk(spec, peerId) && this.#holdsImage(spec, peerId)
+  }
+
+  /**
+   * The board can be the backup: as #eligible, but fetching the image counts (it is not `protected` until it holds
+   * it), and the current backup stays while the record names an image it can fetch (a failed fetch is retried).
+   */
+  #eligibleBackup (record: MissionRecord, peerId: string): boolean {
+    const info = this.#info(peerId)
+    if (info?.canRun !== true || !this.#placementOk(record.spec, peerId)) return false
+    if (this.#holdsImage(record.spec, peerId) || this.#fetchingImage(record.spec, peerId)) return true
+    return peerId === record.backup && record.imageCid !== null && record.imageArch === info.arch
+  }
+
+  /** Back-off after n consecutive failures: 0, then 1 s doubling to 60 s (config). */
+  #backoffMs (failures: number): number {
+    if (failures <= 0) return 0
+    return Math.min(this.config.restartBackoffMaxMs, this.config.restartBackoffMs * 2 ** Math.min(30, failures - 1))
+  }
+
+  /** Until when no board claims after the record's last failure (swarm-wide; from the local time it was learned). */
+  #swarmBackoffUntil (mission: Mission): number {
+    const record = mission.record
+    if (record.restarts <= 0 || record.lastFailure === null) return -Infinity
+    return mission.failureSeenAt + this.#backoffMs(record.restarts)
+  }
+
+  /** The record's restarts changed from `before`: the swarm-wide back-off runs from now. */
+  #noteRestarts (now: number, mission: Mission, before: number): void {
+    if (mission.record.restarts !== before && mission.record.restarts > 0) mission.failureSeenAt = now
+  }
+
+  /** A storeImage/fetchImage failed: retried after 1 s doubling to 60 s; returns the wait. */
+  #taskFailed (now: number, task: ImageTask): number {
+    task.failures++
+    task.since = null
+    const wait = this.#backoffMs(task.failures)
+    task.retryAt = now + wait
+    return wait
+  }
+
+  /**
+   * Why no live board can run the mission (null when one can): the first requirement that no live board meets, in
+   * the order image map, placement, Docker, image present.
+   */
+  #blockedReason (now: number, record: MissionRecord): string | null {
+    const spec = record.spec
+    let boards = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
+    const infos = (ids: string[]): Array<Omit<PeerInfo, 'state'>> => ids.map(p => this.#info(p)).filter(i => i !== undefined)
+    const archs = (ids: string[]): string => [...new Set(infos(ids).map(i => i.arch))].sort().join(', ')
+    const p = spec.placement
+    const steps: Array<[(info: Omit<PeerInfo, 'state'>) => boolean, () => string]> = [
+      [i => imageFor(spec, i.arch) !== undefined, () => `image has no entry for the live boards' architectures [${archs(boards)}]`],
+      [i => p?.architectures === undefined || (p.architectures as string[]).includes(i.arch), () => `no board matches placement.architectures [${p?.architectures?.join(', ') ?? ''}]`],
+      [i => p?.boards === undefined || p.boards.includes(i.board), () => `no board matches placement.boards [${p?.boards?.join(', ') ?? ''}]`],
+      [i => p?.minMemoryMb === undefined || i.memoryMb >= p.minMemoryMb, () => `no board matches placement.minMemoryMb ${p?.minMemoryMb ?? ''}`],
+      [i => i.canRun === true, () => 'no live board has Docker'],
+      [i => this.#holdsImage(spec, i.peerId), () => {
+        const refs = [...new Set(infos(boards).map(i => this.#imageRef(spec, i.arch)))].join(', ')
+        const fetching = boards.filter(b => this.#fetchingImage(spec, b))
+        return fetching.length > 0 ? `image ${refs} is on no live board (being fetched by ${fetching.map(short).join(', ')})` : `image ${refs} is on no live board`
+      }]
+    ]
+    for (const [ok, why] of steps) {
+      const next = boards.filter(b => { const info = this.#info(b); return info !== undefined && ok(info) })
+      if (next.length === 0) return why()
+      boards = next
+    }
+    return null
   }
 
   #canRestore (peerId: string, ref: CheckpointRef | null): boolean {
@@ -275,7 +424,8 @@ export class ClusterMachine {
     if (view.length === 1) return view[0] ?? null
     if (view.length !== 2) return null
     if (basis.primary !== null && view.includes(basis.primary)) return view.find(p => p !== basis.primary) ?? null
-    const eligible = view.filter(p => this.#eligible(basis.spec, p))
+    // Static facts only (placement): every member must pick the same lone claimant, or two could claim alone.
+    const eligible = view.filter(p => this.#placementOk(basis.spec, p))
     return hrwRank(basis.mission, eligible)[0] ?? null
   }
 
@@ -304,8 +454,9 @@ export class ClusterMachine {
   #tickMission (now: number, mission: Mission, frozenMs: number): void {
     const record = mission.record
     if (record.removed) {
-      // Tombstones are re-announced (slowly, or at once when someone showed a live copy) so no copy resurrects.
-      if (now - mission.lastAnnounceAt >= 10 * this.config.announceIntervalMs) this.#announce(now, mission)
+      // A tombstone is not re-announced periodically: it is announced once when learned, and again (without the
+      // spec) as the answer to an announce or claim of a live copy, so no copy resurrects.
+      if (mission.lastAnnounceAt === -Infinity) this.#announce(now, mission)
       return
     }
     const self = this.self.peerId
@@ -313,19 +464,25 @@ export class ClusterMachine {
     if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) this.#abandonClaim(mission)
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
-      this.#event(record.mission, 'start timed out')
       this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
-      mission.container = null
-      mission.coldStartNext = true
-      this.#release(now, mission)
+      this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'start timed out')
     }
 
     if (record.primary === self && !record.released) this.#tickPrimary(now, mission, frozenMs)
     if (record.primary === self && !record.released) {
       mission.electionSince = null
     } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
-      mission.electionSince ??= now
-      this.#maybeClaim(now, mission)
+      const blocked = this.#blockedReason(now, record)
+      if (blocked !== mission.blockedReason) {
+        if (blocked !== null) this.#event(record.mission, `blocked: ${blocked}`)
+        mission.blockedReason = blocked
+      }
+      // While blocked nobody claims; the candidates' stagger runs from the moment a board can run it.
+      if (blocked !== null) mission.electionSince = now
+      else {
+        mission.electionSince ??= now
+        this.#maybeClaim(now, mission)
+      }
     } else {
       mission.electionSince = null
     }
@@ -337,6 +494,10 @@ export class ClusterMachine {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
         this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
       }
+    }
+    if (record.primary !== self) {
+      this.#maybeAck(mission)
+      this.#maybeFetchImage(now, mission)
     }
 
     if (now - mission.lastAnnounceAt >= this.config.announceIntervalMs) this.#announce(now, mission)
@@ -368,6 +529,15 @@ export class ClusterMachine {
     const container = mission.container
     if (container === null || container.status !== 'running') return
 
+    // The image goes into the swarm's IPFS once the container runs, so boards without it can fetch it.
+    const store = mission.imageStore
+    if (store.since !== null && now - store.since >= this.config.imageTimeoutMs) this.#taskFailed(now, store)
+    const image = this.#imageRef(record.spec, this.self.arch)
+    if (record.started && record.imageCid === null && store.since === null && now >= store.retryAt && image !== undefined) {
+      store.since = now
+      this.#emit({ type: 'storeImage', mission: record.mission, epoch: record.epoch, image })
+    }
+
     const inFlight = mission.checkpointInFlight
     if (inFlight !== null && now - inFlight.since >= this.config.checkpointTimeoutMs) mission.checkpointInFlight = null
     if (mission.checkpointInFlight === null) {
@@ -384,7 +554,10 @@ export class ClusterMachine {
     if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= this.config.claimTimeoutMs) {
       const { view, backup } = this.#desiredLayout(now, record)
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
-      const changed = backupGone || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
+      // The backup cannot hold the image any more, or a board that can restore here replaces one that cannot.
+      const backupUnfit = record.backup !== null && backup !== record.backup && (!this.#eligibleBackup(record, record.backup) ||
+        (backup !== null && this.#restoresHere(backup) && !this.#restoresHere(record.backup)))
+      const changed = backupGone || backupUnfit || backup !== record.backup && (record.backup === null || !view.includes(record.backup)) ||
         view.join(',') !== record.view.join(',') || mission.partnerHeldBack
       if (changed && !this.#pendingVote(now, mission)) {
         if (this.#quorumReachable(now, record, this.self.peerId)) this.#startClaim(now, mission)
@@ -406,7 +579,7 @@ export class ClusterMachine {
     const partner = record.view.find(p => p !== self)
     if (record.view.length !== 2 || partner === undefined || !this.#exitProven.has(partner) || this.#stateOf(now, partner) !== 'dead') return
     const outside = [...this.#peers.keys()].filter(p => !record.view.includes(p))
-    const joiner = this.#chooseBackup(now, record.mission, record.spec, outside)
+    const joiner = this.#chooseBackup(now, record, outside)
     if (joiner === null) return
     this.#event(record.mission, `backup ${short(partner)} exited: replacing it by ${short(joiner)}`)
     this.#startClaim(now, mission, { partner, joiner })
@@ -417,6 +590,9 @@ export class ClusterMachine {
     const self = this.self.peerId
     if (mission.claim !== null || now - mission.lastClaimAt < this.config.claimTimeoutMs) return
     if (this.#pendingVote(now, mission)) return
+    // Back-off after failures: this board's own, and the swarm-wide one after the record's last failure.
+    const backoffUntil = this.#swarmBackoffUntil(mission)
+    if (now < backoffUntil || now < mission.localBackoffUntil) return
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
@@ -426,7 +602,8 @@ export class ClusterMachine {
     const jitter = Number(fnv1a64(`${self}/${mission.votedEpoch}`) % BigInt(this.config.candidateStaggerMs))
     const wait = rank * this.config.candidateStaggerMs + (rank > 0 || mission.votedEpoch > record.epoch ? jitter : 0) +
       (handoffPending ? 5 * this.config.claimTimeoutMs : 0)
-    if (now - (mission.electionSince ?? now) < wait) return
+    // The stagger runs from the end of the swarm-wide back-off, so candidates do not all claim the moment it ends.
+    if (now - Math.max(mission.electionSince ?? now, backoffUntil) < wait) return
     if (!this.#quorumReachable(now, record, self)) return
     this.#startClaim(now, mission)
   }
@@ -446,7 +623,11 @@ export class ClusterMachine {
     }
     const rest = hrwRank(record.mission, allowed.filter(p => !preferred.includes(p)))
     rest.sort((a, b) => Number(this.#canRestore(b, record.checkpoint)) - Number(this.#canRestore(a, record.checkpoint)))
-    return [...preferred, ...rest]
+    const ranked = [...preferred, ...rest]
+    // The board whose start or run just failed (it released this epoch) goes last while others can run it.
+    const failed = record.released && record.lastFailure !== null && record.lastFailure.board === record.primary ? record.primary : null
+    if (failed !== null && ranked.length > 1 && ranked.includes(failed)) return [...ranked.filter(p => p !== failed), failed]
+    return ranked
   }
 
   #desiredLayout (now: number, record: MissionRecord): { view: string[], backup: string | null } {
@@ -455,17 +636,27 @@ export class ClusterMachine {
     for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
     const view = [...members].sort()
     const current = record.backup
+    const best = this.#chooseBackup(now, record, view)
+    // The current backup stays unless it left, cannot hold the image, or cannot restore this board's checkpoints while
+    // another board could (a board that fetches the image can become a better backup than one that held it at first).
     if (current !== null && current !== this.self.peerId && view.includes(current) && this.#stateOf(now, current) !== 'dead' &&
-        this.#eligible(record.spec, current)) {
+        this.#eligibleBackup(record, current) && (this.#restoresHere(current) || best === null || !this.#restoresHere(best))) {
       return { view, backup: current }
     }
-    return { view, backup: this.#chooseBackup(now, record.mission, record.spec, view) }
+    return { view, backup: best }
   }
 
-  #chooseBackup (now: number, name: string, spec: MissionSpec, view: string[]): string | null {
-    const options = hrwRank(name, view.filter(p => p !== this.self.peerId && this.#stateOf(now, p) === 'alive' && this.#eligible(spec, p)))
-    const sameArch = options.filter(p => { const i = this.#info(p); return i !== undefined && i.arch === this.self.arch && i.canCheckpoint })
-    return sameArch[0] ?? options[0] ?? null
+  /** The board could restore checkpoints this board takes (same architecture, CRIU). */
+  #restoresHere (peerId: string): boolean {
+    const info = this.#info(peerId)
+    return info !== undefined && info.arch === this.self.arch && info.canCheckpoint
+  }
+
+  /** Best backup: can restore this board's checkpoints (same arch, CRIU), then holds the image, then rendezvous order. */
+  #chooseBackup (now: number, record: MissionRecord, view: string[]): string | null {
+    const options = hrwRank(record.mission, view.filter(p => p !== this.self.peerId && this.#stateOf(now, p) === 'alive' && this.#eligibleBackup(record, p)))
+    const score = (p: string): number => (this.#restoresHere(p) ? 2 : 0) + (this.#holdsImage(record.spec, p) ? 1 : 0)
+    return options.map((p, i) => ({ p, i, s: score(p) })).sort((a, b) => b.s - a.s || a.i - b.i)[0]?.p ?? null
   }
 
   // ---- election ------------------------------------------------------------------------------------------------
@@ -476,7 +667,7 @@ export class ClusterMachine {
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: cloneJson(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
+    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
     this.#persist()
     this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
     this.#checkWon(now, mission)
@@ -586,12 +777,16 @@ export class ClusterMachine {
       primary: self,
       backup: replace !== null
         ? replace.joiner
-        : (layout.backup !== null && view.includes(layout.backup) ? layout.backup : this.#chooseBackup(now, name, record.spec, view)),
+        : (layout.backup !== null && view.includes(layout.backup) ? layout.backup : this.#chooseBackup(now, record, view)),
       view,
       released: false,
       handoffTo: null,
       checkpoint,
-      replicatedSeq: null
+      replicatedSeq: null,
+      started: wasRunning && mission.container?.status === 'running',
+      // The stored image is kept for boards of the same architecture; another one stores its own.
+      imageCid: record.imageArch === this.self.arch ? record.imageCid : null,
+      imageArch: record.imageArch === this.self.arch ? record.imageArch : null
     }
     mission.electionSince = null
     mission.quorumLostSince = null
@@ -604,12 +799,14 @@ export class ClusterMachine {
       this.#emit({ type: 'runningEpoch', mission: name, epoch: claim.epoch })
       this.#event(name, `epoch ${claim.epoch}: reconfigured, view ${view.map(short).join(',')}, backup ${short(mission.record.backup)}`)
     } else if (restoreFrom !== null) {
-      mission.container = { epoch: claim.epoch, status: 'starting', since: now }
+      mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
+      mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'restore' }
       this.#emit({ type: 'restore', mission: name, epoch: claim.epoch, spec: record.spec, checkpoint: restoreFrom })
       this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), restoring checkpoint #${restoreFrom.seq}`)
     } else {
       mission.coldStartNext = false
-      mission.container = { epoch: claim.epoch, status: 'starting', since: now }
+      mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
+      mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'fresh' }
       const image = imageFor(record.spec, this.self.arch) ?? ''
       this.#emit({ type: 'startFresh', mission: name, epoch: claim.epoch, spec: record.spec, image, dataFrom: newest })
       const why = newest === null
@@ -630,9 +827,11 @@ export class ClusterMachine {
     const mission = this.#missions.get(incoming.mission)
     if (mission === undefined) {
       if (incoming.removed) return
-      this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null }))
+      const adopted = this.#newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null })
+      this.#noteRestarts(now, adopted, 0)
+      this.#missions.set(incoming.mission, adopted)
       this.#persist()
-      this.#adoptedPrimaryCheck(now, this.#missions.get(incoming.mission)!)
+      this.#adoptedPrimaryCheck(now, adopted)
       return
     }
     const record = mission.record
@@ -646,16 +845,29 @@ export class ClusterMachine {
     }
     if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`); return }
     if (record.removed) {
-      if (!incoming.removed) this.#announce(now, mission)
+      // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
+      if (!incoming.removed && now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 2) this.#announce(now, mission)
       return
     }
     if (incoming.epoch > record.epoch) {
       this.#adoptHigherEpoch(now, mission, incoming)
     } else if (incoming.epoch === record.epoch) {
       let changed = false
+      const notMine = record.primary !== this.self.peerId
       if (compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0) { record.checkpoint = incoming.checkpoint; changed = true }
       if (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq)) record.replicatedSeq = incoming.replicatedSeq
-      if (incoming.released && !record.released && record.primary !== this.self.peerId) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
+      if (incoming.started && !record.started && notMine) { record.started = true; changed = true }
+      if (incoming.imageCid !== null && record.imageCid === null) { record.imageCid = incoming.imageCid; record.imageArch = incoming.imageArch; changed = true }
+      // Only the epoch's primary writes a failure, together with the release: take it as it comes.
+      if (incoming.released && notMine && (incoming.restarts !== record.restarts || !sameFailure(incoming.lastFailure, record.lastFailure))) {
+        const before = record.restarts
+        record.restarts = incoming.restarts
+        record.lastFailure = incoming.lastFailure
+        this.#noteRestarts(now, mission, before)
+        if (incoming.lastFailure !== null) this.#event(record.mission, `${short(incoming.lastFailure.board)}: ${incoming.lastFailure.reason}; restarts ${incoming.restarts}`)
+        changed = true
+      }
+      if (incoming.released && !record.released && notMine) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
       if (changed) this.#persist()
     } else {
       mission.lastAnnounceAt = -Infinity
@@ -671,7 +883,9 @@ export class ClusterMachine {
       mission.container = null
       mission.checkpointInFlight = null
     }
+    const before = mission.record.restarts
     mission.record = incoming
+    this.#noteRestarts(now, mission, before)
     mission.votedEpoch = Math.max(mission.votedEpoch, incoming.epoch)
     mission.pendingMove = null
     this.#persist()
@@ -716,6 +930,8 @@ export class ClusterMachine {
     if (mission === undefined || mission.record.deployId !== deployId || mission.record.removed) return
     this.#stopIfRunning(mission, why)
     mission.record.removed = true
+    // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
+    mission.record.spec = tombstoneSpec(name)
     mission.claim = null
     mission.held = null
     mission.fetchInFlight = null
@@ -735,7 +951,8 @@ export class ClusterMachine {
     const epoch = existing === undefined ? 0 : Math.max(existing.record.epoch, existing.votedEpoch) + 1
     const record: MissionRecord = {
       mission: spec.name, deployId: `${this.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
-      released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false
+      released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false,
+      started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null
     }
     this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
     this.#persist()
@@ -792,7 +1009,96 @@ export class ClusterMachine {
     if (compareCheckpoints(ref, mission.held) <= 0) return
     mission.held = ref
     this.#persist()
-    this.#emit({ type: 'publish', message: { type: 'ack', mission: record.mission, epoch: record.epoch, cid, seq, checkpointEpoch: ref.epoch } })
+    this.#maybeAck(mission)
+  }
+
+  /**
+   * The backup acknowledges the checkpoint it holds, once per record epoch and checkpoint, and only while it holds
+   * the image: replicatedSeq counts only checkpoints it could restore. An image that arrives later releases the ack.
+   */
+  #maybeAck (mission: Mission): void {
+    const record = mission.record
+    const self = this.self.peerId
+    const held = mission.held
+    if (held === null || (record.backup !== self && record.handoffTo !== self) || record.removed) return
+    if (record.checkpoint === null || held.epoch !== record.checkpoint.epoch || !this.#holdsImage(record.spec, self)) return
+    const key = `${record.epoch}/${held.epoch}.${held.seq}`
+    if (mission.lastAck === key) return
+    mission.lastAck = key
+    this.#emit({ type: 'publish', message: { type: 'ack', mission: record.mission, epoch: record.epoch, cid: held.cid, seq: held.seq, checkpointEpoch: held.epoch } })
+  }
+
+  /**
+   * The backup, and the next two boards in rank order, fetch the image from the swarm when they lack it and the
+   * record names the CID a primary of their architecture stored. Failures are retried after 1 s doubling to 60 s.
+   */
+  #maybeFetchImage (now: number, mission: Mission): void {
+    const record = mission.record
+    const self = this.self.peerId
+    const task = mission.imageFetch
+    const cid = record.imageCid
+    if (cid === null || record.imageArch !== this.self.arch || !this.self.canRun || !this.#placementOk(record.spec, self)) return
+    const image = this.#imageRef(record.spec, this.self.arch)
+    if (image === undefined) return
+    if ((this.self.images ?? []).includes(image)) {
+      if (task.cid !== null || task.failures > 0) mission.imageFetch = { cid: null, since: null, failures: 0, retryAt: -Infinity }
+      return
+    }
+    if (task.cid !== cid) mission.imageFetch = { cid, since: null, failures: 0, retryAt: -Infinity }
+    const current = mission.imageFetch
+    if ((this.self.fetchingImages ?? []).includes(image)) return
+    if (current.since !== null) {
+      if (now - current.since < this.config.imageTimeoutMs) return
+      this.#taskFailed(now, current)
+    }
+    if (now < current.retryAt) return
+    if (record.backup !== self && !this.#fetchRank(now, record).includes(self)) return
+    const providers = [record.primary, ...this.#peers.keys()].filter((p): p is string => p !== null && p !== self &&
+      this.#stateOf(now, p) === 'alive' && this.#info(p)?.arch === this.self.arch && this.#holdsImage(record.spec, p))
+    current.since = now
+    this.#emit({ type: 'fetchImage', mission: record.mission, image, cid, providers: [...new Set(providers)] })
+    this.#event(record.mission, `fetching image ${image} from the swarm (${record.backup === self ? 'backup' : 'next candidate'})`)
+  }
+
+  /** The two boards after the primary and the backup that would run the mission next (image presence aside). */
+  #fetchRank (now: number, record: MissionRecord): string[] {
+    const ids = [this.self.peerId, ...this.#peers.keys()].filter(p => p !== record.primary && p !== record.backup &&
+      this.#stateOf(now, p) === 'alive' && this.#info(p)?.canRun === true && this.#info(p)?.arch === record.imageArch && this.#placementOk(record.spec, p))
+    const ranked = hrwRank(record.mission, ids)
+    ranked.sort((a, b) => Number(this.#canRestore(b, record.checkpoint)) - Number(this.#canRestore(a, record.checkpoint)))
+    return ranked.slice(0, 2)
+  }
+
+  /** A start or restore failed, or the container exited on its own (`cause` null): back off, count, release. */
+  #onFailure (now: number, mission: Mission, epoch: number, detail: string, cause: FailureCause | null, label?: string): void {
+    const container = mission.container
+    if (container === null || container.epoch > epoch) return
+    const record = mission.record
+    const self = this.self.peerId
+    const ranMs = container.status === 'running' ? now - container.since : 0
+    // A failure after a long run starts the count again.
+    const first = ranMs >= this.config.restartResetMs
+    mission.container = null
+    mission.checkpointInFlight = null
+    const what = label ?? (cause === null ? `container exited after ${seconds(ranMs)}` : container.kind === 'restore' ? 'restore failed' : 'cold start failed')
+    const coldNext = container.kind === 'restore' && cause !== null && cause !== 'image-missing'
+    if (coldNext) mission.coldStartNext = true
+    mission.localFailures = first ? 1 : mission.localFailures + 1
+    const localWait = this.#backoffMs(mission.localFailures)
+    mission.localBackoffUntil = now + localWait
+    const reason = `${what}: ${detail}${cause === null ? '' : ` (${cause})`}`.slice(0, MAX_REASON)
+    let wait = localWait
+    if (record.primary === self && !record.released) {
+      const before = record.restarts
+      // A board without the image is the board's problem, not the mission's: not counted as a restart.
+      if (cause !== 'image-missing') record.restarts = first ? 1 : record.restarts + 1
+      record.lastFailure = { board: self, reason, at: now }
+      this.#noteRestarts(now, mission, before)
+      wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
+      this.#release(now, mission)
+    }
+    this.#event(record.mission, `${reason}; ${coldNext ? 'next start is cold; ' : ''}restarts ${record.restarts}, ` +
+      `next start in ${seconds(wait)} at the earliest (this board waits ${seconds(localWait)})`)
   }
 
   #onAck (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
@@ -828,7 +1134,7 @@ export class ClusterMachine {
     const heldBack = !record.removed && record.primary !== null && this.#heldBack(record, this.self.peerId) &&
       this.#loneClaimant(record) === this.self.peerId
     const claim = { votedEpoch: mission.votedEpoch, open: mission.claim !== null, ...(heldBack ? { heldBack } : {}) }
-    this.#emit({ type: 'publish', message: { type: 'announce', record: cloneJson(mission.record), claim } })
+    this.#emit({ type: 'publish', message: { type: 'announce', record: copyRecord(mission.record), claim } })
   }
 
   #newMission (stored: PersistedMission): Mission {
@@ -836,7 +1142,11 @@ export class ClusterMachine {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
       checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, lastAnnounceAt: -Infinity,
-      pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null
+      pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
+      localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
+      imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
+      imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
+      lastAck: null, blockedReason: null
     }
   }
 
@@ -848,19 +1158,56 @@ export class ClusterMachine {
     const r = m.record
     const self = this.self.peerId
     let state: MissionView['state']
+    let reason: string | null = null
+    const primaryDead = r.primary !== null && r.primary !== self && this.#stateOf(now, r.primary) === 'dead'
     if (r.removed) state = 'removed'
     else if (m.container?.status === 'starting') state = 'starting'
     else if (r.primary === self && m.container?.status === 'running') state = 'running'
-    else if (r.primary !== null && r.primary !== self && !r.released && this.#stateOf(now, r.primary) !== 'dead') state = 'running'
-    else if (r.primary === null && m.claim === null) state = 'pending'
-    else state = m.claim !== null || r.released || r.primary === null ? 'electing' : 'stopped'
+    // Running only once the primary reported it running under this epoch (its `started` announce).
+    else if (r.primary !== null && r.primary !== self && !r.released && !primaryDead) state = r.started ? 'running' : 'starting'
+    else {
+      const blocked = this.#blockedReason(now, r)
+      const until = Math.max(this.#swarmBackoffUntil(m), this.#candidates(now, r).every(p => p === self) ? m.localBackoffUntil : -Infinity)
+      if (blocked !== null) {
+        state = 'blocked'
+        reason = blocked
+      } else if (now < until && m.claim === null) {
+        state = 'backoff'
+        const failure = r.lastFailure
+        reason = `back-off after ${r.restarts} failed start${r.restarts === 1 ? '' : 's'}: next start in ${seconds(until - now)}` +
+          (failure === null ? '' : `; last: ${failure.reason} on ${short(failure.board)}`)
+      } else if (r.primary === null && m.claim === null) state = 'pending'
+      else state = m.claim !== null || r.released || r.primary === null ? 'electing' : 'stopped'
+    }
+    const protection = this.#protectionOf(now, m, state)
     return {
       name: r.mission, deployId: r.deployId, spec: r.spec, epoch: r.epoch, primary: r.primary, backup: r.backup, view: [...r.view], state,
       role: r.primary === self ? 'primary' : r.backup === self ? 'backup' : 'member',
       lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held,
       replicationLagMs: r.primary === self ? m.replicationLags.at(-1) ?? null : null,
-      checkpointPeriodMs: r.primary === self && m.container !== null ? this.#checkpointPeriod(m) : null
+      checkpointPeriodMs: r.primary === self && m.container !== null ? this.#checkpointPeriod(m) : null,
+      reason, restarts: r.restarts, lastFailure: r.lastFailure, protected: protection.reason === null, protection
     }
+  }
+
+  /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
+  #protectionOf (now: number, m: Mission, state: MissionView['state']): MissionProtection {
+    const r = m.record
+    const backup = r.backup
+    const info = backup === null ? undefined : this.#info(backup)
+    const image = backup !== null && this.#holdsImage(r.spec, backup)
+    const checkpointSeq = r.checkpoint !== null ? r.replicatedSeq : null
+    const ref = backup === null ? undefined : this.#imageRef(r.spec, info?.arch ?? '')
+    let reason: string | null = null
+    if (state !== 'running') reason = 'mission not running'
+    else if (backup === null) reason = 'no backup'
+    else if (this.#stateOf(now, backup) !== 'alive') reason = `backup ${short(backup)} is ${this.#stateOf(now, backup)}`
+    else if (info?.canCheckpoint !== true) reason = `backup ${short(backup)} cannot restore checkpoints (no CRIU)`
+    else if (r.checkpoint !== null && info.arch !== r.checkpoint.arch) reason = `backup ${short(backup)} is ${info.arch}, the checkpoint is ${r.checkpoint.arch}`
+    else if (!image) reason = this.#fetchingImage(r.spec, backup) ? `backup fetching image ${ref ?? '?'}` : `backup lacks image ${ref ?? '?'}`
+    else if (r.checkpoint === null) reason = 'no checkpoint yet'
+    else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
+    return { backup, image, checkpointSeq, reason }
   }
 }
 
@@ -876,6 +1223,27 @@ export function stepView (basis: string[], desired: Set<string>, self: string): 
   else if (leaving !== undefined) next.delete(leaving)
   else if (joining !== undefined) next.add(joining)
   return [...next].sort()
+}
+
+/**
+ * A copy of a record that later changes to this one do not reach (they replace fields, and view/checkpoint/lastFailure
+ * objects). The spec is shared: it is never modified in place (a removal replaces it). Much cheaper than a JSON trip.
+ */
+function copyRecord (record: MissionRecord): MissionRecord {
+  return {
+    ...record,
+    view: [...record.view],
+    checkpoint: record.checkpoint === null ? null : { ...record.checkpoint },
+    lastFailure: record.lastFailure === null ? null : { ...record.lastFailure }
+  }
+}
+
+function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {
+  return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason)
+}
+
+function seconds (ms: number): string {
+  return ms >= 1000 || ms === 0 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms)} ms`
 }
 
 function short (peerId: string | null): string {

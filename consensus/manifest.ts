@@ -1,5 +1,5 @@
 // Mission manifest: YAML or JSON text -> a validated MissionSpec. Every error names the offending field.
-import { parse as parseYaml, YAMLParseError } from 'yaml'
+import { isMap, isScalar, isSeq, Lexer, parseDocument, type Node as YamlNode } from 'yaml'
 
 /** CPU architectures as Node's process.arch names them. */
 export const ARCHITECTURES = ['x64', 'arm64', 'arm', 'ia32'] as const
@@ -24,6 +24,17 @@ export interface MissionSpec {
 }
 
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000
+/**
+ * Largest manifest: its text (the API refuses bigger bodies before parsing) and the canonical JSON of the spec. A
+ * mission record carries the spec in every announce, and gossip refuses messages over 256 KiB: with this bound a
+ * record always fits.
+ */
+export const MAX_MANIFEST_BYTES = 64 * 1024
+export const MAX_ENV_ENTRIES = 1024
+export const MAX_COMMAND_ARGS = 256
+export const MAX_PLACEMENT_BOARDS = 64
+/** Every entry counted twice (a flow mapping has ':' and ','), plus the fixed fields. */
+const MAX_YAML_ITEMS = 2 * (MAX_ENV_ENTRIES + MAX_COMMAND_ARGS + MAX_PLACEMENT_BOARDS) + 64
 export const MIN_CHECKPOINT_INTERVAL_MS = 100
 export const MAX_CHECKPOINT_INTERVAL_MS = 3_600_000
 
@@ -55,14 +66,114 @@ function isArchitecture (value: string): value is Architecture {
 
 /** Parse and validate a manifest (YAML; JSON is YAML too). Throws ManifestError naming the field. */
 export function parseManifest (text: string, filename?: string): MissionSpec {
-  let document: unknown
-  try {
-    document = parseYaml(text, { prettyErrors: false, uniqueKeys: true })
-  } catch (err) {
-    const detail = err instanceof YAMLParseError ? err.message.split('\n')[0] : String(err)
-    throw new ManifestError('', `not valid YAML or JSON: ${detail}`, filename)
+  const bytes = utf8Length(text)
+  if (bytes > MAX_MANIFEST_BYTES) throw new ManifestError('', `is ${bytes} bytes, more than the limit of ${MAX_MANIFEST_BYTES}`, filename)
+  return validateMissionSpec(parseText(text, filename), filename)
+}
+
+/**
+ * YAML or JSON text -> plain data; a duplicate key anywhere is refused. Linear in the text: the yaml package's own
+ * uniqueKeys check compares every key with every earlier one (a 0.45 MB manifest of 40k keys took 71 s).
+ */
+function parseText (text: string, filename: string | undefined): unknown {
+  const invalid = (detail: string): ManifestError => new ManifestError('', `not valid YAML or JSON: ${detail}`, filename)
+  if (/^\s*\{/.test(text)) {
+    // JSON fast path (most API bodies); JSON-like YAML flow mappings fall through to the YAML parser.
+    let value: unknown
+    let json = true
+    try { value = JSON.parse(text) } catch { json = false }
+    // With a duplicate key the YAML parser below finds and names it.
+    if (json && !jsonHasDuplicateKey(text, value)) return value
   }
-  return validateMissionSpec(document, filename)
+  // Composing a YAML document costs ~10 us per entry on a fast core: count the entries first (the lexer is cheap) and
+  // refuse more than a valid spec can have, so the worst case stays bounded (< 50 ms for 64 KiB).
+  const items = yamlIndicators(text)
+  if (items > MAX_YAML_ITEMS) throw new ManifestError('', `has ${items} YAML entries, more than a mission spec can have (${MAX_YAML_ITEMS})`, filename)
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: false })
+  const error = doc.errors[0]
+  if (error !== undefined) throw invalid(error.message.split('\n')[0] ?? '')
+  const duplicate = yamlDuplicateKey(doc.contents)
+  if (duplicate !== undefined) throw invalid(`Map keys must be unique: duplicate key ${JSON.stringify(duplicate)}`)
+  try {
+    return doc.toJS({ maxAliasCount: 100 })
+  } catch (err) {
+    throw invalid((err as Error).message.split('\n')[0] ?? '')
+  }
+}
+
+/** Entries of every YAML mapping and sequence: all ':', ',', '-', '?' indicator tokens (scalars are skipped). */
+function yamlIndicators (text: string): number {
+  let count = 0
+  let scalarNext = false
+  for (const token of new Lexer().lex(text)) {
+    if (scalarNext) { scalarNext = false; continue }
+    if (token === '\u001f') scalarNext = true
+    else if (token === ':' || token === ',' || token === '-' || token === '?') count++
+  }
+  return count
+}
+
+function yamlDuplicateKey (root: unknown): string | undefined {
+  const stack: unknown[] = [root]
+  while (stack.length > 0) {
+    const node = stack.pop() as YamlNode | null | undefined
+    if (isMap(node)) {
+      const seen = new Set<string>()
+      for (const pair of node.items) {
+        const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key)
+        if (seen.has(key)) return key
+        seen.add(key)
+        stack.push(pair.value)
+      }
+    } else if (isSeq(node)) {
+      for (const item of node.items) stack.push(item)
+    }
+  }
+  return undefined
+}
+
+/**
+ * Whether valid JSON text has a duplicate key: every string token followed by ':' is a key, so fewer keys in the
+ * parsed value than key tokens in the text means one was repeated (JSON.parse keeps the last silently).
+ */
+function jsonHasDuplicateKey (text: string, value: unknown): boolean {
+  let tokens = 0
+  for (const match of text.matchAll(/"(?:[^"\\]|\\.)*"(\s*:)?/g)) if (match[1] !== undefined) tokens++
+  let keys = 0
+  const stack: unknown[] = [value]
+  while (stack.length > 0) {
+    const node = stack.pop()
+    if (Array.isArray(node)) {
+      for (const item of node) stack.push(item)
+    } else if (typeof node === 'object' && node !== null) {
+      for (const item of Object.values(node)) { keys++; stack.push(item) }
+    }
+  }
+  return keys !== tokens
+}
+
+function utf8Length (text: string): number {
+  let bytes = 0
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (c < 0x80) bytes += 1
+    else if (c < 0x800) bytes += 2
+    else if (c >= 0xd800 && c < 0xdc00) { bytes += 4; i++ } else bytes += 3
+  }
+  return bytes
+}
+
+/**
+ * An image reference as Docker lists it: `repo` -> `repo:latest`, the implicit `docker.io/` and `library/` prefixes
+ * dropped; a digest reference (`repo@sha256:...`) and an image id (`sha256:...`) are kept as they are.
+ */
+export function normalizeImageRef (ref: string): string {
+  if (ref.startsWith('sha256:') || ref.includes('@')) return ref
+  let name = ref
+  if (name.startsWith('docker.io/')) name = name.slice('docker.io/'.length)
+  if (name.startsWith('library/') && name.split('/').length === 2) name = name.slice('library/'.length)
+  const lastSlash = name.lastIndexOf('/')
+  return name.slice(lastSlash + 1).includes(':') ? name : `${name}:latest`
 }
 
 /** Validate an already-parsed object (e.g. a spec received over the control API). */
@@ -84,6 +195,7 @@ export function validateMissionSpec (document: unknown, filename?: string): Miss
   let command: string[] | undefined
   if (document.command !== undefined) {
     if (!Array.isArray(document.command) || document.command.length === 0) fail('command', 'must be a non-empty list of strings')
+    if ((document.command as unknown[]).length > MAX_COMMAND_ARGS) fail('command', `has ${(document.command as unknown[]).length} arguments, at most ${MAX_COMMAND_ARGS}`)
     command = (document.command as unknown[]).map((part, i) => {
       if (typeof part !== 'string') return fail(`command[${i}]`, 'must be a string')
       return part
@@ -93,6 +205,8 @@ export function validateMissionSpec (document: unknown, filename?: string): Miss
   const env: Record<string, string> = {}
   if (document.env !== undefined && document.env !== null) {
     if (!isPlainObject(document.env)) fail('env', 'must be a mapping of NAME: value')
+    const count = Object.keys(document.env as object).length
+    if (count > MAX_ENV_ENTRIES) fail('env', `has ${count} entries, at most ${MAX_ENV_ENTRIES}`)
     for (const [key, value] of Object.entries(document.env as Record<string, unknown>)) {
       if (!ENV_NAME_PATTERN.test(key)) fail(`env.${key}`, 'is not a valid environment variable name')
       if (typeof value === 'string') env[key] = value
@@ -132,6 +246,8 @@ export function validateMissionSpec (document: unknown, filename?: string): Miss
   if (command !== undefined) spec.command = command
   if (data !== undefined) spec.data = data
   if (placement !== undefined) spec.placement = placement
+  const bytes = utf8Length(JSON.stringify(spec))
+  if (bytes > MAX_MANIFEST_BYTES) fail('', `the mission spec is ${bytes} bytes as JSON, more than the limit of ${MAX_MANIFEST_BYTES}`)
   return spec
 }
 
@@ -168,6 +284,7 @@ function parsePlacement (value: unknown, fail: (field: string, problem: string) 
   }
   if (value.boards !== undefined) {
     if (!Array.isArray(value.boards) || value.boards.length === 0) fail('placement.boards', 'must be a non-empty list of board names')
+    if ((value.boards as unknown[]).length > MAX_PLACEMENT_BOARDS) fail('placement.boards', `lists ${(value.boards as unknown[]).length} boards, at most ${MAX_PLACEMENT_BOARDS}`)
     placement.boards = (value.boards as unknown[]).map((board, i) => {
       if (typeof board !== 'string' || board === '') return fail(`placement.boards[${i}]`, 'must be a non-empty string')
       return board

@@ -1,9 +1,31 @@
 // Validation of consensus messages received from the network: anything malformed yields undefined, never a throw.
-import { validateMissionSpec } from './manifest.ts'
-import type { CheckpointRef, ConsensusMessage, MissionRecord } from './types.ts'
+import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from './manifest.ts'
+import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
 
 const MAX_ID = 256
 const MAX_VIEW = 1024
+/** Longest failure reason a record carries (the machine truncates to this). */
+export const MAX_REASON = 1024
+
+/**
+ * The spec a removed record (tombstone) carries instead of the mission's: the payload is dropped, and it still
+ * validates as a spec on peers of older versions. A tombstone is never run.
+ */
+export function tombstoneSpec (name: string): MissionSpec {
+  return { name, image: 'removed', env: {}, checkpointIntervalMs: DEFAULT_CHECKPOINT_INTERVAL_MS }
+}
+
+/** Fields added after version 1 records were first persisted or announced: their defaults for older records. */
+export function withRecordDefaults (record: MissionRecord): MissionRecord {
+  const r = record as Partial<MissionRecord> & MissionRecord
+  r.started ??= false
+  r.imageCid ??= null
+  r.imageArch ??= null
+  r.restarts ??= 0
+  r.lastFailure ??= null
+  if (r.removed) r.spec = tombstoneSpec(r.mission)
+  return r
+}
 
 function obj (value: unknown): Record<string, unknown> | undefined {
   return typeof value === 'object' && value !== null && !Array.isArray(value) ? value as Record<string, unknown> : undefined
@@ -19,6 +41,13 @@ function checkpointRef (value: unknown): CheckpointRef | null | undefined {
   return { cid: c.cid, seq: c.seq, epoch: c.epoch, arch: c.arch, atMs: c.atMs }
 }
 
+function failure (value: unknown): MissionFailure | null | undefined {
+  if (value === null || value === undefined) return null
+  const f = obj(value)
+  if (f === undefined || !str(f.board) || typeof f.reason !== 'string' || f.reason.length > MAX_REASON || typeof f.at !== 'number' || !Number.isFinite(f.at)) return undefined
+  return { board: f.board, reason: f.reason, at: f.at }
+}
+
 export function validateRecord (value: unknown): MissionRecord | undefined {
   const r = obj(value)
   if (r === undefined) return undefined
@@ -28,9 +57,21 @@ export function validateRecord (value: unknown): MissionRecord | undefined {
   if (!(r.replicatedSeq === null || nat(r.replicatedSeq))) return undefined
   const checkpoint = checkpointRef(r.checkpoint)
   if (checkpoint === undefined) return undefined
+  // Fields of newer versions: absent in records of older peers.
+  if (r.started !== undefined && typeof r.started !== 'boolean') return undefined
+  if (!(r.imageCid === undefined || r.imageCid === null || str(r.imageCid))) return undefined
+  if (!(r.imageArch === undefined || r.imageArch === null || str(r.imageArch))) return undefined
+  if (r.restarts !== undefined && !nat(r.restarts)) return undefined
+  const lastFailure = failure(r.lastFailure)
+  if (lastFailure === undefined) return undefined
   let spec
-  try { spec = validateMissionSpec(r.spec) } catch { return undefined }
-  if (spec.name !== r.mission) return undefined
+  if (r.removed) {
+    // A tombstone's spec is not needed (and not kept): whatever was sent, it carries the placeholder.
+    spec = tombstoneSpec(r.mission)
+  } else {
+    try { spec = validateMissionSpec(r.spec) } catch { return undefined }
+    if (spec.name !== r.mission) return undefined
+  }
   return {
     mission: r.mission,
     deployId: r.deployId,
@@ -43,7 +84,12 @@ export function validateRecord (value: unknown): MissionRecord | undefined {
     handoffTo: r.handoffTo,
     checkpoint,
     replicatedSeq: r.replicatedSeq,
-    removed: r.removed
+    removed: r.removed,
+    started: r.started === true,
+    imageCid: (r.imageCid ?? null) as string | null,
+    imageArch: (r.imageArch ?? null) as string | null,
+    restarts: (r.restarts ?? 0) as number,
+    lastFailure
   }
 }
 

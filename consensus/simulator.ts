@@ -2,8 +2,8 @@
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
 import { ClusterMachine, type SelfInfo } from './machine.ts'
 import { cloneJson, compareCheckpoints } from './messages.ts'
-import type { MissionSpec } from './manifest.ts'
-import type { Action, CheckpointRef, ConsensusConfig, ConsensusMessage, PeerInfo, PeerState, PersistedState } from './types.ts'
+import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from './types.ts'
 
 /** mulberry32: small, fast, good enough for schedules. */
 export class Random {
@@ -25,7 +25,8 @@ export interface NetworkConditions { minDelayMs: number, maxDelayMs: number, los
 
 export interface SimOptions {
   seed: number
-  peers: Array<{ id: string, arch?: string, board?: string, canCheckpoint?: boolean }>
+  /** `images`: normalized refs in the board's Docker (default SIM_IMAGES: every image of SIM_MISSION's variants). */
+  peers: Array<{ id: string, arch?: string, board?: string, canCheckpoint?: boolean, canRun?: boolean, images?: string[] }>
   network?: Partial<NetworkConditions>
   config?: Partial<ConsensusConfig>
   heartbeatMs?: number
@@ -39,7 +40,12 @@ export interface SimOptions {
    * this range and report it `dead` + `gone`. null: kills are detected by silence only, like freezes.
    */
   exitDetectionMs?: [number, number] | null
+  /** How long a fetchImage takes (default 200-1500 ms). */
+  imageFetchMs?: [number, number]
 }
+
+/** Every image the simulated missions use, normalized: what a board holds by default. */
+export const SIM_IMAGES = ['tandem/vehicle:latest', 'tandem/vehicle:arm64', 'tandem/vehicle:x64']
 
 interface SimContainer { mission: string, epoch: number, running: boolean, token: number }
 
@@ -56,6 +62,10 @@ interface SimPeer {
   acked: Map<string, CheckpointRef>
   heldEpochs: Map<string, number>
   pendingWhilePaused: Array<() => void>
+  /** Starts and restores on this board fail with this cause (null: they succeed when the image is there). */
+  failStarts: FailureCause | null
+  /** A started container exits after this long (crash loop); null: it keeps running. */
+  crashAfterMs: number | null
 }
 
 interface QueuedEvent { at: number, order: number, run: () => void }
@@ -80,6 +90,12 @@ export class Simulation {
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
   messagesSent = 0
+  /** Per mission: times of every start/restore and of every claim message (for the back-off invariants). */
+  readonly starts = new Map<string, Array<{ at: number, peer: string }>>()
+  readonly claims = new Map<string, number[]>()
+  /** Sees every message published (tests). */
+  onPublish: ((from: string, message: ConsensusMessage) => void) | null = null
+  readonly imageFetchMs: [number, number]
   readonly #config: Partial<ConsensusConfig>
   readonly #heap: QueuedEvent[] = []
   #order = 0
@@ -100,11 +116,15 @@ export class Simulation {
     this.tickMs = options.tickMs ?? 50
     this.overlapBoundMs = options.overlapBoundMs ?? 500
     this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
+    this.imageFetchMs = options.imageFetchMs ?? [200, 1500]
     for (const p of options.peers) {
-      const info: SelfInfo = { peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canCheckpoint: p.canCheckpoint ?? true }
+      const info: SelfInfo = {
+        peerId: p.id, arch: p.arch ?? 'arm64', board: p.board ?? 'rpi4', memoryMb: 4096, canRun: p.canRun ?? true,
+        canCheckpoint: p.canCheckpoint ?? true, images: [...(p.images ?? SIM_IMAGES)], fetchingImages: []
+      }
       this.peers.set(p.id, {
         info, powered: false, paused: false, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
-        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: []
+        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, crashAfterMs: null
       })
     }
     for (const id of this.peers.keys()) this.#boot(id)
@@ -188,6 +208,40 @@ export class Simulation {
 
   connected (a: string, b: string): boolean { return (this.#groups.get(a) ?? 0) === (this.#groups.get(b) ?? 0) }
 
+  /** The board's Docker loses (or gains) an image; the arrays are replaced, never mutated (detectors copy them). */
+  removeImage (id: string, image: string): void {
+    const info = this.#peer(id).info
+    info.images = info.images.filter(i => i !== image)
+    this.#note(`${id}: image ${image} removed`)
+  }
+
+  addImage (id: string, image: string): void {
+    const info = this.#peer(id).info
+    if (!info.images.includes(image)) info.images = [...info.images, image]
+    info.fetchingImages = info.fetchingImages.filter(i => i !== image)
+    this.#note(`${id}: image ${image} present`)
+  }
+
+  /** Starts and restores on the board fail with `cause` (null: they work again). */
+  failStarts (id: string, cause: FailureCause | null): void {
+    this.#peer(id).failStarts = cause
+    this.#note(`${id}: starts ${cause === null ? 'work' : `fail (${cause})`}`)
+  }
+
+  /** Containers on the board exit `ms` after they start (null: they keep running). */
+  crashAfter (id: string, ms: number | null): void {
+    this.#peer(id).crashAfterMs = ms
+    this.#note(`${id}: containers ${ms === null ? 'keep running' : `exit after ${ms} ms`}`)
+  }
+
+  /** Starts and restores of `mission` in [from, to). */
+  startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(s => s.at >= from && s.at < to).length }
+  claimsBetween (mission: string, from: number, to = Infinity): number { return (this.claims.get(mission) ?? []).filter(t => t >= from && t < to).length }
+
+  view (id: string, mission: string): ReturnType<ClusterMachine['view']>[number] | undefined {
+    return this.#peer(id).machine?.view(this.now).find(v => v.name === mission)
+  }
+
   deploy (from: string, spec: MissionSpec): void { this.#input(from, m => m.local(this.now, { type: 'deploy', spec })) }
   remove (from: string, mission: string): void { this.#input(from, m => m.local(this.now, { type: 'remove', mission })) }
   move (from: string, mission: string, to: string): void { this.#input(from, m => m.local(this.now, { type: 'move', mission, to })) }
@@ -223,7 +277,7 @@ export class Simulation {
 
   containerEpoch (id: string, mission: string): number | undefined { return this.#peer(id).containers.get(mission)?.epoch }
   held (id: string, mission: string): CheckpointRef | null {
-    return this.#peer(id).machine?.view().find(v => v.name === mission)?.held ?? null
+    return this.view(id, mission)?.held ?? null
   }
 
   /** The mission runs on exactly one peer, which is primary of the highest epoch, and its backup is synced. */
@@ -231,10 +285,10 @@ export class Simulation {
     const running = this.runningOn(mission)
     if (running.length !== 1) return false
     const primary = running[0]!
-    const view = this.#peer(primary).machine?.view().find(v => v.name === mission)
+    const view = this.view(primary, mission)
     if (view === undefined || view.primary !== primary || view.state !== 'running') return false
     for (const peer of this.peers.values()) {
-      const other = peer.machine?.view().find(v => v.name === mission)
+      const other = peer.machine === null ? undefined : this.view(peer.info.peerId, mission)
       if (other !== undefined && other.epoch > view.epoch) return false
     }
     if (!requireBackup) return true
@@ -250,6 +304,7 @@ export class Simulation {
     peer.powered = true
     peer.paused = false
     peer.detector.clear()
+    peer.info.fetchingImages = []
     peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted })
     this.#checkEpochs(peer, peer.persisted)
     this.#apply(peer)
@@ -294,13 +349,15 @@ export class Simulation {
 
   #broadcast (from: string, message: ConsensusMessage | null): void {
     const sender = this.#peer(from)
+    // Serialized once; each delivery parses its own copy (what a trip through the network does).
+    const text = message === null ? null : JSON.stringify(message)
     for (const [to, peer] of this.peers) {
       if (to === from) continue
       const copies = this.rng.chance(this.network.duplication) ? 2 : 1
       for (let i = 0; i < copies; i++) {
         if (this.rng.chance(this.network.loss) || !this.connected(from, to)) continue
         this.messagesSent++
-        const payload = message === null ? null : cloneJson(message)
+        const payload = text === null ? null : JSON.parse(text) as ConsensusMessage
         this.#schedule(this.rng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
           if (!peer.powered || !this.connected(from, to)) return
           const deliver = (): void => {
@@ -315,7 +372,11 @@ export class Simulation {
               } else {
                 entry.lastHeard = this.now
                 entry.gone = false
-                if (entry.state !== 'alive') { entry.state = 'alive'; machine.peerChanged(this.now, info) }
+                // Heartbeats carry the board's capabilities and images (arrays are replaced on change, never mutated).
+                const changed = entry.info.images !== info.images || entry.info.fetchingImages !== info.fetchingImages ||
+                  entry.info.canRun !== info.canRun || entry.info.canCheckpoint !== info.canCheckpoint
+                if (changed) entry.info = info
+                if (entry.state !== 'alive' || changed) { entry.state = 'alive'; machine.peerChanged(this.now, info) }
               }
             } else {
               machine.receive(this.now, from, payload)
@@ -351,14 +412,25 @@ export class Simulation {
         if (action.message.type === 'announce' && action.message.record.primary === id) {
           this.#epochViews.set(`${action.message.record.mission}@${action.message.record.epoch}`, action.message.record.view.length)
         }
+        if (action.message.type === 'claim') {
+          const list = this.claims.get(action.message.mission) ?? []
+          list.push(this.now)
+          this.claims.set(action.message.mission, list)
+        }
         if (action.message.type === 'ack') {
           const m = action.message
-          const ref = this.#peer(id).machine?.view().find(v => v.name === m.mission)?.held
+          const view = this.view(id, m.mission)
+          const ref = view?.held
+          const image = view === undefined ? undefined : imageFor(view.spec, peer.info.arch)
+          if (image === undefined || !peer.info.images.includes(normalizeImageRef(image))) {
+            this.#violate(`${id} acknowledged ${m.mission} #${m.checkpointEpoch}.${m.seq} without the image ${image ?? '-'}: it could not restore it`)
+          }
           if (ref != null) {
             const prev = peer.acked.get(m.mission)
             if (compareCheckpoints(ref, prev ?? null) > 0) peer.acked.set(m.mission, ref)
           }
         }
+        this.onPublish?.(id, action.message)
         this.#broadcast(id, action.message)
         break
       case 'startFresh':
@@ -370,21 +442,80 @@ export class Simulation {
             this.#violate(`${id} restores ${action.mission} #${action.checkpoint.epoch}.${action.checkpoint.seq} older than acknowledged #${acked?.epoch}.${acked?.seq}`)
           }
         }
+        const list = this.starts.get(action.mission) ?? []
+        list.push({ at: this.now, peer: id })
+        this.starts.set(action.mission, list)
         const token = ++this.#token
         const container: SimContainer = { mission: action.mission, epoch: action.epoch, running: false, token }
         peer.containers.set(action.mission, container)
-        const cidOk = action.type === 'startFresh' || peer.heldCids.has(action.checkpoint.cid)
+        const image = imageFor(action.spec, peer.info.arch)
+        const failure: [string, FailureCause] | null = !peer.info.canRun
+          ? ['Docker does not answer', 'docker']
+          : image === undefined || !peer.info.images.includes(normalizeImageRef(image))
+            ? [`No such image: ${image ?? '-'}`, 'image-missing']
+            : peer.failStarts !== null
+              ? ['simulated failure', peer.failStarts]
+              : action.type === 'restore' && !peer.heldCids.has(action.checkpoint.cid) ? ['checkpoint not held', 'criu'] : null
         const machine = peer.machine
         this.#schedule(this.rng.int(80, 300), () => {
           if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return
           this.#input(id, m => {
             if (peer.containers.get(action.mission)?.token !== token) return
-            if (cidOk) {
+            if (failure === null) {
               container.running = true
               m.local(this.now, { type: 'containerStarted', mission: action.mission, epoch: action.epoch })
+              const crashAfter = peer.crashAfterMs
+              if (crashAfter !== null) {
+                this.#schedule(crashAfter, () => {
+                  if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token || peer.crashAfterMs === null) return
+                  this.#input(id, m2 => {
+                    const c = peer.containers.get(action.mission)
+                    if (c?.token !== token) return
+                    peer.containers.delete(action.mission)
+                    m2.local(this.now, { type: 'containerExited', mission: action.mission, epoch: c.epoch, reason: 'exit code 1' })
+                  })
+                })
+              }
             } else {
               peer.containers.delete(action.mission)
-              m.local(this.now, { type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'checkpoint not held' })
+              const [error, cause] = failure
+              m.local(this.now, { type: action.type === 'restore' ? 'restoreFailed' : 'startFailed', mission: action.mission, epoch: action.epoch, error, cause })
+            }
+          })
+        })
+        break
+      }
+      case 'storeImage': {
+        const machine = peer.machine
+        this.#schedule(this.rng.int(100, 800), () => {
+          if (peer.machine !== machine) return
+          this.#input(id, m => {
+            if (peer.info.images.includes(action.image)) {
+              m.local(this.now, { type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: `img:${action.image}@${peer.info.arch}` })
+            } else {
+              m.local(this.now, { type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: 'image no longer present' })
+            }
+          })
+        })
+        break
+      }
+      case 'fetchImage': {
+        const machine = peer.machine
+        const image = action.image
+        if (!peer.info.fetchingImages.includes(image)) peer.info.fetchingImages = [...peer.info.fetchingImages, image]
+        this.#schedule(this.rng.int(...this.imageFetchMs), () => {
+          if (peer.machine !== machine) return
+          // Any reachable board of the same architecture that holds the image serves it (IPFS: not only `providers`).
+          const source = [...this.peers.values()].find(o => o !== peer && o.powered && !o.paused && this.connected(o.info.peerId, id) &&
+            o.info.arch === peer.info.arch && o.info.images.includes(image))
+          this.#input(id, m => {
+            peer.info.fetchingImages = peer.info.fetchingImages.filter(i => i !== image)
+            if (source !== undefined) {
+              if (!peer.info.images.includes(image)) peer.info.images = [...peer.info.images, image]
+              this.#note(`${id}: image ${image} fetched from ${source.info.peerId}`)
+              m.tick(this.now)
+            } else {
+              m.local(this.now, { type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: 'no reachable provider' })
             }
           })
         })
@@ -569,61 +700,154 @@ export interface ScheduleResult {
   maxOverlapMs: number
   messages: number
   recoveredInMs: number | null
+  /** How the schedule ended: settled after the faults, blocked (the image on no board), or a crash loop on all boards. */
+  ending: 'settle' | 'blocked' | 'crash-loop'
+  /** Claims in the quiet window after settling (a mission whose situation does not change claims no new epochs). */
+  quietClaims: number
+  /** Starts in the 30 s crash-loop window. */
+  crashLoopStarts: number
 }
 
 export const SIM_MISSION: MissionSpec = { name: 'vehicle', image: 'tandem/vehicle', env: {}, data: '/data', checkpointIntervalMs: 500 }
 
+/** Quiet window after a schedule settled: nothing changes, so no epoch may be claimed. */
+const QUIET_MS = 3000
+const CRASH_LOOP_MS = 30_000
+/** At most this many starts of a mission that crash-loops on every board in CRASH_LOOP_MS (the back-off). */
+export const CRASH_LOOP_MAX_STARTS = 8
+
 /**
  * One random schedule: a swarm of 2-5 boards runs a mission through ~15 s of random kills, restarts, pauses,
- * partitions and message loss/delay/duplication; then faults stop and the mission must settle within `recoveryMs`.
+ * partitions, message loss/delay/duplication, image removals and arrivals, failing starts and crash loops; some boards
+ * lack the image from the start. Then faults stop and one of three endings is checked:
+ * - settle (most): the mission must settle within `recoveryMs` (plus the longest back-off when starts failed), then
+ *   claim no epoch in a quiet window;
+ * - blocked: every board loses the image and restarts: no claim, no start, `blocked` everywhere;
+ * - crash loop: every container exits 300 ms after it starts: at most CRASH_LOOP_MAX_STARTS starts in 30 s.
  */
 export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult {
   const rng = new Random(seed ^ 0x9e3779b9)
   const count = rng.pick([2, 3, 3, 4, 5])
   const ids = Array.from({ length: count }, (_, i) => `p${i + 1}`)
   const mixedArch = rng.chance(0.25)
-  const sim = new Simulation({ seed, peers: ids.map((id, i) => ({ id, arch: mixedArch && i === count - 1 ? 'x64' : 'arm64' })) })
+  const archOf = (i: number): string => mixedArch && i === count - 1 ? 'x64' : 'arm64'
   const spec: MissionSpec = {
     ...SIM_MISSION,
     image: mixedArch ? { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } : SIM_MISSION.image,
     checkpointIntervalMs: rng.pick([200, 500, 1000])
   }
+  const imageOf = (arch: string): string => normalizeImageRef(imageFor(spec, arch)!)
+  // Some boards lack the image; the first always has it.
+  const sim = new Simulation({
+    seed,
+    peers: ids.map((id, i) => ({ id, arch: archOf(i), images: i === 0 || rng.chance(0.7) ? [imageOf(archOf(i))] : [] }))
+  })
   sim.runFor(rng.int(300, 1500))
   sim.deploy(rng.pick(ids), spec)
   const faultUntil = sim.now + rng.int(5000, 15_000)
+  let failures = false
   while (sim.now < faultUntil) {
     sim.runFor(rng.int(200, 2500))
     const down = ids.filter(id => !sim.peers.get(id)!.powered)
     const up = ids.filter(id => sim.peers.get(id)!.powered)
     const roll = rng.next()
-    if (roll < 0.22 && up.length > 0) sim.kill(rng.pick(up))
-    else if (roll < 0.42 && down.length > 0) sim.restart(rng.pick(down))
-    else if (roll < 0.54 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
-    else if (roll < 0.68) {
+    if (roll < 0.2 && up.length > 0) sim.kill(rng.pick(up))
+    else if (roll < 0.38 && down.length > 0) sim.restart(rng.pick(down))
+    else if (roll < 0.48 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
+    else if (roll < 0.6) {
       const shuffled = [...ids].sort(() => rng.next() - 0.5)
       const cut = rng.int(1, ids.length - 1)
       sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
-    } else if (roll < 0.8) sim.heal()
-    else {
+    } else if (roll < 0.7) sim.heal()
+    else if (roll < 0.8) {
       sim.network = {
         minDelayMs: 1,
         maxDelayMs: rng.pick([5, 20, 100, 300]),
         loss: rng.pick([0, 0.05, 0.2]),
         duplication: rng.pick([0, 0.1, 0.3])
       }
+    } else if (roll < 0.84) {
+      const id = rng.pick(ids)
+      sim.removeImage(id, imageOf(sim.peers.get(id)!.info.arch))
+    } else if (roll < 0.87) {
+      const id = rng.pick(ids)
+      sim.addImage(id, imageOf(sim.peers.get(id)!.info.arch))
+    } else if (roll < 0.91) {
+      sim.failStarts(rng.pick(ids), rng.pick(['image-missing', 'criu', 'docker', 'other'] as const))
+      failures = true
+    } else if (roll < 0.95) {
+      sim.crashAfter(rng.pick(ids), rng.int(100, 3000))
+      failures = true
+    } else {
+      const id = rng.pick(ids)
+      sim.failStarts(id, null)
+      sim.crashAfter(id, null)
     }
   }
   sim.heal()
   sim.network = { ...DEFAULT_NETWORK }
+  for (const id of ids) { sim.failStarts(id, null); sim.crashAfter(id, null) }
+  const endRoll = rng.next()
+  const ending: ScheduleResult['ending'] = endRoll < 0.06 ? 'blocked' : endRoll < 0.11 ? 'crash-loop' : 'settle'
+  const result = (recoveredInMs: number | null, quietClaims = 0, crashLoopStarts = 0): ScheduleResult => ({
+    seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent,
+    recoveredInMs, ending, quietClaims, crashLoopStarts
+  })
+
+  if (ending === 'blocked') {
+    for (const id of ids) {
+      sim.kill(id)
+      const info = sim.peers.get(id)!.info
+      sim.removeImage(id, imageOf(info.arch))
+    }
+    sim.runFor(100)
+    for (const id of ids) sim.restart(id)
+    const from = sim.now
+    sim.runFor(QUIET_MS)
+    const claims = sim.claimsBetween(spec.name, from)
+    const starts = sim.startsBetween(spec.name, from)
+    if (claims > 0 || starts > 0) sim.violations.push(`t=${sim.now}: image on no board, yet ${claims} claims and ${starts} starts in ${QUIET_MS} ms`)
+    for (const id of ids) {
+      const v = sim.view(id, spec.name)
+      if (v !== undefined && v.state !== 'blocked') sim.violations.push(`t=${sim.now}: ${id} shows ${v.state}, not blocked, with the image on no board`)
+    }
+    return result(null, claims)
+  }
+
+  // The image is back on at least one board of the first board's architecture, so the mission can run.
+  // (and on a second board, so a backup is possible: a board of another architecture cannot fetch the stored one).
+  const holders = ids.filter(id => sim.peers.get(id)!.info.images.includes(imageOf(sim.peers.get(id)!.info.arch)))
+  if (!holders.includes('p1')) sim.addImage('p1', imageOf('arm64'))
+  if (holders.filter(id => id !== 'p1').length === 0) sim.addImage('p2', imageOf(sim.peers.get('p2')!.info.arch))
   for (const id of ids) { sim.restart(id); sim.resume(id) }
+
+  if (ending === 'crash-loop') {
+    for (const id of ids) sim.crashAfter(id, 300)
+    const from = sim.now
+    sim.runFor(CRASH_LOOP_MS)
+    const starts = sim.startsBetween(spec.name, from)
+    if (starts > CRASH_LOOP_MAX_STARTS) sim.violations.push(`t=${sim.now}: crash loop on every board: ${starts} starts in ${CRASH_LOOP_MS} ms (at most ${CRASH_LOOP_MAX_STARTS})`)
+    return result(null, 0, starts)
+  }
+
+  // Back-offs after failed starts may delay the recovery by up to their longest wait.
+  const bound = recoveryMs + (failures ? DEFAULT_CONSENSUS_CONFIG.restartBackoffMaxMs : 0)
   const start = sim.now
-  const settled = sim.runUntil(() => sim.settled(spec.name, true), recoveryMs)
+  const settled = sim.runUntil(() => sim.settled(spec.name, true), bound)
   const recoveredInMs = settled ? sim.now - start : null
   if (!settled) {
     const running = sim.runningOn(spec.name)
-    sim.violations.push(`t=${sim.now}: liveness: not settled ${recoveryMs} ms after faults stopped (running on: ${running.join(',') || 'none'})`)
+    sim.violations.push(`t=${sim.now}: liveness: not settled ${bound} ms after faults stopped (running on: ${running.join(',') || 'none'})`)
+    return result(null)
   }
-  return { seed, peers: count, violations: sim.violations, log: sim.log, maxOverlapMs: sim.maxOverlapMs, messages: sim.messagesSent, recoveredInMs }
+  // Settling may still leave a reconfiguration (the view grows by one member per epoch, a backup is replaced): let it
+  // finish, then nothing changes and nothing may be claimed.
+  sim.runFor(2000)
+  const from = sim.now
+  sim.runFor(QUIET_MS)
+  const claims = sim.claimsBetween(spec.name, from)
+  if (claims > 0) sim.violations.push(`t=${sim.now}: ${claims} claims in a quiet window of ${QUIET_MS} ms after settling`)
+  return result(recoveredInMs, claims)
 }
 
 export interface FailoverSample { seed: number, peers: number, killToRunningMs: number | null }

@@ -10,7 +10,14 @@ export interface PeerInfo {
   arch: string
   board: string
   memoryMb: number
+  /** Docker answers on that board (it can run containers). */
+  canRun: boolean
+  /** Docker and CRIU: it can take and restore checkpoints. */
   canCheckpoint: boolean
+  /** Image refs present in that board's Docker, normalized by normalizeImageRef (`repo` -> `repo:latest`). */
+  images: string[]
+  /** Normalized image refs that board is fetching now (from the swarm's IPFS). */
+  fetchingImages: string[]
   /**
    * With state `dead` only: the detector proved the peer's process exited (a redial was refused: nothing listens on
    * its port) and it cannot resume; its containers died with it (the daemon's watchdog). A frozen or partitioned peer
@@ -62,6 +69,13 @@ export interface ConsensusConfig {
   checkpointSlackMs: number
   /** A restore/start without containerStarted is considered failed after this long. */
   startTimeoutMs: number
+  /** First back-off after a failed start or a crash; doubles per consecutive failure up to restartBackoffMaxMs. */
+  restartBackoffMs: number
+  restartBackoffMaxMs: number
+  /** A container that ran this long before it failed counts as a first failure again (back-off and restarts reset). */
+  restartResetMs: number
+  /** A storeImage/fetchImage without an answer is given up (and retried with back-off) after this long. */
+  imageTimeoutMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -76,7 +90,11 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   fetchRetryMs: 2000,
   checkpointTimeoutMs: 10_000,
   checkpointSlackMs: 60,
-  startTimeoutMs: 30_000
+  startTimeoutMs: 30_000,
+  restartBackoffMs: 1000,
+  restartBackoffMaxMs: 60_000,
+  restartResetMs: 5 * 60_000,
+  imageTimeoutMs: 10 * 60_000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */
@@ -90,9 +108,23 @@ export interface CheckpointRef {
   atMs: number
 }
 
+/** The newest failed start, restore or crash of a mission. */
+export interface MissionFailure {
+  /** Peer id of the board it failed on. */
+  board: string
+  reason: string
+  /** That board's clock (for display only: back-off waits are timed by each peer's own receive time). */
+  at: number
+}
+
+/** Why a start or restore failed, as the daemon classifies it. */
+export type FailureCause = 'image-missing' | 'criu' | 'docker' | 'other'
+
 /**
  * What one epoch of a mission is. Written once by the epoch's primary (view, primary, backup never change within
- * an epoch: any change is a new epoch); checkpoint, replicatedSeq, released and handoffTo only move forward.
+ * an epoch: any change is a new epoch); checkpoint, replicatedSeq, released, handoffTo, started and imageCid only move
+ * forward; restarts and lastFailure are written by the primary together with the release after a failure (and copied
+ * into the next epoch's record). A removed record (tombstone) carries a placeholder spec (tombstoneSpec).
  */
 export interface MissionRecord {
   mission: string
@@ -113,6 +145,14 @@ export interface MissionRecord {
   /** Newest checkpoint seq the backup acknowledged (of `checkpoint.epoch` lineage). */
   replicatedSeq: number | null
   removed: boolean
+  /** The epoch's primary reported its container running (under this epoch). */
+  started: boolean
+  /** CID of the image (for imageArch) a primary stored in the swarm's IPFS; kept across epochs of the same arch. */
+  imageCid: string | null
+  imageArch: string | null
+  /** Consecutive failed starts/restores/crashes (a failure after restartResetMs of running counts as 1 again). */
+  restarts: number
+  lastFailure: MissionFailure | null
 }
 
 /** The sender's election state, carried by every announce. */
@@ -143,12 +183,19 @@ export type LocalEvent =
   | { type: 'remove', mission: string }
   | { type: 'move', mission: string, to: string }
   | { type: 'containerStarted', mission: string, epoch: number }
+  /** The container exited without being asked to (the machine knows how long it ran). */
   | { type: 'containerExited', mission: string, epoch: number, reason: string }
-  | { type: 'restoreFailed', mission: string, epoch: number, error: string }
+  /** A `restore` failed; `startFailed` answers a `startFresh` (a cold start). */
+  | { type: 'restoreFailed', mission: string, epoch: number, error: string, cause: FailureCause }
+  | { type: 'startFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'checkpointTaken', mission: string, epoch: number, seq: number, cid: string }
   | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string }
   | { type: 'checkpointFetched', mission: string, cid: string, seq: number }
   | { type: 'fetchFailed', mission: string, cid: string, error: string }
+  | { type: 'imageStored', mission: string, epoch: number, cid: string }
+  | { type: 'imageStoreFailed', mission: string, epoch: number, error: string }
+  /** A fetchImage failed; success is reported by adding the image to SelfInfo.images. */
+  | { type: 'imageFetchFailed', mission: string, cid: string, error: string }
 
 export type Action =
   /** Write this state durably before applying any later action. */
@@ -163,6 +210,13 @@ export type Action =
   /** Checkpoint the running container; `stop` for the final checkpoint of a planned migration. */
   | { type: 'checkpoint', mission: string, epoch: number, seq: number, stop: boolean }
   | { type: 'fetchCheckpoint', mission: string, checkpoint: CheckpointRef }
+  /** Primary, container running: store the image (normalized ref for this board's arch) in the swarm's IPFS. */
+  | { type: 'storeImage', mission: string, epoch: number, image: string }
+  /**
+   * Load the image (normalized ref) from the swarm's IPFS into this board's Docker; `providers` hold it (peer ids).
+   * Answered by adding it to SelfInfo.images (and fetchingImages meanwhile) or by imageFetchFailed.
+   */
+  | { type: 'fetchImage', mission: string, image: string, cid: string, providers: string[] }
   | { type: 'stopContainer', mission: string, reason: string }
   /** The mission was removed: delete its checkpoints and data. */
   | { type: 'forget', mission: string }
@@ -184,7 +238,23 @@ export interface PersistedState {
   missions: Record<string, PersistedMission>
 }
 
-export type MissionState = 'pending' | 'electing' | 'starting' | 'running' | 'stopped' | 'removed'
+/**
+ * pending: deployed, nothing claimed yet; electing: a new epoch is being claimed; starting: its primary starts it;
+ * running: the primary reported it running under the current epoch; backoff: waiting after failures before the next
+ * start; blocked: no live board can run it (`reason` says why); stopped: not running and no election under way.
+ */
+export type MissionState = 'pending' | 'electing' | 'starting' | 'running' | 'backoff' | 'blocked' | 'stopped' | 'removed'
+
+/** Whether a failover now would restore a checkpoint, and what is missing if not. */
+export interface MissionProtection {
+  backup: string | null
+  /** The backup holds the image for its architecture. */
+  image: boolean
+  /** replicatedSeq of the current checkpoint lineage. */
+  checkpointSeq: number | null
+  /** What is missing while not protected; null when protected. */
+  reason: string | null
+}
 
 /** A mission as this peer sees it: the fields of its current record, plus this peer's own standing. */
 export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq'> {
@@ -197,4 +267,11 @@ export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | '
   replicationLagMs: number | null
   /** Primary: how often checkpoints start now (the interval less the replication lag, at least half of it), ms. */
   checkpointPeriodMs: number | null
+  /** For blocked and backoff: why, and what is missing or when the next start comes; else null. */
+  reason: string | null
+  restarts: number
+  lastFailure: MissionFailure | null
+  /** If the primary's board died now, its backup would restore a checkpoint. */
+  protected: boolean
+  protection: MissionProtection
 }

@@ -1,6 +1,8 @@
 import t from 'tap'
 import { readFileSync } from 'node:fs'
-import { ManifestError, parseManifest, imageFor, DEFAULT_CHECKPOINT_INTERVAL_MS } from '../consensus/manifest.ts'
+import {
+  ManifestError, parseManifest, imageFor, normalizeImageRef, DEFAULT_CHECKPOINT_INTERVAL_MS, MAX_MANIFEST_BYTES, MAX_ENV_ENTRIES, MAX_COMMAND_ARGS
+} from '../consensus/manifest.ts'
 
 function errorOf (text: string): ManifestError {
   try {
@@ -97,4 +99,74 @@ t.test('not a manifest at all', async t => {
   t.match(errorOf('- a\n- b\n').message, /must be a mapping/)
   t.match(errorOf('').message, /must be a mapping/)
   t.match(errorOf('name: a\nname: b\nimage: x\n').message, /not valid YAML/)
+})
+
+t.test('size limits: text and canonical JSON at most MAX_MANIFEST_BYTES, env and command entries counted', async t => {
+  t.equal(MAX_MANIFEST_BYTES, 64 * 1024)
+  const big = base + `env: { A: "${'x'.repeat(MAX_MANIFEST_BYTES)}" }\n`
+  t.match(errorOf(big).message, new RegExp(`m.yaml: is ${big.length} bytes, more than the limit of ${MAX_MANIFEST_BYTES}`))
+  // Under the text limit as YAML, over it as JSON (escapes double in JSON).
+  const escaped = base + `env: { A: '${'"'.repeat(40_000)}' }\n`
+  t.match(errorOf(escaped).message, /the mission spec is \d+ bytes as JSON, more than the limit of 65536/)
+  const env = Array.from({ length: MAX_ENV_ENTRIES + 1 }, (_, i) => `  E${i}: v`).join('\n')
+  const tooMany = errorOf(base + `env:\n${env}\n`)
+  t.equal(tooMany.field, 'env')
+  t.match(tooMany.message, /has 1025 entries, at most 1024/)
+  const args = JSON.stringify(Array.from({ length: MAX_COMMAND_ARGS + 1 }, () => 'a'))
+  t.match(errorOf(base + `command: ${args}\n`).message, /command: has 257 arguments, at most 256/)
+  t.equal(parseManifest(base + `command: ${JSON.stringify(Array.from({ length: MAX_COMMAND_ARGS }, () => 'a'))}\n`).command?.length, MAX_COMMAND_ARGS)
+})
+
+t.test('duplicate keys are refused in YAML and JSON, nested too, and named', async t => {
+  t.match(errorOf(base + 'env: { A: 1, B: 2, A: 3 }\n').message, /not valid YAML or JSON: .*duplicate key "A"/)
+  t.match(errorOf('{"name": "v", "image": "x", "env": {"A": "1", "A": "2"}}').message, /duplicate key "A"/)
+  t.match(errorOf('{"name": "v", "name": "w", "image": "x"}').message, /duplicate key "name"/)
+  t.same(parseManifest('{"name": "v", "image": "x", "env": {"name": "1", "image": "2"}}').env, { name: '1', image: '2' }, 'the same key in two maps is fine')
+  t.equal(parseManifest('{name: v, image: x}').name, 'v', 'a YAML flow mapping that is not JSON')
+})
+
+t.test('parsing a 64 KiB worst case (thousands of keys, duplicate-key check) is fast', async t => {
+  // Many short keys: the duplicate check must be linear (the yaml package's is quadratic: 0.45 MB / 40k keys took 71 s).
+  const cases: Array<[string, string]> = []
+  let yaml = base + 'env:\n'
+  for (let i = 0; yaml.length < MAX_MANIFEST_BYTES - 16; i++) yaml += `  A${i.toString(36)}: 1\n`
+  cases.push(['YAML block mapping', yaml])
+  let flow = '{name: v, image: x, env: {'
+  for (let i = 0; flow.length < MAX_MANIFEST_BYTES - 16; i++) flow += `A${i.toString(36)}: 1,`
+  cases.push(['YAML flow mapping', flow + '}}'])
+  const entries: string[] = []
+  for (let i = 0; entries.join(',').length < MAX_MANIFEST_BYTES - 64; i++) entries.push(`"A${i.toString(36)}":"1"`)
+  cases.push(['JSON', `{"name":"v","image":"x","env":{${entries.join(',')}}}`])
+  // The largest accepted spec: every list and map at its limit, in flow style (two indicators per entry).
+  const env = Array.from({ length: MAX_ENV_ENTRIES }, (_, i) => `E${i}: "${'v'.repeat(20)}"`).join(', ')
+  const command = Array.from({ length: MAX_COMMAND_ARGS }, (_, i) => `a${i}`).join(', ')
+  const boards = Array.from({ length: 64 }, (_, i) => `b${i}`).join(', ')
+  const largest = `name: v\nimage: { x64: a, arm64: b, arm: c, ia32: d }\ncommand: [${command}]\nenv: {${env}}\nplacement: { boards: [${boards}], architectures: [x64, arm64, arm, ia32], minMemoryMb: 1 }\n`
+  t.equal(Object.keys(parseManifest(largest).env).length, MAX_ENV_ENTRIES, 'the largest accepted manifest parses')
+  cases.push(['largest accepted YAML', largest])
+  t.match(errorOf(yaml).message, /YAML entries, more than a mission spec can have/)
+  for (const [label, text] of cases) {
+    t.ok(text.length <= MAX_MANIFEST_BYTES)
+    const times: number[] = []
+    for (let run = 0; run < 5; run++) {
+      const started = performance.now()
+      try { parseManifest(text) } catch (err) { if (!(err instanceof ManifestError)) throw err }
+      times.push(performance.now() - started)
+    }
+    const best = Math.min(...times)
+    t.ok(best < 50, `${label}, ${text.length} bytes: ${best.toFixed(1)} ms (first run ${times[0]!.toFixed(1)} ms)`)
+  }
+})
+
+t.test('normalizeImageRef: as Docker lists images', async t => {
+  t.equal(normalizeImageRef('tandem/vehicle'), 'tandem/vehicle:latest')
+  t.equal(normalizeImageRef('tandem/vehicle:1'), 'tandem/vehicle:1')
+  t.equal(normalizeImageRef('busybox'), 'busybox:latest')
+  t.equal(normalizeImageRef('docker.io/library/busybox:1.36'), 'busybox:1.36')
+  t.equal(normalizeImageRef('docker.io/bars/x'), 'bars/x:latest')
+  t.equal(normalizeImageRef('registry:5000/bars/x'), 'registry:5000/bars/x:latest')
+  t.equal(normalizeImageRef('registry:5000/bars/x:2'), 'registry:5000/bars/x:2')
+  const id = `sha256:${'a'.repeat(64)}`
+  t.equal(normalizeImageRef(id), id)
+  t.equal(normalizeImageRef(`bars/x@${id}`), `bars/x@${id}`)
 })

@@ -1,0 +1,366 @@
+// Placement by Docker and image, restart back-off, blocked missions, protection, status and tombstones: scenario tests
+// in the deterministic simulator (simulated time).
+import t from 'tap'
+import { Simulation, SIM_MISSION, SIM_IMAGES } from '../consensus/simulator.ts'
+import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
+import { validateMessage, validateRecord } from '../consensus/messages.ts'
+import { MAX_COMMAND_ARGS, MAX_ENV_ENTRIES, MAX_MANIFEST_BYTES, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
+import type { ConsensusMessage, MissionRecord, PersistedState } from '../consensus/types.ts'
+
+const mission = SIM_MISSION.name
+const IMAGE = 'tandem/vehicle:latest'
+
+function logged (sim: Simulation, pattern: RegExp): boolean { return sim.log.some(line => pattern.test(line)) }
+
+function selfInfo (peerId: string, images = SIM_IMAGES): SelfInfo {
+  return { peerId, arch: 'arm64', board: 'rpi4', memoryMb: 1024, canRun: true, canCheckpoint: true, images: [...images], fetchingImages: [] }
+}
+
+t.test('image on one board only: it is primary, stores the image, the backup fetches it and is protected once it holds it', async t => {
+  const sim = new Simulation({
+    seed: 31, imageFetchMs: [3000, 3000],
+    peers: [{ id: 'a', images: [] }, { id: 'b', images: [IMAGE] }, { id: 'c', images: [] }]
+  })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view('b', mission)?.state === 'running', 5000), 'the board with the image runs it')
+  t.same(sim.runningOn(mission), ['b'])
+  t.equal(sim.startsBetween(mission, 0), 1, 'one start, no failed attempt elsewhere')
+  t.ok(sim.runUntil(() => { const v = sim.view('b', mission)!; return v.backup !== null && v.protection.reason?.startsWith('backup fetching image') === true }, 5000),
+    'a backup is chosen among the boards fetching the image')
+  const v = sim.view('b', mission)!
+  t.equal(v.protection.reason, `backup fetching image ${IMAGE}`)
+  t.equal(v.protected, false)
+  t.equal(v.protection.image, false)
+  const backup = v.backup!
+  t.ok(logged(sim, /\[vehicle\] image tandem\/vehicle:latest stored in the swarm/), 'the primary stored the image')
+  t.ok(logged(sim, new RegExp(`${backup} \\[vehicle\\] fetching image tandem/vehicle:latest from the swarm \\((backup|next candidate)\\)`)), 'the backup fetches it')
+  sim.runFor(500)
+  t.ok(sim.held(backup, mission) !== null, 'the backup fetches checkpoints meanwhile')
+  t.equal(sim.view('b', mission)!.replicatedSeq, null, 'but does not acknowledge them: it could not restore them')
+  t.ok(sim.runUntil(() => sim.view('b', mission)!.protected, 5000), 'protected once the backup holds the image')
+  const after = sim.view('b', mission)!
+  t.same(after.protection, { backup, image: true, checkpointSeq: after.replicatedSeq, reason: null })
+  t.ok(after.replicatedSeq !== null)
+  sim.kill('b')
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the backup takes over')
+  t.ok(logged(sim, new RegExp(`${sim.runningOn(mission)[0]} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`)), 'and restores')
+  t.same(sim.violations, [])
+})
+
+t.test('image on no live board: blocked with the reason, no claim in 20 s; runs once a board has it', async t => {
+  const sim = new Simulation({ seed: 32, peers: ['a', 'b', 'c'].map(id => ({ id, images: [] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  const from = sim.now
+  sim.runFor(20_000)
+  t.equal(sim.claimsBetween(mission, from), 0, 'no epoch claimed')
+  t.equal(sim.startsBetween(mission, from), 0, 'nothing started')
+  for (const id of ['a', 'b', 'c']) {
+    const v = sim.view(id, mission)!
+    t.equal(v.state, 'blocked', `${id}: blocked`)
+    t.equal(v.reason, `image ${IMAGE} is on no live board`)
+  }
+  t.ok(logged(sim, /\[vehicle\] blocked: image tandem\/vehicle:latest is on no live board/), 'an event says why')
+  sim.addImage('c', IMAGE)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes('c'), 5000), 'the board that got the image runs it')
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.state === 'running', 2000))
+  t.equal(sim.view('a', mission)!.reason, null)
+  t.same(sim.violations, [])
+})
+
+t.test('placement nobody matches, or no Docker anywhere: blocked with the reason, no claim', async t => {
+  const cases: Array<[string, MissionSpec, Partial<{ canRun: boolean }>, string]> = [
+    ['architectures', { ...SIM_MISSION, image: { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' }, placement: { architectures: ['x64'] } }, {},
+      'no board matches placement.architectures [x64]'],
+    ['minMemoryMb', { ...SIM_MISSION, placement: { minMemoryMb: 8192 } }, {}, 'no board matches placement.minMemoryMb 8192'],
+    ['boards', { ...SIM_MISSION, placement: { boards: ['jetson'] } }, {}, 'no board matches placement.boards [jetson]'],
+    ['Docker', SIM_MISSION, { canRun: false }, 'no live board has Docker']
+  ]
+  for (const [label, spec, peer, reason] of cases) {
+    const sim = new Simulation({ seed: 33, peers: ['a', 'b', 'c'].map(id => ({ id, ...peer })) })
+    sim.runFor(1000)
+    sim.deploy('b', spec)
+    sim.runFor(10_000)
+    t.equal(sim.claimsBetween(mission, 0), 0, `${label}: no claim`)
+    t.same(['a', 'b', 'c'].map(id => sim.view(id, mission)?.state), ['blocked', 'blocked', 'blocked'], `${label}: blocked everywhere`)
+    t.equal(sim.view('a', mission)?.reason, reason)
+    t.same(sim.violations, [])
+  }
+})
+
+t.test('crash loop on 3 boards: at most 8 starts in 30 s, back-off, restarts counted, the failing board ranked last', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = new Simulation({ seed: 34, peers: ids.map(id => ({ id })) })
+  for (const id of ids) sim.crashAfter(id, 300)
+  sim.runFor(1000)
+  const from = sim.now
+  sim.deploy('a', SIM_MISSION)
+  const states = new Set<string>()
+  let restarts = 0
+  let monotonic = true
+  for (let i = 0; i < 600; i++) {
+    sim.runFor(50)
+    const v = sim.view('b', mission)!
+    states.add(v.state)
+    if (v.restarts < restarts) monotonic = false
+    restarts = v.restarts
+  }
+  const starts = sim.starts.get(mission) ?? []
+  t.ok(starts.length >= 4 && starts.length <= 8, `${starts.length} starts in 30 s (at most 8): ${starts.map(s => `${s.peer}@${((s.at - from) / 1000).toFixed(1)}s`).join(' ')}`)
+  t.ok(states.has('backoff'), `the state shows the back-off (${[...states].join(', ')})`)
+  t.ok(monotonic, 'restarts only count up')
+  const v = sim.view('c', mission)!
+  t.ok(v.restarts >= starts.length - 1, `restarts ${v.restarts}`)
+  t.ok(v.lastFailure !== null && ids.includes(v.lastFailure.board), `lastFailure names the board (${v.lastFailure?.board})`)
+  t.match(v.lastFailure?.reason, /^container exited after \d+ ms: exit code 1$/)
+  const repeated = starts.slice(1).filter((s, i) => s.peer === starts[i]!.peer).length
+  t.equal(repeated, 0, 'the board that failed last never starts the next attempt while others can')
+  t.ok(logged(sim, /\[vehicle\] container exited after \d+ ms: exit code 1; restarts \d+, next start in/), 'the event says what failed and when the next start comes')
+  if (v.state === 'backoff') t.match(v.reason, /^back-off after \d+ failed starts: next start in [\d.]+ s; last: container exited/)
+  // The fault goes away: the mission runs again after its back-off.
+  for (const id of ids) sim.crashAfter(id, null)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 70_000), 'runs once the crashes stop')
+  t.same(sim.violations, [])
+})
+
+t.test('a failed cold start says "cold start failed" (not "restore failed"); the next board takes over after the back-off', async t => {
+  const sim = new Simulation({ seed: 35, peers: [{ id: 'a' }, { id: 'b' }] })
+  sim.runFor(1000)
+  sim.failStarts('a', 'docker')
+  sim.failStarts('b', 'docker')
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => logged(sim, /\[vehicle\] cold start failed: simulated failure \(docker\); restarts 1/), 5000), 'the event names a cold start')
+  t.notOk(logged(sim, /restore failed/), 'nothing says restore')
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.lastFailure !== null, 1000))
+  const failed = sim.view('a', mission)!.lastFailure!
+  t.equal(failed.reason, 'cold start failed: simulated failure (docker)')
+  sim.failStarts('a', null)
+  sim.failStarts('b', null)
+  t.ok(sim.runUntil(() => sim.settled(mission, false), 10_000))
+  t.not(sim.runningOn(mission)[0], failed.board, 'the other board ran it')
+  t.same(sim.violations, [])
+})
+
+t.test('boards that lost the image are never elected: blocked, no start', async t => {
+  const sim = new Simulation({ seed: 36, peers: [{ id: 'a' }, { id: 'b' }, { id: 'c' }] })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  const primary = sim.runningOn(mission)[0]!
+  const others = ['a', 'b', 'c'].filter(id => id !== primary)
+  for (const id of others) sim.removeImage(id, IMAGE)
+  sim.kill(primary)
+  const from = sim.now
+  sim.runFor(20_000)
+  t.equal(sim.runningOn(mission).length, 0, 'nobody without the image runs it')
+  t.equal(sim.startsBetween(mission, from), 0, 'and nobody tries')
+  t.equal(sim.view(others[0]!, mission)!.state, 'blocked')
+  t.equal(sim.view(others[0]!, mission)!.reason, `image ${IMAGE} is on no live board`)
+  sim.restart(primary)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'the board with the image comes back and runs it')
+  t.same(sim.violations, [])
+})
+
+t.test('an image-missing failure (the board\'s report was stale) is not a restart: the next board starts at once', async t => {
+  const sim = new Simulation({ seed: 40, peers: [{ id: 'a' }, { id: 'b' }, { id: 'c' }] })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.view(primary, mission)!.backup!
+  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  sim.failStarts(backup, 'image-missing')
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(third), 5000), 'the third board runs it')
+  const v = sim.view(third, mission)!
+  t.equal(v.restarts, 0, 'not counted as a restart')
+  t.equal(v.lastFailure?.board, backup)
+  t.match(v.lastFailure?.reason, /^restore failed: simulated failure \(image-missing\)$/)
+  t.same(sim.violations, [])
+})
+
+t.test('a follower shows running only after the primary announced its container started', async t => {
+  const sim = new Simulation({ seed: 37, peers: ['a', 'b', 'c'].map(id => ({ id })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  let early = 0
+  let sawStarting = false
+  sim.runUntil(() => {
+    for (const id of ['a', 'b', 'c']) {
+      const v = sim.view(id, mission)
+      if (v === undefined || v.primary === null || v.primary === id) continue
+      if (v.state === 'starting') sawStarting = true
+      if (v.state === 'running' && !sim.runningOn(mission).includes(v.primary)) early++
+    }
+    return ['a', 'b', 'c'].every(id => sim.view(id, mission)?.state === 'running')
+  }, 10_000)
+  t.ok(sawStarting, 'followers show starting while the elected primary starts')
+  t.equal(early, 0, 'no follower said running before the container ran')
+  t.same(sim.violations, [])
+})
+
+t.test('tombstones: not re-announced; a live copy is answered by a tombstone without the spec', async t => {
+  const sim = new Simulation({ seed: 38, peers: ['a', 'b', 'c'].map(id => ({ id })) })
+  sim.runFor(1000)
+  sim.deploy('a', { ...SIM_MISSION, env: { PAYLOAD: 'x'.repeat(10_000) } })
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  const absent = sim.runningOn(mission)[0] === 'c' ? 'b' : 'c'
+  sim.kill(absent)
+  sim.runFor(2000)
+  sim.remove('a', mission)
+  sim.runFor(3000)
+  const announces: Array<{ at: number, from: string, removed: boolean, bytes: number }> = []
+  sim.onPublish = (from, message) => {
+    if (message.type === 'announce') announces.push({ at: sim.now, from, removed: message.record.removed, bytes: JSON.stringify(message).length })
+  }
+  const quietFrom = sim.now
+  sim.runFor(30_000)
+  t.equal(announces.length, 0, 'no announce of the removed mission in 30 s')
+  sim.restart(absent)
+  sim.runFor(5000)
+  const live = announces.filter(a => a.from === absent && !a.removed)
+  const answers = announces.filter(a => a.from !== absent && a.removed)
+  t.ok(live.length >= 1, 'the board that missed the removal announced its live copy')
+  t.ok(answers.length >= 1 && answers.length <= 2 * live.length + 2, `answered by ${answers.length} tombstone announces`)
+  t.ok(answers.every(a => a.bytes < 600), `tombstones carry no spec (${answers.map(a => a.bytes).join(', ')} bytes; the live record is ${live[0]?.bytes})`)
+  t.equal(sim.view(absent, mission)?.state, 'removed', 'and it learned the removal')
+  const after = announces.filter(a => a.at >= sim.now - 2000).length
+  t.equal(after, 0, 'then the swarm is quiet again')
+  t.ok(quietFrom > 0)
+  t.same(sim.runningOn(mission), [])
+  t.same(sim.violations, [])
+})
+
+t.test('records: the largest accepted spec\'s announce fits gossip (256 KiB); records of older peers load with defaults', async t => {
+  const env = Object.fromEntries(Array.from({ length: MAX_ENV_ENTRIES }, (_, i) => [`E${i}`, 'v']))
+  const text = JSON.stringify({ name: 'vehicle', image: 'tandem/vehicle', env, command: Array.from({ length: MAX_COMMAND_ARGS }, () => 'a') })
+  const fill = MAX_MANIFEST_BYTES - text.length - 64
+  const spec = parseManifest(JSON.stringify({ name: 'vehicle', image: 'tandem/vehicle', env: { ...env, E0: 'x'.repeat(fill) }, command: Array.from({ length: MAX_COMMAND_ARGS }, () => 'a') }))
+  t.ok(JSON.stringify(spec).length > MAX_MANIFEST_BYTES - 200, `spec of ${JSON.stringify(spec).length} bytes`)
+  const id = (i: number): string => `12D3KooW${String(i).padStart(44, 'x')}`
+  const machine = new ClusterMachine({ self: { ...selfInfo(id(0)) }, now: 0 })
+  for (let i = 1; i < 64; i++) {
+    machine.peerChanged(0, { ...selfInfo(id(i)), state: 'alive' })
+  }
+  machine.takeActions()
+  machine.local(1, { type: 'deploy', spec })
+  const announce = machine.takeActions().find(a => a.type === 'publish' && a.message.type === 'announce')
+  if (announce?.type !== 'publish' || announce.message.type !== 'announce') { t.fail('no announce'); return }
+  const record: MissionRecord = { ...announce.message.record, lastFailure: { board: id(1), reason: 'r'.repeat(1024), at: 1 }, imageCid: 'bafy'.padEnd(59, 'x'), imageArch: 'arm64' }
+  const bytes = JSON.stringify({ ...announce.message, record }).length
+  t.ok(bytes < 256 * 1024, `announce of a 64-member view with the largest spec and failure: ${bytes} bytes (< 262144)`)
+  t.equal(record.view.length, 64)
+
+  // An announce of an older peer: no started/imageCid/imageArch/restarts/lastFailure.
+  const old = JSON.parse(JSON.stringify(announce.message.record)) as Record<string, unknown>
+  for (const field of ['started', 'imageCid', 'imageArch', 'restarts', 'lastFailure']) delete old[field]
+  const validated = validateRecord(old)
+  t.ok(validated !== undefined, 'an older record validates')
+  t.same([validated?.started, validated?.imageCid, validated?.imageArch, validated?.restarts, validated?.lastFailure], [false, null, null, 0, null])
+  t.equal(validateRecord({ ...old, restarts: -1 }), undefined)
+  t.equal(validateRecord({ ...old, lastFailure: { board: 'p', reason: 'x'.repeat(2000), at: 1 } }), undefined, 'an oversized failure reason is refused')
+  // A tombstone's spec is replaced whatever was sent.
+  const tomb = validateRecord({ ...old, removed: true, spec: { junk: true } })
+  t.same(tomb?.spec, { name: 'vehicle', image: 'removed', env: {}, checkpointIntervalMs: 1000 })
+
+  // Persisted state of an older version loads.
+  const persisted: PersistedState = { version: 1, self: 'solo', missions: { vehicle: { record: old as unknown as MissionRecord, votedEpoch: 0, votedFor: null, held: null } } }
+  const restarted = new ClusterMachine({ self: selfInfo('solo'), now: 0, persisted })
+  t.equal(restarted.view(0)[0]?.restarts, 0)
+  t.equal(restarted.view(0)[0]?.lastFailure, null)
+})
+
+t.test('announce validation keeps the new fields', async t => {
+  const machine = new ClusterMachine({ self: selfInfo('p'), now: 0 })
+  machine.local(0, { type: 'deploy', spec: SIM_MISSION })
+  const announce = machine.takeActions().find(a => a.type === 'publish' && a.message.type === 'announce')
+  if (announce?.type !== 'publish') { t.fail('no announce'); return }
+  const message = JSON.parse(JSON.stringify(announce.message)) as Extract<ConsensusMessage, { type: 'announce' }>
+  message.record = { ...message.record, started: true, imageCid: 'bafy1', imageArch: 'arm64', restarts: 3, lastFailure: { board: 'p', reason: 'exit', at: 5 } }
+  t.same(validateMessage(message), message)
+})
+
+t.test('a restore that fails for want of the image is not followed by a cold start on that board', async t => {
+  const sim = new Simulation({ seed: 39, peers: [{ id: 'left' }, { id: 'right' }] })
+  sim.runFor(1000)
+  sim.deploy('left', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
+  const primary = sim.runningOn(mission)[0]!
+  const survivor = primary === 'left' ? 'right' : 'left'
+  sim.failStarts(survivor, 'criu')
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => logged(sim, new RegExp(`${survivor} \\[vehicle\\] restore failed: simulated failure \\(criu\\); next start is cold`)), 5000))
+  sim.failStarts(survivor, null)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 5000), 'then it starts cold after its back-off')
+  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary \\(from self\\), cold start`)))
+  t.same(sim.violations, [])
+})
+
+t.test('storeImage and fetchImage failures are retried after 1 s doubling to 60 s, never in a tight loop', async t => {
+  // A lone primary: it stores the image once its container runs.
+  const solo = new ClusterMachine({ self: selfInfo('solo', [IMAGE]), now: 0 })
+  solo.local(0, { type: 'deploy', spec: SIM_MISSION })
+  solo.tick(10)
+  const start = solo.takeActions().find(a => a.type === 'startFresh')
+  if (start?.type !== 'startFresh') { t.fail('no start'); return }
+  solo.local(100, { type: 'containerStarted', mission, epoch: start.epoch })
+  const stores: number[] = []
+  for (let now = 100; now <= 130_000; now += 50) {
+    solo.tick(now)
+    for (const a of solo.takeActions()) {
+      if (a.type === 'storeImage') {
+        t.equal(a.image, IMAGE)
+        stores.push(now)
+        solo.local(now, { type: 'imageStoreFailed', mission, epoch: a.epoch, error: 'ipfs add failed' })
+      }
+    }
+  }
+  const gaps = stores.slice(1).map((at, i) => Math.round((at - stores[i]!) / 1000))
+  t.same(gaps, [1, 2, 4, 8, 16, 32, 60], `storeImage at ${stores.map(s => (s / 1000).toFixed(1)).join(', ')} s`)
+
+  // A backup without the image, told by the primary's announce where the image is.
+  const backup = new ClusterMachine({ self: selfInfo('b', []), now: 0 })
+  backup.peerChanged(0, { ...selfInfo('a', [IMAGE]), state: 'alive' })
+  const record: MissionRecord = {
+    mission, deployId: 'a@0', spec: SIM_MISSION, epoch: 2, primary: 'a', backup: 'b', view: ['a', 'b'], released: false, handoffTo: null,
+    checkpoint: null, replicatedSeq: null, removed: false, started: true, imageCid: 'bafyimage', imageArch: 'arm64', restarts: 0, lastFailure: null
+  }
+  backup.receive(0, 'a', { type: 'announce', record, claim: { votedEpoch: 2, open: false } })
+  const fetches: number[] = []
+  for (let now = 0; now <= 130_000; now += 50) {
+    if (now % 500 === 0) backup.receive(now, 'a', { type: 'announce', record, claim: { votedEpoch: 2, open: false } })
+    backup.tick(now)
+    for (const a of backup.takeActions()) {
+      if (a.type === 'fetchImage') {
+        t.same([a.image, a.cid, a.providers], [IMAGE, 'bafyimage', ['a']])
+        fetches.push(now)
+        backup.local(now, { type: 'imageFetchFailed', mission, cid: a.cid, error: 'no provider answered' })
+      }
+    }
+  }
+  const fetchGaps = fetches.slice(1).map((at, i) => Math.round((at - fetches[i]!) / 1000))
+  t.same(fetchGaps, [1, 2, 4, 8, 16, 32, 60], `fetchImage at ${fetches.map(s => (s / 1000).toFixed(1)).join(', ')} s`)
+  const v = backup.view(130_000)[0]!
+  t.same([v.state, v.protected, v.protection.reason], ['running', false, `backup lacks image ${IMAGE}`], 'the backup without the image is not protection')
+  t.equal(v.replicatedSeq, null)
+})
+
+t.test('mixed architectures: a same-architecture board that fetches the image replaces a backup that cannot restore', async t => {
+  const spec: MissionSpec = { ...SIM_MISSION, image: { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' } }
+  const sim = new Simulation({
+    seed: 41, imageFetchMs: [2000, 2000],
+    peers: [{ id: 'a', images: ['tandem/vehicle:arm64'] }, { id: 'b', images: [] }, { id: 'x', arch: 'x64', images: ['tandem/vehicle:x64'] }]
+  })
+  sim.runFor(1000)
+  sim.deploy('a', spec)
+  t.ok(sim.runUntil(() => sim.view('a', mission)?.state === 'running', 5000))
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'x', 3000), 'at first the only board holding an image is the backup')
+  t.match(sim.view('a', mission)!.protection.reason, /^backup x is x64, the checkpoint is arm64$|^no checkpoint/)
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'b', 5000), 'the arm64 board fetching the image takes over as backup')
+  t.ok(sim.runUntil(() => sim.view('a', mission)!.protected, 5000), 'protected once it holds the image and acknowledged')
+  const epoch = sim.view('a', mission)!.epoch
+  sim.runFor(5000)
+  t.equal(sim.view('a', mission)!.epoch, epoch, 'then no more reconfiguration')
+  t.same(sim.violations, [])
+})
