@@ -1055,6 +1055,9 @@ export class ClusterMachine {
     if (record.backup !== self && !this.#fetchRank(now, record).includes(self)) return
     const providers = [record.primary, ...this.#peers.keys()].filter((p): p is string => p !== null && p !== self &&
       this.#stateOf(now, p) === 'alive' && this.#info(p)?.arch === this.self.arch && this.#holdsImage(record.spec, p))
+    // The image lives in the boards' Docker; the swarm's IPFS only carries it. Removed from every Docker, it is not
+    // brought back from blocks some board still holds: the mission is blocked until a board has it again.
+    if (providers.length === 0) return
     current.since = now
     this.#emit({ type: 'fetchImage', mission: record.mission, image, cid, providers: [...new Set(providers)] })
     this.#event(record.mission, `fetching image ${image} from the swarm (${record.backup === self ? 'backup' : 'next candidate'})`)

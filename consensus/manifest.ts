@@ -303,13 +303,3 @@ export function imageFor (spec: MissionSpec, arch: string): string | undefined {
   if (typeof spec.image === 'string') return spec.image
   return isArchitecture(arch) ? spec.image[arch] : undefined
 }
-
-/** The largest manifest text accepted (the API refuses a bigger body before parsing it). */
-export const MAX_MANIFEST_BYTES = 64 * 1024
-
-/** An image reference as Docker lists it: `repo` means `repo:latest`; ids (`sha256:...`) and digests stay as given. */
-export function normalizeImageRef (ref: string): string {
-  if (ref.startsWith('sha256:') || ref.includes('@')) return ref
-  const name = ref.slice(ref.lastIndexOf('/') + 1)
-  return name.includes(':') ? ref : `${ref}:latest`
-}
