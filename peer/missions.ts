@@ -740,6 +740,8 @@ export class MissionService {
       const existing = this.list().find(m => m.name === spec.name)
       if (existing != null) throw new ApiError(409, `mission '${spec.name}' already runs (epoch ${existing.epoch}); remove it first`)
       // tandem never pulls from a registry (Kubernetes' ErrImageNeverPull): some live board must hold the image.
+      // This board's list is read afresh (an image built a moment ago); others' come with their next heartbeat.
+      await this.#images?.refresh()
       if (!this.#imageOnSomeLiveBoard(spec)) {
         const wanted = typeof spec.image === 'string' ? spec.image : Object.entries(spec.image).map(([arch, image]) => `${image} (${arch})`).join(', ')
         throw new ApiError(422, `image ${wanted} is on no live board: build or load it on one board (docker build / docker load), tandem never pulls`)

@@ -136,7 +136,7 @@ if (gateDockerCriu(t)) {
     })
 
     await t.test('a placement no board meets is blocked with the reason and claims no epoch', async t => {
-      await deploy(one, 'name: giant\nimage: tandem/busybox\nplacement: {minMemoryMb: 100000000}\n')
+      await deploy(one, 'name: giant\nimage: tandem/busybox\nplacement: {minMemoryMb: 1000000}\n')
       const blocked = await until('giant blocked', async () => { const s = await statusOf('giant'); return s?.state === 'blocked' ? s : undefined }, 20_000)
       t.match(blocked.reason, /minMemoryMb/, `the reason names the placement (${blocked.reason})`)
       await new Promise(resolve => setTimeout(resolve, 5000))
