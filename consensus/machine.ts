@@ -69,6 +69,8 @@ interface Mission extends PersistedMission {
   /** Primary: storing the image in the swarm (storeImage); other boards: fetching it (fetchImage). */
   imageStore: ImageTask
   imageFetch: ImageTask
+  /** When this board last held the mission's image (see imageRefetchHoldMs). */
+  imageHeldAt: number
   /** The last ack sent: `${record epoch}/${checkpoint epoch}.${seq}` (acks wait until this board holds the image). */
   lastAck: string | null
   /** The last blocked reason reported in an event (events only on change). */
@@ -1041,9 +1043,11 @@ export class ClusterMachine {
     const image = this.#imageRef(record.spec, this.self.arch)
     if (image === undefined) return
     if ((this.self.images ?? []).includes(image)) {
+      mission.imageHeldAt = now
       if (task.cid !== null || task.failures > 0) mission.imageFetch = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       return
     }
+    if (now - mission.imageHeldAt < this.config.imageRefetchHoldMs) return
     if (task.cid !== cid) mission.imageFetch = { cid, since: null, failures: 0, retryAt: -Infinity }
     const current = mission.imageFetch
     if ((this.self.fetchingImages ?? []).includes(image)) return
@@ -1052,7 +1056,16 @@ export class ClusterMachine {
       this.#taskFailed(now, current)
     }
     if (now < current.retryAt) return
-    if (record.backup !== self && !this.#fetchRank(now, record).includes(self)) return
+    if (record.backup !== self) {
+      const rank = this.#fetchRank(now, record)
+      if (!rank.includes(self)) return
+      // The backup's copy comes first (it makes the mission protected): the next candidates fetch once it holds the
+      // image, or, with no usable backup, one after the other in rank order; each then has one more provider.
+      const backup = record.backup !== null && this.#stateOf(now, record.backup) === 'alive' &&
+        this.#info(record.backup)?.arch === record.imageArch ? record.backup : null
+      const ahead = backup !== null ? [backup] : rank.slice(0, rank.indexOf(self))
+      if (ahead.some(p => !this.#holdsImage(record.spec, p))) return
+    }
     const providers = [record.primary, ...this.#peers.keys()].filter((p): p is string => p !== null && p !== self &&
       this.#stateOf(now, p) === 'alive' && this.#info(p)?.arch === this.self.arch && this.#holdsImage(record.spec, p))
     // The image lives in the boards' Docker; the swarm's IPFS only carries it. Removed from every Docker, it is not
@@ -1149,6 +1162,7 @@ export class ClusterMachine {
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
       imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
+      imageHeldAt: -Infinity,
       lastAck: null, blockedReason: null
     }
   }

@@ -76,6 +76,12 @@ export interface ConsensusConfig {
   restartResetMs: number
   /** A storeImage/fetchImage without an answer is given up (and retried with back-off) after this long. */
   imageTimeoutMs: number
+  /**
+   * A board whose image was just removed waits this long before fetching it again, so that its heartbeats and the
+   * others' have told everyone who still holds it (image lists are read every 2 s, heartbeats sent every 1 s): an
+   * image removed from every board is not fetched back from a board that seemed to hold it a moment ago.
+   */
+  imageRefetchHoldMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -94,7 +100,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   restartBackoffMs: 1000,
   restartBackoffMaxMs: 60_000,
   restartResetMs: 5 * 60_000,
-  imageTimeoutMs: 10 * 60_000
+  imageTimeoutMs: 10 * 60_000,
+  imageRefetchHoldMs: 4000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */

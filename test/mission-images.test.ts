@@ -145,21 +145,36 @@ if (gateDockerCriu(t)) {
     })
 
     await t.test('an image removed from every board after deploy: blocked with the reason, until a board has it again', async t => {
+      // An alias of tandem/busybox on board-1 only: removing the tag removes the image as far as placement goes.
       await one.dockerClient().getImage('tandem/busybox').tag({ repo: 'tandem/gone', tag: '1' })
       await deploy(one, 'name: gone\nimage: tandem/gone:1\ncommand: [sh, -c, "while true; do sleep 1; done"]\n')
       const running = await until('gone protected', async () => { const s = await statusOf('gone'); return s?.protected === true ? s : undefined }, 60_000)
       t.equal(running.primary, one.peerId, 'the board that has the image runs it')
-      // The swarm copied the image to the backup (and maybe the next candidate); now the user removes every copy.
-      for (const board of boards) await board.dockerClient().getImage('tandem/gone:1').remove().catch(() => {})
-      await new Promise(resolve => setTimeout(resolve, 2500))
+      const backup = boards.find(b => b.peerId === running.backup)!
+
+      // One copy lost while others exist: the swarm brings it back from a board that holds it.
+      await backup.dockerClient().getImage('tandem/gone:1').remove()
+      const healed = await until('the backup to hold the image again', async () => {
+        const images = await backup.dockerClient().listImages({ filters: JSON.stringify({ reference: ['tandem/gone:1'] }) })
+        const s = await statusOf('gone')
+        return images.length > 0 && s?.protected === true ? s : undefined
+      }, 30_000, async () => JSON.stringify(await statusOf('gone')))
+      t.ok(healed.protected, 'the backup fetched the image again and the mission is protected again')
+
+      // Every copy removed at once: a board that lost its copy waits for the heartbeats to tell who still holds one
+      // (imageRefetchHoldMs), and then finds none to fetch it from.
+      await Promise.all(boards.map(async board => { await board.dockerClient().getImage('tandem/gone:1').remove().catch(() => {}) }))
+      await new Promise(resolve => setTimeout(resolve, 6000))
+      t.equal((await statusOf('gone'))?.protected, false, 'no longer protected: the backup lacks the image')
       const container = (await one.dockerClient().listContainers({ filters: { label: ['tandem.mission=gone'] } }))[0]
       t.ok(container, 'the container still runs (removing an image does not stop it)')
+      const epochAtKill = (await statusOf('gone'))?.epoch ?? 0
       await one.dockerClient().getContainer(container!.Id).kill().catch(() => {})
+      const killedAt = Date.now()
       const blocked = await until('gone blocked', async () => { const s = await statusOf('gone'); return s?.state === 'blocked' ? s : undefined }, 20_000,
         async () => JSON.stringify(await statusOf('gone')))
       t.match(blocked.reason, /tandem\/gone:1 is on no live board/, `the reason names the image (${blocked.reason})`)
-      const epochAtKill = running.epoch
-      await new Promise(resolve => setTimeout(resolve, 20_000 - 2500))
+      await new Promise(resolve => setTimeout(resolve, Math.max(0, 20_000 - (Date.now() - killedAt))))
       const later = await statusOf('gone')
       t.ok((later?.epoch ?? 0) - epochAtKill <= 3, `at most 3 epochs in 20 s (epoch ${epochAtKill} -> ${later?.epoch})`)
       t.equal(later?.state, 'blocked', 'still blocked')
