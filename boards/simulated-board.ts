@@ -5,7 +5,7 @@ import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
 import Docker from 'dockerode'
-import { startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
+import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
 import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
 
 export interface SimulatedBoardOptions {
@@ -129,16 +129,9 @@ export class SimulatedBoard {
   dockerClient (): Docker { return new Docker({ socketPath: this.docker.socketPath }) }
 }
 
-/** Builds an image from a directory on one board and copies it to the others (a board needs no registry). */
 /** Builds an image on one board only, as a user does; the swarm carries it to the others. */
 export async function buildImageOn (board: SimulatedBoard, contextDir: string, tag: string, files: string[]): Promise<void> {
-  const docker = board.dockerClient()
-  const build = await docker.buildImage({ context: contextDir, src: files }, { t: tag })
-  const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
-    docker.modem.followProgress(build, (error: Error | null, lines: Array<{ error?: string }>) => { error == null ? resolve(lines) : reject(error) })
-  })
-  const failure = output.find(line => line.error != null)
-  if (failure != null) throw new Error(`building ${tag} from ${contextDir} failed: ${failure.error as string}`)
+  await buildImage(board.dockerClient(), contextDir, files, tag)
 }
 
 /** Builds the image on the first board and copies it to every other one (the prepared case, for baselines). */

@@ -446,6 +446,19 @@ function unmountUnder (dirs: string[]): void {
   for (const point of mountPoints) spawnSync('umount', ['-l', point], { stdio: 'ignore' })
 }
 
+// ---------- images ----------
+
+/** Builds `tag` from the files of `context` in a daemon, offline (never pulls: no registry is reachable); its id. */
+export async function buildImage (docker: Docker, context: string, files: string[], tag: string): Promise<string> {
+  const stream = await docker.buildImage({ context, src: files }, { t: tag, pull: false, rm: true } as Docker.ImageBuildOptions)
+  const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
+    docker.modem.followProgress(stream, (error: Error | null, lines: Array<{ error?: string }>) => { error == null ? resolve(lines) : reject(error) })
+  })
+  const failure = output.find(line => line.error != null)
+  if (failure != null) throw new Error(`building ${tag} from ${context} failed: ${String(failure.error)}`)
+  return (await docker.getImage(tag).inspect()).Id
+}
+
 // ---------- base images ----------
 
 export interface BaseImage { ref: string, contentHash: string }

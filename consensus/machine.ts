@@ -13,16 +13,7 @@ import {
  * What this peer is: its identity and hardware (the failure detector never reports self). The caller may change
  * canRun, canCheckpoint, images and fetchingImages at any time (then tick): the machine reads this object live.
  */
-export interface SelfInfo {
-  peerId: string
-  arch: string
-  board: string
-  memoryMb: number
-  canRun: boolean
-  canCheckpoint: boolean
-  images: string[]
-  fetchingImages: string[]
-}
+export type SelfInfo = Omit<PeerInfo, 'state' | 'gone'>
 
 export interface MachineInit {
   self: SelfInfo

@@ -15,7 +15,7 @@ import {
   ContainerRuntime, Checkpointer, openSwarmBundleStore, encodeNode, asChunkList, asLayerFile,
   BLOCKS_PROTOCOL, BlockUnavailableError, CheckpointError, type ImageFetchProgress, type ImageManifest
 } from '../checkpoint/index.ts'
-import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
 import { gateDockerCriu, swarmNode, tempDir } from './checkpoint-helpers.ts'
 
 const MB = 1024 * 1024
@@ -28,16 +28,7 @@ async function buildOnNodeBase (docker: Docker, dir: string, tag: string, extraB
   await mkdir(dir, { recursive: true })
   await writeFile(join(dir, 'Dockerfile'), 'FROM tandem/node-base:latest\nCOPY extra.bin /extra.bin\n')
   await writeFile(join(dir, 'extra.bin'), randomBytes(extraBytes))
-  const stream = await docker.buildImage({ context: dir, src: ['Dockerfile', 'extra.bin'] }, { t: tag, pull: false, rm: true } as Docker.ImageBuildOptions)
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, output: Array<{ error?: string }>) => {
-      const failed = output?.find(o => o.error != null)
-      if (err != null) reject(err)
-      else if (failed != null) reject(new Error(`building ${tag} failed: ${String(failed.error)}`))
-      else resolve()
-    })
-  })
-  return (await docker.getImage(tag).inspect()).Id
+  return await buildImage(docker, dir, ['Dockerfile', 'extra.bin'], tag)
 }
 
 if (gateDockerCriu(t)) {

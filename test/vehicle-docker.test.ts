@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseVehicleLog, measureTakeover, samplesOf, isOnTrajectory, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { parseState, simulate } from '../examples/vehicle/controller.js'
+import { buildImage } from '../boards/simulated-docker.ts'
 
 const APP_DIR = join(import.meta.dirname, '..', 'examples', 'vehicle')
 const SECCOMP_WITHOUT_IO_URING = await readFile(join(APP_DIR, 'seccomp-no-io-uring.json'), 'utf8')
@@ -72,11 +73,8 @@ async function runDockerTests (): Promise<void> {
 
   let built = false
   await t.test('examples/vehicle builds offline FROM tandem/node-base', async t => {
-    const build = await docker.buildImage({ context: APP_DIR, src: ['Dockerfile', 'controller.js'] }, { t: image })
-    const output = await new Promise<Array<{ error?: string }>>((resolve, reject) => {
-      docker.modem.followProgress(build, (error: Error | null, lines: Array<{ error?: string }>) => error === null ? resolve(lines) : reject(error))
-    })
-    t.equal(output.find(line => line.error !== undefined)?.error, undefined, 'no build error')
+    const error = await buildImage(docker, APP_DIR, ['Dockerfile', 'controller.js'], image).then(() => undefined, (err: unknown) => err)
+    t.equal(error, undefined, 'no build error')
     built = (await docker.listImages({ filters: JSON.stringify({ reference: [image] }) })).length === 1
     t.ok(built, `image ${image} exists`)
   })
