@@ -232,7 +232,7 @@ async function main (): Promise<void> {
   if (imageFigures != null) {
     console.log('\nimage built on board-1 only, the other boards bare:')
     console.log(table([
-      ['mission', 'deploy -> protected, ms', 'image size, MB', 'fetched by the backup, MB', 'fetch + load, ms'],
+      ['mission', 'deploy -> protected, ms', 'layers the backup lacked, MB', 'fetched over the swarm, MB', 'fetch + load, ms'],
       ...imageFigures.map(f => [f.mission, Math.round(f.deployToProtectedMs), mb(f.totalBytes), mb(f.fetchedBytes), f.fetchMs])
     ]))
   }

@@ -368,10 +368,15 @@ export class MissionService {
           this.#wantedFetch.set(action.mission, action.checkpoint.cid)
           this.#inLane(this.#fetchLanes, action.mission, async () => { await this.#fetch(action.mission, action.checkpoint) })
           break
+        case 'stopContainer':
+          // A fence pre-empts everything: the container is killed now, not after the checkpoint, fetch or restore
+          // work queued in the mission's lane; the lane then sweeps whatever that work started meanwhile.
+          void this.#stopNow(action.mission, action.reason)
+          this.#inLane(this.#lanes, action.mission, async () => { await this.#containerAction(action) })
+          break
         case 'startFresh':
         case 'restore':
         case 'checkpoint':
-        case 'stopContainer':
         case 'runningEpoch':
         case 'forget':
           this.#inLane(this.#lanes, action.mission, async () => { await this.#containerAction(action) })
@@ -484,16 +489,12 @@ export class MissionService {
         return
       }
       case 'stopContainer': {
-        const container = this.#containers.get(action.mission)
-        this.#containers.delete(action.mission)
-        if (container != null && runtime != null) {
-          await runtime.stop(container.id).catch(err => { this.#log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
-          this.#recordEvent(action.mission, `container of epoch ${container.epoch} stopped: ${action.reason}`, { kind: 'stopped', epoch: container.epoch })
-        }
-        // A container this process did not start (e.g. before a daemon restart) is fenced too.
+        // Whatever lane work queued before the fence started is stopped too, as is a container this process did
+        // not start (e.g. before a daemon restart). Only this peer's: boards may share one Docker (tests do).
+        await this.#stopNow(action.mission, action.reason)
         if (runtime != null) {
           for (const stray of await runtime.listMission(action.mission).catch(() => [])) {
-            await runtime.stop(stray.id).catch(() => {})
+            if (stray.labels.peerId === peerId) await runtime.stop(stray.id).catch(() => {})
           }
         }
         return
@@ -509,6 +510,16 @@ export class MissionService {
         await this.#checkpointer?.store.prune(action.mission, 0).catch(() => {})
       }
     }
+  }
+
+  /** Stops this peer's container of the mission, if it runs one, at once. */
+  async #stopNow (mission: string, reason: string): Promise<void> {
+    const container = this.#containers.get(mission)
+    const runtime = this.#runtime
+    if (container == null || runtime == null) return
+    this.#containers.delete(mission)
+    await runtime.stop(container.id).catch(err => { this.#log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
+    this.#recordEvent(mission, `container of epoch ${container.epoch} stopped: ${reason}`, { kind: 'stopped', epoch: container.epoch })
   }
 
   /** Primary: stores the mission's image in the swarm's IPFS, layer by layer, for boards that lack it. */
