@@ -66,6 +66,8 @@ interface Mission extends PersistedMission {
   lastAck: string | null
   /** The last blocked reason reported in an event (events only on change). */
   blockedReason: string | null
+  /** Since when no live board could run the mission (null while one can). */
+  unplaceableSince: number | null
 }
 
 /** How many recent checkpoints the replication lag is measured over. */
@@ -406,6 +408,11 @@ export class ClusterMachine {
     return null
   }
 
+  /** No live board could run the mission for blockedAfterMs (before that the facts may just not have arrived). */
+  #isBlocked (now: number, mission: Mission): boolean {
+    return mission.unplaceableSince !== null && now - mission.unplaceableSince >= this.config.blockedAfterMs
+  }
+
   #canRestore (peerId: string, ref: CheckpointRef | null): boolean {
     const info = this.#info(peerId)
     return ref !== null && info !== undefined && info.canCheckpoint && info.arch === ref.arch
@@ -464,11 +471,14 @@ export class ClusterMachine {
     if (record.primary === self && !record.released) this.#tickPrimary(now, mission, frozenMs)
     if (record.primary === self && !record.released) {
       mission.electionSince = null
+      mission.unplaceableSince = null
     } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
       const blocked = this.#blockedReason(now, record)
-      if (blocked !== mission.blockedReason) {
-        if (blocked !== null) this.#event(record.mission, `blocked: ${blocked}`)
-        mission.blockedReason = blocked
+      mission.unplaceableSince = blocked === null ? null : mission.unplaceableSince ?? now
+      const reported = this.#isBlocked(now, mission) ? blocked : null
+      if (reported !== mission.blockedReason && (reported !== null || blocked === null)) {
+        if (reported !== null) this.#event(record.mission, `blocked: ${reported}`)
+        mission.blockedReason = reported
       }
       // While blocked nobody claims; the candidates' stagger runs from the moment a board can run it.
       if (blocked !== null) mission.electionSince = now
@@ -478,6 +488,7 @@ export class ClusterMachine {
       }
     } else {
       mission.electionSince = null
+      mission.unplaceableSince = null
     }
 
     if ((record.backup === self || record.handoffTo === self) && record.checkpoint !== null &&
@@ -1154,7 +1165,7 @@ export class ClusterMachine {
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
       imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
       imageHeldAt: -Infinity,
-      lastAck: null, blockedReason: null
+      lastAck: null, blockedReason: null, unplaceableSince: null
     }
   }
 
@@ -1174,7 +1185,7 @@ export class ClusterMachine {
     // Running only once the primary reported it running under this epoch (its `started` announce).
     else if (r.primary !== null && r.primary !== self && !r.released && !primaryDead) state = r.started ? 'running' : 'starting'
     else {
-      const blocked = this.#blockedReason(now, r)
+      const blocked = this.#isBlocked(now, m) ? this.#blockedReason(now, r) : null
       const until = Math.max(this.#swarmBackoffUntil(m), this.#candidates(now, r).every(p => p === self) ? m.localBackoffUntil : -Infinity)
       if (blocked !== null) {
         state = 'blocked'

@@ -82,6 +82,11 @@ export interface ConsensusConfig {
    * image removed from every board is not fetched back from a board that seemed to hold it a moment ago.
    */
   imageRefetchHoldMs: number
+  /**
+   * A mission no live board can run is reported `blocked` (state and event) once that held this long: a peer that
+   * just started, or just learned a mission, knows the others' images only from their next heartbeat (1 s).
+   */
+  blockedAfterMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -101,7 +106,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   restartBackoffMaxMs: 60_000,
   restartResetMs: 5 * 60_000,
   imageTimeoutMs: 10 * 60_000,
-  imageRefetchHoldMs: 4000
+  imageRefetchHoldMs: 4000,
+  blockedAfterMs: 2000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */

@@ -295,7 +295,8 @@ export class MissionService {
     self.canCheckpoint = this.#canCheckpointHere()
     self.canRun = this.#images?.answering === true
     const images = this.#images
-    const present = images == null ? [] : this.#wantedImages().filter(ref => images.has(ref))
+    // Every image here, not only those of known missions: a mission deployed a moment ago finds its image at once.
+    const present = images == null ? [] : images.present().sort()
     const fetching = images?.fetching().map(f => f.image) ?? []
     if (!sameList(present, self.images)) self.images = present
     if (!sameList(fetching, self.fetchingImages)) self.fetchingImages = fetching

@@ -364,3 +364,15 @@ t.test('mixed architectures: a same-architecture board that fetches the image re
   t.equal(sim.view('a', mission)!.epoch, epoch, 'then no more reconfiguration')
   t.same(sim.violations, [])
 })
+
+t.test('blocked is reported only once it held blockedAfterMs: facts that arrive with the next heartbeat do not count', async t => {
+  const sim = new Simulation({ seed: 33, peers: ['a', 'b', 'c'].map(id => ({ id, images: [] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  sim.runFor(500)
+  t.not(sim.view('a', mission)?.state, 'blocked', 'not blocked half a second after the deploy')
+  t.notOk(logged(sim, /blocked:/), 'and no blocked event yet')
+  sim.runFor(2000)
+  t.equal(sim.view('a', mission)?.state, 'blocked', 'blocked once no board could run it for 2 s')
+  t.ok(logged(sim, /blocked: image tandem\/vehicle:latest is on no live board/), 'with one event naming the image')
+})
