@@ -550,7 +550,10 @@ export class MissionService {
         onProgress: p => { images.progress(action.image, p.fetchedBytes, p.totalBytes) }
       })
       await images.refresh()
-      if (result.loaded) this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm: ${mb(result.fetchedBytes)} of ${mb(result.totalBytes)} MB fetched in ${Math.round(result.ms)} ms`)
+      if (result.loaded) {
+        this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm in ${Math.round(result.ms)} ms: ${mb(result.fetchedBytes)} MB fetched, ` +
+          `${mb(result.totalBytes)} MB of layers this board lacked${result.reusedLayers > 0 ? `, ${result.reusedLayers} layer${result.reusedLayers === 1 ? '' : 's'} already in its Docker` : ''}`)
+      }
       images.endFetch(action.image, result)
       this.#refreshSelfInfo()
       this.#input(machine => { machine.tick(Date.now()) })
