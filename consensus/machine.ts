@@ -43,6 +43,9 @@ interface Mission extends PersistedMission {
   /** The newest replication lags (start to the backup's ack), ms; the slowest sets the checkpoint period. */
   replicationLags: number[]
   fetchInFlight: { ref: CheckpointRef, since: number } | null
+  /** Consecutive failed fetches, and when the next may start (see fetchBackoffMs). */
+  fetchFailures: number
+  fetchRetryAt: number
   lastAnnounceAt: number
   pendingMove: string | null
   coldStartNext: boolean
@@ -250,7 +253,15 @@ export class ClusterMachine {
         break
       case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq); break
       case 'fetchFailed':
-        if (mission.fetchInFlight?.ref.cid === ev.cid) mission.fetchInFlight = null
+        if (mission.fetchInFlight?.ref.cid === ev.cid) {
+          mission.fetchInFlight = null
+          mission.fetchFailures++
+          const wait = Math.min(this.config.fetchBackoffMaxMs, this.config.fetchBackoffMs * 2 ** Math.min(30, mission.fetchFailures - 1))
+          mission.fetchRetryAt = now + wait
+          if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
+            this.#event(record.mission, `fetching checkpoints failed ${mission.fetchFailures} times in a row (${ev.error}); next try in ${seconds(wait)}`)
+          }
+        }
         break
     }
     this.tick(now)
@@ -494,7 +505,8 @@ export class ClusterMachine {
     if ((record.backup === self || record.handoffTo === self) && record.checkpoint !== null &&
         compareCheckpoints(record.checkpoint, mission.held) > 0 && record.primary !== self) {
       const inFlight = mission.fetchInFlight
-      if (inFlight === null || compareCheckpoints(record.checkpoint, inFlight.ref) > 0 || now - inFlight.since >= this.config.fetchRetryMs) {
+      const due = inFlight === null || compareCheckpoints(record.checkpoint, inFlight.ref) > 0 || now - inFlight.since >= this.config.fetchRetryMs
+      if (due && now >= mission.fetchRetryAt) {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
         this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
       }
@@ -1010,6 +1022,8 @@ export class ClusterMachine {
     const ref = mission.fetchInFlight?.ref.cid === cid ? mission.fetchInFlight.ref : (record.checkpoint?.cid === cid ? record.checkpoint : null)
     if (ref === null || ref.seq !== seq) return
     if (mission.fetchInFlight?.ref.cid === cid) mission.fetchInFlight = null
+    mission.fetchFailures = 0
+    mission.fetchRetryAt = -Infinity
     if (compareCheckpoints(ref, mission.held) <= 0) return
     mission.held = ref
     this.#persist()
@@ -1159,7 +1173,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },

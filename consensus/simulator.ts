@@ -64,6 +64,10 @@ interface SimPeer {
   pendingWhilePaused: Array<() => void>
   /** Starts and restores on this board fail with this cause (null: they succeed when the image is there). */
   failStarts: FailureCause | null
+  /** Every fetch on this board fails (a full or broken disk). */
+  failFetches: boolean
+  /** Fetches this board started (for back-off checks). */
+  fetchesStarted: number
   /** A started container exits after this long (crash loop); null: it keeps running. */
   crashAfterMs: number | null
 }
@@ -124,7 +128,7 @@ export class Simulation {
       }
       this.peers.set(p.id, {
         info, powered: false, paused: false, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
-        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, crashAfterMs: null
+        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, failFetches: false, fetchesStarted: 0, crashAfterMs: null
       })
     }
     for (const id of this.peers.keys()) this.#boot(id)
@@ -223,6 +227,12 @@ export class Simulation {
   }
 
   /** Starts and restores on the board fail with `cause` (null: they work again). */
+  /** Every fetch on `id` fails from now on (true) or works again (false). */
+  failFetches (id: string, broken: boolean): void { this.#peer(id).failFetches = broken }
+
+  /** How many checkpoint fetches `id` started so far. */
+  fetchesStarted (id: string): number { return this.#peer(id).fetchesStarted }
+
   failStarts (id: string, cause: FailureCause | null): void {
     this.#peer(id).failStarts = cause
     this.#note(`${id}: starts ${cause === null ? 'work' : `fail (${cause})`}`)
@@ -552,11 +562,12 @@ export class Simulation {
       case 'fetchCheckpoint': {
         const cid = action.checkpoint.cid
         const machine = peer.machine
+        peer.fetchesStarted++
         this.#schedule(this.rng.int(10, 120), () => {
           if (peer.machine !== machine) return
           const source = [...this.#holders(cid)].find(h => h !== id && this.#peer(h).powered && !this.#peer(h).paused && this.connected(h, id))
           this.#input(id, m => {
-            if (source !== undefined || peer.heldCids.has(cid)) {
+            if (!peer.failFetches && (source !== undefined || peer.heldCids.has(cid))) {
               peer.heldCids.add(cid)
               this.#holders(cid).add(id)
               m.local(this.now, { type: 'checkpointFetched', mission: action.mission, cid, seq: action.checkpoint.seq })

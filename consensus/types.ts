@@ -59,6 +59,12 @@ export interface ConsensusConfig {
   pendingVoteExpiryMs: number
   /** A requested fetch without a result is re-requested after this long. */
   fetchRetryMs: number
+  /**
+   * After a failed fetch the backup waits this long before the next one (newer checkpoints included), doubling per
+   * consecutive failure up to fetchBackoffMaxMs: a full disk or a missing provider is not hammered 20 times a second.
+   */
+  fetchBackoffMs: number
+  fetchBackoffMaxMs: number
   /** A checkpoint action without a result is given up after this long. */
   checkpointTimeoutMs: number
   /**
@@ -99,6 +105,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   unknownPeerDeadMs: 3000,
   pendingVoteExpiryMs: 10_000,
   fetchRetryMs: 2000,
+  fetchBackoffMs: 250,
+  fetchBackoffMaxMs: 30_000,
   checkpointTimeoutMs: 10_000,
   checkpointSlackMs: 60,
   startTimeoutMs: 30_000,

@@ -376,3 +376,22 @@ t.test('blocked is reported only once it held blockedAfterMs: facts that arrive 
   t.equal(sim.view('a', mission)?.state, 'blocked', 'blocked once no board could run it for 2 s')
   t.ok(logged(sim, /blocked: image tandem\/vehicle:latest is on no live board/), 'with one event naming the image')
 })
+
+t.test('a backup whose fetches fail (a full disk) backs off instead of retrying every tick, and recovers', async t => {
+  const sim = new Simulation({ seed: 34, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.view(primary, mission)!.backup!
+  sim.failFetches(backup, true)
+  const before = sim.fetchesStarted(backup)
+  sim.runFor(30_000)
+  const attempts = sim.fetchesStarted(backup) - before
+  t.ok(attempts <= 15, `${attempts} fetches in 30 s while every one fails (a retry per tick would be ~600)`)
+  t.ok(logged(sim, /fetching checkpoints failed \d+ times in a row/), 'an event says so')
+  sim.failFetches(backup, false)
+  const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
+  t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
+  t.same(sim.violations, [])
+})
