@@ -718,7 +718,11 @@ export class ClusterMachine {
     const record = mission.record
     if (record.primary === null || record.released || record.primary === candidate || record.handoffTo === candidate) return false
     if (record.primary === this.self.peerId) return mission.container !== null
-    return !this.#primaryGone(now, record.primary) && this.#stateOf(now, record.primary) !== 'suspect'
+    // A primary merely suspect here, or dead by a verdict while it still talks to this voter, may be alive and
+    // running: in a bridge partition (candidate and primary cut apart, both reaching this voter) a vote granted on
+    // suspicion elected a second primary while the first still held its quorum (simulated, seed 2464: 455 ms of two
+    // copies). A vote goes against the primary only by the candidate's own rule: dead and silent, or proven exited.
+    return !this.#primaryGone(now, record.primary)
   }
 
   #onVote (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'vote' }>): void {

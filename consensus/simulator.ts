@@ -35,6 +35,8 @@ export interface SimOptions {
   tickMs?: number
   /** Overlap of two running containers tolerated for views of >= 3 members. */
   overlapBoundMs?: number
+  /** A daemon-only freeze: the enforcer freezes the board's containers this long after the daemon's last tick. */
+  enforcerLeaseMs?: number
   /**
    * A killed peer's process is gone: connected peers' detectors prove it (refused redial) after a delay drawn from
    * this range and report it `dead` + `gone`. null: kills are detected by silence only, like freezes.
@@ -53,6 +55,13 @@ interface SimPeer {
   info: SelfInfo
   powered: boolean
   paused: boolean
+  /**
+   * The pause stopped the daemon only (SIGSTOP of the peer process): its containers run on until the enforcer
+   * outside the daemon (the watchdog, peer/watchdog.ts) freezes them, enforcerLeaseMs after the daemon's last tick.
+   */
+  daemonOnly: boolean
+  enforced: boolean
+  lastTickAt: number
   machine: ClusterMachine | null
   persisted: PersistedState | undefined
   containers: Map<string, SimContainer>
@@ -90,6 +99,7 @@ export class Simulation {
   readonly deadAfterMs: number
   readonly tickMs: number
   readonly overlapBoundMs: number
+  readonly enforcerLeaseMs: number
   readonly exitDetectionMs: [number, number] | null
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
@@ -105,6 +115,7 @@ export class Simulation {
   #order = 0
   #token = 0
   #groups = new Map<string, number>()
+  readonly #cuts = new Set<string>()
   readonly #primaries = new Map<string, string>()
   readonly #epochViews = new Map<string, number>()
   readonly #overlapSince = new Map<string, number>()
@@ -118,7 +129,8 @@ export class Simulation {
     this.suspectAfterMs = options.suspectAfterMs ?? 600
     this.deadAfterMs = options.deadAfterMs ?? 1100
     this.tickMs = options.tickMs ?? 50
-    this.overlapBoundMs = options.overlapBoundMs ?? 500
+    this.overlapBoundMs = options.overlapBoundMs ?? 0
+    this.enforcerLeaseMs = options.enforcerLeaseMs ?? 600
     this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
     this.imageFetchMs = options.imageFetchMs ?? [200, 1500]
     for (const p of options.peers) {
@@ -127,7 +139,7 @@ export class Simulation {
         canCheckpoint: p.canCheckpoint ?? true, images: [...(p.images ?? SIM_IMAGES)], fetchingImages: []
       }
       this.peers.set(p.id, {
-        info, powered: false, paused: false, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
+        info, powered: false, paused: false, daemonOnly: false, enforced: false, lastTickAt: 0, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
         heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, failFetches: false, fetchesStarted: 0, crashAfterMs: null
       })
     }
@@ -187,10 +199,37 @@ export class Simulation {
     this.#schedule(ms, () => this.resume(id))
   }
 
+  /**
+   * Freeze the daemon only (the peer process) for `ms`: its containers keep running until the enforcer freezes them;
+   * what the daemon missed is delivered on resume.
+   */
+  freezeDaemon (id: string, ms: number): void {
+    const peer = this.#peer(id)
+    if (!peer.powered || peer.paused) return
+    peer.paused = true
+    peer.daemonOnly = true
+    peer.enforced = false
+    this.#note(`${id}: daemon frozen ${ms} ms`)
+    this.#schedule(Math.max(0, peer.lastTickAt + this.enforcerLeaseMs - this.now), () => {
+      if (!peer.paused || !peer.daemonOnly) return
+      peer.enforced = true
+      this.#note(`${id}: enforcer froze its containers`)
+      this.#checkOverlap()
+    })
+    this.#schedule(ms, () => this.resume(id))
+  }
+
+  /** Whether the board's containers run: a frozen board's do not; a frozen daemon's do until the enforcer acts. */
+  #containersRun (peer: SimPeer): boolean {
+    return peer.powered && (!peer.paused || (peer.daemonOnly && !peer.enforced))
+  }
+
   resume (id: string): void {
     const peer = this.#peer(id)
     if (!peer.paused) return
     peer.paused = false
+    peer.daemonOnly = false
+    peer.enforced = false
     this.#note(`${id}: resumed`)
     const pending = peer.pendingWhilePaused
     peer.pendingWhilePaused = []
@@ -205,12 +244,21 @@ export class Simulation {
     this.#note(`partition ${groups.map(g => g.join(',')).join(' | ')}`)
   }
 
+  /** Cuts the link between two boards only (a bridge partition when each still reaches a third). */
+  cut (a: string, b: string): void {
+    this.#cuts.add([a, b].sort().join('|'))
+    this.#note(`cut ${a} - ${b}`)
+  }
+
   heal (): void {
     this.#groups = new Map()
+    this.#cuts.clear()
     this.#note('healed')
   }
 
-  connected (a: string, b: string): boolean { return (this.#groups.get(a) ?? 0) === (this.#groups.get(b) ?? 0) }
+  connected (a: string, b: string): boolean {
+    return (this.#groups.get(a) ?? 0) === (this.#groups.get(b) ?? 0) && !this.#cuts.has([a, b].sort().join('|'))
+  }
 
   /** The board's Docker loses (or gains) an image; the arrays are replaced, never mutated (detectors copy them). */
   removeImage (id: string, image: string): void {
@@ -280,7 +328,7 @@ export class Simulation {
     const ids: string[] = []
     for (const [id, peer] of this.peers) {
       const c = peer.containers.get(mission)
-      if (peer.powered && !peer.paused && c?.running === true) ids.push(id)
+      if (this.#containersRun(peer) && c?.running === true) ids.push(id)
     }
     return ids
   }
@@ -336,6 +384,7 @@ export class Simulation {
   #tickPeer (peer: SimPeer): void {
     const machine = peer.machine
     if (machine === null || peer.paused) return
+    peer.lastTickAt = this.now
     for (const [otherId, entry] of peer.detector) {
       if (entry.gone) continue
       const silence = this.now - entry.lastHeard
@@ -613,7 +662,7 @@ export class Simulation {
   #checkOverlap (): void {
     const byMission = new Map<string, Array<{ id: string, epoch: number }>>()
     for (const [id, peer] of this.peers) {
-      if (!peer.powered || peer.paused) continue
+      if (!this.#containersRun(peer)) continue
       for (const c of peer.containers.values()) {
         if (!c.running) continue
         const list = byMission.get(c.mission) ?? []
@@ -764,8 +813,12 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
     const roll = rng.next()
     if (roll < 0.2 && up.length > 0) sim.kill(rng.pick(up))
     else if (roll < 0.38 && down.length > 0) sim.restart(rng.pick(down))
-    else if (roll < 0.48 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
-    else if (roll < 0.6) {
+    else if (roll < 0.43 && up.length > 0) sim.pause(rng.pick(up), rng.int(200, 3000))
+    else if (roll < 0.48 && up.length > 0) sim.freezeDaemon(rng.pick(up), rng.int(200, 3000))
+    else if (roll < 0.52 && ids.length >= 3) {
+      const [a, b] = [...ids].sort(() => rng.next() - 0.5)
+      sim.cut(a!, b!)
+    } else if (roll < 0.6) {
       const shuffled = [...ids].sort(() => rng.next() - 0.5)
       const cut = rng.int(1, ids.length - 1)
       sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])

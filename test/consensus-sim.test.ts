@@ -3,7 +3,7 @@
 import t from 'tap'
 import { runSchedule, CRASH_LOOP_MAX_STARTS } from '../consensus/simulator.ts'
 
-const OVERLAP_BOUND_MS = 500
+const OVERLAP_BOUND_MS = 0
 const RECOVERY_BOUND_MS = 15_000
 
 const replay = process.env.SEED
