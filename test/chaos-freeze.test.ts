@@ -39,6 +39,11 @@ if (gateDockerCriu(t)) {
     const primary = ms.boardOf(before.primary)!
     const backup = ms.boardOf(before.backup)!
     const old = (await ms.running()).find(c => c.board === primary.name)
+    // The stop comes right after the backup acknowledged a new checkpoint, in steady state: the ticks lost are then
+    // the checkpoint's age plus the lease (the container runs on, unchecked, until the watchdog freezes it), and
+    // fit the 60-tick bound; a stop just before the next checkpoint would add up to one interval (50 ticks).
+    const held = (await ms.status(backup))?.heldSeq ?? 0
+    await ms.waitFor(`${step}: the backup to hold a checkpoint newer than #${held}`, async () => ((await ms.status(backup))?.heldSeq ?? 0) > Math.max(held, 2))
     return { before, primary, backup, old }
   }
 
@@ -71,6 +76,9 @@ if (gateDockerCriu(t)) {
     const newFirstWall = samplesOf(ms.logs.get(after.container!.id)?.entries ?? [])[0]?.wall ?? NaN
     t.comment(`${step}: old container's last report ${oldSamples.at(-1) != null ? `${oldSamples.at(-1)!.wall - newFirstWall} ms relative to the new primary's first` : 'none'}; ` +
       `reports after the resume: ${lateReports.length}${ranAfterResume != null ? ` (last ${ranAfterResume} ms after it)` : ''}`)
+    const lost = (oldSamples.at(-1)?.tick ?? 0) - firstAfter.tick
+    t.comment(`${step}: resumed at ${new Date(resumedAt).toISOString()}; ticks lost ${lost}; watchdog of ${primary.name}: ` +
+      ms.output.filter(l => l.startsWith(`[${primary.name}]`) && l.includes('tandem watchdog')).slice(-4).map(l => l.replace(/^\[[^\]]+\] /, '')).join(' | '))
     return { after, lateReports, ranAfterResume }
   }
 
