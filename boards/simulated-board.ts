@@ -1,5 +1,6 @@
 // A simulated board on this host: its own Docker daemon (its "disk" survives a power cut) and its own tandem peer
 // process, on loopback. Used by the chaos tests, the failover benchmark and the demo.
+import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
@@ -42,6 +43,7 @@ export class SimulatedBoard {
   readonly #options: SimulatedBoardOptions
   #peer: PeerHandle | undefined
   #peerId: string | undefined
+  #frozen: number[] = []
 
   private constructor (options: SimulatedBoardOptions, docker: BoardDocker, listenPort: number) {
     this.name = options.name
@@ -99,6 +101,7 @@ export class SimulatedBoard {
   async powerCut (): Promise<void> {
     const peer = this.#peer
     this.#peer = undefined
+    this.#frozen = []
     peer?.kill('SIGKILL')
     peer?.kill('SIGCONT')
     await this.docker.kill()
@@ -110,11 +113,23 @@ export class SimulatedBoard {
 
   /**
    * A silent failure, as a real power cut looks from the network: the peer and every process of the board stop in
-   * place, so nothing answers and nothing resets a connection. Finish with `powerCut()`.
+   * place, so nothing answers and nothing resets a connection. The peer process and its watchdog join the board's
+   * cgroup and freeze with it. Finish with `powerCut()` or `thaw()`.
    */
   freeze (): void {
-    this.#peer?.kill('SIGSTOP')
-    this.docker.freeze()
+    const peer = this.#peer
+    const processes = peer == null ? [] : processTree(peer.pid)
+    this.docker.freeze(processes)
+    // Where the peer could not join the board's cgroup, it stops by signal.
+    for (const pid of processes) if (!this.docker.processIds().includes(pid)) { try { process.kill(pid, 'SIGSTOP') } catch {} }
+    this.#frozen = processes
+  }
+
+  /** The end of a freeze: every process of the board (the peer, its watchdog, dockerd, the containers) runs again at once. */
+  thaw (): void {
+    this.docker.thaw()
+    for (const pid of this.#frozen) { try { process.kill(pid, 'SIGCONT') } catch {} }
+    this.#frozen = []
   }
 
   /** Clean shutdown of the peer and the daemon. */
@@ -127,6 +142,22 @@ export class SimulatedBoard {
 
   /** A dockerode client of this board's daemon. */
   dockerClient (): Docker { return new Docker({ socketPath: this.docker.socketPath }) }
+}
+
+/** A process and all its descendants (the peer and its watchdog), from /proc. */
+export function processTree (pid: number): number[] {
+  const found = [pid]
+  for (let i = 0; i < found.length; i++) {
+    const parent = found[i] as number
+    let tasks: string[] = []
+    try { tasks = readdirSync(`/proc/${parent}/task`) } catch {}
+    for (const task of tasks) {
+      let children = ''
+      try { children = readFileSync(`/proc/${parent}/task/${task}/children`, 'utf8') } catch {}
+      for (const child of children.trim().split(/\s+/)) if (child !== '' && !found.includes(Number(child))) found.push(Number(child))
+    }
+  }
+  return found
 }
 
 /** Builds an image on one board only, as a user does; the swarm carries it to the others. */

@@ -48,8 +48,14 @@ export interface BoardDocker {
   stop (): Promise<void>
   /** Power cut: SIGKILL dockerd, containerd, the shims and every container process of this board. */
   kill (): Promise<void>
-  /** A board that goes silent: every process of it stops in place (no exit, no connection reset); kill() after. */
-  freeze (): void
+  /**
+   * A board that goes silent: every process of it stops in place (no exit, no connection reset); kill() or thaw()
+   * after. `alsoPids` (the board's peer process and its children) are moved into the board's cgroup first, so
+   * that they freeze and thaw with it, at once, as on a real board.
+   */
+  freeze (alsoPids?: number[]): void
+  /** The frozen board runs again: every process at once (its containers too, unless frozen on their own). */
+  thaw (): void
   /** Power back on after a cut: empty the exec root, unmount stale mounts, start on the same data root. */
   restart (signal?: AbortSignal): Promise<void>
 }
@@ -251,8 +257,14 @@ class SimulatedBoardDocker implements BoardDocker {
     } catch {}
   }
 
-  freeze (): void {
+  freeze (alsoPids: number[] = []): void {
+    this.#cgroups.adopt(alsoPids)
     this.#cgroups.freeze()
+  }
+
+  thaw (): void {
+    this.#cgroups.thaw()
+    this.#cgroups.releaseAdopted()
   }
 
   async kill (): Promise<void> {
@@ -313,6 +325,33 @@ abstract class BoardCgroups {
   abstract killAll (): void
   /** Stops every process of the board in place. */
   abstract freeze (): void
+  /** Runs the board again (only the board's own freeze: a cgroup frozen on its own below stays frozen). */
+  abstract thaw (): void
+  /** Processes moved into the board's `peer` cgroup, with the cgroup they came from. */
+  readonly #adopted = new Map<number, string>()
+
+  /** Moves outside processes (the peer and its watchdog) into the board's tracking cgroup, to freeze with it. */
+  adopt (pids: number[]): void {
+    const dir = join(this.boardDir(), 'peer')
+    mkdirSync(dir, { recursive: true })
+    for (const pid of pids) {
+      const from = this.cgroupOf(pid)
+      if (from == null) continue
+      try {
+        writeFileSync(join(dir, 'cgroup.procs'), String(pid))
+        this.#adopted.set(pid, from)
+      } catch {}
+    }
+  }
+
+  /** Puts adopted processes back where they were (after a thaw). */
+  releaseAdopted (): void {
+    for (const [pid, from] of this.#adopted) writeQuietly(join(from, 'cgroup.procs'), String(pid))
+    this.#adopted.clear()
+  }
+
+  /** The directory of a process's cgroup in the tracking hierarchy. */
+  protected abstract cgroupOf (pid: number): string | undefined
 
   pids (): number[] {
     const pids: number[] = []
@@ -366,6 +405,15 @@ class LegacyFreezerCgroups extends BoardCgroups {
     writeQuietly(join(this.boardDir(), 'freezer.state'), 'FROZEN')
   }
 
+  thaw (): void {
+    writeQuietly(join(this.boardDir(), 'freezer.state'), 'THAWED')
+  }
+
+  protected cgroupOf (pid: number): string | undefined {
+    const line = readOrEmpty(`/proc/${pid}/cgroup`).split('\n').find(l => l.split(':')[1]?.split(',').includes('freezer') === true)
+    return line == null ? undefined : join('/sys/fs/cgroup/freezer', line.split(':')[2] ?? '/')
+  }
+
   killAll (): void {
     const state = join(this.boardDir(), 'freezer.state')
     if (!existsSync(state)) return
@@ -401,6 +449,15 @@ class UnifiedCgroups extends BoardCgroups {
 
   freeze (): void {
     writeQuietly(join(this.boardDir(), 'cgroup.freeze'), '1')
+  }
+
+  thaw (): void {
+    writeQuietly(join(this.boardDir(), 'cgroup.freeze'), '0')
+  }
+
+  protected cgroupOf (pid: number): string | undefined {
+    const line = readOrEmpty(`/proc/${pid}/cgroup`).split('\n').find(l => l.startsWith('0::'))
+    return line == null ? undefined : join('/sys/fs/cgroup', line.slice(3))
   }
 
   killAll (): void {

@@ -12,7 +12,7 @@ import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
 import { CriuError, ImageMissingError } from '../checkpoint/errors.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
 import { GossipDrop } from './gossip.ts'
-import { killContainersOf, startWatchdog, type Watchdog } from './watchdog.ts'
+import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
@@ -249,6 +249,8 @@ export class MissionService {
       // `criu check` runs in the peer's background capability probe; the machine reads its SelfInfo as it changes.
       this.#refreshSelfInfo()
       this.#feedPeers()
+      // The fencing lease, enforced by the watchdog's own event loop: it freezes these containers if this stops.
+      this.#watchdog?.renew(leaseValidityMs(this.#options.consensus), [...this.#containers.values()].map(c => c.id))
       this.#input(machine => { machine.tick(Date.now()) })
     }, tickMs))
     if (this.#runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
