@@ -35,7 +35,7 @@ export interface SimOptions {
   tickMs?: number
   /** Overlap of two running containers tolerated for views of >= 3 members. */
   overlapBoundMs?: number
-  /** A daemon-only freeze: the enforcer freezes the board's containers this long after the daemon's last tick. */
+  /** A daemon-only freeze: the enforcer freezes the board's containers this long after the daemon's last tick (the watchdog: lease validity 650 ms, checked every 20 ms). */
   enforcerLeaseMs?: number
   /**
    * A killed peer's process is gone: connected peers' detectors prove it (refused redial) after a delay drawn from
@@ -130,7 +130,7 @@ export class Simulation {
     this.deadAfterMs = options.deadAfterMs ?? 1100
     this.tickMs = options.tickMs ?? 50
     this.overlapBoundMs = options.overlapBoundMs ?? 0
-    this.enforcerLeaseMs = options.enforcerLeaseMs ?? 600
+    this.enforcerLeaseMs = options.enforcerLeaseMs ?? 670
     this.exitDetectionMs = options.exitDetectionMs === undefined ? [20, 150] : options.exitDetectionMs
     this.imageFetchMs = options.imageFetchMs ?? [200, 1500]
     for (const p of options.peers) {

@@ -250,7 +250,7 @@ export class MissionService {
       this.#refreshSelfInfo()
       this.#feedPeers()
       // The fencing lease, enforced by the watchdog's own event loop: it freezes these containers if this stops.
-      this.#watchdog?.renew(leaseValidityMs(this.#options.consensus), [...this.#containers.values()].map(c => c.id))
+      this.#renewLease()
       this.#input(machine => { machine.tick(Date.now()) })
     }, tickMs))
     if (this.#runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
@@ -270,6 +270,28 @@ export class MissionService {
     this.#stopped = true
     this.#abort.abort()
     for (const timer of this.#timers) clearInterval(timer)
+    // The lease stays renewed while this peer removes its containers itself: the watchdog must not freeze a container
+    // that `docker rm -f` is removing (the removal would wait for the watchdog's kill).
+    const renewing = setInterval(() => { this.#renewLease() }, 50)
+    try {
+      await this.#drainAndKill()
+    } finally {
+      clearInterval(renewing)
+    }
+    this.#watchdog?.dismiss()
+    for (const cleanup of this.#cleanups.reverse()) {
+      try { await cleanup() } catch (err) { this.#log(`missions: cleanup failed: ${(err as Error).message}`) }
+    }
+    await this.#runtime?.close()
+  }
+
+  /** Tells the watchdog this daemon is alive and in control of its containers for the lease's validity. */
+  #renewLease (): void {
+    this.#watchdog?.renew(leaseValidityMs(this.#options.consensus), [...this.#containers.values()].map(c => c.id))
+  }
+
+  /** Lets queued work settle, then removes every container of this peer. */
+  async #drainAndKill (): Promise<void> {
     await this.#actionChain.catch(() => {})
     await Promise.allSettled([...this.#lanes.values(), ...this.#fetchLanes.values(), ...this.#stageLanes.values(), ...this.#imageLanes.values()].map(async lane => { await lane.tail }))
     await this.#persistChain.catch(() => {})
@@ -279,11 +301,6 @@ export class MissionService {
         this.#log(`missions: could not stop this peer's containers: ${(err as Error).message}`)
       })
     }
-    this.#watchdog?.dismiss()
-    for (const cleanup of this.#cleanups.reverse()) {
-      try { await cleanup() } catch (err) { this.#log(`missions: cleanup failed: ${(err as Error).message}`) }
-    }
-    await this.#runtime?.close()
   }
 
   #canCheckpointHere (): boolean {
