@@ -132,6 +132,13 @@ export class SimulatedBoard {
     this.#frozen = []
   }
 
+  /** Stops the peer only (SIGTERM, as systemd does); the Docker daemon keeps running. `powerOn` starts it again. */
+  async stopPeer (): Promise<void> {
+    const peer = this.#peer
+    this.#peer = undefined
+    await peer?.stop()
+  }
+
   /** Clean shutdown of the peer and the daemon. */
   async shutdown (): Promise<void> {
     const peer = this.#peer

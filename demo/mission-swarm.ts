@@ -36,6 +36,10 @@ export interface MissionSwarmOptions {
   image?: 'one-board' | 'every-board'
   /** Boards other than the first start without the base images too (default false): the whole image must travel. */
   bareBoards?: boolean
+  /** The vehicle reports every this many ticks (default 10; 1 = every 20 ms, for chaos runs). */
+  reportEveryTicks?: number
+  /** Extra environment of every peer process (e.g. failure-detector settings). */
+  peerEnv?: NodeJS.ProcessEnv
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -46,6 +50,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     count,
     dir,
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
+    env: options.peerEnv,
     onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards
@@ -80,6 +85,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     else await buildImageOn(boards[0]!, VEHICLE_DIR, 'tandem/vehicle', ['Dockerfile', 'controller.js'])
     let manifest = await readFile(join(VEHICLE_DIR, 'mission.yaml'), 'utf8')
     if (options.checkpointIntervalMs != null) manifest = manifest.replace(/checkpointIntervalMs:\s*\d+/, `checkpointIntervalMs: ${options.checkpointIntervalMs}`)
+    if (options.reportEveryTicks != null) manifest = manifest.replace(/DATA_DIR: \/data/, `DATA_DIR: /data\n  REPORT_EVERY_TICKS: "${options.reportEveryTicks}"`)
     logs.start()
     const deployedAt = performance.now()
     await boards[0]!.peer!.client.request('POST', '/v1/missions', { manifest })

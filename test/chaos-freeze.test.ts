@@ -7,7 +7,7 @@ import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import { lastRestore } from '../demo/observe.ts'
-import { overlaps, regressions } from './helpers/history.ts'
+import { overlaps, regressions } from '../chaos/history.ts'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 
 const FREEZE_MS = 5000

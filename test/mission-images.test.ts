@@ -16,7 +16,7 @@ import { ApiRequestError } from '../peer/api-client.ts'
 import type { MissionStatus } from '../peer/missions.ts'
 import type { ImageFetchRecord } from '../peer/image-inventory.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
-import { overlaps, regressions } from './helpers/history.ts'
+import { overlaps, regressions } from '../chaos/history.ts'
 
 /** One checkpoint interval of the vehicle (50 ticks at 50 Hz, 1000 ms) plus the 10-tick resolution of its reports. */
 const MAX_TICKS_LOST = 60

@@ -183,6 +183,8 @@ function createPacer (intervalMs) {
 
 function run () {
   const dataDir = process.env.DATA_DIR || '/data'
+  // Chaos runs report every tick (REPORT_EVERY_TICKS=1), so two copies running at once show to the tick.
+  const reportEvery = Math.max(1, Math.floor(Number(process.env.REPORT_EVERY_TICKS) || REPORT_EVERY_TICKS))
   mkdirSync(dataDir, { recursive: true })
 
   const loaded = loadState(dataDir)
@@ -200,7 +202,7 @@ function run () {
   let timer
   const onTick = () => {
     state = step(state)
-    if (state.tick % REPORT_EVERY_TICKS === 0) emit({ ...report(state), wall: Date.now() })
+    if (state.tick % reportEvery === 0) emit({ ...report(state), wall: Date.now() })
     if (state.tick % STATE_WRITE_EVERY_TICKS === 0) {
       try {
         writeStateAtomically(dataDir, state)

@@ -1,0 +1,89 @@
+// The faults a chaos run injects into a swarm of simulated boards, each with its heal. Real faults only: a power cut
+// kills a board's whole cgroup, a freeze stops its processes where they are, a daemon freeze stops the peer process
+// alone (its containers run on), a restart storm restarts one peer again and again.
+import type { MissionSwarm } from '../demo/mission-swarm.ts'
+import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { MissionStatus } from '../peer/missions.ts'
+import type { Random } from '../consensus/simulator.ts'
+import { sleep } from '../demo/observe.ts'
+
+export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore'] as const
+export type FaultKind = typeof FAULT_KINDS[number]
+
+export interface InjectedFault {
+  kind: FaultKind
+  /** Names of the boards it hit. */
+  boards: string[]
+  detail: string
+  /** How long the fault lasts before `heal`, ms. */
+  holdMs: number
+  /** Ends the fault: boards powered on again, thawed, resumed. */
+  heal (): Promise<void>
+}
+
+interface Context { ms: MissionSwarm, status: MissionStatus, rng: Random }
+
+function boardOf (ms: MissionSwarm, peerId: string | null): SimulatedBoard {
+  const board = ms.boardOf(peerId)
+  if (board == null) throw new Error(`no board runs peer ${peerId ?? '(none)'}`)
+  return board
+}
+
+async function powerOn (ms: MissionSwarm, board: SimulatedBoard): Promise<void> {
+  if (!board.isOn) await board.powerOn(ms.swarm.bootstrapFor(board))
+}
+
+export async function inject (kind: FaultKind, { ms, status, rng }: Context): Promise<InjectedFault> {
+  const holdMs = rng.int(3000, 10_000)
+  switch (kind) {
+    case 'power-cut-primary':
+    case 'power-cut-backup': {
+      const board = boardOf(ms, kind === 'power-cut-primary' ? status.primary : status.backup)
+      await board.powerCut()
+      return { kind, boards: [board.name], detail: `${board.name} off for ${holdMs} ms`, holdMs, heal: async () => { await powerOn(ms, board) } }
+    }
+    case 'board-freeze': {
+      const board = boardOf(ms, status.primary)
+      board.freeze()
+      return { kind, boards: [board.name], detail: `${board.name} (primary) frozen for ${holdMs} ms`, holdMs, heal: async () => { board.thaw() } }
+    }
+    case 'daemon-freeze': {
+      const board = boardOf(ms, status.primary)
+      board.peer?.kill('SIGSTOP')
+      return { kind, boards: [board.name], detail: `${board.name}'s peer (primary) stopped for ${holdMs} ms, its containers left running`, holdMs, heal: async () => { board.peer?.kill('SIGCONT') } }
+    }
+    case 'restart-storm': {
+      const board = rng.pick(ms.boards.filter(b => b.isOn))
+      const restarts = 5
+      for (let i = 0; i < restarts; i++) {
+        await board.stopPeer()
+        await sleep(rng.int(200, 1000))
+        await powerOn(ms, board)
+        await sleep(rng.int(500, 1500))
+      }
+      return { kind, boards: [board.name], detail: `${board.name}'s peer restarted ${restarts} times`, holdMs: 0, heal: async () => {} }
+    }
+    case 'kill-during-restore': {
+      const first = boardOf(ms, status.primary)
+      const cutAt = Date.now()
+      await first.powerCut()
+      // The next primary loses its power while it restores: the takeover after it must still find the newest state.
+      const second = await ms.waitFor('a new primary restoring', async () => {
+        for (const board of ms.boards.filter(b => b.isOn)) {
+          const s = await ms.status(board)
+          const restoring = s?.events.find(e => e.at >= cutAt && /primary \(from .*\), restoring checkpoint/.test(e.text) && e.board !== first.peerId)
+          if (restoring != null) return ms.boardOf(restoring.board)
+        }
+        return undefined
+      }, 30_000)
+      await second.powerCut()
+      return {
+        kind,
+        boards: [first.name, second.name],
+        detail: `${first.name} (primary) cut, then ${second.name} while restoring; both off for ${holdMs} ms`,
+        holdMs,
+        heal: async () => { await powerOn(ms, first); await powerOn(ms, second) }
+      }
+    }
+  }
+}
