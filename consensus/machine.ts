@@ -43,6 +43,12 @@ interface Mission extends PersistedMission {
   /** The newest replication lags (start to the backup's ack), ms; the slowest sets the checkpoint period. */
   replicationLags: number[]
   fetchInFlight: { ref: CheckpointRef, since: number } | null
+  /** Since when this board, a lone claimant with older state than the record's, waits (see #waitsForNewerState). */
+  staleSince: number | null
+  /** When this board last refused a claim because it holds newer state than the candidate (it claims at once). */
+  newerStateSince: number | null
+  /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
+  refusingSince: number | null
   /** Consecutive failed fetches, and when the next may start (see fetchBackoffMs). */
   fetchFailures: number
   fetchRetryAt: number
@@ -616,12 +622,42 @@ export class ClusterMachine {
     const handoffPending = record.handoffTo !== null && record.handoffTo !== self && candidates.includes(record.handoffTo)
     // Deterministic jitter per (peer, attempt) breaks repeated split votes between equally placed candidates.
     const jitter = Number(fnv1a64(`${self}/${mission.votedEpoch}`) % BigInt(this.config.candidateStaggerMs))
-    const wait = rank * this.config.candidateStaggerMs + (rank > 0 || mission.votedEpoch > record.epoch ? jitter : 0) +
+    // A board that refused a claim for holding newer state claims without waiting its rank.
+    const newerState = mission.newerStateSince !== null && now - mission.newerStateSince < 4 * this.config.claimTimeoutMs
+    const wait = newerState ? 0 : rank * this.config.candidateStaggerMs + (rank > 0 || mission.votedEpoch > record.epoch ? jitter : 0) +
       (handoffPending ? 5 * this.config.claimTimeoutMs : 0)
     // The stagger runs from the end of the swarm-wide back-off, so candidates do not all claim the moment it ends.
     if (now - Math.max(mission.electionSince ?? now, backoffUntil) < wait) return
     if (!this.#quorumReachable(now, record, self)) return
+    if (this.#waitsForNewerState(now, mission)) return
     this.#startClaim(now, mission)
+  }
+
+  /**
+   * A board about to take over alone (two-board view, partner down in its own start or restore) with older state than
+   * the record's newest checkpoint waits for a board that holds it to come back, for staleTakeoverWaitMs; then it runs
+   * on what it has and says so. (A spare left alone after a double fault restored 5.3 s old state without a word.)
+   */
+  #waitsForNewerState (now: number, mission: Mission): boolean {
+    const record = mission.record
+    const self = this.self.peerId
+    const newest = record.checkpoint
+    // Only after a partner that died in its own start or restore (a double fault): when the primary ran, its backup
+    // holds what it acknowledged, and two-board mode takes over at once.
+    if (newest === null || record.started || record.view.length !== 2 || this.#loneClaimant(record) !== self) return false
+    const partner = record.view.find(p => p !== self)
+    if (partner === undefined || this.#stateOf(now, partner) === 'alive') return false
+    const mine = mission.held
+    if (compareCheckpoints(mine, newest) >= 0) { mission.staleSince = null; return false }
+    if (mission.staleSince === null) {
+      mission.staleSince = now
+      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq}`}, older than #${newest.seq} of the boards that are down: ` +
+        `waiting up to ${seconds(this.config.staleTakeoverWaitMs)} for one of them before running on it`)
+    }
+    if (now - mission.staleSince < this.config.staleTakeoverWaitMs) return true
+    this.#event(record.mission, `no board with checkpoint #${newest.seq} came back: running on ${mine === null ? 'the image (cold start)' : `#${mine.seq}`}, the state since is lost`)
+    mission.staleSince = null
+    return false
   }
 
   /** Peers that may run the mission next, best first; every peer computes the same order from the same facts. */
@@ -685,8 +721,29 @@ export class ClusterMachine {
     mission.lastClaimAt = now
     mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
     this.#persist()
-    this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch } })
+    const running = mission.container !== null && record.primary === this.self.peerId
+    const restores = !mission.coldStartNext && this.#canRestore(this.self.peerId, mission.held) ? mission.held : null
+    const held = running ? undefined : (restores === null ? null : { epoch: restores.epoch, seq: restores.seq })
+    this.#emit({ type: 'publish', message: { type: 'claim', mission: record.mission, deployId: record.deployId, epoch, basis: record.epoch, ...(held === undefined ? {} : { held }) } })
     this.#checkWon(now, mission)
+  }
+
+  /**
+   * This peer holds a newer checkpoint than the candidate would restore, and could restore it itself: it refuses the
+   * vote and claims at once. (A new primary killed during its restore left the spare with an older checkpoint than
+   * the revived backup's; the spare won and 5.3 s of state were lost.)
+   */
+  #holdsNewerState (now: number, mission: Mission, from: string, held: { epoch: number, seq: number } | null | undefined): boolean {
+    const record = mission.record
+    const mine = mission.held
+    if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
+    // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
+    if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
+    if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
+    if (!this.#quorumReachable(now, record, this.self.peerId)) return false
+    // A board whose own claims keep failing stops refusing after a while: liveness over the last seconds of state.
+    if (mission.refusingSince !== null && now - mission.refusingSince > this.config.newerStateRefusalMs) return false
+    return held === null || compareCheckpoints(mine, { ...mine, epoch: held.epoch, seq: held.seq }) > 0
   }
 
   #onClaim (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'claim' }>): void {
@@ -700,7 +757,13 @@ export class ClusterMachine {
     if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null
     const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
     const valid = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
-    const granted = valid && !primaryHolds
+    const newerHere = valid && this.#holdsNewerState(now, mission, from, msg.held)
+    if (newerHere) {
+      mission.newerStateSince = now
+      mission.refusingSince ??= now
+      this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
+    }
+    const granted = valid && !primaryHolds && !newerHere
     // Refused only because the primary still looks alive here: decided again if the detector reports it dead soon.
     mission.deferredClaim = valid && primaryHolds && record.primary !== self ? { from, msg, at: now } : null
     if (granted) {
@@ -810,6 +873,7 @@ export class ClusterMachine {
     }
     mission.electionSince = null
     mission.quorumLostSince = null
+    mission.refusingSince = null
     mission.pendingMove = null
     mission.partnerHeldBack = false
     this.#persist()
@@ -905,6 +969,7 @@ export class ClusterMachine {
     }
     const before = mission.record.restarts
     mission.record = incoming
+    mission.refusingSince = null
     this.#noteRestarts(now, mission, before)
     mission.votedEpoch = Math.max(mission.votedEpoch, incoming.epoch)
     mission.pendingMove = null
@@ -1177,7 +1242,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },

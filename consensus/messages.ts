@@ -109,9 +109,12 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
       }
     }
     case 'claim':
-      return str(m.mission) && str(m.deployId) && nat(m.epoch) && nat(m.basis) && m.basis < m.epoch
-        ? { type: 'claim', mission: m.mission, deployId: m.deployId, epoch: m.epoch, basis: m.basis }
-        : undefined
+      if (!(str(m.mission) && str(m.deployId) && nat(m.epoch) && nat(m.basis) && m.basis < m.epoch)) return undefined
+      if (m.held !== undefined && m.held !== null && !(typeof m.held === 'object' && nat((m.held as { epoch?: unknown }).epoch) && nat((m.held as { seq?: unknown }).seq))) return undefined
+      return {
+        type: 'claim', mission: m.mission, deployId: m.deployId, epoch: m.epoch, basis: m.basis,
+        ...(m.held === undefined ? {} : { held: m.held === null ? null : { epoch: (m.held as { epoch: number }).epoch, seq: (m.held as { seq: number }).seq } })
+      }
     case 'vote':
       return str(m.mission) && nat(m.epoch) && str(m.candidate) && typeof m.granted === 'boolean' && nat(m.knownEpoch)
         ? { type: 'vote', mission: m.mission, epoch: m.epoch, candidate: m.candidate, granted: m.granted, knownEpoch: m.knownEpoch }

@@ -93,6 +93,16 @@ export interface ConsensusConfig {
    * just started, or just learned a mission, knows the others' images only from their next heartbeat (1 s).
    */
   blockedAfterMs: number
+  /**
+   * A voter that holds a newer checkpoint than a candidate refuses it and claims itself; if it has not won within
+   * this long (its own claims keep failing), it stops refusing: the mission runs on older state rather than not at all.
+   */
+  newerStateRefusalMs: number
+  /**
+   * A board left alone in a two-board view with older state than the newest checkpoint waits this long for a board
+   * that holds it before it runs on its own: a double fault then costs availability before it costs state.
+   */
+  staleTakeoverWaitMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -115,7 +125,9 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   restartResetMs: 5 * 60_000,
   imageTimeoutMs: 10 * 60_000,
   imageRefetchHoldMs: 4000,
-  blockedAfterMs: 2000
+  blockedAfterMs: 2000,
+  newerStateRefusalMs: 5000,
+  staleTakeoverWaitMs: 20_000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */
@@ -190,7 +202,12 @@ export interface AnnouncedClaimState {
 export type ConsensusMessage =
   /** `claim`: the sender's own election state, so a vote granted to it is released even if its abandon was lost. */
   | { type: 'announce', record: MissionRecord, claim: AnnouncedClaimState }
-  | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number }
+  /**
+   * `held`: the checkpoint the candidate would restore (null: a cold start). A voter holding a newer checkpoint it
+   * could restore refuses and claims itself (Raft's election restriction): a takeover never restores older state than
+   * a quorum member holds. Absent from a running primary re-electing itself (its state is live).
+   */
+  | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number, held?: { epoch: number, seq: number } | null }
   | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
   | { type: 'fence', mission: string, epoch: number, target: string }

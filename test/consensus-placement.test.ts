@@ -395,3 +395,29 @@ t.test('a backup whose fetches fail (a full disk) backs off instead of retrying 
   t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
   t.same(sim.violations, [])
 })
+
+t.test('newer state wins the election: after a new primary dies in its restore, a stale backup does not restore over a revived board', async t => {
+  const sim = new Simulation({ seed: 35, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  sim.runFor(3000)
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.view(primary, mission)!.backup!
+  const newest = sim.held(primary, mission)!
+  // The primary dies; the backup wins the next epoch and dies in its restore; the third board, now the record's
+  // backup, holds nothing newer than what it was given while spare.
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.view(backup, mission)?.primary === backup, 10_000), 'the backup claims the next epoch')
+  sim.kill(backup)
+  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  sim.runFor(3000)
+  sim.restart(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 20_000), 'the mission runs again')
+  const takeover = [...sim.log].reverse().find(line => /\[vehicle\] epoch \d+: primary \(from /.test(line)) ?? ''
+  const restored = /restoring checkpoint #(\d+)/.exec(takeover)
+  t.ok(restored != null && Number(restored[1]) >= newest.seq,
+    `the last takeover restored checkpoint #${restored?.[1] ?? '(none)'}, not older than #${newest.seq} that the revived board holds: ${takeover.trim()}`)
+  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] holds .* older than #\\d+ of the boards that are down: waiting`)), 'the lone board said it waits for newer state')
+  t.same(sim.violations, [])
+})
