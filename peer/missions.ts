@@ -21,6 +21,8 @@ import type { Member } from './membership.ts'
 
 export const MISSIONS_TOPIC = 'tandem/missions/1'
 const STATE_KEY = 'consensus-state'
+/** The longest a clean stop waits for its missions to be handed to their backups. */
+const HANDOVER_TIMEOUT_MS = 8000
 /** Gossip's limit for mission messages; every record fits by construction (specs are at most 64 KiB). */
 const MISSIONS_MAX_BYTES = 256 * 1024
 
@@ -267,6 +269,7 @@ export class MissionService {
 
   async stop (): Promise<void> {
     if (this.#stopped) return
+    await this.#handOver().catch(err => { this.#log(`missions: hand-over before stopping failed: ${(err as Error).message}`) })
     this.#stopped = true
     this.#abort.abort()
     for (const timer of this.#timers) clearInterval(timer)
@@ -283,6 +286,32 @@ export class MissionService {
       try { await cleanup() } catch (err) { this.#log(`missions: cleanup failed: ${(err as Error).message}`) }
     }
     await this.#runtime?.close()
+  }
+
+  /**
+   * A clean stop (SIGTERM, e.g. a restart by systemd) hands every mission this peer runs to its backup with a final
+   * checkpoint, as `mission move` does, so a restart loses no state: it waits until the backup runs it, the backup
+   * is gone, or HANDOVER_TIMEOUT_MS passed (systemd's TimeoutStopSec must allow for it).
+   */
+  async #handOver (): Promise<void> {
+    if (this.#machine == null) return
+    const self = this.#peer.peerId
+    const alive = (peerId: string): boolean => this.#peer.membership.list().some(m => m.peerId === peerId && m.state === 'alive')
+    const moving = this.list().filter(m => m.role === 'primary' && m.state === 'running' && m.backup != null && alive(m.backup))
+    if (moving.length === 0) return
+    this.#log(`missions: stopping: handing ${moving.map(m => m.name).join(', ')} over to ${moving.length === 1 ? 'its backup' : 'their backups'}`)
+    for (const m of moving) this.#local({ type: 'move', mission: m.name, to: m.backup as string })
+    const deadline = Date.now() + HANDOVER_TIMEOUT_MS
+    while (Date.now() < deadline) {
+      const pending = moving.filter(m => {
+        const now = this.list().find(x => x.name === m.name)
+        const handed = now == null || (now.primary !== self && now.state === 'running')
+        return !handed && alive(m.backup as string)
+      })
+      if (pending.length === 0) return
+      await new Promise(resolve => setTimeout(resolve, 50))
+    }
+    this.#log(`missions: hand-over not finished after ${HANDOVER_TIMEOUT_MS} ms: stopping anyway (the backup takes over as after a failure)`)
   }
 
   /** Tells the watchdog this daemon is alive and in control of its containers for the lease's validity. */

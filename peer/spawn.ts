@@ -124,7 +124,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
       if (child.exitCode == null && child.signalCode == null) {
         child.kill('SIGCONT')
         child.kill('SIGTERM')
-        const timer = setTimeout(() => child.kill('SIGKILL'), 10_000)
+        const timer = setTimeout(() => child.kill('SIGKILL'), 16_000)
         await exited
         clearTimeout(timer)
       }

@@ -113,10 +113,11 @@ async function runPeer (argv: string[]): Promise<number> {
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
   })
+  // A clean stop hands the missions this peer runs to their backups first (up to 8 s), then stops.
   const forced = setTimeout(() => {
-    console.error('peer: shutdown took longer than 10 s, exiting')
+    console.error('peer: shutdown took longer than 15 s, exiting')
     process.exit(1)
-  }, 10_000)
+  }, 15_000)
   forced.unref()
   await missions.stop()
   await peer.stop()
