@@ -17,6 +17,8 @@ export interface InjectedFault {
   detail: string
   /** How long the fault lasts before `heal`, ms. */
   holdMs: number
+  /** How many failures it is (a restart storm of 5 restarts is 5): each may cost a few epochs. */
+  failures: number
   /** Ends the fault: boards powered on again, thawed, resumed. */
   heal (): Promise<void>
 }
@@ -40,17 +42,17 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
     case 'power-cut-backup': {
       const board = boardOf(ms, kind === 'power-cut-primary' ? status.primary : status.backup)
       await board.powerCut()
-      return { kind, boards: [board.name], detail: `${board.name} off for ${holdMs} ms`, holdMs, heal: async () => { await powerOn(ms, board) } }
+      return { kind, boards: [board.name], detail: `${board.name} off for ${holdMs} ms`, holdMs, failures: 1, heal: async () => { await powerOn(ms, board) } }
     }
     case 'board-freeze': {
       const board = boardOf(ms, status.primary)
       board.freeze()
-      return { kind, boards: [board.name], detail: `${board.name} (primary) frozen for ${holdMs} ms`, holdMs, heal: async () => { board.thaw() } }
+      return { kind, boards: [board.name], detail: `${board.name} (primary) frozen for ${holdMs} ms`, holdMs, failures: 1, heal: async () => { board.thaw() } }
     }
     case 'daemon-freeze': {
       const board = boardOf(ms, status.primary)
       board.peer?.kill('SIGSTOP')
-      return { kind, boards: [board.name], detail: `${board.name}'s peer (primary) stopped for ${holdMs} ms, its containers left running`, holdMs, heal: async () => { board.peer?.kill('SIGCONT') } }
+      return { kind, boards: [board.name], detail: `${board.name}'s peer (primary) stopped for ${holdMs} ms, its containers left running`, holdMs, failures: 1, heal: async () => { board.peer?.kill('SIGCONT') } }
     }
     case 'restart-storm': {
       const board = rng.pick(ms.boards.filter(b => b.isOn))
@@ -61,7 +63,7 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         await powerOn(ms, board)
         await sleep(rng.int(500, 1500))
       }
-      return { kind, boards: [board.name], detail: `${board.name}'s peer restarted ${restarts} times`, holdMs: 0, heal: async () => {} }
+      return { kind, boards: [board.name], detail: `${board.name}'s peer restarted ${restarts} times`, holdMs: 0, failures: restarts, heal: async () => {} }
     }
     case 'kill-during-restore': {
       const first = boardOf(ms, status.primary)
@@ -82,6 +84,7 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         boards: [first.name, second.name],
         detail: `${first.name} (primary) cut, then ${second.name} while restoring; both off for ${holdMs} ms`,
         holdMs,
+        failures: 2,
         heal: async () => { await powerOn(ms, first); await powerOn(ms, second) }
       }
     }

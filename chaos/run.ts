@@ -17,8 +17,8 @@ const CHECKPOINT_INTERVAL_MS = 1000
 /** The most ticks a failover may lose: one checkpoint interval (and one tick of report resolution). */
 const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
 const RECOVERY_BOUND_MS = 30_000
-/** More epochs than this for one fault is a storm. */
-const EPOCH_STORM = 6
+/** More epochs than this per failure (a takeover, a new backup, a rejoin) is a storm. */
+const EPOCHS_PER_FAILURE = 3
 
 export interface ChaosOptions {
   seed: number
@@ -102,7 +102,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs` +
         `${record.overlaps.length > 0 ? `, OVERLAP ${record.overlaps.join('; ')}` : ''}${record.regressions.length > 0 ? `, REGRESSION ${record.regressions.join('; ')}` : ''}`)
       if (record.recoveryMs == null) violations.push(`${kind} (${fault.detail}): the mission did not run again within ${RECOVERY_BOUND_MS / 1000} s of the heal`)
-      if (record.epochs > EPOCH_STORM) violations.push(`${kind} (${fault.detail}): ${record.epochs} epochs (an epoch storm)`)
+      if (record.epochs > EPOCHS_PER_FAILURE * fault.failures) violations.push(`${kind} (${fault.detail}): ${record.epochs} epochs for ${fault.failures} failure${fault.failures === 1 ? '' : 's'} (an epoch storm)`)
       for (const o of record.overlaps) violations.push(`${kind}: two copies at once: ${o}`)
       for (const r of record.regressions) violations.push(`${kind}: state went back: ${r}`)
       if (record.recoveryMs == null) break
