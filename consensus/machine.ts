@@ -1309,7 +1309,10 @@ export class ClusterMachine {
     else if (!image) reason = this.#fetchingImage(r.spec, backup) ? `backup fetching image ${ref ?? '?'}` : `backup lacks image ${ref ?? '?'}`
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
-    return { backup, image, checkpointSeq, reason }
+    const measuring = r.primary === this.self.peerId && m.container !== null && m.replicationLags.length > 0
+    const stalenessBoundMs = measuring ? Math.round(this.#checkpointPeriod(m) + Math.max(...m.replicationLags)) : null
+    const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
+    return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }
 }
 

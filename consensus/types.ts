@@ -292,6 +292,13 @@ export interface MissionProtection {
   checkpointSeq: number | null
   /** What is missing while not protected; null when protected. */
   reason: string | null
+  /**
+   * Primary only (null elsewhere): how old the backup's state may be at worst now, ms: the checkpoint period plus the
+   * slowest recent replication. Above the mission's checkpointIntervalMs a failover may lose more than one interval
+   * (a loaded board): `withinInterval` is false then.
+   */
+  stalenessBoundMs: number | null
+  withinInterval: boolean | null
 }
 
 /** A mission as this peer sees it: the fields of its current record, plus this peer's own standing. */

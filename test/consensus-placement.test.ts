@@ -40,7 +40,10 @@ t.test('image on one board only: it is primary, stores the image, the backup fet
   t.equal(sim.view('b', mission)!.replicatedSeq, null, 'but does not acknowledge them: it could not restore them')
   t.ok(sim.runUntil(() => sim.view('b', mission)!.protected, 5000), 'protected once the backup holds the image')
   const after = sim.view('b', mission)!
-  t.same(after.protection, { backup, image: true, checkpointSeq: after.replicatedSeq, reason: null })
+  t.match(after.protection, { backup, image: true, checkpointSeq: after.replicatedSeq, reason: null })
+  const bound = after.protection.stalenessBoundMs
+  t.ok(bound !== null && after.protection.withinInterval === (bound <= SIM_MISSION.checkpointIntervalMs),
+    `the primary bounds the backup's state age: at most ${bound} ms (interval ${SIM_MISSION.checkpointIntervalMs} ms, within: ${String(after.protection.withinInterval)})`)
   t.ok(after.replicatedSeq !== null)
   sim.kill('b')
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the backup takes over')

@@ -22,6 +22,15 @@ function shortId (peerId: string | null | undefined): string {
   return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId
 }
 
+/** The primary's bound on the backup's state age, and whether it keeps the mission's interval. */
+function staleness (m: MissionStatus): string {
+  const bound = m.protection.stalenessBoundMs
+  if (bound == null) return ''
+  return m.protection.withinInterval === true
+    ? `; the backup's state is at most ${bound} ms old`
+    : `; NOT within the interval: the backup's state may be ${bound} ms old (interval ${m.spec.checkpointIntervalMs} ms): the board is too slow for it`
+}
+
 function megabytes (bytes: number): string { return (bytes / 1e6).toFixed(1) }
 
 function table (rows: string[][]): string {
@@ -34,7 +43,7 @@ export function formatMissions (missions: MissionStatus[]): string {
   const rows = [['MISSION', 'STATE', 'PROTECTED', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
   for (const m of missions) {
     rows.push([
-      m.name, m.state, m.protected ? 'yes' : 'no', String(m.epoch), shortId(m.primary), shortId(m.backup),
+      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary), shortId(m.backup),
       m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
       m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
       m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
@@ -47,7 +56,7 @@ export function formatMission (m: MissionStatus): string {
   const lines = [
     `mission     ${m.name}`,
     `state       ${m.state}${m.reason == null ? '' : ` (${m.reason})`}`,
-    `protected   ${m.protected ? 'yes' : 'no'}${m.protection.reason == null ? '' : `: ${m.protection.reason}`}`,
+    `protected   ${m.protected ? 'yes' : 'no'}${m.protection.reason == null ? '' : `: ${m.protection.reason}`}${staleness(m)}`,
     `epoch       ${m.epoch}`,
     `primary     ${m.primary ?? '-'}`,
     `backup      ${m.backup ?? '-'}`,
