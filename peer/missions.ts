@@ -3,7 +3,7 @@
 import { join } from 'node:path'
 import { Level } from 'level'
 import { CID } from 'multiformats/cid'
-import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
+import { ClusterMachine, majority, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
 import { imageFor, ManifestError, MAX_MANIFEST_BYTES, normalizeImageRef, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
 import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, PeerInfo, PersistedState } from '../consensus/types.ts'
@@ -314,9 +314,28 @@ export class MissionService {
     this.#log(`missions: hand-over not finished after ${HANDOVER_TIMEOUT_MS} ms: stopping anyway (the backup takes over as after a failure)`)
   }
 
-  /** Tells the watchdog this daemon is alive and in control of its containers for the lease's validity. */
+  /**
+   * Tells the watchdog this daemon is alive and in control of its containers for the lease's validity, counted from
+   * the last moment a majority of each mission's view was heard from (views of 3 to 5 boards, where every member's
+   * 200 ms beats reach the primary): a primary cut off from its majority has its container frozen by the watchdog
+   * 650 ms after it last heard them, however late its own detector, self-fence and Docker are (under load the stop
+   * came 1.4 s after the cut, close to a takeover). Larger views count from this tick.
+   */
   #renewLease (): void {
-    this.#watchdog?.renew(leaseValidityMs(this.#options.consensus), [...this.#containers.values()].map(c => c.id))
+    const validity = leaseValidityMs(this.#options.consensus)
+    let validFor = validity
+    const machine = this.#machine
+    if (machine != null) {
+      const now = performance.now()
+      const heard = new Map(this.#peer.membership.list().map(m => [m.peerId, m.lastHeardAt]))
+      for (const v of machine.view(Date.now())) {
+        if (v.role !== 'primary' || !this.#containers.has(v.name) || v.view.length < 3 || v.view.length > 5) continue
+        const times = v.view.map(p => p === this.#peer.peerId ? now : (heard.get(p) ?? -Infinity)).sort((a, b) => b - a)
+        const quorumHeardAt = times[majority(v.view.length) - 1] ?? -Infinity
+        validFor = Math.min(validFor, quorumHeardAt + validity - now)
+      }
+    }
+    this.#watchdog?.renew(Math.max(0, validFor), [...this.#containers.values()].map(c => c.id))
   }
 
   /** Lets queued work settle, then removes every container of this peer. */
