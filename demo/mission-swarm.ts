@@ -36,6 +36,8 @@ export interface MissionSwarmOptions {
   image?: 'one-board' | 'every-board'
   /** Boards other than the first start without the base images too (default false): the whole image must travel. */
   bareBoards?: boolean
+  /** Each board's peer in its own network namespace, so `swarm.partition`/`cut`/`heal` cut links for real. */
+  netns?: boolean
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -46,6 +48,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     count,
     dir,
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
+    netns: options.netns,
     onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards
