@@ -123,9 +123,9 @@ function downtime (ms: MissionSwarm, from: number, to: number): { totalMs: numbe
   }
   const last = inWindow.at(-1)
   if (last != null && to - last.wall > 500) {
+    // Still open at the end of the window: a checkpoint pause or an outage, not known yet.
     totalMs += to - last.wall
-    failoverMs += to - last.wall
-    gaps.push(`no report for the last ${to - last.wall} ms`)
+    gaps.push(`open at the end: no report for the last ${to - last.wall} ms`)
   }
   return { totalMs, gaps, failoverMs, pausesMs, pauses, longestPauseMs }
 }
@@ -199,7 +199,13 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
     t.comment(`deployed to protected in ${Math.round(swarm.deployToProtectedMs)} ms; boards at ${swarm.boards.map(b => `${b.name} ${b.ip}`).join(', ')}`)
 
     await t.test('primary alone: [primary] | [backup, spare] for 15 s, then heal', async t => {
-      const before = await settled(swarm, 'before')
+      await settled(swarm, 'before')
+      // Cut when replication has caught up (the backup holds the newest checkpoint taken): what is lost is then the
+      // checkpoint's age plus what the minority primary does until it self-fences, not a start-up backlog.
+      const before = await swarm.waitFor('the backup to hold the newest checkpoint', async () => {
+        const s = await swarm.anyStatus()
+        return s?.state === 'running' && s.replicationLag === 0 && s.container != null && (await swarm.running()).length === 1 ? s : undefined
+      }, 60_000)
       const { primary, backup, spare } = roles(swarm, before)
       const old = (await swarm.running()).find(c => c.board === primary.name)
       t.ok(old, `${primary.name} runs the mission at epoch ${before.epoch}`)
@@ -239,11 +245,12 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       const firstNew = samplesOf(swarm.logs.get(majority.s.container!.id)?.entries ?? [])[0]
       t.comment(`primary alone: the old primary reported tick ${lastBeforeCut?.tick ?? '?'} at the cut and tick ${lastOld?.tick ?? '?'} last (+${(lastOld?.wall ?? t0) - t0} ms); ` +
         `the new primary resumed at tick ${firstNew?.tick ?? '?'}: ${(lastBeforeCut?.tick ?? 0) - (firstNew?.tick ?? 0)} ticks behind the cut, ${(lastOld?.tick ?? 0) - (firstNew?.tick ?? 0)} behind the last report`)
-      // Observed 2026-12-02 (2 loaded cores), two runs: the new primary resumed 160 and 90 ticks behind the old
-      // primary's last report (70 behind its tick at the cut in the second run). At the cut the newest replicated
-      // checkpoint was 1.4 s old with a replication lag of 2.7 s (checkpoints took 1.1-2.8 s, longer than the 1 s
-      // interval: the peer's own event says so), and the minority primary went on for 0.4-1.2 s after the cut until it
-      // self-fenced. Kept as the bound the issue asks for; todo until the consensus/checkpoint side meets it.
+      // Observed 2026-12-02 (2 cores, loaded by another session's chaos run), four runs: the new primary resumed 160,
+      // 90 and 190 ticks behind the old primary's last report when cut as soon as the mission was protected (newest
+      // replicated checkpoint 1.4-4.5 s behind; checkpoints took 1.1-3.4 s, longer than the 1 s interval, as the
+      // peer's own event says), and exactly 60 when cut once the backup held the newest checkpoint (this wait, added
+      // after: 30 ticks behind the cut + 30 the minority primary ran on for 0.95 s until it self-fenced). Kept as the
+      // bound the issue asks for; todo until it holds on every run.
       checkHistory(t, swarm, 'primary alone', t0, 'issue 10: a partitioned primary loses more than one checkpoint interval: replication lag (checkpoints slower than the interval) plus the work of the minority primary until it self-fences')
       report(t, 'primary alone', rec, swarm, t0, Date.now(), before.epoch, after.epoch)
     })
