@@ -5,6 +5,7 @@
 // copies at once, no state regression beyond one checkpoint interval) are checked on the whole recorded history.
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { lastRestore, sleep, type FollowedContainer } from '../demo/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
@@ -182,6 +183,20 @@ async function atCut (ms: MissionSwarm, primary: SimulatedBoard): Promise<string
     `replicated #${s?.replicatedSeq ?? '?'}, replication lag ${s?.replicationLagMs ?? '?'} ms, last take ${s?.lastTake?.totalMs ?? '?'} ms (paused ${s?.lastTake?.pausedMs ?? '?'} ms)`
 }
 
+/** Processes in a board's namespace: pid, parent and command line. */
+function processesIn (board: SimulatedBoard): Array<{ pid: number, ppid: number, cmd: string }> {
+  const r = spawnSync('ip', ['netns', 'pids', board.network!.ns], { encoding: 'utf8' })
+  return r.stdout.split(/\s+/).filter(x => /^\d+$/.test(x)).map(Number).flatMap(pid => {
+    try {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim()
+      const ppid = Number(/PPid:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
+      return [{ pid, ppid, cmd }]
+    } catch {
+      return []
+    }
+  })
+}
+
 function roles (ms: MissionSwarm, s: MissionStatus): { primary: SimulatedBoard, backup: SimulatedBoard, spare: SimulatedBoard } {
   const primary = ms.boardOf(s.primary)!
   const backup = ms.boardOf(s.backup)!
@@ -197,6 +212,12 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
     ms = await startMissionSwarm(3, { netns: true })
     const swarm = ms
     t.comment(`deployed to protected in ${Math.round(swarm.deployToProtectedMs)} ms; boards at ${swarm.boards.map(b => `${b.name} ${b.ip}`).join(', ')}`)
+    for (const board of swarm.boards) {
+      const inside = processesIn(board)
+      const peerPid = board.peer!.pid
+      t.ok(inside.some(p => p.pid === peerPid && p.cmd.includes('cli.ts')), `${board.name}: the peer (pid ${peerPid}) runs in ${board.network!.ns}`)
+      t.ok(inside.some(p => p.ppid === peerPid && p.cmd.includes('watchdog.ts')), `${board.name}: its watchdog is its child there (${JSON.stringify(inside.map(p => p.cmd.split(' ').find(a => a.endsWith('.ts'))?.split('/').at(-1)))})`)
+    }
 
     await t.test('primary alone: [primary] | [backup, spare] for 15 s, then heal', async t => {
       await settled(swarm, 'before')
@@ -300,14 +321,40 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       const atHeal = await swarm.anyStatus()
       t.comment(`at the heal: epoch ${atHeal?.epoch}, primary ${swarm.boardOf(atHeal?.primary)?.name}, state ${atHeal?.state}`)
       await swarm.swarm.heal()
-      const after = await converged(swarm, 'after the heal')
-      await sleep(3000)
+      const healedAt = Date.now()
+      await converged(swarm, 'after the heal')
+      // The view went on changing after the heal in earlier runs: give it 10 s, then read the final state.
+      await sleep(10_000)
+      const after = await converged(swarm, '10 s after the heal')
       await rec.stop()
+      t.comment(`bridge: epochs claimed after the heal: ${rec.claimed(healedAt).join(', ') || 'none'}`)
       t.equal((await swarm.running()).length, 1, `the mission runs at the end: one container (epoch ${after.epoch} on ${swarm.boardOf(after.primary)?.name})`)
-      const latest = swarm.logs.latest()
-      t.ok(latest != null && Date.now() - latest.wall < 2000, `the vehicle reports (last ${latest != null ? Date.now() - latest.wall : '?'} ms ago)`)
+      // A checkpoint pauses the vehicle for up to ~1.5 s on a loaded host: wait for a fresh report rather than sample one.
+      const fresh = await swarm.waitFor('a fresh vehicle report', async () => {
+        const latest = swarm.logs.latest()
+        return latest != null && Date.now() - latest.wall < 500 ? latest : undefined
+      }, 10_000)
+      t.pass(`the vehicle reports (tick ${fresh.tick} from ${fresh.container.board} e${fresh.container.epoch})`)
       checkHistory(t, swarm, 'bridge', t0)
       report(t, 'bridge', rec, swarm, t0, Date.now(), before.epoch, after.epoch)
+    })
+
+    await t.test('a power cut in namespaces: the real peer dies with its watchdog, the backup takes over', async t => {
+      const before = await settled(swarm, 'before')
+      const { primary, backup } = roles(swarm, before)
+      const t0 = Date.now()
+      await primary.powerCut()
+      const after = await swarm.waitFor(`${backup.name} takes over`, async () => {
+        const s = await swarm.status(backup)
+        return s?.primary === backup.peerId && s.state === 'running' && s.container != null && s.epoch > before.epoch ? s : undefined
+      })
+      t.pass(`${backup.name} runs epoch ${after.epoch} ${Date.now() - t0} ms after the power cut of ${primary.name}`)
+      const left = await swarm.waitFor(`nothing left in ${primary.network!.ns}`, async () => processesIn(primary).length === 0 ? [] : undefined, 15_000)
+        .catch(() => processesIn(primary))
+      t.same(left, [], `no process left in ${primary.name}'s namespace (peer and watchdog gone)`)
+      const first = await swarm.waitFor('the restored vehicle reports', async () => samplesOf(swarm.logs.get(after.container!.id)?.entries ?? [])[0])
+      t.ok(first.tick > 0, `the vehicle continues at tick ${first.tick}`)
+      checkHistory(t, swarm, 'power cut', t0)
     })
   })
 
