@@ -1,5 +1,6 @@
 // A simulated board on this host: its own Docker daemon (its "disk" survives a power cut) and its own tandem peer
-// process, on loopback. Used by the chaos tests, the failover benchmark and the demo.
+// process, on loopback; or, with `netns`, the peer in its own network namespace on a private bridge, so a test can
+// cut links for real (boards/netns.ts). Used by the chaos tests, the failover benchmark and the demo.
 import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -8,6 +9,10 @@ import { generateKey } from '@libp2p/pnet'
 import Docker from 'dockerode'
 import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
 import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { SwarmNetwork, type NetnsHost } from './netns.ts'
+
+/** The libp2p port of a peer in its own namespace (every port is free there). */
+const NETNS_LISTEN_PORT = 4001
 
 export interface SimulatedBoardOptions {
   /** Board name: letters, digits, '-' and '_'. */
@@ -22,6 +27,11 @@ export interface SimulatedBoardOptions {
   signal?: AbortSignal
   /** Load tandem/busybox and tandem/node-base into the board's Docker (default true); false: a bare board. */
   baseImages?: boolean
+  /**
+   * Runs the peer process in this network namespace: libp2p and the control API listen on its address (reached
+   * from the root namespace through the bridge). The board's dockerd stays in the root namespace (unix socket).
+   */
+  network?: NetnsHost
 }
 
 async function freePort (): Promise<number> {
@@ -40,6 +50,8 @@ export class SimulatedBoard {
   readonly dir: string
   readonly docker: BoardDocker
   readonly listenPort: number
+  /** The board's place in a private network, when its peer runs in a namespace. */
+  readonly network: NetnsHost | undefined
   readonly #options: SimulatedBoardOptions
   #peer: PeerHandle | undefined
   #peerId: string | undefined
@@ -50,6 +62,7 @@ export class SimulatedBoard {
     this.dir = join(options.dir, options.name)
     this.docker = docker
     this.listenPort = listenPort
+    this.network = options.network
     this.#options = options
   }
 
@@ -58,7 +71,7 @@ export class SimulatedBoard {
     const docker = await startBoardDocker({ dir: options.dir, name: options.name, signal: options.signal })
     try {
       if (options.baseImages !== false) await loadBaseImages(docker, { signal: options.signal })
-      return new SimulatedBoard(options, docker, await freePort())
+      return new SimulatedBoard(options, docker, options.network != null ? NETNS_LISTEN_PORT : await freePort())
     } catch (err) {
       await docker.kill().catch(() => {})
       throw err
@@ -74,7 +87,9 @@ export class SimulatedBoard {
 
   get isOn (): boolean { return this.#peer != null }
   get peerDataDir (): string { return join(this.dir, 'peer') }
-  address (): string { return `/ip4/127.0.0.1/tcp/${this.listenPort}/p2p/${this.peerId}` }
+  /** The peer's IPv4 address: 127.0.0.1, or its namespace's address. */
+  get ip (): string { return this.network?.address ?? '127.0.0.1' }
+  address (): string { return `/ip4/${this.ip}/tcp/${this.listenPort}/p2p/${this.peerId}` }
 
   /** Starts the peer (and the Docker daemon, if the board had lost power). */
   async powerOn (bootstrap: string[]): Promise<PeerHandle> {
@@ -84,7 +99,9 @@ export class SimulatedBoard {
     const peer = await spawnPeer({
       dataDir: this.peerDataDir,
       removeDataDir: false,
-      listen: [`/ip4/127.0.0.1/tcp/${this.listenPort}`],
+      listen: [`/ip4/${this.ip}/tcp/${this.listenPort}`],
+      api: `${this.ip}:0`,
+      netns: this.network?.nsPath,
       bootstrap,
       swarmKey: this.#options.swarmKeyFile,
       dockerHost: this.docker.dockerHost,
@@ -188,9 +205,22 @@ export async function shareMissionImage (boards: SimulatedBoard[], contextDir: s
 export interface SimulatedSwarm {
   boards: SimulatedBoard[]
   swarmKeyFile: string
+  /** The private network of the boards (with `netns: true`), else undefined. */
+  network: SwarmNetwork | undefined
   /** Addresses of the boards that are on, except `except`. */
   bootstrapFor (except?: SimulatedBoard): string[]
-  /** Stops every peer and daemon, also those whose power was cut. */
+  /**
+   * Boards in different groups cannot reach each other (packets dropped both ways, inside each board's namespace);
+   * links within a group, and of boards in no group, stay as they are. Needs `netns: true`.
+   */
+  partition (groups: SimulatedBoard[][]): Promise<void>
+  /** Cuts the one link between a and b (e.g. a bridge partition: a sees c, c sees b, a does not see b). */
+  cut (a: SimulatedBoard, b: SimulatedBoard): Promise<void>
+  /** Restores the link between a and b. */
+  join (a: SimulatedBoard, b: SimulatedBoard): Promise<void>
+  /** Every link works again. */
+  heal (): Promise<void>
+  /** Stops every peer and daemon, also those whose power was cut, and removes the network. */
   stop (): Promise<void>
 }
 
@@ -204,6 +234,18 @@ export interface SimulatedSwarmOptions {
   onProgress?: (text: string) => void
   /** Which boards get the base images (default all): e.g. `i => i === 0` for bare boards besides the first. */
   baseImagesOn?: (index: number) => boolean
+  /** Each board's peer in its own network namespace on a private bridge (boards/netns.ts), so links can be cut. */
+  netns?: boolean
+}
+
+/** A flapping link: `times` rounds of cut for `downMs`, then joined for `upMs`. Ends joined. */
+export async function flap (swarm: SimulatedSwarm, a: SimulatedBoard, b: SimulatedBoard, options: { times: number, downMs: number, upMs: number, signal?: AbortSignal }): Promise<void> {
+  for (let i = 0; i < options.times && options.signal?.aborted !== true; i++) {
+    await swarm.cut(a, b)
+    await new Promise(resolve => setTimeout(resolve, options.downMs))
+    await swarm.join(a, b)
+    await new Promise(resolve => setTimeout(resolve, options.upMs))
+  }
 }
 
 /** Starts `count` boards named board-1..N in a private swarm and waits until every peer sees every other alive. */
@@ -214,18 +256,34 @@ export async function startSimulatedSwarm (options: SimulatedSwarmOptions): Prom
   generateKey(key)
   await writeFile(swarmKeyFile, key, { mode: 0o600 })
   const boards: SimulatedBoard[] = []
+  const network = options.netns === true ? await SwarmNetwork.create({ count: options.count }) : undefined
+  const net = (): SwarmNetwork => {
+    if (network == null) throw new Error('links can only be cut in a swarm started with netns: true')
+    return network
+  }
+  const hostOf = (board: SimulatedBoard): NetnsHost => {
+    if (board.network == null) throw new Error(`board ${board.name} is not in the swarm's network`)
+    return board.network
+  }
   const swarm: SimulatedSwarm = {
     boards,
     swarmKeyFile,
+    network,
     bootstrapFor: except => boards.filter(b => b !== except && b.isOn).map(b => b.address()),
+    partition: async groups => { await net().partition(groups.map(group => group.map(hostOf))) },
+    cut: async (a, b) => { await net().cut(hostOf(a), hostOf(b)) },
+    join: async (a, b) => { await net().join(hostOf(a), hostOf(b)) },
+    heal: async () => { await network?.heal() },
     stop: async () => {
       await Promise.allSettled(boards.map(async board => { await board.shutdown() }))
+      network?.destroySync()
     }
   }
   try {
     const names = Array.from({ length: options.count }, (_, i) => `board-${i + 1}`)
     const created = await Promise.allSettled(names.map(async (name, index) => await SimulatedBoard.create({
-      name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal, baseImages: options.baseImagesOn?.(index) ?? true
+      name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal, baseImages: options.baseImagesOn?.(index) ?? true,
+      network: network?.host(index)
     })))
     for (const result of created) if (result.status === 'fulfilled') boards.push(result.value)
     const failed = created.find(r => r.status === 'rejected')

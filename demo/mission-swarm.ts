@@ -40,6 +40,8 @@ export interface MissionSwarmOptions {
   reportEveryTicks?: number
   /** Extra environment of every peer process (e.g. failure-detector settings). */
   peerEnv?: NodeJS.ProcessEnv
+  /** Each board's peer in its own network namespace, so `swarm.partition`/`cut`/`heal` cut links for real. */
+  netns?: boolean
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -51,6 +53,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     dir,
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
     env: options.peerEnv,
+    netns: options.netns,
     onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards

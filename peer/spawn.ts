@@ -33,6 +33,11 @@ export interface SpawnPeerOptions {
   readyTimeoutMs?: number
   /** Receives every output line of the peer (stdout and stderr). */
   onLine?: (line: string, stream: 'stdout' | 'stderr') => void
+  /**
+   * Runs the peer inside this network namespace (a path such as /run/netns/NAME), through `nsenter --net=`, which
+   * execs the peer in place: `pid` and signals reach the peer process itself, and its watchdog is its child as usual.
+   */
+  netns?: string
 }
 
 export interface PeerHandle {
@@ -85,7 +90,9 @@ export class SpawnError extends Error {}
 export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHandle> {
   const ownDataDir = options.removeDataDir ?? options.dataDir == null
   const dataDir = options.dataDir ?? await mkdtemp(join(tmpdir(), 'tandem-peer-'))
-  const child: ChildProcess = spawn(process.execPath, [CLI_PATH, ...flagsOf(options, dataDir)], {
+  const command = [process.execPath, CLI_PATH, ...flagsOf(options, dataDir)]
+  if (options.netns != null) command.unshift('nsenter', `--net=${options.netns}`)
+  const child: ChildProcess = spawn(command[0] as string, command.slice(1), {
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
