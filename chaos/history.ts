@@ -18,18 +18,38 @@ export function spansOf (containers: readonly FollowedContainer[]): Span[] {
 }
 
 /**
- * Two containers that both reported within one window for longer than `toleranceMs`: two copies of the mission ran
- * at once. (The tolerance is one report period: a copy's last line and the next copy's first may share a tick.)
+ * A container's active stretches: runs of reports no more than `gapMs` apart. A longer silence is a frozen or paused
+ * container (a board freeze, a checkpoint under load), not a running one.
  */
-export function overlaps (containers: readonly FollowedContainer[], toleranceMs = 0): string[] {
-  const spans = spansOf(containers)
+export function activeStretches (container: FollowedContainer, gapMs: number): Array<{ from: number, to: number }> {
+  const stretches: Array<{ from: number, to: number }> = []
+  for (const { wall } of samplesOf(container.entries)) {
+    const last = stretches.at(-1)
+    if (last != null && wall - last.to <= gapMs) last.to = wall
+    else stretches.push({ from: wall, to: wall })
+  }
+  return stretches
+}
+
+/**
+ * Two containers active at the same time: two copies of the mission ran at once. Reported when their active
+ * stretches share at least `toleranceMs` (0: any shared moment; one report period tolerates a single line of one copy
+ * inside the other's run, e.g. the line a thawed container prints before its watchdog freezes it again).
+ */
+export function overlaps (containers: readonly FollowedContainer[], toleranceMs = 0, gapMs = 2500): string[] {
   const found: string[] = []
-  for (let i = 0; i < spans.length; i++) {
-    for (let j = i + 1; j < spans.length; j++) {
-      const a = spans[i] as Span
-      const b = spans[j] as Span
-      if (b.first.wall <= a.last.wall - toleranceMs) {
-        found.push(`${a.container.board} (epoch ${a.container.epoch}) reported until ${a.last.wall}, ${b.container.board} (epoch ${b.container.epoch}) from ${b.first.wall}: ${a.last.wall - b.first.wall} ms at once`)
+  const active = containers.map(c => ({ c, stretches: activeStretches(c, gapMs) }))
+  for (let i = 0; i < active.length; i++) {
+    for (let j = i + 1; j < active.length; j++) {
+      const a = active[i]!
+      const b = active[j]!
+      for (const x of a.stretches) {
+        for (const y of b.stretches) {
+          const from = Math.max(x.from, y.from)
+          const to = Math.min(x.to, y.to)
+          if (to < from || (toleranceMs > 0 && to - from < toleranceMs)) continue
+          found.push(`${a.c.board} (epoch ${a.c.epoch}) and ${b.c.board} (epoch ${b.c.epoch}) both reported from ${from} to ${to}: ${to - from} ms at once`)
+        }
       }
     }
   }
