@@ -43,6 +43,9 @@ if (gateDockerCriu(t)) {
     // The stop comes right after the backup acknowledged a new checkpoint, in steady state: the ticks lost are then
     // the checkpoint's age plus the lease (the container runs on, unchecked, until the watchdog freezes it), and
     // fit the 60-tick bound; a stop just before the next checkpoint would add up to one interval (50 ticks).
+    // And only once the primary says its checkpoints keep the interval (the first ones after a takeover, or under load,
+    // do not: the status then says the mission is protected only to a longer bound, and that is what a failure loses).
+    await ms.waitFor(`${step}: replication keeping the interval`, async () => (await ms.status(primary))?.protection.withinInterval === true, 60_000)
     const held = (await ms.status(backup))?.heldSeq ?? 0
     await ms.waitFor(`${step}: the backup to hold a checkpoint newer than #${held}`, async () => ((await ms.status(backup))?.heldSeq ?? 0) > Math.max(held, 2))
     return { before, primary, backup, old }
