@@ -6,8 +6,9 @@
 // Everything made here is recorded under /run/tandem-netns/<n>/ with the owner's `pid starttime`: a network whose
 // owner died without cleaning up (SIGKILL, a crash) is removed by the next run (its processes killed, namespaces,
 // veths and bridge deleted); exit hooks remove it on a normal exit or a signal.
+import { orphanedEntries, processIdentity } from './ownership.ts'
 import { execFile, spawnSync } from 'node:child_process'
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { onOwnerExit } from '../peer/exit-hooks.ts'
 
@@ -32,20 +33,6 @@ export interface NetnsHost {
   readonly address: string
   /** The veth end in the root namespace (attached to the bridge). */
   readonly hostVeth: string
-}
-
-function processIdentity (pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return `${pid} ${fields[19]}`
-  } catch {
-    return undefined
-  }
-}
-
-function readOrEmpty (path: string): string {
-  try { return readFileSync(path, 'utf8') } catch { return '' }
 }
 
 function ipSync (args: string[]): { ok: boolean, out: string } {
@@ -84,13 +71,8 @@ function readState (dir: string): StateFile {
 /** Removes the networks of runs whose owner died without cleaning up; networks of live processes are left alone. */
 export function reapOrphanNetworks (): number {
   let reaped = 0
-  let entries: string[]
-  try { entries = readdirSync(STATE_ROOT) } catch { return 0 }
-  for (const entry of entries) {
+  for (const entry of orphanedEntries(STATE_ROOT)) {
     const dir = join(STATE_ROOT, entry)
-    const owner = readOrEmpty(join(dir, 'owner')).trim()
-    // A directory without an owner yet is being created right now by someone else: leave it.
-    if (owner === '' || processIdentity(Number(owner.split(' ')[0])) === owner) continue
     const state = readState(dir)
     destroySync(state.namespaces ?? [], state.veths ?? [], state.bridge !== '' ? state.bridge : `tnd${entry}br`)
     rmSync(dir, { recursive: true, force: true })

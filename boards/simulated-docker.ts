@@ -1,8 +1,9 @@
 // One private Docker daemon per simulated board: own data root, exec root, socket and cgroup.
 // kill() is a power cut (every process of the board dies at once), restart() a reboot on the same disk.
+import { orphanedEntries, processIdentity, readOrEmpty } from './ownership.ts'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
-import { createReadStream, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { createReadStream, existsSync, mkdirSync, openSync, closeSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { readFile, mkdir, writeFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import Docker from 'dockerode'
@@ -88,16 +89,6 @@ export async function startBoardDocker (options: StartBoardDockerOptions): Promi
   return board
 }
 
-/** `pid starttime` of a process: survives PID reuse. */
-function processIdentity (pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    return `${pid} ${fields[19]}`
-  } catch {
-    return undefined
-  }
-}
 
 /**
  * Board daemons whose owning process died without cleaning up (killed by SIGKILL, say) are killed,
@@ -105,12 +96,8 @@ function processIdentity (pid: number): string | undefined {
  */
 export function reapOrphanBoards (): number {
   let reaped = 0
-  let tokens: string[]
-  try { tokens = readdirSync(RUN_ROOT) } catch { return 0 }
-  for (const token of tokens) {
+  for (const token of orphanedEntries(RUN_ROOT)) {
     const runDir = join(RUN_ROOT, token)
-    const owner = readOrEmpty(join(runDir, 'owner')).trim()
-    if (owner === '' || processIdentity(Number(owner.split(' ')[0])) === owner) continue
     const cgroups = BoardCgroups.create(token)
     cgroups.killAll()
     cgroups.waitEmptySync(5_000)
@@ -478,10 +465,6 @@ function cgroupTree (root: string): string[] {
 
 function isDirectory (path: string): boolean {
   try { return statSync(path).isDirectory() } catch { return false }
-}
-
-function readOrEmpty (path: string): string {
-  try { return readFileSync(path, 'utf8') } catch { return '' }
 }
 
 function writeQuietly (path: string, value: string): void {
