@@ -617,6 +617,12 @@ export class MissionService {
         onProgress: p => { images.progress(action.image, p.fetchedBytes, p.totalBytes) }
       })
       await images.refresh()
+      // The image may be here under another name only (one image id shared under several tags): name it as asked.
+      if (!images.has(action.image)) {
+        await this.#runtime?.tagImage(result.imageId, action.image)
+        await images.refresh()
+      }
+      if (!images.has(action.image)) throw new Error(`image ${action.image} is still not in this board's Docker after loading ${result.imageId}`)
       if (result.loaded) {
         this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm in ${Math.round(result.ms)} ms: ${mb(result.fetchedBytes)} MB fetched, ` +
           `${mb(result.totalBytes)} MB of layers this board lacked${result.reusedLayers > 0 ? `, ${result.reusedLayers} layer${result.reusedLayers === 1 ? '' : 's'} already in its Docker` : ''}`)

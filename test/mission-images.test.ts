@@ -148,7 +148,8 @@ if (gateDockerCriu(t)) {
       // An alias of tandem/busybox on board-1 only: removing the tag removes the image as far as placement goes.
       await one.dockerClient().getImage('tandem/busybox').tag({ repo: 'tandem/gone', tag: '1' })
       await deploy(one, 'name: gone\nimage: tandem/gone:1\ncommand: [sh, -c, "while true; do sleep 1; done"]\n')
-      const running = await until('gone protected', async () => { const s = await statusOf('gone'); return s?.protected === true ? s : undefined }, 60_000)
+      const running = await until('gone protected', async () => { const s = await statusOf('gone'); return s?.protected === true ? s : undefined }, 60_000,
+        async () => JSON.stringify(await statusOf('gone')))
       t.equal(running.primary, one.peerId, 'the board that has the image runs it')
       const backup = boards.find(b => b.peerId === running.backup)!
 
