@@ -3,13 +3,15 @@
 // no two copies of the mission report at once (3+ boards, one tick tolerated), the vehicle's state never goes back by
 // more than one checkpoint interval, the mission runs again within a bound after each heal, no epoch storm.
 import { parseArgs } from 'node:util'
+import { createWriteStream, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
 import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { sleep } from '../demo/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import { Random } from '../consensus/simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
-import { distribution, table, writeResults } from '../bench/report.ts'
+import { distribution, RESULTS_DIR, table, writeResults } from '../bench/report.ts'
 import { FAULT_KINDS, inject, type FaultKind } from './nemesis.ts'
 import { leaseValidityMs } from '../peer/watchdog.ts'
 import { longestSilence, overlaps, regressions, spansOf } from './history.ts'
@@ -34,6 +36,8 @@ export interface ChaosOptions {
   once: boolean
   kinds: readonly FaultKind[]
   log: (line: string) => void
+  /** Every line every peer printed goes to this file (the diagnosis of a violation needs the whole story). */
+  peerLogFile?: string
 }
 
 export interface FaultRecord {
@@ -47,6 +51,8 @@ export interface FaultRecord {
   /** The longest time without any report of the mission from the injection to the recovery, ms. */
   outageMs: number
   epochs: number
+  /** What the primary's status promised just before the fault: the loss it may cause, and why. */
+  promised: { ticks: number, checkpointSeq: number | null, replicatedSeq: number | null, checkpointAgeMs: number | null, stalenessBoundMs: number | null }
   overlaps: string[]
   regressions: string[]
 }
@@ -65,7 +71,12 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   const rng = new Random(options.seed)
   const { log } = options
   log(`chaos: seed ${options.seed}, ${options.boards} boards, ${options.once ? `each of ${options.kinds.join(', ')} once` : `${options.minutes} min`}`)
-  const ms = await startMissionSwarm(options.boards, { reportEveryTicks: 1, checkpointIntervalMs: CHECKPOINT_INTERVAL_MS })
+  const peerLog = options.peerLogFile == null ? undefined : createWriteStream(options.peerLogFile)
+  const ms = await startMissionSwarm(options.boards, {
+    reportEveryTicks: 1,
+    checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
+    onLine: peerLog == null ? undefined : (board, line) => { peerLog.write(`[${board}] ${line}\n`) }
+  })
   const faults: FaultRecord[] = []
   const violations: string[] = []
   try {
@@ -83,6 +94,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const injectedAt = Date.now()
       const fault = await inject(kind, { ms, status, rng })
       log(`chaos: ${kind}: ${fault.detail}`)
+      peerLog?.write(`---- chaos: ${new Date(injectedAt).toISOString()} ${kind}: ${fault.detail}\n`)
       await sleep(fault.holdMs)
       await fault.heal()
       const healedAt = Date.now()
@@ -104,11 +116,19 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         recoveryMs: recoveredAt == null ? null : recoveredAt - healedAt,
         outageMs: longestSilence(inWindow, injectedAt, recoveredAt ?? Date.now()),
         epochs: (after?.epoch ?? status.epoch) - status.epoch,
+        promised: {
+          ticks: promisedTicks,
+          checkpointSeq: status.lastCheckpoint?.seq ?? null,
+          replicatedSeq: status.replicatedSeq,
+          checkpointAgeMs: status.lastCheckpoint?.ageMs ?? null,
+          stalenessBoundMs: status.protection.stalenessBoundMs
+        },
         overlaps: overlaps(inWindow, TICK_INTERVAL_MS),
         regressions: regressions(inWindow, promisedTicks + (kind === 'daemon-freeze' ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0))
       }
       faults.push(record)
       log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs` +
+        `${record.regressions.length > 0 ? ` (promised ${JSON.stringify(record.promised)})` : ''}` +
         `${record.overlaps.length > 0 ? `, OVERLAP ${record.overlaps.join('; ')}` : ''}${record.regressions.length > 0 ? `, REGRESSION ${record.regressions.join('; ')}` : ''}`)
       if (record.overlaps.length > 0 || record.regressions.length > 0) {
         // What the peers said around it, for the diagnosis.
@@ -127,6 +147,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     log(`chaos: ${spansOf(all).length} containers reported over the run`)
   } finally {
     await ms.stop()
+    peerLog?.end()
   }
   return { seed: options.seed, boards: options.boards, faults, violations }
 }
@@ -172,7 +193,10 @@ async function main (): Promise<number> {
     return 2
   }
   if (process.getuid?.() !== 0) { console.error('chaos: needs root (one Docker daemon per simulated board, CRIU)'); return 1 }
-  const result = await runChaos({ seed, boards, minutes, once: values.once === true, kinds, log: line => { console.log(line) } })
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const peerLogFile = join(RESULTS_DIR, `chaos-${seed}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`)
+  console.log(`chaos: every peer's output goes to ${peerLogFile}`)
+  const result = await runChaos({ seed, boards, minutes, once: values.once === true, kinds, peerLogFile, log: line => { console.log(line) } })
   console.log(`\n${summaryTable(result)}\n`)
   console.log(result.violations.length === 0 ? `no violation in ${result.faults.length} faults (seed ${seed})` : `${result.violations.length} violations (seed ${seed}):\n${result.violations.join('\n')}`)
   console.log(`results: ${await writeResults('chaos', result)}`)

@@ -40,6 +40,8 @@ interface Mission extends PersistedMission {
   lastCheckpointAt: number
   /** Start times of the newest checkpoints taken, to measure how long each took to be acknowledged. */
   checkpointStarts: Array<{ seq: number, epoch: number, since: number }>
+  /** The start of the newest checkpoint the backup acknowledged (primary only). */
+  replicatedStart: { seq: number, epoch: number, since: number } | null
   /** The newest replication lags (start to the backup's ack), ms; the slowest sets the checkpoint period. */
   replicationLags: number[]
   fetchInFlight: { ref: CheckpointRef, since: number } | null
@@ -52,6 +54,8 @@ interface Mission extends PersistedMission {
   /** Consecutive failed fetches, and when the next may start (see fetchBackoffMs). */
   fetchFailures: number
   fetchRetryAt: number
+  /** The record's epoch at the last failed fetch: a new epoch (a new primary serving) is tried once at once. */
+  fetchFailedEpoch: number
   lastAnnounceAt: number
   pendingMove: string | null
   coldStartNext: boolean
@@ -264,6 +268,7 @@ export class ClusterMachine {
           mission.fetchFailures++
           const wait = Math.min(this.config.fetchBackoffMaxMs, this.config.fetchBackoffMs * 2 ** Math.min(30, mission.fetchFailures - 1))
           mission.fetchRetryAt = now + wait
+          mission.fetchFailedEpoch = record.epoch
           if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
             this.#event(record.mission, `fetching checkpoints failed ${mission.fetchFailures} times in a row (${ev.error}); next try in ${seconds(wait)}`)
           }
@@ -512,7 +517,8 @@ export class ClusterMachine {
         compareCheckpoints(record.checkpoint, mission.held) > 0 && record.primary !== self) {
       const inFlight = mission.fetchInFlight
       const due = inFlight === null || compareCheckpoints(record.checkpoint, inFlight.ref) > 0 || now - inFlight.since >= this.config.fetchRetryMs
-      if (due && now >= mission.fetchRetryAt) {
+      // The back-off is for the epoch whose providers failed: after a takeover the new primary serves what it took.
+      if (due && (now >= mission.fetchRetryAt || record.epoch > mission.fetchFailedEpoch)) {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
         this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
       }
@@ -651,7 +657,7 @@ export class ClusterMachine {
     if (compareCheckpoints(mine, newest) >= 0) { mission.staleSince = null; return false }
     if (mission.staleSince === null) {
       mission.staleSince = now
-      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq}`}, older than #${newest.seq} of the boards that are down: ` +
+      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +
         `waiting up to ${seconds(this.config.staleTakeoverWaitMs)} for one of them before running on it`)
     }
     if (now - mission.staleSince < this.config.staleTakeoverWaitMs) return true
@@ -1212,6 +1218,7 @@ export class ClusterMachine {
     record.replicatedSeq = msg.seq
     const started = mission.checkpointStarts.find(s => s.seq === msg.seq && s.epoch === msg.checkpointEpoch)
     if (started !== undefined) mission.replicationLags = [...mission.replicationLags.slice(-(RECENT_CHECKPOINTS - 1)), now - started.since]
+    mission.replicatedStart = started ?? null
   }
 
   /**
@@ -1242,7 +1249,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
@@ -1292,6 +1299,16 @@ export class ClusterMachine {
     }
   }
 
+  /**
+   * How old the state the backup holds is now: from the start of the newest checkpoint it acknowledged. Past lags say
+   * what a steady backup costs; this says what a backup that stopped keeping up (a fetch backing off, a slow disk)
+   * would lose if the primary died now. (A chaos run lost 2.7 s while the status promised 1.)
+   */
+  #unreplicatedForMs (now: number, m: Mission): number {
+    const acked = m.replicatedStart
+    return acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq ? now - acked.since : 0
+  }
+
   /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
   #protectionOf (now: number, m: Mission, state: MissionView['state']): MissionProtection {
     const r = m.record
@@ -1310,7 +1327,7 @@ export class ClusterMachine {
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
     const measuring = r.primary === this.self.peerId && m.container !== null && m.replicationLags.length > 0
-    const stalenessBoundMs = measuring ? Math.round(this.#checkpointPeriod(m) + Math.max(...m.replicationLags)) : null
+    const stalenessBoundMs = measuring ? Math.round(Math.max(this.#checkpointPeriod(m) + Math.max(...m.replicationLags), this.#unreplicatedForMs(now, m))) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }

@@ -294,7 +294,7 @@ export interface MissionProtection {
   reason: string | null
   /**
    * Primary only (null elsewhere): how old the backup's state may be at worst now, ms: the checkpoint period plus the
-   * slowest recent replication. Above the mission's checkpointIntervalMs a failover may lose more than one interval
+   * slowest recent replication, or the age of the newest checkpoint the backup acknowledged when that is more. Above the mission's checkpointIntervalMs a failover may lose more than one interval
    * (a loaded board): `withinInterval` is false then.
    */
   stalenessBoundMs: number | null

@@ -393,6 +393,9 @@ t.test('a backup whose fetches fail (a full disk) backs off instead of retrying 
   const attempts = sim.fetchesStarted(backup) - before
   t.ok(attempts <= 15, `${attempts} fetches in 30 s while every one fails (a retry per tick would be ~600)`)
   t.ok(logged(sim, /fetching checkpoints failed \d+ times in a row/), 'an event says so')
+  const stale = sim.view(primary, mission)!.protection
+  t.ok((stale.stalenessBoundMs ?? 0) >= 25_000 && stale.withinInterval === false,
+    `the primary's status says how old the backup's state is (${stale.stalenessBoundMs} ms), not a bound from past acks`)
   sim.failFetches(backup, false)
   const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
   t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
@@ -421,6 +424,6 @@ t.test('newer state wins the election: after a new primary dies in its restore, 
   const restored = /restoring checkpoint #(\d+)/.exec(takeover)
   t.ok(restored != null && Number(restored[1]) >= newest.seq,
     `the last takeover restored checkpoint #${restored?.[1] ?? '(none)'}, not older than #${newest.seq} that the revived board holds: ${takeover.trim()}`)
-  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] holds .* older than #\\d+ of the boards that are down: waiting`)), 'the lone board said it waits for newer state')
+  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] holds .* older than #\\d+ \\(epoch \\d+\\) of the boards that are down: waiting`)), 'the lone board said it waits for newer state')
   t.same(sim.violations, [])
 })
