@@ -7,7 +7,7 @@ import type { MissionStatus } from '../peer/missions.ts'
 import type { Random } from '../consensus/simulator.ts'
 import { sleep } from '../demo/observe.ts'
 
-export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore'] as const
+export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore', 'kill-during-move'] as const
 export type FaultKind = typeof FAULT_KINDS[number]
 
 export interface InjectedFault {
@@ -64,6 +64,31 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         await sleep(rng.int(500, 1500))
       }
       return { kind, boards: [board.name], detail: `${board.name}'s peer restarted ${restarts} times`, holdMs: 0, failures: restarts, heal: async () => {} }
+    }
+    case 'kill-during-move': {
+      // A planned migration to the backup, and the source's power cut somewhere in it: before its final checkpoint
+      // is taken, while the target fetches it, or just after. The target must not wait forever for a checkpoint only
+      // the dead source holds, nor may anyone restore older state than the target holds.
+      const source = boardOf(ms, status.primary)
+      const target = boardOf(ms, status.backup)
+      const askedAt = Date.now()
+      const move = source.peer!.client.request('POST', `/v1/missions/${encodeURIComponent(status.name)}/move`, { to: target.peerId }, { timeoutMs: 120_000 })
+      move.catch(() => {})
+      await ms.waitFor('the move to take its final checkpoint', async () => {
+        const s = await ms.status(source)
+        return s?.events.some(e => e.at >= askedAt && e.text.includes('taking the final checkpoint')) === true ? true : undefined
+      }, 30_000)
+      const delayMs = rng.int(0, 600)
+      await sleep(delayMs)
+      await source.powerCut()
+      return {
+        kind,
+        boards: [source.name, target.name],
+        detail: `move ${source.name} -> ${target.name}, ${source.name} cut ${delayMs} ms into its final checkpoint, off for ${holdMs} ms`,
+        holdMs,
+        failures: 2,
+        heal: async () => { await powerOn(ms, source) }
+      }
     }
     case 'kill-during-restore': {
       const first = boardOf(ms, status.primary)
