@@ -624,7 +624,11 @@ export class ClusterMachine {
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
-    if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0) return
+    // A move's target waits for the final checkpoint while the source can serve it; once the source is down it takes
+    // over from what it holds, as a failover would. (It waited forever, refused everyone else's claim as older, and a
+    // spare finally cold-started the mission with no state at all.)
+    if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0 &&
+        record.primary !== null && this.#stateOf(now, record.primary) === 'alive') return
     const handoffPending = record.handoffTo !== null && record.handoffTo !== self && candidates.includes(record.handoffTo)
     // Deterministic jitter per (peer, attempt) breaks repeated split votes between equally placed candidates.
     const jitter = Number(fnv1a64(`${self}/${mission.votedEpoch}`) % BigInt(this.config.candidateStaggerMs))
@@ -743,6 +747,8 @@ export class ClusterMachine {
     const record = mission.record
     const mine = mission.held
     if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
+    // The target of a planned move was chosen by the operator, with what it can restore (a cold start across architectures).
+    if (record.released && from === record.handoffTo) return false
     // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
     if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false

@@ -823,7 +823,10 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
       const cut = rng.int(1, ids.length - 1)
       sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
     } else if (roll < 0.7) sim.heal()
-    else if (roll < 0.8) {
+    else if (roll < 0.74 && up.length > 0) {
+      // A planned migration, possibly into the faults around it (the source killed while the target fetches).
+      sim.move(rng.pick(up), spec.name, rng.pick(ids))
+    } else if (roll < 0.8) {
       sim.network = {
         minDelayMs: 1,
         maxDelayMs: rng.pick([5, 20, 100, 300]),
