@@ -74,17 +74,20 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       const askedAt = Date.now()
       const move = source.peer!.client.request('POST', `/v1/missions/${encodeURIComponent(status.name)}/move`, { to: target.peerId }, { timeoutMs: 120_000 })
       move.catch(() => {})
-      await ms.waitFor('the move to take its final checkpoint', async () => {
+      // Half the time during the final dump, half the time once it is taken, while the target fetches it.
+      const during = rng.chance(0.5) ? 'dump' : 'transfer'
+      const mark = during === 'dump' ? 'taking the final checkpoint' : 'container stopped: handing over'
+      await ms.waitFor(`the move's ${mark}`, async () => {
         const s = await ms.status(source)
-        return s?.events.some(e => e.at >= askedAt && e.text.includes('taking the final checkpoint')) === true ? true : undefined
+        return s?.events.some(e => e.at >= askedAt && e.text.includes(mark)) === true ? true : undefined
       }, 30_000)
-      const delayMs = rng.int(0, 600)
+      const delayMs = during === 'dump' ? rng.int(0, 300) : 0
       await sleep(delayMs)
       await source.powerCut()
       return {
         kind,
         boards: [source.name, target.name],
-        detail: `move ${source.name} -> ${target.name}, ${source.name} cut ${delayMs} ms into its final checkpoint, off for ${holdMs} ms`,
+        detail: `move ${source.name} -> ${target.name}, ${source.name} cut ${during === 'dump' ? `${delayMs} ms into its final checkpoint` : 'once its final checkpoint was taken, while the target fetches it'}, off for ${holdMs} ms`,
         holdMs,
         failures: 2,
         heal: async () => { await powerOn(ms, source) }
