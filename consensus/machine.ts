@@ -1083,7 +1083,9 @@ export class ClusterMachine {
     mission.checkpointInFlight = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
-    mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch: record.epoch, since: inFlight.since }]
+    // Under the checkpoint's own epoch, as its ref and the backup's ack name it (not the record's: a reconfiguration
+    // during the dump left every ack unmatched, no lag measured and the staleness bound unknown while protected).
+    mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch, since: inFlight.since }]
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
     mission.held = ref
     record.checkpoint = ref
@@ -1312,7 +1314,9 @@ export class ClusterMachine {
    */
   #unreplicatedForMs (now: number, m: Mission): number {
     const acked = m.replicatedStart
-    return acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq ? now - acked.since : 0
+    if (acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq) return now - acked.since
+    // Nothing this run took is acknowledged yet: the backup holds at best the state this container started from.
+    return m.container === null ? 0 : now - m.container.since
   }
 
   /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
@@ -1332,8 +1336,9 @@ export class ClusterMachine {
     else if (!image) reason = this.#fetchingImage(r.spec, backup) ? `backup fetching image ${ref ?? '?'}` : `backup lacks image ${ref ?? '?'}`
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
-    const measuring = r.primary === this.self.peerId && m.container !== null && m.replicationLags.length > 0
-    const stalenessBoundMs = measuring ? Math.round(Math.max(this.#checkpointPeriod(m) + Math.max(...m.replicationLags), this.#unreplicatedForMs(now, m))) : null
+    const running = r.primary === this.self.peerId && m.container?.status === 'running'
+    const steadyMs = m.replicationLags.length > 0 ? this.#checkpointPeriod(m) + Math.max(...m.replicationLags) : 0
+    const stalenessBoundMs = running ? Math.round(Math.max(steadyMs, this.#unreplicatedForMs(now, m))) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }
