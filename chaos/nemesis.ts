@@ -19,6 +19,8 @@ export interface InjectedFault {
   holdMs: number
   /** How many failures it is (a restart storm of 5 restarts is 5): each may cost a few epochs. */
   failures: number
+  /** What went wrong while injecting it (e.g. a move that never reached its final checkpoint): a violation. */
+  violation?: string
   /** Ends the fault: boards powered on again, thawed, resumed. */
   heal (): Promise<void>
 }
@@ -77,10 +79,10 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // Half the time during the final dump, half the time once it is taken, while the target fetches it.
       const during = rng.chance(0.5) ? 'dump' : 'transfer'
       const mark = during === 'dump' ? 'taking the final checkpoint' : 'container stopped: handing over'
-      await ms.waitFor(`the move's ${mark}`, async () => {
+      const reached = await ms.waitFor(`the move's ${mark}`, async () => {
         const s = await ms.status(source)
         return s?.events.some(e => e.at >= askedAt && e.text.includes(mark)) === true ? true : undefined
-      }, 30_000)
+      }, 30_000).catch(() => false)
       const delayMs = during === 'dump' ? rng.int(0, 300) : 0
       await sleep(delayMs)
       await source.powerCut()
@@ -90,6 +92,7 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         detail: `move ${source.name} -> ${target.name}, ${source.name} cut ${during === 'dump' ? `${delayMs} ms into its final checkpoint` : 'once its final checkpoint was taken, while the target fetches it'}, off for ${holdMs} ms`,
         holdMs,
         failures: 2,
+        ...(reached ? {} : { violation: `the move ${source.name} -> ${target.name} did not reach "${mark}" within 30 s` }),
         heal: async () => { await powerOn(ms, source) }
       }
     }

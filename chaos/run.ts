@@ -134,6 +134,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         // What the peers said around it, for the diagnosis.
         log(`chaos: peer output around the ${kind}:\n${ms.output.filter(line => /mission|watchdog|fence|lease|froze|killed/.test(line)).slice(-80).join('\n')}`)
       }
+      if (fault.violation != null) violations.push(`${kind}: ${fault.violation}`)
       if (record.recoveryMs == null) violations.push(`${kind} (${fault.detail}): the mission did not run again within ${RECOVERY_BOUND_MS / 1000} s of the heal`)
       if (record.epochs > EPOCHS_PER_FAILURE * fault.failures) violations.push(`${kind} (${fault.detail}): ${record.epochs} epochs for ${fault.failures} failure${fault.failures === 1 ? '' : 's'} (an epoch storm)`)
       for (const o of record.overlaps) violations.push(`${kind}: two copies at once: ${o}`)

@@ -544,8 +544,10 @@ export class MissionService {
             phases: result.stats.phases
           })
           if (action.stop) {
-            await runtime?.stop(container.id)
+            // Untracked before the stop, or the exit watcher reports the planned stop as a crash (a move became a
+            // failover with a restart counted and back-off; the final checkpoint was not restored).
             this.#containers.delete(action.mission)
+            await runtime?.stop(container.id)
             // The mission ran here for the last time when the final checkpoint paused it.
             this.#recordEvent(action.mission, `final checkpoint #${action.seq} taken (paused ${result.stats.pausedMs} ms), container stopped`,
               { kind: 'stopped', epoch: action.epoch }, takeStartWall + result.stats.phases.prepareMs)
