@@ -10,7 +10,7 @@ import { Random } from '../consensus/simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
 import { distribution, table, writeResults } from '../bench/report.ts'
-import { FAULT_KINDS, inject, type FaultKind } from './nemesis.ts'
+import { FAULT_KINDS, PARTITION_KINDS, inject, type FaultKind, type InjectedFault } from './nemesis.ts'
 import { leaseValidityMs } from '../peer/watchdog.ts'
 import { longestSilence, overlaps, regressions, spansOf } from './history.ts'
 
@@ -22,6 +22,14 @@ const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
  * 650 ms): that work is lost too. The guarantee for that fault is one interval plus the lease validity.
  */
 const MAX_TICKS_LOST_DAEMON_FREEZE = MAX_TICKS_LOST + Math.ceil(leaseValidityMs() / TICK_INTERVAL_MS)
+/**
+ * A primary cut off from its majority runs on, like a frozen daemon's container, until the watchdog's lease lapses
+ * (650 ms after it last heard a majority, which is before the cut): that work is lost with the minority. What the
+ * takeover resumes from is held to the status's promise at the cut on its own (`isolationRegressions`).
+ */
+const RUNS_ON_UNTIL_THE_LEASE: ReadonlySet<FaultKind> = new Set(['daemon-freeze', 'partition-primary', 'partition-flap'])
+/** The watchdog checks its lease every 20 ms and freezes at once; one report may be in flight. */
+const FENCE_MARGIN_MS = 20 + TICK_INTERVAL_MS
 const RECOVERY_BOUND_MS = 30_000
 /** More epochs than this per failure (a takeover, a new backup, a rejoin) is a storm. */
 const EPOCHS_PER_FAILURE = 3
@@ -65,7 +73,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   const rng = new Random(options.seed)
   const { log } = options
   log(`chaos: seed ${options.seed}, ${options.boards} boards, ${options.once ? `each of ${options.kinds.join(', ')} once` : `${options.minutes} min`}`)
-  const ms = await startMissionSwarm(options.boards, { reportEveryTicks: 1, checkpointIntervalMs: CHECKPOINT_INTERVAL_MS })
+  const netns = options.kinds.some(kind => PARTITION_KINDS.has(kind))
+  const ms = await startMissionSwarm(options.boards, { reportEveryTicks: 1, checkpointIntervalMs: CHECKPOINT_INTERVAL_MS, netns })
   const faults: FaultRecord[] = []
   const violations: string[] = []
   try {
@@ -105,8 +114,12 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         outageMs: longestSilence(inWindow, injectedAt, recoveredAt ?? Date.now()),
         epochs: (after?.epoch ?? status.epoch) - status.epoch,
         overlaps: overlaps(inWindow, TICK_INTERVAL_MS),
-        regressions: regressions(inWindow, promisedTicks + (kind === 'daemon-freeze' ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0))
+        regressions: [
+          ...regressions(inWindow, promisedTicks + (RUNS_ON_UNTIL_THE_LEASE.has(kind) ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0)),
+          ...isolationRegressions(ms, fault, promisedTicks)
+        ]
       }
+      const unfenced = unfencedMinority(ms, fault)
       faults.push(record)
       log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs` +
         `${record.overlaps.length > 0 ? `, OVERLAP ${record.overlaps.join('; ')}` : ''}${record.regressions.length > 0 ? `, REGRESSION ${record.regressions.join('; ')}` : ''}`)
@@ -117,6 +130,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       if (record.recoveryMs == null) violations.push(`${kind} (${fault.detail}): the mission did not run again within ${RECOVERY_BOUND_MS / 1000} s of the heal`)
       if (record.epochs > EPOCHS_PER_FAILURE * fault.failures) violations.push(`${kind} (${fault.detail}): ${record.epochs} epochs for ${fault.failures} failure${fault.failures === 1 ? '' : 's'} (an epoch storm)`)
       for (const o of record.overlaps) violations.push(`${kind}: two copies at once: ${o}`)
+      for (const u of unfenced) violations.push(`${kind}: the minority primary did not fence within its lease: ${u}`)
       for (const r of record.regressions) violations.push(`${kind}: state went back: ${r}`)
       if (record.recoveryMs == null) break
     }
@@ -129,6 +143,36 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     await ms.stop()
   }
   return { seed: options.seed, boards: options.boards, faults, violations }
+}
+
+/** Cut for longer than its lease, the isolated primary's container reported later than the lease allows. */
+function unfencedMinority (ms: MissionSwarm, fault: InjectedFault): string[] {
+  const isolated = fault.isolatedPrimary
+  if (isolated == null) return []
+  const samples = samplesOf(ms.logs.get(isolated.containerId)?.entries ?? [])
+  const bound = leaseValidityMs() + FENCE_MARGIN_MS
+  return isolated.cuts.filter(cut => cut.to - cut.from > bound).flatMap(cut => {
+    const late = samples.find(s => s.wall > cut.from + bound)
+    return late == null ? [] : [`container ${isolated.containerId.slice(0, 12)} reported tick ${late.tick} ${late.wall - cut.from} ms after the cut (lease ${leaseValidityMs()} ms)`]
+  })
+}
+
+/**
+ * After a primary was cut off: every container that started after the cut resumed no further back than the status
+ * promised from the old primary's last report before the cut (its run-on in the minority is lost, bounded above).
+ */
+function isolationRegressions (ms: MissionSwarm, fault: InjectedFault, promisedTicks: number): string[] {
+  const isolated = fault.isolatedPrimary
+  const cut = isolated?.cuts[0]
+  if (isolated == null || cut == null) return []
+  const atCut = samplesOf(ms.logs.get(isolated.containerId)?.entries ?? []).filter(s => s.wall <= cut.from).at(-1)
+  if (atCut == null) return []
+  return ms.logs.containers().flatMap(c => {
+    const first = samplesOf(c.entries)[0]
+    if (c.id === isolated.containerId || first == null || first.wall < cut.from) return []
+    const lost = atCut.tick - first.tick
+    return lost > promisedTicks ? [`${c.board} (epoch ${c.epoch}) resumed at tick ${first.tick}, ${lost} ticks behind tick ${atCut.tick} reported at the cut (promised ${promisedTicks})`] : []
+  })
 }
 
 export function summaryTable (result: ChaosResult): string {
