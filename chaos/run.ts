@@ -30,6 +30,8 @@ const MAX_TICKS_LOST_DAEMON_FREEZE = MAX_TICKS_LOST + Math.ceil(leaseValidityMs(
 const RUNS_ON_UNTIL_THE_LEASE: ReadonlySet<FaultKind> = new Set(['daemon-freeze', 'partition-primary', 'partition-flap'])
 /** The watchdog checks its lease every 20 ms and freezes at once; one report may be in flight. */
 const FENCE_MARGIN_MS = 20 + TICK_INTERVAL_MS
+/** How long after a cut a primary cut off from its majority may still report: its lease validity, and the margin. */
+export const MINORITY_FENCE_BOUND_MS = leaseValidityMs() + FENCE_MARGIN_MS
 const RECOVERY_BOUND_MS = 30_000
 /** More epochs than this per failure (a takeover, a new backup, a rejoin) is a storm. */
 const EPOCHS_PER_FAILURE = 3
@@ -57,6 +59,12 @@ export interface FaultRecord {
   epochs: number
   overlaps: string[]
   regressions: string[]
+  /** What the primary's status said during the fault (polled every 500 ms). */
+  protection: ProtectionSeen
+  /** The most ticks any takeover in the window resumed behind its predecessor's last report. */
+  ticksLost: number
+  /** The mission events every board reported from the injection on, `+ms board: text`. */
+  events: string[]
 }
 
 export interface ChaosResult { seed: number, boards: number, faults: FaultRecord[], violations: string[] }
@@ -88,13 +96,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const kind = options.once ? queue.shift()! : rng.pick(options.kinds)
       // The loss a failure may cause is what the primary's status promises: one interval while replication keeps up,
       // its reported bound when a loaded board cannot (the status says so: withinInterval false).
-      const promisedTicks = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
+      const promisedBefore = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
       const injectedAt = Date.now()
       const fault = await inject(kind, { ms, status, rng })
       log(`chaos: ${kind}: ${fault.detail}`)
-      await sleep(fault.holdMs)
+      const protection = await watchProtection(ms, fault.holdMs)
       await fault.heal()
       const healedAt = Date.now()
+      // A board slowed down during the fault says so in its status (withinInterval false, and its bound): its promise.
+      const promisedTicks = kind !== 'slow-board' ? promisedBefore : Math.max(promisedBefore, Math.ceil(protection.maxStalenessBoundMs / TICK_INTERVAL_MS) + 1)
       const recovered = await ms.waitFor('the mission to run again', async () => {
         const s = await steady(ms, false)
         // A report after the heal, by the one running container.
@@ -117,12 +127,17 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         regressions: [
           ...regressions(inWindow, promisedTicks + (RUNS_ON_UNTIL_THE_LEASE.has(kind) ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0)),
           ...isolationRegressions(ms, fault, promisedTicks)
-        ]
+        ],
+        ticksLost: ticksLost(inWindow),
+        protection,
+        events: await eventsSince(ms, injectedAt)
       }
       const unfenced = unfencedMinority(ms, fault)
       faults.push(record)
-      log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs` +
+      log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs, ${record.ticksLost} ticks lost (promised ${promisedTicks}); ` +
+        `status during the fault: ${protection.notWithinInterval} of ${protection.samples} samples not within the interval, bound up to ${protection.maxStalenessBoundMs} ms` +
         `${record.overlaps.length > 0 ? `, OVERLAP ${record.overlaps.join('; ')}` : ''}${record.regressions.length > 0 ? `, REGRESSION ${record.regressions.join('; ')}` : ''}`)
+      for (const line of record.events) log(`chaos:   ${line}`)
       if (record.overlaps.length > 0 || record.regressions.length > 0) {
         // What the peers said around it, for the diagnosis.
         log(`chaos: peer output around the ${kind}:\n${ms.output.filter(line => /mission|watchdog|fence|lease|froze|killed/.test(line)).slice(-80).join('\n')}`)
@@ -145,12 +160,49 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   return { seed: options.seed, boards: options.boards, faults, violations }
 }
 
+interface ProtectionSeen { samples: number, notWithinInterval: number, maxStalenessBoundMs: number }
+
+/** Polls the primary's protection while a fault holds: how often it said it was not within its interval, and its worst bound. */
+async function watchProtection (ms: MissionSwarm, holdMs: number): Promise<ProtectionSeen> {
+  const seen: ProtectionSeen = { samples: 0, notWithinInterval: 0, maxStalenessBoundMs: 0 }
+  const until = Date.now() + holdMs
+  while (Date.now() < until) {
+    const s = await ms.anyStatus().catch(() => undefined)
+    if (s?.role === 'primary' && s.protection.withinInterval != null) {
+      seen.samples++
+      if (!s.protection.withinInterval) seen.notWithinInterval++
+      seen.maxStalenessBoundMs = Math.max(seen.maxStalenessBoundMs, s.protection.stalenessBoundMs ?? 0)
+    }
+    await sleep(Math.min(500, Math.max(0, until - Date.now())))
+  }
+  return seen
+}
+
+function ticksLost (containers: Parameters<typeof spansOf>[0]): number {
+  const spans = spansOf(containers)
+  return Math.max(0, ...spans.slice(1).map((span, i) => (spans[i] as typeof span).last.tick - span.first.tick))
+}
+
+/** Every mission event any powered board knows from `from` on, in order, peers named by board. */
+async function eventsSince (ms: MissionSwarm, from: number): Promise<string[]> {
+  const seen = new Map<string, { at: number, line: string }>()
+  for (const board of ms.boards.filter(b => b.isOn)) {
+    for (const e of (await ms.status(board).catch(() => undefined))?.events ?? []) {
+      if (e.at < from) continue
+      let text = e.text
+      for (const b of ms.boards) { try { text = text.split(b.peerId.slice(-6)).join(b.name) } catch {} }
+      seen.set(`${e.board}|${e.at}|${e.text}`, { at: e.at, line: `+${e.at - from} ms ${ms.boardOf(e.board)?.name ?? e.board.slice(-6)}: ${text}` })
+    }
+  }
+  return [...seen.values()].sort((a, b) => a.at - b.at).map(e => e.line)
+}
+
 /** Cut for longer than its lease, the isolated primary's container reported later than the lease allows. */
 function unfencedMinority (ms: MissionSwarm, fault: InjectedFault): string[] {
   const isolated = fault.isolatedPrimary
   if (isolated == null) return []
   const samples = samplesOf(ms.logs.get(isolated.containerId)?.entries ?? [])
-  const bound = leaseValidityMs() + FENCE_MARGIN_MS
+  const bound = MINORITY_FENCE_BOUND_MS
   return isolated.cuts.filter(cut => cut.to - cut.from > bound).flatMap(cut => {
     const late = samples.find(s => s.wall > cut.from + bound)
     return late == null ? [] : [`container ${isolated.containerId.slice(0, 12)} reported tick ${late.tick} ${late.wall - cut.from} ms after the cut (lease ${leaseValidityMs()} ms)`]
@@ -176,14 +228,14 @@ function isolationRegressions (ms: MissionSwarm, fault: InjectedFault, promisedT
 }
 
 export function summaryTable (result: ChaosResult): string {
-  const rows: Array<Array<string | number | null>> = [['fault', 'runs', 'overlaps', 'longest overlap ms', 'regressions', 'outage p50 ms', 'outage max ms', 'recovery p50 ms', 'recovery max ms', 'epochs max', 'not recovered']]
+  const rows: Array<Array<string | number | null>> = [['fault', 'runs', 'overlaps', 'longest overlap ms', 'regressions', 'ticks lost max', 'outage p50 ms', 'outage max ms', 'recovery p50 ms', 'recovery max ms', 'epochs max', 'not recovered']]
   for (const kind of FAULT_KINDS) {
     const runs = result.faults.filter(f => f.kind === kind)
     if (runs.length === 0) continue
     const outage = distribution(runs.map(f => f.outageMs))
     const recovery = distribution(runs.flatMap(f => f.recoveryMs ?? []))
     const longest = Math.max(0, ...runs.flatMap(f => f.overlaps.map(o => Number(/: (-?\d+) ms at once/.exec(o)?.[1] ?? 0))))
-    rows.push([kind, runs.length, runs.reduce((n, f) => n + f.overlaps.length, 0), longest, runs.reduce((n, f) => n + f.regressions.length, 0),
+    rows.push([kind, runs.length, runs.reduce((n, f) => n + f.overlaps.length, 0), longest, runs.reduce((n, f) => n + f.regressions.length, 0), Math.max(...runs.map(f => f.ticksLost)),
       outage.p50, outage.max, recovery.p50, recovery.max, Math.max(...runs.map(f => f.epochs)), runs.filter(f => f.recoveryMs == null).length])
   }
   return table(rows)
