@@ -574,7 +574,7 @@ export class ClusterMachine {
 
     // Reconfiguration: a new epoch when the view or the backup should change (the container keeps running).
     if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= this.config.claimTimeoutMs) {
-      const { view, backup } = this.#desiredLayout(now, record)
+      const { view, backup } = this.#desiredLayout(now, record, true)
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
       // The backup cannot hold the image any more, or a board that can restore here replaces one that cannot.
       const backupUnfit = record.backup !== null && backup !== record.backup && (!this.#eligibleBackup(record, record.backup) ||
@@ -682,10 +682,15 @@ export class ClusterMachine {
     return ranked
   }
 
-  #desiredLayout (now: number, record: MissionRecord): { view: string[], backup: string | null } {
+  #desiredLayout (now: number, record: MissionRecord, keepRecentlyDead = false): { view: string[], backup: string | null } {
     const members = new Set<string>([this.self.peerId])
     for (const p of this.#peers.keys()) if (this.#stateOf(now, p) === 'alive') members.add(p)
     for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
+    if (keepRecentlyDead && record.view.length >= 3) {
+      for (const p of record.view) {
+        if (this.#stateOf(now, p) === 'dead' && now - (this.#deadSince.get(p) ?? -Infinity) < this.config.viewLeaveAfterMs) members.add(p)
+      }
+    }
     const view = [...members].sort()
     const current = record.backup
     const best = this.#chooseBackup(now, record, view)
@@ -846,12 +851,13 @@ export class ClusterMachine {
     const self = this.self.peerId
     const record = mission.record
     if (record.epoch >= claim.epoch || record.removed) return
-    const layout = this.#desiredLayout(now, basis)
+    const wasRunning = mission.container !== null && basis.primary === self
+    // A running primary's reconfiguration keeps a member that died lately; a takeover drops the dead primary at once.
+    const layout = this.#desiredLayout(now, basis, wasRunning)
     const view = replace !== null
       ? [...basis.view.filter(p => p !== replace.partner), replace.joiner].sort()
       : stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
     const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
-    const wasRunning = mission.container !== null && basis.primary === self
     const restoreFrom = !wasRunning && !mission.coldStartNext && this.#canRestore(self, mission.held) ? mission.held : null
     const checkpoint = wasRunning ? newest : (restoreFrom ?? newest)
     mission.record = {

@@ -103,6 +103,12 @@ export interface ConsensusConfig {
    * that holds it before it runs on its own: a double fault then costs availability before it costs state.
    */
   staleTakeoverWaitMs: number
+  /**
+   * A member of a view of 3 or more that died stays in the view (never as the backup) for this long before a
+   * reconfiguration drops it: a flapping link or a restarting peer otherwise costs an epoch to drop it and one to
+   * add it back each time (a bridge cost 4-6 epochs in 15 s). Its majority still holds without it meanwhile.
+   */
+  viewLeaveAfterMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -127,7 +133,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   imageRefetchHoldMs: 4000,
   blockedAfterMs: 2000,
   newerStateRefusalMs: 5000,
-  staleTakeoverWaitMs: 20_000
+  staleTakeoverWaitMs: 20_000,
+  viewLeaveAfterMs: 10_000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */

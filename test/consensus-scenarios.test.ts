@@ -255,12 +255,39 @@ t.test('five boards shrink one member per epoch and keep a quorum through two se
   const backup = viewOf(sim, first).backup!
   const bystander = ids.find(id => id !== first && id !== backup)!
   sim.kill(bystander)
-  t.ok(sim.runUntil(() => viewOf(sim, first).view.length === 4, 5000), 'view shrank to 4')
+  // A dead member leaves the view only once it has been dead for viewLeaveAfterMs (10 s).
+  t.ok(sim.runUntil(() => viewOf(sim, first).view.length === 4, 15_000), 'view shrank to 4')
   sim.kill(first)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'a survivor took over with a synced backup')
   const second = sim.runningOn(mission)[0]!
   t.equal(second, backup, 'the backup took over')
   t.equal(viewOf(sim, second).view.length, 3)
+  t.same(sim.violations, [])
+})
+
+t.test('a flapping link costs no epoch: a member cut off for a few seconds stays in the view, a cut-off backup is replaced once', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 12)
+  const primary = deployAndSettle(t, sim, 'a')
+  const backup = viewOf(sim, primary).backup!
+  const spare = ids.find(id => id !== primary && id !== backup)!
+  const epoch = viewOf(sim, primary).epoch
+  for (let i = 0; i < 4; i++) {
+    sim.partition([[spare], ids.filter(id => id !== spare)])
+    sim.runFor(2500)
+    sim.heal()
+    sim.runFor(1500)
+  }
+  t.equal(viewOf(sim, primary).epoch, epoch, `the spare cut off 4 times for 2.5 s: still epoch ${epoch}`)
+  t.equal(viewOf(sim, primary).view.length, 3, 'the spare stayed in the view')
+  sim.partition([[backup], ids.filter(id => id !== backup)])
+  t.ok(sim.runUntil(() => viewOf(sim, primary).backup === spare && sim.settled(mission, true), 10_000), 'the cut-off backup is replaced by the spare')
+  t.equal(viewOf(sim, primary).epoch, epoch + 1, 'in one epoch')
+  t.equal(viewOf(sim, primary).view.length, 3, 'the old backup stays in the view meanwhile')
+  sim.heal()
+  sim.runFor(5000)
+  t.equal(viewOf(sim, primary).epoch, epoch + 1, 'its return costs no epoch')
+  t.same(sim.runningOn(mission), [primary], 'the primary ran throughout')
   t.same(sim.violations, [])
 })
 
