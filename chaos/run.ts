@@ -61,6 +61,8 @@ export interface FaultRecord {
   regressions: string[]
   /** What the primary's status said during the fault (polled every 500 ms). */
   protection: ProtectionSeen
+  /** How much of the fault's hold the vehicle advanced, % of its 50 ticks a second (checkpoint pauses and outages cost it). */
+  progressPercent: number | null
   /** The most ticks any takeover in the window resumed behind its predecessor's last report. */
   ticksLost: number
   /** The mission events every board reported from the injection on, `+ms board: text`. */
@@ -129,13 +131,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
           ...isolationRegressions(ms, fault, promisedTicks)
         ],
         ticksLost: ticksLost(inWindow),
+        progressPercent: progressDuring(inWindow, injectedAt, healedAt),
         protection,
         events: await eventsSince(ms, injectedAt)
       }
       const unfenced = unfencedMinority(ms, fault)
       faults.push(record)
-      log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs, ${record.ticksLost} ticks lost (promised ${promisedTicks}); ` +
-        `status during the fault: ${protection.notWithinInterval} of ${protection.samples} samples not within the interval, bound up to ${protection.maxStalenessBoundMs} ms` +
+      log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs, ${record.ticksLost} ticks lost (promised ${promisedTicks}), ` +
+        `the vehicle advanced ${record.progressPercent ?? '-'} % of the time; ` +
+        `status during the fault: ${protection.notWithinInterval} of ${protection.samples} samples not within the interval, bound up to ${protection.maxStalenessBoundMs} ms, checkpoints up to ${protection.maxTakeMs} ms (paused up to ${protection.maxPausedMs} ms)` +
         `${record.overlaps.length > 0 ? `, OVERLAP ${record.overlaps.join('; ')}` : ''}${record.regressions.length > 0 ? `, REGRESSION ${record.regressions.join('; ')}` : ''}`)
       for (const line of record.events) log(`chaos:   ${line}`)
       if (record.overlaps.length > 0 || record.regressions.length > 0) {
@@ -160,11 +164,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   return { seed: options.seed, boards: options.boards, faults, violations }
 }
 
-interface ProtectionSeen { samples: number, notWithinInterval: number, maxStalenessBoundMs: number }
+interface ProtectionSeen { samples: number, notWithinInterval: number, maxStalenessBoundMs: number, maxTakeMs: number, maxPausedMs: number }
 
 /** Polls the primary's protection while a fault holds: how often it said it was not within its interval, and its worst bound. */
 async function watchProtection (ms: MissionSwarm, holdMs: number): Promise<ProtectionSeen> {
-  const seen: ProtectionSeen = { samples: 0, notWithinInterval: 0, maxStalenessBoundMs: 0 }
+  const seen: ProtectionSeen = { samples: 0, notWithinInterval: 0, maxStalenessBoundMs: 0, maxTakeMs: 0, maxPausedMs: 0 }
   const until = Date.now() + holdMs
   while (Date.now() < until) {
     const s = await ms.anyStatus().catch(() => undefined)
@@ -172,10 +176,19 @@ async function watchProtection (ms: MissionSwarm, holdMs: number): Promise<Prote
       seen.samples++
       if (!s.protection.withinInterval) seen.notWithinInterval++
       seen.maxStalenessBoundMs = Math.max(seen.maxStalenessBoundMs, s.protection.stalenessBoundMs ?? 0)
+      seen.maxTakeMs = Math.max(seen.maxTakeMs, s.lastTake?.totalMs ?? 0)
+      seen.maxPausedMs = Math.max(seen.maxPausedMs, s.lastTake?.pausedMs ?? 0)
     }
     await sleep(Math.min(500, Math.max(0, until - Date.now())))
   }
   return seen
+}
+
+function progressDuring (containers: Parameters<typeof spansOf>[0], from: number, to: number): number | null {
+  if (to - from < 1000) return null
+  const ticks = containers.flatMap(c => samplesOf(c.entries)).filter(s => s.wall >= from && s.wall <= to).map(s => s.tick)
+  if (ticks.length < 2) return 0
+  return Math.round((Math.max(...ticks) - Math.min(...ticks)) / ((to - from) / TICK_INTERVAL_MS) * 100)
 }
 
 function ticksLost (containers: Parameters<typeof spansOf>[0]): number {
