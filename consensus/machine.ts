@@ -223,6 +223,14 @@ export class ClusterMachine {
       case 'containerExited':
         this.#onFailure(now, mission, ev.epoch, ev.reason, null)
         break
+      case 'leaseLapsed':
+        // As a self-fence after a stall: released, this board ranks first to claim again and restores its newest state.
+        if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId) {
+          this.#event(record.mission, `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved): container killed`)
+          this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
+          this.#release(now, mission)
+        }
+        break
       case 'restoreFailed':
       case 'startFailed':
         this.#onFailure(now, mission, ev.epoch, ev.error, ev.cause ?? 'other')

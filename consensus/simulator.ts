@@ -227,6 +227,7 @@ export class Simulation {
   resume (id: string): void {
     const peer = this.#peer(id)
     if (!peer.paused) return
+    const lapsed = peer.daemonOnly && peer.enforced
     peer.paused = false
     peer.daemonOnly = false
     peer.enforced = false
@@ -234,6 +235,16 @@ export class Simulation {
     const pending = peer.pendingWhilePaused
     peer.pendingWhilePaused = []
     for (const run of pending) run()
+    const machine = peer.machine
+    if (lapsed && machine !== null) {
+      // The enforcer never thaws what it froze: it kills it when the daemon renews, and the daemon learns its lease
+      // lapsed (peer/missions.ts), before its machine's next tick.
+      for (const [mission, container] of [...peer.containers]) {
+        peer.containers.delete(mission)
+        machine.local(this.now, { type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: this.now - peer.lastTickAt - this.enforcerLeaseMs })
+      }
+      this.#apply(peer)
+    }
     this.#tickPeer(peer)
     this.#checkOverlap()
   }

@@ -230,6 +230,11 @@ export type LocalEvent =
   | { type: 'containerStarted', mission: string, epoch: number }
   /** The container exited without being asked to (the machine knows how long it ran). */
   | { type: 'containerExited', mission: string, epoch: number, reason: string }
+  /**
+   * The daemon renewed its watchdog's lease too late (a stalled or starved event loop): the watchdog froze the
+   * container and kills it. A fence, not a crash of the mission: no restart counted, no back-off.
+   */
+  | { type: 'leaseLapsed', mission: string, epoch: number, lateMs: number }
   /** A `restore` failed; `startFailed` answers a `startFresh` (a cold start). */
   | { type: 'restoreFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'startFailed', mission: string, epoch: number, error: string, cause: FailureCause }
