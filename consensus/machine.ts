@@ -1306,6 +1306,19 @@ export class ClusterMachine {
     }
   }
 
+  /**
+   * How old the backup's state may get at worst: the spacing of checkpoint starts (the period, or longer when a dump
+   * outlasts it: the next one starts only after it) plus the slowest recent replication; never less than the age
+   * the backup's state has right now (a checkpoint stuck in flight shows at once).
+   */
+  #stalenessBound (now: number, m: Mission): number {
+    const r = m.record
+    const starts = m.checkpointStarts.filter(s => s.epoch === r.checkpoint?.epoch).map(s => s.since)
+    const spacing = Math.max(this.#checkpointPeriod(m), ...starts.slice(1).map((since, i) => since - (starts[i] as number)))
+    const replicated = m.checkpointStarts.find(s => s.seq === r.replicatedSeq && s.epoch === r.checkpoint?.epoch)
+    return Math.max(spacing + Math.max(...m.replicationLags), replicated === undefined ? 0 : now - replicated.since)
+  }
+
   /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
   #protectionOf (now: number, m: Mission, state: MissionView['state']): MissionProtection {
     const r = m.record
@@ -1324,7 +1337,7 @@ export class ClusterMachine {
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
     const measuring = r.primary === this.self.peerId && m.container !== null && m.replicationLags.length > 0
-    const stalenessBoundMs = measuring ? Math.round(this.#checkpointPeriod(m) + Math.max(...m.replicationLags)) : null
+    const stalenessBoundMs = measuring ? Math.round(this.#stalenessBound(now, m)) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }

@@ -100,6 +100,8 @@ export class Simulation {
   readonly tickMs: number
   readonly overlapBoundMs: number
   readonly enforcerLeaseMs: number
+  /** How long a checkpoint takes, ms (min, max): a loaded board's take 1-4 s. */
+  checkpointTakeMs: [number, number] = [10, 80]
   readonly exitDetectionMs: [number, number] | null
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
@@ -602,7 +604,7 @@ export class Simulation {
         const c = peer.containers.get(action.mission)
         const machine = peer.machine
         this.checkpointStartedAt.set(`cp:${action.mission}:${id}:${action.epoch}:${action.seq}`, this.now)
-        this.#schedule(this.rng.int(10, 80), () => {
+        this.#schedule(this.rng.int(...this.checkpointTakeMs), () => {
           if (peer.machine !== machine) return
           this.#input(id, m => {
             const now = peer.containers.get(action.mission)
