@@ -1085,7 +1085,8 @@ export class ClusterMachine {
     mission.checkpointInFlight = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
-    mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch: record.epoch, since: inFlight.since }]
+    // Keyed as the backup's ack names it (the checkpoint's own epoch, which a reconfiguration during the dump leaves behind).
+    mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch, since: inFlight.since }]
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
     mission.held = ref
     record.checkpoint = ref

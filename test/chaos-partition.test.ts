@@ -226,13 +226,15 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       // checkpoint's age plus what the minority primary does until it self-fences, not a start-up backlog.
       const before = await swarm.waitFor('the backup to hold the newest checkpoint', async () => {
         const s = await swarm.anyStatus()
-        return s?.state === 'running' && s.replicationLag === 0 && s.container != null && (await swarm.running()).length === 1 ? s : undefined
+        return s?.state === 'running' && s.replicationLag === 0 && s.protection.stalenessBoundMs != null && s.container != null && (await swarm.running()).length === 1 ? s : undefined
       }, 60_000)
       const { primary, backup, spare } = roles(swarm, before)
       const old = (await swarm.running()).find(c => c.board === primary.name)
       t.ok(old, `${primary.name} runs the mission at epoch ${before.epoch}`)
       t.comment(`primary ${primary.name}, backup ${backup.name}, spare ${spare.name}; ${await atCut(swarm, primary)}`)
       const rec = new Recorder(swarm).start()
+      // What the primary's status promises at the moment of the cut (a checkpoint may be in flight then).
+      const promise = (await swarm.status(primary))?.protection ?? before.protection
       const t0 = Date.now()
       await swarm.swarm.partition([[primary], [backup, spare]])
       const fencedAfter = await swarm.waitFor('the minority primary to stop its container', async () =>
@@ -274,8 +276,8 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       // against the minority's last report: 30 behind the cut + 30 of run-on in the best case.
       // The status's promise at the cut: one interval while replication keeps up, its staleness bound when a loaded
       // host cannot (withinInterval false); in ticks, plus the report resolution.
-      const promised = Math.max(MAX_TICKS_LOST, Math.ceil((before.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 10)
-      t.comment(`primary alone: the status promised at the cut: bound ${before.protection.stalenessBoundMs ?? '?'} ms, within the interval: ${before.protection.withinInterval}`)
+      const promised = Math.max(MAX_TICKS_LOST, Math.ceil((promise.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 10)
+      t.comment(`primary alone: the status promised at the cut: bound ${promise.stalenessBoundMs ?? '?'} ms, within the interval: ${promise.withinInterval}`)
       const behindCut = (lastBeforeCut?.tick ?? 0) - (firstNew?.tick ?? 0)
       t.ok(behindCut <= promised, `primary alone: the takeover resumed ${behindCut} ticks behind the state at the cut (promised at most ${promised})`)
       const runOnMs = (lastOld?.wall ?? t0) - t0
