@@ -224,10 +224,15 @@ export class ClusterMachine {
         this.#onFailure(now, mission, ev.epoch, ev.reason, null)
         break
       case 'leaseLapsed':
-        // As a self-fence after a stall: released, this board ranks first to claim again and restores its newest state.
-        if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId) {
-          this.#event(record.mission, `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved): container killed`)
+        // The board's failure, not the mission's: no restart counted, no swarm-wide back-off. Named as the last failure,
+        // the released board ranks last, so a healthy board takes over (a starved board that claimed again first
+        // restored for 4 s, lapsed again, and went round 4 epochs).
+        if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId && !record.released) {
+          const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
+          this.#event(record.mission, `${reason}: container killed, handing over`)
           this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
+          record.lastFailure = { board: this.self.peerId, reason, at: now }
+          mission.localBackoffUntil = now + this.config.restartBackoffMs
           this.#release(now, mission)
         }
         break
