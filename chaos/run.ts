@@ -111,7 +111,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         const s = await steady(ms, false)
         // A report after the heal, by the one running container.
         return s != null && ms.logs.containers().some(c => samplesOf(c.entries).some(r => r.wall > healedAt)) ? s : undefined
-      }, RECOVERY_BOUND_MS).catch(() => undefined)
+      }, RECOVERY_BOUND_MS).catch(async (err: Error) => {
+        log(`chaos: ${kind}: not recovered; containers running: ${JSON.stringify(await ms.running().catch(() => []))}\n${err.message}`)
+        return undefined
+      })
       const recoveredAt = recovered != null ? Date.now() : null
       await sleep(2000)
       const after = await ms.anyStatus()
