@@ -149,6 +149,16 @@ export class SimulatedBoard {
     this.#frozen = []
   }
 
+  /**
+   * A slow board: the peer, its watchdog, dockerd and the containers share `cpus` of a core (a CPU quota on the
+   * board's cgroup), until `unthrottle()`.
+   */
+  throttle (cpus: number): void {
+    this.docker.throttle(cpus, this.#peer == null ? [] : processTree(this.#peer.pid))
+  }
+
+  unthrottle (): void { this.docker.unthrottle() }
+
   /** Stops the peer only (SIGTERM, as systemd does); the Docker daemon keeps running. `powerOn` starts it again. */
   async stopPeer (): Promise<void> {
     const peer = this.#peer

@@ -17,6 +17,8 @@ export const CONTENT_LABEL = 'tandem.content'
 /** Short on purpose: unix socket paths are limited to 108 bytes. */
 const RUN_ROOT = '/run/tandem-boards'
 const CGROUP_ROOT_NAME = 'tandem-boards'
+const CPU_HIERARCHY_V1 = '/sys/fs/cgroup/cpu'
+const CPU_PERIOD_US = 100_000
 /** /usr/local/sbin first: the CRIU wrapper installed by scripts/provision.sh lives there. */
 const DAEMON_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
@@ -57,6 +59,12 @@ export interface BoardDocker {
   freeze (alsoPids?: number[]): void
   /** The frozen board runs again: every process at once (its containers too, unless frozen on their own). */
   thaw (): void
+  /**
+   * A slow board: every process of it (dockerd, containerd, shims, containers, and `alsoPids`: the peer and its
+   * watchdog) shares a CPU quota of `cpus` cores (0.3: 30 % of one core) until unthrottle().
+   */
+  throttle (cpus: number, alsoPids?: number[]): void
+  unthrottle (): void
   /** Power back on after a cut: empty the exec root, unmount stale mounts, start on the same data root. */
   restart (signal?: AbortSignal): Promise<void>
 }
@@ -254,6 +262,13 @@ class SimulatedBoardDocker implements BoardDocker {
     this.#cgroups.releaseAdopted()
   }
 
+  throttle (cpus: number, alsoPids: number[] = []): void {
+    if (!(cpus > 0)) throw new BoardDockerError(`board ${this.name}: a CPU quota of ${cpus} cores`)
+    this.#cgroups.throttle(cpus, alsoPids)
+  }
+
+  unthrottle (): void { this.#cgroups.unthrottle() }
+
   async kill (): Promise<void> {
     this.#cgroups.killAll()
     if (this.running) this.#child?.kill('SIGKILL')
@@ -340,6 +355,11 @@ abstract class BoardCgroups {
   /** The directory of a process's cgroup in the tracking hierarchy. */
   protected abstract cgroupOf (pid: number): string | undefined
 
+  /** The whole board (and `alsoPids`) under a CPU quota of `cpus` cores per 100 ms period. */
+  abstract throttle (cpus: number, alsoPids: number[]): void
+  /** Removes the quota; processes moved for it go back where they were. */
+  abstract unthrottle (): void
+
   pids (): number[] {
     const pids: number[] = []
     for (const dir of cgroupTree(this.boardDir())) {
@@ -371,6 +391,7 @@ abstract class BoardCgroups {
   }
 
   remove (): void {
+    this.unthrottle()
     for (const root of this.allHierarchies()) {
       for (const dir of cgroupTree(join(root, CGROUP_ROOT_NAME, this.token)).reverse()) rmdirQuietly(dir)
     }
@@ -418,6 +439,44 @@ class LegacyFreezerCgroups extends BoardCgroups {
   protected allHierarchies (): string[] {
     return readdirSync('/sys/fs/cgroup').map(name => join('/sys/fs/cgroup', name)).filter(dir => isDirectory(dir))
   }
+
+  /** Where processes were before throttle() moved them into the board's cpu cgroup. */
+  readonly #throttled = new Map<number, string>()
+
+  /** The board in the cpu hierarchy: Docker puts the containers below it (--cgroup-parent), the rest is moved in. */
+  #cpuDir (): string { return join(CPU_HIERARCHY_V1, CGROUP_ROOT_NAME, this.token) }
+
+  throttle (cpus: number, alsoPids: number[]): void {
+    if (!existsSync(join(CPU_HIERARCHY_V1, 'cpu.cfs_quota_us'))) throw new BoardDockerError(`no cgroup v1 cpu controller at ${CPU_HIERARCHY_V1}`)
+    const adopted = join(this.#cpuDir(), 'adopted')
+    mkdirSync(adopted, { recursive: true })
+    writeFileSync(join(this.#cpuDir(), 'cpu.cfs_period_us'), String(CPU_PERIOD_US))
+    writeFileSync(join(this.#cpuDir(), 'cpu.cfs_quota_us'), String(Math.max(1000, Math.round(cpus * CPU_PERIOD_US))))
+    for (const pid of [...this.pids(), ...alsoPids]) {
+      const from = cpuCgroupV1Of(pid)
+      if (from == null || from === this.#cpuDir() || from.startsWith(this.#cpuDir() + '/')) continue
+      try {
+        writeFileSync(join(adopted, 'cgroup.procs'), String(pid))
+        this.#throttled.set(pid, from)
+      } catch {}
+    }
+  }
+
+  unthrottle (): void {
+    writeQuietly(join(this.#cpuDir(), 'cpu.cfs_quota_us'), '-1')
+    const fallback = [...this.#throttled.values()][0] ?? CPU_HIERARCHY_V1
+    // Processes forked meanwhile (a shim, runc, criu) follow their parent back out.
+    for (const line of readOrEmpty(join(this.#cpuDir(), 'adopted', 'cgroup.procs')).split('\n')) {
+      if (line === '') continue
+      writeQuietly(join(this.#throttled.get(Number(line)) ?? fallback, 'cgroup.procs'), line)
+    }
+    this.#throttled.clear()
+  }
+}
+
+function cpuCgroupV1Of (pid: number): string | undefined {
+  const line = readOrEmpty(`/proc/${pid}/cgroup`).split('\n').find(l => l.split(':')[1]?.split(',').includes('cpu') === true)
+  return line == null ? undefined : join(CPU_HIERARCHY_V1, line.split(':')[2] ?? '/')
 }
 
 /** cgroup v2: cgroup.kill kills the whole subtree at once. */
@@ -452,6 +511,16 @@ class UnifiedCgroups extends BoardCgroups {
   }
 
   protected allHierarchies (): string[] { return ['/sys/fs/cgroup'] }
+
+  throttle (cpus: number, alsoPids: number[]): void {
+    this.adopt(alsoPids)
+    writeFileSync(join(this.boardDir(), 'cpu.max'), `${Math.max(1000, Math.round(cpus * CPU_PERIOD_US))} ${CPU_PERIOD_US}`)
+  }
+
+  unthrottle (): void {
+    writeQuietly(join(this.boardDir(), 'cpu.max'), `max ${CPU_PERIOD_US}`)
+    this.releaseAdopted()
+  }
 }
 
 function cgroupTree (root: string): string[] {

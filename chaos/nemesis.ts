@@ -1,14 +1,20 @@
 // The faults a chaos run injects into a swarm of simulated boards, each with its heal. Real faults only: a power cut
 // kills a board's whole cgroup, a freeze stops its processes where they are, a daemon freeze stops the peer process
-// alone (its containers run on), a restart storm restarts one peer again and again.
+// alone (its containers run on), a restart storm restarts one peer again and again, a partition drops packets between
+// the boards' network namespaces (iptables), a slow board runs under a CPU quota on its cgroup.
 import type { MissionSwarm } from '../demo/mission-swarm.ts'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 import type { MissionStatus } from '../peer/missions.ts'
 import type { Random } from '../consensus/simulator.ts'
 import { sleep } from '../demo/observe.ts'
 
-export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore', 'kill-during-move'] as const
+export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore',
+  'kill-during-move', 'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
+  'slow-board'] as const
 export type FaultKind = typeof FAULT_KINDS[number]
+
+/** Kinds that cut links: the boards run in network namespaces (boards/netns.ts) when any of them is chosen. */
+export const PARTITION_KINDS: ReadonlySet<FaultKind> = new Set(['partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap'])
 
 export interface InjectedFault {
   kind: FaultKind
@@ -23,6 +29,11 @@ export interface InjectedFault {
   violation?: string
   /** Ends the fault: boards powered on again, thawed, resumed. */
   heal (): Promise<void>
+  /**
+   * A primary cut off from its majority: the container it ran, and each cut (wall ms, from applied to healed). Cut
+   * for longer than the watchdog's lease validity, that container must stop reporting within it, for good.
+   */
+  isolatedPrimary?: { containerId: string, cuts: Array<{ from: number, to: number }> }
 }
 
 interface Context { ms: MissionSwarm, status: MissionStatus, rng: Random }
@@ -55,6 +66,79 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       const board = boardOf(ms, status.primary)
       board.peer?.kill('SIGSTOP')
       return { kind, boards: [board.name], detail: `${board.name}'s peer (primary) stopped for ${holdMs} ms, its containers left running`, holdMs, failures: 1, heal: async () => { board.peer?.kill('SIGCONT') } }
+    }
+    case 'partition-primary':
+    case 'partition-backup': {
+      const board = boardOf(ms, kind === 'partition-primary' ? status.primary : status.backup)
+      const partitionMs = rng.int(5000, 30_000)
+      await ms.swarm.partition([[board], ms.boards.filter(b => b !== board)])
+      const cut = { from: Date.now(), to: Infinity }
+      return {
+        kind,
+        boards: [board.name],
+        detail: `${board.name} (${kind === 'partition-primary' ? 'primary' : 'backup'}) cut off from every other board for ${partitionMs} ms`,
+        holdMs: partitionMs,
+        failures: 1,
+        heal: async () => { await ms.swarm.heal(); cut.to = Date.now() },
+        ...(kind === 'partition-primary' && status.container != null ? { isolatedPrimary: { containerId: status.container.id, cuts: [cut] } } : {})
+      }
+    }
+    case 'partition-bridge': {
+      // A sees B, B sees C, A does not see C: the primary and its backup cut apart, both still reach the others.
+      const primary = boardOf(ms, status.primary)
+      const backup = boardOf(ms, status.backup)
+      const partitionMs = rng.int(5000, 30_000)
+      await ms.swarm.cut(primary, backup)
+      return {
+        kind,
+        boards: [primary.name, backup.name],
+        detail: `link ${primary.name} (primary) - ${backup.name} (backup) cut for ${partitionMs} ms, both still reach ${ms.boards.filter(b => b !== primary && b !== backup).map(b => b.name).join(', ')}`,
+        holdMs: partitionMs,
+        failures: 1,
+        heal: async () => { await ms.swarm.heal() }
+      }
+    }
+    case 'partition-flap': {
+      // The primary's board loses and regains its network again and again; every cut is a failure of its own.
+      const board = boardOf(ms, status.primary)
+      const others = ms.boards.filter(b => b !== board)
+      const times = rng.int(3, 6)
+      const cuts: Array<{ from: number, to: number }> = []
+      const rounds: string[] = []
+      for (let i = 0; i < times; i++) {
+        const downMs = rng.int(300, 3000)
+        const upMs = rng.int(300, 3000)
+        await ms.swarm.partition([[board], others])
+        const from = Date.now()
+        await sleep(downMs)
+        await ms.swarm.heal()
+        cuts.push({ from, to: Date.now() })
+        await sleep(upMs)
+        rounds.push(`${downMs}/${upMs}`)
+      }
+      return {
+        kind,
+        boards: [board.name],
+        detail: `${board.name} (primary) cut off and rejoined ${times} times (down/up ms: ${rounds.join(', ')})`,
+        holdMs: 0,
+        failures: times,
+        heal: async () => { await ms.swarm.heal() },
+        ...(status.container != null ? { isolatedPrimary: { containerId: status.container.id, cuts } } : {})
+      }
+    }
+    case 'slow-board': {
+      const board = boardOf(ms, status.primary)
+      const cpus = rng.int(20, 50) / 100
+      const slowMs = rng.int(25_000, 35_000)
+      board.throttle(cpus)
+      return {
+        kind,
+        boards: [board.name],
+        detail: `${board.name} (primary: peer, watchdog, dockerd, containers) under a CPU quota of ${Math.round(cpus * 100)} % of a core for ${slowMs} ms`,
+        holdMs: slowMs,
+        failures: 1,
+        heal: async () => { board.unthrottle() }
+      }
     }
     case 'restart-storm': {
       const board = rng.pick(ms.boards.filter(b => b.isOn))

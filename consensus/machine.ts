@@ -227,6 +227,19 @@ export class ClusterMachine {
       case 'containerExited':
         this.#onFailure(now, mission, ev.epoch, ev.reason, null)
         break
+      case 'leaseLapsed':
+        // The board's failure, not the mission's: no restart counted, no swarm-wide back-off. Named as the last failure,
+        // the released board ranks last, so a healthy board takes over (a starved board that claimed again first
+        // restored for 4 s, lapsed again, and went round 4 epochs).
+        if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId && !record.released) {
+          const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
+          this.#event(record.mission, `${reason}: container killed, handing over`)
+          this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
+          record.lastFailure = { board: this.self.peerId, reason, at: now }
+          mission.localBackoffUntil = now + this.config.restartBackoffMs
+          this.#release(now, mission)
+        }
+        break
       case 'restoreFailed':
       case 'startFailed':
         this.#onFailure(now, mission, ev.epoch, ev.error, ev.cause ?? 'other')
@@ -580,7 +593,7 @@ export class ClusterMachine {
 
     // Reconfiguration: a new epoch when the view or the backup should change (the container keeps running).
     if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= this.config.claimTimeoutMs) {
-      const { view, backup } = this.#desiredLayout(now, record)
+      const { view, backup } = this.#desiredLayout(now, record, true)
       const backupGone = record.backup !== null && this.#stateOf(now, record.backup) === 'dead'
       // The backup cannot hold the image any more, or a board that can restore here replaces one that cannot.
       const backupUnfit = record.backup !== null && backup !== record.backup && (!this.#eligibleBackup(record, record.backup) ||
@@ -692,10 +705,15 @@ export class ClusterMachine {
     return ranked
   }
 
-  #desiredLayout (now: number, record: MissionRecord): { view: string[], backup: string | null } {
+  #desiredLayout (now: number, record: MissionRecord, keepRecentlyDead = false): { view: string[], backup: string | null } {
     const members = new Set<string>([this.self.peerId])
     for (const p of this.#peers.keys()) if (this.#stateOf(now, p) === 'alive') members.add(p)
     for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
+    if (keepRecentlyDead && record.view.length >= 3) {
+      for (const p of record.view) {
+        if (this.#stateOf(now, p) === 'dead' && now - (this.#deadSince.get(p) ?? -Infinity) < this.config.viewLeaveAfterMs) members.add(p)
+      }
+    }
     const view = [...members].sort()
     const current = record.backup
     const best = this.#chooseBackup(now, record, view)
@@ -858,12 +876,13 @@ export class ClusterMachine {
     const self = this.self.peerId
     const record = mission.record
     if (record.epoch >= claim.epoch || record.removed) return
-    const layout = this.#desiredLayout(now, basis)
+    const wasRunning = mission.container !== null && basis.primary === self
+    // A running primary's reconfiguration keeps a member that died lately; a takeover drops the dead primary at once.
+    const layout = this.#desiredLayout(now, basis, wasRunning)
     const view = replace !== null
       ? [...basis.view.filter(p => p !== replace.partner), replace.joiner].sort()
       : stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
     const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
-    const wasRunning = mission.container !== null && basis.primary === self
     const restoreFrom = !wasRunning && !mission.coldStartNext && this.#canRestore(self, mission.held) ? mission.held : null
     const checkpoint = wasRunning ? newest : (restoreFrom ?? newest)
     mission.record = {
@@ -1083,8 +1102,7 @@ export class ClusterMachine {
     mission.checkpointInFlight = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
-    // Under the checkpoint's own epoch, as its ref and the backup's ack name it (not the record's: a reconfiguration
-    // during the dump left every ack unmatched, no lag measured and the staleness bound unknown while protected).
+    // Keyed as the backup's ack names it (the checkpoint's own epoch, which a reconfiguration during the dump leaves behind).
     mission.checkpointStarts = [...mission.checkpointStarts.slice(-(RECENT_CHECKPOINTS - 1)), { seq, epoch, since: inFlight.since }]
     const ref: CheckpointRef = { cid, seq, epoch, arch: this.self.arch, atMs: now }
     mission.held = ref
@@ -1308,14 +1326,22 @@ export class ClusterMachine {
   }
 
   /**
-   * How old the state the backup holds is now: from the start of the newest checkpoint it acknowledged. Past lags say
-   * what a steady backup costs; this says what a backup that stopped keeping up (a fetch backing off, a slow disk)
-   * would lose if the primary died now. (A chaos run lost 2.7 s while the status promised 1.)
+   * How old the backup's state may get at worst: the spacing of checkpoint starts (the period, or longer when a dump
+   * outlasts it: the next one starts only after it) plus the slowest recent replication; never less than the age
+   * the backup's state has right now (a checkpoint stuck in flight, a fetch backing off show at once).
    */
-  #unreplicatedForMs (now: number, m: Mission): number {
+  #stalenessBound (now: number, m: Mission): number {
+    const r = m.record
+    const starts = m.checkpointStarts.filter(s => s.epoch === r.checkpoint?.epoch).map(s => s.since)
+    const spacing = Math.max(this.#checkpointPeriod(m), ...starts.slice(1).map((since, i) => since - (starts[i] as number)))
+    const steady = m.replicationLags.length > 0 ? spacing + Math.max(...m.replicationLags) : 0
+    return Math.max(steady, this.#backupStateAgeMs(now, m))
+  }
+
+  /** From the start of the newest checkpoint the backup acknowledged; before any of this run's, from the container's start. */
+  #backupStateAgeMs (now: number, m: Mission): number {
     const acked = m.replicatedStart
     if (acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq) return now - acked.since
-    // Nothing this run took is acknowledged yet: the backup holds at best the state this container started from.
     return m.container === null ? 0 : now - m.container.since
   }
 
@@ -1337,8 +1363,7 @@ export class ClusterMachine {
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
     const running = r.primary === this.self.peerId && m.container?.status === 'running'
-    const steadyMs = m.replicationLags.length > 0 ? this.#checkpointPeriod(m) + Math.max(...m.replicationLags) : 0
-    const stalenessBoundMs = running ? Math.round(Math.max(steadyMs, this.#unreplicatedForMs(now, m))) : null
+    const stalenessBoundMs = running ? Math.round(this.#stalenessBound(now, m)) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }

@@ -100,6 +100,8 @@ export class Simulation {
   readonly tickMs: number
   readonly overlapBoundMs: number
   readonly enforcerLeaseMs: number
+  /** How long a checkpoint takes, ms (min, max): a loaded board's take 1-4 s. */
+  checkpointTakeMs: [number, number] = [10, 80]
   readonly exitDetectionMs: [number, number] | null
   /** Longest time two containers of one mission ran at once under an epoch whose view had >= 3 members. */
   maxOverlapMs = 0
@@ -227,6 +229,7 @@ export class Simulation {
   resume (id: string): void {
     const peer = this.#peer(id)
     if (!peer.paused) return
+    const lapsed = peer.daemonOnly && peer.enforced
     peer.paused = false
     peer.daemonOnly = false
     peer.enforced = false
@@ -234,6 +237,16 @@ export class Simulation {
     const pending = peer.pendingWhilePaused
     peer.pendingWhilePaused = []
     for (const run of pending) run()
+    const machine = peer.machine
+    if (lapsed && machine !== null) {
+      // The enforcer never thaws what it froze: it kills it when the daemon renews, and the daemon learns its lease
+      // lapsed (peer/missions.ts), before its machine's next tick.
+      for (const [mission, container] of [...peer.containers]) {
+        peer.containers.delete(mission)
+        machine.local(this.now, { type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: this.now - peer.lastTickAt - this.enforcerLeaseMs })
+      }
+      this.#apply(peer)
+    }
     this.#tickPeer(peer)
     this.#checkOverlap()
   }
@@ -591,7 +604,7 @@ export class Simulation {
         const c = peer.containers.get(action.mission)
         const machine = peer.machine
         this.checkpointStartedAt.set(`cp:${action.mission}:${id}:${action.epoch}:${action.seq}`, this.now)
-        this.#schedule(this.rng.int(10, 80), () => {
+        this.#schedule(this.rng.int(...this.checkpointTakeMs), () => {
           if (peer.machine !== machine) return
           this.#input(id, m => {
             const now = peer.containers.get(action.mission)

@@ -103,6 +103,12 @@ export interface ConsensusConfig {
    * that holds it before it runs on its own: a double fault then costs availability before it costs state.
    */
   staleTakeoverWaitMs: number
+  /**
+   * A member of a view of 3 or more that died stays in the view (never as the backup) for this long before a
+   * reconfiguration drops it: a flapping link or a restarting peer otherwise costs an epoch to drop it and one to
+   * add it back each time (a bridge cost 4-6 epochs in 15 s). Its majority still holds without it meanwhile.
+   */
+  viewLeaveAfterMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -127,7 +133,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   imageRefetchHoldMs: 4000,
   blockedAfterMs: 2000,
   newerStateRefusalMs: 5000,
-  staleTakeoverWaitMs: 20_000
+  staleTakeoverWaitMs: 20_000,
+  viewLeaveAfterMs: 10_000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */
@@ -223,6 +230,11 @@ export type LocalEvent =
   | { type: 'containerStarted', mission: string, epoch: number }
   /** The container exited without being asked to (the machine knows how long it ran). */
   | { type: 'containerExited', mission: string, epoch: number, reason: string }
+  /**
+   * The daemon renewed its watchdog's lease too late (a stalled or starved event loop): the watchdog froze the
+   * container and kills it. A fence, not a crash of the mission: no restart counted, no back-off.
+   */
+  | { type: 'leaseLapsed', mission: string, epoch: number, lateMs: number }
   /** A `restore` failed; `startFailed` answers a `startFresh` (a cold start). */
   | { type: 'restoreFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'startFailed', mission: string, epoch: number, error: string, cause: FailureCause }

@@ -153,6 +153,9 @@ export class MissionService {
   #selfInfo: SelfInfo | undefined
   readonly #fedPeers = new Map<string, PeerInfo>()
   readonly #containers = new Map<string, { id: string, epoch: number }>()
+  /** The containers the last lease renewal covered, and when it ends (wall ms). */
+  #leasedContainers = new Map<string, { id: string, epoch: number }>()
+  #leaseEndsAt = Infinity
   readonly #lastTake = new Map<string, CheckpointTiming>()
   /** Missions whose checkpoints were seen to take longer than their interval (said once). */
   readonly #overrunWarned = new Set<string>()
@@ -322,6 +325,15 @@ export class MissionService {
    * came 1.4 s after the cut, close to a takeover). Larger views count from this tick.
    */
   #renewLease (): void {
+    const sentAt = Date.now()
+    // The previous renewal ran out before this one: the watchdog froze the containers it covered and kills them on
+    // this renewal. The machine hears it as a fence (a starved daemon), not as the mission crashing.
+    if (sentAt > this.#leaseEndsAt) {
+      for (const [mission, container] of this.#leasedContainers) {
+        this.#log(`missions: the watchdog's lease lapsed ${sentAt - this.#leaseEndsAt} ms before this renewal: container ${container.id.slice(0, 12)} of ${mission} is fenced`)
+        this.#local({ type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: sentAt - this.#leaseEndsAt })
+      }
+    }
     const validity = leaseValidityMs(this.#options.consensus)
     let validFor = validity
     const machine = this.#machine
@@ -335,6 +347,8 @@ export class MissionService {
         validFor = Math.min(validFor, quorumHeardAt + validity - now)
       }
     }
+    this.#leasedContainers = new Map(this.#containers)
+    this.#leaseEndsAt = sentAt + Math.max(0, validFor)
     this.#watchdog?.renew(Math.max(0, validFor), [...this.#containers.values()].map(c => c.id))
   }
 

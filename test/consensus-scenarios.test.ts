@@ -276,12 +276,55 @@ t.test('five boards shrink one member per epoch and keep a quorum through two se
   const backup = viewOf(sim, first).backup!
   const bystander = ids.find(id => id !== first && id !== backup)!
   sim.kill(bystander)
-  t.ok(sim.runUntil(() => viewOf(sim, first).view.length === 4, 5000), 'view shrank to 4')
+  // A dead member leaves the view only once it has been dead for viewLeaveAfterMs (10 s).
+  t.ok(sim.runUntil(() => viewOf(sim, first).view.length === 4, 15_000), 'view shrank to 4')
   sim.kill(first)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'a survivor took over with a synced backup')
   const second = sim.runningOn(mission)[0]!
   t.equal(second, backup, 'the backup took over')
   t.equal(viewOf(sim, second).view.length, 3)
+  t.same(sim.violations, [])
+})
+
+t.test('a flapping link costs no epoch: a member cut off for a few seconds stays in the view, a cut-off backup is replaced once', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 12)
+  const primary = deployAndSettle(t, sim, 'a')
+  const backup = viewOf(sim, primary).backup!
+  const spare = ids.find(id => id !== primary && id !== backup)!
+  const epoch = viewOf(sim, primary).epoch
+  for (let i = 0; i < 4; i++) {
+    sim.partition([[spare], ids.filter(id => id !== spare)])
+    sim.runFor(2500)
+    sim.heal()
+    sim.runFor(1500)
+  }
+  t.equal(viewOf(sim, primary).epoch, epoch, `the spare cut off 4 times for 2.5 s: still epoch ${epoch}`)
+  t.equal(viewOf(sim, primary).view.length, 3, 'the spare stayed in the view')
+  sim.partition([[backup], ids.filter(id => id !== backup)])
+  t.ok(sim.runUntil(() => viewOf(sim, primary).backup === spare && sim.settled(mission, true), 10_000), 'the cut-off backup is replaced by the spare')
+  t.equal(viewOf(sim, primary).epoch, epoch + 1, 'in one epoch')
+  t.equal(viewOf(sim, primary).view.length, 3, 'the old backup stays in the view meanwhile')
+  sim.heal()
+  sim.runFor(5000)
+  t.equal(viewOf(sim, primary).epoch, epoch + 1, 'its return costs no epoch')
+  t.same(sim.runningOn(mission), [primary], 'the primary ran throughout')
+  t.same(sim.violations, [])
+})
+
+t.test('a daemon stalled just past its watchdog lease (680 ms): a fence, not a crash: the backup takes over, no restart counted', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 13)
+  const primary = deployAndSettle(t, sim, 'a')
+  const before = viewOf(sim, primary)
+  sim.freezeDaemon(primary, 680)
+  sim.runFor(700)
+  t.ok(logged(sim, /lease lapsed/), 'the machine hears the lapsed lease as a self-fence')
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'the mission runs again, protected')
+  const after = viewOf(sim, sim.runningOn(mission)[0]!)
+  t.equal(after.primary, before.backup, 'the backup took over: the stalled board ranks last (a starved board would lapse again)')
+  t.equal(after.restarts, before.restarts, 'no restart counted: the mission did not crash')
+  t.ok(after.epoch > before.epoch, `a new epoch ${after.epoch}`)
   t.same(sim.violations, [])
 })
 
@@ -440,6 +483,30 @@ t.test('a partner killed behind a partition is not proven exited: the primary ke
   t.same(viewOf(sim, third).view, [first, third].sort(), 'no replacement without a proof of exit')
   sim.restart(first)
   t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, third).view.length === 3, 10_000), 'the partner returns and the view grows')
+  t.same(sim.violations, [])
+})
+
+t.test('checkpoints slower than the interval: the status says so, and its bound covers the age the backup\'s state reaches', async t => {
+  const sim = swarm(['a', 'b', 'c'], 9)
+  const interval = 1000
+  const primary = deployAndSettle(t, sim, 'a', { ...SIM_MISSION, checkpointIntervalMs: interval })
+  sim.checkpointTakeMs = [1500, 2500]
+  sim.runFor(15_000)
+  const backup = viewOf(sim, primary).backup!
+  let oldest = 0
+  let lowestBound = Infinity
+  let within = 0
+  for (let i = 0; i < 4000; i++) {
+    sim.runFor(5)
+    const held = sim.held(backup, mission)
+    if (held !== null) oldest = Math.max(oldest, sim.now - (sim.checkpointStartedAt.get(held.cid) ?? 0))
+    const protection = viewOf(sim, primary).protection
+    if (protection.withinInterval !== false) within++
+    lowestBound = Math.min(lowestBound, protection.stalenessBoundMs ?? 0)
+  }
+  t.equal(within, 0, 'the status never claimed to be within the interval')
+  t.ok(oldest > interval, `the backup's state got ${oldest} ms old (interval ${interval} ms)`)
+  t.ok(lowestBound >= oldest, `the status's bound was never below that: at least ${lowestBound} ms`)
   t.same(sim.violations, [])
 })
 
