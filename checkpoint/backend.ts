@@ -48,7 +48,7 @@ function reopenable (store: unknown): Reopenable | null {
 }
 
 /** Runs store operations as they are when the store cannot be reopened. */
-const direct = { run: async <T>(_what: string, op: () => Promise<T>): Promise<T> => await op() }
+const direct = { run: async <T>(_what: string, op: () => Promise<T>, _options?: { write?: boolean }): Promise<T> => await op() }
 
 export class HeliaBundleBackend implements BundleBackend {
   private readonly helia: Pick<Helia, 'blockstore' | 'datastore'>
@@ -78,13 +78,13 @@ export class HeliaBundleBackend implements BundleBackend {
 
   async putMany (blocks: BlockPair[], options: { signal?: AbortSignal } = {}): Promise<void> {
     // putMany yields as it writes: drain it so every block is stored before returning.
-    await this.blocks.run('writing blocks', async () => { for await (const _ of this.local.putMany(blocks, options)) { /* drain */ } })
+    await this.blocks.run('writing blocks', async () => { for await (const _ of this.local.putMany(blocks, options)) { /* drain */ } }, { write: true })
   }
 
   async deleteMany (cids: CID[], options: { signal?: AbortSignal } = {}): Promise<void> {
     // (Helia's outer layer would also ask content routing to stop re-providing each block, which fails
     // on a node without content routers, like ours.)
-    await this.blocks.run('deleting blocks', async () => { for await (const _ of this.local.deleteMany(cids, options)) { /* drain */ } })
+    await this.blocks.run('deleting blocks', async () => { for await (const _ of this.local.deleteMany(cids, options)) { /* drain */ } }, { write: true })
   }
 
   async readRecord (key: string): Promise<Uint8Array | undefined> {
@@ -96,11 +96,11 @@ export class HeliaBundleBackend implements BundleBackend {
   }
 
   async writeRecord (key: string, value: Uint8Array): Promise<void> {
-    await this.records.run('writing the datastore', async () => { await this.helia.datastore.put(new Key(key), value) })
+    await this.records.run('writing the datastore', async () => { await this.helia.datastore.put(new Key(key), value) }, { write: true })
   }
 
   async deleteRecord (key: string): Promise<void> {
-    await this.records.run('writing the datastore', async () => { await this.helia.datastore.delete(new Key(key)) })
+    await this.records.run('writing the datastore', async () => { await this.helia.datastore.delete(new Key(key)) }, { write: true })
   }
 
   async * listRecords (prefix: string): AsyncIterable<{ key: string, value: Uint8Array }> {

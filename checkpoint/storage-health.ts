@@ -55,15 +55,18 @@ export class StoreReopener {
     await this.#reopening
   }
 
-  /** Runs `op`; a storage fault reopens the store and is rethrown as a StorageError (the caller retries later). */
-  async run<T> (what: string, op: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `op`; a storage fault reopens the store and is rethrown as a StorageError (the caller retries later). A
+   * corrupt record met by a read stays corrupt however often the store is reopened (it is deleted and fetched again
+   * instead); a write that fails on corruption (LevelDB stops writing after a failed compaction) reopens it.
+   */
+  async run<T> (what: string, op: () => Promise<T>, options: { write?: boolean } = {}): Promise<T> {
     try {
       return await op()
     } catch (err) {
       const problem = storageProblemOf(err)
       if (problem == null) throw err
-      // A corrupt record stays corrupt however often the store is reopened: it is deleted and fetched again instead.
-      if (problem !== 'store corrupt') await this.reopen().catch(() => {})
+      if (problem !== 'store corrupt' || options.write === true) await this.reopen().catch(() => {})
       throw new StorageError(problem, what, err)
     }
   }
