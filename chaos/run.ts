@@ -10,7 +10,7 @@ import { Random } from '../consensus/simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
 import { distribution, table, writeResults } from '../bench/report.ts'
-import { FAULT_KINDS, inject, type FaultKind } from './nemesis.ts'
+import { DISK_FAULT_KINDS, FAULT_KINDS, inject, type FaultKind } from './nemesis.ts'
 import { leaseValidityMs } from '../peer/watchdog.ts'
 import { longestSilence, overlaps, regressions, spansOf } from './history.ts'
 
@@ -23,6 +23,8 @@ const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
  */
 const MAX_TICKS_LOST_DAEMON_FREEZE = MAX_TICKS_LOST + Math.ceil(leaseValidityMs() / TICK_INTERVAL_MS)
 const RECOVERY_BOUND_MS = 30_000
+/** Each board's own tmpfs disk when a fault fills one (TANDEM_CHAOS_DISK_BYTES overrides; a board holds ~0.3-0.5 GB). */
+const BOARD_DISK_BYTES = Number(process.env.TANDEM_CHAOS_DISK_BYTES ?? 1536 * 1024 * 1024)
 /** More epochs than this per failure (a takeover, a new backup, a rejoin) is a storm. */
 const EPOCHS_PER_FAILURE = 3
 
@@ -65,7 +67,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   const rng = new Random(options.seed)
   const { log } = options
   log(`chaos: seed ${options.seed}, ${options.boards} boards, ${options.once ? `each of ${options.kinds.join(', ')} once` : `${options.minutes} min`}`)
-  const ms = await startMissionSwarm(options.boards, { reportEveryTicks: 1, checkpointIntervalMs: CHECKPOINT_INTERVAL_MS })
+  const ms = await startMissionSwarm(options.boards, {
+    reportEveryTicks: 1,
+    checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
+    diskBytes: options.kinds.some(k => DISK_FAULT_KINDS.includes(k)) ? BOARD_DISK_BYTES : undefined
+  })
   const faults: FaultRecord[] = []
   const violations: string[] = []
   try {
@@ -79,9 +85,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const kind = options.once ? queue.shift()! : rng.pick(options.kinds)
       // The loss a failure may cause is what the primary's status promises: one interval while replication keeps up,
       // its reported bound when a loaded board cannot (the status says so: withinInterval false).
-      const promisedTicks = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
+      let promisedTicks: number | null = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
       const injectedAt = Date.now()
       const fault = await inject(kind, { ms, status, rng })
+      if (fault.statusAtFailure != null) {
+        // A failure some time into the fault: what the primary's status promised then. Not protected: no promise.
+        const then = fault.statusAtFailure
+        promisedTicks = then.protected ? Math.max(MAX_TICKS_LOST, Math.ceil((then.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1) : null
+        if (promisedTicks == null) log(`chaos: ${kind}: the status said not protected before the failure (${then.protection.reason ?? '?'}): its loss is not judged`)
+      }
       log(`chaos: ${kind}: ${fault.detail}`)
       await sleep(fault.holdMs)
       await fault.heal()
@@ -105,7 +117,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         outageMs: longestSilence(inWindow, injectedAt, recoveredAt ?? Date.now()),
         epochs: (after?.epoch ?? status.epoch) - status.epoch,
         overlaps: overlaps(inWindow, TICK_INTERVAL_MS),
-        regressions: regressions(inWindow, promisedTicks + (kind === 'daemon-freeze' ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0))
+        regressions: promisedTicks == null ? [] : regressions(inWindow, promisedTicks + (kind === 'daemon-freeze' ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0))
       }
       faults.push(record)
       log(`chaos: ${kind}: outage ${record.outageMs} ms, recovered ${record.recoveryMs ?? 'NOT'} ms after the heal, ${record.epochs} epochs` +

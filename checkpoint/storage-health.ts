@@ -40,6 +40,8 @@ export interface Reopenable { open: () => Promise<void>, close: () => Promise<vo
 export class StoreReopener {
   readonly #store: Reopenable
   #reopening: Promise<void> | null = null
+  /** The fault that closed the store: a failed reopen (its cause is not kept by level's wrappers) is that fault still. */
+  #lastProblem: StorageProblem | null = null
   reopens = 0
 
   constructor (store: Reopenable) { this.#store = store }
@@ -65,7 +67,17 @@ export class StoreReopener {
       return await op()
     } catch (err) {
       const problem = storageProblemOf(err)
+      if (problem == null && /not open/i.test((err as Error)?.message ?? '')) {
+        // The reopen after an earlier fault failed (a full disk refuses the new log file too): try again now.
+        try {
+          await this.reopen()
+        } catch (openErr) {
+          throw new StorageError(storageProblemOf(openErr) ?? this.#lastProblem ?? 'I/O error', `reopening the store for ${what}`, openErr)
+        }
+        return await this.run(what, op, options)
+      }
       if (problem == null) throw err
+      this.#lastProblem = problem
       if (problem !== 'store corrupt' || options.write === true) await this.reopen().catch(() => {})
       throw new StorageError(problem, what, err)
     }

@@ -42,6 +42,8 @@ export interface MissionSwarmOptions {
   peerEnv?: NodeJS.ProcessEnv
   /** Each board's peer in its own network namespace, so `swarm.partition`/`cut`/`heal` cut links for real. */
   netns?: boolean
+  /** Each board on its own tmpfs of this many bytes, so a test can fill its disk (SimulatedBoard.fillDisk). */
+  diskBytes?: number
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -54,6 +56,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
     env: options.peerEnv,
     netns: options.netns,
+    diskBytes: options.diskBytes,
     onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards
