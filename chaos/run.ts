@@ -3,6 +3,7 @@
 // no two copies of the mission report at once (3+ boards, one tick tolerated), the vehicle's state never goes back by
 // more than one checkpoint interval, the mission runs again within a bound after each heal, no epoch storm.
 import { parseArgs } from 'node:util'
+import { writeFile } from 'node:fs/promises'
 import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { sleep } from '../demo/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
@@ -138,6 +139,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     // Per-fault bounds (what the status promised) were checked above; the whole run is not judged again.
     log(`chaos: ${spansOf(all).length} containers reported over the run`)
   } finally {
+    // Every peer's output (the newest lines), for a diagnosis after the run.
+    if (process.env.TANDEM_CHAOS_OUTPUT != null) await writeFile(process.env.TANDEM_CHAOS_OUTPUT, ms.output.join('\n') + '\n').catch(() => {})
     await ms.stop()
   }
   return { seed: options.seed, boards: options.boards, faults, violations }
