@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { mkdir, open, readdir, rm, stat, statfs } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rm, stat, statfs } from 'node:fs/promises'
 import { join } from 'node:path'
 import { orphanedEntries, processIdentity, readOrEmpty } from './ownership.ts'
 import { onOwnerExit } from '../peer/exit-hooks.ts'
@@ -131,6 +131,87 @@ export async function flipBytes (files: string[], options: { perFile?: number, t
         await fh.write(byte, 0, 1, at)
         flipped++
       }
+    } finally { await fh.close() }
+  }
+  return flipped
+}
+
+function varint (buf: Buffer, at: number): [value: number, next: number] {
+  let value = 0
+  let shift = 0
+  for (let i = at; i < buf.length && shift < 64; i++) {
+    const b = buf[i] as number
+    value += (b & 0x7f) * 2 ** shift
+    shift += 7
+    if ((b & 0x80) === 0) return [value, i + 1]
+  }
+  throw new BoardDiskError(`bad varint at ${at}`)
+}
+
+/** The entries of one LevelDB block (key bytes are skipped): where each value starts and how long it is. */
+function blockEntries (buf: Buffer, offset: number, size: number): Array<{ value: number, length: number }> {
+  const restarts = buf.readUInt32LE(offset + size - 4)
+  const end = offset + size - 4 * (restarts + 1)
+  const entries: Array<{ value: number, length: number }> = []
+  for (let at = offset; at < end;) {
+    const [, a] = varint(buf, at)
+    const [unshared, b] = varint(buf, a)
+    const [length, c] = varint(buf, b)
+    entries.push({ value: c + unshared, length })
+    at = c + unshared + length
+  }
+  return entries
+}
+
+/**
+ * Where the values of a LevelDB table file (`.ldb`, uncompressed as blockstore-level writes them) lie: found through
+ * its footer and index block, so that a flip can hit a stored block's bytes and never a key (LevelDB aborts the
+ * process on keys out of order in a compaction: a corruption no store can survive).
+ */
+export function tableValues (table: Buffer): Array<{ value: number, length: number }> {
+  const FOOTER = 48
+  if (table.length < FOOTER || table.readUInt32LE(table.length - 8) !== 0x8b80fb57 || table.readUInt32LE(table.length - 4) !== 0xdb477524) {
+    throw new BoardDiskError('not a LevelDB table (no footer magic)')
+  }
+  const footer = table.length - FOOTER
+  const [, m] = varint(table, footer)
+  const [, i] = varint(table, m)
+  const [indexOffset, j] = varint(table, i)
+  const [indexSize] = varint(table, j)
+  const values: Array<{ value: number, length: number }> = []
+  for (const handle of blockEntries(table, indexOffset, indexSize)) {
+    const [offset, k] = varint(table, handle.value)
+    const [size] = varint(table, k)
+    // Block type byte 0: not compressed (a compressed block's values are not where they look).
+    if (table[offset + size] !== 0) continue
+    values.push(...blockEntries(table, offset, size))
+  }
+  return values
+}
+
+/** Flips one byte in each of `count` random values of the LevelDB table files; returns how many were flipped. */
+export async function flipTableValues (files: string[], count: number): Promise<number> {
+  const candidates: Array<{ file: string, at: number }> = []
+  for (const file of files) {
+    let table: Buffer
+    try { table = await readFile(file) } catch { continue }
+    let values: Array<{ value: number, length: number }>
+    try { values = tableValues(table) } catch { continue }
+    for (const v of values) if (v.length >= 256) candidates.push({ file, at: v.value + randomInt(v.length) })
+  }
+  const chosen = new Set<number>()
+  while (chosen.size < Math.min(count, candidates.length)) chosen.add(randomInt(candidates.length))
+  let flipped = 0
+  for (const index of chosen) {
+    const { file, at } = candidates[index] as { file: string, at: number }
+    const fh = await open(file, 'r+').catch(() => null)
+    if (fh == null) continue
+    try {
+      const byte = Buffer.alloc(1)
+      await fh.read(byte, 0, 1, at)
+      byte[0] = (byte[0] as number) ^ 0xff
+      await fh.write(byte, 0, 1, at)
+      flipped++
     } finally { await fh.close() }
   }
   return flipped

@@ -10,7 +10,7 @@ import Docker from 'dockerode'
 import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
 import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { SwarmNetwork, type NetnsHost } from './netns.ts'
-import { BoardDisk, flipBytes } from './board-disk.ts'
+import { BoardDisk, flipBytes, flipTableValues } from './board-disk.ts'
 
 /** The libp2p port of a peer in its own namespace (every port is free there). */
 const NETNS_LISTEN_PORT = 4001
@@ -118,8 +118,8 @@ export class SimulatedBoard {
       const standby = join(this.docker.dataRoot, 'tandem-standby')
       for (const mission of await readdir(standby).catch(() => [] as string[])) stagedFiles.push(...await filesIn(join(standby, mission, 'criu'), /^pages-\d+\.img$/))
     }
-    // Table files keep their index and footer at the end: flips there would make the whole table unreadable.
-    const flippedBytes = await flipBytes(blockFiles, { perFile: 32, tailBytes: 64 * 1024 }) + await flipBytes(stagedFiles, { perFile: 8 })
+    // In the tables, only the stored blocks' bytes (values), never LevelDB's keys or indexes (see tableValues).
+    const flippedBytes = await flipTableValues(blockFiles, 64) + await flipBytes(stagedFiles, { perFile: 8 })
     return { blockFiles: blockFiles.length, stagedFiles: stagedFiles.length, flippedBytes }
   }
 

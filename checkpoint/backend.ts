@@ -42,9 +42,14 @@ function innermost (store: Blockstore): Blockstore {
   return s
 }
 
+/** The store that can be closed and opened again (the level store under Helia's and the identity layers). */
 function reopenable (store: unknown): Reopenable | null {
-  const s = store as Partial<Reopenable>
-  return typeof s.open === 'function' && typeof s.close === 'function' ? s as Reopenable : null
+  let s = store as (Partial<Reopenable> & { unwrap?: () => unknown, child?: unknown }) | undefined
+  for (let depth = 0; s != null && depth < 8; depth++) {
+    if (typeof s.open === 'function' && typeof s.close === 'function') return s as Reopenable
+    s = (typeof s.unwrap === 'function' ? s.unwrap() : s.child) as typeof s
+  }
+  return null
 }
 
 /** Runs store operations as they are when the store cannot be reopened. */

@@ -442,9 +442,9 @@ export class BundleStore {
    * the store reports corrupt) is deleted, so that it is fetched again.
    */
   async holdsIntact (cid: CID): Promise<boolean> {
-    if (!(await this.backend.has(cid))) return false
     let intact: boolean
     try {
+      if (!(await this.backend.has(cid))) return false
       intact = await verifies(cid, await this.backend.get(cid, { offline: true }))
     } catch (err) {
       if (!(err instanceof StorageError && err.problem === 'store corrupt')) throw err

@@ -25,9 +25,12 @@ export function storageProblemOf (err: unknown): StorageProblem | null {
 export class StorageError extends CheckpointError {
   override name = 'StorageError'
   readonly problem: StorageProblem
-  constructor (problem: StorageProblem, what: string, cause?: unknown) {
+  /** Whether a write failed (a corrupt record met by a read is fetched again; a store that cannot write is broken). */
+  readonly write: boolean
+  constructor (problem: StorageProblem, what: string, cause?: unknown, write = true) {
     super(`storage: ${problem} (${what}${cause == null ? '' : `: ${(cause as Error).message ?? String(cause)}`})`, { cause })
     this.problem = problem
+    this.write = write
   }
 }
 
@@ -79,7 +82,7 @@ export class StoreReopener {
       if (problem == null) throw err
       this.#lastProblem = problem
       if (problem !== 'store corrupt' || options.write === true) await this.reopen().catch(() => {})
-      throw new StorageError(problem, what, err)
+      throw new StorageError(problem, what, err, options.write === true)
     }
   }
 }

@@ -11,7 +11,7 @@ import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionS
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
 import { BlockCorruptError, CriuError, ImageMissingError } from '../checkpoint/errors.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
-import { storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
+import { StorageError, storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
 import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
@@ -420,7 +420,8 @@ export class MissionService {
     // One failed batch (its decision could not be persisted) must not stop every later one.
     if (actions.length > 0) {
       this.#actionChain = this.#actionChain.then(async () => { await this.#apply(actions) }).catch(err => {
-        this.#log(`missions: actions not applied: ${(err as Error).message}`)
+        // A storage fault was reported once already (event, status); it is not logged for every tick's batch.
+        if (storageProblemOf(err) == null || this.#storage.ok) this.#log(`missions: actions not applied: ${(err as Error).message}`)
       })
     }
   }
@@ -520,7 +521,7 @@ export class MissionService {
   /** A storage fault of this board: reported (event, heartbeat, status) and probed until the storage works again. */
   #storageFailed (err: unknown, mission: string | null): void {
     // A block that does not match its CID is fetched again, not a fault of the storage itself.
-    const problem = err instanceof BlockCorruptError ? null : storageProblemOf(err)
+    const problem = err instanceof BlockCorruptError || (err instanceof StorageError && !err.write && err.problem === 'store corrupt') ? null : storageProblemOf(err)
     if (problem == null) return
     const detail = (err as Error).message
     if (!this.#storage.ok) return

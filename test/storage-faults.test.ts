@@ -1,7 +1,7 @@
 // Storage faults of a board's checkpoint store, on real level stores: a full disk (a real tmpfs filled until ENOSPC)
 // is survived without a restart, corrupt blocks are found and fetched again, corrupt staged files are found.
 import t from 'tap'
-import { mkdir, open, writeFile } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { LevelBlockstore } from 'blockstore-level'
@@ -12,7 +12,7 @@ import { BundleStore, encodeNode } from '../checkpoint/bundle-store.ts'
 import { storeBundle } from '../checkpoint/bundle.ts'
 import { StorageError, storageProblemOf } from '../checkpoint/storage-health.ts'
 import type { BlockSource } from '../checkpoint/block-exchange.ts'
-import { BoardDisk } from '../boards/board-disk.ts'
+import { BoardDisk, flipTableValues, tableValues } from '../boards/board-disk.ts'
 import { tempDir } from './checkpoint-helpers.ts'
 
 async function levelBackend (t: { teardown: (fn: () => unknown) => void }, dir: string): Promise<{ backend: HeliaBundleBackend, blockstore: LevelBlockstore }> {
@@ -142,4 +142,21 @@ t.test('staged files are checked against the checkpoint\'s digests', async t => 
   await writeFile(join(staged, 'core-1.img'), 'short')
   await bundles.materializeTree(manifest.trees.criu, staged)
   t.equal(await bundles.verifyTreeOnDisk(manifest.trees.criu, staged), null, 'written again from the store, they verify')
+})
+
+t.test('the nemesis flips bytes of stored blocks in LevelDB tables, never keys: the store reads on, the blocks fail their hash', async t => {
+  const root = await tempDir(t, 'storage-tables')
+  const { backend } = await levelBackend(t, join(root, 'store'))
+  const blocks = await Promise.all(Array.from({ length: 2000 }, async () => await encodeNode({ page: randomBytes(4096) })))
+  for (let i = 0; i < blocks.length; i += 100) await backend.putMany(blocks.slice(i, i + 100))
+  const tables = (await readdir(join(root, 'store', 'blocks'))).filter(n => n.endsWith('.ldb')).map(n => join(root, 'store', 'blocks', n))
+  t.ok(tables.length > 0, `${tables.length} table files written`)
+  const values = tableValues(await readFile(tables[0]!))
+  t.ok(values.length > 100 && values.every(v => v.length > 4096), `${values.length} values found in the first table, each a whole block`)
+  const flipped = await flipTableValues(tables, 10)
+  t.equal(flipped, 10, 'ten bytes flipped')
+  const bundles = new BundleStore({ backend })
+  let corrupt = 0
+  for (const b of blocks) if (!(await bundles.holdsIntact(b.cid))) corrupt++
+  t.equal(corrupt, 10, 'exactly the ten blocks hit fail their hash (and are deleted to be fetched again); every other one reads')
 })
