@@ -10,7 +10,9 @@ import { sleep } from '../demo/observe.ts'
 
 export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore',
   'kill-during-move', 'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
-  'slow-board'] as const
+  'slow-board', 'disk-full-backup', 'corrupt-backup'] as const
+/** Kinds that need each board on a disk of its own (SimulatedBoardOptions.diskBytes). */
+export const DISK_FAULT_KINDS: readonly FaultKind[] = ['disk-full-backup']
 export type FaultKind = typeof FAULT_KINDS[number]
 
 /** Kinds that cut links: the boards run in network namespaces (boards/netns.ts) when any of them is chosen. */
@@ -34,6 +36,11 @@ export interface InjectedFault {
    * for longer than the watchdog's lease validity, that container must stop reporting within it, for good.
    */
   isolatedPrimary?: { containerId: string, cuts: Array<{ from: number, to: number }> }
+  /**
+   * For a failure injected some time after the fault began (corrupt-backup): the primary's status just before it,
+   * which sets what the failure may lose (not the status when the fault began).
+   */
+  statusAtFailure?: MissionStatus
 }
 
 interface Context { ms: MissionSwarm, status: MissionStatus, rng: Random }
@@ -201,6 +208,37 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         holdMs,
         failures: 2,
         heal: async () => { await powerOn(ms, first); await powerOn(ms, second) }
+      }
+    }
+    case 'disk-full-backup': {
+      const board = boardOf(ms, status.backup)
+      const filler = await board.fillDisk()
+      return {
+        kind,
+        boards: [board.name],
+        detail: `${board.name}'s disk (backup) filled for ${holdMs} ms (${Math.round(filler / 1e6)} MB filler)`,
+        holdMs,
+        failures: 1,
+        heal: async () => { await board.freeDisk() }
+      }
+    }
+    case 'corrupt-backup': {
+      const backup = boardOf(ms, status.backup)
+      const primary = boardOf(ms, status.primary)
+      const corrupted = await backup.corruptStorage({ blocks: true, staged: true })
+      // The bad bytes sit on the backup's disk for a few checkpoint intervals, then the primary dies: the backup must
+      // take over from what it holds (verified, or fetched again while the primary lived).
+      await sleep(rng.int(2000, 4000))
+      const statusAtFailure = (await ms.status(primary)) ?? status
+      await primary.powerCut()
+      return {
+        kind,
+        boards: [backup.name, primary.name],
+        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), then ${primary.name} (primary) cut for ${holdMs} ms`,
+        holdMs,
+        failures: 1,
+        statusAtFailure,
+        heal: async () => { await powerOn(ms, primary) }
       }
     }
   }

@@ -51,6 +51,11 @@ interface Mission extends PersistedMission {
   newerStateSince: number | null
   /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
   refusingSince: number | null
+  /** Primary: checkpoints failed in a row, and the last error (its protection names it). */
+  checkpointFailures: number
+  lastCheckpointError: string | null
+  /** Primary: the backup it waits acks from, and since when it heard none (its last ack, or when it became backup). */
+  ackWatch: { backup: string | null, since: number }
   /** Consecutive failed fetches, and when the next may start (see fetchBackoffMs). */
   fetchFailures: number
   fetchRetryAt: number
@@ -85,6 +90,11 @@ interface Mission extends PersistedMission {
 
 /** How many recent checkpoints the replication lag is measured over. */
 const RECENT_CHECKPOINTS = 10
+/** Checkpoints failed in a row after which a primary reports itself not protected. */
+const CHECKPOINT_FAILURES_UNPROTECTED = 3
+/** A backup that acknowledged nothing for this many checkpoint intervals (and ACK_STALL_MIN_MS) leaves the mission unprotected. */
+const ACK_STALL_INTERVALS = 5
+const ACK_STALL_MIN_MS = 5000
 
 /** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
 export function majority (size: number): number { return Math.floor(size / 2) + 1 }
@@ -272,6 +282,11 @@ export class ClusterMachine {
           if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
           mission.checkpointInFlight = null
           mission.lastCheckpointAt = now
+          mission.checkpointFailures++
+          mission.lastCheckpointError = ev.error
+          if (mission.checkpointFailures === CHECKPOINT_FAILURES_UNPROTECTED || mission.checkpointFailures % 30 === 0) {
+            this.#event(record.mission, `checkpoints fail on this primary (${mission.checkpointFailures} in a row: ${ev.error}): not protected, a failover would lose the state since checkpoint #${record.checkpoint?.seq ?? 'none'}`)
+          }
         }
         break
       case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq); break
@@ -381,7 +396,7 @@ export class ClusterMachine {
    */
   #eligibleBackup (record: MissionRecord, peerId: string): boolean {
     const info = this.#info(peerId)
-    if (info?.canRun !== true || !this.#placementOk(record.spec, peerId)) return false
+    if (info?.canRun !== true || info.canStore === false || !this.#placementOk(record.spec, peerId)) return false
     if (this.#holdsImage(record.spec, peerId) || this.#fetchingImage(record.spec, peerId)) return true
     return peerId === record.backup && record.imageCid !== null && record.imageArch === info.arch
   }
@@ -569,6 +584,7 @@ export class ClusterMachine {
     }
     const container = mission.container
     if (container === null || container.status !== 'running') return
+    if (mission.ackWatch.backup !== record.backup) mission.ackWatch = { backup: record.backup, since: now }
 
     // The image goes into the swarm's IPFS once the container runs, so boards without it can fetch it.
     const store = mission.imageStore
@@ -1100,6 +1116,9 @@ export class ClusterMachine {
     // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
     if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
+    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, `checkpoint #${seq} taken: checkpoints work again after ${mission.checkpointFailures} failures`)
+    mission.checkpointFailures = 0
+    mission.lastCheckpointError = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
     // Keyed as the backup's ack names it (the checkpoint's own epoch, which a reconfiguration during the dump leaves behind).
@@ -1242,6 +1261,7 @@ export class ClusterMachine {
     if (record.checkpoint === null || msg.checkpointEpoch !== record.checkpoint.epoch) return
     if (record.replicatedSeq !== null && msg.seq <= record.replicatedSeq) return
     record.replicatedSeq = msg.seq
+    mission.ackWatch = { backup: from, since: now }
     const started = mission.checkpointStarts.find(s => s.seq === msg.seq && s.epoch === msg.checkpointEpoch)
     if (started !== undefined) mission.replicationLags = [...mission.replicationLags.slice(-(RECENT_CHECKPOINTS - 1)), now - started.since]
     mission.replicatedStart = started ?? null
@@ -1275,7 +1295,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
@@ -1358,10 +1378,17 @@ export class ClusterMachine {
     else if (backup === null) reason = 'no backup'
     else if (this.#stateOf(now, backup) !== 'alive') reason = `backup ${short(backup)} is ${this.#stateOf(now, backup)}`
     else if (info?.canCheckpoint !== true) reason = `backup ${short(backup)} cannot restore checkpoints (no CRIU)`
+    else if (info.canStore === false) reason = `backup ${short(backup)} cannot store checkpoints (storage: ${info.storageProblem ?? 'failing'})`
     else if (r.checkpoint !== null && info.arch !== r.checkpoint.arch) reason = `backup ${short(backup)} is ${info.arch}, the checkpoint is ${r.checkpoint.arch}`
     else if (!image) reason = this.#fetchingImage(r.spec, backup) ? `backup fetching image ${ref ?? '?'}` : `backup lacks image ${ref ?? '?'}`
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
+    else if (r.primary === this.self.peerId && m.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) {
+      reason = `checkpoints fail on the primary (${m.checkpointFailures} in a row: ${m.lastCheckpointError ?? '?'})`
+    } else if (r.primary === this.self.peerId && m.container !== null && r.checkpoint.seq > checkpointSeq && m.ackWatch.backup === backup &&
+        now - m.ackWatch.since > Math.max(ACK_STALL_INTERVALS * r.spec.checkpointIntervalMs, ACK_STALL_MIN_MS)) {
+      reason = `backup ${short(backup)} acknowledged no checkpoint for ${seconds(now - m.ackWatch.since)} (it holds #${checkpointSeq}, the newest is #${r.checkpoint.seq})`
+    }
     const running = r.primary === this.self.peerId && m.container?.status === 'running'
     const stalenessBoundMs = running ? Math.round(this.#stalenessBound(now, m)) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs

@@ -44,6 +44,8 @@ export interface MissionSwarmOptions {
   netns?: boolean
   /** Every output line of every peer process (the swarm keeps only the last few thousand in `output`). */
   onLine?: (board: string, line: string) => void
+  /** Each board on its own tmpfs of this many bytes, so a test can fill its disk (SimulatedBoard.fillDisk). */
+  diskBytes?: number
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -56,6 +58,7 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
     env: options.peerEnv,
     netns: options.netns,
+    diskBytes: options.diskBytes,
     onLine: (board, line) => {
       output.push(`[${board}] ${line}`)
       if (output.length > 5000) output.splice(0, 1000)
