@@ -788,8 +788,13 @@ export class ClusterMachine {
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
     if (!this.#quorumReachable(now, record, this.self.peerId)) return false
     // A board whose own claims keep failing stops refusing after a while: liveness over the last seconds of state.
-    if (mission.refusingSince !== null && now - mission.refusingSince > this.config.newerStateRefusalMs) return false
+    if (this.#refusalEpisodeLive(now, mission) && mission.refusingSince !== null && now - mission.refusingSince > this.config.newerStateRefusalMs) return false
     return held === null || compareCheckpoints(mine, { ...mine, epoch: held.epoch, seq: held.seq }) > 0
+  }
+
+  /** This board refused a claim for holding newer state recently enough that it is the same election. */
+  #refusalEpisodeLive (now: number, mission: Mission): boolean {
+    return mission.newerStateSince !== null && now - mission.newerStateSince < 4 * this.config.claimTimeoutMs
   }
 
   #onClaim (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'claim' }>): void {
@@ -805,8 +810,10 @@ export class ClusterMachine {
     const valid = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
     const newerHere = valid && this.#holdsNewerState(now, mission, from, msg.held)
     if (newerHere) {
+      // Counted per episode of refusals: a refusal 15 s ago, with the mission running since, made a later election
+      // grant at once a claim that restored 10 s older state.
+      if (!this.#refusalEpisodeLive(now, mission)) mission.refusingSince = now
       mission.newerStateSince = now
-      mission.refusingSince ??= now
       this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
     }
     const granted = valid && !primaryHolds && !newerHere

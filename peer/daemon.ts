@@ -66,6 +66,12 @@ const DEFAULT_NICENESS = -10
 
 /** How long the peer with the larger id waits for the other one to dial before it dials itself. */
 const DIAL_GRACE_MS = 4000
+/**
+ * How often a member declared dead is dialled again. A link cut long enough for a verdict drops the connection, and
+ * nothing else dials it back: after a 28 s bridge partition healed, the primary held its backup dead for 28 s more
+ * and fenced itself when its other member died. A board that is really off refuses or times out: cheap.
+ */
+const DEAD_REDIAL_MS = 10_000
 
 /** How often the load average and RSS carried by heartbeats are re-read. */
 const LOAD_REFRESH_MS = 2000
@@ -300,6 +306,7 @@ export class Peer {
     this.#reconnectTimer = setInterval(() => {
       for (const member of membership.list()) {
         if (member.state !== 'dead') this.#ensureConnected(member.peerId, member.info?.addrs ?? [])
+        else this.#redialDead(member.peerId)
       }
       // A first bootstrap dial can fail (the bootstrap peer busy or not up yet): keep trying while alone.
       if (libp2p.getConnections().length === 0) this.#dialBootstrap()
@@ -387,6 +394,18 @@ export class Peer {
         if (libp2p.peerId.toString() < id) this.#dial(id)
       })
     }
+  }
+
+  #redialDead (peerId: string): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null || this.#state === 'stopping' || libp2p.getConnections(peerIdFromString(peerId)).length > 0) return
+    // Only the smaller id, as in #ensureConnected: two dials at once leave gossipsub without streams.
+    if (libp2p.peerId.toString() > peerId) return
+    const now = Date.now()
+    if (now - (this.#lastDialAt.get(peerId) ?? 0) < DEAD_REDIAL_MS) return
+    this.#lastDialAt.set(peerId, now)
+    // Quiet: a board that is off fails this every time.
+    libp2p.dial(peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) }).catch(() => {})
   }
 
   #dialBootstrap (): void {
