@@ -2,7 +2,7 @@
 // process, on loopback; or, with `netns`, the peer in its own network namespace on a private bridge, so a test can
 // cut links for real (boards/netns.ts). Used by the chaos tests, the failover benchmark and the demo.
 import { readdirSync, readFileSync } from 'node:fs'
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
@@ -10,6 +10,7 @@ import Docker from 'dockerode'
 import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
 import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { SwarmNetwork, type NetnsHost } from './netns.ts'
+import { BoardDisk, flipBytes, flipTableValues } from './board-disk.ts'
 
 /** The libp2p port of a peer in its own namespace (every port is free there). */
 const NETNS_LISTEN_PORT = 4001
@@ -32,6 +33,19 @@ export interface SimulatedBoardOptions {
    * from the root namespace through the bridge). The board's dockerd stays in the root namespace (unix socket).
    */
   network?: NetnsHost
+  /**
+   * The board's directory (Docker data root, peer data dir, staged checkpoints) on its own tmpfs of this many bytes,
+   * so that `fillDisk` fills it for real; default: the parent directory's file system.
+   */
+  diskBytes?: number
+}
+
+/** What `corruptStorage` flipped bytes in. */
+export interface CorruptedStorage { blockFiles: number, stagedFiles: number, flippedBytes: number }
+
+async function filesIn (dir: string, pattern: RegExp): Promise<string[]> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  return names.filter(n => pattern.test(n)).map(n => join(dir, n))
 }
 
 async function freePort (): Promise<number> {
@@ -53,11 +67,14 @@ export class SimulatedBoard {
   /** The board's place in a private network, when its peer runs in a namespace. */
   readonly network: NetnsHost | undefined
   readonly #options: SimulatedBoardOptions
+  /** The board's own disk, with `diskBytes`. */
+  readonly disk: BoardDisk | undefined
   #peer: PeerHandle | undefined
   #peerId: string | undefined
   #frozen: number[] = []
 
-  private constructor (options: SimulatedBoardOptions, docker: BoardDocker, listenPort: number) {
+  private constructor (options: SimulatedBoardOptions, docker: BoardDocker, listenPort: number, disk: BoardDisk | undefined) {
+    this.disk = disk
     this.name = options.name
     this.dir = join(options.dir, options.name)
     this.docker = docker
@@ -68,14 +85,42 @@ export class SimulatedBoard {
 
   /** Starts the board's Docker daemon (with the base images loaded, unless asked not to); the peer starts with `powerOn`. */
   static async create (options: SimulatedBoardOptions): Promise<SimulatedBoard> {
-    const docker = await startBoardDocker({ dir: options.dir, name: options.name, signal: options.signal })
+    const disk = options.diskBytes != null ? await BoardDisk.mount(join(options.dir, options.name), options.diskBytes) : undefined
+    let docker: BoardDocker | undefined
     try {
+      docker = await startBoardDocker({ dir: options.dir, name: options.name, signal: options.signal })
       if (options.baseImages !== false) await loadBaseImages(docker, { signal: options.signal })
-      return new SimulatedBoard(options, docker, options.network != null ? NETNS_LISTEN_PORT : await freePort())
+      return new SimulatedBoard(options, docker, options.network != null ? NETNS_LISTEN_PORT : await freePort(), disk)
     } catch (err) {
-      await docker.kill().catch(() => {})
+      await docker?.stop().catch(() => {})
+      disk?.unmountSync()
       throw err
     }
+  }
+
+  /** Fills the board's disk until writes fail with ENOSPC (needs `diskBytes`); returns the filler's size. */
+  async fillDisk (): Promise<number> {
+    if (this.disk == null) throw new Error(`board ${this.name} has no disk of its own (diskBytes)`)
+    return await this.disk.fill()
+  }
+
+  /** Frees what `fillDisk` took. */
+  async freeDisk (): Promise<void> { await this.disk?.free() }
+
+  /**
+   * Flips bytes in what the board stored for checkpoints: its blockstore's table files (`blocks`) and the CRIU page
+   * images staged for a takeover (`staged`), as a failing disk would.
+   */
+  async corruptStorage (what: { blocks: boolean, staged: boolean }): Promise<CorruptedStorage> {
+    const blockFiles = what.blocks ? await filesIn(join(this.peerDataDir, 'blocks'), /\.ldb$/) : []
+    const stagedFiles: string[] = []
+    if (what.staged) {
+      const standby = join(this.docker.dataRoot, 'tandem-standby')
+      for (const mission of await readdir(standby).catch(() => [] as string[])) stagedFiles.push(...await filesIn(join(standby, mission, 'criu'), /^pages-\d+\.img$/))
+    }
+    // In the tables, only the stored blocks' bytes (values), never LevelDB's keys or indexes (see tableValues).
+    const flippedBytes = await flipTableValues(blockFiles, 64) + await flipBytes(stagedFiles, { perFile: 8 })
+    return { blockFiles: blockFiles.length, stagedFiles: stagedFiles.length, flippedBytes }
   }
 
   get peer (): PeerHandle | undefined { return this.#peer }
@@ -172,6 +217,7 @@ export class SimulatedBoard {
     this.#peer = undefined
     await peer?.stop()
     await this.docker.stop()
+    this.disk?.unmountSync()
   }
 
   /** A dockerode client of this board's daemon. */
@@ -246,6 +292,8 @@ export interface SimulatedSwarmOptions {
   baseImagesOn?: (index: number) => boolean
   /** Each board's peer in its own network namespace on a private bridge (boards/netns.ts), so links can be cut. */
   netns?: boolean
+  /** Each board on its own tmpfs of this many bytes (see SimulatedBoardOptions.diskBytes). */
+  diskBytes?: number
 }
 
 /** A flapping link: `times` rounds of cut for `downMs`, then joined for `upMs`. Ends joined. */
@@ -293,7 +341,8 @@ export async function startSimulatedSwarm (options: SimulatedSwarmOptions): Prom
     const names = Array.from({ length: options.count }, (_, i) => `board-${i + 1}`)
     const created = await Promise.allSettled(names.map(async (name, index) => await SimulatedBoard.create({
       name, dir: options.dir, swarmKeyFile, env: options.env, onLine: options.onLine, signal: options.signal, baseImages: options.baseImagesOn?.(index) ?? true,
-      network: network?.host(index)
+      network: network?.host(index),
+      diskBytes: options.diskBytes
     })))
     for (const result of created) if (result.status === 'fulfilled') boards.push(result.value)
     const failed = created.find(r => r.status === 'rejected')

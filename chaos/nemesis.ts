@@ -9,8 +9,10 @@ import type { Random } from '../consensus/simulator.ts'
 import { sleep } from '../demo/observe.ts'
 
 export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore',
-  'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
-  'slow-board'] as const
+  'kill-during-move', 'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
+  'slow-board', 'disk-full-backup', 'corrupt-backup'] as const
+/** Kinds that need each board on a disk of its own (SimulatedBoardOptions.diskBytes). */
+export const DISK_FAULT_KINDS: readonly FaultKind[] = ['disk-full-backup']
 export type FaultKind = typeof FAULT_KINDS[number]
 
 /** Kinds that cut links: the boards run in network namespaces (boards/netns.ts) when any of them is chosen. */
@@ -25,6 +27,8 @@ export interface InjectedFault {
   holdMs: number
   /** How many failures it is (a restart storm of 5 restarts is 5): each may cost a few epochs. */
   failures: number
+  /** What went wrong while injecting it (e.g. a move that never reached its final checkpoint): a violation. */
+  violation?: string
   /** Ends the fault: boards powered on again, thawed, resumed. */
   heal (): Promise<void>
   /**
@@ -32,6 +36,11 @@ export interface InjectedFault {
    * for longer than the watchdog's lease validity, that container must stop reporting within it, for good.
    */
   isolatedPrimary?: { containerId: string, cuts: Array<{ from: number, to: number }> }
+  /**
+   * For a failure injected some time after the fault began (corrupt-backup): the primary's status just before it,
+   * which sets what the failure may lose (not the status when the fault began).
+   */
+  statusAtFailure?: MissionStatus
 }
 
 interface Context { ms: MissionSwarm, status: MissionStatus, rng: Random }
@@ -149,6 +158,35 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       }
       return { kind, boards: [board.name], detail: `${board.name}'s peer restarted ${restarts} times`, holdMs: 0, failures: restarts, heal: async () => {} }
     }
+    case 'kill-during-move': {
+      // A planned migration to the backup, and the source's power cut somewhere in it: before its final checkpoint
+      // is taken, while the target fetches it, or just after. The target must not wait forever for a checkpoint only
+      // the dead source holds, nor may anyone restore older state than the target holds.
+      const source = boardOf(ms, status.primary)
+      const target = boardOf(ms, status.backup)
+      const askedAt = Date.now()
+      const move = source.peer!.client.request('POST', `/v1/missions/${encodeURIComponent(status.name)}/move`, { to: target.peerId }, { timeoutMs: 120_000 })
+      move.catch(() => {})
+      // Half the time during the final dump, half the time once it is taken, while the target fetches it.
+      const during = rng.chance(0.5) ? 'dump' : 'transfer'
+      const mark = during === 'dump' ? 'taking the final checkpoint' : 'container stopped: handing over'
+      const reached = await ms.waitFor(`the move's ${mark}`, async () => {
+        const s = await ms.status(source)
+        return s?.events.some(e => e.at >= askedAt && e.text.includes(mark)) === true ? true : undefined
+      }, 30_000).catch(() => false)
+      const delayMs = during === 'dump' ? rng.int(0, 300) : 0
+      await sleep(delayMs)
+      await source.powerCut()
+      return {
+        kind,
+        boards: [source.name, target.name],
+        detail: `move ${source.name} -> ${target.name}, ${source.name} cut ${during === 'dump' ? `${delayMs} ms into its final checkpoint` : 'once its final checkpoint was taken, while the target fetches it'}, off for ${holdMs} ms`,
+        holdMs,
+        failures: 2,
+        ...(reached ? {} : { violation: `the move ${source.name} -> ${target.name} did not reach "${mark}" within 30 s` }),
+        heal: async () => { await powerOn(ms, source) }
+      }
+    }
     case 'kill-during-restore': {
       const first = boardOf(ms, status.primary)
       const cutAt = Date.now()
@@ -170,6 +208,37 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
         holdMs,
         failures: 2,
         heal: async () => { await powerOn(ms, first); await powerOn(ms, second) }
+      }
+    }
+    case 'disk-full-backup': {
+      const board = boardOf(ms, status.backup)
+      const filler = await board.fillDisk()
+      return {
+        kind,
+        boards: [board.name],
+        detail: `${board.name}'s disk (backup) filled for ${holdMs} ms (${Math.round(filler / 1e6)} MB filler)`,
+        holdMs,
+        failures: 1,
+        heal: async () => { await board.freeDisk() }
+      }
+    }
+    case 'corrupt-backup': {
+      const backup = boardOf(ms, status.backup)
+      const primary = boardOf(ms, status.primary)
+      const corrupted = await backup.corruptStorage({ blocks: true, staged: true })
+      // The bad bytes sit on the backup's disk for a few checkpoint intervals, then the primary dies: the backup must
+      // take over from what it holds (verified, or fetched again while the primary lived).
+      await sleep(rng.int(2000, 4000))
+      const statusAtFailure = (await ms.status(primary)) ?? status
+      await primary.powerCut()
+      return {
+        kind,
+        boards: [backup.name, primary.name],
+        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), then ${primary.name} (primary) cut for ${holdMs} ms`,
+        holdMs,
+        failures: 1,
+        statusAtFailure,
+        heal: async () => { await powerOn(ms, primary) }
       }
     }
   }

@@ -3,14 +3,17 @@
 // no two copies of the mission report at once (3+ boards, one tick tolerated), the vehicle's state never goes back by
 // more than one checkpoint interval, the mission runs again within a bound after each heal, no epoch storm.
 import { parseArgs } from 'node:util'
+import { createWriteStream, mkdirSync } from 'node:fs'
+import { join } from 'node:path'
+import { writeFile } from 'node:fs/promises'
 import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { sleep } from '../demo/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import { Random } from '../consensus/simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
-import { distribution, table, writeResults } from '../bench/report.ts'
-import { FAULT_KINDS, PARTITION_KINDS, inject, type FaultKind, type InjectedFault } from './nemesis.ts'
+import { distribution, RESULTS_DIR, table, writeResults } from '../bench/report.ts'
+import { DISK_FAULT_KINDS, FAULT_KINDS, PARTITION_KINDS, inject, type FaultKind, type InjectedFault } from './nemesis.ts'
 import { leaseValidityMs } from '../peer/watchdog.ts'
 import { longestSilence, overlaps, regressions, spansOf } from './history.ts'
 
@@ -33,6 +36,8 @@ const FENCE_MARGIN_MS = 20 + TICK_INTERVAL_MS
 /** How long after a cut a primary cut off from its majority may still report: its lease validity, and the margin. */
 export const MINORITY_FENCE_BOUND_MS = leaseValidityMs() + FENCE_MARGIN_MS
 const RECOVERY_BOUND_MS = 30_000
+/** Each board's own tmpfs disk when a fault fills one (TANDEM_CHAOS_DISK_BYTES overrides; a board holds ~0.3-0.5 GB). */
+const BOARD_DISK_BYTES = Number(process.env.TANDEM_CHAOS_DISK_BYTES ?? 1536 * 1024 * 1024)
 /** More epochs than this per failure (a takeover, a new backup, a rejoin) is a storm. */
 const EPOCHS_PER_FAILURE = 3
 
@@ -44,6 +49,8 @@ export interface ChaosOptions {
   once: boolean
   kinds: readonly FaultKind[]
   log: (line: string) => void
+  /** Every line every peer printed goes to this file (the diagnosis of a violation needs the whole story). */
+  peerLogFile?: string
 }
 
 export interface FaultRecord {
@@ -57,6 +64,8 @@ export interface FaultRecord {
   /** The longest time without any report of the mission from the injection to the recovery, ms. */
   outageMs: number
   epochs: number
+  /** What the primary's status promised just before the fault: the loss it may cause (null: not protected, nothing promised). */
+  promised: { ticks: number | null, checkpointSeq: number | null, replicatedSeq: number | null, checkpointAgeMs: number | null, stalenessBoundMs: number | null }
   overlaps: string[]
   regressions: string[]
   /** What the primary's status said during the fault (polled every 500 ms). */
@@ -83,8 +92,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   const rng = new Random(options.seed)
   const { log } = options
   log(`chaos: seed ${options.seed}, ${options.boards} boards, ${options.once ? `each of ${options.kinds.join(', ')} once` : `${options.minutes} min`}`)
+  const peerLog = options.peerLogFile == null ? undefined : createWriteStream(options.peerLogFile)
   const netns = options.kinds.some(kind => PARTITION_KINDS.has(kind))
-  const ms = await startMissionSwarm(options.boards, { reportEveryTicks: 1, checkpointIntervalMs: CHECKPOINT_INTERVAL_MS, netns })
+  const ms = await startMissionSwarm(options.boards, {
+    reportEveryTicks: 1,
+    checkpointIntervalMs: CHECKPOINT_INTERVAL_MS,
+    netns,
+    diskBytes: options.kinds.some(k => DISK_FAULT_KINDS.includes(k)) ? BOARD_DISK_BYTES : undefined,
+    onLine: peerLog == null ? undefined : (board, line) => { peerLog.write(`[${board}] ${line}\n`) }
+  })
   const faults: FaultRecord[] = []
   const violations: string[] = []
   try {
@@ -98,15 +114,22 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const kind = options.once ? queue.shift()! : rng.pick(options.kinds)
       // The loss a failure may cause is what the primary's status promises: one interval while replication keeps up,
       // its reported bound when a loaded board cannot (the status says so: withinInterval false).
-      const promisedBefore = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
+      let promisedBefore: number | null = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
       const injectedAt = Date.now()
       const fault = await inject(kind, { ms, status, rng })
+      if (fault.statusAtFailure != null) {
+        // A failure some time into the fault: what the primary's status promised then. Not protected: no promise.
+        const then = fault.statusAtFailure
+        promisedBefore = then.protected ? Math.max(MAX_TICKS_LOST, Math.ceil((then.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1) : null
+        if (promisedBefore == null) log(`chaos: ${kind}: the status said not protected before the failure (${then.protection.reason ?? '?'}): its loss is not judged`)
+      }
       log(`chaos: ${kind}: ${fault.detail}`)
+      peerLog?.write(`---- chaos: ${new Date(injectedAt).toISOString()} ${kind}: ${fault.detail}\n`)
       const protection = await watchProtection(ms, fault.holdMs)
       await fault.heal()
       const healedAt = Date.now()
       // A board slowed down during the fault says so in its status (withinInterval false, and its bound): its promise.
-      const promisedTicks = kind !== 'slow-board' ? promisedBefore : Math.max(promisedBefore, Math.ceil(protection.maxStalenessBoundMs / TICK_INTERVAL_MS) + 1)
+      const promisedTicks = promisedBefore == null || kind !== 'slow-board' ? promisedBefore : Math.max(promisedBefore, Math.ceil(protection.maxStalenessBoundMs / TICK_INTERVAL_MS) + 1)
       const recovered = await ms.waitFor('the mission to run again', async () => {
         const s = await steady(ms, false)
         // A report after the heal, by the one running container.
@@ -128,8 +151,16 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         recoveryMs: recoveredAt == null ? null : recoveredAt - healedAt,
         outageMs: longestSilence(inWindow, injectedAt, recoveredAt ?? Date.now()),
         epochs: (after?.epoch ?? status.epoch) - status.epoch,
+        promised: {
+          ticks: promisedTicks,
+          checkpointSeq: status.lastCheckpoint?.seq ?? null,
+          replicatedSeq: status.replicatedSeq,
+          checkpointAgeMs: status.lastCheckpoint?.ageMs ?? null,
+          stalenessBoundMs: status.protection.stalenessBoundMs
+        },
         overlaps: overlaps(inWindow, TICK_INTERVAL_MS),
-        regressions: [
+        // Not protected when the failure came: the status promised nothing, and the loss is not judged.
+        regressions: promisedTicks == null ? [] : [
           ...regressions(inWindow, promisedTicks + (RUNS_ON_UNTIL_THE_LEASE.has(kind) ? MAX_TICKS_LOST_DAEMON_FREEZE - MAX_TICKS_LOST : 0)),
           ...isolationRegressions(ms, fault, promisedTicks)
         ],
@@ -149,6 +180,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         // What the peers said around it, for the diagnosis.
         log(`chaos: peer output around the ${kind}:\n${ms.output.filter(line => /mission|watchdog|fence|lease|froze|killed/.test(line)).slice(-80).join('\n')}`)
       }
+      if (fault.violation != null) violations.push(`${kind}: ${fault.violation}`)
       if (record.recoveryMs == null) violations.push(`${kind} (${fault.detail}): the mission did not run again within ${RECOVERY_BOUND_MS / 1000} s of the heal`)
       if (record.epochs > EPOCHS_PER_FAILURE * fault.failures) violations.push(`${kind} (${fault.detail}): ${record.epochs} epochs for ${fault.failures} failure${fault.failures === 1 ? '' : 's'} (an epoch storm)`)
       for (const o of record.overlaps) violations.push(`${kind}: two copies at once: ${o}`)
@@ -162,7 +194,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     // Per-fault bounds (what the status promised) were checked above; the whole run is not judged again.
     log(`chaos: ${spansOf(all).length} containers reported over the run`)
   } finally {
+    // Every peer's output (the newest lines), for a diagnosis after the run.
+    if (process.env.TANDEM_CHAOS_OUTPUT != null) await writeFile(process.env.TANDEM_CHAOS_OUTPUT, ms.output.join('\n') + '\n').catch(() => {})
     await ms.stop()
+    peerLog?.end()
   }
   return { seed: options.seed, boards: options.boards, faults, violations }
 }
@@ -284,7 +319,10 @@ async function main (): Promise<number> {
     return 2
   }
   if (process.getuid?.() !== 0) { console.error('chaos: needs root (one Docker daemon per simulated board, CRIU)'); return 1 }
-  const result = await runChaos({ seed, boards, minutes, once: values.once === true, kinds, log: line => { console.log(line) } })
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const peerLogFile = join(RESULTS_DIR, `chaos-${seed}-${new Date().toISOString().replace(/[:.]/g, '-')}.log`)
+  console.log(`chaos: every peer's output goes to ${peerLogFile}`)
+  const result = await runChaos({ seed, boards, minutes, once: values.once === true, kinds, peerLogFile, log: line => { console.log(line) } })
   console.log(`\n${summaryTable(result)}\n`)
   console.log(result.violations.length === 0 ? `no violation in ${result.faults.length} faults (seed ${seed})` : `${result.violations.length} violations (seed ${seed}):\n${result.violations.join('\n')}`)
   console.log(`results: ${await writeResults('chaos', result)}`)

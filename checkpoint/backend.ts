@@ -3,6 +3,7 @@
 import { Key } from 'interface-datastore'
 import type { CID } from 'multiformats/cid'
 import type { Helia } from '@helia/interface'
+import { StoreReopener, type Reopenable } from './storage-health.ts'
 
 export interface BlockGetOptions {
   signal?: AbortSignal
@@ -41,53 +42,78 @@ function innermost (store: Blockstore): Blockstore {
   return s
 }
 
+/** The store that can be closed and opened again (the level store under Helia's and the identity layers). */
+function reopenable (store: unknown): Reopenable | null {
+  let s = store as (Partial<Reopenable> & { unwrap?: () => unknown, child?: unknown }) | undefined
+  for (let depth = 0; s != null && depth < 8; depth++) {
+    if (typeof s.open === 'function' && typeof s.close === 'function') return s as Reopenable
+    s = (typeof s.unwrap === 'function' ? s.unwrap() : s.child) as typeof s
+  }
+  return null
+}
+
+/** Runs store operations as they are when the store cannot be reopened. */
+const direct = { run: async <T>(_what: string, op: () => Promise<T>, _options?: { write?: boolean }): Promise<T> => await op() }
+
 export class HeliaBundleBackend implements BundleBackend {
   private readonly helia: Pick<Helia, 'blockstore' | 'datastore'>
   /** Local reads and writes skip Helia's per-block bookkeeping: bitswap serves from the same store anyway. */
   private readonly local: Blockstore
+  /** A storage fault (ENOSPC, EIO) reopens the level store it hit, so it works again once the disk does. */
+  private readonly blocks: Pick<StoreReopener, 'run'>
+  private readonly records: Pick<StoreReopener, 'run'>
 
   constructor (components: { helia: Pick<Helia, 'blockstore' | 'datastore'> }) {
     this.helia = components.helia
     this.local = innermost(components.helia.blockstore)
+    const blocks = reopenable(this.local)
+    const records = reopenable(components.helia.datastore)
+    this.blocks = blocks == null ? direct : new StoreReopener(blocks)
+    this.records = records == null ? direct : new StoreReopener(records)
   }
 
   async has (cid: CID, options: { signal?: AbortSignal } = {}): Promise<boolean> {
-    return await this.local.has(cid, options)
+    return await this.blocks.run('reading the blockstore', async () => await this.local.has(cid, options))
   }
 
   async get (cid: CID, options: BlockGetOptions = {}): Promise<Uint8Array> {
-    if (options.offline === true) return await concat(this.local.get(cid, { signal: options.signal }))
+    if (options.offline === true) return await this.blocks.run('reading the blockstore', async () => await concat(this.local.get(cid, { signal: options.signal })))
     return await concat(this.helia.blockstore.get(cid, { signal: options.signal }))
   }
 
   async putMany (blocks: BlockPair[], options: { signal?: AbortSignal } = {}): Promise<void> {
     // putMany yields as it writes: drain it so every block is stored before returning.
-    for await (const _ of this.local.putMany(blocks, options)) { /* drain */ }
+    await this.blocks.run('writing blocks', async () => { for await (const _ of this.local.putMany(blocks, options)) { /* drain */ } }, { write: true })
   }
 
   async deleteMany (cids: CID[], options: { signal?: AbortSignal } = {}): Promise<void> {
     // (Helia's outer layer would also ask content routing to stop re-providing each block, which fails
     // on a node without content routers, like ours.)
-    for await (const _ of this.local.deleteMany(cids, options)) { /* drain */ }
+    await this.blocks.run('deleting blocks', async () => { for await (const _ of this.local.deleteMany(cids, options)) { /* drain */ } }, { write: true })
   }
 
   async readRecord (key: string): Promise<Uint8Array | undefined> {
     const k = new Key(key)
-    if (!(await this.helia.datastore.has(k))) return undefined
-    return await this.helia.datastore.get(k)
+    return await this.records.run('reading the datastore', async () => {
+      if (!(await this.helia.datastore.has(k))) return undefined
+      return await this.helia.datastore.get(k)
+    })
   }
 
   async writeRecord (key: string, value: Uint8Array): Promise<void> {
-    await this.helia.datastore.put(new Key(key), value)
+    await this.records.run('writing the datastore', async () => { await this.helia.datastore.put(new Key(key), value) }, { write: true })
   }
 
   async deleteRecord (key: string): Promise<void> {
-    await this.helia.datastore.delete(new Key(key))
+    await this.records.run('writing the datastore', async () => { await this.helia.datastore.delete(new Key(key)) }, { write: true })
   }
 
   async * listRecords (prefix: string): AsyncIterable<{ key: string, value: Uint8Array }> {
-    for await (const pair of this.helia.datastore.query({ prefix })) {
-      yield { key: pair.key.toString(), value: pair.value }
-    }
+    const pairs: Array<{ key: string, value: Uint8Array }> = await this.records.run('reading the datastore', async () => {
+      const all: Array<{ key: string, value: Uint8Array }> = []
+      for await (const pair of this.helia.datastore.query({ prefix })) all.push({ key: pair.key.toString(), value: pair.value })
+      return all
+    })
+    yield * pairs
   }
 }

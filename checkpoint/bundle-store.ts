@@ -17,6 +17,7 @@ import {
   type CheckpointManifest, type DockerManifestEntry, type FileEntry, type ImageLayer, type ImageManifest, type TreeEntry, type TreeNode
 } from './format.ts'
 import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError } from './errors.ts'
+import { StorageError } from './storage-health.ts'
 import { SharedExclusiveLock } from './lock.ts'
 import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 import { readTar, readSmall, drain, tarFileHeader, tarPadding, TAR_END } from './tar.ts'
@@ -85,6 +86,11 @@ export interface FetchOptions {
   accept?: (manifest: CheckpointManifest) => void
   /** Peer ids to ask first for batched blocks (default: every connected peer). */
   providers?: string[]
+  /**
+   * Also read and hash every block of the checkpoint this store already holds (default true): a corrupt one is
+   * deleted and fetched again, so what is acknowledged can be restored.
+   */
+  verifyHeld?: boolean
 }
 
 export interface FetchResult {
@@ -93,6 +99,8 @@ export interface FetchResult {
   blocks: number
   fetchedBlocks: number
   fetchedBytes: number
+  /** Blocks this store held corrupt (their bytes do not match their CID, or the store could not read them), fetched again. */
+  repairedBlocks: number
   ms: number
 }
 
@@ -417,12 +425,37 @@ export class BundleStore {
       bytes = await this.backend.get(cid, { signal, offline: options.offline })
     } catch (err: any) {
       if (options.signal?.aborted === true) throw options.signal.reason ?? err
+      if (err instanceof StorageError) throw err.problem === 'store corrupt' ? new BlockCorruptError(cid) : err
       if (timeout?.aborted === true) throw new BlockUnavailableError(cid, `no peer delivered it within ${this.blockTimeoutMs} ms`)
       if (options.offline === true) throw new BlockUnavailableError(cid, 'not in the local store')
       throw new BlockUnavailableError(cid, err?.message ?? String(err))
     }
     if (!(await verifies(cid, bytes))) throw new BlockCorruptError(cid)
     return bytes
+  }
+
+  /** Corrupt blocks found in this store (and deleted, to be fetched again) since it opened. */
+  repairedBlocks = 0
+
+  /**
+   * Whether this store holds the block intact: read and hashed. A block whose bytes do not match its CID (or that
+   * the store reports corrupt) is deleted, so that it is fetched again.
+   */
+  async holdsIntact (cid: CID): Promise<boolean> {
+    let intact: boolean
+    try {
+      if (!(await this.backend.has(cid))) return false
+      intact = await verifies(cid, await this.backend.get(cid, { offline: true }))
+    } catch (err) {
+      if (!(err instanceof StorageError && err.problem === 'store corrupt')) throw err
+      intact = false
+    }
+    if (!intact) {
+      this.repairedBlocks++
+      this.known.delete(cid.toString())
+      await this.backend.deleteMany([cid])
+    }
+    return intact
   }
 
   async getNode (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<unknown> {
@@ -446,15 +479,17 @@ export class BundleStore {
       const { signal } = options
       const progress: FetchProgress = { blocksDone: 0, blocksTotal: 0, fetchedBytes: 0, fetchedBlocks: 0 }
       const report = (): void => options.onProgress?.({ ...progress })
+      const verifyHeld = options.verifyHeld !== false
+      const repairsBefore = this.repairedBlocks
       const ensure = async (c: CID): Promise<void> => {
-        if (!(await this.backend.has(c))) {
+        if (!(verifyHeld ? await this.holdsIntact(c) : await this.backend.has(c))) {
           const bytes = await this.getBlock(c, { signal, providers: options.providers })
           progress.fetchedBlocks++
           progress.fetchedBytes += bytes.byteLength
         }
         progress.blocksDone++
       }
-      const rootWasLocal = await this.backend.has(cid)
+      const rootWasLocal = verifyHeld ? await this.holdsIntact(cid) : await this.backend.has(cid)
       const manifest = await this.getManifest(cid, { signal, providers: options.providers })
       if (!rootWasLocal) { progress.fetchedBlocks++; progress.fetchedBytes += dagCbor.encode(manifest).byteLength }
       options.accept?.(manifest)
@@ -472,7 +507,7 @@ export class BundleStore {
         }))
       }
       await Promise.all([manifest.trees.criu, manifest.trees.rootfs, manifest.trees.data].map(structure))
-      await this.fetchFileChunks(files, { signal, providers: options.providers, ensure }, {
+      await this.fetchFileChunks(files, { signal, providers: options.providers, ensure, verifyHeld }, {
         listed: (lists, chunks) => { progress.blocksTotal += lists + chunks; report() },
         present: (chunks) => { progress.blocksDone += chunks; report() },
         fetched: (blocks, bytes) => {
@@ -485,7 +520,10 @@ export class BundleStore {
       report()
       // Recorded before the lock is released, for the reason given at BundleWriter.record.
       await this.record(cid, manifest)
-      return { cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes, ms: performance.now() - started }
+      return {
+        cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes,
+        repairedBlocks: this.repairedBlocks - repairsBefore, ms: performance.now() - started
+      }
     })
   }
 
@@ -538,7 +576,7 @@ export class BundleStore {
    * The chunks of `files` that this store lacks, fetched: chunk lists first (through `ensure`), then the missing
    * chunks in requests of at most REQUEST_BYTES, from the providers' stores and then bitswap for what they withheld.
    */
-  private async fetchFileChunks (files: FileEntry[], options: { signal?: AbortSignal, providers?: string[], ensure: (c: CID) => Promise<void> }, on: {
+  private async fetchFileChunks (files: FileEntry[], options: { signal?: AbortSignal, providers?: string[], ensure: (c: CID) => Promise<void>, verifyHeld?: boolean }, on: {
     listed: (lists: number, chunks: number) => void
     present: (chunks: number) => void
     missing?: (bytes: number) => void
@@ -559,7 +597,9 @@ export class BundleStore {
     const queued = new Set<string>()
     for (let i = 0; i < chunks.length; i += WRITE_BATCH) {
       const batch = chunks.slice(i, i + WRITE_BATCH)
-      const present = await Promise.all(batch.map(async c => this.known.has(c.cid.toString()) || await this.backend.has(c.cid)))
+      const present = await Promise.all(batch.map(async c => options.verifyHeld === true
+        ? await this.holdsIntact(c.cid)
+        : this.known.has(c.cid.toString()) || await this.backend.has(c.cid)))
       batch.forEach((c, j) => {
         const key = c.cid.toString()
         if (present[j] !== true && !queued.has(key)) { missing.push(c); queued.add(key) }
@@ -696,6 +736,53 @@ export class BundleStore {
       throw new BundleFormatError(`${treeCid.toString()}: materialized ${files} files / ${bytes} bytes, tree says ${tree.files} / ${tree.bytes}`)
     }
     return { files, bytes }
+  }
+
+  /**
+   * Checks files written by materializeTree against the tree's digests: every file's size and every chunk's hash
+   * (a CID is the chunk's sha256), every directory and symlink. The first difference found, or null.
+   */
+  async verifyTreeOnDisk (treeCid: CID, dir: string, signal?: AbortSignal): Promise<string | null> {
+    for (const e of (await this.treeEntries(treeCid, signal)).values()) {
+      signal?.throwIfAborted()
+      const target = join(dir, ...e.path.split(posix.sep))
+      const st = await lstat(target).catch(() => null)
+      if (e.kind === 'whiteout') continue
+      if (st == null) return `${e.path}: missing`
+      if (e.kind === 'dir') { if (!st.isDirectory()) return `${e.path}: not a directory`; continue }
+      if (e.kind === 'symlink') { if (!st.isSymbolicLink() || await readlink(target) !== e.target) return `${e.path}: not the symlink it was`; continue }
+      if (!st.isFile() || st.size !== e.size) return `${e.path}: ${st.isFile() ? `${st.size} bytes, the checkpoint says ${e.size}` : 'not a file'}`
+      const problem = await this.verifyFileOnDisk(target, e, signal)
+      if (problem != null) return `${e.path}: ${problem}`
+    }
+    return null
+  }
+
+  private async verifyFileOnDisk (target: string, e: FileEntry, signal?: AbortSignal): Promise<string | null> {
+    const fh = await open(target, 'r')
+    try {
+      if (e.inline !== null) {
+        const bytes = Buffer.alloc(e.size)
+        await fh.read(bytes, 0, e.size, 0)
+        return equals(bytes, e.inline) ? null : 'content differs from the checkpoint'
+      }
+      const buf = Buffer.alloc(e.chunkSize * 64)
+      let index = 0
+      for (const l of e.lists) {
+        const chunks = asChunkList(await this.getNode(l, { signal, offline: true }), l).chunks
+        for (let i = 0; i < chunks.length; i += 64) {
+          signal?.throwIfAborted()
+          const batch = chunks.slice(i, i + 64)
+          const { bytesRead } = await fh.read(buf, 0, buf.byteLength, index * e.chunkSize)
+          for (let k = 0; k < batch.length; k++) {
+            const chunk = buf.subarray(k * e.chunkSize, Math.min(bytesRead, (k + 1) * e.chunkSize))
+            if (!(await verifies(batch[k] as CID, chunk))) return `chunk ${index + k} (at byte ${(index + k) * e.chunkSize}) does not match its digest`
+          }
+          index += batch.length
+        }
+      }
+      return null
+    } finally { await fh.close() }
   }
 
   private async treeEntries (treeCid: CID, signal?: AbortSignal): Promise<Map<string, TreeEntry>> {

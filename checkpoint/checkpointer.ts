@@ -14,7 +14,7 @@ import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
-import { ArchitectureMismatchError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
+import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
 
 export interface TakeOptions {
   mission: string
@@ -104,6 +104,10 @@ export interface RestoreResult {
   imageLoaded: boolean
   /** Whether the CRIU images and rootfs changes were staged ahead (see stage) and only moved into place. */
   staged: boolean
+  /** Why the staged files were not used although they were of this checkpoint (they did not match its digests). */
+  stagedRejected: string | null
+  /** Corrupt blocks found in this board's store while restoring, fetched again from other boards. */
+  repairedBlocks: number
   /** Where the time went, ms: container create, writing the bundle's files, CRIU restore (docker start). */
   phases: { createMs: number, filesMs: number, criuMs: number }
 }
@@ -435,11 +439,20 @@ export class Checkpointer {
    * Moves the staged files of checkpoint `cid` into a new container's checkpoint and upper dirs; false when what
    * is staged is another checkpoint (or the move failed: then the targets are emptied for a full write).
    */
-  private async useStaged (mission: string, cid: CID, checkpointDir: string, upperDir: string): Promise<boolean> {
+  private async useStaged (mission: string, cid: CID, checkpointDir: string, upperDir: string): Promise<{ used: boolean, rejected: string | null }> {
     return await this.inStandbyLane(mission, async () => {
-      if (this.staged.get(mission)?.cid !== cid.toString()) return false
+      const staged = this.staged.get(mission)
+      if (staged?.cid !== cid.toString()) return { used: false, rejected: null }
       this.staged.delete(mission)
       const dir = this.standbyDir(mission)
+      // Files on disk can change behind this process (a bad disk, a stray write): they are restored only if they
+      // still match the checkpoint's digests; else they are written again from the (verified) store.
+      const problem = await this.store.verifyTreeOnDisk(staged.manifest.trees.criu, join(dir, 'criu')) ??
+        await this.store.verifyTreeOnDisk(staged.manifest.trees.rootfs, join(dir, 'rootfs'))
+      if (problem != null) {
+        await rm(dir, { recursive: true, force: true })
+        return { used: false, rejected: problem }
+      }
       const upper = await stat(upperDir)
       try {
         await mkdir(dirname(checkpointDir), { recursive: true })
@@ -448,14 +461,14 @@ export class Checkpointer {
         await rename(join(dir, 'rootfs'), upperDir)
         await chown(upperDir, upper.uid, upper.gid)
         await chmod(upperDir, upper.mode & 0o7777)
-        return true
+        return { used: true, rejected: null }
       } catch {
         await rm(checkpointDir, { recursive: true, force: true })
         await rm(upperDir, { recursive: true, force: true })
         await mkdir(upperDir, { mode: upper.mode & 0o7777 })
         await chown(upperDir, upper.uid, upper.gid)
         await rm(dir, { recursive: true, force: true })
-        return false
+        return { used: false, rejected: null }
       }
     })
   }
@@ -493,24 +506,36 @@ export class Checkpointer {
       if (upperDir == null) throw new CheckpointError(`new container ${containerId} has no overlay2 upper dir`)
       const name = `restore-${manifest.seq}`
       const checkpointDir = join(this.runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
-      const staged = await this.useStaged(manifest.mission, cid, checkpointDir, upperDir)
-      // All settle before a failure is reported: the container is removed after it, not while files are still written.
-      const written = await Promise.allSettled([
-        staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
-        staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
-        manifest.spec.dataPath != null
-          ? this.store.materializeTree(manifest.trees.data, this.runtime.dataDirFor(inspect.Name.replace(/^\//, '')), { signal })
-          : Promise.resolve()
-      ])
-      const failed = written.find((r): r is PromiseRejectedResult => r.status === 'rejected')
-      if (failed != null) throw failed.reason
+      const { used: staged, rejected: stagedRejected } = await this.useStaged(manifest.mission, cid, checkpointDir, upperDir)
+      const dataDir = this.runtime.dataDirFor(inspect.Name.replace(/^\//, ''))
+      const writeFiles = async (): Promise<void> => {
+        // All settle before a failure is reported: the container is removed after it, not while files are still written.
+        const written = await Promise.allSettled([
+          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
+          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
+          manifest.spec.dataPath != null ? this.store.materializeTree(manifest.trees.data, dataDir, { signal }) : Promise.resolve()
+        ])
+        const failed = written.find((r): r is PromiseRejectedResult => r.status === 'rejected')
+        if (failed != null) throw failed.reason
+      }
+      const repairsBefore = this.store.repairedBlocks
+      try {
+        await writeFiles()
+      } catch (err) {
+        if (!(err instanceof BlockCorruptError)) throw err
+        // A block of this board's store went bad since it was fetched: fetch again what does not verify (from
+        // whoever still holds it) and write the files once more; if no board delivers it, the restore fails.
+        await this.store.fetch(cid, { signal, providers: options.providers, verifyHeld: true })
+        await writeFiles()
+      }
+      const repairedBlocks = this.store.repairedBlocks - repairsBefore
       const criuStart = performance.now()
       await (this.runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
         .catch(async (err: unknown) => { throw await criuFailure('restore', err) })
       const done = performance.now()
       await rm(checkpointDir, { recursive: true, force: true })
       const phases = { createMs: Math.round(filesStart - createStart), filesMs: Math.round(criuStart - filesStart), criuMs: Math.round(done - criuStart) }
-      return { containerId, ms: done - started, imageLoaded, staged, phases }
+      return { containerId, ms: done - started, imageLoaded, staged, stagedRejected, repairedBlocks, phases }
     } catch (err) {
       await this.runtime.stop(containerId).catch(() => {})
       throw err

@@ -40,6 +40,8 @@ interface Mission extends PersistedMission {
   lastCheckpointAt: number
   /** Start times of the newest checkpoints taken, to measure how long each took to be acknowledged. */
   checkpointStarts: Array<{ seq: number, epoch: number, since: number }>
+  /** The start of the newest checkpoint the backup acknowledged (primary only). */
+  replicatedStart: { seq: number, epoch: number, since: number } | null
   /** The newest replication lags (start to the backup's ack), ms; the slowest sets the checkpoint period. */
   replicationLags: number[]
   fetchInFlight: { ref: CheckpointRef, since: number } | null
@@ -49,9 +51,16 @@ interface Mission extends PersistedMission {
   newerStateSince: number | null
   /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
   refusingSince: number | null
+  /** Primary: checkpoints failed in a row, and the last error (its protection names it). */
+  checkpointFailures: number
+  lastCheckpointError: string | null
+  /** Primary: the backup it waits acks from, and since when it heard none (its last ack, or when it became backup). */
+  ackWatch: { backup: string | null, since: number }
   /** Consecutive failed fetches, and when the next may start (see fetchBackoffMs). */
   fetchFailures: number
   fetchRetryAt: number
+  /** The record's epoch at the last failed fetch: a new epoch (a new primary serving) is tried once at once. */
+  fetchFailedEpoch: number
   lastAnnounceAt: number
   pendingMove: string | null
   coldStartNext: boolean
@@ -81,6 +90,11 @@ interface Mission extends PersistedMission {
 
 /** How many recent checkpoints the replication lag is measured over. */
 const RECENT_CHECKPOINTS = 10
+/** Checkpoints failed in a row after which a primary reports itself not protected. */
+const CHECKPOINT_FAILURES_UNPROTECTED = 3
+/** A backup that acknowledged nothing for this many checkpoint intervals (and ACK_STALL_MIN_MS) leaves the mission unprotected. */
+const ACK_STALL_INTERVALS = 5
+const ACK_STALL_MIN_MS = 5000
 
 /** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
 export function majority (size: number): number { return Math.floor(size / 2) + 1 }
@@ -268,6 +282,11 @@ export class ClusterMachine {
           if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
           mission.checkpointInFlight = null
           mission.lastCheckpointAt = now
+          mission.checkpointFailures++
+          mission.lastCheckpointError = ev.error
+          if (mission.checkpointFailures === CHECKPOINT_FAILURES_UNPROTECTED || mission.checkpointFailures % 30 === 0) {
+            this.#event(record.mission, `checkpoints fail on this primary (${mission.checkpointFailures} in a row: ${ev.error}): not protected, a failover would lose the state since checkpoint #${record.checkpoint?.seq ?? 'none'}`)
+          }
         }
         break
       case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq); break
@@ -277,6 +296,7 @@ export class ClusterMachine {
           mission.fetchFailures++
           const wait = Math.min(this.config.fetchBackoffMaxMs, this.config.fetchBackoffMs * 2 ** Math.min(30, mission.fetchFailures - 1))
           mission.fetchRetryAt = now + wait
+          mission.fetchFailedEpoch = record.epoch
           if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
             this.#event(record.mission, `fetching checkpoints failed ${mission.fetchFailures} times in a row (${ev.error}); next try in ${seconds(wait)}`)
           }
@@ -376,7 +396,7 @@ export class ClusterMachine {
    */
   #eligibleBackup (record: MissionRecord, peerId: string): boolean {
     const info = this.#info(peerId)
-    if (info?.canRun !== true || !this.#placementOk(record.spec, peerId)) return false
+    if (info?.canRun !== true || info.canStore === false || !this.#placementOk(record.spec, peerId)) return false
     if (this.#holdsImage(record.spec, peerId) || this.#fetchingImage(record.spec, peerId)) return true
     return peerId === record.backup && record.imageCid !== null && record.imageArch === info.arch
   }
@@ -525,7 +545,8 @@ export class ClusterMachine {
         compareCheckpoints(record.checkpoint, mission.held) > 0 && record.primary !== self) {
       const inFlight = mission.fetchInFlight
       const due = inFlight === null || compareCheckpoints(record.checkpoint, inFlight.ref) > 0 || now - inFlight.since >= this.config.fetchRetryMs
-      if (due && now >= mission.fetchRetryAt) {
+      // The back-off is for the epoch whose providers failed: after a takeover the new primary serves what it took.
+      if (due && (now >= mission.fetchRetryAt || record.epoch > mission.fetchFailedEpoch)) {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
         this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
       }
@@ -563,6 +584,7 @@ export class ClusterMachine {
     }
     const container = mission.container
     if (container === null || container.status !== 'running') return
+    if (mission.ackWatch.backup !== record.backup) mission.ackWatch = { backup: record.backup, since: now }
 
     // The image goes into the swarm's IPFS once the container runs, so boards without it can fetch it.
     const store = mission.imageStore
@@ -631,7 +653,11 @@ export class ClusterMachine {
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
-    if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0) return
+    // A move's target waits for the final checkpoint while the source can serve it; once the source is down it takes
+    // over from what it holds, as a failover would. (It waited forever, refused everyone else's claim as older, and a
+    // spare finally cold-started the mission with no state at all.)
+    if (record.handoffTo === self && compareCheckpoints(record.checkpoint, mission.held) > 0 &&
+        record.primary !== null && this.#stateOf(now, record.primary) === 'alive') return
     const handoffPending = record.handoffTo !== null && record.handoffTo !== self && candidates.includes(record.handoffTo)
     // Deterministic jitter per (peer, attempt) breaks repeated split votes between equally placed candidates.
     const jitter = Number(fnv1a64(`${self}/${mission.votedEpoch}`) % BigInt(this.config.candidateStaggerMs))
@@ -664,7 +690,7 @@ export class ClusterMachine {
     if (compareCheckpoints(mine, newest) >= 0) { mission.staleSince = null; return false }
     if (mission.staleSince === null) {
       mission.staleSince = now
-      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq}`}, older than #${newest.seq} of the boards that are down: ` +
+      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +
         `waiting up to ${seconds(this.config.staleTakeoverWaitMs)} for one of them before running on it`)
     }
     if (now - mission.staleSince < this.config.staleTakeoverWaitMs) return true
@@ -755,6 +781,8 @@ export class ClusterMachine {
     const record = mission.record
     const mine = mission.held
     if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
+    // The target of a planned move was chosen by the operator, with what it can restore (a cold start across architectures).
+    if (record.released && from === record.handoffTo) return false
     // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
     if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
@@ -1088,6 +1116,9 @@ export class ClusterMachine {
     // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
     if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
+    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, `checkpoint #${seq} taken: checkpoints work again after ${mission.checkpointFailures} failures`)
+    mission.checkpointFailures = 0
+    mission.lastCheckpointError = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
     mission.lastCheckpointAt = inFlight.since
     // Keyed as the backup's ack names it (the checkpoint's own epoch, which a reconfiguration during the dump leaves behind).
@@ -1230,8 +1261,10 @@ export class ClusterMachine {
     if (record.checkpoint === null || msg.checkpointEpoch !== record.checkpoint.epoch) return
     if (record.replicatedSeq !== null && msg.seq <= record.replicatedSeq) return
     record.replicatedSeq = msg.seq
+    mission.ackWatch = { backup: from, since: now }
     const started = mission.checkpointStarts.find(s => s.seq === msg.seq && s.epoch === msg.checkpointEpoch)
     if (started !== undefined) mission.replicationLags = [...mission.replicationLags.slice(-(RECENT_CHECKPOINTS - 1)), now - started.since]
+    mission.replicatedStart = started ?? null
   }
 
   /**
@@ -1262,7 +1295,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicationLags: [], fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
@@ -1315,14 +1348,21 @@ export class ClusterMachine {
   /**
    * How old the backup's state may get at worst: the spacing of checkpoint starts (the period, or longer when a dump
    * outlasts it: the next one starts only after it) plus the slowest recent replication; never less than the age
-   * the backup's state has right now (a checkpoint stuck in flight shows at once).
+   * the backup's state has right now (a checkpoint stuck in flight, a fetch backing off show at once).
    */
   #stalenessBound (now: number, m: Mission): number {
     const r = m.record
     const starts = m.checkpointStarts.filter(s => s.epoch === r.checkpoint?.epoch).map(s => s.since)
     const spacing = Math.max(this.#checkpointPeriod(m), ...starts.slice(1).map((since, i) => since - (starts[i] as number)))
-    const replicated = m.checkpointStarts.find(s => s.seq === r.replicatedSeq && s.epoch === r.checkpoint?.epoch)
-    return Math.max(spacing + Math.max(...m.replicationLags), replicated === undefined ? 0 : now - replicated.since)
+    const steady = m.replicationLags.length > 0 ? spacing + Math.max(...m.replicationLags) : 0
+    return Math.max(steady, this.#backupStateAgeMs(now, m))
+  }
+
+  /** From the start of the newest checkpoint the backup acknowledged; before any of this run's, from the container's start. */
+  #backupStateAgeMs (now: number, m: Mission): number {
+    const acked = m.replicatedStart
+    if (acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq) return now - acked.since
+    return m.container === null ? 0 : now - m.container.since
   }
 
   /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
@@ -1338,12 +1378,19 @@ export class ClusterMachine {
     else if (backup === null) reason = 'no backup'
     else if (this.#stateOf(now, backup) !== 'alive') reason = `backup ${short(backup)} is ${this.#stateOf(now, backup)}`
     else if (info?.canCheckpoint !== true) reason = `backup ${short(backup)} cannot restore checkpoints (no CRIU)`
+    else if (info.canStore === false) reason = `backup ${short(backup)} cannot store checkpoints (storage: ${info.storageProblem ?? 'failing'})`
     else if (r.checkpoint !== null && info.arch !== r.checkpoint.arch) reason = `backup ${short(backup)} is ${info.arch}, the checkpoint is ${r.checkpoint.arch}`
     else if (!image) reason = this.#fetchingImage(r.spec, backup) ? `backup fetching image ${ref ?? '?'}` : `backup lacks image ${ref ?? '?'}`
     else if (r.checkpoint === null) reason = 'no checkpoint yet'
     else if (checkpointSeq === null) reason = 'no checkpoint replicated yet'
-    const measuring = r.primary === this.self.peerId && m.container !== null && m.replicationLags.length > 0
-    const stalenessBoundMs = measuring ? Math.round(this.#stalenessBound(now, m)) : null
+    else if (r.primary === this.self.peerId && m.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) {
+      reason = `checkpoints fail on the primary (${m.checkpointFailures} in a row: ${m.lastCheckpointError ?? '?'})`
+    } else if (r.primary === this.self.peerId && m.container !== null && r.checkpoint.seq > checkpointSeq && m.ackWatch.backup === backup &&
+        now - m.ackWatch.since > Math.max(ACK_STALL_INTERVALS * r.spec.checkpointIntervalMs, ACK_STALL_MIN_MS)) {
+      reason = `backup ${short(backup)} acknowledged no checkpoint for ${seconds(now - m.ackWatch.since)} (it holds #${checkpointSeq}, the newest is #${r.checkpoint.seq})`
+    }
+    const running = r.primary === this.self.peerId && m.container?.status === 'running'
+    const stalenessBoundMs = running ? Math.round(this.#stalenessBound(now, m)) : null
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }

@@ -75,6 +75,7 @@ interface SimPeer {
   failStarts: FailureCause | null
   /** Every fetch on this board fails (a full or broken disk). */
   failFetches: boolean
+  failCheckpoints: boolean
   /** Fetches this board started (for back-off checks). */
   fetchesStarted: number
   /** A started container exits after this long (crash loop); null: it keeps running. */
@@ -142,7 +143,7 @@ export class Simulation {
       }
       this.peers.set(p.id, {
         info, powered: false, paused: false, daemonOnly: false, enforced: false, lastTickAt: 0, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
-        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, failFetches: false, fetchesStarted: 0, crashAfterMs: null
+        heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, failFetches: false, failCheckpoints: false, fetchesStarted: 0, crashAfterMs: null
       })
     }
     for (const id of this.peers.keys()) this.#boot(id)
@@ -285,6 +286,20 @@ export class Simulation {
     if (!info.images.includes(image)) info.images = [...info.images, image]
     info.fetchingImages = info.fetchingImages.filter(i => i !== image)
     this.#note(`${id}: image ${image} present`)
+  }
+
+  /**
+   * The board's disk is full (true) or freed (false): its fetches and checkpoints fail, and it reports canStore false
+   * (the info object is replaced: detectors copy it) until it is freed.
+   */
+  diskFull (id: string, full: boolean): void {
+    const peer = this.#peer(id)
+    peer.failFetches = full
+    peer.failCheckpoints = full
+    peer.info.canStore = !full
+    if (full) peer.info.storageProblem = 'disk full'
+    else delete peer.info.storageProblem
+    this.#note(`${id}: disk ${full ? 'full' : 'freed'}`)
   }
 
   /** Starts and restores on the board fail with `cause` (null: they work again). */
@@ -446,7 +461,7 @@ export class Simulation {
                 entry.gone = false
                 // Heartbeats carry the board's capabilities and images (arrays are replaced on change, never mutated).
                 const changed = entry.info.images !== info.images || entry.info.fetchingImages !== info.fetchingImages ||
-                  entry.info.canRun !== info.canRun || entry.info.canCheckpoint !== info.canCheckpoint
+                  entry.info.canRun !== info.canRun || entry.info.canCheckpoint !== info.canCheckpoint || entry.info.canStore !== info.canStore
                 if (changed) entry.info = info
                 if (entry.state !== 'alive' || changed) { entry.state = 'alive'; machine.peerChanged(this.now, info) }
               }
@@ -610,6 +625,10 @@ export class Simulation {
             const now = peer.containers.get(action.mission)
             if (c === undefined || now !== c || !c.running) {
               m.local(this.now, { type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container' })
+              return
+            }
+            if (peer.failCheckpoints) {
+              m.local(this.now, { type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'storage: disk full' })
               return
             }
             const cid = `cp:${action.mission}:${id}:${action.epoch}:${action.seq}`
@@ -836,7 +855,10 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
       const cut = rng.int(1, ids.length - 1)
       sim.partition([shuffled.slice(0, cut), shuffled.slice(cut)])
     } else if (roll < 0.7) sim.heal()
-    else if (roll < 0.8) {
+    else if (roll < 0.74 && up.length > 0) {
+      // A planned migration, possibly into the faults around it (the source killed while the target fetches).
+      sim.move(rng.pick(up), spec.name, rng.pick(ids))
+    } else if (roll < 0.8) {
       sim.network = {
         minDelayMs: 1,
         maxDelayMs: rng.pick([5, 20, 100, 300]),

@@ -14,6 +14,13 @@ export interface PeerInfo {
   canRun: boolean
   /** Docker and CRIU: it can take and restore checkpoints. */
   canCheckpoint: boolean
+  /**
+   * Its storage takes checkpoints (absent = true): false after a storage fault (a full disk, I/O errors) until a probe
+   * write succeeds again. Such a board is no backup: it could not hold what it would acknowledge.
+   */
+  canStore?: boolean
+  /** Why it cannot store (with canStore false), e.g. `disk full`. */
+  storageProblem?: string
   /** Image refs present in that board's Docker, normalized by normalizeImageRef (`repo` -> `repo:latest`). */
   images: string[]
   /** Normalized image refs that board is fetching now (from the swarm's IPFS). */
@@ -306,7 +313,7 @@ export interface MissionProtection {
   reason: string | null
   /**
    * Primary only (null elsewhere): how old the backup's state may be at worst now, ms: the checkpoint period plus the
-   * slowest recent replication. Above the mission's checkpointIntervalMs a failover may lose more than one interval
+   * slowest recent replication, or the age of the newest checkpoint the backup acknowledged when that is more. Above the mission's checkpointIntervalMs a failover may lose more than one interval
    * (a loaded board): `withinInterval` is false then.
    */
   stalenessBoundMs: number | null

@@ -42,6 +42,10 @@ export interface MissionSwarmOptions {
   peerEnv?: NodeJS.ProcessEnv
   /** Each board's peer in its own network namespace, so `swarm.partition`/`cut`/`heal` cut links for real. */
   netns?: boolean
+  /** Every output line of every peer process (the swarm keeps only the last few thousand in `output`). */
+  onLine?: (board: string, line: string) => void
+  /** Each board on its own tmpfs of this many bytes, so a test can fill its disk (SimulatedBoard.fillDisk). */
+  diskBytes?: number
 }
 
 /** Starts `count` boards, builds the vehicle image, deploys the mission and waits until it is `protected`. */
@@ -54,7 +58,12 @@ export async function startMissionSwarm (count: number, options: MissionSwarmOpt
     baseImagesOn: index => index === 0 || options.bareBoards !== true,
     env: options.peerEnv,
     netns: options.netns,
-    onLine: (board, line) => { output.push(`[${board}] ${line}`); if (output.length > 5000) output.splice(0, 1000) }
+    diskBytes: options.diskBytes,
+    onLine: (board, line) => {
+      output.push(`[${board}] ${line}`)
+      if (output.length > 5000) output.splice(0, 1000)
+      options.onLine?.(board, line)
+    }
   }).catch(async err => { await rm(dir, { recursive: true, force: true }); throw err })
   const boards = swarm.boards
   const logs = new MissionLogWatch(boards, MISSION)

@@ -9,8 +9,10 @@ import { imageFor, ManifestError, MAX_MANIFEST_BYTES, normalizeImageRef, parseMa
 import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, PeerInfo, PersistedState } from '../consensus/types.ts'
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
-import { CriuError, ImageMissingError } from '../checkpoint/errors.ts'
+import { BlockCorruptError, CriuError, ImageMissingError } from '../checkpoint/errors.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
+import { StorageError, storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
+import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
@@ -25,6 +27,18 @@ const STATE_KEY = 'consensus-state'
 const HANDOVER_TIMEOUT_MS = 8000
 /** Gossip's limit for mission messages; every record fits by construction (specs are at most 64 KiB). */
 const MISSIONS_MAX_BYTES = 256 * 1024
+/** While its storage fails, the board probes it this often (a write of PROBE_BYTES, synced, and a store record). */
+const STORAGE_PROBE_MS = 1000
+const PROBE_BYTES = 256 * 1024
+
+/** The storage health a board reports in its heartbeats (`storage`) and status. */
+export interface StorageHealth { ok: boolean, problem: StorageProblem | null, detail: string | null, since: number | null }
+
+export function storageExtraOf (extras: Record<string, unknown> | undefined): StorageHealth {
+  const value = extras?.storage as Partial<StorageHealth> | undefined
+  const problem = value?.problem === 'disk full' || value?.problem === 'I/O error' || value?.problem === 'store corrupt' ? value.problem : null
+  return { ok: value?.ok !== false, problem, detail: typeof value?.detail === 'string' ? value.detail : null, since: typeof value?.since === 'number' ? value.since : null }
+}
 
 export type { MissionEvent } from './mission-events.ts'
 
@@ -109,6 +123,7 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
   const info = member.info
   if (info == null) return undefined
   const images = imagesExtraOf(info.extras)
+  const storage = storageExtraOf(info.extras)
   return {
     peerId: member.peerId,
     state: member.state,
@@ -117,6 +132,8 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
     memoryMb: info.board.memoryMb,
     canCheckpoint: info.capabilities.criu.checkOk === true && info.capabilities.docker.available === true,
     canRun: images.docker,
+    canStore: storage.ok,
+    ...(storage.ok ? {} : { storageProblem: storage.problem ?? 'failing' }),
     images: images.present,
     fetchingImages: images.fetching.map(f => f.image),
     // A refused redial proves the process exited; its watchdog (peer/watchdog.ts) killed its containers.
@@ -126,7 +143,7 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
 
 function samePeerInfo (a: PeerInfo | undefined, b: PeerInfo): boolean {
   return a !== undefined && a.state === b.state && a.gone === b.gone && a.arch === b.arch && a.board === b.board &&
-    a.memoryMb === b.memoryMb && a.canCheckpoint === b.canCheckpoint && a.canRun === b.canRun &&
+    a.memoryMb === b.memoryMb && a.canCheckpoint === b.canCheckpoint && a.canRun === b.canRun && a.canStore === b.canStore && a.storageProblem === b.storageProblem &&
     sameList(a.images, b.images) && sameList(a.fetchingImages, b.fetchingImages)
 }
 
@@ -147,6 +164,10 @@ export class MissionService {
   readonly #log: (line: string) => void
   readonly #options: MissionServiceOptions
   #db: Level<string, string> | undefined
+  #dbReopener: StoreReopener | undefined
+  /** This board's storage: failing since a storage fault, until a probe succeeds. */
+  #storage: StorageHealth = { ok: true, problem: null, detail: null, since: null }
+  #probing = false
   #runtime: ContainerRuntime | undefined
   #checkpointer: Checkpointer | undefined
   #machine: ClusterMachine | undefined
@@ -197,6 +218,7 @@ export class MissionService {
     const db = new Level<string, string>(join(dataDir, 'missions'), { valueEncoding: 'utf8' })
     await db.open()
     this.#db = db
+    this.#dbReopener = new StoreReopener(db)
     this.#cleanups.push(async () => { await db.close() })
     const events = new MissionEventLog({ self: peer.peerId, gossip: peer.gossip, log: this.#log })
     events.start()
@@ -261,6 +283,9 @@ export class MissionService {
     if (this.#runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
     peer.status.extend('missions', () => this.list())
+    peer.status.extend('storage', () => ({ ...this.#storage }))
+    peer.heartbeat.extend('storage', () => ({ ...this.#storage }))
+    this.#timers.push(setInterval(() => { void this.#probeStorage() }, STORAGE_PROBE_MS))
     peer.heartbeat.extend('images', () => this.#images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
     peer.heartbeat.extend('missions', () => this.machine.view(Date.now())
       .filter(v => v.role !== 'member' && v.state !== 'removed')
@@ -375,6 +400,9 @@ export class MissionService {
     if (self == null) return
     self.canCheckpoint = this.#canCheckpointHere()
     self.canRun = this.#images?.answering === true
+    self.canStore = this.#storage.ok
+    if (this.#storage.ok) delete self.storageProblem
+    else self.storageProblem = this.#storage.problem ?? 'failing'
     const images = this.#images
     // Every image here, not only those of known missions: a mission deployed a moment ago finds its image at once.
     const present = images == null ? [] : images.present().sort()
@@ -403,7 +431,13 @@ export class MissionService {
     if (this.#stopped || this.#machine == null) return
     feed(this.#machine)
     const actions = this.#machine.takeActions()
-    if (actions.length > 0) this.#actionChain = this.#actionChain.then(async () => { await this.#apply(actions) })
+    // One failed batch (its decision could not be persisted) must not stop every later one.
+    if (actions.length > 0) {
+      this.#actionChain = this.#actionChain.then(async () => { await this.#apply(actions) }).catch(err => {
+        // A storage fault was reported once already (event, status); it is not logged for every tick's batch.
+        if (storageProblemOf(err) == null || this.#storage.ok) this.#log(`missions: actions not applied: ${(err as Error).message}`)
+      })
+    }
   }
 
   #local (event: LocalEvent): void {
@@ -476,11 +510,71 @@ export class MissionService {
     lane.tail = lane.tail.then(work).catch(err => { this.#log(`missions: ${mission}: ${(err as Error).stack ?? String(err)}`) })
   }
 
+  /**
+   * Writes the machine's decisions; after a storage fault the store is reopened and the write tried again. If it
+   * still fails, the rest of the batch (what depends on the decision: a vote, a start) is not applied.
+   */
   async #persist (state: PersistedState): Promise<void> {
     const db = this.#db
-    if (db == null) return
-    this.#persistChain = this.#persistChain.then(async () => { await db.put(STATE_KEY, JSON.stringify(state), { sync: true } as object) })
-    await this.#persistChain
+    const reopener = this.#dbReopener
+    if (db == null || reopener == null) return
+    const write = async (): Promise<void> => { await reopener.run('persisting decisions', async () => { await db.put(STATE_KEY, JSON.stringify(state), { sync: true } as object) }) }
+    const done = this.#persistChain.catch(() => {}).then(async () => {
+      try {
+        await write()
+      } catch (err) {
+        if (storageProblemOf(err) == null) throw err
+        await new Promise(resolve => setTimeout(resolve, 100))
+        await write()
+      }
+    })
+    this.#persistChain = done.catch(err => { this.#storageFailed(err, null) })
+    await done
+  }
+
+  /** A storage fault of this board: reported (event, heartbeat, status) and probed until the storage works again. */
+  #storageFailed (err: unknown, mission: string | null): void {
+    // A block that does not match its CID is fetched again, not a fault of the storage itself.
+    const problem = err instanceof BlockCorruptError || (err instanceof StorageError && !err.write && err.problem === 'store corrupt') ? null : storageProblemOf(err)
+    if (problem == null) return
+    const detail = (err as Error).message
+    if (!this.#storage.ok) return
+    this.#storage = { ok: false, problem, detail, since: Date.now() }
+    this.#refreshSelfInfo()
+    const text = `storage: ${problem} on this board (${detail}): it takes no backup duty and acknowledges no checkpoint until its storage works again`
+    for (const name of mission != null ? [mission] : this.#machine?.view(Date.now()).filter(v => v.state !== 'removed').map(v => v.name) ?? []) this.#recordEvent(name, text)
+    this.#log(`missions: ${text}`)
+    this.#input(machine => { machine.tick(Date.now()) })
+  }
+
+  /** While the storage fails: a synced write in the data dir and a store record; both work again: recovered. */
+  async #probeStorage (): Promise<void> {
+    if (this.#storage.ok || this.#probing || this.#stopped) return
+    this.#probing = true
+    const path = join(this.#peer.config.dataDir, '.storage-probe')
+    try {
+      const fh = await openFile(path, 'w')
+      try {
+        await fh.write(Buffer.alloc(PROBE_BYTES, 0x5a))
+        await fh.sync()
+      } finally { await fh.close() }
+      await removeFile(path, { force: true })
+      await this.#checkpointer?.store.backend.writeRecord('/tandem/storage-probe', new Uint8Array([1]))
+      await this.#checkpointer?.store.backend.deleteRecord('/tandem/storage-probe')
+      const db = this.#db
+      if (db != null) await this.#dbReopener?.run('probing the missions store', async () => { await db.put('storage-probe', String(Date.now()), { sync: true } as object) })
+      const was = this.#storage
+      this.#storage = { ok: true, problem: null, detail: null, since: null }
+      this.#refreshSelfInfo()
+      const text = `storage: works again after ${Math.round((Date.now() - (was.since ?? Date.now())) / 1000)} s of ${was.problem ?? 'faults'}`
+      for (const v of this.#machine?.view(Date.now()).filter(v => v.state !== 'removed') ?? []) this.#recordEvent(v.name, text)
+      this.#log(`missions: ${text}`)
+      this.#input(machine => { machine.tick(Date.now()) })
+    } catch {
+      await removeFile(path, { force: true }).catch(() => {})
+    } finally {
+      this.#probing = false
+    }
   }
 
   async #loadState (): Promise<PersistedState | undefined> {
@@ -504,11 +598,26 @@ export class MissionService {
         if (runtime == null) { this.#local({ type: 'startFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
         try {
           const spec = containerSpec(action.spec, action.image)
-          const id = action.dataFrom != null && this.#bundles.has(action.dataFrom.cid)
-            ? await this.#startWithData(spec, action.epoch, this.#bundles.get(action.dataFrom.cid) as LocalBundle)
+          // The data of the checkpoint the machine named, if this board holds it (after a restart only its store
+          // does) and it verifies; else the start says it has none.
+          let data: LocalBundle | undefined
+          let noData = ''
+          if (action.dataFrom != null) {
+            data = this.#bundles.get(action.dataFrom.cid)
+            if (data == null && this.#checkpointer != null) {
+              try {
+                data = await this.#checkpointer.fetch(CID.parse(action.dataFrom.cid), { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })
+              } catch (err) {
+                noData = ` WITHOUT the data of checkpoint #${action.dataFrom.seq} (${(err as Error).message.split('\n')[0] ?? ''}): its state starts empty`
+              }
+            }
+          }
+          const id = data != null
+            ? await this.#startWithData(spec, action.epoch, data)
             : await runtime.startFresh(spec, { mission: action.mission, peerId, epoch: action.epoch }, { signal })
           this.#containers.set(action.mission, { id, epoch: action.epoch })
-          this.#recordEvent(action.mission, `container started from image ${action.image} under epoch ${action.epoch}`, { kind: 'running', epoch: action.epoch })
+          const from = data != null && action.dataFrom != null ? ` with the data of checkpoint #${action.dataFrom.seq}` : noData
+          this.#recordEvent(action.mission, `container started from image ${action.image}${from} under epoch ${action.epoch}`, { kind: 'running', epoch: action.epoch })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
           this.#local({ type: 'startFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
@@ -523,9 +632,13 @@ export class MissionService {
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
           const { createMs, filesMs, criuMs } = result.phases
+          if (result.stagedRejected != null) this.#recordEvent(action.mission, `staged files of checkpoint #${action.checkpoint.seq} are corrupt (${result.stagedRejected}): not restored, written again from the verified store`)
+          if (result.repairedBlocks > 0) this.#recordEvent(action.mission, `checkpoint #${action.checkpoint.seq}: ${result.repairedBlocks} corrupt block${result.repairedBlocks === 1 ? '' : 's'} in this board's store fetched again from the swarm before the restore`)
           this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`, { kind: 'running', epoch: action.epoch })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
+          this.#storageFailed(err, action.mission)
+          this.#recordEvent(action.mission, `restore of checkpoint #${action.checkpoint.seq} refused: ${(err as Error).message.split('\n')[0] ?? ''}`)
           this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
         }
         return
@@ -558,15 +671,19 @@ export class MissionService {
             phases: result.stats.phases
           })
           if (action.stop) {
-            await runtime?.stop(container.id)
+            // Untracked before the stop, or the exit watcher reports the planned stop as a crash (a move became a
+            // failover with a restart counted and back-off; the final checkpoint was not restored).
             this.#containers.delete(action.mission)
+            await runtime?.stop(container.id)
             // The mission ran here for the last time when the final checkpoint paused it.
             this.#recordEvent(action.mission, `final checkpoint #${action.seq} taken (paused ${result.stats.pausedMs} ms), container stopped`,
               { kind: 'stopped', epoch: action.epoch }, takeStartWall + result.stats.phases.prepareMs)
           }
           this.#local({ type: 'checkpointTaken', mission: action.mission, epoch: action.epoch, seq: action.seq, cid: result.cid.toString() })
         } catch (err) {
-          this.#local({ type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: (err as Error).message })
+          this.#storageFailed(err, action.mission)
+          const problem = storageProblemOf(err)
+          this.#local({ type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: problem != null ? `storage: ${problem}` : (err as Error).message })
         }
         return
       }
@@ -614,6 +731,7 @@ export class MissionService {
       this.#local({ type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: stored.cid.toString() })
     } catch (err) {
       if (this.#stopped) return
+      this.#storageFailed(err, action.mission)
       this.#recordEvent(action.mission, `storing image ${action.image} for the swarm failed: ${(err as Error).message}`)
       this.#local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
     }
@@ -648,6 +766,7 @@ export class MissionService {
       images?.endFetch(action.image, null, (err as Error).message)
       this.#refreshSelfInfo()
       if (this.#stopped) return
+      this.#storageFailed(err, action.mission)
       this.#recordEvent(action.mission, `fetching image ${action.image} failed: ${(err as Error).message}`)
       this.#local({ type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: (err as Error).message })
     }
@@ -664,6 +783,9 @@ export class MissionService {
         signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]),
         providers: primary != null && primary !== this.#peer.peerId ? [primary] : undefined
       })
+      if (bundle.fetch.repairedBlocks > 0) {
+        this.#recordEvent(mission, `checkpoint #${ref.seq}: ${bundle.fetch.repairedBlocks} block${bundle.fetch.repairedBlocks === 1 ? '' : 's'} this board held did not match ${bundle.fetch.repairedBlocks === 1 ? 'its CID' : 'their CIDs'} (corrupt): deleted and fetched again before the ack`)
+      }
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
       this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq })
@@ -671,12 +793,16 @@ export class MissionService {
       this.#wantedStage.set(mission, ref.cid)
       this.#inLane(this.#stageLanes, mission, async () => {
         if (this.#wantedStage.get(mission) !== ref.cid) return
-        await checkpointer.stage(bundle, { signal: this.#abort.signal }).catch(err => {
+        await checkpointer.stage(bundle, { signal: this.#abort.signal }).catch(async err => {
           this.#log(`missions: ${mission}: staging checkpoint #${ref.seq} failed: ${(err as Error).message}`)
+          this.#storageFailed(err, mission)
+          // Half-written staged files are of no use: a restore writes the files from the store instead.
+          await checkpointer.unstage(mission).catch(() => {})
         })
       })
     } catch (err) {
       this.#log(`missions: ${mission}: fetch of checkpoint #${ref.seq} ${ref.cid} failed: ${(err as Error).message}`)
+      this.#storageFailed(err, mission)
       this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: (err as Error).message })
     }
   }

@@ -2,7 +2,7 @@
 // dockerd (own data root, images, containers) and its own swarm node; every byte between them crosses libp2p.
 import t from 'tap'
 import { join } from 'node:path'
-import { readFile } from 'node:fs/promises'
+import { open, readdir, readFile, stat } from 'node:fs/promises'
 import * as dagCbor from '@ipld/dag-cbor'
 import { sha256 } from 'multiformats/hashes/sha2'
 import { CID } from 'multiformats/cid'
@@ -231,6 +231,40 @@ if (gateDockerCriu(t)) {
     const other = await ckB.restore(await ckB.fetch(third.cid), { peerId: peerB, epoch: 3 })
     t.teardown(async () => { await runtimeB.stop(other.containerId) })
     t.equal(other.staged, false, 'nothing staged for it: written in full')
+  })
+
+  t.test('corrupt staged files are not restored, and a corrupt block is fetched again before the restore', async t => {
+    const id = await runtimeA.startFresh({ ...counterSpec, mission: 'rotten' }, { mission: 'rotten', peerId: peerA, epoch: 1 })
+    t.teardown(async () => { await runtimeA.stop(id) })
+    await waitFor('counter to reach 10', async () => ((await lastCounter(runtimeA, id))?.counter ?? 0) >= 10)
+    const taken = await ckA.take(id, { mission: 'rotten', epoch: 1, seq: 1 })
+    const bundle = await ckB.fetch(taken.cid)
+    await ckB.stage(bundle)
+    const stagedCriu = join(runtimeB.info.rootDir, 'tandem-standby', 'rotten', 'criu')
+    const pageFiles = (await readdir(stagedCriu)).filter(n => /^pages-\d+\.img$/.test(n))
+    const sizes = await Promise.all(pageFiles.map(async n => (await stat(join(stagedCriu, n))).size))
+    const pages = pageFiles.map((n, i) => ({ n, size: sizes[i]! })).sort((a, b) => b.size - a.size).map(p => p.n)
+    const fh = await open(join(stagedCriu, pages[0]!), 'r+')
+    await fh.write(Buffer.from([0x5a, 0xa5]), 0, 2, 4096 + 100)
+    await fh.close()
+    // And one page chunk in B's store rewritten with other bytes (the store's own copy gone bad after the ack).
+    const tree = await ckB.store.getNode(bundle.manifest.trees.criu, { offline: true }) as { parts: CID[] }
+    const part = await ckB.store.getNode(tree.parts[0]!, { offline: true }) as { entries: Array<{ path: string, lists?: CID[] }> }
+    const entry = part.entries.find(e => e.path === pages[0])!
+    const list = await ckB.store.getNode(entry.lists![0]!, { offline: true }) as { chunks: CID[] }
+    const victim = list.chunks[0]!
+    const bad = Uint8Array.from(await ckB.store.getBlock(victim, { offline: true }))
+    bad[9] = (bad[9] as number) ^ 0xff
+    await ckB.store.backend.putMany([{ cid: victim, bytes: bad }])
+    const restored = await ckB.restore(bundle, { peerId: peerB, epoch: 2, providers: [peerA] })
+    t.teardown(async () => { await runtimeB.stop(restored.containerId) })
+    t.equal(restored.staged, false, 'the staged files were not used')
+    t.match(restored.stagedRejected, new RegExp(`^${pages[0]!.replace('.', '\\.')}: chunk 1 \\(at byte 4096\\) does not match its digest`), `why: ${restored.stagedRejected ?? ''}`)
+    t.equal(restored.repairedBlocks, 1, 'the corrupt block was fetched again from the board that took the checkpoint')
+    const original = await firstCounter(runtimeA, id)
+    await waitFor('restored counter output', async () => await firstCounter(runtimeB, restored.containerId))
+    const resumed = await firstCounter(runtimeB, restored.containerId)
+    t.equal(resumed?.boot, original?.boot, 'the same process continues from verified files')
   })
 
   t.test('bad input: missing image, stopped container, bad names', async t => {

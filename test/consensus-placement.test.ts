@@ -393,6 +393,9 @@ t.test('a backup whose fetches fail (a full disk) backs off instead of retrying 
   const attempts = sim.fetchesStarted(backup) - before
   t.ok(attempts <= 15, `${attempts} fetches in 30 s while every one fails (a retry per tick would be ~600)`)
   t.ok(logged(sim, /fetching checkpoints failed \d+ times in a row/), 'an event says so')
+  const stale = sim.view(primary, mission)!.protection
+  t.ok((stale.stalenessBoundMs ?? 0) >= 25_000 && stale.withinInterval === false,
+    `the primary's status says how old the backup's state is (${stale.stalenessBoundMs} ms), not a bound from past acks`)
   sim.failFetches(backup, false)
   const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
   t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
@@ -421,6 +424,61 @@ t.test('newer state wins the election: after a new primary dies in its restore, 
   const restored = /restoring checkpoint #(\d+)/.exec(takeover)
   t.ok(restored != null && Number(restored[1]) >= newest.seq,
     `the last takeover restored checkpoint #${restored?.[1] ?? '(none)'}, not older than #${newest.seq} that the revived board holds: ${takeover.trim()}`)
-  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] holds .* older than #\\d+ of the boards that are down: waiting`)), 'the lone board said it waits for newer state')
+  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] holds .* older than #\\d+ \\(epoch \\d+\\) of the boards that are down: waiting`)), 'the lone board said it waits for newer state')
+  t.same(sim.violations, [])
+})
+
+t.test('a backup whose disk is full (canStore false) loses backup duty to a board that can store; the primary says so meanwhile', async t => {
+  const sim = new Simulation({ seed: 36, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  sim.runFor(2000)
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.view(primary, mission)!.backup!
+  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  const epoch = sim.view(primary, mission)!.epoch
+  sim.diskFull(backup, true)
+  t.ok(sim.runUntil(() => sim.view(primary, mission)?.backup === third, 5000), `backup duty moves from ${backup} to ${third}`)
+  t.ok(sim.view(primary, mission)!.epoch - epoch <= 2, 'in at most two epochs')
+  const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
+  t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated && sim.view(primary, mission)!.protected, 10_000), 'the new backup acknowledges checkpoints: protected again')
+  t.same(sim.runningOn(mission), [primary], 'the mission never moved')
+  sim.diskFull(backup, false)
+  sim.runFor(5000)
+  t.ok(sim.view(primary, mission)!.protected, 'still protected after the disk is freed')
+  t.same(sim.violations, [])
+})
+
+t.test('with no other board to take backup duty, a full backup leaves the mission unprotected with the reason, until freed', async t => {
+  const sim = new Simulation({ seed: 37, peers: ['a', 'b'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.view(primary, mission)!.backup!
+  sim.diskFull(backup, true)
+  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === false, 5000), 'not protected')
+  const reason = sim.view(primary, mission)!.protection.reason ?? ''
+  t.match(reason, /no backup|cannot store checkpoints \(storage: disk full\)/, `reason: ${reason}`)
+  sim.diskFull(backup, false)
+  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === true && sim.view(primary, mission)?.backup === backup, 15_000), 'protected again once the disk is freed')
+  t.same(sim.violations, [])
+})
+
+t.test('a primary whose checkpoints keep failing (its own disk full) reports it: an event and protected false with the reason', async t => {
+  const sim = new Simulation({ seed: 38, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  const primary = sim.runningOn(mission)[0]!
+  sim.diskFull(primary, true)
+  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === false, 5000), 'not protected')
+  t.match(sim.view(primary, mission)!.protection.reason ?? '', /checkpoints fail on the primary \(\d+ in a row: storage: disk full\)/)
+  t.ok(logged(sim, /checkpoints fail on this primary \(3 in a row: storage: disk full\): not protected/), 'an event says so')
+  t.same(sim.runningOn(mission), [primary], 'the mission keeps running where it is')
+  sim.diskFull(primary, false)
+  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === true, 10_000), 'protected again once checkpoints work')
+  t.ok(logged(sim, /checkpoints work again after \d+ failures/), 'and says so')
   t.same(sim.violations, [])
 })

@@ -170,6 +170,27 @@ t.test('planned migration: final checkpoint, restore on the target, source stopp
   t.same(sim.violations, [])
 })
 
+t.test('planned migration whose source dies after its final checkpoint: the target takes over from what it holds', async t => {
+  const sim = swarm(['a', 'b', 'c'], 1)
+  const source = deployAndSettle(t, sim, 'a')
+  sim.runFor(3000)
+  const target = viewOf(sim, source).backup!
+  const epoch = viewOf(sim, source).epoch
+  sim.move('a', mission, target)
+  const from = sim.log.length
+  t.ok(sim.runUntil(() => sim.log.slice(from).some(l => l.includes('handing over')), 5000), 'the source took its final checkpoint')
+  const held = sim.held(target, mission)
+  sim.kill(source)
+  const killedAt = sim.now
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the mission runs again')
+  t.same(sim.runningOn(mission), [target], 'on the move\'s target')
+  t.ok(sim.now - killedAt < 1500, `${sim.now - killedAt} ms after the source died (it waited forever for the final checkpoint only the source held)`)
+  t.ok(logged(sim, new RegExp(`${target} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint #${held?.seq ?? 'none'}`)), `it restored #${held?.seq}, the newest it held`)
+  t.notOk(sim.log.slice(from).some(l => l.includes('cold start')), 'nobody cold-started')
+  t.ok(viewOf(sim, target).epoch - epoch <= 3, `epochs ${epoch} -> ${viewOf(sim, target).epoch}, no storm`)
+  t.same(sim.violations, [])
+})
+
 t.test('remove: the mission stops everywhere and stays removed across restarts', async t => {
   const sim = swarm(['a', 'b', 'c'], 8)
   const primary = deployAndSettle(t, sim, 'a')
