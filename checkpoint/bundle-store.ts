@@ -444,9 +444,10 @@ export class BundleStore {
   async holdsIntact (cid: CID): Promise<boolean> {
     let intact: boolean
     try {
-      if (!(await this.backend.has(cid))) return false
+      // One read, no `has` first: a missing block throws NotFoundError.
       intact = await verifies(cid, await this.backend.get(cid, { offline: true }))
     } catch (err) {
+      if ((err as Error).name === 'NotFoundError') return false
       if (!(err instanceof StorageError && err.problem === 'store corrupt')) throw err
       intact = false
     }

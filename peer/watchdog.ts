@@ -32,6 +32,8 @@ const FREEZER_ROOT = '/sys/fs/cgroup/freezer'
 export const CHECK_INTERVAL_MS = 20
 /** A frozen container is killed this long after its lease ran out, if the peer has not come back before. */
 export const DEFAULT_GRACE_MS = 2000
+/** How long a killed container's cgroup is watched and killed again until it is empty. */
+const REAP_FOR_MS = 30_000
 
 /** The lease the peer grants its watchdog: a little less than the consensus lease, so the watchdog freezes first. */
 export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
@@ -150,6 +152,9 @@ class LeaseEnforcer {
   readonly #doomed = new Map<string, Doomed>()
   /** Containers this watchdog froze or killed: never thawed alive, never leased again. */
   readonly #fenced = new Set<string>()
+  /** Killed containers whose cgroups still hold processes. */
+  readonly #dying = new Map<string, { dir: string, since: number, passes: number }>()
+  #reaper: NodeJS.Timeout | undefined
   #timer: NodeJS.Timeout | undefined
 
   constructor (dockerHost: string, peerId: string, graceMs: number) {
@@ -267,15 +272,31 @@ class LeaseEnforcer {
     for (const dir of cgroupTree(doomed.dir)) writeState(dir, 'THAWED')
     this.#doomed.delete(doomed.id)
     this.#log(`${why}: killed container ${doomed.id.slice(0, 12)} (${pids.length} process(es)) ${Math.round(performance.now() - doomed.frozenAt)} ms after freezing it`)
-    // Processes that were still forking when the signal went out: a second pass shortly after.
-    setTimeout(() => {
-      if (!isDir(doomed.dir)) return
-      const left = pidsIn(doomed.dir)
-      if (left.length === 0) return
-      writeState(doomed.dir, 'FROZEN')
+    this.#dying.set(doomed.id, { dir: doomed.dir, since: performance.now(), passes: 0 })
+    this.#reaper ??= setInterval(() => { this.#reap() }, CHECK_INTERVAL_MS).unref()
+  }
+
+  /**
+   * Until a killed container's cgroup is empty: processes still forking when the signal went out, and a cgroup frozen
+   * again after the kill's thaw (a CRIU dump in flight restores the freezer state it found), whose pending SIGKILL
+   * would otherwise never land: Docker then lists the container running for ever and no stop can end it.
+   */
+  #reap (): void {
+    for (const [id, dying] of this.#dying) {
+      const left = isDir(dying.dir) ? pidsIn(dying.dir) : []
+      const ageMs = performance.now() - dying.since
+      if (left.length === 0 || ageMs > REAP_FOR_MS) {
+        this.#dying.delete(id)
+        if (left.length > 0) this.#log(`container ${id.slice(0, 12)}: ${left.length} process(es) survive ${Math.round(ageMs)} ms of SIGKILL and thaw`)
+        else if (dying.passes > 1) this.#log(`container ${id.slice(0, 12)}: gone after ${dying.passes} kill passes (${Math.round(ageMs)} ms)`)
+        continue
+      }
+      dying.passes++
+      writeState(dying.dir, 'FROZEN')
       for (const pid of left) { try { process.kill(pid, 'SIGKILL') } catch {} }
-      for (const dir of cgroupTree(doomed.dir)) writeState(dir, 'THAWED')
-    }, 50).unref()
+      for (const dir of cgroupTree(dying.dir)) writeState(dir, 'THAWED')
+    }
+    if (this.#dying.size === 0 && this.#reaper != null) { clearInterval(this.#reaper); this.#reaper = undefined }
   }
 
   /** Learns a leased container's freezer cgroup from its init pid while the lease is valid (Docker answers). */

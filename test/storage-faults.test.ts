@@ -12,7 +12,9 @@ import { BundleStore, encodeNode } from '../checkpoint/bundle-store.ts'
 import { storeBundle } from '../checkpoint/bundle.ts'
 import { StorageError, storageProblemOf } from '../checkpoint/storage-health.ts'
 import type { BlockSource } from '../checkpoint/block-exchange.ts'
-import { BoardDisk, flipTableValues, tableValues } from '../boards/board-disk.ts'
+import { BoardDisk, flipTableValues, reapOrphanDisks, tableValues } from '../boards/board-disk.ts'
+import { spawn, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { tempDir } from './checkpoint-helpers.ts'
 
 async function levelBackend (t: { teardown: (fn: () => unknown) => void }, dir: string): Promise<{ backend: HeliaBundleBackend, blockstore: LevelBlockstore }> {
@@ -159,4 +161,23 @@ t.test('the nemesis flips bytes of stored blocks in LevelDB tables, never keys: 
   let corrupt = 0
   for (const b of blocks) if (!(await bundles.holdsIntact(b.cid))) corrupt++
   t.equal(corrupt, 10, 'exactly the ten blocks hit fail their hash (and are deleted to be fetched again); every other one reads')
+})
+
+t.test('a board disk left mounted by a run that was killed is unmounted by the next one', async t => {
+  if (process.getuid?.() !== 0) { t.pass('skipped: needs root (mounts a tmpfs)'); return }
+  const root = await tempDir(t, 'storage-reap')
+  const path = join(root, 'disk')
+  const moduleUrl = new URL('../boards/board-disk.ts', import.meta.url).href
+  const child = spawn(process.execPath, ['--input-type=module', '-e',
+    `const { BoardDisk } = await import(${JSON.stringify(moduleUrl)}); await BoardDisk.mount(${JSON.stringify(path)}, 4 * 1024 * 1024); console.log('mounted'); setInterval(() => {}, 1000)`],
+  { stdio: ['ignore', 'pipe', 'inherit'] })
+  t.teardown(() => { child.kill('SIGKILL'); spawnSync('umount', ['-l', path]) })
+  await new Promise<void>((resolve, reject) => { child.stdout.on('data', () => { resolve() }); child.once('exit', code => { reject(new Error(`child exited ${code}`)) }) })
+  const mounted = (): boolean => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').some(l => l.split(' ')[4] === path)
+  t.ok(mounted(), 'the child mounted its disk')
+  child.kill('SIGKILL')
+  await new Promise(resolve => child.once('exit', resolve))
+  t.ok(mounted(), 'killed by SIGKILL, it left the mount behind')
+  t.ok(reapOrphanDisks() >= 1, 'the next run reaps it')
+  t.notOk(mounted(), 'unmounted')
 })
