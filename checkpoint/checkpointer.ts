@@ -6,7 +6,7 @@ import { dirname, join } from 'node:path'
 import { Readable } from 'node:stream'
 import type Docker from 'dockerode'
 import { randomBytes } from 'node:crypto'
-import type { CID } from 'multiformats/cid'
+import { CID } from 'multiformats/cid'
 import type { BundleStore, FetchProgress, FetchResult, ImageFetchProgress } from './bundle-store.ts'
 import { storeBundle } from './bundle.ts'
 import { assertMissionName } from './bundle-store.ts'
@@ -525,7 +525,11 @@ export class Checkpointer {
         if (!(err instanceof BlockCorruptError)) throw err
         // A block of this board's store went bad since it was fetched: fetch again what does not verify (from
         // whoever still holds it) and write the files once more; if no board delivers it, the restore fails.
-        await this.store.fetch(cid, { signal, providers: options.providers, verifyHeld: true })
+        try {
+          await this.store.fetch(cid, { signal, providers: options.providers, verifyHeld: true })
+        } catch (refetch) {
+          throw new BlockCorruptError(CID.parse(err.cid), `no board delivered an intact copy (${(refetch as Error).message})`)
+        }
         await writeFiles()
       }
       const repairedBlocks = this.store.repairedBlocks - repairsBefore

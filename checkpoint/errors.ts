@@ -19,8 +19,8 @@ export class BlockUnavailableError extends CheckpointError {
 export class BlockCorruptError extends CheckpointError {
   override name = 'BlockCorruptError'
   readonly cid: string
-  constructor (cid: CID) {
-    super(`block ${cid.toString()} is corrupt: its content does not match its CID`)
+  constructor (cid: CID, detail?: string) {
+    super(`block ${cid.toString()} is corrupt: its content does not match its CID${detail != null ? `; ${detail}` : ''}`)
     this.cid = cid.toString()
   }
 }

@@ -130,7 +130,7 @@ if (gateDockerCriu(t)) {
     await runtimeB.stop(restored.containerId)
   })
 
-  t.test('a corrupted block is refused naming its CID; the previous checkpoint still restores', async t => {
+  t.test('a corrupted block that no board holds intact is refused naming its CID; the previous checkpoint still restores', async t => {
     const id = await runtimeA.startFresh(counterSpec, { mission: 'counter', peerId: peerA, epoch: 3 })
     await waitFor('counter', async () => ((await lastCounter(runtimeA, id))?.counter ?? 0) >= 5)
     const previous = counterFirst
@@ -145,6 +145,9 @@ if (gateDockerCriu(t)) {
     const rawB = (nodeB.blockstore as any).unwrap().unwrap() as { put: (c: CID, b: Uint8Array) => Promise<unknown> }
     const victim = tree.parts[0] as CID
     await rawB.put(victim, dagCbor.encode({ ...part, entries: [] }))
+    // A's copy too: a restore fetches a corrupt block again from whoever holds it intact (see the staged test below).
+    const rawA = (nodeA.blockstore as any).unwrap().unwrap() as { put: (c: CID, b: Uint8Array) => Promise<unknown> }
+    await rawA.put(victim, dagCbor.encode({ ...part, entries: [] }))
     const before = (await runtimeB.listMission('counter')).length
     const err = await ckB.restore(local, { peerId: peerB, epoch: 4 }).catch(e => e)
     t.type(err, BlockCorruptError)
