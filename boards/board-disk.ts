@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process'
 import { createHash, randomInt } from 'node:crypto'
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
-import { mkdir, open, readdir, readFile, rm, stat, statfs } from 'node:fs/promises'
+import { mkdir, open, readdir, readFile, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { orphanedEntries, processIdentity, readOrEmpty } from './ownership.ts'
 import { onOwnerExit } from '../peer/exit-hooks.ts'
@@ -111,6 +111,13 @@ export function reapOrphanDisks (): number {
   return reaped
 }
 
+async function flipByteAt (fh: FileHandle, at: number): Promise<void> {
+  const byte = Buffer.alloc(1)
+  await fh.read(byte, 0, 1, at)
+  byte[0] = (byte[0] as number) ^ 0xff
+  await fh.write(byte, 0, 1, at)
+}
+
 /**
  * Flips bytes at random offsets of each file (not in its last `tailBytes`, where LevelDB keeps a table's index and
  * footer); returns how many bytes were flipped.
@@ -123,12 +130,8 @@ export async function flipBytes (files: string[], options: { perFile?: number, t
     try {
       const size = (await fh.stat()).size - (options.tailBytes ?? 0)
       if (size <= 0) continue
-      const byte = Buffer.alloc(1)
       for (let i = 0; i < (options.perFile ?? 16); i++) {
-        const at = randomInt(size)
-        await fh.read(byte, 0, 1, at)
-        byte[0] = (byte[0] as number) ^ 0xff
-        await fh.write(byte, 0, 1, at)
+        await flipByteAt(fh, randomInt(size))
         flipped++
       }
     } finally { await fh.close() }
@@ -207,10 +210,7 @@ export async function flipTableValues (files: string[], count: number): Promise<
     const fh = await open(file, 'r+').catch(() => null)
     if (fh == null) continue
     try {
-      const byte = Buffer.alloc(1)
-      await fh.read(byte, 0, 1, at)
-      byte[0] = (byte[0] as number) ^ 0xff
-      await fh.write(byte, 0, 1, at)
+      await flipByteAt(fh, at)
       flipped++
     } finally { await fh.close() }
   }
