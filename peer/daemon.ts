@@ -69,9 +69,12 @@ const DIAL_GRACE_MS = 4000
 /**
  * How often a member declared dead is dialled again. A link cut long enough for a verdict drops the connection, and
  * nothing else dials it back: after a 28 s bridge partition healed, the primary held its backup dead for 28 s more
- * and fenced itself when its other member died. A board that is really off refuses or times out: cheap.
+ * and fenced itself when its other member died. As often as live members are checked: a mission's majority may be
+ * this very link once the next fault cuts another. A board that is really off refuses or times out: cheap.
  */
-const DEAD_REDIAL_MS = 10_000
+const DEAD_REDIAL_MS = 2000
+/** At most one forced reconnect per peer this often (a flapping link must not churn connections). */
+const RECONNECT_MIN_MS = 5000
 
 /** How often the load average and RSS carried by heartbeats are re-read. */
 const LOAD_REFRESH_MS = 2000
@@ -119,6 +122,8 @@ export class Peer {
   #reconnectTimer: NodeJS.Timeout | undefined
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #lastDialAt = new Map<string, number>()
+  readonly #lastReconnectAt = new Map<string, number>()
+  readonly #directPathLostAt = new Map<string, number>()
   readonly #unconnectedSince = new Map<string, number>()
   readonly #unsubscribedChecks = new Map<string, number>()
   #startedAt = 0
@@ -294,6 +299,9 @@ export class Peer {
     this.#beats = beats
     await beats.start()
     this.#cleanups.push(async () => { await beats.stop() })
+    // A direct path that fails while others reach the peer: drop the connection (it may be half-open after a cut)
+    // and dial again, so beats and the lease's majority do not run through a third board.
+    this.#cleanups.push(membership.onDirectPathLost(({ peerId }) => { this.#reconnect(peerId) }))
     this.#cleanups.push(membership.onPause(() => {
       source.bumpIncarnation()
       this.#publishHeartbeat()
@@ -394,6 +402,24 @@ export class Peer {
         if (libp2p.peerId.toString() < id) this.#dial(id)
       })
     }
+  }
+
+  #reconnect (peerId: string): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null || this.#state === 'stopping') return
+    const now = Date.now()
+    // Twice in a row within RECONNECT_MIN_MS: one late answer on a loaded board is no reason to drop a connection.
+    const previous = this.#directPathLostAt.get(peerId)
+    this.#directPathLostAt.set(peerId, now)
+    if (previous === undefined || now - previous > RECONNECT_MIN_MS) return
+    if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
+    this.#lastReconnectAt.set(peerId, now)
+    const id = peerIdFromString(peerId)
+    if (libp2p.getConnections(id).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`)
+    void libp2p.hangUp(id).catch(() => {}).then(() => {
+      this.#lastDialAt.delete(peerId)
+      if (libp2p.peerId.toString() < peerId) this.#dial(peerId)
+    })
   }
 
   #redialDead (peerId: string): void {

@@ -118,6 +118,7 @@ export class Membership {
   readonly #probing = new Map<string, { startedAt: number, done: boolean, outcome: ProbeOutcome | null }>()
   readonly #changeListeners = new Set<Listener<MembershipChange>>()
   readonly #pauseListeners = new Set<Listener<{ pausedMs: number }>>()
+  readonly #directPathListeners = new Set<Listener<{ peerId: string }>>()
   readonly #verdictListeners = new Set<Listener<Verdict>>()
   readonly #accusedListeners = new Set<Listener<Verdict & { from: string }>>()
   /** Peers whose direct beats we receive (we are one of their watchers): held to the short silence bound. */
@@ -157,6 +158,15 @@ export class Membership {
   }
 
   /** Called when this process notices it was paused (SIGSTOP, VM freeze): it should refute by a new incarnation. */
+  /**
+   * A probe reached the peer through others but not directly: the direct connection is likely dead though still
+   * listed (a link cut with DROP leaves it half-open), and beats on it go nowhere.
+   */
+  onDirectPathLost (listener: Listener<{ peerId: string }>): () => void {
+    this.#directPathListeners.add(listener)
+    return () => { this.#directPathListeners.delete(listener) }
+  }
+
   onPause (listener: Listener<{ pausedMs: number }>): () => void {
     this.#pauseListeners.add(listener)
     return () => { this.#pauseListeners.delete(listener) }
@@ -387,7 +397,10 @@ export class Membership {
     void settleProbes(direct, indirect).then(({ outcome, directOutcome }) => {
       probe.done = true
       probe.outcome = outcome
-      if (directOutcome === 'timeout' && outcome === 'ack') this.#raiseHealthScore(this.#now(), `others reached ${target} but we could not`)
+      if (directOutcome === 'timeout' && outcome === 'ack') {
+        this.#raiseHealthScore(this.#now(), `others reached ${target} but we could not`)
+        for (const listener of this.#directPathListeners) listener({ peerId: target })
+      }
       this.#probeFinished(target, probe, outcome)
     })
   }
