@@ -301,7 +301,7 @@ export class Peer {
     this.#cleanups.push(async () => { await beats.stop() })
     // A direct path that fails while others reach the peer: drop the connection (it may be half-open after a cut)
     // and dial again, so beats and the lease's majority do not run through a third board.
-    this.#cleanups.push(membership.onDirectPathLost(({ peerId }) => { this.#reconnect(peerId) }))
+    this.#cleanups.push(membership.onDirectPathLost(({ peerId }) => { this.#onDirectPathLost(peerId) }))
     this.#cleanups.push(membership.onPause(() => {
       source.bumpIncarnation()
       this.#publishHeartbeat()
@@ -397,14 +397,21 @@ export class Peer {
       if (checks < 2) continue
       this.#unsubscribedChecks.delete(id)
       this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`)
-      void libp2p.hangUp(peer).catch(() => {}).then(() => {
-        this.#lastDialAt.delete(id)
-        if (libp2p.peerId.toString() < id) this.#dial(id)
-      })
+      this.#hangUpAndRedial(id)
     }
   }
 
-  #reconnect (peerId: string): void {
+  /** Closes every connection to the peer; the smaller id dials again at once, the other side as #ensureConnected does. */
+  #hangUpAndRedial (peerId: string): void {
+    const libp2p = this.#node?.libp2p
+    if (libp2p == null) return
+    void libp2p.hangUp(peerIdFromString(peerId)).catch(() => {}).then(() => {
+      this.#lastDialAt.delete(peerId)
+      if (libp2p.peerId.toString() < peerId) this.#dial(peerId)
+    })
+  }
+
+  #onDirectPathLost (peerId: string): void {
     const libp2p = this.#node?.libp2p
     if (libp2p == null || this.#state === 'stopping') return
     const now = Date.now()
@@ -414,12 +421,8 @@ export class Peer {
     if (previous === undefined || now - previous > RECONNECT_MIN_MS) return
     if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
     this.#lastReconnectAt.set(peerId, now)
-    const id = peerIdFromString(peerId)
-    if (libp2p.getConnections(id).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`)
-    void libp2p.hangUp(id).catch(() => {}).then(() => {
-      this.#lastDialAt.delete(peerId)
-      if (libp2p.peerId.toString() < peerId) this.#dial(peerId)
-    })
+    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`)
+    this.#hangUpAndRedial(peerId)
   }
 
   #redialDead (peerId: string): void {
