@@ -49,6 +49,8 @@ interface Mission extends PersistedMission {
   staleSince: number | null
   /** When this board last refused a claim because it holds newer state than the candidate (it claims at once). */
   newerStateSince: number | null
+  /** The candidates ranked before this board at its last look (see #maybeClaim). */
+  candidatesAhead: string[]
   /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
   refusingSince: number | null
   /** Primary: checkpoints failed in a row, and the last error (its protection names it). */
@@ -127,7 +129,7 @@ export class ClusterMachine {
         // Tombstones are not re-announced at start: a peer holding one answers announces of a live copy instead.
         if (record.removed) mission.lastAnnounceAt = init.now
         // The record's primary failed and released it: the swarm-wide back-off runs again from now.
-        if (record.released && record.restarts > 0 && record.lastFailure !== null && record.lastFailure.board === record.primary) mission.failureSeenAt = init.now
+        if (record.released && record.restarts > 0 && failedInEpoch(record)) mission.failureSeenAt = init.now
         mission.votedFor ??= null
         if (mission.votedFor === this.self.peerId && mission.votedEpoch > record.epoch) {
           this.#emit({ type: 'publish', message: { type: 'abandon', mission: name, epoch: mission.votedEpoch } })
@@ -245,7 +247,7 @@ export class ClusterMachine {
           const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
           this.#event(record.mission, `${reason}: container killed, handing over`)
           this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
-          record.lastFailure = { board: this.self.peerId, reason, at: now }
+          record.lastFailure = { board: this.self.peerId, reason, at: now, epoch: record.epoch }
           mission.localBackoffUntil = now + this.config.restartBackoffMs
           this.#release(now, mission)
         }
@@ -653,6 +655,12 @@ export class ClusterMachine {
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
+    // A better placed board that appears (comes back, is released) gets its whole stagger ahead of this one: the wait
+    // runs again from now. (The stagger ran from the primary's death; a spare with an older checkpoint claimed 68 ms
+    // after the revived holder of the newest one, ranked first, came back, and won alone in a two-board view.)
+    const ahead = candidates.slice(0, rank)
+    if (ahead.some(p => !mission.candidatesAhead.includes(p))) mission.electionSince = now
+    mission.candidatesAhead = ahead
     // A move's target waits for the final checkpoint while the source can serve it; once the source is down it takes
     // over from what it holds, as a failover would. (It waited forever, refused everyone else's claim as older, and a
     // spare finally cold-started the mission with no state at all.)
@@ -716,7 +724,10 @@ export class ClusterMachine {
     rest.sort((a, b) => Number(this.#canRestore(b, record.checkpoint)) - Number(this.#canRestore(a, record.checkpoint)))
     const ranked = [...preferred, ...rest]
     // The board whose start or run just failed (it released this epoch) goes last while others can run it.
-    const failed = record.released && record.lastFailure !== null && record.lastFailure.board === record.primary ? record.primary : null
+    // (Not a board that failed in an earlier epoch and was released now by its restart: a board killed while it restored
+    // came back as the only holder of the newest checkpoint, ranked last for a failure of 5 epochs before, and a spare
+    // took over with 158 ticks older state.)
+    const failed = record.released && failedInEpoch(record) ? record.primary : null
     if (failed !== null && ranked.length > 1 && ranked.includes(failed)) return [...ranked.filter(p => p !== failed), failed]
     return ranked
   }
@@ -786,7 +797,8 @@ export class ClusterMachine {
     // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
     if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
-    if (!this.#quorumReachable(now, record, this.self.peerId)) return false
+    // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
+    // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
     // A board whose own claims keep failing stops refusing after a while: liveness over the last seconds of state.
     if (this.#refusalEpisodeLive(now, mission) && mission.refusingSince !== null && now - mission.refusingSince > this.config.newerStateRefusalMs) return false
     return held === null || compareCheckpoints(mine, { ...mine, epoch: held.epoch, seq: held.seq }) > 0
@@ -1251,7 +1263,7 @@ export class ClusterMachine {
       const before = record.restarts
       // A board without the image is the board's problem, not the mission's: not counted as a restart.
       if (cause !== 'image-missing') record.restarts = first ? 1 : record.restarts + 1
-      record.lastFailure = { board: self, reason, at: now }
+      record.lastFailure = { board: self, reason, at: now, epoch: record.epoch }
       this.#noteRestarts(now, mission, before)
       wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
       this.#release(now, mission)
@@ -1302,7 +1314,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, candidatesAhead: [], refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
@@ -1430,8 +1442,14 @@ function copyRecord (record: MissionRecord): MissionRecord {
   }
 }
 
+/** The record's primary failed in the record's epoch (a failure without an epoch, from an older peer, counts). */
+function failedInEpoch (record: MissionRecord): boolean {
+  const failure = record.lastFailure
+  return failure !== null && failure.board === record.primary && (failure.epoch === undefined || failure.epoch === record.epoch)
+}
+
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {
-  return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason)
+  return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason && a.epoch === b.epoch)
 }
 
 function seconds (ms: number): string {

@@ -162,6 +162,11 @@ export interface MissionFailure {
   reason: string
   /** That board's clock (for display only: back-off waits are timed by each peer's own receive time). */
   at: number
+  /**
+   * The epoch it failed in (absent in records of older peers). Only a failure of the record's own epoch ranks its
+   * board last: a board that failed epochs ago and came back holding the newest state is not passed over for it.
+   */
+  epoch?: number
 }
 
 /** Why a start or restore failed, as the daemon classifies it. */
