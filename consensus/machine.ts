@@ -24,7 +24,8 @@ export interface MachineInit {
 
 /** A two-board primary replacing its partner, proven exited, by `joiner` (see #startPartnerReplacement). */
 interface Replacement { partner: string, joiner: string }
-interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null }
+/** `answered`: some other peer voted on it (granted or not); a claim nobody answered is retried under its epoch. */
+interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null, answered: boolean }
 /** `kind`: how it was started (a failure of a cold start is not reported as a failed restore). */
 interface Container { epoch: number, status: 'starting' | 'running', since: number, kind: 'fresh' | 'restore' }
 interface ImageTask { cid: string | null, since: number | null, failures: number, retryAt: number }
@@ -51,6 +52,10 @@ interface Mission extends PersistedMission {
   newerStateSince: number | null
   /** The candidates ranked before this board at its last look (see #maybeClaim). */
   candidatesAhead: string[]
+  /** The epoch of this board's last claim that timed out with no answer at all: the next claim asks for it again. */
+  unansweredEpoch: number | null
+  /** The candidate whose abandon last released this board's vote (it may ask again for the same epoch). */
+  releasedBy: string | null
   /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
   refusingSince: number | null
   /** Primary: checkpoints failed in a row, and the last error (its protection names it). */
@@ -194,7 +199,10 @@ export class ClusterMachine {
       case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
-        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) this.#releaseVote(now, mission)
+        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
+          mission.releasedBy = from
+          this.#releaseVote(now, mission)
+        }
         break
       }
       case 'move': {
@@ -280,6 +288,14 @@ export class ClusterMachine {
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
       case 'checkpointFailed':
+        // The container is gone without an exit event (it was stopped or died while this daemon was frozen): an exit,
+        // not a failing checkpoint. (Simulated seed 3157: a primary retried checkpoints of a vanished container for
+        // 15 s, a move waited on it, and the mission ran nowhere.)
+        if (ev.noContainer === true && mission.container !== null && mission.container.epoch <= ev.epoch && mission.checkpointInFlight?.seq === ev.seq) {
+          mission.checkpointInFlight = null
+          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'container gone')
+          break
+        }
         if (mission.checkpointInFlight?.seq === ev.seq) {
           if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
           mission.checkpointInFlight = null
@@ -513,7 +529,10 @@ export class ClusterMachine {
     }
     const self = this.self.peerId
 
-    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) this.#abandonClaim(mission)
+    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) {
+      if (!mission.claim.answered && mission.claim.replace === null) mission.unansweredEpoch = mission.claim.epoch
+      this.#abandonClaim(mission)
+    }
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
       this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
@@ -770,11 +789,18 @@ export class ClusterMachine {
 
   #startClaim (now: number, mission: Mission, replace: Replacement | null = null): void {
     const record = mission.record
-    const epoch = Math.max(record.epoch, mission.votedEpoch) + 1
+    // A claim nobody answered (the voters unreachable through a half-open connection) is asked for again under the
+    // same epoch: no vote of that epoch went to anyone else, as this board's own vote is still its. (Each retry took
+    // a new epoch: 26 epochs burnt in 11 s while the voters could not be reached, an epoch storm for operators.)
+    const retry = mission.unansweredEpoch
+    mission.unansweredEpoch = null
+    const epoch = replace === null && retry !== null && retry === mission.votedEpoch && mission.votedFor === this.self.peerId && retry > record.epoch
+      ? retry
+      : Math.max(record.epoch, mission.votedEpoch) + 1
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
+    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace, answered: false }
     this.#persist()
     const running = mission.container !== null && record.primary === this.self.peerId
     const restores = !mission.coldStartNext && this.#canRestore(this.self.peerId, mission.held) ? mission.held : null
@@ -819,7 +845,9 @@ export class ClusterMachine {
     // The candidate claims again on a basis below the epoch it was given a vote for: that claim ended without a win.
     if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null
     const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
-    const valid = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
+    // The same candidate asking again for the epoch this board gave it (its answer lost, or released by its abandon).
+    const askedAgain = msg.epoch === mission.votedEpoch && (mission.votedFor === from || (mission.votedFor === null && mission.releasedBy === from))
+    const valid = !record.removed && (msg.epoch > mission.votedEpoch || askedAgain) && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
     const newerHere = valid && this.#holdsNewerState(now, mission, from, msg.held)
     if (newerHere) {
       // Counted per episode of refusals: a refusal 15 s ago, with the mission running since, made a later election
@@ -857,6 +885,7 @@ export class ClusterMachine {
     const mission = this.#missions.get(msg.mission)
     const claim = mission?.claim
     if (mission === undefined || claim == null || msg.candidate !== this.self.peerId || msg.epoch !== claim.epoch) return
+    if (from !== this.self.peerId) claim.answered = true
     if (msg.granted) {
       claim.votes.add(from)
       this.#checkWon(now, mission)
@@ -1314,7 +1343,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, candidatesAhead: [], refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, candidatesAhead: [], unansweredEpoch: null, releasedBy: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },

@@ -251,7 +251,8 @@ export type LocalEvent =
   | { type: 'restoreFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'startFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'checkpointTaken', mission: string, epoch: number, seq: number, cid: string }
-  | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string }
+  /** `noContainer`: the executor found no container of the mission to dump (it is gone: handled as an exit). */
+  | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string, noContainer?: boolean }
   | { type: 'checkpointFetched', mission: string, cid: string, seq: number }
   | { type: 'fetchFailed', mission: string, cid: string, error: string }
   | { type: 'imageStored', mission: string, epoch: number, cid: string }

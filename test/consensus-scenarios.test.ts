@@ -575,3 +575,21 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
   t.same(sim.violations, [])
 })
 }
+
+t.test('claims that reach no voter (a half-open link: heartbeats pass, consensus messages do not) burn no epochs', async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, 21)
+  const primary = deployAndSettle(t, sim, 'a')
+  const others = ids.filter(id => id !== primary)
+  const before = viewOf(sim, others[0]!).epoch
+  sim.muteConsensus(others[0]!, others[1]!)
+  sim.kill(primary)
+  sim.runFor(6000)
+  t.same(sim.runningOn(mission), [], 'nobody won: the two survivors cannot exchange votes')
+  const claims = sim.claimsBetween(mission, 0)
+  sim.muteConsensus(others[0]!, others[1]!, false)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the mission runs once the votes pass')
+  const after = Math.max(...others.map(id => viewOf(sim, id).epoch))
+  t.ok(after - before <= 2, `epoch ${before} -> ${after} over ${claims} claims (each retry took a new epoch: ~15 epochs)`)
+  t.same(sim.violations, [])
+})
