@@ -543,6 +543,7 @@ export class ClusterMachine {
     if (record.primary === self && !record.released) {
       mission.electionSince = null
       mission.unplaceableSince = null
+      mission.staleSince = null
     } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
       const blocked = this.#blockedReason(now, record)
       mission.unplaceableSince = blocked === null ? null : mission.unplaceableSince ?? now
@@ -560,6 +561,7 @@ export class ClusterMachine {
     } else {
       mission.electionSince = null
       mission.unplaceableSince = null
+      mission.staleSince = null
     }
 
     if ((record.backup === self || record.handoffTo === self) && record.checkpoint !== null &&
@@ -710,11 +712,16 @@ export class ClusterMachine {
     const newest = record.checkpoint
     // Only after a partner that died in its own start or restore (a double fault): when the primary ran, its backup
     // holds what it acknowledged, and two-board mode takes over at once.
-    if (newest === null || record.started || record.view.length !== 2 || this.#loneClaimant(record) !== self) return false
     const partner = record.view.find(p => p !== self)
-    if (partner === undefined || this.#stateOf(now, partner) === 'alive') return false
     const mine = mission.held
-    if (compareCheckpoints(mine, newest) >= 0) { mission.staleSince = null; return false }
+    // Any other case ends the wait: it starts afresh at the next double fault. (It was reset only when the wait ran out
+    // or newer state arrived: a wait ended by the holder's return was still running at the next double fault, a
+    // minute later, and the spare ran on its 40 checkpoints older state 79 ms into it: 543 ticks lost.)
+    if (newest === null || record.started || record.view.length !== 2 || this.#loneClaimant(record) !== self ||
+      partner === undefined || this.#stateOf(now, partner) === 'alive' || compareCheckpoints(mine, newest) >= 0) {
+      mission.staleSince = null
+      return false
+    }
     if (mission.staleSince === null) {
       mission.staleSince = now
       this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +

@@ -572,6 +572,22 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
   const lines = sim.log.slice(from).filter(line => /\[vehicle\] epoch \d+: primary/.test(line))
   const last = lines.at(-1) ?? ''
   t.match(last, new RegExp(`restoring checkpoint #${newest.seq}\\b`), `the newest checkpoint #${newest.seq} was restored: ${last}`)
+  // The same double fault again, a while later: the first one's wait for newer state must not be still running.
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 30_000), 'settled again')
+  sim.runFor(30_000)
+  const primary = sim.runningOn(mission)[0]!
+  const again = sim.log.length
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.log.slice(again).some(line => /\[vehicle\] epoch \d+: primary .*restoring checkpoint/.test(line)), 5000), 'the backup restores')
+  const restorer = sim.log.slice(again).find(line => /\[vehicle\] epoch \d+: primary/.test(line))!.trim().split(/\s+/)[1]!
+  const newestAgain = sim.held(restorer, mission)!
+  sim.kill(restorer)
+  sim.runFor(3000)
+  sim.restart(primary)
+  sim.restart(restorer)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
+  const lastAgain = sim.log.slice(again).filter(line => /\[vehicle\] epoch \d+: primary/.test(line)).at(-1) ?? ''
+  t.match(lastAgain, new RegExp(`restoring checkpoint #${newestAgain.seq}\\b`), `second double fault: the newest checkpoint #${newestAgain.seq} was restored: ${lastAgain}`)
   t.same(sim.violations, [])
 })
 }
