@@ -116,6 +116,12 @@ export interface BundleStoreOptions {
   blockTimeoutMs?: number
   /** Batched transfer from peers (bitswap remains the fallback for what it does not deliver). */
   exchange?: BlockSource
+  /**
+   * Checkpoints (root CIDs) collection must keep however old: what the board holds and may restore. (Fetches whose
+   * success its consensus machine never took, newer ones superseding them, pushed the checkpoint it held out of the
+   * last `keep`: its takeover found a block gone, 543 ticks were lost.)
+   */
+  pinned?: () => Iterable<string>
 }
 
 const MISSION_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/
@@ -219,6 +225,7 @@ export class BundleStore {
   private readonly linkSets = new Map<string, Set<string>>()
   private collecting: Promise<void> = Promise.resolve()
   private readonly exchange: BlockSource | undefined
+  private readonly pinned: () => Iterable<string>
 
   constructor (options: BundleStoreOptions) {
     if (options.keep != null && (!Number.isInteger(options.keep) || options.keep < 1)) throw new CheckpointError('keep must be an integer >= 1')
@@ -227,6 +234,7 @@ export class BundleStore {
     this.fetchConcurrency = options.fetchConcurrency ?? 256
     this.blockTimeoutMs = options.blockTimeoutMs ?? 30_000
     this.exchange = options.exchange
+    this.pinned = options.pinned ?? (() => [])
   }
 
   // ---- writing -------------------------------------------------------------------------------------------
@@ -889,7 +897,8 @@ export class BundleStore {
     const run = options.wait === false ? this.lock.tryExclusive.bind(this.lock) : this.lock.withExclusive.bind(this.lock)
     return await run(async () => {
       const all = await this.checkpoints(mission)
-      const pruned = all.slice(0, Math.max(0, all.length - keep))
+      const pinned = new Set(this.pinned())
+      const pruned = all.slice(0, Math.max(0, all.length - keep)).filter(p => !pinned.has(p.cid.toString()))
       if (pruned.length === 0) return { pruned, deletedBlocks: 0 }
       for (const p of pruned) await this.backend.deleteRecord(`${CHECKPOINT_PREFIX}/${mission}/${padded(p.epoch)}-${padded(p.seq)}`)
       const liveRoots: CID[] = []

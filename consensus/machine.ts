@@ -307,7 +307,7 @@ export class ClusterMachine {
           }
         }
         break
-      case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq); break
+      case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq, ev.checkpoint); break
       case 'fetchFailed':
         if (mission.fetchInFlight?.ref.cid === ev.cid) {
           mission.fetchInFlight = null
@@ -1192,9 +1192,13 @@ export class ClusterMachine {
     this.#announce(now, mission)
   }
 
-  #onFetched (now: number, mission: Mission, cid: string, seq: number): void {
+  #onFetched (now: number, mission: Mission, cid: string, seq: number, fetched?: CheckpointRef): void {
     const record = mission.record
-    const ref = mission.fetchInFlight?.ref.cid === cid ? mission.fetchInFlight.ref : (record.checkpoint?.cid === cid ? record.checkpoint : null)
+    // A fetch that newer ones superseded still brought a complete checkpoint: it is held (the store retains it, and
+    // dropping it here left the machine holding one the store had collected as older than the last `keep`).
+    const ref = mission.fetchInFlight?.ref.cid === cid ? mission.fetchInFlight.ref
+      : record.checkpoint?.cid === cid ? record.checkpoint
+        : fetched?.cid === cid && fetched.seq === seq && fetched.epoch <= record.epoch ? fetched : null
     if (ref === null || ref.seq !== seq) return
     if (mission.fetchInFlight?.ref.cid === cid) mission.fetchInFlight = null
     mission.fetchFailures = 0

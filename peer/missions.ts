@@ -188,6 +188,8 @@ export class MissionService {
   /** Staging runs beside fetching (a fetch, and so the ack, never waits for it); only the newest is staged. */
   readonly #stageLanes = new Map<string, Lane>()
   readonly #wantedStage = new Map<string, string>()
+  /** Checkpoints being restored now (see the store's `pinned`). */
+  readonly #restoring = new Set<string>()
   /** Image uploads and downloads, one lane per image, beside the missions' container lanes. */
   readonly #imageLanes = new Map<string, Lane>()
   /** Newest checkpoint the machine asked to fetch per mission: queued fetches of older ones are skipped. */
@@ -247,7 +249,15 @@ export class MissionService {
 
     // A block no peer delivers within 5 s on a LAN will not come: the fetch fails and the next checkpoint is tried,
     // instead of the backup falling 30 s behind.
-    const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, { keep: this.#options.keepCheckpoints, blockTimeoutMs: 5000 })
+    const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, {
+      keep: this.#options.keepCheckpoints,
+      blockTimeoutMs: 5000,
+      // What this board holds (and may restore) and what it restores now are never collected.
+      pinned: () => [
+        ...(this.#machine?.view(Date.now()).flatMap(v => v.held != null ? [v.held.cid] : []) ?? []),
+        ...this.#restoring
+      ]
+    })
     this.#cleanups.push(stopStore)
     if (this.#runtime != null) {
       const checkpointer = new Checkpointer({ runtime: this.#runtime, store })
@@ -627,6 +637,7 @@ export class MissionService {
       case 'restore': {
         const checkpointer = this.#checkpointer
         if (checkpointer == null) { this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
+        this.#restoring.add(action.checkpoint.cid)
         try {
           const source = this.#bundles.get(action.checkpoint.cid) ?? CID.parse(action.checkpoint.cid)
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
@@ -640,6 +651,8 @@ export class MissionService {
           this.#storageFailed(err, action.mission)
           this.#recordEvent(action.mission, `restore of checkpoint #${action.checkpoint.seq} refused: ${(err as Error).message.split('\n')[0] ?? ''}`)
           this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
+        } finally {
+          this.#restoring.delete(action.checkpoint.cid)
         }
         return
       }
@@ -775,7 +788,7 @@ export class MissionService {
   async #fetch (mission: string, ref: CheckpointRef): Promise<void> {
     const checkpointer = this.#checkpointer
     if (checkpointer == null) { this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: 'no Docker on this board' }); return }
-    if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq }); return }
+    if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq, checkpoint: ref }); return }
     if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
       const primary = this.machine.view(Date.now()).find(v => v.name === mission)?.primary
@@ -788,7 +801,7 @@ export class MissionService {
       }
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
-      this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq })
+      this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq, checkpoint: ref })
       // A takeover then only moves the files into place. A failure only costs that head start.
       this.#wantedStage.set(mission, ref.cid)
       this.#inLane(this.#stageLanes, mission, async () => {

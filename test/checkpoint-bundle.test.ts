@@ -206,6 +206,28 @@ t.test('only the last K checkpoints are kept; blocks only they used are deleted'
   t.ok((await readFile(join(root, 'again-out-2', 'pages-1.img'))).equals(firstPages))
 })
 
+t.test('a pinned checkpoint (the one the board holds or restores) is kept however many newer ones arrive', async t => {
+  const root = await tempDir(t, 'pinned')
+  const node = await swarmNode(t, join(root, 'node'))
+  const pinned = new Set<string>()
+  const store = new BundleStore({ backend: new HeliaBundleBackend({ helia: node }), keep: 1, pinned: () => pinned })
+  const first = await storeBundle(store, input(await makeDump(join(root, 'd1'), randomBytes(64 * 1024)), 1, null))
+  await store.retain(first.cid, first.manifest)
+  pinned.add(first.cid.toString())
+  let parent = first.cid
+  for (let seq = 2; seq <= 3; seq++) {
+    const next = await storeBundle(store, input(await makeDump(join(root, `d${seq}`), randomBytes(64 * 1024)), seq, parent))
+    await store.retain(next.cid, next.manifest)
+    parent = next.cid
+  }
+  t.same((await store.checkpoints('counter')).map(k => k.seq), [1, 3], 'the pinned one stays, the unpinned older one goes')
+  await store.materializeTree(first.manifest.trees.criu, join(root, 'out'))
+  pinned.clear()
+  const last = await storeBundle(store, input(await makeDump(join(root, 'd4'), randomBytes(64 * 1024)), 4, parent))
+  await store.retain(last.cid, last.manifest)
+  t.same((await store.checkpoints('counter')).map(k => k.seq), [4], 'unpinned, it is collected like the others')
+})
+
 t.test('a full disk during a checkpoint leaves the last good checkpoint intact', async t => {
   const root = await tempDir(t, 'enospc')
   const node = await swarmNode(t, join(root, 'node'))
