@@ -119,7 +119,7 @@ export interface BundleStoreOptions {
   /**
    * Checkpoints (root CIDs) collection must keep however old: what the board holds and may restore. (Fetches whose
    * success its consensus machine never took, newer ones superseding them, pushed the checkpoint it held out of the
-   * last `keep`: its takeover found a block gone, 543 ticks were lost.)
+   * last `keep`: its takeover found a block gone, 494 ticks were lost.)
    */
   pinned?: () => Iterable<string>
 }

@@ -307,7 +307,7 @@ export class ClusterMachine {
           }
         }
         break
-      case 'checkpointFetched': this.#onFetched(now, mission, ev.cid, ev.seq, ev.checkpoint); break
+      case 'checkpointFetched': this.#onFetched(mission, ev.checkpoint); break
       case 'fetchFailed':
         if (mission.fetchInFlight?.ref.cid === ev.cid) {
           mission.fetchInFlight = null
@@ -1192,15 +1192,12 @@ export class ClusterMachine {
     this.#announce(now, mission)
   }
 
-  #onFetched (now: number, mission: Mission, cid: string, seq: number, fetched?: CheckpointRef): void {
-    const record = mission.record
+  #onFetched (mission: Mission, ref: CheckpointRef): void {
     // A fetch that newer ones superseded still brought a complete checkpoint: it is held (the store retains it, and
-    // dropping it here left the machine holding one the store had collected as older than the last `keep`).
-    const ref = mission.fetchInFlight?.ref.cid === cid ? mission.fetchInFlight.ref
-      : record.checkpoint?.cid === cid ? record.checkpoint
-        : fetched?.cid === cid && fetched.seq === seq && fetched.epoch <= record.epoch ? fetched : null
-    if (ref === null || ref.seq !== seq) return
-    if (mission.fetchInFlight?.ref.cid === cid) mission.fetchInFlight = null
+    // dropping it here left the machine holding one the store had collected as older than the last `keep`). Only one
+    // from a later epoch than the record (an earlier deployment's) is not.
+    if (ref.epoch > mission.record.epoch) return
+    if (mission.fetchInFlight?.ref.cid === ref.cid) mission.fetchInFlight = null
     mission.fetchFailures = 0
     mission.fetchRetryAt = -Infinity
     if (compareCheckpoints(ref, mission.held) <= 0) return

@@ -663,7 +663,7 @@ export class Simulation {
             if (!peer.failFetches && (source !== undefined || peer.heldCids.has(cid))) {
               peer.heldCids.add(cid)
               this.#holders(cid).add(id)
-              m.local(this.now, { type: 'checkpointFetched', mission: action.mission, cid, seq: action.checkpoint.seq })
+              m.local(this.now, { type: 'checkpointFetched', mission: action.mission, checkpoint: action.checkpoint })
             } else {
               m.local(this.now, { type: 'fetchFailed', mission: action.mission, cid, error: 'no reachable holder' })
             }

@@ -253,8 +253,8 @@ export type LocalEvent =
   | { type: 'checkpointTaken', mission: string, epoch: number, seq: number, cid: string }
   /** `noContainer`: the executor found no container of the mission to dump (it is gone: handled as an exit). */
   | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string, noContainer?: boolean }
-  /** `checkpoint`: the whole reference (a fetch the record has moved past still counts as held: it is complete). */
-  | { type: 'checkpointFetched', mission: string, cid: string, seq: number, checkpoint?: CheckpointRef }
+  /** The checkpoint of a `fetchCheckpoint`, now held complete (also when the record has moved past it). */
+  | { type: 'checkpointFetched', mission: string, checkpoint: CheckpointRef }
   | { type: 'fetchFailed', mission: string, cid: string, error: string }
   | { type: 'imageStored', mission: string, epoch: number, cid: string }
   | { type: 'imageStoreFailed', mission: string, epoch: number, error: string }

@@ -788,7 +788,7 @@ export class MissionService {
   async #fetch (mission: string, ref: CheckpointRef): Promise<void> {
     const checkpointer = this.#checkpointer
     if (checkpointer == null) { this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: 'no Docker on this board' }); return }
-    if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq, checkpoint: ref }); return }
+    if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, checkpoint: ref }); return }
     if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
       const primary = this.machine.view(Date.now()).find(v => v.name === mission)?.primary
@@ -801,7 +801,7 @@ export class MissionService {
       }
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
-      this.#local({ type: 'checkpointFetched', mission, cid: ref.cid, seq: ref.seq, checkpoint: ref })
+      this.#local({ type: 'checkpointFetched', mission, checkpoint: ref })
       // A takeover then only moves the files into place. A failure only costs that head start.
       this.#wantedStage.set(mission, ref.cid)
       this.#inLane(this.#stageLanes, mission, async () => {
