@@ -1,0 +1,169 @@
+// Resource limits at the edges of a peer, attacked for real (issue 11): connections from a node without the swarm
+// key, idle control-API connections from a local user without the token, stalled block readers and forged missions
+// from an insider, oversized manifests, a full disk. Each attack runs against real peer processes, and the peer must
+// stay alive, keep serving the honest ones and keep its memory bounded. Heavy: run under the shared lock.
+import t from 'tap'
+import { connect, type Socket } from 'node:net'
+import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
+import { waitFor } from '../peer/spawn.ts'
+import type { PeerHandle } from '../peer/spawn.ts'
+import { peerFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
+
+const figures: Record<string, unknown> = {}
+t.teardown(() => { t.comment(`figures: ${JSON.stringify(figures)}`) })
+
+interface EdgeLimits {
+  pnetCipher: { memoryBytes: number, liveCiphers: number, highestSlotEnd: number, freed: number }
+  api: { open: number, max: number, evictedIdle: number, refusedBusy: number, closedIdle: number }
+}
+
+async function limitsOf (peer: PeerHandle): Promise<EdgeLimits> {
+  return (await peer.status()).limits as EdgeLimits
+}
+
+function alive (peer: PeerHandle): boolean {
+  try { process.kill(peer.pid, 0); return true } catch { return false }
+}
+
+async function rssMbOf (pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8')
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024)
+}
+
+async function rawNodeFor (t: Teardown, swarmKeyFile?: string): Promise<SwarmNode> {
+  const node = await createSwarmNode({
+    privateKey: await generateKeyPair('Ed25519'),
+    dataDir: await tempDirFor(t, 'tandem-raw-'),
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    bootstrap: [],
+    swarmKey: swarmKeyFile != null ? new Uint8Array(await readFile(swarmKeyFile)) : undefined,
+    mdns: false
+  })
+  t.teardown(async () => { await node.stop() })
+  return node
+}
+
+function tcpPortOf (addrs: string[]): number {
+  const addr = addrs.find(a => a.startsWith('/ip4/127.0.0.1/tcp/')) as string
+  return Number(addr.split('/')[4])
+}
+
+type KeylessOutcome = 'cipher' | 'refused'
+
+/**
+ * One connection of an attacker without the key, from `source` (any 127/8 address): waits for the peer's 24-byte
+ * nonce, sends 24 random bytes (a nonce: the peer then builds both ciphers), closes. 'refused' when the peer hung up
+ * before its nonce (its per-address rate limit or its cap of pending connections).
+ */
+async function keylessConnection (port: number, source: string): Promise<KeylessOutcome> {
+  return await new Promise(resolve => {
+    let nonce = 0
+    let outcome: KeylessOutcome = 'refused'
+    const socket: Socket = connect({ port, host: '127.0.0.1', localAddress: source })
+    const timer = setTimeout(() => socket.destroy(), 3000)
+    socket.on('data', chunk => {
+      nonce += chunk.length
+      if (nonce >= 24 && outcome === 'refused') {
+        outcome = 'cipher'
+        socket.write(randomBytes(24), () => { setTimeout(() => socket.destroy(), 30) })
+      }
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => { clearTimeout(timer); resolve(outcome) })
+  })
+}
+
+t.test('5,000+ short connections without the swarm key, each sending 24 random bytes: the peer lives, its cipher memory stays bounded, keyed peers still join', async t => {
+  const key = await swarmKeyFor(t)
+  const target = await peerFor(t, { swarmKey: key })
+  const port = tcpPortOf(target.addrs)
+  const before = { limits: await limitsOf(target), rssMb: await rssMbOf(target.pid) }
+  // Ten source addresses, as an attacker on a LAN may have: each stays near the peer's per-address rate limit.
+  const sources = Array.from({ length: 10 }, (_, i) => `127.0.0.${i + 2}`)
+  const wanted = 6000
+  const counts: Record<KeylessOutcome, number> = { cipher: 0, refused: 0 }
+  const rssMbSeen: number[] = []
+  const started = performance.now()
+  let attempts = 0
+  while (counts.cipher < wanted && alive(target) && performance.now() - started < 240_000) {
+    const round = await Promise.all(sources.flatMap(source => Array.from({ length: 4 }, async () => await keylessConnection(port, source))))
+    for (const outcome of round) counts[outcome]++
+    attempts += round.length
+    if (attempts % 1000 === 0) rssMbSeen.push(await rssMbOf(target.pid).catch(() => -1))
+  }
+  const seconds = (performance.now() - started) / 1000
+  t.ok(alive(target), `the peer is alive after ${counts.cipher} connections reached its cipher (${counts.refused} refused early) in ${seconds.toFixed(0)} s`)
+  t.ok(counts.cipher >= wanted, `at least ${wanted} connections got as far as both ciphers (without freeing, the peer took no keyed connection after ~5,000: each new cipher threw)`)
+  // A keyed peer still joins, and a raw node with the key still connects.
+  const raw = await rawNodeFor(t, key)
+  const connection = await raw.libp2p.dial(multiaddr(target.addrs[0] as string), { signal: AbortSignal.timeout(5000) }).catch((err: Error) => err)
+  t.equal((connection as { remotePeer?: unknown }).remotePeer?.toString(), target.peerId, `a raw node with the key still connects (${connection instanceof Error ? connection.message : 'connected'})`)
+  const honest = await peerFor(t, { swarmKey: key, bootstrap: target.addrs })
+  await waitFor('the keyed peer to be alive in the target', async () => (await target.status()).peers.some(p => p.peerId === honest.peerId && p.state === 'alive'), 30_000)
+  t.pass('a keyed peer joined it')
+  // Connections still closing are counted: settle first.
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  const after = { limits: await limitsOf(target), rssMb: await rssMbOf(target.pid) }
+  figures.keylessConnections = {
+    reachedCipher: counts.cipher, refusedEarly: counts.refused, seconds: Math.round(seconds),
+    cipherMemoryBytes: [before.limits.pnetCipher.memoryBytes, after.limits.pnetCipher.memoryBytes],
+    ciphers: after.limits.pnetCipher,
+    rssMb: { before: before.rssMb, everyThousand: rssMbSeen, after: after.rssMb }
+  }
+  t.equal(after.limits.pnetCipher.memoryBytes, before.limits.pnetCipher.memoryBytes, `the cipher memory did not grow (${after.limits.pnetCipher.memoryBytes} bytes)`)
+  const ciphers = after.limits.pnetCipher
+  t.ok(ciphers.freed >= 2 * wanted, `${ciphers.freed} ciphers freed on close; ${ciphers.liveCiphers} live (open connections)`)
+  // Without freeing, slots reach 128 bytes per connection: 6,000 connections would need 768 KB, past the 640 KiB memory.
+  t.ok(ciphers.highestSlotEnd < 64 * 1024, `cipher slots reached ${ciphers.highestSlotEnd} bytes at most: as many as connections open at once`)
+  t.ok(alive(target), 'the peer is still alive')
+})
+
+/** Opens `count` idle TCP connections to the API (nothing sent), `batch` at a time; returns them (some may be closed). */
+async function idleConnections (port: number, count: number, batch: number): Promise<Socket[]> {
+  const sockets: Socket[] = []
+  for (let i = 0; i < count; i += batch) {
+    await Promise.all(Array.from({ length: Math.min(batch, count - i) }, async () => await new Promise<void>(resolve => {
+      const socket = connect({ port, host: '127.0.0.1' })
+      socket.on('error', () => {})
+      socket.once('connect', () => { resolve() })
+      socket.once('close', () => { resolve() })
+      sockets.push(socket)
+    })))
+  }
+  return sockets
+}
+
+t.test('thousands of idle control-API connections without the token: the peer stays alive and answers its token holder', async t => {
+  const key = await swarmKeyFor(t)
+  const target = await peerFor(t, { swarmKey: key })
+  const watcher = await peerFor(t, { swarmKey: key, bootstrap: target.addrs })
+  await waitFor('the two peers to see each other', async () => (await watcher.status()).peers.some(p => p.peerId === target.peerId && p.state === 'alive'), 30_000)
+  const port = Number(target.apiAddress.split(':').at(-1))
+  const fdsBefore = (await import('node:fs')).readdirSync(`/proc/${target.pid}/fd`).length
+  const opened = 8000
+  const started = performance.now()
+  const sockets = await idleConnections(port, opened, 200)
+  t.teardown(() => { for (const s of sockets) s.destroy() })
+  const fdsDuring = (await import('node:fs')).readdirSync(`/proc/${target.pid}/fd`).length
+  const answered = performance.now()
+  const status = await target.status({ signal: AbortSignal.timeout(5000) })
+  const answerMs = performance.now() - answered
+  const limits = status.limits as EdgeLimits
+  t.ok(alive(target), 'the peer is alive')
+  t.equal(status.self.peerId, target.peerId, `the token holder got its status in ${answerMs.toFixed(0)} ms while ${opened} idle connections were opened`)
+  t.ok(limits.api.open <= limits.api.max, `the API holds ${limits.api.open} connections (cap ${limits.api.max}), evicted ${limits.api.evictedIdle} idle ones`)
+  t.ok(fdsDuring - fdsBefore < limits.api.max + 50, `the peer's file descriptors: ${fdsBefore} -> ${fdsDuring}`)
+  // Idle connections that stay (up to the cap) are closed after their idle time.
+  await waitFor('idle connections to be closed', async () => (await limitsOf(target)).api.open <= 2, 20_000)
+  const stillOpen = sockets.filter(s => !s.destroyed && s.readyState === 'open').length
+  t.ok((await watcher.status()).peers.some(p => p.peerId === target.peerId && p.state === 'alive'), 'the other peer still holds it alive')
+  // Unauthenticated requests get 401 and the connection closes.
+  const response = await fetch(`http://127.0.0.1:${port}/v1/status`)
+  t.equal(response.status, 401, 'a request without the token is refused')
+  t.equal(response.headers.get('connection'), 'close', 'and its connection is closed')
+  figures.idleApiConnections = { opened, seconds: Math.round((answered - started) / 1000), statusAnswerMs: Math.round(answerMs), fds: [fdsBefore, fdsDuring], ...limits.api, clientSocketsStillOpen: stillOpen }
+})
