@@ -167,3 +167,68 @@ t.test('thousands of idle control-API connections without the token: the peer st
   t.equal(response.headers.get('connection'), 'close', 'and its connection is closed')
   figures.idleApiConnections = { opened, seconds: Math.round((answered - started) / 1000), statusAnswerMs: Math.round(answerMs), fds: [fdsBefore, fdsDuring], ...limits.api, clientSocketsStillOpen: stillOpen }
 })
+
+t.test('a 0.45 MB manifest with 40k keys is refused before parsing, fast, and the peer keeps answering', async t => {
+  const target = await peerFor(t, {})
+  let manifest = 'name: big\nimage: busybox\nenv:\n'
+  for (let i = 0; manifest.length < 450_000; i++) manifest += `  K${i.toString(36)}: 1\n`
+  const keys = manifest.split('\n').length - 4
+  const started = performance.now()
+  const refused = await target.client.request('POST', '/v1/missions', { manifest }).catch((err: Error & { status?: number }) => err)
+  const refusedMs = performance.now() - started
+  t.equal((refused as { status?: number }).status, 413, `refused with 413: ${(refused as Error).message}`)
+  t.ok(refusedMs < 2000, `in ${refusedMs.toFixed(0)} ms (the unbounded parser blocked a primary's event loop for 71 s)`)
+  const status = await target.status({ signal: AbortSignal.timeout(2000) })
+  t.equal(status.self.peerId, target.peerId, 'the peer answers right after')
+  figures.bigManifest = { bytes: manifest.length, keys, refusedMs: Math.round(refusedMs) }
+})
+
+type MissionCounters = { bytesIn: number, bytesOut: number, accepted: number, dropped: Record<string, number> }
+
+t.test('an insider announcing forged missions with 60 KB specs: each peer holds at most its budget, and gossip stays bounded after it left', async t => {
+  const { MAX_SPEC_BYTES_HELD } = await import('../peer/mission-budget.ts')
+  const key = await swarmKeyFor(t)
+  const target = await peerFor(t, { swarmKey: key })
+  const other = await peerFor(t, { swarmKey: key, bootstrap: target.addrs })
+  await waitFor('the two peers to see each other', async () => (await target.status()).peers.some(p => p.peerId === other.peerId && p.state === 'alive'), 30_000)
+  const raw = await rawNodeFor(t, key)
+  const pubsub = raw.libp2p.services.pubsub
+  pubsub.subscribe('tandem/missions/1')
+  await raw.libp2p.dial(multiaddr(target.addrs[0] as string), { signal: AbortSignal.timeout(5000) })
+  await waitFor('the target to subscribe us', () => pubsub.getSubscribers('tandem/missions/1').some(id => id.toString() === target.peerId), 20_000)
+  const rawId = raw.libp2p.peerId.toString()
+  const env: Record<string, string> = {}
+  for (let i = 0; i < 60; i++) env[`E${i}`] = 'x'.repeat(1000)
+  const forged = 40
+  for (let i = 0; i < forged; i++) {
+    const mission = `forged-${i}`
+    // Unplaceable (no board has 1 TB): it is announced forever and never runs.
+    const record = {
+      mission, deployId: `${rawId}-${i}`, spec: { name: mission, image: 'busybox', env, checkpointIntervalMs: 1000, placement: { minMemoryMb: 1_000_000 } },
+      epoch: 0, primary: null, backup: null, view: [rawId], released: false, handoffTo: null, checkpoint: null, replicatedSeq: null,
+      removed: false, started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null
+    }
+    await pubsub.publish('tandem/missions/1', new TextEncoder().encode(JSON.stringify({ type: 'announce', record, claim: { votedEpoch: 0, open: false } })))
+    await new Promise(resolve => setTimeout(resolve, 50))
+  }
+  await new Promise(resolve => setTimeout(resolve, 2000))
+  await raw.stop()
+  const held = async (peer: PeerHandle): Promise<number> => ((await peer.status()).missions as Array<{ name: string }>).filter(m => m.name.startsWith('forged-')).length
+  // Gossip of the peers' own announces, measured after the attacker left.
+  await new Promise(resolve => setTimeout(resolve, 3000))
+  const countersOf = async (peer: PeerHandle): Promise<MissionCounters> => (await peer.status()).counters.gossip['tandem/missions/1'] as unknown as MissionCounters
+  const first = await countersOf(target)
+  const windowMs = 10_000
+  await new Promise(resolve => setTimeout(resolve, windowMs))
+  const last = await countersOf(target)
+  const outKBps = (last.bytesOut - first.bytesOut) / windowMs
+  const budget = (await target.status()).missionBudget as { refused: Record<string, number> }
+  const [heldByTarget, heldByOther] = [await held(target), await held(other)]
+  const perSpec = Buffer.byteLength(JSON.stringify({ name: 'forged-00', image: 'busybox', env, checkpointIntervalMs: 1000, placement: { minMemoryMb: 1_000_000 } }))
+  figures.forgedMissions = { forged, specBytes: perSpec, heldByTarget, heldByOther, refused: budget.refused, missionGossipOutKBps: +outKBps.toFixed(1) }
+  t.ok(heldByTarget * perSpec <= MAX_SPEC_BYTES_HELD, `the target holds ${heldByTarget} of ${forged} forged missions (${heldByTarget * perSpec} spec bytes, budget ${MAX_SPEC_BYTES_HELD})`)
+  t.ok(heldByOther * perSpec <= MAX_SPEC_BYTES_HELD, `the other peer holds ${heldByOther}`)
+  // What a peer re-announces each interval is what it holds: at most the budget per second, not the attacker's 40 missions.
+  t.ok(outKBps * 1000 <= 1.5 * MAX_SPEC_BYTES_HELD, `the target's mission gossip out after the attacker left: ${outKBps.toFixed(1)} KB/s`)
+  t.ok(alive(target) && alive(other), 'both peers alive')
+})
