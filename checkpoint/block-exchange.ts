@@ -6,7 +6,7 @@
 // RangeError, uncaught, on a connection that has buffered tens of MB.
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import type { BundleBackend } from './backend.ts'
@@ -17,6 +17,13 @@ const MAX_BLOCK_BYTES = 4 * 1024 * 1024
 const MAX_REQUEST_BYTES = BATCH_SIZE * 64 + 1024
 const GROUP_BYTES = 256 * 1024
 const READ_AHEAD = 64
+/**
+ * One peer's share of serving: concurrent requests, and reply bytes in stream buffers. An insider asking on 32 streams
+ * and reading none could otherwise hold the whole budget (and before it, grew the connection past the cipher's
+ * memory): it now waits on its own share while other peers are served from the rest.
+ */
+export const MAX_REQUESTS_PER_PEER = 8
+export const MAX_SERVED_BYTES_PER_PEER = 4 * 1024 * 1024
 
 export interface BlockSource {
   /** Asks peers for blocks; returns those delivered (unverified: the caller checks them against their CIDs). */
@@ -36,7 +43,14 @@ export interface BlockExchangeOptions {
    * a connection buffers is encrypted in one piece by the private swarm's cipher, which has 64 MiB.
    */
   maxServedBytes?: number
+  /** Concurrent requests served to one peer; more are reset at once. Default MAX_REQUESTS_PER_PEER. */
+  maxRequestsPerPeer?: number
+  /** Reply bytes in stream buffers for one peer. Default MAX_SERVED_BYTES_PER_PEER. */
+  maxServedBytesPerPeer?: number
 }
+
+/** Serving figures, for status and tests. */
+export interface ServingFigures { served: number, refusedOverPeerLimit: number, failed: number, peersServed: number }
 
 /**
  * Bytes that replies may hold in stream buffers at once, across streams. A stream's bytes count from its write
@@ -81,6 +95,11 @@ export class BlockExchange implements BlockSource {
   private readonly requestTimeoutMs: number
   private readonly stallTimeoutMs: number
   private readonly budget: ByteBudget
+  private readonly maxRequestsPerPeer: number
+  private readonly maxServedBytesPerPeer: number
+  /** Requests in flight and the byte budget of each peer being served (dropped when its last request ends). */
+  private readonly perPeer = new Map<string, { requests: number, budget: ByteBudget }>()
+  readonly figures: Omit<ServingFigures, 'peersServed'> = { served: 0, refusedOverPeerLimit: 0, failed: 0 }
 
   constructor (options: BlockExchangeOptions) {
     this.libp2p = options.libp2p
@@ -88,18 +107,43 @@ export class BlockExchange implements BlockSource {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000
     this.stallTimeoutMs = options.stallTimeoutMs ?? 5_000
     this.budget = new ByteBudget(options.maxServedBytes ?? 16 * 1024 * 1024)
+    this.maxRequestsPerPeer = options.maxRequestsPerPeer ?? MAX_REQUESTS_PER_PEER
+    this.maxServedBytesPerPeer = options.maxServedBytesPerPeer ?? MAX_SERVED_BYTES_PER_PEER
   }
 
+  servingFigures (): ServingFigures { return { ...this.figures, peersServed: this.perPeer.size } }
+
   async start (): Promise<void> {
-    await this.libp2p.handle(BLOCKS_PROTOCOL, async (stream) => { await this.serve(stream) }, { maxInboundStreams: 32 })
+    await this.libp2p.handle(BLOCKS_PROTOCOL, async (stream, connection) => { await this.serveFor(stream, connection) }, { maxInboundStreams: 32 })
   }
 
   async stop (): Promise<void> {
     await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
   }
 
+  /** Serves one request within its peer's share; a request over the peer's limit is reset at once. */
+  private async serveFor (stream: Stream, connection: Connection): Promise<void> {
+    const peer = connection.remotePeer.toString()
+    let share = this.perPeer.get(peer)
+    if (share == null) {
+      share = { requests: 0, budget: new ByteBudget(this.maxServedBytesPerPeer) }
+      this.perPeer.set(peer, share)
+    }
+    if (share.requests >= this.maxRequestsPerPeer) {
+      this.figures.refusedOverPeerLimit++
+      try { stream.abort(new Error(`more than ${this.maxRequestsPerPeer} block requests at once`)) } catch {}
+      return
+    }
+    share.requests++
+    try {
+      await this.serve(stream, share.budget)
+    } finally {
+      if (--share.requests === 0) this.perPeer.delete(peer)
+    }
+  }
+
   /** Serves one request. Never throws: whatever goes wrong (a bad request, a stalled or vanished reader) aborts the stream. */
-  private async serve (stream: Stream): Promise<void> {
+  private async serve (stream: Stream, peerBudget: ByteBudget): Promise<void> {
     const signal = AbortSignal.timeout(this.requestTimeoutMs)
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
@@ -119,11 +163,17 @@ export class BlockExchange implements BlockSource {
         const frame = dagCbor.encode(group)
         group = []
         groupBytes = 0
-        await this.budget.acquire(frame.byteLength, signal)
+        // The peer's share first: a peer that does not read waits on its own bytes, not on everyone's.
+        await peerBudget.acquire(frame.byteLength, signal)
         try {
-          await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
+          await this.budget.acquire(frame.byteLength, signal)
+          try {
+            await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
+          } finally {
+            this.budget.release(frame.byteLength)
+          }
         } finally {
-          this.budget.release(frame.byteLength)
+          peerBudget.release(frame.byteLength)
         }
       }
       // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
@@ -142,7 +192,9 @@ export class BlockExchange implements BlockSource {
       }
       if (group.length > 0) await sendGroup()
       await stream.close({ signal })
+      this.figures.served++
     } catch {
+      this.figures.failed++
       try { stream.abort(new Error('block request failed')) } catch {}
     }
   }

@@ -232,3 +232,79 @@ t.test('an insider announcing forged missions with 60 KB specs: each peer holds 
   t.ok(outKBps * 1000 <= 1.5 * MAX_SPEC_BYTES_HELD, `the target's mission gossip out after the attacker left: ${outKBps.toFixed(1)} KB/s`)
   t.ok(alive(target) && alive(other), 'both peers alive')
 })
+
+t.test('an insider asking for blocks on 32 streams and reading none: the serving peer stays up and serves another peer meanwhile', async t => {
+  const { openSwarmBundleStore } = await import('../checkpoint/swarm-store.ts')
+  const { BLOCKS_PROTOCOL, BlockExchange, MAX_REQUESTS_PER_PEER } = await import('../checkpoint/block-exchange.ts')
+  const { HeliaBundleBackend } = await import('../checkpoint/backend.ts')
+  const { lpStream } = await import('@libp2p/utils')
+  const dagCbor = await import('@ipld/dag-cbor')
+  const { CID } = await import('multiformats/cid')
+  const { sha256 } = await import('multiformats/hashes/sha2')
+  const raw = await import('multiformats/codecs/raw')
+  const { pnetCipherMemory } = await import('../peer/pnet-cipher-fix.ts')
+  const key = await swarmKeyFor(t)
+  // The serving node is built as a peer builds it (createSwarmNode + openSwarmBundleStore), in this process so that
+  // blocks can be put into its store; the attacker and the honest reader are separate nodes with the swarm key.
+  const server = await rawNodeFor(t, key)
+  const serving = await openSwarmBundleStore(server as never)
+  t.teardown(async () => { await serving.stop() })
+  const blocks = await Promise.all(Array.from({ length: 48 }, async () => {
+    const bytes = randomBytes(1024 * 1024)
+    return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
+  }))
+  await serving.store.backend.putMany(blocks)
+  const attacker = await rawNodeFor(t, key)
+  const honest = await rawNodeFor(t, key)
+  const serverAddr = multiaddr(server.libp2p.getMultiaddrs()[0]!.toString())
+  await attacker.libp2p.dial(serverAddr)
+  await honest.libp2p.dial(serverAddr)
+  const crashes: unknown[] = []
+  const onCrash = (err: unknown): void => { crashes.push(err) }
+  process.on('uncaughtException', onCrash)
+  process.on('unhandledRejection', onCrash)
+  t.teardown(() => { process.off('uncaughtException', onCrash); process.off('unhandledRejection', onCrash) })
+  const cipherBefore = pnetCipherMemory().memoryBytes
+
+  // 32 streams each asking for 1,024 MiB-blocks (a GiB each), paused before reading anything.
+  const request = dagCbor.encode({ cids: Array.from({ length: 1024 }, (_, i) => blocks[i % blocks.length]!.cid) })
+  const started = performance.now()
+  const streams = await Promise.all(Array.from({ length: 32 }, async () => {
+    const stream = await attacker.libp2p.dialProtocol(server.libp2p.peerId, BLOCKS_PROTOCOL)
+    // A request over the per-peer limit is reset by the server at once, maybe before this pause or write.
+    try {
+      stream.pause()
+      await lpStream(stream).write(request)
+    } catch {}
+    return stream
+  }))
+  const endedAt = streams.map(s => new Promise<number>(resolve => {
+    if (s.status !== 'open') resolve(performance.now() - started)
+    else s.addEventListener('close', () => { resolve(performance.now() - started) }, { once: true })
+  }))
+  await new Promise(resolve => setTimeout(resolve, 500))
+  // Meanwhile another peer fetches 16 MiB of the same blocks.
+  const reader = new BlockExchange({ libp2p: honest.libp2p, backend: new HeliaBundleBackend({ helia: honest as never }) })
+  const wanted = blocks.slice(0, 16).map(b => b.cid)
+  const fetchStarted = performance.now()
+  const got = await reader.fetchBlocks(wanted, { providers: [server.libp2p.peerId.toString()] })
+  const fetchedAt = performance.now() - started
+  const fetchMs = performance.now() - fetchStarted
+  const stillStalled = streams.filter(s => s.status === 'open').length
+  const ended = await Promise.all(endedAt)
+  const serving_ = serving.exchange.servingFigures()
+  figures.stalledBlockReaders = {
+    streams: 32, honestFetchMs: Math.round(fetchMs), honestBytes: [...got.values()].reduce((n, b) => n + b.byteLength, 0),
+    attackerStreamsOpenWhenHonestDone: stillStalled, attackerStreamsEndedMs: [Math.round(Math.min(...ended)), Math.round(Math.max(...ended))],
+    ...serving_, cipherMemoryBytes: [cipherBefore, pnetCipherMemory().memoryBytes]
+  }
+  t.equal(got.size, wanted.length, `the honest peer got its ${wanted.length} MiB in ${fetchMs.toFixed(0)} ms`)
+  // Without per-peer shares it waited for the stalled streams' abort (9.7 s measured, 2 of 32 still open at the end).
+  t.equal(stillStalled, MAX_REQUESTS_PER_PEER, `it was served while all ${stillStalled} admitted attacker streams still stalled (served from its own share, ${fetchedAt.toFixed(0)} ms into the attack)`)
+  t.equal(serving_.refusedOverPeerLimit, 32 - MAX_REQUESTS_PER_PEER, `${32 - MAX_REQUESTS_PER_PEER} of the attacker's requests were reset at once (at most ${MAX_REQUESTS_PER_PEER} per peer)`)
+  t.same(streams.map(s => s.status), streams.map(() => 'reset'), 'every attacker stream was reset by the server in the end')
+  t.same(crashes, [], 'no uncaught exception, no unhandled rejection')
+  t.ok(pnetCipherMemory().memoryBytes <= 16 * 1024 * 1024, `the cipher memory is ${pnetCipherMemory().memoryBytes} bytes`)
+  const again = await reader.fetchBlocks(blocks.slice(16, 20).map(b => b.cid), { providers: [server.libp2p.peerId.toString()] })
+  t.equal(again.size, 4, 'the server still serves after the attack')
+})
