@@ -20,7 +20,8 @@ const READ_AHEAD = 64
 /**
  * One peer's share of serving: concurrent requests, and reply bytes in stream buffers. An insider asking on 32 streams
  * and reading none could otherwise hold the whole budget (and before it, grew the connection past the cipher's
- * memory): it now waits on its own share while other peers are served from the rest.
+ * memory): it now waits on its own share while other peers are served from the rest. Streams past the request limit
+ * wait holding only their request (libp2p caps a connection's streams of this protocol at 32).
  */
 export const MAX_REQUESTS_PER_PEER = 8
 export const MAX_SERVED_BYTES_PER_PEER = 4 * 1024 * 1024
@@ -43,18 +44,19 @@ export interface BlockExchangeOptions {
    * a connection buffers is encrypted in one piece by the private swarm's cipher, which has 64 MiB.
    */
   maxServedBytes?: number
-  /** Concurrent requests served to one peer; more are reset at once. Default MAX_REQUESTS_PER_PEER. */
+  /** Concurrent requests served to one peer; more wait for one of them to end. Default MAX_REQUESTS_PER_PEER. */
   maxRequestsPerPeer?: number
   /** Reply bytes in stream buffers for one peer. Default MAX_SERVED_BYTES_PER_PEER. */
   maxServedBytesPerPeer?: number
 }
 
 /** Serving figures, for status and tests. */
-export interface ServingFigures { served: number, refusedOverPeerLimit: number, failed: number, peersServed: number }
+export interface ServingFigures { served: number, waitedForPeerSlot: number, failed: number, peersServed: number }
 
 /**
  * Bytes that replies may hold in stream buffers at once, across streams. A stream's bytes count from its write
- * until the stream could pass them on (its send buffer drained). FIFO, so a big reply is not starved.
+ * until the stream could pass them on (its send buffer drained). FIFO, so a big reply is not starved. Counts a
+ * peer's request slots too (one unit each).
  */
 class ByteBudget {
   private used = 0
@@ -63,8 +65,15 @@ class ByteBudget {
 
   constructor (limit: number) { this.limit = limit }
 
+  /** Takes `bytes` if they fit now, without waiting. */
+  tryAcquire (bytes: number): boolean {
+    if (this.waiters.length > 0 || !this.fits(bytes)) return false
+    this.used += bytes
+    return true
+  }
+
   async acquire (bytes: number, signal: AbortSignal): Promise<void> {
-    if (this.waiters.length === 0 && this.fits(bytes)) { this.used += bytes; return }
+    if (this.tryAcquire(bytes)) return
     await new Promise<void>((resolve, reject) => {
       const waiter = { bytes, grant: () => { signal.removeEventListener('abort', onAbort); resolve() } }
       const onAbort = (): void => {
@@ -98,8 +107,8 @@ export class BlockExchange implements BlockSource {
   private readonly maxRequestsPerPeer: number
   private readonly maxServedBytesPerPeer: number
   /** Requests in flight and the byte budget of each peer being served (dropped when its last request ends). */
-  private readonly perPeer = new Map<string, { requests: number, budget: ByteBudget }>()
-  readonly figures: Omit<ServingFigures, 'peersServed'> = { served: 0, refusedOverPeerLimit: 0, failed: 0 }
+  private readonly perPeer = new Map<string, { requests: number, budget: ByteBudget, slots: ByteBudget }>()
+  readonly figures: Omit<ServingFigures, 'peersServed'> = { served: 0, waitedForPeerSlot: 0, failed: 0 }
 
   constructor (options: BlockExchangeOptions) {
     this.libp2p = options.libp2p
@@ -121,30 +130,43 @@ export class BlockExchange implements BlockSource {
     await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
   }
 
-  /** Serves one request within its peer's share; a request over the peer's limit is reset at once. */
+  /**
+   * Serves one request within its peer's share: past the peer's limit it waits for one of the peer's own requests to
+   * end (a peer's store fetch asks for many single blocks at once; bitswap would be the slow fallback), never longer
+   * than the request's time limit.
+   */
   private async serveFor (stream: Stream, connection: Connection): Promise<void> {
+    const signal = AbortSignal.timeout(this.requestTimeoutMs)
     const peer = connection.remotePeer.toString()
     let share = this.perPeer.get(peer)
     if (share == null) {
-      share = { requests: 0, budget: new ByteBudget(this.maxServedBytesPerPeer) }
+      share = { requests: 0, budget: new ByteBudget(this.maxServedBytesPerPeer), slots: new ByteBudget(this.maxRequestsPerPeer) }
       this.perPeer.set(peer, share)
-    }
-    if (share.requests >= this.maxRequestsPerPeer) {
-      this.figures.refusedOverPeerLimit++
-      try { stream.abort(new Error(`more than ${this.maxRequestsPerPeer} block requests at once`)) } catch {}
-      return
     }
     share.requests++
     try {
-      await this.serve(stream, share.budget)
+      if (!share.slots.tryAcquire(1)) {
+        this.figures.waitedForPeerSlot++
+        try {
+          await share.slots.acquire(1, signal)
+        } catch {
+          try { stream.abort(new Error('block request timed out waiting behind the peer\'s other requests')) } catch {}
+          this.figures.failed++
+          return
+        }
+      }
+      try {
+        await this.serve(stream, share.budget, signal)
+      } finally {
+        share.slots.release(1)
+      }
     } finally {
       if (--share.requests === 0) this.perPeer.delete(peer)
     }
   }
 
   /** Serves one request. Never throws: whatever goes wrong (a bad request, a stalled or vanished reader) aborts the stream. */
-  private async serve (stream: Stream, peerBudget: ByteBudget): Promise<void> {
-    const signal = AbortSignal.timeout(this.requestTimeoutMs)
+  private async serve (stream: Stream, peerBudget: ByteBudget, signal: AbortSignal): Promise<void> {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
       const request = dagCbor.decode((await lp.read({ signal })).subarray()) as { cids?: unknown }
