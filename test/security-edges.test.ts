@@ -307,3 +307,46 @@ t.test('an insider asking for blocks on 32 streams and reading none: the serving
   const again = await reader.fetchBlocks(blocks.slice(16, 20).map(b => b.cid), { providers: [server.libp2p.peerId.toString()] })
   t.equal(again.size, 4, 'the server still serves after the attack')
 })
+
+t.test('a full disk (a real tmpfs filled to ENOSPC) at a state persist: the peer lives, says so, and recovers when space returns', async t => {
+  if (process.getuid?.() !== 0) { t.pass('skipped: needs root (mounts a tmpfs)'); return }
+  const { BoardDisk } = await import('../boards/board-disk.ts')
+  const { join } = await import('node:path')
+  const key = await swarmKeyFor(t)
+  const disk = await BoardDisk.mount(join(await tempDirFor(t), 'disk'), 64 * 1024 * 1024)
+  t.teardown(() => { disk.unmountSync() })
+  const target = await peerFor(t, { swarmKey: key, dataDir: join(disk.path, 'peer') })
+  const raw = await rawNodeFor(t, key)
+  const pubsub = raw.libp2p.services.pubsub
+  pubsub.subscribe('tandem/missions/1')
+  await raw.libp2p.dial(multiaddr(target.addrs[0] as string), { signal: AbortSignal.timeout(5000) })
+  await waitFor('the target to subscribe us', () => pubsub.getSubscribers('tandem/missions/1').some(id => id.toString() === target.peerId), 20_000)
+  const rawId = raw.libp2p.peerId.toString()
+  // Each new mission the target hears of is a decision it must persist.
+  const announce = async (i: number): Promise<void> => {
+    const mission = `m-${i}`
+    const record = {
+      mission, deployId: `${rawId}-${i}`, spec: { name: mission, image: 'busybox', env: {}, checkpointIntervalMs: 1000 },
+      epoch: 0, primary: null, backup: null, view: [rawId], released: false, handoffTo: null, checkpoint: null, replicatedSeq: null,
+      removed: false, started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null
+    }
+    await pubsub.publish('tandem/missions/1', new TextEncoder().encode(JSON.stringify({ type: 'announce', record, claim: { votedEpoch: 0, open: false } })))
+  }
+  await announce(0)
+  await waitFor('the first mission to be held', async () => ((await target.status()).missions as Array<{ name: string }>).some(m => m.name === 'm-0'), 10_000)
+  const filler = await disk.fill()
+  for (let i = 1; i < 5; i++) { await announce(i); await new Promise(resolve => setTimeout(resolve, 300)) }
+  type Storage = { ok: boolean, problem: string | null, detail: string | null }
+  await waitFor('the target to report its full disk', async () => ((await target.status()).storage as Storage).problem === 'disk full', 15_000)
+  const full = (await target.status()).storage as Storage
+  t.ok(alive(target), `the peer is alive with its disk full (${filler} bytes of filler)`)
+  t.equal(full.problem, 'disk full', `its status says so: ${full.detail ?? ''}`)
+  const events = JSON.stringify((await target.status()).missions)
+  t.ok(alive(target), 'still alive after its failed persists')
+  await disk.free()
+  const freedAt = performance.now()
+  await waitFor('the target to recover its storage', async () => ((await target.status()).storage as Storage).ok, 20_000)
+  figures.fullDisk = { filler, problem: full.problem, recoveredMs: Math.round(performance.now() - freedAt), statusBytes: events.length }
+  t.pass('its storage is ok again once space returned, without a restart')
+  t.ok(alive(target), 'and it is alive')
+})
