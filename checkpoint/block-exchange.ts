@@ -6,7 +6,7 @@
 // RangeError, uncaught, on a connection that has buffered tens of MB.
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p, Stream } from '@libp2p/interface'
+import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import type { BundleBackend } from './backend.ts'
@@ -17,6 +17,14 @@ const MAX_BLOCK_BYTES = 4 * 1024 * 1024
 const MAX_REQUEST_BYTES = BATCH_SIZE * 64 + 1024
 const GROUP_BYTES = 256 * 1024
 const READ_AHEAD = 64
+/**
+ * One peer's share of serving: concurrent requests, and reply bytes in stream buffers. An insider asking on 32 streams
+ * and reading none could otherwise hold the whole budget (and before it, grew the connection past the cipher's
+ * memory): it now waits on its own share while other peers are served from the rest. Streams past the request limit
+ * wait holding only their request (libp2p caps a connection's streams of this protocol at 32).
+ */
+export const MAX_REQUESTS_PER_PEER = 8
+export const MAX_SERVED_BYTES_PER_PEER = 4 * 1024 * 1024
 
 export interface BlockSource {
   /** Asks peers for blocks; returns those delivered (unverified: the caller checks them against their CIDs). */
@@ -36,11 +44,19 @@ export interface BlockExchangeOptions {
    * a connection buffers is encrypted in one piece by the private swarm's cipher, which has 64 MiB.
    */
   maxServedBytes?: number
+  /** Concurrent requests served to one peer; more wait for one of them to end. Default MAX_REQUESTS_PER_PEER. */
+  maxRequestsPerPeer?: number
+  /** Reply bytes in stream buffers for one peer. Default MAX_SERVED_BYTES_PER_PEER. */
+  maxServedBytesPerPeer?: number
 }
+
+/** Serving figures, for status and tests. */
+export interface ServingFigures { served: number, waitedForPeerSlot: number, failed: number, peersServed: number }
 
 /**
  * Bytes that replies may hold in stream buffers at once, across streams. A stream's bytes count from its write
- * until the stream could pass them on (its send buffer drained). FIFO, so a big reply is not starved.
+ * until the stream could pass them on (its send buffer drained). FIFO, so a big reply is not starved. Counts a
+ * peer's request slots too (one unit each).
  */
 class ByteBudget {
   private used = 0
@@ -49,8 +65,15 @@ class ByteBudget {
 
   constructor (limit: number) { this.limit = limit }
 
+  /** Takes `bytes` if they fit now, without waiting. */
+  tryAcquire (bytes: number): boolean {
+    if (this.waiters.length > 0 || !this.fits(bytes)) return false
+    this.used += bytes
+    return true
+  }
+
   async acquire (bytes: number, signal: AbortSignal): Promise<void> {
-    if (this.waiters.length === 0 && this.fits(bytes)) { this.used += bytes; return }
+    if (this.tryAcquire(bytes)) return
     await new Promise<void>((resolve, reject) => {
       const waiter = { bytes, grant: () => { signal.removeEventListener('abort', onAbort); resolve() } }
       const onAbort = (): void => {
@@ -81,6 +104,11 @@ export class BlockExchange implements BlockSource {
   private readonly requestTimeoutMs: number
   private readonly stallTimeoutMs: number
   private readonly budget: ByteBudget
+  private readonly maxRequestsPerPeer: number
+  private readonly maxServedBytesPerPeer: number
+  /** Requests in flight and the byte budget of each peer being served (dropped when its last request ends). */
+  private readonly perPeer = new Map<string, { requests: number, budget: ByteBudget, slots: ByteBudget }>()
+  readonly figures: Omit<ServingFigures, 'peersServed'> = { served: 0, waitedForPeerSlot: 0, failed: 0 }
 
   constructor (options: BlockExchangeOptions) {
     this.libp2p = options.libp2p
@@ -88,19 +116,57 @@ export class BlockExchange implements BlockSource {
     this.requestTimeoutMs = options.requestTimeoutMs ?? 30_000
     this.stallTimeoutMs = options.stallTimeoutMs ?? 5_000
     this.budget = new ByteBudget(options.maxServedBytes ?? 16 * 1024 * 1024)
+    this.maxRequestsPerPeer = options.maxRequestsPerPeer ?? MAX_REQUESTS_PER_PEER
+    this.maxServedBytesPerPeer = options.maxServedBytesPerPeer ?? MAX_SERVED_BYTES_PER_PEER
   }
 
+  servingFigures (): ServingFigures { return { ...this.figures, peersServed: this.perPeer.size } }
+
   async start (): Promise<void> {
-    await this.libp2p.handle(BLOCKS_PROTOCOL, async (stream) => { await this.serve(stream) }, { maxInboundStreams: 32 })
+    await this.libp2p.handle(BLOCKS_PROTOCOL, async (stream, connection) => { await this.serveFor(stream, connection) }, { maxInboundStreams: 32 })
   }
 
   async stop (): Promise<void> {
     await this.libp2p.unhandle(BLOCKS_PROTOCOL).catch(() => {})
   }
 
-  /** Serves one request. Never throws: whatever goes wrong (a bad request, a stalled or vanished reader) aborts the stream. */
-  private async serve (stream: Stream): Promise<void> {
+  /**
+   * Serves one request within its peer's share: past the peer's limit it waits for one of the peer's own requests to
+   * end (a peer's store fetch asks for many single blocks at once; bitswap would be the slow fallback), never longer
+   * than the request's time limit.
+   */
+  private async serveFor (stream: Stream, connection: Connection): Promise<void> {
     const signal = AbortSignal.timeout(this.requestTimeoutMs)
+    const peer = connection.remotePeer.toString()
+    let share = this.perPeer.get(peer)
+    if (share == null) {
+      share = { requests: 0, budget: new ByteBudget(this.maxServedBytesPerPeer), slots: new ByteBudget(this.maxRequestsPerPeer) }
+      this.perPeer.set(peer, share)
+    }
+    share.requests++
+    try {
+      if (!share.slots.tryAcquire(1)) {
+        this.figures.waitedForPeerSlot++
+        try {
+          await share.slots.acquire(1, signal)
+        } catch {
+          try { stream.abort(new Error('block request timed out waiting behind the peer\'s other requests')) } catch {}
+          this.figures.failed++
+          return
+        }
+      }
+      try {
+        await this.serve(stream, share.budget, signal)
+      } finally {
+        share.slots.release(1)
+      }
+    } finally {
+      if (--share.requests === 0) this.perPeer.delete(peer)
+    }
+  }
+
+  /** Serves one request. Never throws: whatever goes wrong (a bad request, a stalled or vanished reader) aborts the stream. */
+  private async serve (stream: Stream, peerBudget: ByteBudget, signal: AbortSignal): Promise<void> {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
       const request = dagCbor.decode((await lp.read({ signal })).subarray()) as { cids?: unknown }
@@ -119,11 +185,17 @@ export class BlockExchange implements BlockSource {
         const frame = dagCbor.encode(group)
         group = []
         groupBytes = 0
-        await this.budget.acquire(frame.byteLength, signal)
+        // The peer's share first: a peer that does not read waits on its own bytes, not on everyone's.
+        await peerBudget.acquire(frame.byteLength, signal)
         try {
-          await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
+          await this.budget.acquire(frame.byteLength, signal)
+          try {
+            await lp.write(frame, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.stallTimeoutMs)]) })
+          } finally {
+            this.budget.release(frame.byteLength)
+          }
         } finally {
-          this.budget.release(frame.byteLength)
+          peerBudget.release(frame.byteLength)
         }
       }
       // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
@@ -142,7 +214,9 @@ export class BlockExchange implements BlockSource {
       }
       if (group.length > 0) await sendGroup()
       await stream.close({ signal })
+      this.figures.served++
     } catch {
+      this.figures.failed++
       try { stream.abort(new Error('block request failed')) } catch {}
     }
   }

@@ -1,7 +1,7 @@
 // The control API: HTTP on loopback, every request must carry the data dir's token (Bearer).
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import { timingSafeEqual } from 'node:crypto'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Socket } from 'node:net'
 import type { ApiAddress } from './config.ts'
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE'
@@ -36,6 +36,19 @@ export class ApiError extends Error {
 interface Route { method: HttpMethod, segments: string[], handler: RouteHandler }
 
 const MAX_BODY_BYTES = 1024 * 1024
+/**
+ * Open connections at most. A local user without the token opened 21k idle connections and the peer ran out of file
+ * descriptors (and was declared dead). At the cap a new connection closes the oldest idle one (no request in
+ * flight), so idle or slow-header connections cannot lock out the token holder; with every one busy it is refused.
+ */
+export const MAX_API_CONNECTIONS = 128
+/** A connection with no request in flight for this long is closed (a fresh one that sends nothing, too). */
+const IDLE_CONNECTION_MS = 5_000
+
+/** Connection figures of the control API, for status. */
+export interface ApiConnectionFigures { open: number, max: number, evictedIdle: number, refusedBusy: number, closedIdle: number }
+
+interface TrackedConnection { socket: Socket, requests: number, idleTimer: NodeJS.Timeout | undefined }
 
 export class ControlApi {
   readonly #token: Buffer
@@ -43,6 +56,9 @@ export class ControlApi {
   readonly #log: (line: string) => void
   #server: Server | undefined
   #address: ApiAddress | undefined
+  /** Open connections, oldest first (a Map keeps insertion order). */
+  readonly #connections = new Map<Socket, TrackedConnection>()
+  readonly #figures = { evictedIdle: 0, refusedBusy: 0, closedIdle: 0 }
 
   constructor (options: { token: string, log?: (line: string) => void }) {
     this.#token = Buffer.from(options.token)
@@ -65,9 +81,19 @@ export class ControlApi {
   }
 
   async start (listen: ApiAddress): Promise<void> {
-    const server = createServer((req, res) => { void this.#serve(req, res) })
+    const server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+      const tracked = this.#connections.get(req.socket)
+      if (tracked != null) {
+        tracked.requests++
+        clearTimeout(tracked.idleTimer)
+        res.on('close', () => { tracked.requests--; this.#armIdle(tracked) })
+      }
+      void this.#serve(req, res)
+    })
     server.headersTimeout = 10_000
     server.requestTimeout = 30_000
+    server.keepAliveTimeout = IDLE_CONNECTION_MS
+    server.on('connection', (socket: Socket) => { this.#admit(socket) })
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject)
       server.listen(listen.port, listen.host, () => { server.off('error', reject); resolve() })
@@ -83,6 +109,36 @@ export class ControlApi {
     if (server == null) return
     server.closeAllConnections()
     await new Promise<void>(resolve => server.close(() => resolve()))
+  }
+
+  connectionFigures (): ApiConnectionFigures {
+    return { open: this.#connections.size, max: MAX_API_CONNECTIONS, ...this.#figures }
+  }
+
+  #admit (socket: Socket): void {
+    if (this.#connections.size >= MAX_API_CONNECTIONS) {
+      const idle = [...this.#connections.values()].find(c => c.requests === 0)
+      if (idle == null) { this.#figures.refusedBusy++; socket.destroy(); return }
+      this.#figures.evictedIdle++
+      this.#drop(idle)
+    }
+    const tracked: TrackedConnection = { socket, requests: 0, idleTimer: undefined }
+    this.#connections.set(socket, tracked)
+    socket.once('close', () => { clearTimeout(tracked.idleTimer); this.#connections.delete(socket) })
+    this.#armIdle(tracked)
+  }
+
+  #armIdle (tracked: TrackedConnection): void {
+    clearTimeout(tracked.idleTimer)
+    if (tracked.requests > 0 || tracked.socket.destroyed) return
+    tracked.idleTimer = setTimeout(() => { this.#figures.closedIdle++; this.#drop(tracked) }, IDLE_CONNECTION_MS)
+    tracked.idleTimer.unref()
+  }
+
+  #drop (tracked: TrackedConnection): void {
+    clearTimeout(tracked.idleTimer)
+    this.#connections.delete(tracked.socket)
+    tracked.socket.destroy()
   }
 
   #authorized (req: IncomingMessage): boolean {
@@ -112,6 +168,8 @@ export class ControlApi {
       send(res, response.status ?? 200, response.body ?? {})
     } catch (err) {
       if (err instanceof ApiError) {
+        // A caller without the token keeps no connection open.
+        if (err.status === 401 && !res.headersSent) res.setHeader('connection', 'close')
         send(res, err.status, { error: err.message })
       } else {
         this.#log(`api: ${req.method ?? '?'} ${req.url ?? '?'} failed: ${(err as Error).stack ?? String(err)}`)

@@ -5,6 +5,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from './node.ts'
+import { pnetCipherMemory } from './pnet-cipher-fix.ts'
 import { Gossip, GossipDrop, type TopicCounters } from './gossip.ts'
 import { Membership, type MemberState } from './membership.ts'
 import { Libp2pProber } from './probe.ts'
@@ -140,6 +141,8 @@ export class Peer {
     this.heartbeat = new HeartbeatExtras()
     this.api.route('GET', '/v1/status', async () => ({ body: await this.statusObject() }))
     this.api.route('GET', '/v1/membership/events', () => ({ body: { events: this.membership.history() } }))
+    // Resource limits at the edges (test/security-edges.test.ts): what the private network's cipher holds, the API's connections.
+    this.status.extend('limits', () => ({ pnetCipher: pnetCipherMemory(), api: this.api.connectionFigures() }))
   }
 
   #running<T> (value: T | undefined, what: string): T {

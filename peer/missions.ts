@@ -11,6 +11,7 @@ import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionS
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
 import { BlockCorruptError, CriuError, ImageMissingError } from '../checkpoint/errors.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
+import { MissionBudget } from './mission-budget.ts'
 import { StorageError, storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
 import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
@@ -195,6 +196,11 @@ export class MissionService {
   /** Newest checkpoint the machine asked to fetch per mission: queued fetches of older ones are skipped. */
   readonly #wantedFetch = new Map<string, string>()
   #persistChain: Promise<void> = Promise.resolve()
+  readonly #budget = new MissionBudget()
+  readonly #heldMissions = {
+    holds: (mission: string) => (this.#machine?.knownEpoch(mission) ?? -1) >= 0,
+    specs: () => this.#machine?.view(Date.now()).filter(v => v.state !== 'removed').map(v => v.spec) ?? []
+  }
   #actionChain: Promise<void> = Promise.resolve()
   #watchdog: Watchdog | undefined
   #dockerExperimental = false
@@ -275,6 +281,8 @@ export class MissionService {
     this.#cleanups.push(peer.gossip.subscribe(MISSIONS_TOPIC, payload => {
       const message = validateMessage(payload)
       if (message === undefined) throw new GossipDrop('malformed', `not a consensus message: ${JSON.stringify(payload).slice(0, 300)}`)
+      const over = this.#budget.refusal(message, this.#heldMissions)
+      if (over != null) throw new GossipDrop('oversized', `${over.reason}: ${over.detail}`)
       return message
     }, (message, sender) => {
       this.#input(machine => { machine.receive(Date.now(), sender, message) })
@@ -293,6 +301,7 @@ export class MissionService {
     if (this.#runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
     peer.status.extend('missions', () => this.list())
+    peer.status.extend('missionBudget', () => ({ refused: { ...this.#budget.refused } }))
     peer.status.extend('storage', () => ({ ...this.#storage }))
     peer.heartbeat.extend('storage', () => ({ ...this.#storage }))
     this.#timers.push(setInterval(() => { void this.#probeStorage() }, STORAGE_PROBE_MS))
@@ -980,6 +989,8 @@ export class MissionService {
       }
       const existing = this.list().find(m => m.name === spec.name)
       if (existing != null) throw new ApiError(409, `mission '${spec.name}' already runs (epoch ${existing.epoch}); remove it first`)
+      const over = this.#budget.refusalOfNew(spec.name, spec, this.#heldMissions)
+      if (over != null) throw new ApiError(507, `${over.reason}: ${over.detail} (peers would refuse its announces)`)
       // tandem never pulls from a registry (Kubernetes' ErrImageNeverPull): some live board must hold the image.
       // This board's list is read afresh (an image built a moment ago); others' come with their next heartbeat.
       await this.#images?.refresh()

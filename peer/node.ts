@@ -10,8 +10,7 @@ import { ping } from '@libp2p/ping'
 import { bootstrap } from '@libp2p/bootstrap'
 import { mdns } from '@libp2p/mdns'
 import { gossipsub } from '@libp2p/gossipsub'
-import { preSharedKey } from '@libp2p/pnet'
-import { installPnetCipherFix } from './pnet-cipher-fix.ts'
+import { preSharedKeyFreeingCiphers } from './pnet-cipher-fix.ts'
 import { LevelBlockstore } from 'blockstore-level'
 import { LevelDatastore } from 'datastore-level'
 import type { PrivateKey } from '@libp2p/interface'
@@ -63,7 +62,7 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    connectionProtector: options.swarmKey != null ? (installPnetCipherFix(), preSharedKey({ psk: options.swarmKey })) : undefined,
+    connectionProtector: options.swarmKey != null ? preSharedKeyFreeingCiphers({ psk: options.swarmKey }) : undefined,
     peerDiscovery,
     // libp2p's connection monitor pings every connection every 10 s over a new stream (a protocol negotiation
     // and a peer-store write on both ends each time): 20 peers pay ~8 of those per second each. The failure
