@@ -16,15 +16,12 @@ import {
   asChunkList, asImageManifest, asLayerFile, asManifest, asTreeNode, asTreePart, IMAGE_FORMAT,
   type CheckpointManifest, type DockerManifestEntry, type FileEntry, type ImageLayer, type ImageManifest, type TreeEntry, type TreeNode
 } from './format.ts'
-import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError } from './errors.ts'
+import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError, UnsafeTreeError, type UnsafeTreeReason } from './errors.ts'
 import { StorageError } from './storage-health.ts'
 import { SharedExclusiveLock } from './lock.ts'
 import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 import { readTar, readSmall, drain, tarFileHeader, tarPadding, TAR_END } from './tar.ts'
-import {
-  beneath, checkTreeEntries, existingBeneath, openDirNoFollow, openNoFollow, UnsafeTreeError,
-  type SetIdEntry, type TreeRole, type UnsafeTreeReason
-} from './tree-safety.ts'
+import { beneath, checkTreeEntries, existingBeneath, openDirNoFollow, openNoFollow, type SetIdEntry, type TreeRole } from './tree-safety.ts'
 
 /** CRIU page images are chunked at the page size, aligned to the file start: unchanged pages keep their CID. */
 export const PAGE_CHUNK_SIZE = 4096
@@ -525,7 +522,7 @@ export class BundleStore {
         await this.checkTree(role, parts.flat(), node, options.allowSetId != null ? async (e) => { await options.allowSetId?.(manifest, e) } : undefined)
         for (const e of parts.flat()) if (e.kind === 'file' && e.inline === null) files.push(e)
       }
-      await Promise.all((['criu', 'rootfs', 'data'] as const).map(structure))
+      await Promise.all((['criu', 'rootfs', 'data'] as const).map(structure)).catch((err: unknown) => { this.countRefusal(err); throw err })
       await this.fetchFileChunks(files, { signal, providers: options.providers, ensure, verifyHeld }, {
         listed: (lists, chunks) => { progress.blocksTotal += lists + chunks; report() },
         present: (chunks) => { progress.blocksDone += chunks; report() },
@@ -706,6 +703,12 @@ export class BundleStore {
    * symlink is followed (see tree-safety.ts); set-id bits need `allowSetId` (the mission's image has them too).
    */
   async materializeTree (treeCid: CID, dest: string, options: MaterializeOptions = {}): Promise<{ files: number, bytes: number }> {
+    try {
+      return await this.writeTree(treeCid, dest, options)
+    } catch (err) { this.countRefusal(err); throw err }
+  }
+
+  private async writeTree (treeCid: CID, dest: string, options: MaterializeOptions): Promise<{ files: number, bytes: number }> {
     const tree = asTreeNode(await this.getNode(treeCid, { ...options, offline: true }), treeCid)
     const entries = await this.treeEntryList(treeCid, options.signal)
     await this.checkTree(options.role ?? 'rootfs', entries, treeCid, options.allowSetId)
@@ -773,18 +776,17 @@ export class BundleStore {
 
   /** Throws an UnsafeTreeError (counted) for a tree a container could not have produced; see checkTreeEntries. */
   async checkTree (role: TreeRole, entries: Iterable<TreeEntry>, treeCid: CID, allowSetId?: (entries: SetIdEntry[]) => Promise<void>): Promise<void> {
-    try {
-      const setId = checkTreeEntries(role, entries, `${role} tree ${treeCid.toString()}`)
-      if (setId.length === 0) return
-      if (allowSetId == null) {
-        const first = setId[0] as SetIdEntry
-        throw new UnsafeTreeError('set-id bit', first.path, `${role} tree ${treeCid.toString()}: ${first.path} has mode ${first.mode.toString(8)} and no image to compare with`)
-      }
-      await allowSetId(setId)
-    } catch (err) {
-      if (err instanceof UnsafeTreeError) this.unsafeTreesRefused.set(err.reason, (this.unsafeTreesRefused.get(err.reason) ?? 0) + 1)
-      throw err
+    const setId = checkTreeEntries(role, entries, `${role} tree ${treeCid.toString()}`)
+    if (setId.length === 0) return
+    if (allowSetId == null) {
+      const first = setId[0] as SetIdEntry
+      throw new UnsafeTreeError('set-id bit', first.path, `${role} tree ${treeCid.toString()}: ${first.path} has mode ${first.mode.toString(8)} and no image to compare with`)
     }
+    await allowSetId(setId)
+  }
+
+  private countRefusal (err: unknown): void {
+    if (err instanceof UnsafeTreeError) this.unsafeTreesRefused.set(err.reason, (this.unsafeTreesRefused.get(err.reason) ?? 0) + 1)
   }
 
   /**

@@ -14,8 +14,8 @@ import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
-import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
-import { setIdInImage, UnsafeTreeError, type SetIdEntry } from './tree-safety.ts'
+import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError, UnsafeTreeError } from './errors.ts'
+import { setIdInImage, type SetIdEntry } from './tree-safety.ts'
 
 export interface TakeOptions {
   mission: string

@@ -7,37 +7,11 @@
 import { lstat, mkdir, open, type FileHandle } from 'node:fs/promises'
 import { constants } from 'node:fs'
 import { join } from 'node:path'
-import { BundleFormatError } from './errors.ts'
+import { UnsafeTreeError } from './errors.ts'
 import { isSafeRelativePath, type TreeEntry } from './format.ts'
 
 /** Which directory of a checkpoint a tree fills. */
 export type TreeRole = 'criu' | 'rootfs' | 'data'
-
-export type UnsafeTreeReason =
-  /** Absolute, `..`, `.` or empty components. */
-  | 'path escapes'
-  | 'duplicate path'
-  /** An entry below a symlink, file or whiteout of the same tree. */
-  | 'below a non-directory'
-  /** A directory on disk on the way to an entry is a symlink or not a directory. */
-  | 'symlink on disk'
-  /** Setuid or setgid bit the mission's image does not have at that path. */
-  | 'set-id bit'
-  /** A device node (a whiteout is one) outside the rootfs changes. */
-  | 'device node'
-
-export const UNSAFE_TREE_REASONS: readonly UnsafeTreeReason[] = ['path escapes', 'duplicate path', 'below a non-directory', 'symlink on disk', 'set-id bit', 'device node']
-
-export class UnsafeTreeError extends BundleFormatError {
-  override name = 'UnsafeTreeError'
-  readonly reason: UnsafeTreeReason
-  readonly path: string
-  constructor (reason: UnsafeTreeReason, path: string, detail: string) {
-    super(`${detail}: refused (${reason})`)
-    this.reason = reason
-    this.path = path
-  }
-}
 
 export const SET_ID_BITS = 0o6000
 
