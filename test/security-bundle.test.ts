@@ -8,7 +8,7 @@ import { lstat, mkdir, readdir, readFile, readlink, symlink, writeFile } from 'n
 import { join } from 'node:path'
 import type { CID } from 'multiformats/cid'
 import {
-  BundleStore, CHECKPOINT_FORMAT, Checkpointer, ContainerRuntime, UnsafeTreeError, demuxLogs, openSwarmBundleStore,
+  BundleStore, CHECKPOINT_FORMAT, Checkpointer, ContainerRuntime, IO_URING_SYSCALLS, UnsafeTreeError, demuxLogs, openSwarmBundleStore,
   type CheckpointManifest, type FileEntry, type TreeEntry, type UnsafeTreeReason
 } from '../checkpoint/index.ts'
 import { buildImage, loadBaseImages, startBoardDocker, type BoardDocker } from '../boards/simulated-docker.ts'
@@ -154,28 +154,29 @@ t.test('the disk cannot redirect a write: symlinks found on disk are replaced or
 })
 
 if (gateDockerCriu(t)) {
+  const root = await tempDir(t, 'sechostile')
+  const boards: BoardDocker[] = []
+  t.teardown(async () => { for (const b of boards) await b.stop().catch(() => {}) })
+  const boardA = await startBoardDocker({ dir: root, name: 'secA' })
+  boards.push(boardA)
+  const boardB = await startBoardDocker({ dir: root, name: 'secB' })
+  boards.push(boardB)
+  await loadBaseImages(boardA)
+  const [nodeA, nodeB] = await connectedPair(t, root)
+  const swarmA = await openSwarmBundleStore(nodeA, { blockTimeoutMs: 5000 })
+  const swarmB = await openSwarmBundleStore(nodeB, { blockTimeoutMs: 5000 })
+  t.teardown(swarmA.stop)
+  t.teardown(swarmB.stop)
+  const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
+  const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
+  await runtimeA.start()
+  await runtimeB.start()
+  const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
+  const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
+  await ckA.start()
+  await ckB.start()
+
   t.test('a real mission that plants hostile symlinks (and set-id files) in its rootfs and data dir: checkpointed on A, staged and restored on B; the host is untouched', async t => {
-    const root = await tempDir(t, 'sechostile')
-    const boards: BoardDocker[] = []
-    t.teardown(async () => { for (const b of boards) await b.stop().catch(() => {}) })
-    const boardA = await startBoardDocker({ dir: root, name: 'secA' })
-    boards.push(boardA)
-    const boardB = await startBoardDocker({ dir: root, name: 'secB' })
-    boards.push(boardB)
-    await loadBaseImages(boardA)
-    const [nodeA, nodeB] = await connectedPair(t, root)
-    const swarmA = await openSwarmBundleStore(nodeA, { blockTimeoutMs: 5000 })
-    const swarmB = await openSwarmBundleStore(nodeB, { blockTimeoutMs: 5000 })
-    t.teardown(swarmA.stop)
-    t.teardown(swarmB.stop)
-    const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
-    const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
-    await runtimeA.start()
-    await runtimeB.start()
-    const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
-    const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
-    await ckA.start()
-    await ckB.start()
     // The image ships a setuid program (as images may): the mission's copy-up of it is legitimate.
     const context = join(root, 'image')
     await mkdir(context)
@@ -256,6 +257,99 @@ if (gateDockerCriu(t)) {
     t.same((await readdir('/etc')).sort(), etcNames, 'no file appeared in the host\'s /etc')
     t.same((await readdir('/')).sort(), rootNames, 'nor in the host\'s /')
   })
+
+  t.test('a mission runs under Docker\'s default seccomp profile minus io_uring: no user or network namespace, no mount, io_uring_setup is ENOSYS; CRIU still works', async t => {
+    const context = join(root, 'probe-image')
+    await mkdir(context)
+    await writeFile(join(context, 'io-uring-probe'), ioUringProbe(), { mode: 0o755 })
+    await writeFile(join(context, 'Dockerfile'), 'FROM tandem/busybox:latest\nCOPY io-uring-probe /bin/io-uring-probe\n')
+    await buildImage(runtimeA.docker, context, ['Dockerfile', 'io-uring-probe'], 'tandem/probe:test')
+    const attempts: Record<string, string[]> = {
+      'unshare -U (user namespace)': ['unshare', '-U', '-r', 'true'],
+      'unshare -n (network namespace)': ['unshare', '-n', 'true'],
+      'unshare -U -n (network namespace in a user namespace)': ['unshare', '-U', '-r', '-n', 'true'],
+      'mount in a user and mount namespace': ['unshare', '-U', '-r', '-m', 'mount', '-t', 'tmpfs', 'none', '/tmp'],
+      mount: ['mount', '-t', 'tmpfs', 'none', '/tmp']
+    }
+    const exitOf = async (runtime: ContainerRuntime, id: string, cmd: string[]): Promise<number> => {
+      const e = await runtime.docker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true })
+      const stream = await e.start({})
+      const chunks: Buffer[] = []
+      for await (const c of stream) chunks.push(c as Buffer)
+      const code = (await e.inspect()).ExitCode ?? -1
+      if (code !== 0) t.comment(`${cmd.join(' ')}: exit ${code}: ${demuxLogs(Buffer.concat(chunks)).trim()}`)
+      return code
+    }
+    // Before: the profile missions had (everything allowed but io_uring), on the same image and daemon.
+    const before = await runtimeA.docker.createContainer({
+      Image: 'tandem/probe:test', Cmd: ['sleep', '600'], NetworkDisabled: true,
+      HostConfig: { NetworkMode: 'none', SecurityOpt: [`seccomp=${JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: IO_URING_SYSCALLS, action: 'SCMP_ACT_ERRNO', errnoRet: 38 }] })}`] }
+    } as object)
+    t.teardown(async () => { await before.remove({ force: true }).catch(() => {}) })
+    await before.start()
+    const id = await runtimeA.startFresh({ mission: 'probe', image: 'tandem/probe:test', cmd: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo "tick $i"; usleep 100000; done'] }, { mission: 'probe', peerId: 'A', epoch: 1 })
+    t.teardown(async () => { await runtimeA.stop(id).catch(() => {}) })
+    for (const [what, cmd] of Object.entries(attempts)) {
+      const was = await exitOf(runtimeA, before.id, cmd)
+      const now = await exitOf(runtimeA, id, cmd)
+      t.not(now, 0, `${what}: fails in a mission now (exit ${now}; under the old profile exit ${was})`)
+      // Without CAP_SYS_ADMIN a plain unshare -n or mount failed before too; inside a user namespace they did not.
+      if (what.includes('user')) t.equal(was, 0, `${what}: worked under the old profile (what the tester found)`)
+    }
+    if (process.arch === 'x64') {
+      t.equal(await exitOf(runtimeA, id, ['/bin/io-uring-probe']), 38, 'io_uring_setup returns ENOSYS (38) in a mission, so libuv falls back to epoll')
+    } else {
+      t.comment('io_uring probe is an x86-64 binary: not run on this architecture')
+    }
+    // CRIU dumps and restores a mission under this profile (seccomp filters are part of what it restores).
+    await ckA.shareImage('tandem/probe:test')
+    const taken = await ckA.take(id, { mission: 'probe', epoch: 1, seq: 1 })
+    await runtimeA.stop(id)
+    const restored = await ckB.restore(taken.cid, { peerId: 'B', epoch: 2 })
+    t.teardown(async () => { await runtimeB.stop(restored.containerId).catch(() => {}) })
+    const resumed = await waitFor('the restored probe mission to tick', async () => /tick (\d+)/.exec(await runtimeB.logs(restored.containerId))?.[1])
+    t.ok(Number(resumed) > 1, `restored under the profile, it continues (tick ${resumed})`)
+    t.not(await exitOf(runtimeB, restored.containerId, attempts['unshare -U (user namespace)'] as string[]), 0, 'and the restored mission is still filtered')
+    if (process.arch === 'x64') t.equal(await exitOf(runtimeB, restored.containerId, ['/bin/io-uring-probe']), 38, 'io_uring_setup is still ENOSYS after the restore')
+  })
+}
+
+/**
+ * A static x86-64 Linux program of 142 bytes: io_uring_setup(1, NULL), then exit with the negated return value.
+ * Exit 38: ENOSYS (filtered by the mission profile); 14: EFAULT (the syscall ran and read the NULL params); 1: EPERM.
+ */
+function ioUringProbe (): Buffer {
+  const code = Buffer.from([
+    0xb8, 0xa9, 0x01, 0x00, 0x00, // mov eax, 425 (io_uring_setup)
+    0xbf, 0x01, 0x00, 0x00, 0x00, // mov edi, 1 (entries)
+    0x31, 0xf6, // xor esi, esi (params = NULL)
+    0x0f, 0x05, // syscall
+    0xf7, 0xd8, // neg eax
+    0x89, 0xc7, // mov edi, eax
+    0xb8, 0x3c, 0x00, 0x00, 0x00, // mov eax, 60 (exit)
+    0x0f, 0x05 // syscall
+  ])
+  const base = 0x400000n
+  const headers = 64 + 56
+  const elf = Buffer.alloc(headers + code.byteLength)
+  Buffer.from([0x7f, 0x45, 0x4c, 0x46, 2, 1, 1, 0]).copy(elf, 0)
+  elf.writeUInt16LE(2, 16) // ET_EXEC
+  elf.writeUInt16LE(0x3e, 18) // x86-64
+  elf.writeUInt32LE(1, 20)
+  elf.writeBigUInt64LE(base + BigInt(headers), 24) // entry
+  elf.writeBigUInt64LE(64n, 32) // program headers at 64
+  elf.writeUInt16LE(64, 52)
+  elf.writeUInt16LE(56, 54)
+  elf.writeUInt16LE(1, 56)
+  elf.writeUInt32LE(1, 64) // PT_LOAD
+  elf.writeUInt32LE(5, 68) // R+X
+  elf.writeBigUInt64LE(base, 80)
+  elf.writeBigUInt64LE(base, 88)
+  elf.writeBigUInt64LE(BigInt(elf.byteLength), 96)
+  elf.writeBigUInt64LE(BigInt(elf.byteLength), 104)
+  elf.writeBigUInt64LE(0x1000n, 112)
+  code.copy(elf, headers)
+  return elf
 }
 
 async function exec (runtime: ContainerRuntime, id: string, cmd: string[]): Promise<string> {
