@@ -62,3 +62,8 @@ t.test('the mission seccomp profile is Docker\'s default minus io_uring (ENOSYS)
   t.same(mission.syscalls.at(-1), { names: IO_URING_SYSCALLS, action: 'SCMP_ACT_ERRNO', errnoRet: 38, args: [], comment: mission.syscalls.at(-1)?.comment, includes: {}, excludes: {} }, 'then io_uring refused with ENOSYS')
   t.ok(['unshare', 'mount', 'setns', 'clone3', 'bpf'].every(n => !base.syscalls.some(r => r.action === 'SCMP_ACT_ALLOW' && r.names.includes(n) && Object.keys(r.excludes ?? {}).length === 0 && Object.keys(r.includes ?? {}).length === 0)), 'unshare, mount, setns, clone3, bpf: allowed only with CAP_SYS_ADMIN (which missions lack), as in Docker')
 })
+
+t.test('the vehicle example\'s profile (for `docker run` by hand, and vehicle-docker.test.ts) is the mission profile', async t => {
+  const example = JSON.parse(readFileSync(new URL('../examples/vehicle/seccomp-no-io-uring.json', import.meta.url), 'utf8')) as unknown
+  t.same(example, missionSeccompProfile(), 'regenerate with: node -e "import(\'./checkpoint/runtime.ts\').then(m => console.log(JSON.stringify(m.missionSeccompProfile(), null, 2)))"')
+})
