@@ -774,7 +774,7 @@ export class BundleStore {
   /** Refusals of unsafe trees (fetch and materialize), by reason, since this store opened. */
   readonly unsafeTreesRefused = new Map<UnsafeTreeReason, number>()
 
-  /** Throws an UnsafeTreeError (counted) for a tree a container could not have produced; see checkTreeEntries. */
+  /** Throws an UnsafeTreeError for a tree a container could not have produced; see checkTreeEntries. */
   async checkTree (role: TreeRole, entries: Iterable<TreeEntry>, treeCid: CID, allowSetId?: (entries: SetIdEntry[]) => Promise<void>): Promise<void> {
     const setId = checkTreeEntries(role, entries, `${role} tree ${treeCid.toString()}`)
     if (setId.length === 0) return
@@ -799,7 +799,6 @@ export class BundleStore {
       if (e.kind === 'whiteout') continue
       const target = await existingBeneath(dir, e.path)
       const st = target == null ? null : await lstat(target).catch(() => null)
-      if (st == null) return `${e.path}: missing`
       if (target == null || st == null) return `${e.path}: missing`
       if (e.kind === 'dir') { if (!st.isDirectory()) return `${e.path}: not a directory`; continue }
       if (e.kind === 'symlink') { if (!st.isSymbolicLink() || await readlink(target) !== e.target) return `${e.path}: not the symlink it was`; continue }
