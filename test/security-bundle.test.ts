@@ -154,163 +154,166 @@ t.test('the disk cannot redirect a write: symlinks found on disk are replaced or
 })
 
 if (gateDockerCriu(t)) {
-  const root = await tempDir(t, 'sechostile')
-  const boards: BoardDocker[] = []
-  t.teardown(async () => { for (const b of boards) await b.stop().catch(() => {}) })
-  const boardA = await startBoardDocker({ dir: root, name: 'secA' })
-  boards.push(boardA)
-  const boardB = await startBoardDocker({ dir: root, name: 'secB' })
-  boards.push(boardB)
-  await loadBaseImages(boardA)
-  const [nodeA, nodeB] = await connectedPair(t, root)
-  const swarmA = await openSwarmBundleStore(nodeA, { blockTimeoutMs: 5000 })
-  const swarmB = await openSwarmBundleStore(nodeB, { blockTimeoutMs: 5000 })
-  t.teardown(swarmA.stop)
-  t.teardown(swarmB.stop)
-  const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
-  const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
-  await runtimeA.start()
-  await runtimeB.start()
-  const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
-  const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
-  await ckA.start()
-  await ckB.start()
+  // One parent test: the boards start after the light tests above may have ended, and live until both subtests end.
+  t.test('on two Docker + CRIU boards', async t => {
+    const root = await tempDir(t, 'sechostile')
+    const boards: BoardDocker[] = []
+    t.teardown(async () => { for (const b of boards) await b.stop().catch(() => {}) })
+    const boardA = await startBoardDocker({ dir: root, name: 'secA' })
+    boards.push(boardA)
+    const boardB = await startBoardDocker({ dir: root, name: 'secB' })
+    boards.push(boardB)
+    await loadBaseImages(boardA)
+    const [nodeA, nodeB] = await connectedPair(t, root)
+    const swarmA = await openSwarmBundleStore(nodeA, { blockTimeoutMs: 5000 })
+    const swarmB = await openSwarmBundleStore(nodeB, { blockTimeoutMs: 5000 })
+    t.teardown(swarmA.stop)
+    t.teardown(swarmB.stop)
+    const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
+    const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
+    await runtimeA.start()
+    await runtimeB.start()
+    const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
+    const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
+    await ckA.start()
+    await ckB.start()
 
-  t.test('a real mission that plants hostile symlinks (and set-id files) in its rootfs and data dir: checkpointed on A, staged and restored on B; the host is untouched', async t => {
-    // The image ships a setuid program (as images may): the mission's copy-up of it is legitimate.
-    const context = join(root, 'image')
-    await mkdir(context)
-    await writeFile(join(context, 'Dockerfile'), 'FROM tandem/busybox:latest\nRUN cp /bin/busybox /bin/suidtool && chmod 4755 /bin/suidtool\n')
-    const image = await buildImage(runtimeA.docker, context, ['Dockerfile'], 'tandem/hostile:test')
+    await t.test('a real mission that plants hostile symlinks (and set-id files) in its rootfs and data dir: checkpointed on A, staged and restored on B; the host is untouched', async t => {
+      // The image ships a setuid program (as images may): the mission's copy-up of it is legitimate.
+      const context = join(root, 'image')
+      await mkdir(context)
+      await writeFile(join(context, 'Dockerfile'), 'FROM tandem/busybox:latest\nRUN cp /bin/busybox /bin/suidtool && chmod 4755 /bin/suidtool\n')
+      const image = await buildImage(runtimeA.docker, context, ['Dockerfile'], 'tandem/hostile:test')
 
-    // What the mission aims at on the host: a dir of its own (known absolute path) and the host's /etc.
-    const victim = join(root, 'victim')
-    await mkdir(victim)
-    await writeFile(join(victim, 'x'), 'precious\n')
-    const victimBefore = await snapshot(victim)
-    const etcFiles = ['passwd', 'shadow', 'group', 'hostname']
-    const etcHash = async (): Promise<string[]> => await Promise.all(etcFiles.map(async f => await readFile(join('/etc', f)).then(b => createHash('sha256').update(b).digest('hex'), () => 'absent')))
-    const etcBefore = await etcHash()
-    const etcNames = (await readdir('/etc')).sort()
-    const rootNames = (await readdir('/')).sort()
+      // What the mission aims at on the host: a dir of its own (known absolute path) and the host's /etc.
+      const victim = join(root, 'victim')
+      await mkdir(victim)
+      await writeFile(join(victim, 'x'), 'precious\n')
+      const victimBefore = await snapshot(victim)
+      const etcFiles = ['passwd', 'shadow', 'group', 'hostname']
+      const etcHash = async (): Promise<string[]> => await Promise.all(etcFiles.map(async f => await readFile(join('/etc', f)).then(b => createHash('sha256').update(b).digest('hex'), () => 'absent')))
+      const etcBefore = await etcHash()
+      const etcNames = (await readdir('/etc')).sort()
+      const rootNames = (await readdir('/')).sort()
 
-    const script = [
-      'mkdir -p /var/a && echo mine > /var/a/x',
-      'ln -s /etc /data/evil && ln -s / /tmp/root && ln -s "$VICTIM" /data/victim && ln -s "$VICTIM/x" /var/x-link && ln -s /etc/shadow /data/shadow',
-      'touch /bin/suidtool',
-      'i=0; while true; do i=$((i+1)); echo $i > /data/n; echo "tick $i"; usleep 100000; done'
-    ].join('\n')
-    const spec = { mission: 'hostile', image: 'tandem/hostile:test', cmd: ['sh', '-c', script], env: [`VICTIM=${victim}`] }
-    const id = await runtimeA.startFresh(spec, { mission: 'hostile', peerId: 'A', epoch: 1 })
-    t.teardown(async () => { await runtimeA.stop(id).catch(() => {}) })
-    const ticks = async (runtime: ContainerRuntime, cid: string): Promise<number[]> =>
-      (await runtime.logs(cid)).split('\n').map(l => /^tick (\d+)$/.exec(l)?.[1]).filter((n): n is string => n != null).map(Number)
-    await waitFor('the mission to tick', async () => ((await ticks(runtimeA, id)).at(-1) ?? 0) >= 5)
-    await ckA.shareImage(image)
-    const first = await ckA.take(id, { mission: 'hostile', epoch: 1, seq: 1 })
-    t.not(first.manifest.spec.imageCid, null, 'the checkpoint carries the image')
-    // The backup holds the image before it fetches checkpoints (set-id entries are compared with it).
-    await ckB.ensureImage(first.manifest.spec.imageCid as CID, { imageId: first.manifest.spec.imageId })
-    const b1 = await ckB.fetch(first.cid)
-    await ckB.stage(b1)
-    const standby = join(runtimeB.info.rootDir, 'tandem-standby', 'hostile')
-    t.equal((await lstat(join(standby, 'rootfs/bin/suidtool'))).mode & 0o7777, 0o4755, 'the copy-up of the image\'s setuid program is staged as it was')
-    t.equal((await lstat(standby)).mode & 0o777, 0o700, 'the staging dir is root\'s only')
+      const script = [
+        'mkdir -p /var/a && echo mine > /var/a/x',
+        'ln -s /etc /data/evil && ln -s / /tmp/root && ln -s "$VICTIM" /data/victim && ln -s "$VICTIM/x" /var/x-link && ln -s /etc/shadow /data/shadow',
+        'touch /bin/suidtool',
+        'i=0; while true; do i=$((i+1)); echo $i > /data/n; echo "tick $i"; usleep 100000; done'
+      ].join('\n')
+      const spec = { mission: 'hostile', image: 'tandem/hostile:test', cmd: ['sh', '-c', script], env: [`VICTIM=${victim}`] }
+      const id = await runtimeA.startFresh(spec, { mission: 'hostile', peerId: 'A', epoch: 1 })
+      t.teardown(async () => { await runtimeA.stop(id).catch(() => {}) })
+      const ticks = async (runtime: ContainerRuntime, cid: string): Promise<number[]> =>
+        (await runtime.logs(cid)).split('\n').map(l => /^tick (\d+)$/.exec(l)?.[1]).filter((n): n is string => n != null).map(Number)
+      await waitFor('the mission to tick', async () => ((await ticks(runtimeA, id)).at(-1) ?? 0) >= 5)
+      await ckA.shareImage(image)
+      const first = await ckA.take(id, { mission: 'hostile', epoch: 1, seq: 1 })
+      t.not(first.manifest.spec.imageCid, null, 'the checkpoint carries the image')
+      // The backup holds the image before it fetches checkpoints (set-id entries are compared with it).
+      await ckB.ensureImage(first.manifest.spec.imageCid as CID, { imageId: first.manifest.spec.imageId })
+      const b1 = await ckB.fetch(first.cid)
+      await ckB.stage(b1)
+      const standby = join(runtimeB.info.rootDir, 'tandem-standby', 'hostile')
+      t.equal((await lstat(join(standby, 'rootfs/bin/suidtool'))).mode & 0o7777, 0o4755, 'the copy-up of the image\'s setuid program is staged as it was')
+      t.equal((await lstat(standby)).mode & 0o777, 0o700, 'the staging dir is root\'s only')
 
-    // The mission turns a directory of its rootfs into a symlink to the host's victim dir: staging the next
-    // checkpoint over the first removes /var/a/x, which the old code did through the new symlink.
-    await exec(runtimeA, id, ['sh', '-c', 'rm -rf /var/a && ln -s "$VICTIM" /var/a'])
-    const second = await ckA.take(id, { mission: 'hostile', epoch: 1, seq: 2, parent: first.cid })
-    const b2 = await ckB.fetch(second.cid)
-    await ckB.stage(b2)
-    t.equal(await readlink(join(standby, 'rootfs/var/a')), victim, 'the symlink is staged as a symlink')
-    t.same(await snapshot(victim), victimBefore, 'staging did not follow it: the host\'s victim/x is still there')
-    const atCheckpoint = (await ticks(runtimeA, id)).at(-1) ?? 0
-    await runtimeA.stop(id)
+      // The mission turns a directory of its rootfs into a symlink to the host's victim dir: staging the next
+      // checkpoint over the first removes /var/a/x, which the old code did through the new symlink.
+      await exec(runtimeA, id, ['sh', '-c', 'rm -rf /var/a && ln -s "$VICTIM" /var/a'])
+      const second = await ckA.take(id, { mission: 'hostile', epoch: 1, seq: 2, parent: first.cid })
+      const b2 = await ckB.fetch(second.cid)
+      await ckB.stage(b2)
+      t.equal(await readlink(join(standby, 'rootfs/var/a')), victim, 'the symlink is staged as a symlink')
+      t.same(await snapshot(victim), victimBefore, 'staging did not follow it: the host\'s victim/x is still there')
+      const atCheckpoint = (await ticks(runtimeA, id)).at(-1) ?? 0
+      await runtimeA.stop(id)
 
-    const restored = await ckB.restore(b2, { peerId: 'B', epoch: 2 })
-    t.teardown(async () => { await runtimeB.stop(restored.containerId).catch(() => {}) })
-    t.equal(restored.staged, true, 'the staged files were moved into place')
-    const resumed = await waitFor('the restored mission to tick', async () => (await ticks(runtimeB, restored.containerId)).at(0))
-    t.ok(resumed > 5 && resumed <= atCheckpoint + 1, `the restored process continues (tick ${resumed}, A stopped at ${atCheckpoint})`)
-    for (const [path, target] of [['/var/a', victim], ['/data/evil', '/etc'], ['/tmp/root', '/'], ['/data/victim', victim], ['/var/x-link', `${victim}/x`], ['/data/shadow', '/etc/shadow']]) {
-      t.equal((await exec(runtimeB, restored.containerId, ['readlink', path as string])).trim(), target, `inside the restored mission ${path} -> ${target as string}`)
-    }
-    const dataB = runtimeB.dataDirFor((await runtimeB.inspect(restored.containerId)).Name.slice(1))
-    t.ok((await lstat(join(dataB, 'evil'))).isSymbolicLink(), 'on B\'s disk the data dir holds the symlink itself')
-    await waitFor('a few more ticks on B', async () => ((await ticks(runtimeB, restored.containerId)).at(-1) ?? 0) >= resumed + 3)
+      const restored = await ckB.restore(b2, { peerId: 'B', epoch: 2 })
+      t.teardown(async () => { await runtimeB.stop(restored.containerId).catch(() => {}) })
+      t.equal(restored.staged, true, 'the staged files were moved into place')
+      const resumed = await waitFor('the restored mission to tick', async () => (await ticks(runtimeB, restored.containerId)).at(0))
+      t.ok(resumed > 5 && resumed <= atCheckpoint + 1, `the restored process continues (tick ${resumed}, A stopped at ${atCheckpoint})`)
+      for (const [path, target] of [['/var/a', victim], ['/data/evil', '/etc'], ['/tmp/root', '/'], ['/data/victim', victim], ['/var/x-link', `${victim}/x`], ['/data/shadow', '/etc/shadow']]) {
+        t.equal((await exec(runtimeB, restored.containerId, ['readlink', path as string])).trim(), target, `inside the restored mission ${path} -> ${target as string}`)
+      }
+      const dataB = runtimeB.dataDirFor((await runtimeB.inspect(restored.containerId)).Name.slice(1))
+      t.ok((await lstat(join(dataB, 'evil'))).isSymbolicLink(), 'on B\'s disk the data dir holds the symlink itself')
+      await waitFor('a few more ticks on B', async () => ((await ticks(runtimeB, restored.containerId)).at(-1) ?? 0) >= resumed + 3)
 
-    // Set-id bits the image does not have: the mission made them; the backup refuses the checkpoint.
-    const id2 = await runtimeA.startFresh(spec, { mission: 'hostile', peerId: 'A', epoch: 3 })
-    t.teardown(async () => { await runtimeA.stop(id2).catch(() => {}) })
-    await waitFor('the second mission to tick', async () => ((await ticks(runtimeA, id2)).at(-1) ?? 0) >= 3)
-    for (const [where, cmd] of [['data', 'cp /bin/busybox /data/own-suid && chmod 4755 /data/own-suid'], ['rootfs', 'rm -f /data/own-suid && cp /bin/busybox /usr/own-suid && chmod 4755 /usr/own-suid']] as const) {
-      await exec(runtimeA, id2, ['sh', '-c', cmd])
-      const taken = await ckA.take(id2, { mission: 'hostile', epoch: 3, seq: where === 'data' ? 1 : 2 })
-      const refusal = await ckB.fetch(taken.cid).then(() => null, (err: unknown) => err)
-      t.ok(refusal instanceof UnsafeTreeError && refusal.reason === 'set-id bit', `a setuid program the mission made in its ${where} is refused (${(refusal as Error)?.message})`)
-      t.notOk((await ckB.store.checkpoints('hostile')).some(c => c.cid.equals(taken.cid)), 'and not recorded (not acknowledged)')
-    }
+      // Set-id bits the image does not have: the mission made them; the backup refuses the checkpoint.
+      const id2 = await runtimeA.startFresh(spec, { mission: 'hostile', peerId: 'A', epoch: 3 })
+      t.teardown(async () => { await runtimeA.stop(id2).catch(() => {}) })
+      await waitFor('the second mission to tick', async () => ((await ticks(runtimeA, id2)).at(-1) ?? 0) >= 3)
+      for (const [where, cmd] of [['data', 'cp /bin/busybox /data/own-suid && chmod 4755 /data/own-suid'], ['rootfs', 'rm -f /data/own-suid && cp /bin/busybox /usr/own-suid && chmod 4755 /usr/own-suid']] as const) {
+        await exec(runtimeA, id2, ['sh', '-c', cmd])
+        const taken = await ckA.take(id2, { mission: 'hostile', epoch: 3, seq: where === 'data' ? 1 : 2 })
+        const refusal = await ckB.fetch(taken.cid).then(() => null, (err: unknown) => err)
+        t.ok(refusal instanceof UnsafeTreeError && refusal.reason === 'set-id bit', `a setuid program the mission made in its ${where} is refused (${(refusal as Error)?.message})`)
+        t.notOk((await ckB.store.checkpoints('hostile')).some(c => c.cid.equals(taken.cid)), 'and not recorded (not acknowledged)')
+      }
 
-    t.same(await snapshot(victim), victimBefore, 'the host\'s victim dir is unchanged')
-    t.same(await etcHash(), etcBefore, 'the host\'s /etc/passwd, shadow, group, hostname are unchanged')
-    t.same((await readdir('/etc')).sort(), etcNames, 'no file appeared in the host\'s /etc')
-    t.same((await readdir('/')).sort(), rootNames, 'nor in the host\'s /')
-  })
+      t.same(await snapshot(victim), victimBefore, 'the host\'s victim dir is unchanged')
+      t.same(await etcHash(), etcBefore, 'the host\'s /etc/passwd, shadow, group, hostname are unchanged')
+      t.same((await readdir('/etc')).sort(), etcNames, 'no file appeared in the host\'s /etc')
+      t.same((await readdir('/')).sort(), rootNames, 'nor in the host\'s /')
+    })
 
-  t.test('a mission runs under Docker\'s default seccomp profile minus io_uring: no user or network namespace, no mount, io_uring_setup is ENOSYS; CRIU still works', async t => {
-    const context = join(root, 'probe-image')
-    await mkdir(context)
-    await writeFile(join(context, 'io-uring-probe'), ioUringProbe(), { mode: 0o755 })
-    await writeFile(join(context, 'Dockerfile'), 'FROM tandem/busybox:latest\nCOPY io-uring-probe /bin/io-uring-probe\n')
-    await buildImage(runtimeA.docker, context, ['Dockerfile', 'io-uring-probe'], 'tandem/probe:test')
-    const attempts: Record<string, string[]> = {
-      'unshare -U (user namespace)': ['unshare', '-U', '-r', 'true'],
-      'unshare -n (network namespace)': ['unshare', '-n', 'true'],
-      'unshare -U -n (network namespace in a user namespace)': ['unshare', '-U', '-r', '-n', 'true'],
-      'mount in a user and mount namespace': ['unshare', '-U', '-r', '-m', 'mount', '-t', 'tmpfs', 'none', '/tmp'],
-      mount: ['mount', '-t', 'tmpfs', 'none', '/tmp']
-    }
-    const exitOf = async (runtime: ContainerRuntime, id: string, cmd: string[]): Promise<number> => {
-      const e = await runtime.docker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true })
-      const stream = await e.start({})
-      const chunks: Buffer[] = []
-      for await (const c of stream) chunks.push(c as Buffer)
-      const code = (await e.inspect()).ExitCode ?? -1
-      if (code !== 0) t.comment(`${cmd.join(' ')}: exit ${code}: ${demuxLogs(Buffer.concat(chunks)).trim()}`)
-      return code
-    }
-    // Before: the profile missions had (everything allowed but io_uring), on the same image and daemon.
-    const before = await runtimeA.docker.createContainer({
-      Image: 'tandem/probe:test', Cmd: ['sleep', '600'], NetworkDisabled: true,
-      HostConfig: { NetworkMode: 'none', SecurityOpt: [`seccomp=${JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: IO_URING_SYSCALLS, action: 'SCMP_ACT_ERRNO', errnoRet: 38 }] })}`] }
-    } as object)
-    t.teardown(async () => { await before.remove({ force: true }).catch(() => {}) })
-    await before.start()
-    const id = await runtimeA.startFresh({ mission: 'probe', image: 'tandem/probe:test', cmd: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo "tick $i"; usleep 100000; done'] }, { mission: 'probe', peerId: 'A', epoch: 1 })
-    t.teardown(async () => { await runtimeA.stop(id).catch(() => {}) })
-    for (const [what, cmd] of Object.entries(attempts)) {
-      const was = await exitOf(runtimeA, before.id, cmd)
-      const now = await exitOf(runtimeA, id, cmd)
-      t.not(now, 0, `${what}: fails in a mission now (exit ${now}; under the old profile exit ${was})`)
-      // Without CAP_SYS_ADMIN a plain unshare -n or mount failed before too; inside a user namespace they did not.
-      if (what.includes('user')) t.equal(was, 0, `${what}: worked under the old profile (what the tester found)`)
-    }
-    if (process.arch === 'x64') {
-      t.equal(await exitOf(runtimeA, id, ['/bin/io-uring-probe']), 38, 'io_uring_setup returns ENOSYS (38) in a mission, so libuv falls back to epoll')
-    } else {
-      t.comment('io_uring probe is an x86-64 binary: not run on this architecture')
-    }
-    // CRIU dumps and restores a mission under this profile (seccomp filters are part of what it restores).
-    await ckA.shareImage('tandem/probe:test')
-    const taken = await ckA.take(id, { mission: 'probe', epoch: 1, seq: 1 })
-    await runtimeA.stop(id)
-    const restored = await ckB.restore(taken.cid, { peerId: 'B', epoch: 2 })
-    t.teardown(async () => { await runtimeB.stop(restored.containerId).catch(() => {}) })
-    const resumed = await waitFor('the restored probe mission to tick', async () => /tick (\d+)/.exec(await runtimeB.logs(restored.containerId))?.[1])
-    t.ok(Number(resumed) > 1, `restored under the profile, it continues (tick ${resumed})`)
-    t.not(await exitOf(runtimeB, restored.containerId, attempts['unshare -U (user namespace)'] as string[]), 0, 'and the restored mission is still filtered')
-    if (process.arch === 'x64') t.equal(await exitOf(runtimeB, restored.containerId, ['/bin/io-uring-probe']), 38, 'io_uring_setup is still ENOSYS after the restore')
+    await t.test('a mission runs under Docker\'s default seccomp profile minus io_uring: no user or network namespace, no mount, io_uring_setup is ENOSYS; CRIU still works', async t => {
+      const context = join(root, 'probe-image')
+      await mkdir(context)
+      await writeFile(join(context, 'io-uring-probe'), ioUringProbe(), { mode: 0o755 })
+      await writeFile(join(context, 'Dockerfile'), 'FROM tandem/busybox:latest\nCOPY io-uring-probe /bin/io-uring-probe\n')
+      await buildImage(runtimeA.docker, context, ['Dockerfile', 'io-uring-probe'], 'tandem/probe:test')
+      const attempts: Record<string, string[]> = {
+        'unshare -U (user namespace)': ['unshare', '-U', '-r', 'true'],
+        'unshare -n (network namespace)': ['unshare', '-n', 'true'],
+        'unshare -U -n (network namespace in a user namespace)': ['unshare', '-U', '-r', '-n', 'true'],
+        'mount in a user and mount namespace': ['unshare', '-U', '-r', '-m', 'mount', '-t', 'tmpfs', 'none', '/tmp'],
+        mount: ['mount', '-t', 'tmpfs', 'none', '/tmp']
+      }
+      const exitOf = async (runtime: ContainerRuntime, id: string, cmd: string[]): Promise<number> => {
+        const e = await runtime.docker.getContainer(id).exec({ Cmd: cmd, AttachStdout: true, AttachStderr: true })
+        const stream = await e.start({})
+        const chunks: Buffer[] = []
+        for await (const c of stream) chunks.push(c as Buffer)
+        const code = (await e.inspect()).ExitCode ?? -1
+        if (code !== 0) t.comment(`${cmd.join(' ')}: exit ${code}: ${demuxLogs(Buffer.concat(chunks)).trim()}`)
+        return code
+      }
+      // Before: the profile missions had (everything allowed but io_uring), on the same image and daemon.
+      const before = await runtimeA.docker.createContainer({
+        Image: 'tandem/probe:test', Cmd: ['sleep', '600'], NetworkDisabled: true,
+        HostConfig: { NetworkMode: 'none', SecurityOpt: [`seccomp=${JSON.stringify({ defaultAction: 'SCMP_ACT_ALLOW', syscalls: [{ names: IO_URING_SYSCALLS, action: 'SCMP_ACT_ERRNO', errnoRet: 38 }] })}`] }
+      } as object)
+      t.teardown(async () => { await before.remove({ force: true }).catch(() => {}) })
+      await before.start()
+      const id = await runtimeA.startFresh({ mission: 'probe', image: 'tandem/probe:test', cmd: ['sh', '-c', 'i=0; while true; do i=$((i+1)); echo "tick $i"; usleep 100000; done'] }, { mission: 'probe', peerId: 'A', epoch: 1 })
+      t.teardown(async () => { await runtimeA.stop(id).catch(() => {}) })
+      for (const [what, cmd] of Object.entries(attempts)) {
+        const was = await exitOf(runtimeA, before.id, cmd)
+        const now = await exitOf(runtimeA, id, cmd)
+        t.not(now, 0, `${what}: fails in a mission now (exit ${now}; under the old profile exit ${was})`)
+        // Without CAP_SYS_ADMIN a plain unshare -n or mount failed before too; inside a user namespace they did not.
+        if (what.includes('user')) t.equal(was, 0, `${what}: worked under the old profile (what the tester found)`)
+      }
+      if (process.arch === 'x64') {
+        t.equal(await exitOf(runtimeA, id, ['/bin/io-uring-probe']), 38, 'io_uring_setup returns ENOSYS (38) in a mission, so libuv falls back to epoll')
+      } else {
+        t.comment('io_uring probe is an x86-64 binary: not run on this architecture')
+      }
+      // CRIU dumps and restores a mission under this profile (seccomp filters are part of what it restores).
+      await ckA.shareImage('tandem/probe:test')
+      const taken = await ckA.take(id, { mission: 'probe', epoch: 1, seq: 1 })
+      await runtimeA.stop(id)
+      const restored = await ckB.restore(taken.cid, { peerId: 'B', epoch: 2 })
+      t.teardown(async () => { await runtimeB.stop(restored.containerId).catch(() => {}) })
+      const resumed = await waitFor('the restored probe mission to tick', async () => /tick (\d+)/.exec(await runtimeB.logs(restored.containerId))?.[1])
+      t.ok(Number(resumed) > 1, `restored under the profile, it continues (tick ${resumed})`)
+      t.not(await exitOf(runtimeB, restored.containerId, attempts['unshare -U (user namespace)'] as string[]), 0, 'and the restored mission is still filtered')
+      if (process.arch === 'x64') t.equal(await exitOf(runtimeB, restored.containerId, ['/bin/io-uring-probe']), 38, 'io_uring_setup is still ENOSYS after the restore')
+    })
   })
 }
 
