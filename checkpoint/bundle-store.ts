@@ -2,10 +2,10 @@
 // chunked DAGs, fetch whole bundles from the swarm, materialize them, keep the last K per mission.
 import { createReadStream } from 'node:fs'
 import { createHash } from 'node:crypto'
-import { lstat, mkdir, open, readdir, readlink, symlink, chown, chmod, rm } from 'node:fs/promises'
+import { lstat, mkdir, readdir, readlink, symlink, rm, type FileHandle } from 'node:fs/promises'
 import { spawn } from 'node:child_process'
 import type { Stats } from 'node:fs'
-import { join, posix, basename } from 'node:path'
+import { join, basename } from 'node:path'
 import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import { sha256 } from 'multiformats/hashes/sha2'
@@ -16,11 +16,12 @@ import {
   asChunkList, asImageManifest, asLayerFile, asManifest, asTreeNode, asTreePart, IMAGE_FORMAT,
   type CheckpointManifest, type DockerManifestEntry, type FileEntry, type ImageLayer, type ImageManifest, type TreeEntry, type TreeNode
 } from './format.ts'
-import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError } from './errors.ts'
+import { BlockCorruptError, BlockUnavailableError, BundleFormatError, CheckpointError, UnsafeTreeError, type UnsafeTreeReason } from './errors.ts'
 import { StorageError } from './storage-health.ts'
 import { SharedExclusiveLock } from './lock.ts'
 import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 import { readTar, readSmall, drain, tarFileHeader, tarPadding, TAR_END } from './tar.ts'
+import { beneath, checkTreeEntries, existingBeneath, openDirNoFollow, openNoFollow, type SetIdEntry, type TreeRole } from './tree-safety.ts'
 
 /** CRIU page images are chunked at the page size, aligned to the file start: unchanged pages keep their CID. */
 export const PAGE_CHUNK_SIZE = 4096
@@ -86,6 +87,8 @@ export interface FetchOptions {
   accept?: (manifest: CheckpointManifest) => void
   /** Peer ids to ask first for batched blocks (default: every connected peer). */
   providers?: string[]
+  /** Throws when set-id entries of the rootfs tree are not the image's (see setIdInImage); without it they are refused. */
+  allowSetId?: (manifest: CheckpointManifest, entries: SetIdEntry[]) => Promise<void>
   /**
    * Also read and hash every block of the checkpoint this store already holds (default true): a corrupt one is
    * deleted and fetched again, so what is acknowledged can be restored.
@@ -102,6 +105,15 @@ export interface FetchResult {
   /** Blocks this store held corrupt (their bytes do not match their CID, or the store could not read them), fetched again. */
   repairedBlocks: number
   ms: number
+}
+
+export interface MaterializeOptions {
+  signal?: AbortSignal
+  previous?: CID
+  /** Which checkpoint directory the tree fills (what it may hold, see checkTreeEntries). Default rootfs. */
+  role?: TreeRole
+  /** Throws when entries with set-id bits are not the mission image's own (see setIdInImage); without it they are refused. */
+  allowSetId?: (entries: SetIdEntry[]) => Promise<void>
 }
 
 export interface RetainedCheckpoint { mission: string, epoch: number, seq: number, cid: CID }
@@ -504,18 +516,21 @@ export class BundleStore {
       options.accept?.(manifest)
       progress.blocksDone = progress.blocksTotal = 1
       const files: FileEntry[] = []
-      const structure = async (node: CID): Promise<void> => {
+      const structure = async (role: TreeRole): Promise<void> => {
+        const node = manifest.trees[role]
         progress.blocksTotal++
         await ensure(node)
         const tree = asTreeNode(await this.getNode(node, { signal, offline: true }), node)
         progress.blocksTotal += tree.parts.length
-        await Promise.all(tree.parts.map(async p => {
+        const parts = await Promise.all(tree.parts.map(async p => {
           await ensure(p)
-          const part = asTreePart(await this.getNode(p, { signal, offline: true }), p)
-          for (const e of part.entries) if (e.kind === 'file' && e.inline === null) files.push(e)
+          return asTreePart(await this.getNode(p, { signal, offline: true }), p).entries
         }))
+        // Before any chunk is fetched and before the checkpoint is recorded (and so acknowledged).
+        await this.checkTree(role, parts.flat(), node, options.allowSetId != null ? async (e) => { await options.allowSetId?.(manifest, e) } : undefined)
+        for (const e of parts.flat()) if (e.kind === 'file' && e.inline === null) files.push(e)
       }
-      await Promise.all([manifest.trees.criu, manifest.trees.rootfs, manifest.trees.data].map(structure))
+      await Promise.all((['criu', 'rootfs', 'data'] as const).map(structure)).catch((err: unknown) => { this.countRefusal(err); throw err })
       await this.fetchFileChunks(files, { signal, providers: options.providers, ensure, verifyHeld }, {
         listed: (lists, chunks) => { progress.blocksTotal += lists + chunks; report() },
         present: (chunks) => { progress.blocksDone += chunks; report() },
@@ -692,59 +707,94 @@ export class BundleStore {
   /**
    * Writes a stored tree under `dest` (which may exist). Everything is read from the local store. With `previous`,
    * `dest` must hold exactly that tree (as written by this method): only what differs is written, e.g. the changed
-   * 4 KiB pages of a page image, and what the new tree lacks is removed.
+   * 4 KiB pages of a page image, and what the new tree lacks is removed. Nothing is written outside `dest` and no
+   * symlink is followed (see tree-safety.ts); set-id bits need `allowSetId` (the mission's image has them too).
    */
-  async materializeTree (treeCid: CID, dest: string, options: { signal?: AbortSignal, previous?: CID } = {}): Promise<{ files: number, bytes: number }> {
+  async materializeTree (treeCid: CID, dest: string, options: MaterializeOptions = {}): Promise<{ files: number, bytes: number }> {
+    try {
+      return await this.writeTree(treeCid, dest, options)
+    } catch (err) { this.countRefusal(err); throw err }
+  }
+
+  private async writeTree (treeCid: CID, dest: string, options: MaterializeOptions): Promise<{ files: number, bytes: number }> {
     const tree = asTreeNode(await this.getNode(treeCid, { ...options, offline: true }), treeCid)
+    const entries = await this.treeEntryList(treeCid, options.signal)
+    await this.checkTree(options.role ?? 'rootfs', entries, treeCid, options.allowSetId)
     const before = options.previous != null ? await this.treeEntries(options.previous, options.signal) : new Map<string, TreeEntry>()
     await mkdir(dest, { recursive: true })
     let files = 0
     let bytes = 0
-    const dirModes: Array<{ path: string, mode: number }> = []
-    for (const p of tree.parts) {
-      const part = asTreePart(await this.getNode(p, { ...options, offline: true }), p)
-      for (const e of part.entries) {
-        options.signal?.throwIfAborted()
-        const target = join(dest, ...e.path.split(posix.sep))
-        const old = before.get(e.path)
-        before.delete(e.path)
-        if (old != null && old.kind !== e.kind) await rm(target, { recursive: true, force: true })
-        switch (e.kind) {
-          case 'dir':
-            await mkdir(target, { recursive: true })
-            await chown(target, e.uid, e.gid)
-            dirModes.push({ path: target, mode: e.mode })
-            break
-          case 'symlink':
-            await rm(target, { force: true })
-            await symlink(e.target, target)
-            break
-          case 'whiteout':
-            await rm(target, { force: true, recursive: true })
-            await mknodWhiteout(target)
-            break
-          case 'file': {
-            if (old?.kind === 'file' && old.inline == null && e.inline == null && old.size === e.size && old.chunkSize === e.chunkSize) {
-              await this.patchFile(target, old, e, options.signal)
-            } else {
-              await this.writeFile(target, e, options.signal)
-            }
-            await chown(target, e.uid, e.gid)
-            await chmod(target, e.mode)
-            files++
-            bytes += e.size
-            break
+    const dirModes: Array<{ rel: string, mode: number }> = []
+    const verified = new Set<string>()
+    for (const e of entries) {
+      options.signal?.throwIfAborted()
+      const target = await beneath(dest, e.path, verified)
+      const old = before.get(e.path)
+      before.delete(e.path)
+      if (old != null && old.kind !== e.kind) await rm(target, { recursive: true, force: true })
+      // A directory this write checked may be replaced below by something else: check again from here on.
+      if (e.kind !== 'dir' && verified.has(target)) verified.clear()
+      switch (e.kind) {
+        case 'dir': {
+          const st = await lstat(target).catch(() => null)
+          if (st != null && !st.isDirectory()) await rm(target, { force: true })
+          if (st == null || !st.isDirectory()) await mkdir(target)
+          const fh = await openDirNoFollow(target)
+          try { await fh.chown(e.uid, e.gid) } finally { await fh.close() }
+          dirModes.push({ rel: e.path, mode: e.mode })
+          break
+        }
+        case 'symlink':
+          await rm(target, { force: true })
+          await symlink(e.target, target)
+          break
+        case 'whiteout':
+          await rm(target, { force: true, recursive: true })
+          await mknodWhiteout(target)
+          break
+        case 'file': {
+          if (old?.kind === 'file' && old.inline == null && e.inline == null && old.size === e.size && old.chunkSize === e.chunkSize) {
+            await this.patchFile(target, old, e, options.signal)
+          } else {
+            await this.writeFile(target, e, options.signal)
           }
+          files++
+          bytes += e.size
+          break
         }
       }
     }
-    // Whatever the previous tree had and this one lacks, deepest first.
-    for (const path of [...before.keys()].sort((a, b) => b.length - a.length)) await rm(join(dest, ...path.split(posix.sep)), { recursive: true, force: true })
-    for (const d of dirModes.reverse()) await chmod(d.path, d.mode)
+    // Whatever the previous tree had and this one lacks, deepest first; gone already when a directory on its way is.
+    for (const path of [...before.keys()].sort((a, b) => b.length - a.length)) {
+      const target = await existingBeneath(dest, path)
+      if (target != null) await rm(target, { recursive: true, force: true })
+    }
+    for (const d of dirModes.reverse()) {
+      const fh = await openDirNoFollow(await beneath(dest, d.rel, new Set()))
+      try { await fh.chmod(d.mode) } finally { await fh.close() }
+    }
     if (files !== tree.files || bytes !== tree.bytes) {
       throw new BundleFormatError(`${treeCid.toString()}: materialized ${files} files / ${bytes} bytes, tree says ${tree.files} / ${tree.bytes}`)
     }
     return { files, bytes }
+  }
+
+  /** Refusals of unsafe trees (fetch and materialize), by reason, since this store opened. */
+  readonly unsafeTreesRefused = new Map<UnsafeTreeReason, number>()
+
+  /** Throws an UnsafeTreeError for a tree a container could not have produced; see checkTreeEntries. */
+  async checkTree (role: TreeRole, entries: Iterable<TreeEntry>, treeCid: CID, allowSetId?: (entries: SetIdEntry[]) => Promise<void>): Promise<void> {
+    const setId = checkTreeEntries(role, entries, `${role} tree ${treeCid.toString()}`)
+    if (setId.length === 0) return
+    if (allowSetId == null) {
+      const first = setId[0] as SetIdEntry
+      throw new UnsafeTreeError('set-id bit', first.path, `${role} tree ${treeCid.toString()}: ${first.path} has mode ${first.mode.toString(8)} and no image to compare with`)
+    }
+    await allowSetId(setId)
+  }
+
+  private countRefusal (err: unknown): void {
+    if (err instanceof UnsafeTreeError) this.unsafeTreesRefused.set(err.reason, (this.unsafeTreesRefused.get(err.reason) ?? 0) + 1)
   }
 
   /**
@@ -754,10 +804,10 @@ export class BundleStore {
   async verifyTreeOnDisk (treeCid: CID, dir: string, signal?: AbortSignal): Promise<string | null> {
     for (const e of (await this.treeEntries(treeCid, signal)).values()) {
       signal?.throwIfAborted()
-      const target = join(dir, ...e.path.split(posix.sep))
-      const st = await lstat(target).catch(() => null)
       if (e.kind === 'whiteout') continue
-      if (st == null) return `${e.path}: missing`
+      const target = await existingBeneath(dir, e.path)
+      const st = target == null ? null : await lstat(target).catch(() => null)
+      if (target == null || st == null) return `${e.path}: missing`
       if (e.kind === 'dir') { if (!st.isDirectory()) return `${e.path}: not a directory`; continue }
       if (e.kind === 'symlink') { if (!st.isSymbolicLink() || await readlink(target) !== e.target) return `${e.path}: not the symlink it was`; continue }
       if (!st.isFile() || st.size !== e.size) return `${e.path}: ${st.isFile() ? `${st.size} bytes, the checkpoint says ${e.size}` : 'not a file'}`
@@ -768,7 +818,7 @@ export class BundleStore {
   }
 
   private async verifyFileOnDisk (target: string, e: FileEntry, signal?: AbortSignal): Promise<string | null> {
-    const fh = await open(target, 'r')
+    const fh = await openNoFollow(target, 'read')
     try {
       if (e.inline !== null) {
         const bytes = Buffer.alloc(e.size)
@@ -795,14 +845,22 @@ export class BundleStore {
   }
 
   private async treeEntries (treeCid: CID, signal?: AbortSignal): Promise<Map<string, TreeEntry>> {
+    return new Map((await this.treeEntryList(treeCid, signal)).map(e => [e.path, e]))
+  }
+
+  /** A tree's entries in order, duplicates included (checkTree refuses them). */
+  private async treeEntryList (treeCid: CID, signal?: AbortSignal): Promise<TreeEntry[]> {
     const tree = asTreeNode(await this.getNode(treeCid, { signal, offline: true }), treeCid)
-    const entries = new Map<string, TreeEntry>()
-    for (const p of tree.parts) for (const e of asTreePart(await this.getNode(p, { signal, offline: true }), p).entries) entries.set(e.path, e)
+    const entries: TreeEntry[] = []
+    for (const p of tree.parts) entries.push(...asTreePart(await this.getNode(p, { signal, offline: true }), p).entries)
     return entries
   }
 
   private async writeFile (target: string, e: FileEntry, signal?: AbortSignal): Promise<void> {
-    const fh = await open(target, 'w', 0o600)
+    // A symlink or directory where the file goes is replaced, never followed.
+    const st = await lstat(target).catch(() => null)
+    if (st != null && !st.isFile()) await rm(target, { recursive: true, force: true })
+    const fh = await openNoFollow(target, 'create')
     try {
       // Page files come in 4 KiB chunks: write them in batches, not one system call per page.
       let pending: Uint8Array[] = []
@@ -817,12 +875,13 @@ export class BundleStore {
         }
       }
       if (pending.length > 0) await fh.writev(pending)
+      await setOwnerAndMode(fh, e)
     } finally { await fh.close() }
   }
 
   /** Rewrites the chunks of `target` (holding `old`) that differ in `e`: same size and chunking, so offsets align. */
   private async patchFile (target: string, old: FileEntry, e: FileEntry, signal?: AbortSignal): Promise<void> {
-    const fh = await open(target, 'r+')
+    const fh = await openNoFollow(target, 'update')
     try {
       for (let li = 0; li < e.lists.length; li++) {
         signal?.throwIfAborted()
@@ -843,6 +902,7 @@ export class BundleStore {
           }
         }
       }
+      await setOwnerAndMode(fh, e)
     } finally { await fh.close() }
   }
 
@@ -1039,6 +1099,12 @@ export async function pool<T> (items: T[], limit: number, fn: (item: T) => Promi
     }
   }
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker))
+}
+
+/** Owner, then mode (a chown clears set-id bits), through the open file: nothing is looked up by path again. */
+async function setOwnerAndMode (fh: FileHandle, e: FileEntry): Promise<void> {
+  await fh.chown(e.uid, e.gid)
+  await fh.chmod(e.mode)
 }
 
 async function mknodWhiteout (path: string): Promise<void> {

@@ -14,7 +14,8 @@ import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
-import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError } from './errors.ts'
+import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError, UnsafeTreeError } from './errors.ts'
+import { setIdInImage, type SetIdEntry } from './tree-safety.ts'
 
 export interface TakeOptions {
   mission: string
@@ -389,7 +390,8 @@ export class Checkpointer {
   async fetch (cid: CID, options: { signal?: AbortSignal, onProgress?: (p: FetchProgress) => void, providers?: string[] } = {}): Promise<LocalBundle> {
     const result = await this.store.fetch(cid, {
       ...options,
-      accept: (m) => this.assertRunnableHere(m, cid)
+      accept: (m) => this.assertRunnableHere(m, cid),
+      allowSetId: async (m, entries) => { await this.assertSetIdOfImage(m.spec.imageId, entries) }
     })
     this.store.collectInBackground(result.manifest.mission)
     return { cid, manifest: result.manifest, fetch: result }
@@ -408,8 +410,13 @@ export class Checkpointer {
       this.staged.delete(manifest.mission)
       const dir = this.standbyDir(manifest.mission)
       if (base == null) await rm(dir, { recursive: true, force: true })
-      await this.store.materializeTree(manifest.trees.criu, join(dir, 'criu'), { signal: options.signal, previous: base?.manifest.trees.criu })
-      await this.store.materializeTree(manifest.trees.rootfs, join(dir, 'rootfs'), { signal: options.signal, previous: base?.manifest.trees.rootfs })
+      // Only root's: the rootfs changes may hold the image's set-id programs.
+      await mkdir(dir, { recursive: true, mode: 0o700 })
+      await chmod(dir, 0o700)
+      await this.store.materializeTree(manifest.trees.criu, join(dir, 'criu'), { signal: options.signal, previous: base?.manifest.trees.criu, role: 'criu' })
+      await this.store.materializeTree(manifest.trees.rootfs, join(dir, 'rootfs'), {
+        signal: options.signal, previous: base?.manifest.trees.rootfs, role: 'rootfs', allowSetId: this.setIdPolicy(manifest)
+      })
       this.staged.set(manifest.mission, { cid: bundle.cid.toString(), manifest })
     })
   }
@@ -511,9 +518,9 @@ export class Checkpointer {
       const writeFiles = async (): Promise<void> => {
         // All settle before a failure is reported: the container is removed after it, not while files are still written.
         const written = await Promise.allSettled([
-          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal }),
-          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal }),
-          manifest.spec.dataPath != null ? this.store.materializeTree(manifest.trees.data, dataDir, { signal }) : Promise.resolve()
+          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.criu, checkpointDir, { signal, role: 'criu' }),
+          staged ? Promise.resolve() : this.store.materializeTree(manifest.trees.rootfs, upperDir, { signal, role: 'rootfs', allowSetId: this.setIdPolicy(manifest) }),
+          manifest.spec.dataPath != null ? this.store.materializeTree(manifest.trees.data, dataDir, { signal, role: 'data' }) : Promise.resolve()
         ])
         const failed = written.find((r): r is PromiseRejectedResult => r.status === 'rejected')
         if (failed != null) throw failed.reason
@@ -543,6 +550,31 @@ export class Checkpointer {
     } catch (err) {
       await this.runtime.stop(containerId).catch(() => {})
       throw err
+    }
+  }
+
+  private setIdPolicy (manifest: CheckpointManifest): (entries: SetIdEntry[]) => Promise<void> {
+    return async (entries) => { await this.assertSetIdOfImage(manifest.spec.imageId, entries) }
+  }
+
+  /**
+   * A setuid/setgid file or directory in a container's upper dir is legitimate only as the copy-up of the image's
+   * own (same path, kind, owner, bits): anything else was made by the mission or forged, and becomes a set-id
+   * program on this board's disk. The image must be on this board to compare: otherwise refused too.
+   */
+  async assertSetIdOfImage (imageId: string, entries: SetIdEntry[]): Promise<void> {
+    let layers: string[] = []
+    try {
+      const data = (await this.runtime.docker.getImage(imageId).inspect()).GraphDriver?.Data as { UpperDir?: string, LowerDir?: string } | undefined
+      layers = [data?.UpperDir, ...(data?.LowerDir ?? '').split(':')].filter((d): d is string => d != null && d !== '')
+    } catch (err: any) {
+      if (err?.statusCode !== 404) throw err
+    }
+    for (const e of entries) {
+      if (!(await setIdInImage(layers, e))) {
+        const why = layers.length === 0 ? `image ${imageId} is not on this board to compare with` : `image ${imageId} has no such ${e.kind} with these bits and owner`
+        throw new UnsafeTreeError('set-id bit', e.path, `rootfs ${e.path} has mode ${e.mode.toString(8)} (owner ${e.uid}:${e.gid}) and ${why}`)
+      }
     }
   }
 

@@ -30,6 +30,34 @@ export class BundleFormatError extends CheckpointError {
   override name = 'BundleFormatError'
 }
 
+/** Why a tree from the swarm was refused (see tree-safety.ts). */
+export type UnsafeTreeReason =
+  /** Absolute, `..`, `.` or empty components. */
+  | 'path escapes'
+  | 'duplicate path'
+  /** An entry below a symlink, file or whiteout of the same tree. */
+  | 'below a non-directory'
+  /** A directory on disk on the way to an entry is a symlink or not a directory. */
+  | 'symlink on disk'
+  /** Setuid or setgid bit the mission's image does not have at that path. */
+  | 'set-id bit'
+  /** A device node (a whiteout is one) outside the rootfs changes. */
+  | 'device node'
+
+export const UNSAFE_TREE_REASONS: readonly UnsafeTreeReason[] = ['path escapes', 'duplicate path', 'below a non-directory', 'symlink on disk', 'set-id bit', 'device node']
+
+/** A tree that would write outside its directory, follow a symlink or leave a set-id program or device node. */
+export class UnsafeTreeError extends BundleFormatError {
+  override name = 'UnsafeTreeError'
+  readonly reason: UnsafeTreeReason
+  readonly path: string
+  constructor (reason: UnsafeTreeReason, path: string, detail: string) {
+    super(`${detail}: refused (${reason})`)
+    this.reason = reason
+    this.path = path
+  }
+}
+
 /** The checkpoint was taken on another CPU architecture: its process images cannot run here. */
 export class ArchitectureMismatchError extends CheckpointError {
   override name = 'ArchitectureMismatchError'

@@ -6,7 +6,7 @@
 import { CID } from 'multiformats/cid'
 import * as dagCbor from '@ipld/dag-cbor'
 import * as raw from 'multiformats/codecs/raw'
-import { BundleFormatError } from './errors.ts'
+import { BundleFormatError, UnsafeTreeError } from './errors.ts'
 
 export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
 export const IMAGE_FORMAT = 'tandem/image/2'
@@ -184,7 +184,8 @@ export function asChunkList (v: unknown, cid: CID): ChunkList {
 }
 
 function checkEntry (e: unknown, cid: CID): void {
-  if (!isObj(e) || !isStr(e.path) || !isSafeRelativePath(e.path)) fail('tree entry (path)', cid)
+  if (!isObj(e) || !isStr(e.path)) fail('tree entry (path)', cid)
+  if (!isSafeRelativePath(e.path)) throw new UnsafeTreeError('path escapes', e.path, `${cid.toString()}: tree entry path ${JSON.stringify(e.path)}`)
   if (e.kind !== 'whiteout' && (!isNat(e.uid) || !isNat(e.gid))) fail('tree entry (owner)', cid)
   switch (e.kind) {
     case 'file':

@@ -6,18 +6,56 @@ import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { CheckpointError, ImageMissingError } from './errors.ts'
 import { assertMissionName } from './bundle-store.ts'
+import dockerDefaultSeccomp from './seccomp-docker-20.10.24.json' with { type: 'json' }
 
 export const LABEL_MISSION = 'tandem.mission'
 export const LABEL_PEER = 'tandem.peer'
 export const LABEL_EPOCH = 'tandem.epoch'
 export const LABEL_DATA_PATH = 'tandem.data-path'
 
-// CRIU cannot dump io_uring instances, and Node >= 22 (libuv >= 1.45) opens one in every event loop.
-// Refusing io_uring_setup with ENOSYS makes libuv fall back to epoll; everything else stays allowed.
-const MISSION_SECCOMP_PROFILE = JSON.stringify({
-  defaultAction: 'SCMP_ACT_ALLOW',
-  syscalls: [{ names: ['io_uring_setup', 'io_uring_enter', 'io_uring_register'], action: 'SCMP_ACT_ERRNO', errnoRet: 38 }]
-})
+/** A Docker seccomp profile (the JSON that `--security-opt seccomp=` takes). */
+export interface SeccompProfile {
+  defaultAction: string
+  archMap?: unknown[]
+  syscalls: SeccompRule[]
+}
+export interface SeccompRule {
+  names: string[]
+  action: string
+  errnoRet?: number
+  args?: unknown[]
+  comment?: string
+  includes?: object
+  excludes?: object
+}
+
+export const IO_URING_SYSCALLS = ['io_uring_setup', 'io_uring_enter', 'io_uring_register']
+const ENOSYS = 38
+
+/**
+ * Missions run under Docker's default seccomp profile minus io_uring, nothing else changed. CRIU cannot dump
+ * io_uring instances, and Node >= 22 (libuv >= 1.45) opens one in every event loop: refused with ENOSYS, libuv falls
+ * back to epoll. The base is the profile built into the Engine that scripts/provision.sh installs (Debian 12's
+ * docker.io 20.10.24), vendored byte for byte from moby/moby tag v20.10.24 (commit 5d6db842238e),
+ * profiles/seccomp/default.json (Apache-2.0): without a profile of ours, Docker would apply that one and allow io_uring.
+ */
+export function missionSeccompProfile (base: SeccompProfile = dockerDefaultSeccomp as SeccompProfile): SeccompProfile {
+  const syscalls = base.syscalls
+    .map(rule => ({ ...rule, names: rule.names.filter(name => !IO_URING_SYSCALLS.includes(name)) }))
+    .filter(rule => rule.names.length > 0)
+  syscalls.push({
+    names: IO_URING_SYSCALLS,
+    action: 'SCMP_ACT_ERRNO',
+    errnoRet: ENOSYS,
+    args: [],
+    comment: 'tandem: CRIU cannot checkpoint io_uring; ENOSYS makes libuv use epoll',
+    includes: {},
+    excludes: {}
+  })
+  return { ...base, syscalls }
+}
+
+const MISSION_SECCOMP_PROFILE = JSON.stringify(missionSeccompProfile())
 
 /** What the missions part asks to run. */
 export interface MissionSpec {

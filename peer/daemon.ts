@@ -183,7 +183,8 @@ export class Peer {
       throw err
     }
     this.#raisePriority(config.niceness ?? DEFAULT_NICENESS)
-    await ensureDataDir(config.dataDir)
+    const narrowed = await ensureDataDir(config.dataDir)
+    if (narrowed != null) this.#log(`security: ${narrowed}`)
     await this.#lock.acquire()
     this.#cleanups.push(async () => { await this.#lock.release() })
     const privateKey = await loadOrCreateIdentity(config.dataDir)

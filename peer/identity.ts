@@ -1,5 +1,5 @@
 // What a peer keeps in its data dir: its private key (its identity), its lock, its API token.
-import { mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
+import { chmod, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
@@ -48,7 +48,7 @@ export class DataDirLock {
   async acquire (): Promise<void> {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        const handle = await open(this.path, 'wx', 0o644)
+        const handle = await open(this.path, 'wx', 0o600)
         await handle.writeFile(`${process.pid}\n`)
         await handle.close()
         this.#held = true
@@ -73,8 +73,20 @@ export class DataDirLock {
   }
 }
 
-export async function ensureDataDir (dataDir: string): Promise<void> {
+/**
+ * Creates the data dir readable by its owner only (0700: its level databases, identity key and API token are then
+ * out of other local users' reach whatever modes they have). An existing dir with a wider mode is narrowed, not
+ * refused: a wider mode is a provisioning or umask accident the peer can fix safely itself, and refusing would keep
+ * a board down after an upgrade without undoing what was exposed. The returned line says what was fixed, for the log.
+ */
+export async function ensureDataDir (dataDir: string): Promise<string | null> {
   await mkdir(dataDir, { recursive: true, mode: 0o700 })
+  const st = await lstat(dataDir)
+  if (!st.isDirectory()) throw new Error(`data dir ${dataDir} is not a directory`)
+  const mode = st.mode & 0o7777
+  if ((mode & 0o077) === 0) return null
+  await chmod(dataDir, mode & 0o700)
+  return `data dir ${dataDir} had mode ${mode.toString(8).padStart(4, '0')}: narrowed to ${(mode & 0o700).toString(8).padStart(4, '0')} (other local users could read its identity key and databases until now)`
 }
 
 /** Writes the API token (readable by the owner only). */
