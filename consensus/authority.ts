@@ -3,6 +3,7 @@
 // deterministic), so the consensus machine and the gossip validators can call it alike.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import type { MissionSpec } from './manifest.ts'
+import type { ConsensusMessage } from './types.ts'
 
 export type OperatorOp = 'deploy' | 'remove' | 'move' | 'revoke'
 
@@ -181,4 +182,29 @@ export class OperatorKeys {
 /** A deployment id for a new deploy grant: the key's prefix, the operator's time and a random suffix. */
 export function newDeployId (publicKey: string, at: number, random: string): string {
   return `op-${publicKey.slice(0, 8)}@${at}.${random}`
+}
+
+/** A signed move is honoured this long after the operator signed it (its repeats are harmless within). */
+export const MOVE_GRANT_TTL_MS = 10 * 60_000
+
+/**
+ * The operator's part of a mission message, checked without state (the gossip validator drops what fails, with a
+ * counted reason): every record carries the deploy grant of its deployment and spec, a tombstone its removal, a
+ * remove and a move their own grant (a move for at most MOVE_GRANT_TTL_MS after it was signed). Claims, votes, acks,
+ * fences and abandons need none: the machine judges their senders (who may speak for a mission).
+ */
+export function checkMessageAuthority (keys: OperatorKeys, message: ConsensusMessage, now: number): void {
+  if (keys.open) return
+  switch (message.type) {
+    case 'announce': {
+      const r = message.record
+      if (r.removed) keys.check(r.removal, { op: 'remove', subject: r.mission, deployId: r.deployId })
+      else keys.check(r.grant, { op: 'deploy', subject: r.mission, deployId: r.deployId, spec: r.spec })
+      return
+    }
+    case 'remove': keys.check(message.grant, { op: 'remove', subject: message.mission, deployId: message.deployId }); return
+    case 'move':
+      keys.check(message.grant, { op: 'move', subject: message.mission, deployId: message.deployId, to: message.to })
+      if (Math.abs(now - message.grant!.at) > MOVE_GRANT_TTL_MS) throw new GrantError('mismatch', `move of ${message.mission} signed ${Math.round((now - message.grant!.at) / 1000)} s ago: expired`)
+  }
 }

@@ -80,8 +80,11 @@ t.test('bad flags and bad config exit with code 2 and a clear message', async t 
     [['peer', 'start', '--data-dir', dir, '--listen', 'not-a-multiaddr'], /multiaddr/],
     [['peer', 'start', '--data-dir', dir, '--bootstrap', '/ip4/127.0.0.1/tcp/1'], /peer id/],
     [['peer', 'start', '--data-dir', dir, '--docker-host', 'ftp://x'], /docker-host/],
-    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm-key', badKey], /not a libp2p pre-shared key/],
-    [['peer', 'start', '--data-dir', dir, '--swarm-key', join(dir, 'missing.key')], /cannot read swarm key/],
+    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--insecure-open-missions', '--swarm-key', badKey], /not a libp2p pre-shared key/],
+    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0'], /no operator key/],
+    [['peer', 'start', '--data-dir', dir, '--operator-pub', badKey], /operator-pub: .*expected 'tandem-operator-ed25519/],
+    [['peer', 'start', '--data-dir', dir, '--operator-key', badKey], /operator-key: .*not an operator private key/],
+    [['peer', 'start', '--data-dir', dir, '--insecure-open-missions', '--swarm-key', join(dir, 'missing.key')], /cannot read swarm key/],
     [['peer', 'stop'], /unknown subcommand/],
     [['status', '--api', 'x'], /HOST:PORT/],
     [['status', '--api', '127.0.0.1:1'], /no API token/],
@@ -111,7 +114,7 @@ t.test('one peer per data dir: a live lock refuses, a stale lock is taken over, 
   const dataDir = await tempDirFor(t)
   const key = await swarmKeyFor(t)
   const first = await peerFor(t, { dataDir, swarmKey: key })
-  const second = await cli(['peer', 'start', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm-key', key])
+  const second = await cli(['peer', 'start', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--insecure-open-missions', '--swarm-key', key])
   t.not(second.code, 0, 'a second daemon on the same data dir refuses to start')
   t.match(second.stderr, new RegExp(`in use by another tandem peer \\(pid ${first.pid}`))
   await first.stop()
