@@ -235,6 +235,14 @@ export class ClusterMachine {
           this.#onRemove(record.mission, record.deployId, 'removed by request', ev.grant)
         }
         break
+      case 'regrant':
+        if (!record.removed && ev.grant.deployId === record.deployId && newerGrant(ev.grant, record.grant)) {
+          record.grant = ev.grant
+          this.#persist()
+          this.#announce(now, mission)
+          this.#event(record.mission, `re-signed by operator key ${ev.grant.key.slice(0, 8)}…`)
+        }
+        break
       case 'move':
         if (record.primary === this.self.peerId) this.#requestMove(now, mission, ev.to)
         else this.#emit({ type: 'publish', message: { type: 'move', mission: record.mission, deployId: record.deployId, to: ev.to, ...(ev.grant === undefined ? {} : { grant: ev.grant }) } })
@@ -1039,6 +1047,12 @@ export class ClusterMachine {
       this.#persist()
       return
     }
+    // A re-signed deployment (a key rotation): the newer grant replaces the older one whoever relays it (the gossip
+    // validator checked it names this deployment and spec, signed by a trusted key).
+    if (!record.removed && !incoming.removed && incoming.grant !== undefined && newerGrant(incoming.grant, record.grant)) {
+      record.grant = incoming.grant
+      this.#persist()
+    }
     if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`, incoming.removal); return }
     if (record.removed) {
       // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
@@ -1046,7 +1060,13 @@ export class ClusterMachine {
       return
     }
     if (incoming.epoch > record.epoch) {
-      if (!this.#speaksForNewEpoch(now, mission, from, incoming)) { this.#refuse('not-a-member'); return }
+      if (!this.#speaksForNewEpoch(now, mission, from, incoming)) {
+        this.#refuse('not-a-member')
+        // Asked of the members instead: they answer a record older than theirs with theirs (a replaced two-board
+        // primary heard its successor's epoch first from a board outside its view, and learned it a second later).
+        if (now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 4) this.#announce(now, mission)
+        return
+      }
       this.#adoptHigherEpoch(now, mission, incoming)
     } else if (incoming.epoch === record.epoch) {
       // Within an epoch only its members relay changes (the primary writes them, the others pass them on).
@@ -1444,7 +1464,7 @@ export class ClusterMachine {
       lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held,
       replicationLagMs: r.primary === self ? m.replicationLags.at(-1) ?? null : null,
       checkpointPeriodMs: r.primary === self && m.container !== null ? this.#checkpointPeriod(m) : null,
-      reason, restarts: r.restarts, lastFailure: r.lastFailure, protected: protection.reason === null, protection
+      reason, restarts: r.restarts, lastFailure: r.lastFailure, signedBy: r.grant?.key ?? null, protected: protection.reason === null, protection
     }
   }
 
@@ -1524,6 +1544,11 @@ function copyRecord (record: MissionRecord): MissionRecord {
     checkpoint: record.checkpoint === null ? null : { ...record.checkpoint },
     lastFailure: record.lastFailure === null ? null : { ...record.lastFailure }
   }
+}
+
+/** `grant` was signed after `current` (or there is none): it replaces it. */
+function newerGrant (grant: OperatorGrant, current: OperatorGrant | undefined): boolean {
+  return current === undefined || grant.at > current.at || (grant.at === current.at && grant.sig > current.sig)
 }
 
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {

@@ -251,6 +251,8 @@ export type LocalEvent =
   | { type: 'deploy', spec: MissionSpec, deployId?: string, grant?: OperatorGrant }
   | { type: 'remove', mission: string, grant?: OperatorGrant }
   | { type: 'move', mission: string, to: string, grant?: OperatorGrant }
+  /** The operator re-signed the deployment (a key rotation): the record carries this newer deploy grant from now on. */
+  | { type: 'regrant', mission: string, grant: OperatorGrant }
   | { type: 'containerStarted', mission: string, epoch: number }
   /** The container exited without being asked to (the machine knows how long it ran). */
   | { type: 'containerExited', mission: string, epoch: number, reason: string }
@@ -352,6 +354,8 @@ export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | '
   reason: string | null
   restarts: number
   lastFailure: MissionFailure | null
+  /** The operator key that signed the deployment's current grant (null in an open swarm). */
+  signedBy: string | null
   /** If the primary's board died now, its backup would restore a checkpoint. */
   protected: boolean
   protection: MissionProtection

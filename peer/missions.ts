@@ -54,6 +54,8 @@ export interface MissionStatus {
   name: string
   /** The deployment (an operator's remove or move grant names it). */
   deployId: string
+  /** The operator key that signed the deployment (after a rotation, the new one once re-signed). */
+  signedBy: string | null
   epoch: number
   primary: string | null
   backup: string | null
@@ -907,6 +909,7 @@ export class MissionService {
     return {
       name: v.name,
       deployId: v.deployId,
+      signedBy: v.signedBy,
       epoch: v.epoch,
       primary: v.primary,
       backup: v.backup,
@@ -1050,6 +1053,17 @@ export class MissionService {
         at => ({ op: 'remove', subject: name, deployId, spec: null, to: null, at }), { op: 'remove', subject: name, deployId })
       this.#local({ type: 'remove', mission: name, ...(grant === undefined ? {} : { grant }) })
       return { body: { removed: name } }
+    })
+    // A key rotation: the deployment re-signed by the new operator key (same deployment, same spec), so the old key
+    // can then be dropped without redeploying.
+    api.route('POST', '/v1/missions/:name/grant', request => {
+      const name = request.params.name as string
+      const { deployId, spec } = this.#find(name)
+      if (this.#operatorKeys.open) throw new ApiError(409, 'an open swarm (--insecure-open-missions) signs nothing')
+      const grant = this.#grantFor((request.body as { grant?: unknown } | undefined)?.grant,
+        at => ({ op: 'deploy', subject: name, deployId, spec: specDigest(spec), to: null, at }), { op: 'deploy', subject: name, deployId, spec })!
+      this.#local({ type: 'regrant', mission: name, grant })
+      return { body: { mission: name, deployId, key: grant.key } }
     })
     api.route('POST', '/v1/missions/:name/move', async request => {
       const name = request.params.name as string

@@ -73,6 +73,29 @@ t.test('a member revoked by the operator no longer counts: the others fail over 
   t.same(sim.violations, [])
 })
 
+t.test('a re-signed deployment (key rotation) reaches every board\'s record without an election', async t => {
+  const ids = ['a', 'b', 'c']
+  const signer = (pem: string) => new OperatorSigner(pem)
+  const oldKey = signer(createOperatorKeyPair().privatePem)
+  const newKey = signer(createOperatorKeyPair().privatePem)
+  const sim = new Simulation({ seed: 5, peers: ids.map(id => ({ id })) })
+  sim.runFor(1000)
+  const grantOf = (s: OperatorSigner, at: number) => s.sign({ op: 'deploy', subject: mission, deployId: 'op-1', spec: specDigest(SIM_MISSION), to: null, at })
+  sim.machine('a')!.local(sim.now, { type: 'deploy', spec: SIM_MISSION, deployId: 'op-1', grant: grantOf(oldKey, 1) })
+  t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'deployed under the old key')
+  const epoch = sim.view('a', mission)!.epoch
+  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, oldKey.publicKey)
+  sim.machine('b')!.local(sim.now, { type: 'regrant', mission, grant: grantOf(newKey, 2) })
+  sim.runFor(2000)
+  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, newKey.publicKey, `${id} carries the new grant`)
+  // An older grant relayed later (the old key's) does not come back.
+  sim.machine('c')!.local(sim.now, { type: 'regrant', mission, grant: grantOf(oldKey, 1) })
+  sim.runFor(2000)
+  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, newKey.publicKey, `${id} kept the newer grant`)
+  t.equal(sim.view('a', mission)!.epoch, epoch, 'no election for it')
+  t.same(sim.violations, [])
+})
+
 t.test('operator grants: signature, trusted keys and rotation, what they name, expiry of moves', async t => {
   const first = createOperatorKeyPair()
   const second = createOperatorKeyPair()

@@ -9,7 +9,7 @@ import Docker from 'dockerode'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { CLI_PATH, spawnPeer, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { CLI_PATH, spawnPeer, stopAllPeers, waitFor, type PeerHandle, type SpawnPeerOptions } from '../peer/spawn.ts'
 import { MISSIONS_TOPIC, type MissionStatus } from '../peer/missions.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
 import { createOperatorKeyFiles } from '../peer/commands/operator-key.ts'
@@ -65,14 +65,16 @@ if (gateOn(t, await dockerMissing())) {
 
   const dir = await tempDirFor(t, 'tandem-authority-')
   const swarmKey = await swarmKeyFor(t)
-  const operatorKey = join(dir, 'operator.key')
+  let operatorKey = join(dir, 'operator.key')
   await createOperatorKeyFiles(operatorKey, 'test operator')
   const operatorPub = `${operatorKey}.pub`
   // The operator's board holds the key; the two others only trust its public part.
-  const a = await spawnPeer({ swarmKey, operatorKey })
-  const b = await spawnPeer({ swarmKey, operatorKey: null, operatorPub: [operatorPub], bootstrap: a.addrs })
-  const c = await spawnPeer({ swarmKey, operatorKey: null, operatorPub: [operatorPub], bootstrap: a.addrs })
-  const peers = [a, b, c]
+  // Own data dirs (kept across restarts, removed with `dir`).
+  const dataDirs = [join(dir, 'a'), join(dir, 'b'), join(dir, 'c')] as const
+  let a = await spawnPeer({ dataDir: dataDirs[0], swarmKey, operatorKey })
+  let b = await spawnPeer({ dataDir: dataDirs[1], swarmKey, operatorKey: null, operatorPub: [operatorPub], bootstrap: a.addrs })
+  let c = await spawnPeer({ dataDir: dataDirs[2], swarmKey, operatorKey: null, operatorPub: [operatorPub], bootstrap: a.addrs })
+  let peers = [a, b, c]
   await waitFor('the three peers to see each other', async () => {
     for (const p of peers) if ((await p.status()).peers.filter(x => x.state === 'alive').length < 2) return false
     return true
@@ -178,6 +180,56 @@ if (gateOn(t, await dockerMissing())) {
     t.equal((await docker.listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${EVIL}`] } })).length, 0, 'no container of the forged mission was ever created')
     const running = await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=${MISSION}`] } })
     t.equal(running.length, 1, 'one container of the mission runs')
+  })
+
+  t.test('key rotation: every board trusts both keys, the mission is re-signed with the new one, the old one is dropped', async t => {
+    const newKey = join(dir, 'operator-2.key')
+    const newPub = `${newKey}.pub`
+    await createOperatorKeyFiles(newKey, 'rotated')
+    /** Restarts the boards one at a time (a clean stop hands its missions over), each with its own key options. */
+    const restartAll = async (options: [SpawnPeerOptions, SpawnPeerOptions, SpawnPeerOptions]): Promise<void> => {
+      for (const i of [0, 1, 2] as const) {
+        const previous = peers[i]!
+        await previous.stop()
+        const bootstrap = peers.filter(p => p !== previous).flatMap(p => p.addrs)
+        peers[i] = await spawnPeer({ dataDir: dataDirs[i], swarmKey, bootstrap, ...options[i] })
+        ;[a, b, c] = peers as [PeerHandle, PeerHandle, PeerHandle]
+        await waitFor(`board ${i} back, its mission running on all boards`, async () => {
+          for (const p of peers) {
+            if ((await p.status()).peers.filter(x => x.state === 'alive').length < 2) return false
+            if ((await missionOn(p))?.state !== 'running') return false
+          }
+          return true
+        }, 60_000)
+      }
+    }
+    await restartAll([
+      { operatorKey: newKey, operatorPub: [operatorPub] },
+      { operatorKey: null, operatorPub: [operatorPub, newPub] },
+      { operatorKey: null, operatorPub: [operatorPub, newPub] }
+    ])
+    const resigned = await cli(b, 'mission', 'resign', MISSION, '--operator-key', newKey)
+    t.equal(resigned.code, 0, `mission resign exits 0 (${resigned.stderr})`)
+    const rotatedKey = (await readFile(newPub, 'utf8')).split(' ')[1]
+    await waitFor('every board to carry the new signature', async () => {
+      for (const p of peers) if ((await missionOn(p))?.signedBy !== rotatedKey) return false
+      return true
+    }, 20_000)
+    const epochBefore = (await missionOn(a))!.epoch
+    await restartAll([
+      { operatorKey: newKey },
+      { operatorKey: null, operatorPub: [newPub] },
+      { operatorKey: null, operatorPub: [newPub] }
+    ])
+    for (const p of peers) {
+      const m = await missionOn(p)
+      t.equal(m?.signedBy, rotatedKey, 'the record carries the new key\'s grant')
+      t.equal(m?.state, 'running', 'and runs, seen by a board that trusts only the new key')
+    }
+    t.ok((await missionOn(a))!.epoch > epochBefore, 'elections went on under the new key (each restart of the primary handed it over)')
+    const oldSigned = await cli(b, 'mission', 'rm', MISSION, '--operator-key', operatorKey)
+    t.match(oldSigned.stderr, /403 .*untrusted key/, 'the old key can no longer remove it')
+    operatorKey = newKey
   })
 
   t.test('the operator revokes the primary\'s board: it is refused everywhere and the mission fails over', async t => {

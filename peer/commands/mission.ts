@@ -17,6 +17,7 @@ const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir 
   show NAME              one mission: placement, epoch, checkpoints, replication, recent events
   rm NAME                stop and remove a mission everywhere
   move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
+  resign NAME            re-sign the deployment with the operator key given (a key rotation; nothing restarts)
 
 ${API_FLAGS_USAGE}
   --operator-key FILE  sign deploy, rm and move with this operator private key (else the peer must hold one)`
@@ -153,6 +154,18 @@ export const command: Command = {
         }
         const result = await client.request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`, body)
         print(result, () => `removed ${result.removed}`)
+        return 0
+      }
+      case 'resign': {
+        const name = oneName(positionals, 'mission NAME')
+        const client = await connect()
+        let body
+        if (signer != null) {
+          const { deployId, spec } = await client.request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
+          body = { grant: signer.sign({ op: 'deploy', subject: name, deployId, spec: specDigest(spec), to: null, at: Date.now() }) }
+        }
+        const result = await client.request<{ mission: string, key: string }>('POST', `/v1/missions/${encodeURIComponent(name)}/grant`, body)
+        print(result, () => `${result.mission} re-signed by operator key ${result.key}`)
         return 0
       }
       case 'move': {
