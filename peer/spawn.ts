@@ -66,7 +66,7 @@ export function testOperatorKey (): { privateFile: string, publicFile: string } 
   writeFileSync(privateFile, privatePem, { mode: 0o600 })
   writeFileSync(`${privateFile}.pub`, formatPublicKey(publicKey, 'test operator'))
   testKey = { privateFile, publicFile: `${privateFile}.pub` }
-  process.on('exit', () => { rmSync(dir, { recursive: true, force: true }) })
+  onOwnerExit(() => { rmSync(dir, { recursive: true, force: true }) })
   return testKey
 }
 
