@@ -49,17 +49,30 @@ function pidsIn (ns: string): number[] {
 
 /**
  * Kills every process of the namespaces, deletes the veths (at once: a namespace's own go with it only later, from a
- * kernel work queue), the namespaces and the bridge. Synchronous: exit hooks use it.
+ * kernel work queue), the namespaces and the bridge. Synchronous: exit hooks use it. Returns what could not be
+ * deleted: the caller keeps the record of a network with leftovers, so the next run's reaper tries again (deleting the
+ * record first once left namespaces behind that no run owned).
  */
-function destroySync (namespaces: string[], veths: string[], bridge: string): void {
-  for (const ns of namespaces) for (const pid of pidsIn(ns)) { try { process.kill(pid, 'SIGKILL') } catch {} }
-  for (const veth of veths) {
-    if (ipSync(['link', 'show', 'dev', veth]).ok) ipSync(['link', 'del', 'dev', veth])
+function destroySync (namespaces: string[], veths: string[], bridge: string): string[] {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    // Killed twice: a process may fork while the first round runs.
+    for (const ns of namespaces) for (const pid of pidsIn(ns)) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    for (const veth of veths) {
+      if (ipSync(['link', 'show', 'dev', veth]).ok) ipSync(['link', 'del', 'dev', veth])
+    }
+    for (const ns of namespaces) {
+      if (existsSync(join(NETNS_DIR, ns))) ipSync(['netns', 'del', ns])
+    }
+    if (ipSync(['link', 'show', 'dev', bridge]).ok) ipSync(['link', 'del', 'dev', bridge])
+    const left = [
+      ...namespaces.filter(ns => existsSync(join(NETNS_DIR, ns))),
+      ...(ipSync(['link', 'show', 'dev', bridge]).ok ? [bridge] : [])
+    ]
+    if (left.length === 0) return []
+    if (attempt === 1) return left
+    spawnSync('sleep', ['0.2'])
   }
-  for (const ns of namespaces) {
-    if (existsSync(join(NETNS_DIR, ns))) ipSync(['netns', 'del', ns])
-  }
-  if (ipSync(['link', 'show', 'dev', bridge]).ok) ipSync(['link', 'del', 'dev', bridge])
+  return []
 }
 
 interface StateFile { bridge: string, namespaces: string[], veths: string[] }
@@ -74,7 +87,11 @@ export function reapOrphanNetworks (): number {
   for (const entry of orphanedEntries(STATE_ROOT)) {
     const dir = join(STATE_ROOT, entry)
     const state = readState(dir)
-    destroySync(state.namespaces ?? [], state.veths ?? [], state.bridge !== '' ? state.bridge : `tnd${entry}br`)
+    const left = destroySync(state.namespaces ?? [], state.veths ?? [], state.bridge !== '' ? state.bridge : `tnd${entry}br`)
+    if (left.length > 0) {
+      process.emitWarning(`tandem netns: could not delete ${left.join(', ')} of an orphaned network; its record stays in ${dir}`)
+      continue
+    }
     rmSync(dir, { recursive: true, force: true })
     reaped++
   }
@@ -268,7 +285,11 @@ export class SwarmNetwork {
     if (this.#destroyed) return
     this.#destroyed = true
     liveNetworks.delete(this)
-    destroySync(this.hosts.map(h => h.ns), this.hosts.map(h => h.hostVeth), this.bridge)
+    const left = destroySync(this.hosts.map(h => h.ns), this.hosts.map(h => h.hostVeth), this.bridge)
+    if (left.length > 0) {
+      process.emitWarning(`tandem netns: could not delete ${left.join(', ')}; the record stays in ${this.#stateDir} for the next run to reap`)
+      return
+    }
     rmSync(this.#stateDir, { recursive: true, force: true })
   }
 

@@ -25,7 +25,8 @@ export interface MachineInit {
 
 /** A two-board primary replacing its partner, proven exited, by `joiner` (see #startPartnerReplacement). */
 interface Replacement { partner: string, joiner: string }
-interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null }
+/** `answered`: some other peer voted on it (granted or not); a claim nobody answered is retried under its epoch. */
+interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null, answered: boolean }
 /** `kind`: how it was started (a failure of a cold start is not reported as a failed restore). */
 interface Container { epoch: number, status: 'starting' | 'running', since: number, kind: 'fresh' | 'restore' }
 interface ImageTask { cid: string | null, since: number | null, failures: number, retryAt: number }
@@ -50,6 +51,12 @@ interface Mission extends PersistedMission {
   staleSince: number | null
   /** When this board last refused a claim because it holds newer state than the candidate (it claims at once). */
   newerStateSince: number | null
+  /** The candidates ranked before this board at its last look (see #maybeClaim). */
+  candidatesAhead: string[]
+  /** The epoch of this board's last claim that timed out with no answer at all: the next claim asks for it again. */
+  unansweredEpoch: number | null
+  /** The candidate whose abandon last released this board's vote (it may ask again for the same epoch). */
+  releasedBy: string | null
   /** Since when this board refuses claims for newer state without having won (reset when an epoch is elected). */
   refusingSince: number | null
   /** Primary: checkpoints failed in a row, and the last error (its protection names it). */
@@ -141,7 +148,7 @@ export class ClusterMachine {
         // Tombstones are not re-announced at start: a peer holding one answers announces of a live copy instead.
         if (record.removed) mission.lastAnnounceAt = init.now
         // The record's primary failed and released it: the swarm-wide back-off runs again from now.
-        if (record.released && record.restarts > 0 && record.lastFailure !== null && record.lastFailure.board === record.primary) mission.failureSeenAt = init.now
+        if (record.released && record.restarts > 0 && failedInEpoch(record)) mission.failureSeenAt = init.now
         mission.votedFor ??= null
         if (mission.votedFor === this.self.peerId && mission.votedEpoch > record.epoch) {
           this.#emit({ type: 'publish', message: { type: 'abandon', mission: name, epoch: mission.votedEpoch } })
@@ -208,7 +215,10 @@ export class ClusterMachine {
       case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`, msg.grant); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
-        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) this.#releaseVote(now, mission)
+        if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
+          mission.releasedBy = from
+          this.#releaseVote(now, mission)
+        }
         break
       }
       case 'move': {
@@ -270,7 +280,7 @@ export class ClusterMachine {
           const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
           this.#event(record.mission, `${reason}: container killed, handing over`)
           this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
-          record.lastFailure = { board: this.self.peerId, reason, at: now }
+          record.lastFailure = { board: this.self.peerId, reason, at: now, epoch: record.epoch }
           mission.localBackoffUntil = now + this.config.restartBackoffMs
           this.#release(now, mission)
         }
@@ -303,6 +313,14 @@ export class ClusterMachine {
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
       case 'checkpointFailed':
+        // The container is gone without an exit event (it was stopped or died while this daemon was frozen): an exit,
+        // not a failing checkpoint. (Simulated seed 3157: a primary retried checkpoints of a vanished container for
+        // 15 s, a move waited on it, and the mission ran nowhere.)
+        if (ev.noContainer === true && mission.container !== null && mission.container.epoch <= ev.epoch && mission.checkpointInFlight?.seq === ev.seq) {
+          mission.checkpointInFlight = null
+          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'container gone')
+          break
+        }
         if (mission.checkpointInFlight?.seq === ev.seq) {
           if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
           mission.checkpointInFlight = null
@@ -560,7 +578,10 @@ export class ClusterMachine {
     }
     const self = this.self.peerId
 
-    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) this.#abandonClaim(mission)
+    if (mission.claim !== null && now - mission.claim.startedAt >= this.config.claimTimeoutMs) {
+      if (!mission.claim.answered && mission.claim.replace === null) mission.unansweredEpoch = mission.claim.epoch
+      this.#abandonClaim(mission)
+    }
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
       this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
@@ -571,6 +592,7 @@ export class ClusterMachine {
     if (record.primary === self && !record.released) {
       mission.electionSince = null
       mission.unplaceableSince = null
+      mission.staleSince = null
     } else if (record.primary === null || record.released || this.#primaryGone(now, record.primary)) {
       const blocked = this.#blockedReason(now, record)
       mission.unplaceableSince = blocked === null ? null : mission.unplaceableSince ?? now
@@ -588,6 +610,7 @@ export class ClusterMachine {
     } else {
       mission.electionSince = null
       mission.unplaceableSince = null
+      mission.staleSince = null
     }
 
     if ((record.backup === self || record.handoffTo === self) && record.checkpoint !== null &&
@@ -702,6 +725,12 @@ export class ClusterMachine {
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
+    // A better placed board that appears (comes back, is released) gets its whole stagger ahead of this one: the wait
+    // runs again from now. (The stagger ran from the primary's death; a spare with an older checkpoint claimed 68 ms
+    // after the revived holder of the newest one, ranked first, came back, and won alone in a two-board view.)
+    const ahead = candidates.slice(0, rank)
+    if (ahead.some(p => !mission.candidatesAhead.includes(p))) mission.electionSince = now
+    mission.candidatesAhead = ahead
     // A move's target waits for the final checkpoint while the source can serve it; once the source is down it takes
     // over from what it holds, as a failover would. (It waited forever, refused everyone else's claim as older, and a
     // spare finally cold-started the mission with no state at all.)
@@ -732,11 +761,16 @@ export class ClusterMachine {
     const newest = record.checkpoint
     // Only after a partner that died in its own start or restore (a double fault): when the primary ran, its backup
     // holds what it acknowledged, and two-board mode takes over at once.
-    if (newest === null || record.started || record.view.length !== 2 || this.#loneClaimant(record) !== self) return false
     const partner = record.view.find(p => p !== self)
-    if (partner === undefined || this.#stateOf(now, partner) === 'alive') return false
     const mine = mission.held
-    if (compareCheckpoints(mine, newest) >= 0) { mission.staleSince = null; return false }
+    // Any other case ends the wait: it starts afresh at the next double fault. (It was reset only when the wait ran out
+    // or newer state arrived: a wait ended by the holder's return was still running at the next double fault, a
+    // minute later, and the spare ran on its 40 checkpoints older state 79 ms into it: 543 ticks lost.)
+    if (newest === null || record.started || record.view.length !== 2 || this.#loneClaimant(record) !== self ||
+      partner === undefined || this.#stateOf(now, partner) === 'alive' || compareCheckpoints(mine, newest) >= 0) {
+      mission.staleSince = null
+      return false
+    }
     if (mission.staleSince === null) {
       mission.staleSince = now
       this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +
@@ -765,7 +799,10 @@ export class ClusterMachine {
     rest.sort((a, b) => Number(this.#canRestore(b, record.checkpoint)) - Number(this.#canRestore(a, record.checkpoint)))
     const ranked = [...preferred, ...rest]
     // The board whose start or run just failed (it released this epoch) goes last while others can run it.
-    const failed = record.released && record.lastFailure !== null && record.lastFailure.board === record.primary ? record.primary : null
+    // (Not a board that failed in an earlier epoch and was released now by its restart: a board killed while it restored
+    // came back as the only holder of the newest checkpoint, ranked last for a failure of 5 epochs before, and a spare
+    // took over with 158 ticks older state.)
+    const failed = record.released && failedInEpoch(record) ? record.primary : null
     if (failed !== null && ranked.length > 1 && ranked.includes(failed)) return [...ranked.filter(p => p !== failed), failed]
     return ranked
   }
@@ -808,11 +845,18 @@ export class ClusterMachine {
 
   #startClaim (now: number, mission: Mission, replace: Replacement | null = null): void {
     const record = mission.record
-    const epoch = Math.max(record.epoch, mission.votedEpoch) + 1
+    // A claim nobody answered (the voters unreachable through a half-open connection) is asked for again under the
+    // same epoch: no vote of that epoch went to anyone else, as this board's own vote is still its. (Each retry took
+    // a new epoch: 26 epochs burnt in 11 s while the voters could not be reached, an epoch storm for operators.)
+    const retry = mission.unansweredEpoch
+    mission.unansweredEpoch = null
+    const epoch = replace === null && retry !== null && retry === mission.votedEpoch && mission.votedFor === this.self.peerId && retry > record.epoch
+      ? retry
+      : Math.max(record.epoch, mission.votedEpoch) + 1
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
-    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace }
+    mission.claim = { epoch, basis: copyRecord(record), votes: new Set([this.self.peerId]), startedAt: now, replace, answered: false }
     this.#persist()
     const running = mission.container !== null && record.primary === this.self.peerId
     const restores = !mission.coldStartNext && this.#canRestore(this.self.peerId, mission.held) ? mission.held : null
@@ -835,7 +879,8 @@ export class ClusterMachine {
     // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
     if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
-    if (!this.#quorumReachable(now, record, this.self.peerId)) return false
+    // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
+    // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
     // A board whose own claims keep failing stops refusing after a while: liveness over the last seconds of state.
     if (this.#refusalEpisodeLive(now, mission) && mission.refusingSince !== null && now - mission.refusingSince > this.config.newerStateRefusalMs) return false
     return held === null || compareCheckpoints(mine, { ...mine, epoch: held.epoch, seq: held.seq }) > 0
@@ -858,7 +903,9 @@ export class ClusterMachine {
     // The candidate claims again on a basis below the epoch it was given a vote for: that claim ended without a win.
     if (mission.votedFor === from && msg.epoch > mission.votedEpoch && msg.basis < mission.votedEpoch) mission.votedFor = null
     const pendingElsewhere = this.#pendingVote(now, mission) && mission.votedFor !== from && msg.basis < mission.votedEpoch
-    const valid = !record.removed && msg.epoch > mission.votedEpoch && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
+    // The same candidate asking again for the epoch this board gave it (its answer lost, or released by its abandon).
+    const askedAgain = msg.epoch === mission.votedEpoch && (mission.votedFor === from || (mission.votedFor === null && mission.releasedBy === from))
+    const valid = !record.removed && (msg.epoch > mission.votedEpoch || askedAgain) && msg.epoch > record.epoch && msg.basis >= record.epoch && !pendingElsewhere
     const newerHere = valid && this.#holdsNewerState(now, mission, from, msg.held)
     if (newerHere) {
       // Counted per episode of refusals: a refusal 15 s ago, with the mission running since, made a later election
@@ -896,6 +943,7 @@ export class ClusterMachine {
     const mission = this.#missions.get(msg.mission)
     const claim = mission?.claim
     if (mission === undefined || claim == null || msg.candidate !== this.self.peerId || msg.epoch !== claim.epoch) return
+    if (from !== this.self.peerId) claim.answered = true
     if (msg.granted) {
       claim.votes.add(from)
       this.#checkWon(now, mission)
@@ -1367,7 +1415,7 @@ export class ClusterMachine {
       const before = record.restarts
       // A board without the image is the board's problem, not the mission's: not counted as a restart.
       if (cause !== 'image-missing') record.restarts = first ? 1 : record.restarts + 1
-      record.lastFailure = { board: self, reason, at: now }
+      record.lastFailure = { board: self, reason, at: now, epoch: record.epoch }
       this.#noteRestarts(now, mission, before)
       wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
       this.#release(now, mission)
@@ -1418,7 +1466,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, candidatesAhead: [], unansweredEpoch: null, releasedBy: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
@@ -1551,8 +1599,14 @@ function newerGrant (grant: OperatorGrant, current: OperatorGrant | undefined): 
   return current === undefined || grant.at > current.at || (grant.at === current.at && grant.sig > current.sig)
 }
 
+/** The record's primary failed in the record's epoch (a failure without an epoch, from an older peer, counts). */
+function failedInEpoch (record: MissionRecord): boolean {
+  const failure = record.lastFailure
+  return failure !== null && failure.board === record.primary && (failure.epoch === undefined || failure.epoch === record.epoch)
+}
+
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {
-  return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason)
+  return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason && a.epoch === b.epoch)
 }
 
 function seconds (ms: number): string {

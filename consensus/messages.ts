@@ -46,7 +46,8 @@ function failure (value: unknown): MissionFailure | null | undefined {
   if (value === null || value === undefined) return null
   const f = obj(value)
   if (f === undefined || !str(f.board) || typeof f.reason !== 'string' || f.reason.length > MAX_REASON || typeof f.at !== 'number' || !Number.isFinite(f.at)) return undefined
-  return { board: f.board, reason: f.reason, at: f.at }
+  if (f.epoch !== undefined && !nat(f.epoch)) return undefined
+  return { board: f.board, reason: f.reason, at: f.at, ...(f.epoch !== undefined ? { epoch: f.epoch } : {}) }
 }
 
 export function validateRecord (value: unknown): MissionRecord | undefined {

@@ -114,6 +114,7 @@ export class Simulation {
   onPublish: ((from: string, message: ConsensusMessage) => void) | null = null
   readonly imageFetchMs: [number, number]
   readonly #config: Partial<ConsensusConfig>
+  readonly #muted = new Set<string>()
   readonly #heap: QueuedEvent[] = []
   #order = 0
   #token = 0
@@ -267,7 +268,17 @@ export class Simulation {
   heal (): void {
     this.#groups = new Map()
     this.#cuts.clear()
+    this.#muted.clear()
     this.#note('healed')
+  }
+
+  /**
+   * Consensus messages between a and b are lost while heartbeats pass (a half-open connection: each side's detector
+   * says the other is alive, and claims go nowhere). `false` restores them.
+   */
+  muteConsensus (a: string, b: string, muted = true): void {
+    for (const key of [`${a}>${b}`, `${b}>${a}`]) { if (muted) this.#muted.add(key); else this.#muted.delete(key) }
+    this.#note(`${a}-${b}: consensus messages ${muted ? 'lost, heartbeats pass' : 'pass again'}`)
   }
 
   connected (a: string, b: string): boolean {
@@ -452,6 +463,7 @@ export class Simulation {
       const copies = this.rng.chance(this.network.duplication) ? 2 : 1
       for (let i = 0; i < copies; i++) {
         if (this.rng.chance(this.network.loss) || !this.connected(from, to)) continue
+        if (message !== null && this.#muted.has(`${from}>${to}`)) continue
         this.messagesSent++
         const payload = text === null ? null : JSON.parse(text) as ConsensusMessage
         this.#schedule(this.rng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
@@ -633,7 +645,7 @@ export class Simulation {
           this.#input(id, m => {
             const now = peer.containers.get(action.mission)
             if (c === undefined || now !== c || !c.running) {
-              m.local(this.now, { type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container' })
+              m.local(this.now, { type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container', noContainer: true })
               return
             }
             if (peer.failCheckpoints) {
@@ -858,7 +870,9 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
     else if (roll < 0.48 && up.length > 0) sim.freezeDaemon(rng.pick(up), rng.int(200, 3000))
     else if (roll < 0.52 && ids.length >= 3) {
       const [a, b] = [...ids].sort(() => rng.next() - 0.5)
-      sim.cut(a!, b!)
+      // A link cut for real, or half-open (heartbeats pass, consensus messages are lost).
+      if (rng.chance(0.5)) sim.cut(a!, b!)
+      else sim.muteConsensus(a!, b!)
     } else if (roll < 0.6) {
       const shuffled = [...ids].sort(() => rng.next() - 0.5)
       const cut = rng.int(1, ids.length - 1)

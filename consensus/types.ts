@@ -163,6 +163,11 @@ export interface MissionFailure {
   reason: string
   /** That board's clock (for display only: back-off waits are timed by each peer's own receive time). */
   at: number
+  /**
+   * The epoch it failed in (absent in records of older peers). Only a failure of the record's own epoch ranks its
+   * board last: a board that failed epochs ago and came back holding the newest state is not passed over for it.
+   */
+  epoch?: number
 }
 
 /** Why a start or restore failed, as the daemon classifies it. */
@@ -265,7 +270,8 @@ export type LocalEvent =
   | { type: 'restoreFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'startFailed', mission: string, epoch: number, error: string, cause: FailureCause }
   | { type: 'checkpointTaken', mission: string, epoch: number, seq: number, cid: string }
-  | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string }
+  /** `noContainer`: the executor found no container of the mission to dump (it is gone: handled as an exit). */
+  | { type: 'checkpointFailed', mission: string, epoch: number, seq: number, error: string, noContainer?: boolean }
   | { type: 'checkpointFetched', mission: string, cid: string, seq: number }
   | { type: 'fetchFailed', mission: string, cid: string, error: string }
   | { type: 'imageStored', mission: string, epoch: number, cid: string }

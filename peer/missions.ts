@@ -677,7 +677,7 @@ export class MissionService {
         const container = this.#containers.get(action.mission)
         const checkpointer = this.#checkpointer
         if (container == null || checkpointer == null) {
-          this.#local({ type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container of the mission runs here' })
+          this.#local({ type: 'checkpointFailed', mission: action.mission, epoch: action.epoch, seq: action.seq, error: 'no container of the mission runs here', noContainer: true })
           return
         }
         try {

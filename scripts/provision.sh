@@ -233,9 +233,14 @@ start_system_dockerd () {
     if pid=$(system_dockerd_pid); then die "dockerd (pid $pid) runs but does not answer on $SYSTEM_DOCKER_SOCKET; see $SYSTEM_DOCKER_LOG"; fi
     clear_stale_exec_root
     mkdir -p "$(dirname "$SYSTEM_DOCKER_LOG")"
-    # No init system starts services here: start dockerd detached, with /usr/local/sbin (criu wrapper) first on PATH.
-    PATH=$DAEMON_PATH setsid /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$SYSTEM_DOCKER_PIDFILE" \
-      -H "unix://$SYSTEM_DOCKER_SOCKET" >>"$SYSTEM_DOCKER_LOG" 2>&1 </dev/null 9>&- &
+    # No init system starts services here: start dockerd detached, with /usr/local/sbin (criu wrapper) first on PATH,
+    # and with no descriptor of ours but 0-2: a lock of whoever ran this (flock(1) hands its fd down) must not live on
+    # in the daemon (it did: a test's flock on fd 3 stayed held by dockerd and containerd, and every later run waited).
+    (
+      for fd in /proc/self/fd/*; do n=${fd##*/}; if [ "$n" -gt 2 ]; then eval "exec $n>&-"; fi; done 2>/dev/null
+      PATH=$DAEMON_PATH exec setsid /usr/sbin/dockerd --config-file "$DAEMON_JSON" --pidfile "$SYSTEM_DOCKER_PIDFILE" \
+        -H "unix://$SYSTEM_DOCKER_SOCKET" >>"$SYSTEM_DOCKER_LOG" 2>&1 </dev/null
+    ) &
     disown || true
   fi
   local waited=0
