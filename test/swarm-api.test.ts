@@ -3,7 +3,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { connect } from 'node:net'
-import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { readFile, writeFile, mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ApiClient } from '../peer/api-client.ts'
 import { CLI_PATH, waitFor } from '../peer/spawn.ts'
@@ -108,6 +108,21 @@ t.test('swarm-key generate writes a pnet key and never overwrites one', async t 
   t.equal((await cli(['swarm-key', 'generate', '--out', path])).code, 2, 'refuses to overwrite')
   const printed = await cli(['swarm-key', 'generate'])
   t.match(printed.stdout, /^\/key\/swarm\/psk\/1\.0\.0\//)
+})
+
+t.test('operator-key create writes a private key (0600, never overwritten) and its public line; public prints it again', async t => {
+  const dir = await tempDirFor(t)
+  const path = join(dir, 'operator.key')
+  const created = await cli(['operator-key', 'create', '--out', path, '--comment', 'ops'])
+  t.equal(created.code, 0, created.stderr)
+  t.equal((await stat(path)).mode & 0o777, 0o600, 'the private key is readable by its owner only')
+  t.match(await readFile(path, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n/)
+  const line = await readFile(`${path}.pub`, 'utf8')
+  t.match(line, /^tandem-operator-ed25519 [A-Za-z0-9_-]{43} ops\n$/)
+  t.equal((await cli(['operator-key', 'create', '--out', path])).code, 2, 'refuses to overwrite')
+  const printed = await cli(['operator-key', 'public', path])
+  t.equal(printed.stdout, line.replace(' ops', ''), 'the same public key')
+  t.match((await cli(['operator-key', 'public', `${path}.pub`])).stderr, /not an operator private key/)
 })
 
 t.test('one peer per data dir: a live lock refuses, a stale lock is taken over, the identity stays', async t => {
