@@ -24,6 +24,7 @@ import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import type { Member } from './membership.ts'
+import type { OperatorConfig } from './config.ts'
 
 export const MISSIONS_TOPIC = 'tandem/missions/1'
 const STATE_KEY = 'consensus-state'
@@ -278,7 +279,7 @@ export class MissionService {
     if (this.#runtime != null) await this.#stopStrayContainers(persisted)
     this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted })
     const revocations = new Revocations({
-      peer, keys: this.#operatorKeys, signer: this.#operatorSigner, log: this.#log,
+      peer, keys: () => this.#operatorKeys, signer: () => this.#operatorSigner, log: this.#log,
       onRevoked: peerId => { this.#input(machine => { machine.revoke(Date.now(), peerId) }) }
     })
     await revocations.start()
@@ -978,6 +979,18 @@ export class MissionService {
       throw new ApiError(403, `${expected.op} needs the operator's signature: this board holds no operator key (sign with the CLI's --operator-key FILE)`)
     }
     return this.#operatorSigner.sign(fields(Date.now()))
+  }
+
+  /**
+   * New operator keys while running (SIGHUP after the key files changed: a rotation without restarting the boards).
+   * An open swarm stays open and an enforcing one enforcing: that change needs a restart.
+   */
+  async reloadOperator (operator: OperatorConfig): Promise<void> {
+    if (operator.open !== this.#operatorKeys.open) throw new Error('switching between an open swarm and operator keys needs a restart')
+    const signer = operator.privateKeyFile != null ? new OperatorSigner(await readFile(operator.privateKeyFile, 'utf8')) : undefined
+    this.#operatorKeys = new OperatorKeys(operator.publicKeys, { open: operator.open })
+    this.#operatorSigner = signer
+    this.#log(`missions: operator keys reloaded: ${operator.publicKeys.length} trusted${signer != null ? ', this board holds one' : ''}`)
   }
 
   /** What this board trusts and refused, for the status (`authority`). */

@@ -17,8 +17,9 @@ const MAX_PER_MESSAGE = 200
 
 export interface RevocationsOptions {
   peer: Peer
-  keys: OperatorKeys
-  signer?: OperatorSigner
+  /** Read at each use: the operator keys may be reloaded (SIGHUP) while the peer runs. */
+  keys: () => OperatorKeys
+  signer: () => OperatorSigner | undefined
   /** Called once per newly learned revoked peer (also for those loaded at start). */
   onRevoked: (peerId: string) => void
   log: (line: string) => void
@@ -40,7 +41,8 @@ export class Revocations {
   get revoked (): string[] { return [...this.#grants.keys()] }
 
   async start (): Promise<void> {
-    const { peer, keys } = this.#options
+    const { peer } = this.#options
+    const keys = this.#options.keys
     let stored: unknown = []
     try {
       stored = JSON.parse(await readFile(this.#path, 'utf8'))
@@ -50,15 +52,15 @@ export class Revocations {
     for (const value of Array.isArray(stored) ? stored : []) {
       const grant = validateGrant(value)
       // A key dropped from the trusted set since takes its revocations with it.
-      if (grant !== undefined && grant.op === 'revoke' && keys.allows(grant, { op: 'revoke', subject: grant.subject })) this.#apply(grant, false)
+      if (grant !== undefined && grant.op === 'revoke' && keys().allows(grant, { op: 'revoke', subject: grant.subject })) this.#apply(grant, false)
     }
     this.#unsubscribe = peer.gossip.subscribe<OperatorGrant[]>(REVOCATIONS_TOPIC, payload => {
-      if (keys.open) throw new GossipDrop('unauthorized', 'an open swarm has no operator: nobody revokes boards')
+      if (keys().open) throw new GossipDrop('unauthorized', 'an open swarm has no operator: nobody revokes boards')
       if (!Array.isArray(payload) || payload.length > MAX_PER_MESSAGE) throw new GossipDrop('malformed', 'not a list of revocations')
       return payload.map(value => {
         const grant = validateGrant(value)
         if (grant === undefined) throw new GossipDrop('malformed', 'not an operator grant')
-        try { keys.check(grant, { op: 'revoke', subject: grant.subject }) } catch (err) {
+        try { keys().check(grant, { op: 'revoke', subject: grant.subject }) } catch (err) {
           if (err instanceof GrantError) throw new GossipDrop('unauthorized', `${err.problem}: ${err.message}`)
           throw err
         }
@@ -113,17 +115,17 @@ export class Revocations {
       if (typeof peerId !== 'string' || peerId === '') throw new ApiError(400, 'body must be {"peer": "<peer id>", "grant"?: <operator grant>}')
       try { peerIdFromString(peerId) } catch { throw new ApiError(400, `'${peerId}' is not a peer id`) }
       if (peerId === this.#options.peer.peerId) throw new ApiError(409, 'a board does not revoke itself: ask another board')
-      if (this.#options.keys.open) throw new ApiError(403, 'an open swarm (--insecure-open-missions) has no operator: nobody revokes boards')
+      if (this.#options.keys().open) throw new ApiError(403, 'an open swarm (--insecure-open-missions) has no operator: nobody revokes boards')
       let grant: OperatorGrant | undefined
       if (body?.grant != null) {
         grant = validateGrant(body.grant)
         if (grant === undefined) throw new ApiError(400, 'grant is not an operator grant')
-      } else if (this.#options.signer != null) {
-        grant = this.#options.signer.sign({ op: 'revoke', subject: peerId, deployId: null, spec: null, to: null, at: Date.now() })
+      } else if (this.#options.signer() != null) {
+        grant = this.#options.signer()!.sign({ op: 'revoke', subject: peerId, deployId: null, spec: null, to: null, at: Date.now() })
       } else {
         throw new ApiError(403, 'revoking a board needs the operator\'s signature: this board holds no operator key (sign with the CLI\'s --operator-key FILE)')
       }
-      try { this.#options.keys.check(grant, { op: 'revoke', subject: peerId }) } catch (err) {
+      try { this.#options.keys().check(grant, { op: 'revoke', subject: peerId }) } catch (err) {
         if (err instanceof GrantError) throw new ApiError(403, err.message)
         throw err
       }

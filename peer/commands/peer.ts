@@ -148,6 +148,18 @@ async function runPeer (argv: string[]): Promise<number> {
   console.log(`api http://${api} (token in ${config.dataDir}/api-token)`)
   console.log(`ready ${JSON.stringify({ peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid })}`)
 
+  // SIGHUP re-reads the operator key files (systemd: ExecReload=/bin/kill -HUP $MAINPID): a key rotation needs no restart.
+  const onReload = (): void => {
+    let operator: OperatorConfig | undefined
+    try {
+      operator = peerConfigFromArgs(argv).operator
+    } catch (err) {
+      console.error(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`)
+      return
+    }
+    if (operator != null) missions.reloadOperator(operator).catch(err => { console.error(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`) })
+  }
+  process.on('SIGHUP', onReload)
   await new Promise<void>(resolve => {
     const onSignal = (signal: NodeJS.Signals): void => {
       console.log(`received ${signal}, stopping`)
