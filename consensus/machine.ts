@@ -3,9 +3,10 @@
 import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
+import type { OperatorGrant } from './authority.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
-  type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
+  type Action, type AuthorityRefusal, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
   type MissionProtection, type MissionView, type PeerInfo, type PeerState, type PersistedMission, type PersistedState
 } from './types.ts'
 
@@ -103,6 +104,14 @@ const CHECKPOINT_FAILURES_UNPROTECTED = 3
 const ACK_STALL_INTERVALS = 5
 const ACK_STALL_MIN_MS = 5000
 
+/**
+ * No epoch above this is adopted, claimed or voted for: at 1000 elections a second it lasts 35 years, and a forged
+ * epoch near 2^53 can no longer kill a mission for good (its successor would not be a safe integer).
+ */
+export const MAX_EPOCH = 2 ** 40
+/** A claim may run at most this far above the epochs the voter knows (its record's and its highest vote's). */
+export const MAX_CLAIM_STEP = 1000
+
 /** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
 export function majority (size: number): number { return Math.floor(size / 2) + 1 }
 
@@ -117,6 +126,11 @@ export class ClusterMachine {
   /** Peers whose exit the detector proved (`gone`) while they were still in contact (alive or suspect before). */
   readonly #exitProven = new Set<string>()
   readonly #missions = new Map<string, Mission>()
+  /** Boards the operator revoked: dead and gone for good, no vote, no say (see revoke()). */
+  readonly #revoked = new Set<string>()
+  readonly #refusals: Record<AuthorityRefusal, number> = {
+    'epoch-out-of-range': 0, 'outside-view': 0, 'not-a-member': 0, 'fence-not-authorized': 0, 'older-deployment': 0, revoked: 0
+  }
   #actions: Action[] = []
 
   constructor (init: MachineInit) {
@@ -160,6 +174,7 @@ export class ClusterMachine {
 
   peerChanged (now: number, peer: PeerInfo): void {
     if (peer.peerId === this.self.peerId) return
+    if (this.#revoked.has(peer.peerId) && (peer.state !== 'dead' || peer.gone !== true)) peer = { ...peer, state: 'dead', gone: true }
     const previous = this.#peers.get(peer.peerId)?.state
     if (peer.state !== 'dead') this.#deadSince.delete(peer.peerId)
     else if (previous !== 'dead') this.#deadSince.set(peer.peerId, now)
@@ -179,6 +194,7 @@ export class ClusterMachine {
 
   receive (now: number, from: string, msg: ConsensusMessage): void {
     if (from === this.self.peerId) return
+    if (this.#revoked.has(from)) { this.#refuse('revoked'); return }
     this.#heardAt.set(from, now)
     switch (msg.type) {
       case 'announce': {
@@ -195,8 +211,8 @@ export class ClusterMachine {
       case 'claim': this.#onClaim(now, from, msg); break
       case 'vote': this.#onVote(now, from, msg); break
       case 'ack': this.#onAck(now, from, msg); break
-      case 'fence': this.#onFence(now, msg); break
-      case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`); break
+      case 'fence': this.#onFence(now, from, msg); break
+      case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`, msg.grant); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
         if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
@@ -214,7 +230,7 @@ export class ClusterMachine {
   }
 
   local (now: number, ev: LocalEvent): void {
-    if (ev.type === 'deploy') { this.#deploy(now, ev.spec); return }
+    if (ev.type === 'deploy') { this.#deploy(now, ev.spec, ev.deployId, ev.grant); return }
     const mission = this.#missions.get(ev.mission)
     if (mission === undefined) {
       if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, `unknown mission ${ev.mission}`)
@@ -224,13 +240,22 @@ export class ClusterMachine {
     switch (ev.type) {
       case 'remove':
         if (!record.removed) {
-          this.#emit({ type: 'publish', message: { type: 'remove', mission: record.mission, deployId: record.deployId } })
-          this.#onRemove(record.mission, record.deployId, 'removed by request')
+          const grant = ev.grant === undefined ? {} : { grant: ev.grant }
+          this.#emit({ type: 'publish', message: { type: 'remove', mission: record.mission, deployId: record.deployId, ...grant } })
+          this.#onRemove(record.mission, record.deployId, 'removed by request', ev.grant)
+        }
+        break
+      case 'regrant':
+        if (!record.removed && ev.grant.deployId === record.deployId && newerGrant(ev.grant, record.grant)) {
+          record.grant = ev.grant
+          this.#persist()
+          this.#announce(now, mission)
+          this.#event(record.mission, `re-signed by operator key ${ev.grant.key.slice(0, 8)}…`)
         }
         break
       case 'move':
         if (record.primary === this.self.peerId) this.#requestMove(now, mission, ev.to)
-        else this.#emit({ type: 'publish', message: { type: 'move', mission: record.mission, deployId: record.deployId, to: ev.to } })
+        else this.#emit({ type: 'publish', message: { type: 'move', mission: record.mission, deployId: record.deployId, to: ev.to, ...(ev.grant === undefined ? {} : { grant: ev.grant }) } })
         break
       case 'containerStarted':
         if (mission.container?.epoch === ev.epoch && mission.container.status === 'starting') {
@@ -340,6 +365,21 @@ export class ClusterMachine {
 
   view (now: number): MissionView[] {
     return [...this.#missions.values()].map(m => this.#viewOf(m, now))
+  }
+
+  /** Mission messages refused for lack of authority, by reason (since start). */
+  refusals (): Record<AuthorityRefusal, number> { return { ...this.#refusals } }
+
+  /**
+   * The operator revoked this board: its messages are refused, it is dead and gone for good (its missions fail over
+   * at once), and it no longer counts in any view's quorum (see #quorumView).
+   */
+  revoke (now: number, peerId: string): void {
+    if (peerId === this.self.peerId || this.#revoked.has(peerId)) return
+    this.#revoked.add(peerId)
+    const info = this.#peers.get(peerId)
+    if (info !== undefined) this.peerChanged(now, { ...info, state: 'dead', gone: true })
+    else { this.#deadSince.set(peerId, now); this.tick(now) }
   }
 
   /** Highest epoch this peer knows per mission (for invariant checks and status). */
@@ -497,8 +537,17 @@ export class ClusterMachine {
     return hrwRank(basis.mission, eligible)[0] ?? null
   }
 
+  /**
+   * The members whose votes count: the view without revoked boards. Safe for one revocation at a time: a candidate
+   * that knows of it needs a majority of the n-1 others, one that does not yet a majority of n, which the revoked
+   * board can give only one vote of; the two sets of honest voters still meet.
+   */
+  #quorumView (basis: MissionRecord): string[] {
+    return this.#revoked.size === 0 ? basis.view : basis.view.filter(p => !this.#revoked.has(p))
+  }
+
   #quorumReached (basis: MissionRecord, candidate: string, voters: Set<string>): boolean {
-    const view = basis.view
+    const view = this.#quorumView(basis)
     const granted = view.filter(p => voters.has(p)).length
     if (view.length >= 3) return granted >= majority(view.length)
     if (view.length === 0) return voters.has(candidate)
@@ -764,7 +813,7 @@ export class ClusterMachine {
     for (const p of record.view) if (this.#stateOf(now, p) === 'suspect') members.add(p)
     if (keepRecentlyDead && record.view.length >= 3) {
       for (const p of record.view) {
-        if (this.#stateOf(now, p) === 'dead' && now - (this.#deadSince.get(p) ?? -Infinity) < this.config.viewLeaveAfterMs) members.add(p)
+        if (this.#stateOf(now, p) === 'dead' && !this.#revoked.has(p) && now - (this.#deadSince.get(p) ?? -Infinity) < this.config.viewLeaveAfterMs) members.add(p)
       }
     }
     const view = [...members].sort()
@@ -846,6 +895,8 @@ export class ClusterMachine {
     const mission = this.#missions.get(msg.mission)
     if (mission === undefined || mission.record.deployId !== msg.deployId) return
     const record = mission.record
+    // A vote persists its epoch: a forged claim far ahead would make every later claim start from there.
+    if (msg.epoch > MAX_EPOCH || msg.epoch > Math.max(record.epoch, mission.votedEpoch) + MAX_CLAIM_STEP) { this.#refuse('epoch-out-of-range'); return }
     const self = this.self.peerId
     const primaryHolds = this.#primaryHolds(now, mission, from)
     if (from !== self) mission.electionSince = now
@@ -1010,6 +1061,12 @@ export class ClusterMachine {
   // ---- records ------------------------------------------------------------------------------------------------
 
   #onAnnounce (now: number, from: string, incoming: MissionRecord): void {
+    if (incoming.epoch > MAX_EPOCH) { this.#refuse('epoch-out-of-range'); return }
+    // The epoch's primary is a member of its view and so is its backup (see #checkWon): anything else is forged.
+    if ((incoming.primary !== null && !incoming.view.includes(incoming.primary)) || (incoming.backup !== null && !incoming.view.includes(incoming.backup))) {
+      this.#refuse('outside-view')
+      return
+    }
     const mission = this.#missions.get(incoming.mission)
     if (mission === undefined) {
       if (incoming.removed) return
@@ -1022,22 +1079,49 @@ export class ClusterMachine {
     }
     const record = mission.record
     if (incoming.deployId !== record.deployId) {
-      const newer = incoming.epoch > record.epoch || (incoming.epoch === record.epoch && incoming.deployId > record.deployId)
-      if (!newer || (!record.removed && incoming.removed)) { mission.lastAnnounceAt = -Infinity; return }
+      // Deployments signed by the operator are ordered by the operator's time: an old deploy grant replayed with a
+      // high epoch does not replace a newer deployment.
+      const signed = incoming.grant !== undefined && record.grant !== undefined
+      const newer = signed
+        ? incoming.grant!.at > record.grant!.at || (incoming.grant!.at === record.grant!.at && incoming.deployId > record.deployId)
+        : incoming.epoch > record.epoch || (incoming.epoch === record.epoch && incoming.deployId > record.deployId)
+      if (!newer || (!record.removed && incoming.removed)) {
+        if (signed && !newer && incoming.epoch > record.epoch) this.#refuse('older-deployment')
+        mission.lastAnnounceAt = -Infinity
+        return
+      }
       this.#stopIfRunning(mission, `replaced by deployment ${incoming.deployId}`)
       this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
       this.#persist()
       return
     }
-    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`); return }
+    // A re-signed deployment (a key rotation): the newer grant replaces the older one whoever relays it (the gossip
+    // validator checked it names this deployment and spec, signed by a trusted key).
+    if (!record.removed && !incoming.removed && incoming.grant !== undefined && newerGrant(incoming.grant, record.grant)) {
+      record.grant = incoming.grant
+      this.#persist()
+    }
+    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`, incoming.removal); return }
     if (record.removed) {
       // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
       if (!incoming.removed && now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 2) this.#announce(now, mission)
       return
     }
     if (incoming.epoch > record.epoch) {
+      if (!this.#speaksForNewEpoch(now, mission, from, incoming)) {
+        this.#refuse('not-a-member')
+        // Asked of the members instead: they answer a record older than theirs with theirs (a replaced two-board
+        // primary heard its successor's epoch first from a board outside its view, and learned it a second later).
+        if (now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 4) this.#announce(now, mission)
+        return
+      }
       this.#adoptHigherEpoch(now, mission, incoming)
     } else if (incoming.epoch === record.epoch) {
+      // Within an epoch only its members relay changes (the primary writes them, the others pass them on).
+      if (!record.view.includes(from)) {
+        if (this.#wouldChange(record, incoming)) this.#refuse('not-a-member')
+        return
+      }
       let changed = false
       const notMine = record.primary !== this.self.peerId
       if (compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0) { record.checkpoint = incoming.checkpoint; changed = true }
@@ -1059,6 +1143,28 @@ export class ClusterMachine {
       mission.lastAnnounceAt = -Infinity
     }
   }
+
+  /**
+   * Who may tell this peer of a newer epoch: a member of the view it knows (the voters elect from it, and each
+   * adopts the winner's record and relays it), or the candidate this peer itself voted for in that epoch, naming
+   * itself primary. A peer whose known view has no other live member (it was away while the view changed over)
+   * takes it from any peer, or it would never learn the mission's current epoch.
+   */
+  #speaksForNewEpoch (now: number, mission: Mission, from: string, incoming: MissionRecord): boolean {
+    const record = mission.record
+    if (record.view.includes(from)) return true
+    if (incoming.primary === from && mission.votedFor === from && mission.votedEpoch === incoming.epoch) return true
+    return !record.view.some(p => p !== this.self.peerId && this.#stateOf(now, p) !== 'dead')
+  }
+
+  /** A same-epoch record would change this one (see #onAnnounce): refusing it is worth counting. */
+  #wouldChange (record: MissionRecord, incoming: MissionRecord): boolean {
+    return compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0 || (incoming.started && !record.started) ||
+      (incoming.released && !record.released) || (incoming.imageCid !== null && record.imageCid === null) ||
+      (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq))
+  }
+
+  #refuse (reason: AuthorityRefusal): void { this.#refusals[reason]++ }
 
   #adoptHigherEpoch (now: number, mission: Mission, incoming: MissionRecord): void {
     const self = this.self.peerId
@@ -1102,9 +1208,17 @@ export class ClusterMachine {
     mission.checkpointInFlight = null
   }
 
-  #onFence (now: number, msg: Extract<ConsensusMessage, { type: 'fence' }>): void {
+  #onFence (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'fence' }>): void {
     const mission = this.#missions.get(msg.mission)
     if (mission === undefined || msg.target !== this.self.peerId || mission.container === null || mission.container.epoch >= msg.epoch) return
+    // From a member of the view (the epoch's winner joined it when it won), or from the primary of the epoch this
+    // peer adopted; an outsider's fence (repeated each second) stopped a running primary for half its time.
+    const record = mission.record
+    const fromPrimary = record.epoch >= msg.epoch && record.primary === from
+    if (msg.epoch > MAX_EPOCH || (!fromPrimary && !record.view.includes(from)) || msg.epoch > Math.max(record.epoch, mission.votedEpoch) + MAX_CLAIM_STEP) {
+      this.#refuse('fence-not-authorized')
+      return
+    }
     this.#event(msg.mission, `fence for epoch ${msg.epoch} received: stopping epoch ${mission.container.epoch}`)
     this.#stopIfRunning(mission, `fenced by epoch ${msg.epoch}`)
     mission.votedEpoch = Math.max(mission.votedEpoch, msg.epoch)
@@ -1112,11 +1226,12 @@ export class ClusterMachine {
     this.#persist()
   }
 
-  #onRemove (name: string, deployId: string, why: string): void {
+  #onRemove (name: string, deployId: string, why: string, grant?: OperatorGrant): void {
     const mission = this.#missions.get(name)
     if (mission === undefined || mission.record.deployId !== deployId || mission.record.removed) return
     this.#stopIfRunning(mission, why)
     mission.record.removed = true
+    if (grant !== undefined) mission.record.removal = grant
     // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
     mission.record.spec = tombstoneSpec(name)
     mission.claim = null
@@ -1128,7 +1243,7 @@ export class ClusterMachine {
     mission.lastAnnounceAt = -Infinity
   }
 
-  #deploy (now: number, spec: MissionSpec): void {
+  #deploy (now: number, spec: MissionSpec, deployId?: string, grant?: OperatorGrant): void {
     const existing = this.#missions.get(spec.name)
     if (existing !== undefined && !existing.record.removed) {
       this.#event(spec.name, `deploy refused: ${spec.name} is already deployed (remove it first)`)
@@ -1137,9 +1252,10 @@ export class ClusterMachine {
     const view = [this.self.peerId, ...[...this.#peers.values()].filter(p => p.state === 'alive').map(p => p.peerId)].sort()
     const epoch = existing === undefined ? 0 : Math.max(existing.record.epoch, existing.votedEpoch) + 1
     const record: MissionRecord = {
-      mission: spec.name, deployId: `${this.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
+      mission: spec.name, deployId: deployId ?? `${this.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
       released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false,
-      started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null
+      started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null,
+      ...(grant === undefined ? {} : { grant })
     }
     this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
     this.#persist()
@@ -1397,7 +1513,7 @@ export class ClusterMachine {
       lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held,
       replicationLagMs: r.primary === self ? m.replicationLags.at(-1) ?? null : null,
       checkpointPeriodMs: r.primary === self && m.container !== null ? this.#checkpointPeriod(m) : null,
-      reason, restarts: r.restarts, lastFailure: r.lastFailure, protected: protection.reason === null, protection
+      reason, restarts: r.restarts, lastFailure: r.lastFailure, signedBy: r.grant?.key ?? null, protected: protection.reason === null, protection
     }
   }
 
@@ -1477,6 +1593,11 @@ function copyRecord (record: MissionRecord): MissionRecord {
     checkpoint: record.checkpoint === null ? null : { ...record.checkpoint },
     lastFailure: record.lastFailure === null ? null : { ...record.lastFailure }
   }
+}
+
+/** `grant` was signed after `current` (or there is none): it replaces it. */
+function newerGrant (grant: OperatorGrant, current: OperatorGrant | undefined): boolean {
+  return current === undefined || grant.at > current.at || (grant.at === current.at && grant.sig > current.sig)
 }
 
 /** The record's primary failed in the record's epoch (a failure without an epoch, from an older peer, counts). */

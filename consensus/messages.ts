@@ -1,5 +1,6 @@
 // Validation of consensus messages received from the network: anything malformed yields undefined, never a throw.
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from './manifest.ts'
+import { validateGrant, type OperatorGrant } from './authority.ts'
 import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
 
 const MAX_ID = 256
@@ -65,6 +66,9 @@ export function validateRecord (value: unknown): MissionRecord | undefined {
   if (r.restarts !== undefined && !nat(r.restarts)) return undefined
   const lastFailure = failure(r.lastFailure)
   if (lastFailure === undefined) return undefined
+  const grant = optionalGrant(r.grant)
+  const removal = optionalGrant(r.removal)
+  if (grant === false || removal === false) return undefined
   let spec
   if (r.removed) {
     // A tombstone's spec is not needed (and not kept): whatever was sent, it carries the placeholder.
@@ -90,8 +94,16 @@ export function validateRecord (value: unknown): MissionRecord | undefined {
     imageCid: (r.imageCid ?? null) as string | null,
     imageArch: (r.imageArch ?? null) as string | null,
     restarts: (r.restarts ?? 0) as number,
-    lastFailure
+    lastFailure,
+    ...(grant === undefined ? {} : { grant }),
+    ...(removal === undefined ? {} : { removal })
   }
+}
+
+/** An optional grant field: undefined when absent, false when malformed. */
+function optionalGrant (value: unknown): OperatorGrant | undefined | false {
+  if (value === undefined || value === null) return undefined
+  return validateGrant(value) ?? false
 }
 
 /** A received message as a ConsensusMessage, or undefined when it is malformed. */
@@ -130,10 +142,14 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
         : undefined
     case 'abandon':
       return str(m.mission) && nat(m.epoch) ? { type: 'abandon', mission: m.mission, epoch: m.epoch } : undefined
-    case 'remove':
-      return str(m.mission) && str(m.deployId) ? { type: 'remove', mission: m.mission, deployId: m.deployId } : undefined
-    case 'move':
-      return str(m.mission) && str(m.deployId) && str(m.to) ? { type: 'move', mission: m.mission, deployId: m.deployId, to: m.to } : undefined
+    case 'remove': {
+      const grant = optionalGrant(m.grant)
+      return str(m.mission) && str(m.deployId) && grant !== false ? { type: 'remove', mission: m.mission, deployId: m.deployId, ...(grant === undefined ? {} : { grant }) } : undefined
+    }
+    case 'move': {
+      const grant = optionalGrant(m.grant)
+      return str(m.mission) && str(m.deployId) && str(m.to) && grant !== false ? { type: 'move', mission: m.mission, deployId: m.deployId, to: m.to, ...(grant === undefined ? {} : { grant }) } : undefined
+    }
     default:
       return undefined
   }

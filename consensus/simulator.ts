@@ -343,6 +343,15 @@ export class Simulation {
   remove (from: string, mission: string): void { this.#input(from, m => m.local(this.now, { type: 'remove', mission })) }
   move (from: string, mission: string, to: string): void { this.#input(from, m => m.local(this.now, { type: 'move', mission, to })) }
 
+  /** An outsider's message (a node holding the swarm key, not a simulated peer) delivered to `to` now. */
+  inject (to: string, from: string, message: ConsensusMessage): void {
+    const copy = JSON.parse(JSON.stringify(message)) as ConsensusMessage
+    this.#input(to, m => m.receive(this.now, from, copy))
+  }
+
+  /** The operator's revocation of `revoked`, as learned by `at`. */
+  revoke (at: string, revoked: string): void { this.#input(at, m => m.revoke(this.now, revoked)) }
+
   runFor (ms: number): void { this.runUntil(() => false, ms) }
 
   /** Run until `done()` holds (checked after every event) or `maxMs` passes; returns whether it held. */

@@ -1,5 +1,6 @@
 // Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
 import type { MissionSpec } from './manifest.ts'
+import type { OperatorGrant } from './authority.ts'
 
 export type PeerState = 'alive' | 'suspect' | 'dead'
 
@@ -205,6 +206,10 @@ export interface MissionRecord {
   /** Consecutive failed starts/restores/crashes (a failure after restartResetMs of running counts as 1 again). */
   restarts: number
   lastFailure: MissionFailure | null
+  /** The operator's signed deploy of this deployment (consensus/authority.ts); absent in an open (dev) swarm. */
+  grant?: OperatorGrant
+  /** A tombstone's signed removal. */
+  removal?: OperatorGrant
 }
 
 /** The sender's election state, carried by every announce. */
@@ -232,13 +237,27 @@ export type ConsensusMessage =
   | { type: 'fence', mission: string, epoch: number, target: string }
   /** The sender's claim for `epoch` is over without a win: votes granted to it are released. */
   | { type: 'abandon', mission: string, epoch: number }
-  | { type: 'remove', mission: string, deployId: string }
-  | { type: 'move', mission: string, deployId: string, to: string }
+  | { type: 'remove', mission: string, deployId: string, grant?: OperatorGrant }
+  | { type: 'move', mission: string, deployId: string, to: string, grant?: OperatorGrant }
+
+/** `grant`: the operator's signature of the operation (required by every board unless the swarm is open). */
+/**
+ * Why the machine refused a mission message from the network (counted, see ClusterMachine.refusals):
+ * `epoch-out-of-range`: an epoch above MAX_EPOCH, or a claim further above the known epochs than MAX_CLAIM_STEP;
+ * `outside-view`: a record whose primary or backup is not in its view; `not-a-member`: a new epoch, or a change to
+ * the current one, from a peer that is not in the mission's view (nor the candidate this peer voted for);
+ * `fence-not-authorized`: a fence from a peer that is neither in the view nor the epoch's primary;
+ * `older-deployment`: another deployment of the name whose operator grant is older than the current one's;
+ * `revoked`: a message from a board the operator revoked.
+ */
+export type AuthorityRefusal = 'epoch-out-of-range' | 'outside-view' | 'not-a-member' | 'fence-not-authorized' | 'older-deployment' | 'revoked'
 
 export type LocalEvent =
-  | { type: 'deploy', spec: MissionSpec }
-  | { type: 'remove', mission: string }
-  | { type: 'move', mission: string, to: string }
+  | { type: 'deploy', spec: MissionSpec, deployId?: string, grant?: OperatorGrant }
+  | { type: 'remove', mission: string, grant?: OperatorGrant }
+  | { type: 'move', mission: string, to: string, grant?: OperatorGrant }
+  /** The operator re-signed the deployment (a key rotation): the record carries this newer deploy grant from now on. */
+  | { type: 'regrant', mission: string, grant: OperatorGrant }
   | { type: 'containerStarted', mission: string, epoch: number }
   /** The container exited without being asked to (the machine knows how long it ran). */
   | { type: 'containerExited', mission: string, epoch: number, reason: string }
@@ -342,6 +361,8 @@ export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | '
   reason: string | null
   restarts: number
   lastFailure: MissionFailure | null
+  /** The operator key that signed the deployment's current grant (null in an open swarm). */
+  signedBy: string | null
   /** If the primary's board died now, its backup would restore a checkpoint. */
   protected: boolean
   protection: MissionProtection

@@ -6,6 +6,7 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   peer: () => import('./commands/peer.ts'),
   status: () => import('./commands/status.ts'),
   'swarm-key': () => import('./commands/swarm-key.ts'),
+  'operator-key': () => import('./commands/operator-key.ts'),
   mission: () => import('./commands/mission.ts'),
   doctor: () => import('./commands/doctor.ts')
 }

@@ -108,6 +108,18 @@ export const DEFAULT_FAILURE_DETECTOR: FailureDetectorConfig = {
 
 export interface ApiAddress { host: string, port: number }
 
+/**
+ * Who may deploy, remove and move missions and revoke boards (consensus/authority.ts): the operator public keys
+ * this board trusts (several during a rotation), the operator private key it holds (its control API then signs
+ * requests itself; its public part is trusted too), or `open` (development only: anyone holding the swarm key).
+ */
+export interface OperatorConfig {
+  publicKeys: string[]
+  /** PKCS#8 PEM of the operator private key this board holds. */
+  privateKeyFile?: string
+  open: boolean
+}
+
 export interface PeerConfig {
   dataDir: string
   listen: string[]
@@ -129,6 +141,8 @@ export interface PeerConfig {
    */
   niceness?: number
   failureDetector: FailureDetectorConfig
+  /** Absent: no operator key, nothing may be deployed (an in-process peer of a test that runs no missions). */
+  operator?: OperatorConfig
 }
 
 export class ConfigError extends Error {}

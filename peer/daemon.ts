@@ -104,6 +104,8 @@ export class Peer {
   readonly config: PeerConfig
   /** Top-level fields added to `GET /v1/status`. */
   readonly status: StatusRegistry
+  /** Boards the operator revoked (peer/revocations.ts): no connection, no gossip. */
+  readonly refusedPeers = new Set<string>()
   /** Fields added to every heartbeat's `extras`. */
   readonly heartbeat: HeartbeatExtras
   /** The control API; add routes with `api.route(method, path, handler)`. */
@@ -201,7 +203,8 @@ export class Peer {
       listen: config.listen,
       bootstrap: config.bootstrap,
       swarmKey,
-      mdns: config.mdns
+      mdns: config.mdns,
+      refusePeer: peerId => this.refusedPeers.has(peerId)
     })
     this.#node = node
     this.#cleanups.push(async () => { await node.stop() })
@@ -209,6 +212,7 @@ export class Peer {
     const selfId = libp2p.peerId.toString()
 
     const gossip = new Gossip(libp2p.services.pubsub, this.#log)
+    gossip.refuseSenders(peerId => this.refusedPeers.has(peerId))
     this.#gossip = gossip
     const prober = new Libp2pProber(libp2p, fd.probeTimeoutMs)
     this.#prober = prober

@@ -3,8 +3,11 @@
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
 
-/** `stranger`: a claim (e.g. a verdict) from a peer that is not a live member. */
-export type DropReason = 'oversized' | 'malformed' | 'forged' | 'replayed' | 'unsigned' | 'stranger'
+/**
+ * `stranger`: a claim (e.g. a verdict) from a peer that is not a live member. `unauthorized`: an operation without a
+ * valid operator signature (consensus/authority.ts). `revoked`: anything from a board the operator revoked.
+ */
+export type DropReason = 'oversized' | 'malformed' | 'forged' | 'replayed' | 'unsigned' | 'stranger' | 'unauthorized' | 'revoked'
 
 /** Thrown by a validator to drop a message with a reason (other errors count as `malformed`). */
 export class GossipDrop extends Error {
@@ -40,18 +43,23 @@ export interface SubscribeOptions<T> {
 const DEFAULT_MAX_BYTES = 64 * 1024
 
 function emptyCounters (): TopicCounters {
-  return { accepted: 0, published: 0, bytesIn: 0, bytesOut: 0, dropped: { oversized: 0, malformed: 0, forged: 0, replayed: 0, unsigned: 0, stranger: 0 } }
+  return { accepted: 0, published: 0, bytesIn: 0, bytesOut: 0, dropped: { oversized: 0, malformed: 0, forged: 0, replayed: 0, unsigned: 0, stranger: 0, unauthorized: 0, revoked: 0 } }
 }
 
 export class Gossip {
   readonly #pubsub: GossipSub
   readonly #counters = new Map<string, TopicCounters>()
   readonly #log: (line: string) => void
+  /** Senders whose every message is dropped (boards the operator revoked). */
+  #refused: (sender: string) => boolean = () => false
 
   constructor (pubsub: GossipSub, log: (line: string) => void = () => {}) {
     this.#pubsub = pubsub
     this.#log = log
   }
+
+  /** Drops (as `revoked`) every message on every topic whose signer `refused` names. */
+  refuseSenders (refused: (sender: string) => boolean): void { this.#refused = refused }
 
   #countersOf (topic: string): TopicCounters {
     let counters = this.#counters.get(topic)
@@ -79,6 +87,7 @@ export class Gossip {
     const validator = (_propagationSource: PeerId, message: Message): TopicValidatorResult => {
       if (message.type !== 'signed') return drop('unsigned', 'no signature', 'unknown')
       const sender = message.from.toString()
+      if (this.#refused(sender)) return drop('revoked', 'sender revoked by the operator', sender)
       if (message.data.byteLength > maxBytes) return drop('oversized', `${message.data.byteLength} > ${maxBytes} bytes`, sender)
       let value: T
       try {

@@ -5,6 +5,9 @@ import { Level } from 'level'
 import { CID } from 'multiformats/cid'
 import { ClusterMachine, majority, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
+import { checkMessageAuthority, GrantError, newDeployId, OperatorKeys, OperatorSigner, specDigest, validateGrant, type OperatorGrant } from '../consensus/authority.ts'
+import { randomBytes } from 'node:crypto'
+import { readFile } from 'node:fs/promises'
 import { imageFor, ManifestError, MAX_MANIFEST_BYTES, normalizeImageRef, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
 import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, PeerInfo, PersistedState } from '../consensus/types.ts'
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
@@ -15,12 +18,14 @@ import { MissionBudget } from './mission-budget.ts'
 import { StorageError, storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
 import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
+import { Revocations } from './revocations.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import type { Member } from './membership.ts'
+import type { OperatorConfig } from './config.ts'
 
 export const MISSIONS_TOPIC = 'tandem/missions/1'
 const STATE_KEY = 'consensus-state'
@@ -49,6 +54,10 @@ export interface ImageFetchStatus extends ImageFetchProgress { board: string }
 /** One mission as `tandem status --json` and the missions API show it. */
 export interface MissionStatus {
   name: string
+  /** The deployment (an operator's remove or move grant names it). */
+  deployId: string
+  /** The operator key that signed the deployment (after a rotation, the new one once re-signed). */
+  signedBy: string | null
   epoch: number
   primary: string | null
   backup: string | null
@@ -208,6 +217,10 @@ export class MissionService {
   #cleanups: Array<() => void | Promise<void>> = []
   readonly #abort = new AbortController()
   #stopped = false
+  /** The operator keys this board trusts, and the operator key it holds (if any) to sign its API's requests. */
+  #operatorKeys = new OperatorKeys([])
+  #operatorSigner: OperatorSigner | undefined
+  #revocations: Revocations | undefined
 
   constructor (options: MissionServiceOptions) {
     this.#peer = options.peer
@@ -223,6 +236,10 @@ export class MissionService {
   async start (): Promise<void> {
     const peer = this.#peer
     const dataDir = peer.config.dataDir
+    const operator = peer.config.operator
+    this.#operatorKeys = new OperatorKeys(operator?.publicKeys ?? [], { open: operator?.open === true })
+    if (operator?.privateKeyFile != null) this.#operatorSigner = new OperatorSigner(await readFile(operator.privateKeyFile, 'utf8'))
+    if (this.#operatorKeys.open) this.#log('missions: INSECURE: no operator key (--insecure-open-missions): any peer holding the swarm key may deploy, remove and move missions')
     const db = new Level<string, string>(join(dataDir, 'missions'), { valueEncoding: 'utf8' })
     await db.open()
     this.#db = db
@@ -277,10 +294,23 @@ export class MissionService {
     const persisted = await this.#loadState()
     if (this.#runtime != null) await this.#stopStrayContainers(persisted)
     this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted })
+    const revocations = new Revocations({
+      peer, keys: () => this.#operatorKeys, signer: () => this.#operatorSigner, log: this.#log,
+      onRevoked: peerId => { this.#input(machine => { machine.revoke(Date.now(), peerId) }) }
+    })
+    await revocations.start()
+    this.#revocations = revocations
+    this.#cleanups.push(async () => { await revocations.stop() })
 
     this.#cleanups.push(peer.gossip.subscribe(MISSIONS_TOPIC, payload => {
       const message = validateMessage(payload)
       if (message === undefined) throw new GossipDrop('malformed', `not a consensus message: ${JSON.stringify(payload).slice(0, 300)}`)
+      try {
+        checkMessageAuthority(this.#operatorKeys, message, Date.now())
+      } catch (err) {
+        if (err instanceof GrantError) throw new GossipDrop('unauthorized', `${err.problem}: ${err.message}`)
+        throw err
+      }
       const over = this.#budget.refusal(message, this.#heldMissions)
       if (over != null) throw new GossipDrop('oversized', `${over.reason}: ${over.detail}`)
       return message
@@ -303,6 +333,7 @@ export class MissionService {
     peer.status.extend('missions', () => this.list())
     peer.status.extend('missionBudget', () => ({ refused: { ...this.#budget.refused } }))
     peer.status.extend('storage', () => ({ ...this.#storage }))
+    peer.status.extend('authority', () => this.authority())
     peer.heartbeat.extend('storage', () => ({ ...this.#storage }))
     this.#timers.push(setInterval(() => { void this.#probeStorage() }, STORAGE_PROBE_MS))
     peer.heartbeat.extend('images', () => this.#images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
@@ -900,6 +931,8 @@ export class MissionService {
     const last = v.lastCheckpoint
     return {
       name: v.name,
+      deployId: v.deployId,
+      signedBy: v.signedBy,
       epoch: v.epoch,
       primary: v.primary,
       backup: v.backup,
@@ -948,6 +981,51 @@ export class MissionService {
     })
   }
 
+  /**
+   * The operator grant of an API request: the one the client signed (`tendered`, checked against the request), or
+   * one this board signs with the operator key it holds; none in an open swarm. 403 without either.
+   */
+  #grantFor (tendered: unknown, fields: (at: number) => Omit<OperatorGrant, 'v' | 'key' | 'sig'>, expected: Parameters<OperatorKeys['check']>[1]): OperatorGrant | undefined {
+    if (tendered != null) {
+      const grant = validateGrant(tendered)
+      if (grant === undefined) throw new ApiError(400, 'grant is not an operator grant')
+      try { this.#operatorKeys.check(grant, expected) } catch (err) {
+        if (err instanceof GrantError) throw new ApiError(403, err.message)
+        throw err
+      }
+      if (expected.op === 'deploy' && grant.deployId == null) throw new ApiError(400, 'a deploy grant names the deployment (deployId)')
+      return grant
+    }
+    if (this.#operatorKeys.open) return undefined
+    if (this.#operatorSigner == null) {
+      throw new ApiError(403, `${expected.op} needs the operator's signature: this board holds no operator key (sign with the CLI's --operator-key FILE)`)
+    }
+    return this.#operatorSigner.sign(fields(Date.now()))
+  }
+
+  /**
+   * New operator keys while running (SIGHUP after the key files changed: a rotation without restarting the boards).
+   * An open swarm stays open and an enforcing one enforcing: that change needs a restart.
+   */
+  async reloadOperator (operator: OperatorConfig): Promise<void> {
+    if (operator.open !== this.#operatorKeys.open) throw new Error('switching between an open swarm and operator keys needs a restart')
+    const signer = operator.privateKeyFile != null ? new OperatorSigner(await readFile(operator.privateKeyFile, 'utf8')) : undefined
+    this.#operatorKeys = new OperatorKeys(operator.publicKeys, { open: operator.open })
+    this.#operatorSigner = signer
+    this.#log(`missions: operator keys reloaded: ${operator.publicKeys.length} trusted${signer != null ? ', this board holds one' : ''}`)
+  }
+
+  /** What this board trusts and refused, for the status (`authority`). */
+  authority (): { open: boolean, operatorKeys: string[], holdsOperatorKey: boolean, revoked: string[], refused: ReturnType<ClusterMachine['refusals']> | null } {
+    return {
+      open: this.#operatorKeys.open,
+      operatorKeys: this.#operatorKeys.keys,
+      holdsOperatorKey: this.#operatorSigner != null,
+      revoked: this.#revocations?.revoked ?? [],
+      refused: this.#machine?.refusals() ?? null
+    }
+  }
+
   #find (name: string): MissionStatus {
     const mission = this.list().find(m => m.name === name)
     if (mission == null) throw new ApiError(404, `no mission named '${name}'`)
@@ -989,6 +1067,9 @@ export class MissionService {
       }
       const existing = this.list().find(m => m.name === spec.name)
       if (existing != null) throw new ApiError(409, `mission '${spec.name}' already runs (epoch ${existing.epoch}); remove it first`)
+      const grant = this.#grantFor((body as { grant?: unknown }).grant, at => ({
+        op: 'deploy', subject: spec.name, deployId: newDeployId(this.#operatorSigner!.publicKey, at, randomBytes(4).toString('hex')), spec: specDigest(spec), to: null, at
+      }), { op: 'deploy', subject: spec.name, spec })
       const over = this.#budget.refusalOfNew(spec.name, spec, this.#heldMissions)
       if (over != null) throw new ApiError(507, `${over.reason}: ${over.detail} (peers would refuse its announces)`)
       // tandem never pulls from a registry (Kubernetes' ErrImageNeverPull): some live board must hold the image.
@@ -998,15 +1079,28 @@ export class MissionService {
         const wanted = typeof spec.image === 'string' ? spec.image : Object.entries(spec.image).map(([arch, image]) => `${image} (${arch})`).join(', ')
         throw new ApiError(422, `image ${wanted} is on no live board: build or load it on one board (docker build / docker load), tandem never pulls`)
       }
-      this.#local({ type: 'deploy', spec })
+      this.#local({ type: 'deploy', spec, ...(grant === undefined ? {} : { grant, deployId: grant.deployId as string }) })
       const mission = await this.#waitFor(spec.name, m => m?.primary != null, 5000, request.signal)
       return { status: 201, body: mission ?? this.#find(spec.name) }
     })
     api.route('DELETE', '/v1/missions/:name', request => {
       const name = request.params.name as string
-      this.#find(name)
-      this.#local({ type: 'remove', mission: name })
+      const { deployId } = this.#find(name)
+      const grant = this.#grantFor((request.body as { grant?: unknown } | undefined)?.grant,
+        at => ({ op: 'remove', subject: name, deployId, spec: null, to: null, at }), { op: 'remove', subject: name, deployId })
+      this.#local({ type: 'remove', mission: name, ...(grant === undefined ? {} : { grant }) })
       return { body: { removed: name } }
+    })
+    // A key rotation: the deployment re-signed by the new operator key (same deployment, same spec), so the old key
+    // can then be dropped without redeploying.
+    api.route('POST', '/v1/missions/:name/grant', request => {
+      const name = request.params.name as string
+      const { deployId, spec } = this.#find(name)
+      if (this.#operatorKeys.open) throw new ApiError(409, 'an open swarm (--insecure-open-missions) signs nothing')
+      const grant = this.#grantFor((request.body as { grant?: unknown } | undefined)?.grant,
+        at => ({ op: 'deploy', subject: name, deployId, spec: specDigest(spec), to: null, at }), { op: 'deploy', subject: name, deployId, spec })!
+      this.#local({ type: 'regrant', mission: name, grant })
+      return { body: { mission: name, deployId, key: grant.key } }
     })
     api.route('POST', '/v1/missions/:name/move', async request => {
       const name = request.params.name as string
@@ -1014,10 +1108,13 @@ export class MissionService {
       if (typeof to !== 'string' || to === '') throw new ApiError(400, 'body must be {"to": "<peer id>"}')
       const before = this.#find(name)
       if (before.primary === to) throw new ApiError(409, `mission '${name}' already runs on ${to}`)
+      const grant = this.#grantFor((request.body as { grant?: unknown }).grant,
+        at => ({ op: 'move', subject: name, deployId: before.deployId, spec: null, to, at }), { op: 'move', subject: name, deployId: before.deployId, to })
+      const signed = grant === undefined ? {} : { grant }
       const member = this.#peer.membership.list().find(m => m.peerId === to)
       if (to !== this.#peer.peerId && member?.state !== 'alive') throw new ApiError(409, `peer ${to} is not alive in this swarm`)
       const started = Date.now()
-      this.#local({ type: 'move', mission: name, to })
+      this.#local({ type: 'move', mission: name, to, ...signed })
       let finalSeq = before.lastCheckpoint?.seq ?? null
       let requestedAt = started
       const after = await this.#waitFor(name, m => {
@@ -1027,7 +1124,7 @@ export class MissionService {
         // The request reaches the primary by gossip: repeat it until the mission moves (a repeat is harmless).
         if (m != null && m.epoch === before.epoch && Date.now() - requestedAt >= 1000) {
           requestedAt = Date.now()
-          this.#local({ type: 'move', mission: name, to })
+          this.#local({ type: 'move', mission: name, to, ...signed })
         }
         return m != null && m.primary === to && m.state === 'running'
       }, 60_000, request.signal)

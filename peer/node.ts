@@ -38,6 +38,8 @@ export interface SwarmNodeOptions {
   mdns: boolean
   /** Heartbeat interval of gossipsub's own mesh maintenance, in ms. */
   gossipHeartbeatMs?: number
+  /** Peers no connection is made with, either way (boards the operator revoked); read live. */
+  refusePeer?: (peerId: string) => boolean
 }
 
 /** gossipsub's fast message id: the signer and sequence number, as the StrictSign message id has it. */
@@ -62,6 +64,11 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
+    connectionGater: {
+      denyDialPeer: peerId => options.refusePeer?.(peerId.toString()) === true,
+      denyInboundEncryptedConnection: peerId => options.refusePeer?.(peerId.toString()) === true,
+      denyOutboundEncryptedConnection: peerId => options.refusePeer?.(peerId.toString()) === true
+    },
     connectionProtector: options.swarmKey != null ? preSharedKeyFreeingCiphers({ psk: options.swarmKey }) : undefined,
     peerDiscovery,
     // libp2p's connection monitor pings every connection every 10 s over a new stream (a protocol negotiation

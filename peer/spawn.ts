@@ -1,6 +1,8 @@
 // Spawns `tandem peer start` as a child process for tests, the bench and the demo, and cleans it up.
 import { spawn, type ChildProcess } from 'node:child_process'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
+import { createOperatorKeyPair, formatPublicKey } from '../consensus/authority.ts'
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -38,6 +40,34 @@ export interface SpawnPeerOptions {
    * execs the peer in place: `pid` and signals reach the peer process itself, and its watchdog is its child as usual.
    */
   netns?: string
+  /**
+   * The operator private key file the peer holds (`--operator-key`: its API signs deploys, removes, moves). Default:
+   * one key shared by every peer this process spawns (testOperatorKey()), unless operatorPub or openMissions is
+   * given; null: none.
+   */
+  operatorKey?: string | null
+  /** Operator public key files the peer trusts (`--operator-pub`). */
+  operatorPub?: string[]
+  /** `--insecure-open-missions`. */
+  openMissions?: boolean
+}
+
+let testKey: { privateFile: string, publicFile: string } | undefined
+
+/**
+ * An operator key pair for the peers this process spawns (tests, bench, demo), made once, in a temp dir removed when
+ * the process exits: every board holds it, so any board's API deploys, as with one operator at the keyboard.
+ */
+export function testOperatorKey (): { privateFile: string, publicFile: string } {
+  if (testKey != null) return testKey
+  const dir = mkdtempSync(join(tmpdir(), 'tandem-operator-'))
+  const { privatePem, publicKey } = createOperatorKeyPair()
+  const privateFile = join(dir, 'operator.key')
+  writeFileSync(privateFile, privatePem, { mode: 0o600 })
+  writeFileSync(`${privateFile}.pub`, formatPublicKey(publicKey, 'test operator'))
+  testKey = { privateFile, publicFile: `${privateFile}.pub` }
+  onOwnerExit(() => { rmSync(dir, { recursive: true, force: true }) })
+  return testKey
 }
 
 export interface PeerHandle {
@@ -82,6 +112,11 @@ function flagsOf (options: SpawnPeerOptions, dataDir: string): string[] {
   if (options.mdns !== true) args.push('--no-mdns')
   if (options.dockerHost != null) args.push('--docker-host', options.dockerHost)
   if (options.dockerExecRoot != null) args.push('--docker-exec-root', options.dockerExecRoot)
+  for (const file of options.operatorPub ?? []) args.push('--operator-pub', file)
+  const operatorKey = options.operatorKey !== undefined ? options.operatorKey
+    : (options.operatorPub == null && options.openMissions !== true ? testOperatorKey().privateFile : null)
+  if (operatorKey != null) args.push('--operator-key', operatorKey)
+  if (options.openMissions === true) args.push('--insecure-open-missions')
   return args
 }
 

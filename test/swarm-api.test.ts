@@ -3,7 +3,7 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
 import { connect } from 'node:net'
-import { readFile, writeFile, mkdir } from 'node:fs/promises'
+import { readFile, writeFile, mkdir, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ApiClient } from '../peer/api-client.ts'
 import { CLI_PATH, waitFor } from '../peer/spawn.ts'
@@ -80,8 +80,11 @@ t.test('bad flags and bad config exit with code 2 and a clear message', async t 
     [['peer', 'start', '--data-dir', dir, '--listen', 'not-a-multiaddr'], /multiaddr/],
     [['peer', 'start', '--data-dir', dir, '--bootstrap', '/ip4/127.0.0.1/tcp/1'], /peer id/],
     [['peer', 'start', '--data-dir', dir, '--docker-host', 'ftp://x'], /docker-host/],
-    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm-key', badKey], /not a libp2p pre-shared key/],
-    [['peer', 'start', '--data-dir', dir, '--swarm-key', join(dir, 'missing.key')], /cannot read swarm key/],
+    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--insecure-open-missions', '--swarm-key', badKey], /not a libp2p pre-shared key/],
+    [['peer', 'start', '--data-dir', dir, '--api', '127.0.0.1:0'], /no operator key/],
+    [['peer', 'start', '--data-dir', dir, '--operator-pub', badKey], /operator-pub: .*expected 'tandem-operator-ed25519/],
+    [['peer', 'start', '--data-dir', dir, '--operator-key', badKey], /operator-key: .*not an operator private key/],
+    [['peer', 'start', '--data-dir', dir, '--insecure-open-missions', '--swarm-key', join(dir, 'missing.key')], /cannot read swarm key/],
     [['peer', 'stop'], /unknown subcommand/],
     [['status', '--api', 'x'], /HOST:PORT/],
     [['status', '--api', '127.0.0.1:1'], /no API token/],
@@ -107,11 +110,26 @@ t.test('swarm-key generate writes a pnet key and never overwrites one', async t 
   t.match(printed.stdout, /^\/key\/swarm\/psk\/1\.0\.0\//)
 })
 
+t.test('operator-key create writes a private key (0600, never overwritten) and its public line; public prints it again', async t => {
+  const dir = await tempDirFor(t)
+  const path = join(dir, 'operator.key')
+  const created = await cli(['operator-key', 'create', '--out', path, '--comment', 'ops'])
+  t.equal(created.code, 0, created.stderr)
+  t.equal((await stat(path)).mode & 0o777, 0o600, 'the private key is readable by its owner only')
+  t.match(await readFile(path, 'utf8'), /^-----BEGIN PRIVATE KEY-----\n/)
+  const line = await readFile(`${path}.pub`, 'utf8')
+  t.match(line, /^tandem-operator-ed25519 [A-Za-z0-9_-]{43} ops\n$/)
+  t.equal((await cli(['operator-key', 'create', '--out', path])).code, 2, 'refuses to overwrite')
+  const printed = await cli(['operator-key', 'public', path])
+  t.equal(printed.stdout, line.replace(' ops', ''), 'the same public key')
+  t.match((await cli(['operator-key', 'public', `${path}.pub`])).stderr, /not an operator private key/)
+})
+
 t.test('one peer per data dir: a live lock refuses, a stale lock is taken over, the identity stays', async t => {
   const dataDir = await tempDirFor(t)
   const key = await swarmKeyFor(t)
   const first = await peerFor(t, { dataDir, swarmKey: key })
-  const second = await cli(['peer', 'start', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--swarm-key', key])
+  const second = await cli(['peer', 'start', '--data-dir', dataDir, '--api', '127.0.0.1:0', '--listen', '/ip4/127.0.0.1/tcp/0', '--no-mdns', '--insecure-open-missions', '--swarm-key', key])
   t.not(second.code, 0, 'a second daemon on the same data dir refuses to start')
   t.match(second.stderr, new RegExp(`in use by another tandem peer \\(pid ${first.pid}`))
   await first.stop()

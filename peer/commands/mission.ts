@@ -5,17 +5,22 @@ import { parseFlags } from './args.ts'
 import type { ApiClient } from '../api-client.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { MissionStatus, MoveResult } from '../missions.ts'
-import { MAX_MANIFEST_BYTES } from '../../consensus/manifest.ts'
+import { MAX_MANIFEST_BYTES, ManifestError, parseManifest } from '../../consensus/manifest.ts'
+import { newDeployId, specDigest, type OperatorSigner } from '../../consensus/authority.ts'
+import { randomBytes } from 'node:crypto'
+import { loadOperatorSigner } from './operator-key.ts'
 
-const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json]
+const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json] [--operator-key FILE]
 
   deploy FILE            deploy the mission described by a YAML or JSON manifest
   ls                     list the missions the swarm runs
   show NAME              one mission: placement, epoch, checkpoints, replication, recent events
   rm NAME                stop and remove a mission everywhere
   move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
+  resign NAME            re-sign the deployment with the operator key given (a key rotation; nothing restarts)
 
-${API_FLAGS_USAGE}`
+${API_FLAGS_USAGE}
+  --operator-key FILE  sign deploy, rm and move with this operator private key (else the peer must hold one)`
 
 function shortId (peerId: string | null | undefined): string {
   if (peerId == null) return '-'
@@ -92,8 +97,9 @@ export const command: Command = {
     const [sub, ...rest] = argv
     if (sub == null || sub === '--help' || sub === '-h') { console.log(USAGE); return sub == null ? 2 : 0 }
     if (rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
-    const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' } }, true)
+    const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' }, 'operator-key': { type: 'string' } }, true)
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
+    const signer: OperatorSigner | undefined = values['operator-key'] != null ? await loadOperatorSigner(values['operator-key']) : undefined
     const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
     const print = (value: unknown, human: () => string): void => {
       console.log(values.json === true ? JSON.stringify(value, null, 2) : human())
@@ -112,7 +118,17 @@ export const command: Command = {
           throw new UsageError(`cannot read ${file}: ${(err as Error).message}`)
         }
         const client = await connect()
-        const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file })
+        let grant
+        if (signer != null) {
+          let spec
+          try { spec = parseManifest(text, file) } catch (err) {
+            if (err instanceof ManifestError) throw new UsageError(err.message)
+            throw err
+          }
+          const at = Date.now()
+          grant = signer.sign({ op: 'deploy', subject: spec.name, deployId: newDeployId(signer.publicKey, at, randomBytes(4).toString('hex')), spec: specDigest(spec), to: null, at })
+        }
+        const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file, ...(grant == null ? {} : { grant }) })
         print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
         return 0
       }
@@ -130,14 +146,38 @@ export const command: Command = {
       }
       case 'rm': {
         const name = oneName(positionals, 'mission NAME')
-        const result = await (await connect()).request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`)
+        const client = await connect()
+        let body
+        if (signer != null) {
+          const { deployId } = await client.request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
+          body = { grant: signer.sign({ op: 'remove', subject: name, deployId, spec: null, to: null, at: Date.now() }) }
+        }
+        const result = await client.request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`, body)
         print(result, () => `removed ${result.removed}`)
+        return 0
+      }
+      case 'resign': {
+        const name = oneName(positionals, 'mission NAME')
+        const client = await connect()
+        let body
+        if (signer != null) {
+          const { deployId, spec } = await client.request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
+          body = { grant: signer.sign({ op: 'deploy', subject: name, deployId, spec: specDigest(spec), to: null, at: Date.now() }) }
+        }
+        const result = await client.request<{ mission: string, key: string }>('POST', `/v1/missions/${encodeURIComponent(name)}/grant`, body)
+        print(result, () => `${result.mission} re-signed by operator key ${result.key}`)
         return 0
       }
       case 'move': {
         const name = oneName(positionals, 'mission NAME')
         if (values.to == null || values.to === '') throw new UsageError('move needs --to PEER_ID')
-        const result = await (await connect()).request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to }, { timeoutMs: 120_000 })
+        const client = await connect()
+        let grant
+        if (signer != null) {
+          const { deployId } = await client.request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
+          grant = signer.sign({ op: 'move', subject: name, deployId, spec: null, to: values.to, at: Date.now() })
+        }
+        const result = await client.request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to, ...(grant == null ? {} : { grant }) }, { timeoutMs: 120_000 })
         print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
         return 0
       }

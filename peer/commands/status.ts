@@ -33,6 +33,15 @@ export function formatStatus (status: PeerStatus): string {
   const drops = Object.entries(status.counters.gossip).flatMap(([topic, c]) =>
     Object.entries(c.dropped).filter(([, n]) => n > 0).map(([reason, n]) => `${topic} ${reason} ${n}`))
   if (drops.length > 0) lines.push('', `dropped gossip: ${drops.join(', ')}`)
+  // The missions' `authority` section (peer/missions.ts), when the peer runs missions.
+  const authority = (status as { authority?: { open: boolean, operatorKeys: string[], holdsOperatorKey: boolean, revoked: string[], refused: Record<string, number> | null } }).authority
+  if (authority != null) {
+    lines.push('', authority.open
+      ? 'operator: NONE (--insecure-open-missions: anyone holding the swarm key deploys)'
+      : `operator: ${authority.operatorKeys.length} trusted key(s)${authority.holdsOperatorKey ? ', this board holds one' : ''}${authority.revoked.length > 0 ? `; revoked boards: ${authority.revoked.map(shortId).join(', ')}` : ''}`)
+    const refused = Object.entries(authority.refused ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
+    if (refused.length > 0) lines.push(`refused mission messages: ${refused.join(', ')}`)
+  }
   return lines.join('\n')
 }
 
