@@ -20,6 +20,8 @@ export interface ApiRequest {
 export interface ApiResponse {
   status?: number
   body?: unknown
+  /** A non-JSON answer (e.g. the Prometheus text format of /metrics): sent as is, with this content type. */
+  text?: { contentType: string, content: string }
 }
 
 export type RouteHandler = (request: ApiRequest) => ApiResponse | Promise<ApiResponse>
@@ -109,7 +111,8 @@ export class ControlApi {
       route.segments.forEach((s, i) => { if (s.startsWith(':')) params[s.slice(1)] = decodeURIComponent(segments[i] as string) })
       const body = await readJsonBody(req)
       const response = await route.handler({ method: route.method, path: url.pathname, params, query: url.searchParams, body, signal: abort.signal })
-      send(res, response.status ?? 200, response.body ?? {})
+      if (response.text != null) sendText(res, response.status ?? 200, response.text.contentType, response.text.content)
+      else send(res, response.status ?? 200, response.body ?? {})
     } catch (err) {
       if (err instanceof ApiError) {
         send(res, err.status, { error: err.message })
@@ -125,6 +128,12 @@ function send (res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent || res.destroyed) return
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+function sendText (res: ServerResponse, status: number, contentType: string, text: string): void {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) })
   res.end(text)
 }
 

@@ -12,6 +12,7 @@ import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, VERDICT_TOPIC, valid
 import { BeatLink } from './beats.ts'
 import { ControlApi } from './api.ts'
 import { StatusRegistry } from './status.ts'
+import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
 import { ConfigError, type PeerConfig } from './config.ts'
 import { DataDirLock, ensureDataDir, loadOrCreateIdentity, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
@@ -76,6 +77,9 @@ const DEAD_REDIAL_MS = 2000
 /** At most one forced reconnect per peer this often (a flapping link must not churn connections). */
 const RECONNECT_MIN_MS = 5000
 
+/** How often the metrics are set from a status snapshot between scrapes. */
+const METRICS_REFRESH_MS = 1000
+
 /** How often the load average and RSS carried by heartbeats are re-read. */
 const LOAD_REFRESH_MS = 2000
 
@@ -107,6 +111,8 @@ export class Peer {
   readonly heartbeat: HeartbeatExtras
   /** The control API; add routes with `api.route(method, path, handler)`. */
   readonly api: ControlApi
+  /** Prometheus metrics served at `GET /metrics`, set from status snapshots (see metrics.ts). */
+  readonly metrics: PeerMetrics
   readonly #token: string
   readonly #log: (line: string) => void
   readonly #lock: DataDirLock
@@ -140,6 +146,11 @@ export class Peer {
     this.heartbeat = new HeartbeatExtras()
     this.api.route('GET', '/v1/status', async () => ({ body: await this.statusObject() }))
     this.api.route('GET', '/v1/membership/events', () => ({ body: { events: this.membership.history() } }))
+    this.metrics = new PeerMetrics()
+    this.api.route('GET', '/metrics', async () => {
+      this.metrics.update(await this.statusObject())
+      return { text: { contentType: METRICS_CONTENT_TYPE, content: await this.metrics.text() } }
+    })
   }
 
   #running<T> (value: T | undefined, what: string): T {
@@ -326,6 +337,11 @@ export class Peer {
     await writeApiToken(config.dataDir, this.#token)
     await this.api.start(config.api)
     this.#cleanups.push(async () => { await this.api.stop() })
+    // Between scrapes too: a failover is counted when this peer sees a mission's primary change to itself.
+    const metricsTimer = setInterval(() => {
+      this.statusObject().then(status => { this.metrics.update(status) }, () => {})
+    }, METRICS_REFRESH_MS)
+    this.#cleanups.push(() => { clearInterval(metricsTimer) })
     this.#startedAt = Date.now()
   }
 
