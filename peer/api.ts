@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual } from 'node:crypto'
 import type { AddressInfo } from 'node:net'
 import type { ApiAddress } from './config.ts'
+import type { LogLine } from './logger.ts'
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
@@ -42,11 +43,11 @@ const MAX_BODY_BYTES = 1024 * 1024
 export class ControlApi {
   readonly #token: Buffer
   readonly #routes: Route[] = []
-  readonly #log: (line: string) => void
+  readonly #log: LogLine
   #server: Server | undefined
   #address: ApiAddress | undefined
 
-  constructor (options: { token: string, log?: (line: string) => void }) {
+  constructor (options: { token: string, log?: LogLine }) {
     this.#token = Buffer.from(options.token)
     this.#log = options.log ?? (() => {})
   }
@@ -117,7 +118,7 @@ export class ControlApi {
       if (err instanceof ApiError) {
         send(res, err.status, { error: err.message })
       } else {
-        this.#log(`api: ${req.method ?? '?'} ${req.url ?? '?'} failed: ${(err as Error).stack ?? String(err)}`)
+        this.#log(`api: ${req.method ?? '?'} ${req.url ?? '?'} failed: ${(err as Error).stack ?? String(err)}`, { level: 'error' })
         send(res, 500, { error: (err as Error).message })
       }
     }

@@ -7,7 +7,8 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   status: () => import('./commands/status.ts'),
   'swarm-key': () => import('./commands/swarm-key.ts'),
   mission: () => import('./commands/mission.ts'),
-  doctor: () => import('./commands/doctor.ts')
+  doctor: () => import('./commands/doctor.ts'),
+  events: () => import('./commands/events.ts')
 }
 
 function usage (): string {

@@ -1,7 +1,7 @@
 // The tandem peer: one libp2p/Helia node, heartbeat gossip, membership with failure detection, control API.
 import { readFile } from 'node:fs/promises'
 import { getPriority, loadavg, setPriority } from 'node:os'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from './node.ts'
@@ -13,6 +13,7 @@ import { BeatLink } from './beats.ts'
 import { ControlApi } from './api.ts'
 import { StatusRegistry } from './status.ts'
 import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
+import type { LogLine } from './logger.ts'
 import { ConfigError, type PeerConfig } from './config.ts'
 import { DataDirLock, ensureDataDir, loadOrCreateIdentity, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
@@ -100,7 +101,9 @@ export async function readSwarmKey (path: string): Promise<Uint8Array> {
 }
 
 export interface PeerOptions {
-  log?: (line: string) => void
+  log?: LogLine
+  /** Called with the peer id as soon as the identity is loaded (the logger then names the peer on every line). */
+  onIdentity?: (peerId: string) => void
 }
 
 export class Peer {
@@ -114,7 +117,8 @@ export class Peer {
   /** Prometheus metrics served at `GET /metrics`, set from status snapshots (see metrics.ts). */
   readonly metrics: PeerMetrics
   readonly #token: string
-  readonly #log: (line: string) => void
+  readonly #log: LogLine
+  readonly #onIdentity: ((peerId: string) => void) | undefined
   readonly #lock: DataDirLock
   #node: SwarmNode | undefined
   #gossip: Gossip | undefined
@@ -139,6 +143,7 @@ export class Peer {
   constructor (config: PeerConfig, options: PeerOptions = {}) {
     this.config = config
     this.#log = options.log ?? (line => { process.stderr.write(`${new Date().toISOString()} ${line}\n`) })
+    this.#onIdentity = options.onIdentity
     this.#lock = new DataDirLock(config.dataDir)
     this.#token = randomBytes(24).toString('hex')
     this.api = new ControlApi({ token: this.#token, log: this.#log })
@@ -195,6 +200,7 @@ export class Peer {
     await this.#lock.acquire()
     this.#cleanups.push(async () => { await this.#lock.release() })
     const privateKey = await loadOrCreateIdentity(config.dataDir)
+    this.#onIdentity?.(peerIdFromPrivateKey(privateKey).toString())
 
     const capabilities = new CapabilityProbe({ dockerHost: config.dockerHost })
     this.#capabilities = capabilities
@@ -270,12 +276,12 @@ export class Peer {
     }, (verdict, sender) => { membership.verdict(verdict, sender) }, { maxBytes: 1024 }))
     this.#cleanups.push(membership.onVerdict(verdict => {
       gossip.publish(VERDICT_TOPIC, { v: 1, from: selfId, ...verdict } satisfies VerdictMessage).catch(err => {
-        this.#log(`verdict: publish failed: ${(err as Error).message}`)
+        this.#log(`verdict: publish failed: ${(err as Error).message}`, { level: 'warn' })
       })
     }))
     this.#cleanups.push(membership.onAccused(verdict => {
       if (verdict.incarnation < source.incarnation) return
-      this.#log(`membership: ${verdict.from} found this peer dead (${verdict.reason}); refuting with a new incarnation`)
+      this.#log(`membership: ${verdict.from} found this peer dead (${verdict.reason}); refuting with a new incarnation`, { level: 'warn', member: verdict.from })
       source.bumpIncarnation()
       this.#publishHeartbeat()
     }))
@@ -349,7 +355,7 @@ export class Peer {
     try {
       if (getPriority() > niceness) setPriority(niceness)
     } catch (err) {
-      this.#log(`peer: cannot raise scheduling priority to ${niceness} (${(err as Error).message}); a saturated CPU may delay heartbeats`)
+      this.#log(`peer: cannot raise scheduling priority to ${niceness} (${(err as Error).message}); a saturated CPU may delay heartbeats`, { level: 'warn' })
     }
   }
 
@@ -363,12 +369,12 @@ export class Peer {
       // Receivers would drop it as oversized and soon think we are dead: send it without the extras.
       if (Date.now() - this.#oversizeLoggedAt > 60_000) {
         this.#oversizeLoggedAt = Date.now()
-        this.#log(`heartbeat: larger than ${limit} bytes with extras (${Object.keys(heartbeat.extras).join(', ')}); sending it without them`)
+        this.#log(`heartbeat: larger than ${limit} bytes with extras (${Object.keys(heartbeat.extras).join(', ')}); sending it without them`, { level: 'warn' })
       }
       heartbeat = { ...heartbeat, extras: {} }
     }
     gossip.publish(HEARTBEAT_TOPIC, heartbeat).catch(err => {
-      this.#log(`heartbeat: publish failed: ${(err as Error).message}`)
+      this.#log(`heartbeat: publish failed: ${(err as Error).message}`, { level: 'warn' })
     })
   }
 
@@ -412,7 +418,7 @@ export class Peer {
       this.#unsubscribedChecks.set(id, checks)
       if (checks < 2) continue
       this.#unsubscribedChecks.delete(id)
-      this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`)
+      this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`, { member: id })
       this.#hangUpAndRedial(id)
     }
   }
@@ -437,7 +443,7 @@ export class Peer {
     if (previous === undefined || now - previous > RECONNECT_MIN_MS) return
     if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
     this.#lastReconnectAt.set(peerId, now)
-    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`)
+    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`, { member: peerId })
     this.#hangUpAndRedial(peerId)
   }
 
@@ -458,7 +464,7 @@ export class Peer {
     if (libp2p == null) return
     for (const addr of this.config.bootstrap) {
       libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).catch(err => {
-        this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`)
+        this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`, { level: 'warn' })
       })
     }
   }
@@ -467,7 +473,7 @@ export class Peer {
     const libp2p = this.#node?.libp2p
     if (libp2p == null || this.#state === 'stopping') return
     libp2p.dial(peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) }).catch(err => {
-      this.#log(`swarm: dial ${peerId} failed: ${(err as Error).message}`)
+      this.#log(`swarm: dial ${peerId} failed: ${(err as Error).message}`, { level: 'warn', member: peerId })
     })
   }
 
@@ -531,7 +537,7 @@ export class Peer {
       try {
         await cleanup()
       } catch (err) {
-        this.#log(`peer: cleanup failed: ${(err as Error).message}`)
+        this.#log(`peer: cleanup failed: ${(err as Error).message}`, { level: 'error' })
       }
     }
   }

@@ -16,6 +16,7 @@ import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
+import { serveSwarmEvents } from './swarm-events.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
@@ -224,6 +225,7 @@ export class MissionService {
     events.start()
     this.#events = events
     this.#cleanups.push(() => { events.stop() })
+    this.#cleanups.push(serveSwarmEvents(peer, events))
 
     // Docker and CRIU decide whether this board can host missions; a board without them still votes and relays.
     const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, execRoot: peer.config.dockerExecRoot, stateDir: join(dataDir, 'containers') })

@@ -38,6 +38,8 @@ export interface SpawnPeerOptions {
    * execs the peer in place: `pid` and signals reach the peer process itself, and its watchdog is its child as usual.
    */
   netns?: string
+  /** `--log-format` of the peer (default text); the ready line is read in either. */
+  logFormat?: 'text' | 'json'
 }
 
 export interface PeerHandle {
@@ -82,6 +84,7 @@ function flagsOf (options: SpawnPeerOptions, dataDir: string): string[] {
   if (options.mdns !== true) args.push('--no-mdns')
   if (options.dockerHost != null) args.push('--docker-host', options.dockerHost)
   if (options.dockerExecRoot != null) args.push('--docker-exec-root', options.dockerExecRoot)
+  if (options.logFormat != null) args.push('--log-format', options.logFormat)
   return args
 }
 
@@ -119,6 +122,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
         if (output.length > 2000) output.splice(0, output.length - 2000)
         options.onLine?.(line, name)
         if (name === 'stdout' && line.startsWith('ready ')) onReady(line.slice(6))
+        else if (name === 'stdout' && options.logFormat === 'json' && line.includes('"msg":"ready"')) onReady(line)
       }
     })
   }

@@ -52,8 +52,10 @@ function parseExposition (text: string): Map<string, Family> {
       labels[pair[1] as string] = (pair[2] as string).replace(/\\(.)/g, (_, c: string) => c === 'n' ? '\n' : c)
       rest = rest.slice(pair[0].length)
     }
-    const value = valueText === '+Inf' ? Infinity : valueText === '-Inf' ? -Infinity : valueText === 'NaN' ? NaN : Number(valueText)
-    if (Number.isNaN(value) && valueText !== 'NaN') throw new Error(`${where}: bad value`)
+    // As Prometheus reads values (Go's ParseFloat): NaN and Inf in any case; prom-client writes `Nan` for an empty mean.
+    const special = valueText.toLowerCase()
+    const value = ['+inf', 'inf'].includes(special) ? Infinity : special === '-inf' ? -Infinity : special === 'nan' ? NaN : Number(valueText)
+    if (Number.isNaN(value) && special !== 'nan') throw new Error(`${where}: bad value`)
     const family = familyOf(name)
     if (family == null || family.type === '') throw new Error(`${where}: sample before its # TYPE`)
     family.samples.push({ name, labels, value })
@@ -89,6 +91,7 @@ t.test('the strict parser refuses what Prometheus would refuse', async t => {
   t.throws(() => parseExposition('x 1\n'), /before its # TYPE/)
   t.throws(() => parseExposition('# TYPE x gauge\nx{a="1} 1\n'), /bad labels/)
   t.throws(() => parseExposition('# TYPE x gauge\nx one\n'), /bad value/)
+  t.ok(Number.isNaN(value(parseExposition('# TYPE x gauge\nx Nan\n'), 'x', {})), 'NaN in any case, as Prometheus reads it')
   t.equal(value(parseExposition('# TYPE x gauge\nx{a="q\\"z"} 2\n'), 'x', { a: 'q"z' }), 2)
 })
 

@@ -11,10 +11,11 @@ import {
 import { multiaddr } from '@multiformats/multiaddr'
 import { boardNames, findBoard } from '../../boards/profiles.ts'
 import { DEFAULT_DOCKER_EXEC_ROOT } from '../../checkpoint/runtime.ts'
+import { LOG_FORMAT_ENV, LOG_FORMATS, logFormatFromEnv, openLogger, type LogFormat } from '../logger.ts'
 
 const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
                          [--api HOST:PORT] [--swarm-key FILE] [--board NAME] [--no-mdns] [--docker-host URL]
-                         [--docker-exec-root DIR]
+                         [--docker-exec-root DIR] [--log-format text|json]
 
   --data-dir DIR        identity, lock, API token and block store of this peer (created if missing)
   --listen MULTIADDR    address to listen on, repeatable (default ${DEFAULT_LISTEN.join(' ')})
@@ -25,6 +26,7 @@ const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [
   --no-mdns             do not discover peers by mDNS on the local network
   --docker-host URL     Docker Engine of this board (default $DOCKER_HOST, else unix:///var/run/docker.sock)
   --docker-exec-root DIR  that daemon's --exec-root (default /run/docker): checkpoints call its runc directly
+  --log-format FORMAT   text (default, or $TANDEM_LOG_FORMAT) or json: one JSON object per line (time, level, msg, peer, ...)
 
 Failure detector timings can be overridden by environment, e.g. TANDEM_FD_SUSPECT_AFTER_MS=800.`
 
@@ -81,31 +83,60 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
   }
 }
 
+/** Takes `--log-format text|json` out of the flags (it is no part of PeerConfig); default $TANDEM_LOG_FORMAT, else text. */
+export function logFormatFromArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): { format: LogFormat, rest: string[] } {
+  const rest: string[] = []
+  let format: string = logFormatFromEnv(env)
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '--log-format') {
+      const value = argv[++i]
+      if (value == null) throw new UsageError('--log-format needs a value: text or json')
+      format = value
+    } else if (arg.startsWith('--log-format=')) {
+      format = arg.slice('--log-format='.length)
+    } else {
+      rest.push(arg)
+    }
+  }
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--log-format: '${format}' is not one of ${LOG_FORMATS.join(', ')}`)
+  return { format: format as LogFormat, rest }
+}
+
 async function runPeer (argv: string[]): Promise<number> {
-  const config = peerConfigFromArgs(argv)
-  const peer = new Peer(config)
+  const { format, rest } = logFormatFromArgs(argv)
+  const config = peerConfigFromArgs(rest)
+  // The watchdog (a child process) logs in the same format.
+  process.env[LOG_FORMAT_ENV] = format
+  const logger = await openLogger(format)
+  const peer = new Peer(config, { log: logger.log, onIdentity: peerId => { logger.bind({ peer: peerId }) } })
   try {
     await peer.start()
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message)
+    if (format === 'json') { logger.log(`peer: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
-  const missions = new MissionService({ peer })
+  const missions = new MissionService({ peer, log: logger.log })
   try {
     await missions.start()
   } catch (err) {
     await peer.stop()
+    if (format === 'json') { logger.log(`missions: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
   const api = formatApiAddress(peer.api.address)
-  console.log(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`)
-  for (const addr of peer.addrs()) console.log(`listening ${addr}`)
-  console.log(`api http://${api} (token in ${config.dataDir}/api-token)`)
-  console.log(`ready ${JSON.stringify({ peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid })}`)
+  const ready = { peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid }
+  logger.say(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`, { board: peer.board.name, arch: peer.board.arch })
+  for (const addr of peer.addrs()) logger.say(`listening ${addr}`, { addr })
+  logger.say(`api http://${api} (token in ${config.dataDir}/api-token)`, { api })
+  // The line scripts wait for: `ready {json}` in text, an object with msg "ready" and the same fields in json.
+  if (format === 'json') logger.say('ready', ready)
+  else logger.say(`ready ${JSON.stringify(ready)}`)
 
   await new Promise<void>(resolve => {
     const onSignal = (signal: NodeJS.Signals): void => {
-      console.log(`received ${signal}, stopping`)
+      logger.say(`received ${signal}, stopping`, { signal })
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
       resolve()
@@ -115,13 +146,13 @@ async function runPeer (argv: string[]): Promise<number> {
   })
   // A clean stop hands the missions this peer runs to their backups first (up to 8 s), then stops.
   const forced = setTimeout(() => {
-    console.error('peer: shutdown took longer than 15 s, exiting')
+    logger.log('peer: shutdown took longer than 15 s, exiting', { level: 'error' })
     process.exit(1)
   }, 15_000)
   forced.unref()
   await missions.stop()
   await peer.stop()
-  console.log('stopped')
+  logger.say('stopped')
   // libp2p may leave sockets or timers behind; the peer is stopped, so leave now.
   setTimeout(() => process.exit(0), 50).unref()
   return 0
