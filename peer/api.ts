@@ -41,7 +41,7 @@ interface Route { method: HttpMethod, segments: string[], handler: RouteHandler 
 const MAX_BODY_BYTES = 1024 * 1024
 
 export class ControlApi {
-  readonly #token: Buffer
+  #token: Buffer
   readonly #routes: Route[] = []
   readonly #log: LogLine
   #server: Server | undefined
@@ -51,6 +51,9 @@ export class ControlApi {
     this.#token = Buffer.from(options.token)
     this.#log = options.log ?? (() => {})
   }
+
+  /** Replaces the token every request must carry (the data dir's token once read, or a rotated one). */
+  useToken (token: string): void { this.#token = Buffer.from(token) }
 
   /** Registers a route; `path` may hold `:name` segments, e.g. `/v1/missions/:id`. */
   route (method: HttpMethod, path: string, handler: RouteHandler): void {

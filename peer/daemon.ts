@@ -14,11 +14,10 @@ import { ControlApi } from './api.ts'
 import { StatusRegistry } from './status.ts'
 import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
 import type { LogLine } from './logger.ts'
-import { ConfigError, type PeerConfig } from './config.ts'
-import { DataDirLock, ensureDataDir, loadOrCreateIdentity, writeApiToken } from './identity.ts'
+import { apiTokenPath, ConfigError, type PeerConfig } from './config.ts'
+import { DataDirLock, ensureDataDir, loadOrCreateApiToken, loadOrCreateIdentity, newApiToken, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
-import { randomBytes } from 'node:crypto'
 
 export interface PeerStatusEntry {
   peerId: string
@@ -104,6 +103,8 @@ export interface PeerOptions {
   log?: LogLine
   /** Called with the peer id as soon as the identity is loaded (the logger then names the peer on every line). */
   onIdentity?: (peerId: string) => void
+  /** A new API token instead of the one the data dir keeps across restarts. */
+  rotateApiToken?: boolean
 }
 
 export class Peer {
@@ -116,7 +117,8 @@ export class Peer {
   readonly api: ControlApi
   /** Prometheus metrics served at `GET /metrics`, set from status snapshots (see metrics.ts). */
   readonly metrics: PeerMetrics
-  readonly #token: string
+  #token: string
+  readonly #rotateApiToken: boolean
   readonly #log: LogLine
   readonly #onIdentity: ((peerId: string) => void) | undefined
   readonly #lock: DataDirLock
@@ -145,12 +147,22 @@ export class Peer {
     this.#log = options.log ?? (line => { process.stderr.write(`${new Date().toISOString()} ${line}\n`) })
     this.#onIdentity = options.onIdentity
     this.#lock = new DataDirLock(config.dataDir)
-    this.#token = randomBytes(24).toString('hex')
+    // Until start reads the data dir's token: a random one nobody knows.
+    this.#token = newApiToken()
+    this.#rotateApiToken = options.rotateApiToken === true
     this.api = new ControlApi({ token: this.#token, log: this.#log })
     this.status = new StatusRegistry(['self', 'peers', 'counters'])
     this.heartbeat = new HeartbeatExtras()
     this.api.route('GET', '/v1/status', async () => ({ body: await this.statusObject() }))
     this.api.route('GET', '/v1/membership/events', () => ({ body: { events: this.membership.history() } }))
+    this.api.route('POST', '/v1/api-token/rotate', async () => {
+      const token = newApiToken()
+      await writeApiToken(this.config.dataDir, token)
+      this.#token = token
+      this.api.useToken(token)
+      this.#log('api: token rotated on request', { level: 'warn' })
+      return { body: { rotated: true, path: apiTokenPath(this.config.dataDir) } }
+    })
     this.metrics = new PeerMetrics()
     this.api.route('GET', '/metrics', async () => {
       this.metrics.update(await this.statusObject())
@@ -340,7 +352,8 @@ export class Peer {
     this.#cleanups.push(() => { clearInterval(this.#reconnectTimer) })
     this.#publishHeartbeat()
 
-    await writeApiToken(config.dataDir, this.#token)
+    this.#token = await loadOrCreateApiToken(config.dataDir, { rotate: this.#rotateApiToken })
+    this.api.useToken(this.#token)
     await this.api.start(config.api)
     this.#cleanups.push(async () => { await this.api.stop() })
     // Between scrapes too: a failover is counted when this peer sees a mission's primary change to itself.

@@ -4,22 +4,23 @@ import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import { printable, table } from './terminal.ts'
+import { outputFormatOf, shortId } from './output.ts'
+import { stringify } from 'yaml'
 import type { SwarmEvent } from '../swarm-events.ts'
 
-const USAGE = `usage: tandem events [-f|--follow] [--mission NAME] [--api HOST:PORT] [--data-dir DIR] [--json]
+const USAGE = `usage: tandem events [-f|--follow] [--mission NAME] [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json]
 
   -f, --follow      keep printing events as they come (Ctrl-C to stop)
   --mission NAME    only that mission's events
-  --json            one JSON object per line (NDJSON)
-${API_FLAGS_USAGE.split('\n').filter(line => !line.includes('--json')).join('\n')}`
+  --json, -o json   one JSON object per line (NDJSON); -o yaml: one YAML document per event
+${API_FLAGS_USAGE.split('\n').filter(line => !line.includes('--json') && !line.includes('-o FORMAT')).join('\n')}
+  -o wide           the table with full peer ids`
 
 const FOLLOW_POLL_MS = 1000
 
-function shortId (peerId: string): string { return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId }
-
-export function formatEvents (events: SwarmEvent[], header = true): string {
+export function formatEvents (events: SwarmEvent[], header = true, wide = false): string {
   const rows = header ? [['TIME', 'BOARD', 'KIND', 'MISSION', 'EVENT']] : []
-  for (const e of events) rows.push([new Date(e.at).toISOString(), shortId(e.board), e.kind, e.mission ?? '-', e.text])
+  for (const e of events) rows.push([new Date(e.at).toISOString(), shortId(e.board, wide), e.kind, e.mission ?? '-', e.text])
   if (rows.length === 0) return ''
   // Follow mode prints rows as they come: pad as the header would, not to the page's widest cell.
   if (!header) return rows.map(row => row.map(printable).join('  ')).join('\n')
@@ -31,11 +32,13 @@ export const command: Command = {
     if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); return 0 }
     const { values, positionals } = parseFlags(argv, { ...API_FLAGS, follow: { type: 'boolean', short: 'f' }, mission: { type: 'string' } }, true)
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${printable(positionals[0] as string)}'`)
+    const format = outputFormatOf(values)
     const client = await connectFromFlags(values)
     const query = (after: number): string => `/v1/events?after=${after}${values.mission != null ? `&mission=${encodeURIComponent(values.mission)}` : ''}`
     const print = (events: SwarmEvent[], first: boolean): void => {
-      if (values.json === true) { for (const e of events) process.stdout.write(`${JSON.stringify(e)}\n`); return }
-      const text = formatEvents(events, first)
+      if (format === 'json') { for (const e of events) process.stdout.write(`${JSON.stringify(e)}\n`); return }
+      if (format === 'yaml') { for (const e of events) process.stdout.write(`---\n${stringify(e)}`); return }
+      const text = formatEvents(events, first, format === 'wide')
       if (text !== '') process.stdout.write(`${text}\n`)
       else if (first && values.follow !== true) process.stdout.write('(no events)\n')
     }

@@ -6,21 +6,22 @@ import type { ApiClient } from '../api-client.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { MissionStatus, MoveResult } from '../missions.ts'
 import { MAX_MANIFEST_BYTES } from '../../consensus/manifest.ts'
+import { outputFormatOf, render, shortId } from './output.ts'
+import { printable, table } from './terminal.ts'
+import { resolvePeerId } from './peer-ids.ts'
+import { manifestProblems } from './manifest-check.ts'
 
-const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json]
+const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json]
 
+  validate FILE          check a manifest offline (no peer needed) and list every problem; exit 1 if any
   deploy FILE            deploy the mission described by a YAML or JSON manifest
   ls                     list the missions the swarm runs
   show NAME              one mission: placement, epoch, checkpoints, replication, recent events
   rm NAME                stop and remove a mission everywhere
-  move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
+  move NAME --to PEER    planned migration: checkpoint, restore on PEER (full id, unique prefix or suffix, or the
+                         short form the tables print), stop the source; prints the downtime
 
 ${API_FLAGS_USAGE}`
-
-function shortId (peerId: string | null | undefined): string {
-  if (peerId == null) return '-'
-  return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId
-}
 
 /** The primary's bound on the backup's state age, and whether it keeps the mission's interval. */
 function staleness (m: MissionStatus): string {
@@ -33,17 +34,12 @@ function staleness (m: MissionStatus): string {
 
 function megabytes (bytes: number): string { return (bytes / 1e6).toFixed(1) }
 
-function table (rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
-  return rows.map(row => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
-}
-
-export function formatMissions (missions: MissionStatus[]): string {
+export function formatMissions (missions: MissionStatus[], wide = false): string {
   if (missions.length === 0) return '(no missions)'
   const rows = [['MISSION', 'STATE', 'PROTECTED', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
   for (const m of missions) {
     rows.push([
-      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary), shortId(m.backup),
+      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary, wide), shortId(m.backup, wide),
       m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
       m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
       m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
@@ -52,7 +48,7 @@ export function formatMissions (missions: MissionStatus[]): string {
   return table(rows)
 }
 
-export function formatMission (m: MissionStatus): string {
+export function formatMission (m: MissionStatus, wide = false): string {
   const lines = [
     `mission     ${m.name}`,
     `state       ${m.state}${m.reason == null ? '' : ` (${m.reason})`}`,
@@ -67,23 +63,34 @@ export function formatMission (m: MissionStatus): string {
   ]
   if (m.restarts > 0 || m.lastFailure != null) {
     const failure = m.lastFailure
-    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
+    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board, wide)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
   }
   for (const f of m.imageFetches) {
     const percent = f.totalBytes > 0 ? ` (${Math.floor(100 * f.fetchedBytes / f.totalBytes)} %)` : ''
-    lines.push(`image fetch ${shortId(f.board)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
+    lines.push(`image fetch ${shortId(f.board, wide)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
   }
   if (m.events.length > 0) {
     lines.push('', 'events:')
-    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board)}  ${event.text}`)
+    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board, wide)}  ${event.text}`)
   }
   return lines.join('\n')
+}
+
+async function readManifest (file: string): Promise<string> {
+  try {
+    const size = (await stat(file)).size
+    if (size > MAX_MANIFEST_BYTES) throw new UsageError(`${printable(file)} is ${size} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES} bytes (64 KiB)`)
+    return await readFile(file, 'utf8')
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    throw new UsageError(`cannot read ${printable(file)}: ${(err as Error).message}`)
+  }
 }
 
 function oneName (positionals: string[], what: string): string {
   const [name, extra] = positionals
   if (name == null) throw new UsageError(`missing ${what}\n${USAGE}`)
-  if (extra != null) throw new UsageError(`unexpected argument '${extra}'`)
+  if (extra != null) throw new UsageError(`unexpected argument '${printable(extra)}'`)
   return name
 }
 
@@ -95,22 +102,22 @@ export const command: Command = {
     const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' } }, true)
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
     const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
-    const print = (value: unknown, human: () => string): void => {
-      console.log(values.json === true ? JSON.stringify(value, null, 2) : human())
-    }
+    const format = outputFormatOf(values)
+    const print = (value: unknown, human: (wide: boolean) => string): void => { console.log(render(format, value, human)) }
 
     switch (sub) {
+      case 'validate': {
+        const file = oneName(positionals, 'manifest FILE')
+        const text = await readManifest(file)
+        const problems = manifestProblems(text, file)
+        print({ file, valid: problems.length === 0, problems }, () => problems.length === 0
+          ? `${file}: valid`
+          : [`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}`, ...problems.map(p => `  ${p.field === '' ? '(manifest)' : p.field}: ${p.problem}`)].join('\n'))
+        return problems.length === 0 ? 0 : 1
+      }
       case 'deploy': {
         const file = oneName(positionals, 'manifest FILE')
-        let text: string
-        try {
-          const size = (await stat(file)).size
-          if (size > MAX_MANIFEST_BYTES) throw new UsageError(`${file} is ${size} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES} bytes (64 KiB)`)
-          text = await readFile(file, 'utf8')
-        } catch (err) {
-          if (err instanceof UsageError) throw err
-          throw new UsageError(`cannot read ${file}: ${(err as Error).message}`)
-        }
+        const text = await readManifest(file)
         const client = await connect()
         const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file })
         print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
@@ -119,13 +126,13 @@ export const command: Command = {
       case 'ls': {
         if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
         const missions = await (await connect()).request<MissionStatus[]>('GET', '/v1/missions')
-        print(missions, () => formatMissions(missions))
+        print(missions, wide => formatMissions(missions, wide))
         return 0
       }
       case 'show': {
         const name = oneName(positionals, 'mission NAME')
         const mission = await (await connect()).request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
-        print(mission, () => formatMission(mission))
+        print(mission, wide => formatMission(mission, wide))
         return 0
       }
       case 'rm': {
@@ -137,12 +144,15 @@ export const command: Command = {
       case 'move': {
         const name = oneName(positionals, 'mission NAME')
         if (values.to == null || values.to === '') throw new UsageError('move needs --to PEER_ID')
-        const result = await (await connect()).request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to }, { timeoutMs: 120_000 })
+        const client = await connect()
+        const status = await client.status()
+        const to = resolvePeerId(values.to, [status.self.peerId, ...status.peers.map(p => p.peerId)])
+        const result = await client.request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to }, { timeoutMs: 120_000 })
         print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
         return 0
       }
       default:
-        throw new UsageError(`unknown subcommand '${sub}'\n${USAGE}`)
+        throw new UsageError(`unknown subcommand '${printable(sub)}'\n${USAGE}`)
     }
   }
 }

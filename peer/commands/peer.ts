@@ -12,22 +12,30 @@ import { multiaddr } from '@multiformats/multiaddr'
 import { boardNames, findBoard } from '../../boards/profiles.ts'
 import { DEFAULT_DOCKER_EXEC_ROOT } from '../../checkpoint/runtime.ts'
 import { LOG_FORMAT_ENV, LOG_FORMATS, logFormatFromEnv, openLogger, type LogFormat } from '../logger.ts'
+import { printable } from './terminal.ts'
+import { API_FLAGS, connectFromFlags } from './api-flags.ts'
+import { DataDirLock, newApiToken, writeApiToken } from '../identity.ts'
+import { apiTokenPath } from '../config.ts'
 
 const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
                          [--api HOST:PORT] [--swarm-key FILE] [--board NAME] [--no-mdns] [--docker-host URL]
-                         [--docker-exec-root DIR] [--log-format text|json]
+                         [--docker-exec-root DIR] [--log-format text|json] [--rotate-token]
+       tandem peer rotate-token [--api HOST:PORT] [--data-dir DIR]
 
-  --data-dir DIR        identity, lock, API token and block store of this peer (created if missing)
+  --data-dir DIR        identity, lock, API token and block store of this peer (created if missing; default $TANDEM_DATA_DIR)
   --listen MULTIADDR    address to listen on, repeatable (default ${DEFAULT_LISTEN.join(' ')})
   --bootstrap MULTIADDR peer to join through (with /p2p/<id>), repeatable
-  --api HOST:PORT       control API address (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT}; port 0 = any free port)
+  --api HOST:PORT       control API address (default $TANDEM_API, else ${DEFAULT_API_HOST}:${DEFAULT_API_PORT}; port 0 = any free port)
   --swarm-key FILE      pre-shared key of a private swarm (see 'tandem swarm-key generate')
   --board NAME          board profile instead of detecting the host: ${boardNames().join(', ')}
   --no-mdns             do not discover peers by mDNS on the local network
   --docker-host URL     Docker Engine of this board (default $DOCKER_HOST, else unix:///var/run/docker.sock)
   --docker-exec-root DIR  that daemon's --exec-root (default /run/docker): checkpoints call its runc directly
   --log-format FORMAT   text (default, or $TANDEM_LOG_FORMAT) or json: one JSON object per line (time, level, msg, peer, ...)
+  --rotate-token        a new API token (the data dir's api-token otherwise stays the same across restarts)
 
+'rotate-token' gives a running peer a new API token now (written to its data dir's api-token, 0600); with no
+peer running on --data-dir, it writes a new token there for the next start.
 Failure detector timings can be overridden by environment, e.g. TANDEM_FD_SUSPECT_AFTER_MS=800.`
 
 function checkMultiaddr (flag: string, value: string): string {
@@ -53,8 +61,8 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
     'docker-exec-root': { type: 'string' }
   }, true)
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
-  const dataDir = values['data-dir']
-  if (dataDir == null || dataDir === '') throw new UsageError('--data-dir is required')
+  const dataDir = values['data-dir'] ?? env.TANDEM_DATA_DIR
+  if (dataDir == null || dataDir === '') throw new UsageError('--data-dir is required (or set TANDEM_DATA_DIR)')
   if (values.board != null && findBoard(values.board) == null) {
     throw new UsageError(`--board: unknown board '${values.board}' (known: ${boardNames().join(', ')})`)
   }
@@ -69,7 +77,9 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
         if (!addr.includes('/p2p/')) throw new UsageError(`--bootstrap: '${addr}' needs the peer id (/p2p/<id>)`)
         return addr
       }),
-      api: values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT },
+      api: (values.api ?? env.TANDEM_API) != null && (values.api ?? env.TANDEM_API) !== ''
+        ? parseApiAddress((values.api ?? env.TANDEM_API) as string)
+        : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT },
       swarmKeyFile: values['swarm-key'] != null ? resolve(values['swarm-key']) : undefined,
       board: values.board,
       mdns: values['no-mdns'] !== true,
@@ -83,13 +93,19 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
   }
 }
 
-/** Takes `--log-format text|json` out of the flags (it is no part of PeerConfig); default $TANDEM_LOG_FORMAT, else text. */
-export function logFormatFromArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): { format: LogFormat, rest: string[] } {
+/**
+ * Takes the flags of the process rather than the peer out of `peer start`'s (they are no part of PeerConfig):
+ * `--log-format text|json` (default $TANDEM_LOG_FORMAT, else text) and `--rotate-token`.
+ */
+export function processFlagsFromArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): { format: LogFormat, rotateToken: boolean, rest: string[] } {
   const rest: string[] = []
   let format: string = logFormatFromEnv(env)
+  let rotateToken = false
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string
-    if (arg === '--log-format') {
+    if (arg === '--rotate-token') {
+      rotateToken = true
+    } else if (arg === '--log-format') {
       const value = argv[++i]
       if (value == null) throw new UsageError('--log-format needs a value: text or json')
       format = value
@@ -99,17 +115,17 @@ export function logFormatFromArgs (argv: string[], env: NodeJS.ProcessEnv = proc
       rest.push(arg)
     }
   }
-  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--log-format: '${format}' is not one of ${LOG_FORMATS.join(', ')}`)
-  return { format: format as LogFormat, rest }
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--log-format: '${printable(format)}' is not one of ${LOG_FORMATS.join(', ')}`)
+  return { format: format as LogFormat, rotateToken, rest }
 }
 
 async function runPeer (argv: string[]): Promise<number> {
-  const { format, rest } = logFormatFromArgs(argv)
+  const { format, rotateToken, rest } = processFlagsFromArgs(argv)
   const config = peerConfigFromArgs(rest)
   // The watchdog (a child process) logs in the same format.
   process.env[LOG_FORMAT_ENV] = format
   const logger = await openLogger(format)
-  const peer = new Peer(config, { log: logger.log, onIdentity: peerId => { logger.bind({ peer: peerId }) } })
+  const peer = new Peer(config, { log: logger.log, rotateApiToken: rotateToken, onIdentity: peerId => { logger.bind({ peer: peerId }) } })
   try {
     await peer.start()
   } catch (err) {
@@ -158,6 +174,36 @@ async function runPeer (argv: string[]): Promise<number> {
   return 0
 }
 
+/** `peer rotate-token`: through the running peer's API, else (no peer holds the data dir) in the data dir itself. */
+async function rotateToken (argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, API_FLAGS, true)
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${printable(positionals[0] as string)}'`)
+  const dataDir = values['data-dir'] ?? process.env.TANDEM_DATA_DIR
+  const lock = dataDir != null && dataDir !== '' ? new DataDirLock(resolve(dataDir)) : undefined
+  let offline = false
+  if (lock != null) {
+    try {
+      await lock.acquire()
+      offline = true
+    } catch {
+      // A peer holds the data dir: ask it.
+    }
+  }
+  if (offline && lock != null && dataDir != null) {
+    try {
+      await writeApiToken(resolve(dataDir), newApiToken())
+    } finally {
+      await lock.release()
+    }
+    console.log(`no peer runs on ${dataDir}: new token written to ${apiTokenPath(resolve(dataDir))} for its next start`)
+    return 0
+  }
+  const client = await connectFromFlags(values)
+  const result = await client.request<{ path: string }>('POST', '/v1/api-token/rotate')
+  console.log(`token rotated: the new one is in ${result.path}; the old one no longer works`)
+  return 0
+}
+
 export const command: Command = {
   async run (argv) {
     const [sub, ...rest] = argv
@@ -165,7 +211,8 @@ export const command: Command = {
       console.log(USAGE)
       return 0
     }
-    if (sub !== 'start') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${sub}'\n${USAGE}`)
+    if (sub === 'rotate-token') return await rotateToken(rest)
+    if (sub !== 'start') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${printable(sub)}'\n${USAGE}`)
     return await runPeer(rest)
   }
 }
