@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ApiClient } from './api-client.ts'
-import { readApiToken } from './identity.ts'
+import { readApiToken } from './api-token.ts'
 import { onOwnerExit } from './exit-hooks.ts'
 import type { PeerStatus } from './daemon.ts'
 

@@ -5,7 +5,6 @@ import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import { printable, table } from './terminal.ts'
 import { outputFormatOf, shortId } from './output.ts'
-import { stringify } from 'yaml'
 import type { SwarmEvent } from '../swarm-events.ts'
 
 const USAGE = `usage: tandem events [-f|--follow] [--mission NAME] [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json]
@@ -35,15 +34,15 @@ export const command: Command = {
     const format = outputFormatOf(values)
     const client = await connectFromFlags(values)
     const query = (after: number): string => `/v1/events?after=${after}${values.mission != null ? `&mission=${encodeURIComponent(values.mission)}` : ''}`
-    const print = (events: SwarmEvent[], first: boolean): void => {
+    const print = async (events: SwarmEvent[], first: boolean): Promise<void> => {
       if (format === 'json') { for (const e of events) process.stdout.write(`${JSON.stringify(e)}\n`); return }
-      if (format === 'yaml') { for (const e of events) process.stdout.write(`---\n${stringify(e)}`); return }
+      if (format === 'yaml') { const { stringify } = await import('yaml'); for (const e of events) process.stdout.write(`---\n${stringify(e)}`); return }
       const text = formatEvents(events, first, format === 'wide')
       if (text !== '') process.stdout.write(`${text}\n`)
       else if (first && values.follow !== true) process.stdout.write('(no events)\n')
     }
     let page = await client.request<{ events: SwarmEvent[], next: number }>('GET', query(0))
-    print(page.events, true)
+    await print(page.events, true)
     if (values.follow !== true) return 0
     const stop = new AbortController()
     const onSignal = (): void => { stop.abort() }
@@ -54,7 +53,7 @@ export const command: Command = {
       if (stop.signal.aborted) break
       try {
         page = await client.request<{ events: SwarmEvent[], next: number }>('GET', query(page.next))
-        print(page.events, false)
+        await print(page.events, false)
       } catch (err) {
         // The peer restarting or busy: keep following; its journal starts again from 1 after a restart.
         process.stderr.write(`tandem events: ${printable((err as Error).message)} (retrying)\n`)

@@ -103,14 +103,14 @@ export const command: Command = {
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
     const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
     const format = outputFormatOf(values)
-    const print = (value: unknown, human: (wide: boolean) => string): void => { console.log(render(format, value, human)) }
+    const print = async (value: unknown, human: (wide: boolean) => string): Promise<void> => { console.log(await render(format, value, human)) }
 
     switch (sub) {
       case 'validate': {
         const file = oneName(positionals, 'manifest FILE')
         const text = await readManifest(file)
         const problems = manifestProblems(text, file)
-        print({ file, valid: problems.length === 0, problems }, () => problems.length === 0
+        await print({ file, valid: problems.length === 0, problems }, () => problems.length === 0
           ? `${file}: valid`
           : [`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}`, ...problems.map(p => `  ${p.field === '' ? '(manifest)' : p.field}: ${p.problem}`)].join('\n'))
         return problems.length === 0 ? 0 : 1
@@ -120,25 +120,25 @@ export const command: Command = {
         const text = await readManifest(file)
         const client = await connect()
         const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file })
-        print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
+        await print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
         return 0
       }
       case 'ls': {
         if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
         const missions = await (await connect()).request<MissionStatus[]>('GET', '/v1/missions')
-        print(missions, wide => formatMissions(missions, wide))
+        await print(missions, wide => formatMissions(missions, wide))
         return 0
       }
       case 'show': {
         const name = oneName(positionals, 'mission NAME')
         const mission = await (await connect()).request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
-        print(mission, wide => formatMission(mission, wide))
+        await print(mission, wide => formatMission(mission, wide))
         return 0
       }
       case 'rm': {
         const name = oneName(positionals, 'mission NAME')
         const result = await (await connect()).request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`)
-        print(result, () => `removed ${result.removed}`)
+        await print(result, () => `removed ${result.removed}`)
         return 0
       }
       case 'move': {
@@ -148,7 +148,7 @@ export const command: Command = {
         const status = await client.status()
         const to = resolvePeerId(values.to, [status.self.peerId, ...status.peers.map(p => p.peerId)])
         const result = await client.request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to }, { timeoutMs: 120_000 })
-        print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
+        await print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
         return 0
       }
       default:

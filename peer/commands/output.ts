@@ -1,5 +1,4 @@
 // How a command prints what it got: a table (short peer ids), `wide` (full ids), JSON or YAML, like kubectl's -o.
-import { stringify } from 'yaml'
 import { UsageError } from './command.ts'
 import { printable } from './terminal.ts'
 
@@ -15,9 +14,10 @@ export function outputFormatOf (values: { output?: string, json?: boolean }): Ou
 }
 
 /** The text to print: the value as JSON or YAML, else the human form (`wide`: full peer ids), made printable. */
-export function render (format: OutputFormat, value: unknown, human: (wide: boolean) => string): string {
+export async function render (format: OutputFormat, value: unknown, human: (wide: boolean) => string): Promise<string> {
   if (format === 'json') return JSON.stringify(value, null, 2)
-  if (format === 'yaml') return stringify(value).trimEnd()
+  // Loaded only when asked for: the yaml package costs ~40 ms of start-up.
+  if (format === 'yaml') return (await import('yaml')).stringify(value).trimEnd()
   return human(format === 'wide').split('\n').map(printable).join('\n')
 }
 

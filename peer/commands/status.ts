@@ -44,7 +44,7 @@ export const command: Command = {
     const format = outputFormatOf(values)
     const client = await connectFromFlags(values)
     const status = await client.status()
-    console.log(render(format, status, wide => formatStatus(status, wide)))
+    console.log(await render(format, status, wide => formatStatus(status, wide)))
     return 0
   }
 }
