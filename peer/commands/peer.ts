@@ -11,7 +11,7 @@ import {
 import { multiaddr } from '@multiformats/multiaddr'
 import { boardNames, findBoard } from '../../boards/profiles.ts'
 import { DEFAULT_DOCKER_EXEC_ROOT } from '../../checkpoint/runtime.ts'
-import { LOG_FORMAT_ENV, LOG_FORMATS, logFormatFromEnv, openLogger, type LogFormat } from '../logger.ts'
+import { LOG_FORMAT_ENV, LOG_FORMATS, logFormatFromEnv, openLogger, type LogFormat, type PeerLogger } from '../logger.ts'
 import { printable } from './terminal.ts'
 import { API_FLAGS, connectFromFlags } from './api-flags.ts'
 import { DataDirLock, newApiToken, writeApiToken } from '../identity.ts'
@@ -119,12 +119,24 @@ export function processFlagsFromArgs (argv: string[], env: NodeJS.ProcessEnv = p
   return { format: format as LogFormat, rotateToken, rest }
 }
 
+/** In json, what Node itself would print (warnings, a crash's stack) goes through the logger too: one object a line. */
+function captureProcessOutput (logger: PeerLogger): void {
+  // Node's own printer is the default 'warning' listener.
+  process.removeAllListeners('warning')
+  process.on('warning', warning => { logger.log(`node: ${warning.name}: ${warning.message}`, { level: 'warn' }) })
+  process.on('uncaughtException', err => {
+    logger.log(`peer: uncaught exception: ${err.stack ?? String(err)}`, { level: 'error' })
+    process.exit(1)
+  })
+}
+
 async function runPeer (argv: string[]): Promise<number> {
   const { format, rotateToken, rest } = processFlagsFromArgs(argv)
   const config = peerConfigFromArgs(rest)
   // The watchdog (a child process) logs in the same format.
   process.env[LOG_FORMAT_ENV] = format
   const logger = await openLogger(format)
+  if (format === 'json') captureProcessOutput(logger)
   const peer = new Peer(config, { log: logger.log, rotateApiToken: rotateToken, onIdentity: peerId => { logger.bind({ peer: peerId }) } })
   try {
     await peer.start()
