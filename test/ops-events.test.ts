@@ -84,7 +84,11 @@ if (gateDockerCriu(t)) {
     t.teardown(() => { follow.kill('SIGKILL') })
     await swarm.waitFor('the follower to print the journal so far', async () => followed.includes('"takeover"') || undefined, 10_000)
     const printedBefore = followed.split('\n').filter(Boolean).length
-    const moveTo = after.backup != null ? swarm.boardOf(after.backup) : undefined
+    const protectedAgain = await swarm.waitFor('the mission protected again under the new primary', async () => {
+      const s = await swarm.status(backup)
+      return s?.primary === backup.peerId && s.protected && s.backup != null ? s : undefined
+    }, 60_000)
+    const moveTo = swarm.boardOf(protectedAgain.backup)
     if (moveTo != null) {
       await backup.peer!.client.request('POST', `/v1/missions/${MISSION}/move`, { to: moveTo.peerId }, { timeoutMs: 120_000 })
       await swarm.waitFor('the follower to print the move', async () => {
