@@ -1,5 +1,5 @@
 // Client of a peer's control API, shared by the CLI commands, tests, bench and demo.
-import { readApiToken } from './identity.ts'
+import { readApiToken } from './api-token.ts'
 import { formatApiAddress, parseApiAddress, type ApiAddress } from './config.ts'
 import type { PeerStatus } from './daemon.ts'
 import type { MembershipEvent } from './membership.ts'

@@ -3,6 +3,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual } from 'node:crypto'
 import type { AddressInfo, Socket } from 'node:net'
 import type { ApiAddress } from './config.ts'
+import type { LogLine } from './logger.ts'
 
 export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'DELETE'
 
@@ -20,6 +21,8 @@ export interface ApiRequest {
 export interface ApiResponse {
   status?: number
   body?: unknown
+  /** A non-JSON answer (e.g. the Prometheus text format of /metrics): sent as is, with this content type. */
+  text?: { contentType: string, content: string }
 }
 
 export type RouteHandler = (request: ApiRequest) => ApiResponse | Promise<ApiResponse>
@@ -51,19 +54,22 @@ export interface ApiConnectionFigures { open: number, max: number, evictedIdle: 
 interface TrackedConnection { socket: Socket, requests: number, idleTimer: NodeJS.Timeout | undefined }
 
 export class ControlApi {
-  readonly #token: Buffer
+  #token: Buffer
   readonly #routes: Route[] = []
-  readonly #log: (line: string) => void
+  readonly #log: LogLine
   #server: Server | undefined
   #address: ApiAddress | undefined
   /** Open connections, oldest first (a Map keeps insertion order). */
   readonly #connections = new Map<Socket, TrackedConnection>()
   readonly #figures = { evictedIdle: 0, refusedBusy: 0, closedIdle: 0 }
 
-  constructor (options: { token: string, log?: (line: string) => void }) {
+  constructor (options: { token: string, log?: LogLine }) {
     this.#token = Buffer.from(options.token)
     this.#log = options.log ?? (() => {})
   }
+
+  /** Replaces the token every request must carry (the data dir's token once read, or a rotated one). */
+  useToken (token: string): void { this.#token = Buffer.from(token) }
 
   /** Registers a route; `path` may hold `:name` segments, e.g. `/v1/missions/:id`. */
   route (method: HttpMethod, path: string, handler: RouteHandler): void {
@@ -165,14 +171,15 @@ export class ControlApi {
       route.segments.forEach((s, i) => { if (s.startsWith(':')) params[s.slice(1)] = decodeURIComponent(segments[i] as string) })
       const body = await readJsonBody(req)
       const response = await route.handler({ method: route.method, path: url.pathname, params, query: url.searchParams, body, signal: abort.signal })
-      send(res, response.status ?? 200, response.body ?? {})
+      if (response.text != null) sendText(res, response.status ?? 200, response.text.contentType, response.text.content)
+      else send(res, response.status ?? 200, response.body ?? {})
     } catch (err) {
       if (err instanceof ApiError) {
         // A caller without the token keeps no connection open.
         if (err.status === 401 && !res.headersSent) res.setHeader('connection', 'close')
         send(res, err.status, { error: err.message })
       } else {
-        this.#log(`api: ${req.method ?? '?'} ${req.url ?? '?'} failed: ${(err as Error).stack ?? String(err)}`)
+        this.#log(`api: ${req.method ?? '?'} ${req.url ?? '?'} failed: ${(err as Error).stack ?? String(err)}`, { level: 'error' })
         send(res, 500, { error: (err as Error).message })
       }
     }
@@ -183,6 +190,12 @@ function send (res: ServerResponse, status: number, body: unknown): void {
   if (res.headersSent || res.destroyed) return
   const text = JSON.stringify(body)
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) })
+  res.end(text)
+}
+
+function sendText (res: ServerResponse, status: number, contentType: string, text: string): void {
+  if (res.headersSent || res.destroyed) return
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text) })
   res.end(text)
 }
 

@@ -1,7 +1,7 @@
 // The tandem peer: one libp2p/Helia node, heartbeat gossip, membership with failure detection, control API.
 import { readFile } from 'node:fs/promises'
 import { getPriority, loadavg, setPriority } from 'node:os'
-import { peerIdFromString } from '@libp2p/peer-id'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from './node.ts'
@@ -13,11 +13,12 @@ import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, VERDICT_TOPIC, valid
 import { BeatLink } from './beats.ts'
 import { ControlApi } from './api.ts'
 import { StatusRegistry } from './status.ts'
-import { ConfigError, type PeerConfig } from './config.ts'
-import { DataDirLock, ensureDataDir, loadOrCreateIdentity, writeApiToken } from './identity.ts'
+import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
+import type { LogLine } from './logger.ts'
+import { apiTokenPath, ConfigError, type PeerConfig } from './config.ts'
+import { DataDirLock, ensureDataDir, loadOrCreateApiToken, loadOrCreateIdentity, newApiToken, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
-import { randomBytes } from 'node:crypto'
 
 export interface PeerStatusEntry {
   peerId: string
@@ -77,6 +78,9 @@ const DEAD_REDIAL_MS = 2000
 /** At most one forced reconnect per peer this often (a flapping link must not churn connections). */
 const RECONNECT_MIN_MS = 5000
 
+/** How often the metrics are set from a status snapshot between scrapes. */
+const METRICS_REFRESH_MS = 1000
+
 /** How often the load average and RSS carried by heartbeats are re-read. */
 const LOAD_REFRESH_MS = 2000
 
@@ -97,7 +101,11 @@ export async function readSwarmKey (path: string): Promise<Uint8Array> {
 }
 
 export interface PeerOptions {
-  log?: (line: string) => void
+  log?: LogLine
+  /** Called with the peer id as soon as the identity is loaded (the logger then names the peer on every line). */
+  onIdentity?: (peerId: string) => void
+  /** A new API token instead of the one the data dir keeps across restarts. */
+  rotateApiToken?: boolean
 }
 
 export class Peer {
@@ -110,8 +118,12 @@ export class Peer {
   readonly heartbeat: HeartbeatExtras
   /** The control API; add routes with `api.route(method, path, handler)`. */
   readonly api: ControlApi
-  readonly #token: string
-  readonly #log: (line: string) => void
+  /** Prometheus metrics served at `GET /metrics`, set from status snapshots (see metrics.ts). */
+  readonly metrics: PeerMetrics
+  #token: string
+  readonly #rotateApiToken: boolean
+  readonly #log: LogLine
+  readonly #onIdentity: ((peerId: string) => void) | undefined
   readonly #lock: DataDirLock
   #node: SwarmNode | undefined
   #gossip: Gossip | undefined
@@ -136,8 +148,11 @@ export class Peer {
   constructor (config: PeerConfig, options: PeerOptions = {}) {
     this.config = config
     this.#log = options.log ?? (line => { process.stderr.write(`${new Date().toISOString()} ${line}\n`) })
+    this.#onIdentity = options.onIdentity
     this.#lock = new DataDirLock(config.dataDir)
-    this.#token = randomBytes(24).toString('hex')
+    // Until start reads the data dir's token: a random one nobody knows.
+    this.#token = newApiToken()
+    this.#rotateApiToken = options.rotateApiToken === true
     this.api = new ControlApi({ token: this.#token, log: this.#log })
     this.status = new StatusRegistry(['self', 'peers', 'counters'])
     this.heartbeat = new HeartbeatExtras()
@@ -145,6 +160,19 @@ export class Peer {
     this.api.route('GET', '/v1/membership/events', () => ({ body: { events: this.membership.history() } }))
     // Resource limits at the edges (test/security-edges.test.ts): what the private network's cipher holds, the API's connections.
     this.status.extend('limits', () => ({ pnetCipher: pnetCipherMemory(), api: this.api.connectionFigures() }))
+    this.api.route('POST', '/v1/api-token/rotate', async () => {
+      const token = newApiToken()
+      await writeApiToken(this.config.dataDir, token)
+      this.#token = token
+      this.api.useToken(token)
+      this.#log('api: token rotated on request', { level: 'warn' })
+      return { body: { rotated: true, path: apiTokenPath(this.config.dataDir) } }
+    })
+    this.metrics = new PeerMetrics()
+    this.api.route('GET', '/metrics', async () => {
+      this.metrics.update(await this.statusObject())
+      return { text: { contentType: METRICS_CONTENT_TYPE, content: await this.metrics.text() } }
+    })
   }
 
   #running<T> (value: T | undefined, what: string): T {
@@ -190,6 +218,7 @@ export class Peer {
     await this.#lock.acquire()
     this.#cleanups.push(async () => { await this.#lock.release() })
     const privateKey = await loadOrCreateIdentity(config.dataDir)
+    this.#onIdentity?.(peerIdFromPrivateKey(privateKey).toString())
 
     const capabilities = new CapabilityProbe({ dockerHost: config.dockerHost })
     this.#capabilities = capabilities
@@ -267,12 +296,12 @@ export class Peer {
     }, (verdict, sender) => { membership.verdict(verdict, sender) }, { maxBytes: 1024 }))
     this.#cleanups.push(membership.onVerdict(verdict => {
       gossip.publish(VERDICT_TOPIC, { v: 1, from: selfId, ...verdict } satisfies VerdictMessage).catch(err => {
-        this.#log(`verdict: publish failed: ${(err as Error).message}`)
+        this.#log(`verdict: publish failed: ${(err as Error).message}`, { level: 'warn' })
       })
     }))
     this.#cleanups.push(membership.onAccused(verdict => {
       if (verdict.incarnation < source.incarnation) return
-      this.#log(`membership: ${verdict.from} found this peer dead (${verdict.reason}); refuting with a new incarnation`)
+      this.#log(`membership: ${verdict.from} found this peer dead (${verdict.reason}); refuting with a new incarnation`, { level: 'warn', member: verdict.from })
       source.bumpIncarnation()
       this.#publishHeartbeat()
     }))
@@ -331,9 +360,15 @@ export class Peer {
     this.#cleanups.push(() => { clearInterval(this.#reconnectTimer) })
     this.#publishHeartbeat()
 
-    await writeApiToken(config.dataDir, this.#token)
+    this.#token = await loadOrCreateApiToken(config.dataDir, { rotate: this.#rotateApiToken })
+    this.api.useToken(this.#token)
     await this.api.start(config.api)
     this.#cleanups.push(async () => { await this.api.stop() })
+    // Between scrapes too: a failover is counted when this peer sees a mission's primary change to itself.
+    const metricsTimer = setInterval(() => {
+      this.statusObject().then(status => { this.metrics.update(status) }, () => {})
+    }, METRICS_REFRESH_MS)
+    this.#cleanups.push(() => { clearInterval(metricsTimer) })
     this.#startedAt = Date.now()
   }
 
@@ -341,7 +376,7 @@ export class Peer {
     try {
       if (getPriority() > niceness) setPriority(niceness)
     } catch (err) {
-      this.#log(`peer: cannot raise scheduling priority to ${niceness} (${(err as Error).message}); a saturated CPU may delay heartbeats`)
+      this.#log(`peer: cannot raise scheduling priority to ${niceness} (${(err as Error).message}); a saturated CPU may delay heartbeats`, { level: 'warn' })
     }
   }
 
@@ -355,12 +390,12 @@ export class Peer {
       // Receivers would drop it as oversized and soon think we are dead: send it without the extras.
       if (Date.now() - this.#oversizeLoggedAt > 60_000) {
         this.#oversizeLoggedAt = Date.now()
-        this.#log(`heartbeat: larger than ${limit} bytes with extras (${Object.keys(heartbeat.extras).join(', ')}); sending it without them`)
+        this.#log(`heartbeat: larger than ${limit} bytes with extras (${Object.keys(heartbeat.extras).join(', ')}); sending it without them`, { level: 'warn' })
       }
       heartbeat = { ...heartbeat, extras: {} }
     }
     gossip.publish(HEARTBEAT_TOPIC, heartbeat).catch(err => {
-      this.#log(`heartbeat: publish failed: ${(err as Error).message}`)
+      this.#log(`heartbeat: publish failed: ${(err as Error).message}`, { level: 'warn' })
     })
   }
 
@@ -404,7 +439,7 @@ export class Peer {
       this.#unsubscribedChecks.set(id, checks)
       if (checks < 2) continue
       this.#unsubscribedChecks.delete(id)
-      this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`)
+      this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`, { member: id })
       this.#hangUpAndRedial(id)
     }
   }
@@ -429,7 +464,7 @@ export class Peer {
     if (previous === undefined || now - previous > RECONNECT_MIN_MS) return
     if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
     this.#lastReconnectAt.set(peerId, now)
-    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`)
+    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`, { member: peerId })
     this.#hangUpAndRedial(peerId)
   }
 
@@ -450,7 +485,7 @@ export class Peer {
     if (libp2p == null) return
     for (const addr of this.config.bootstrap) {
       libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).catch(err => {
-        this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`)
+        this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`, { level: 'warn' })
       })
     }
   }
@@ -459,7 +494,7 @@ export class Peer {
     const libp2p = this.#node?.libp2p
     if (libp2p == null || this.#state === 'stopping') return
     libp2p.dial(peerIdFromString(peerId), { signal: AbortSignal.timeout(5000) }).catch(err => {
-      this.#log(`swarm: dial ${peerId} failed: ${(err as Error).message}`)
+      this.#log(`swarm: dial ${peerId} failed: ${(err as Error).message}`, { level: 'warn', member: peerId })
     })
   }
 
@@ -523,7 +558,7 @@ export class Peer {
       try {
         await cleanup()
       } catch (err) {
-        this.#log(`peer: cleanup failed: ${(err as Error).message}`)
+        this.#log(`peer: cleanup failed: ${(err as Error).message}`, { level: 'error' })
       }
     }
   }

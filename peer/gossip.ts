@@ -2,6 +2,7 @@
 // Signatures are checked by gossipsub itself (StrictSign): a handler's `sender` is the verified signer.
 import { TopicValidatorResult, type GossipSub, type Message } from '@libp2p/gossipsub'
 import type { PeerId } from '@libp2p/interface'
+import type { LogLine } from './logger.ts'
 
 /**
  * `stranger`: a claim (e.g. a verdict) from a peer that is not a live member. `unauthorized`: an operation without a
@@ -49,11 +50,11 @@ function emptyCounters (): TopicCounters {
 export class Gossip {
   readonly #pubsub: GossipSub
   readonly #counters = new Map<string, TopicCounters>()
-  readonly #log: (line: string) => void
+  readonly #log: LogLine
   /** Senders whose every message is dropped (boards the operator revoked). */
   #refused: (sender: string) => boolean = () => false
 
-  constructor (pubsub: GossipSub, log: (line: string) => void = () => {}) {
+  constructor (pubsub: GossipSub, log: LogLine = () => {}) {
     this.#pubsub = pubsub
     this.#log = log
   }
@@ -80,7 +81,7 @@ export class Gossip {
     const drop = (reason: DropReason, detail: string, from: string): TopicValidatorResult => {
       counters.dropped[reason]++
       // Late copies arriving out of order are routine; only count them.
-      if (reason !== 'replayed') this.#log(`gossip: dropped ${reason} message on ${topic} from ${from}: ${detail}`)
+      if (reason !== 'replayed') this.#log(`gossip: dropped ${reason} message on ${topic} from ${from}: ${detail}`, { level: 'warn', member: from })
       // A replay may be an honest late copy: ignore it without penalising whoever forwarded it.
       return reason === 'replayed' ? TopicValidatorResult.Ignore : TopicValidatorResult.Reject
     }
@@ -100,7 +101,7 @@ export class Gossip {
       try {
         handler(value, sender)
       } catch (err) {
-        this.#log(`gossip: handler for ${topic} failed: ${(err as Error).stack ?? String(err)}`)
+        this.#log(`gossip: handler for ${topic} failed: ${(err as Error).stack ?? String(err)}`, { level: 'error' })
       }
       // Ignore = already handled here, not passed on (and not held against whoever sent it).
       return options.relay == null || options.relay(value) ? TopicValidatorResult.Accept : TopicValidatorResult.Ignore

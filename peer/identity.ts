@@ -3,7 +3,6 @@ import { chmod, lstat, mkdir, open, readFile, rm, writeFile } from 'node:fs/prom
 import { join } from 'node:path'
 import { generateKeyPair, privateKeyFromProtobuf, privateKeyToProtobuf } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
-import { apiTokenPath } from './config.ts'
 
 export class DataDirLockedError extends Error {}
 
@@ -89,12 +88,4 @@ export async function ensureDataDir (dataDir: string): Promise<string | null> {
   return `data dir ${dataDir} had mode ${mode.toString(8).padStart(4, '0')}: narrowed to ${(mode & 0o700).toString(8).padStart(4, '0')} (other local users could read its identity key and databases until now)`
 }
 
-/** Writes the API token (readable by the owner only). */
-export async function writeApiToken (dataDir: string, token: string): Promise<void> {
-  await rm(apiTokenPath(dataDir), { force: true })
-  await writeFile(apiTokenPath(dataDir), `${token}\n`, { mode: 0o600 })
-}
-
-export async function readApiToken (dataDir: string): Promise<string> {
-  return (await readFile(apiTokenPath(dataDir), 'utf8')).trim()
-}
+export { loadOrCreateApiToken, newApiToken, readApiToken, writeApiToken } from './api-token.ts'

@@ -1,6 +1,7 @@
 // Mission events, replicated: every peer gossips the events that happen on it, and keeps the newest of every
 // board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
 import { GossipDrop, type Gossip } from './gossip.ts'
+import type { LogLine } from './logger.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
 const MAX_EVENTS_PER_MISSION = 100
@@ -40,14 +41,15 @@ function validateEvent (payload: unknown): EventMessage {
 export class MissionEventLog {
   readonly #self: string
   readonly #gossip: Gossip
-  readonly #log: (line: string) => void
+  readonly #log: LogLine
   readonly #events = new Map<string, MissionEvent[]>()
   /** Newest sequence number seen per board: gossip may deliver a message twice. */
   readonly #seen = new Map<string, Set<number>>()
+  readonly #listeners = new Set<(mission: string, event: MissionEvent) => void>()
   #seq = 0
   #unsubscribe: (() => void) | undefined
 
-  constructor (options: { self: string, gossip: Gossip, log: (line: string) => void }) {
+  constructor (options: { self: string, gossip: Gossip, log: LogLine }) {
     this.#self = options.self
     this.#gossip = options.gossip
     this.#log = options.log
@@ -70,7 +72,7 @@ export class MissionEventLog {
   record (mission: string, text: string, mark?: EventMark, at = Date.now()): void {
     const event: MissionEvent = { at, board: this.#self, text: text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
     this.#add(mission, event)
-    this.#log(`mission ${mission}: ${text}`)
+    this.#log(`mission ${mission}: ${text}`, { mission, ...(mark !== undefined ? { epoch: mark.epoch } : {}) })
     const message: EventMessage = { mission, seq: ++this.#seq, at: event.at, text: event.text, ...(mark !== undefined ? { mark } : {}) }
     this.#gossip.publish(MISSION_EVENTS_TOPIC, message).catch(() => {
       // No peer subscribed yet (a board alone): the event is still kept here.
@@ -82,6 +84,12 @@ export class MissionEventLog {
 
   forget (mission: string): void { this.#events.delete(mission) }
 
+  /** Calls `listener` with every event as it is recorded here or arrives from another board; returns an unsubscribe. */
+  onEvent (listener: (mission: string, event: MissionEvent) => void): () => void {
+    this.#listeners.add(listener)
+    return () => { this.#listeners.delete(listener) }
+  }
+
   #add (mission: string, event: MissionEvent): void {
     let events = this.#events.get(mission)
     if (events == null) { events = []; this.#events.set(mission, events) }
@@ -90,5 +98,6 @@ export class MissionEventLog {
     while (at > 0 && (events[at - 1] as MissionEvent).at > event.at) at--
     events.splice(at, 0, event)
     if (events.length > MAX_EVENTS_PER_MISSION) events.splice(0, events.length - MAX_EVENTS_PER_MISSION)
+    for (const listener of this.#listeners) listener(mission, event)
   }
 }

@@ -21,6 +21,7 @@ import { GossipDrop } from './gossip.ts'
 import { Revocations } from './revocations.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
+import { serveSwarmEvents } from './swarm-events.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
@@ -249,6 +250,7 @@ export class MissionService {
     events.start()
     this.#events = events
     this.#cleanups.push(() => { events.stop() })
+    this.#cleanups.push(serveSwarmEvents(peer, events))
 
     // Docker and CRIU decide whether this board can host missions; a board without them still votes and relays.
     const runtime = new ContainerRuntime({ dockerHost: peer.config.dockerHost, execRoot: peer.config.dockerExecRoot, stateDir: join(dataDir, 'containers') })
@@ -683,6 +685,7 @@ export class MissionService {
           const result = await checkpointer.restore(source, { peerId, epoch: action.epoch, signal })
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
           const { createMs, filesMs, criuMs } = result.phases
+          this.#peer.metrics.restored(action.mission, { ms: result.ms, criuMs })
           if (result.stagedRejected != null) this.#recordEvent(action.mission, `staged files of checkpoint #${action.checkpoint.seq} are corrupt (${result.stagedRejected}): not restored, written again from the verified store`)
           if (result.repairedBlocks > 0) this.#recordEvent(action.mission, `checkpoint #${action.checkpoint.seq}: ${result.repairedBlocks} corrupt block${result.repairedBlocks === 1 ? '' : 's'} in this board's store fetched again from the swarm before the restore`)
           this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`, { kind: 'running', epoch: action.epoch })
@@ -723,6 +726,7 @@ export class MissionService {
             totalBytes: result.manifest.sizes.totalBytes,
             phases: result.stats.phases
           })
+          this.#peer.metrics.checkpointTaken(action.mission, { pausedMs: result.stats.pausedMs, totalMs: tookMs, frozenTimeUs: result.stats.frozenTimeUs, newBytes: result.manifest.sizes.newBytes })
           if (action.stop) {
             // Untracked before the stop, or the exit watcher reports the planned stop as a crash (a move became a
             // failover with a restart counted and back-off; the final checkpoint was not restored).
@@ -812,6 +816,7 @@ export class MissionService {
         this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm in ${Math.round(result.ms)} ms: ${mb(result.fetchedBytes)} MB fetched, ` +
           `${mb(result.totalBytes)} MB of layers this board lacked${result.reusedLayers > 0 ? `, ${result.reusedLayers} layer${result.reusedLayers === 1 ? '' : 's'} already in its Docker` : ''}`)
       }
+      this.#peer.metrics.imageFetched(action.mission, result.fetchedBytes)
       images.endFetch(action.image, result)
       this.#refreshSelfInfo()
       this.#input(machine => { machine.tick(Date.now()) })
@@ -839,6 +844,7 @@ export class MissionService {
       if (bundle.fetch.repairedBlocks > 0) {
         this.#recordEvent(mission, `checkpoint #${ref.seq}: ${bundle.fetch.repairedBlocks} block${bundle.fetch.repairedBlocks === 1 ? '' : 's'} this board held did not match ${bundle.fetch.repairedBlocks === 1 ? 'its CID' : 'their CIDs'} (corrupt): deleted and fetched again before the ack`)
       }
+      this.#peer.metrics.checkpointFetched(mission, bundle.fetch.fetchedBytes)
       this.#bundles.set(ref.cid, bundle)
       this.#trimBundles(mission)
       this.#local({ type: 'checkpointFetched', mission, checkpoint: ref })

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { ApiClient } from './api-client.ts'
-import { readApiToken } from './identity.ts'
+import { readApiToken } from './api-token.ts'
 import { onOwnerExit } from './exit-hooks.ts'
 import type { PeerStatus } from './daemon.ts'
 
@@ -40,6 +40,8 @@ export interface SpawnPeerOptions {
    * execs the peer in place: `pid` and signals reach the peer process itself, and its watchdog is its child as usual.
    */
   netns?: string
+  /** `--log-format` of the peer (default text); the ready line is read in either. */
+  logFormat?: 'text' | 'json'
   /**
    * The operator private key file the peer holds (`--operator-key`: its API signs deploys, removes, moves). Default:
    * one key shared by every peer this process spawns (testOperatorKey()), unless operatorPub or openMissions is
@@ -117,6 +119,7 @@ function flagsOf (options: SpawnPeerOptions, dataDir: string): string[] {
     : (options.operatorPub == null && options.openMissions !== true ? testOperatorKey().privateFile : null)
   if (operatorKey != null) args.push('--operator-key', operatorKey)
   if (options.openMissions === true) args.push('--insecure-open-missions')
+  if (options.logFormat != null) args.push('--log-format', options.logFormat)
   return args
 }
 
@@ -154,6 +157,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
         if (output.length > 2000) output.splice(0, output.length - 2000)
         options.onLine?.(line, name)
         if (name === 'stdout' && line.startsWith('ready ')) onReady(line.slice(6))
+        else if (name === 'stdout' && options.logFormat === 'json' && line.includes('"msg":"ready"')) onReady(line)
       }
     })
   }

@@ -23,6 +23,7 @@ import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from '
 import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { logFormatFromEnv, openLogger, type PeerLogger } from './logger.ts'
 import { dockerFromHost, LABEL_PEER } from '../checkpoint/runtime.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
@@ -141,7 +142,7 @@ class LeaseEnforcer {
   readonly #peerId: string
   readonly #graceMs: number
   readonly #docker: ReturnType<typeof dockerFromHost>
-  readonly #log = (line: string): void => { process.stderr.write(`${new Date().toISOString()} tandem watchdog: ${line}\n`) }
+  readonly #log: (line: string) => void
   /** The current lease: ids, and when it ends on the wall clock (sender's time) and on the monotonic clock. */
   #ids: string[] = []
   #wallDeadline = Infinity
@@ -157,7 +158,8 @@ class LeaseEnforcer {
   #reaper: NodeJS.Timeout | undefined
   #timer: NodeJS.Timeout | undefined
 
-  constructor (dockerHost: string, peerId: string, graceMs: number) {
+  constructor (dockerHost: string, peerId: string, graceMs: number, logger: PeerLogger) {
+    this.#log = line => { logger.log(`tandem watchdog: ${line}`, { component: 'watchdog' }) }
     this.#dockerHost = dockerHost
     this.#peerId = peerId
     this.#graceMs = graceMs
@@ -317,7 +319,8 @@ async function main (dockerHost: string, peerId: string, graceMs: number): Promi
   // On a thaw every process of the board becomes runnable at once: the enforcer must run first. nice -20 is the
   // highest weight the fair scheduler gives (the peer asks for -10; the mission runs at 0).
   try { setPriority(-20) } catch {}
-  const enforcer = new LeaseEnforcer(dockerHost, peerId, graceMs)
+  // The peer passes its --log-format down through the environment (LOG_FORMAT_ENV).
+  const enforcer = new LeaseEnforcer(dockerHost, peerId, graceMs, await openLogger(logFormatFromEnv(), { peer: peerId }))
   enforcer.start()
   let pending = ''
   let goodbye = false

@@ -1,4 +1,4 @@
-// `tandem mission deploy|ls|show|rm|move`: manage missions through any peer's control API.
+// `tandem mission validate|deploy|ls|show|rm|resign|move`: manage missions through any peer's control API.
 import { readFile, stat } from 'node:fs/promises'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
@@ -9,23 +9,24 @@ import { MAX_MANIFEST_BYTES, ManifestError, parseManifest } from '../../consensu
 import { newDeployId, specDigest, type OperatorSigner } from '../../consensus/authority.ts'
 import { randomBytes } from 'node:crypto'
 import { loadOperatorSigner } from './operator-key.ts'
+import { outputFormatOf, render, shortId } from './output.ts'
+import { printable, table } from './terminal.ts'
+import { resolvePeerId } from './peer-ids.ts'
+import { manifestProblems } from './manifest-check.ts'
 
-const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [--json] [--operator-key FILE]
+const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json] [--operator-key FILE]
 
+  validate FILE          check a manifest offline (no peer needed) and list every problem; exit 1 if any
   deploy FILE            deploy the mission described by a YAML or JSON manifest
   ls                     list the missions the swarm runs
   show NAME              one mission: placement, epoch, checkpoints, replication, recent events
   rm NAME                stop and remove a mission everywhere
-  move NAME --to PEER    planned migration: checkpoint, restore on PEER, stop the source; prints the downtime
+  move NAME --to PEER    planned migration: checkpoint, restore on PEER (full id, unique prefix or suffix, or the
+                         short form the tables print), stop the source; prints the downtime
   resign NAME            re-sign the deployment with the operator key given (a key rotation; nothing restarts)
 
 ${API_FLAGS_USAGE}
   --operator-key FILE  sign deploy, rm and move with this operator private key (else the peer must hold one)`
-
-function shortId (peerId: string | null | undefined): string {
-  if (peerId == null) return '-'
-  return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId
-}
 
 /** The primary's bound on the backup's state age, and whether it keeps the mission's interval. */
 function staleness (m: MissionStatus): string {
@@ -38,17 +39,12 @@ function staleness (m: MissionStatus): string {
 
 function megabytes (bytes: number): string { return (bytes / 1e6).toFixed(1) }
 
-function table (rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
-  return rows.map(row => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n')
-}
-
-export function formatMissions (missions: MissionStatus[]): string {
+export function formatMissions (missions: MissionStatus[], wide = false): string {
   if (missions.length === 0) return '(no missions)'
   const rows = [['MISSION', 'STATE', 'PROTECTED', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
   for (const m of missions) {
     rows.push([
-      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary), shortId(m.backup),
+      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary, wide), shortId(m.backup, wide),
       m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
       m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
       m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
@@ -57,7 +53,7 @@ export function formatMissions (missions: MissionStatus[]): string {
   return table(rows)
 }
 
-export function formatMission (m: MissionStatus): string {
+export function formatMission (m: MissionStatus, wide = false): string {
   const lines = [
     `mission     ${m.name}`,
     `state       ${m.state}${m.reason == null ? '' : ` (${m.reason})`}`,
@@ -72,23 +68,34 @@ export function formatMission (m: MissionStatus): string {
   ]
   if (m.restarts > 0 || m.lastFailure != null) {
     const failure = m.lastFailure
-    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
+    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board, wide)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
   }
   for (const f of m.imageFetches) {
     const percent = f.totalBytes > 0 ? ` (${Math.floor(100 * f.fetchedBytes / f.totalBytes)} %)` : ''
-    lines.push(`image fetch ${shortId(f.board)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
+    lines.push(`image fetch ${shortId(f.board, wide)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
   }
   if (m.events.length > 0) {
     lines.push('', 'events:')
-    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board)}  ${event.text}`)
+    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board, wide)}  ${event.text}`)
   }
   return lines.join('\n')
+}
+
+async function readManifest (file: string): Promise<string> {
+  try {
+    const size = (await stat(file)).size
+    if (size > MAX_MANIFEST_BYTES) throw new UsageError(`${printable(file)} is ${size} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES} bytes (64 KiB)`)
+    return await readFile(file, 'utf8')
+  } catch (err) {
+    if (err instanceof UsageError) throw err
+    throw new UsageError(`cannot read ${printable(file)}: ${(err as Error).message}`)
+  }
 }
 
 function oneName (positionals: string[], what: string): string {
   const [name, extra] = positionals
   if (name == null) throw new UsageError(`missing ${what}\n${USAGE}`)
-  if (extra != null) throw new UsageError(`unexpected argument '${extra}'`)
+  if (extra != null) throw new UsageError(`unexpected argument '${printable(extra)}'`)
   return name
 }
 
@@ -101,22 +108,22 @@ export const command: Command = {
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
     const signer: OperatorSigner | undefined = values['operator-key'] != null ? await loadOperatorSigner(values['operator-key']) : undefined
     const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
-    const print = (value: unknown, human: () => string): void => {
-      console.log(values.json === true ? JSON.stringify(value, null, 2) : human())
-    }
+    const format = outputFormatOf(values)
+    const print = async (value: unknown, human: (wide: boolean) => string): Promise<void> => { console.log(await render(format, value, human)) }
 
     switch (sub) {
+      case 'validate': {
+        const file = oneName(positionals, 'manifest FILE')
+        const text = await readManifest(file)
+        const problems = manifestProblems(text, file)
+        await print({ file, valid: problems.length === 0, problems }, () => problems.length === 0
+          ? `${file}: valid`
+          : [`${file}: ${problems.length} problem${problems.length === 1 ? '' : 's'}`, ...problems.map(p => `  ${p.field === '' ? '(manifest)' : p.field}: ${p.problem}`)].join('\n'))
+        return problems.length === 0 ? 0 : 1
+      }
       case 'deploy': {
         const file = oneName(positionals, 'manifest FILE')
-        let text: string
-        try {
-          const size = (await stat(file)).size
-          if (size > MAX_MANIFEST_BYTES) throw new UsageError(`${file} is ${size} bytes; a manifest may be at most ${MAX_MANIFEST_BYTES} bytes (64 KiB)`)
-          text = await readFile(file, 'utf8')
-        } catch (err) {
-          if (err instanceof UsageError) throw err
-          throw new UsageError(`cannot read ${file}: ${(err as Error).message}`)
-        }
+        const text = await readManifest(file)
         const client = await connect()
         let grant
         if (signer != null) {
@@ -129,19 +136,19 @@ export const command: Command = {
           grant = signer.sign({ op: 'deploy', subject: spec.name, deployId: newDeployId(signer.publicKey, at, randomBytes(4).toString('hex')), spec: specDigest(spec), to: null, at })
         }
         const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file, ...(grant == null ? {} : { grant }) })
-        print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
+        await print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
         return 0
       }
       case 'ls': {
         if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
         const missions = await (await connect()).request<MissionStatus[]>('GET', '/v1/missions')
-        print(missions, () => formatMissions(missions))
+        await print(missions, wide => formatMissions(missions, wide))
         return 0
       }
       case 'show': {
         const name = oneName(positionals, 'mission NAME')
         const mission = await (await connect()).request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
-        print(mission, () => formatMission(mission))
+        await print(mission, wide => formatMission(mission, wide))
         return 0
       }
       case 'rm': {
@@ -153,7 +160,7 @@ export const command: Command = {
           body = { grant: signer.sign({ op: 'remove', subject: name, deployId, spec: null, to: null, at: Date.now() }) }
         }
         const result = await client.request<{ removed: string }>('DELETE', `/v1/missions/${encodeURIComponent(name)}`, body)
-        print(result, () => `removed ${result.removed}`)
+        await print(result, () => `removed ${result.removed}`)
         return 0
       }
       case 'resign': {
@@ -165,24 +172,26 @@ export const command: Command = {
           body = { grant: signer.sign({ op: 'deploy', subject: name, deployId, spec: specDigest(spec), to: null, at: Date.now() }) }
         }
         const result = await client.request<{ mission: string, key: string }>('POST', `/v1/missions/${encodeURIComponent(name)}/grant`, body)
-        print(result, () => `${result.mission} re-signed by operator key ${result.key}`)
+        await print(result, () => `${result.mission} re-signed by operator key ${result.key}`)
         return 0
       }
       case 'move': {
         const name = oneName(positionals, 'mission NAME')
         if (values.to == null || values.to === '') throw new UsageError('move needs --to PEER_ID')
         const client = await connect()
+        const status = await client.status()
+        const to = resolvePeerId(values.to, [status.self.peerId, ...status.peers.map(p => p.peerId)])
         let grant
         if (signer != null) {
           const { deployId } = await client.request<MissionStatus>('GET', `/v1/missions/${encodeURIComponent(name)}`)
-          grant = signer.sign({ op: 'move', subject: name, deployId, spec: null, to: values.to, at: Date.now() })
+          grant = signer.sign({ op: 'move', subject: name, deployId, spec: null, to, at: Date.now() })
         }
-        const result = await client.request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to: values.to, ...(grant == null ? {} : { grant }) }, { timeoutMs: 120_000 })
-        print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
+        const result = await client.request<MoveResult>('POST', `/v1/missions/${encodeURIComponent(name)}/move`, { to, ...(grant == null ? {} : { grant }) }, { timeoutMs: 120_000 })
+        await print(result, () => `moved ${name} to ${result.to} at epoch ${result.epoch}: downtime ${result.downtimeMs} ms (checkpoint #${result.seq}${result.measuredFrom === 'request' ? '; the boards did not report their stop and start, so this is the whole request' : ''})`)
         return 0
       }
       default:
-        throw new UsageError(`unknown subcommand '${sub}'\n${USAGE}`)
+        throw new UsageError(`unknown subcommand '${printable(sub)}'\n${USAGE}`)
     }
   }
 }

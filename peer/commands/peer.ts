@@ -8,22 +8,28 @@ import { Peer } from '../daemon.ts'
 import { MissionService } from '../missions.ts'
 import {
   ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
-  formatApiAddress, parseApiAddress, type OperatorConfig, type PeerConfig
+  apiTokenPath, formatApiAddress, parseApiAddress, type OperatorConfig, type PeerConfig
 } from '../config.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 import { boardNames, findBoard } from '../../boards/profiles.ts'
 import { DEFAULT_DOCKER_EXEC_ROOT } from '../../checkpoint/runtime.ts'
-import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import { loadOperatorSigner } from './operator-key.ts'
+import { LOG_FORMAT_ENV, LOG_FORMATS, logFormatFromEnv, openLogger, type LogFormat, type PeerLogger } from '../logger.ts'
+import { printable } from './terminal.ts'
+import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
+import { DataDirLock, newApiToken, writeApiToken } from '../identity.ts'
 
 const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [--bootstrap MULTIADDR]...
                          [--api HOST:PORT] [--swarm-key FILE] [--board NAME] [--no-mdns] [--docker-host URL]
-                         [--docker-exec-root DIR] (--operator-pub FILE... | --operator-key FILE | --insecure-open-missions)
+                         [--docker-exec-root DIR] [--log-format text|json] [--rotate-token]
+                         (--operator-pub FILE... | --operator-key FILE | --insecure-open-missions)
+       tandem peer rotate-token [--api HOST:PORT] [--data-dir DIR]
+       tandem peer revoke PEER_ID [--operator-key FILE] [--api HOST:PORT] [--data-dir DIR] [--json]
 
-  --data-dir DIR        identity, lock, API token and block store of this peer (created if missing)
+  --data-dir DIR        identity, lock, API token and block store of this peer (created if missing; default $TANDEM_DATA_DIR)
   --listen MULTIADDR    address to listen on, repeatable (default ${DEFAULT_LISTEN.join(' ')})
   --bootstrap MULTIADDR peer to join through (with /p2p/<id>), repeatable
-  --api HOST:PORT       control API address (default ${DEFAULT_API_HOST}:${DEFAULT_API_PORT}; port 0 = any free port)
+  --api HOST:PORT       control API address (default $TANDEM_API, else ${DEFAULT_API_HOST}:${DEFAULT_API_PORT}; port 0 = any free port)
   --swarm-key FILE      pre-shared key of a private swarm (see 'tandem swarm-key generate')
   --board NAME          board profile instead of detecting the host: ${boardNames().join(', ')}
   --no-mdns             do not discover peers by mDNS on the local network
@@ -34,13 +40,14 @@ const USAGE = `usage: tandem peer start --data-dir DIR [--listen MULTIADDR]... [
   --operator-key FILE   the operator private key, held by this board: its control API signs requests (its public
                         part is trusted too); boards without it still run missions, they cannot create them
   --insecure-open-missions  development only: no operator key, anyone holding the swarm key may deploy
+  --log-format FORMAT   text (default, or $TANDEM_LOG_FORMAT) or json: one JSON object per line (time, level, msg, peer, ...)
+  --rotate-token        a new API token (the data dir's api-token otherwise stays the same across restarts)
 
+'revoke' removes a board from the swarm for good: every board refuses its connections and messages, its missions
+fail over. Signed with --operator-key FILE, or by the peer named by --api if it holds the operator key.
+'rotate-token' gives a running peer a new API token now (written to its data dir's api-token, 0600); with no
+peer running on --data-dir, it writes a new token there for the next start.
 Failure detector timings can be overridden by environment, e.g. TANDEM_FD_SUSPECT_AFTER_MS=800.
-
-       tandem peer revoke PEER_ID [--operator-key FILE] [--api HOST:PORT] [--data-dir DIR] [--json]
-
-  removes a board from the swarm for good: every board refuses its connections and messages, its missions fail
-  over. Signed with --operator-key FILE, or by the peer named by --api if it holds the operator key.
 ${API_FLAGS_USAGE}`
 
 function checkMultiaddr (flag: string, value: string): string {
@@ -69,8 +76,8 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
     'insecure-open-missions': { type: 'boolean' }
   }, true)
   if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
-  const dataDir = values['data-dir']
-  if (dataDir == null || dataDir === '') throw new UsageError('--data-dir is required')
+  const dataDir = values['data-dir'] ?? env.TANDEM_DATA_DIR
+  if (dataDir == null || dataDir === '') throw new UsageError('--data-dir is required (or set TANDEM_DATA_DIR)')
   if (values.board != null && findBoard(values.board) == null) {
     throw new UsageError(`--board: unknown board '${values.board}' (known: ${boardNames().join(', ')})`)
   }
@@ -85,7 +92,9 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
         if (!addr.includes('/p2p/')) throw new UsageError(`--bootstrap: '${addr}' needs the peer id (/p2p/<id>)`)
         return addr
       }),
-      api: values.api != null ? parseApiAddress(values.api) : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT },
+      api: (values.api ?? env.TANDEM_API) != null && (values.api ?? env.TANDEM_API) !== ''
+        ? parseApiAddress((values.api ?? env.TANDEM_API) as string)
+        : { host: DEFAULT_API_HOST, port: DEFAULT_API_PORT },
       swarmKeyFile: values['swarm-key'] != null ? resolve(values['swarm-key']) : undefined,
       board: values.board,
       mdns: values['no-mdns'] !== true,
@@ -126,43 +135,90 @@ function operatorConfigFrom (publicFiles: string[], privateFile: string | undefi
   return { publicKeys: [...new Set(publicKeys)], ...(privateFile != null ? { privateKeyFile: resolve(privateFile) } : {}), open }
 }
 
+/**
+ * Takes the flags of the process rather than the peer out of `peer start`'s (they are no part of PeerConfig):
+ * `--log-format text|json` (default $TANDEM_LOG_FORMAT, else text) and `--rotate-token`.
+ */
+export function processFlagsFromArgs (argv: string[], env: NodeJS.ProcessEnv = process.env): { format: LogFormat, rotateToken: boolean, rest: string[] } {
+  const rest: string[] = []
+  let format: string = logFormatFromEnv(env)
+  let rotateToken = false
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string
+    if (arg === '--rotate-token') {
+      rotateToken = true
+    } else if (arg === '--log-format') {
+      const value = argv[++i]
+      if (value == null) throw new UsageError('--log-format needs a value: text or json')
+      format = value
+    } else if (arg.startsWith('--log-format=')) {
+      format = arg.slice('--log-format='.length)
+    } else {
+      rest.push(arg)
+    }
+  }
+  if (!(LOG_FORMATS as readonly string[]).includes(format)) throw new UsageError(`--log-format: '${printable(format)}' is not one of ${LOG_FORMATS.join(', ')}`)
+  return { format: format as LogFormat, rotateToken, rest }
+}
+
+/** In json, what Node itself would print (warnings, a crash's stack) goes through the logger too: one object a line. */
+function captureProcessOutput (logger: PeerLogger): void {
+  // Node's own printer is the default 'warning' listener.
+  process.removeAllListeners('warning')
+  process.on('warning', warning => { logger.log(`node: ${warning.name}: ${warning.message}`, { level: 'warn' }) })
+  process.on('uncaughtException', err => {
+    logger.log(`peer: uncaught exception: ${err.stack ?? String(err)}`, { level: 'error' })
+    process.exit(1)
+  })
+}
+
 async function runPeer (argv: string[]): Promise<number> {
-  const config = peerConfigFromArgs(argv)
-  const peer = new Peer(config)
+  const { format, rotateToken, rest } = processFlagsFromArgs(argv)
+  const config = peerConfigFromArgs(rest)
+  // The watchdog (a child process) logs in the same format.
+  process.env[LOG_FORMAT_ENV] = format
+  const logger = await openLogger(format)
+  if (format === 'json') captureProcessOutput(logger)
+  const peer = new Peer(config, { log: logger.log, rotateApiToken: rotateToken, onIdentity: peerId => { logger.bind({ peer: peerId }) } })
   try {
     await peer.start()
   } catch (err) {
     if (err instanceof ConfigError) throw new UsageError(err.message)
+    if (format === 'json') { logger.log(`peer: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
-  const missions = new MissionService({ peer })
+  const missions = new MissionService({ peer, log: logger.log })
   try {
     await missions.start()
   } catch (err) {
     await peer.stop()
+    if (format === 'json') { logger.log(`missions: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
   const api = formatApiAddress(peer.api.address)
-  console.log(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`)
-  for (const addr of peer.addrs()) console.log(`listening ${addr}`)
-  console.log(`api http://${api} (token in ${config.dataDir}/api-token)`)
-  console.log(`ready ${JSON.stringify({ peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid })}`)
+  const ready = { peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid }
+  logger.say(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`, { board: peer.board.name, arch: peer.board.arch })
+  for (const addr of peer.addrs()) logger.say(`listening ${addr}`, { addr })
+  logger.say(`api http://${api} (token in ${config.dataDir}/api-token)`, { api })
+  // The line scripts wait for: `ready {json}` in text, an object with msg "ready" and the same fields in json.
+  if (format === 'json') logger.say('ready', ready)
+  else logger.say(`ready ${JSON.stringify(ready)}`)
 
   // SIGHUP re-reads the operator key files (systemd: ExecReload=/bin/kill -HUP $MAINPID): a key rotation needs no restart.
   const onReload = (): void => {
     let operator: OperatorConfig | undefined
     try {
-      operator = peerConfigFromArgs(argv).operator
+      operator = peerConfigFromArgs(rest).operator
     } catch (err) {
-      console.error(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`)
+      logger.log(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`, { level: 'error' })
       return
     }
-    if (operator != null) missions.reloadOperator(operator).catch(err => { console.error(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`) })
+    if (operator != null) missions.reloadOperator(operator).catch(err => { logger.log(`SIGHUP: operator keys not reloaded: ${(err as Error).message}`, { level: 'error' }) })
   }
   process.on('SIGHUP', onReload)
   await new Promise<void>(resolve => {
     const onSignal = (signal: NodeJS.Signals): void => {
-      console.log(`received ${signal}, stopping`)
+      logger.say(`received ${signal}, stopping`, { signal })
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
       resolve()
@@ -172,13 +228,13 @@ async function runPeer (argv: string[]): Promise<number> {
   })
   // A clean stop hands the missions this peer runs to their backups first (up to 8 s), then stops.
   const forced = setTimeout(() => {
-    console.error('peer: shutdown took longer than 15 s, exiting')
+    logger.log('peer: shutdown took longer than 15 s, exiting', { level: 'error' })
     process.exit(1)
   }, 15_000)
   forced.unref()
   await missions.stop()
   await peer.stop()
-  console.log('stopped')
+  logger.say('stopped')
   // libp2p may leave sockets or timers behind; the peer is stopped, so leave now.
   setTimeout(() => process.exit(0), 50).unref()
   return 0
@@ -196,6 +252,36 @@ async function revokePeer (argv: string[]): Promise<number> {
   return 0
 }
 
+/** `peer rotate-token`: through the running peer's API, else (no peer holds the data dir) in the data dir itself. */
+async function rotateToken (argv: string[]): Promise<number> {
+  const { values, positionals } = parseFlags(argv, API_FLAGS, true)
+  if (positionals.length > 0) throw new UsageError(`unexpected argument '${printable(positionals[0] as string)}'`)
+  const dataDir = values['data-dir'] ?? process.env.TANDEM_DATA_DIR
+  const lock = dataDir != null && dataDir !== '' ? new DataDirLock(resolve(dataDir)) : undefined
+  let offline = false
+  if (lock != null) {
+    try {
+      await lock.acquire()
+      offline = true
+    } catch {
+      // A peer holds the data dir: ask it.
+    }
+  }
+  if (offline && lock != null && dataDir != null) {
+    try {
+      await writeApiToken(resolve(dataDir), newApiToken())
+    } finally {
+      await lock.release()
+    }
+    console.log(`no peer runs on ${dataDir}: new token written to ${apiTokenPath(resolve(dataDir))} for its next start`)
+    return 0
+  }
+  const client = await connectFromFlags(values)
+  const result = await client.request<{ path: string }>('POST', '/v1/api-token/rotate')
+  console.log(`token rotated: the new one is in ${result.path}; the old one no longer works`)
+  return 0
+}
+
 export const command: Command = {
   async run (argv) {
     const [sub, ...rest] = argv
@@ -204,7 +290,8 @@ export const command: Command = {
       return 0
     }
     if (sub === 'revoke') return await revokePeer(rest)
-    if (sub !== 'start') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${sub}'\n${USAGE}`)
+    if (sub === 'rotate-token') return await rotateToken(rest)
+    if (sub !== 'start') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${printable(sub)}'\n${USAGE}`)
     return await runPeer(rest)
   }
 }

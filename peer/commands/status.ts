@@ -2,17 +2,17 @@
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
+import { outputFormatOf, render, shortId } from './output.ts'
+import { printable } from './terminal.ts'
 import type { PeerStatus } from '../daemon.ts'
 
-const USAGE = `usage: tandem status [--api HOST:PORT] [--data-dir DIR] [--json]
+const USAGE = `usage: tandem status [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json]
 
 ${API_FLAGS_USAGE}`
 
-function shortId (peerId: string): string { return peerId.length > 16 ? `${peerId.slice(0, 8)}…${peerId.slice(-6)}` : peerId }
-
 function ago (ms: number): string { return ms < 10_000 ? `${ms} ms` : `${Math.round(ms / 1000)} s` }
 
-export function formatStatus (status: PeerStatus): string {
+export function formatStatus (status: PeerStatus, wide = false): string {
   const self = status.self
   const lines = [
     `peer    ${self.peerId}`,
@@ -25,7 +25,7 @@ export function formatStatus (status: PeerStatus): string {
   ]
   const rows = [['PEER', 'STATE', 'LAST SEEN', 'BOARD', 'ARCH', 'REASON']]
   for (const peer of [...status.peers].sort((a, b) => a.peerId.localeCompare(b.peerId))) {
-    rows.push([shortId(peer.peerId), peer.state, ago(peer.lastSeenMs), peer.board ?? '?', peer.arch ?? '?', peer.reason])
+    rows.push([shortId(peer.peerId, wide), peer.state, ago(peer.lastSeenMs), peer.board ?? '?', peer.arch ?? '?', peer.reason])
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
   for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd())
@@ -38,7 +38,7 @@ export function formatStatus (status: PeerStatus): string {
   if (authority != null) {
     lines.push('', authority.open
       ? 'operator: NONE (--insecure-open-missions: anyone holding the swarm key deploys)'
-      : `operator: ${authority.operatorKeys.length} trusted key(s)${authority.holdsOperatorKey ? ', this board holds one' : ''}${authority.revoked.length > 0 ? `; revoked boards: ${authority.revoked.map(shortId).join(', ')}` : ''}`)
+      : `operator: ${authority.operatorKeys.length} trusted key(s)${authority.holdsOperatorKey ? ', this board holds one' : ''}${authority.revoked.length > 0 ? `; revoked boards: ${authority.revoked.map(id => shortId(id)).join(', ')}` : ''}`)
     const refused = Object.entries(authority.refused ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
     if (refused.length > 0) lines.push(`refused mission messages: ${refused.join(', ')}`)
   }
@@ -49,10 +49,11 @@ export const command: Command = {
   async run (argv) {
     if (argv.includes('--help') || argv.includes('-h')) { console.log(USAGE); return 0 }
     const { values, positionals } = parseFlags(argv, API_FLAGS, true)
-    if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
+    if (positionals.length > 0) throw new UsageError(`unexpected argument '${printable(positionals[0] as string)}'`)
+    const format = outputFormatOf(values)
     const client = await connectFromFlags(values)
     const status = await client.status()
-    console.log(values.json === true ? JSON.stringify(status, null, 2) : formatStatus(status))
+    console.log(await render(format, status, wide => formatStatus(status, wide)))
     return 0
   }
 }

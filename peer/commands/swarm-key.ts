@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises'
 import { generateKey } from '@libp2p/pnet'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
+import { printable } from './terminal.ts'
 
 const USAGE = 'usage: tandem swarm-key generate [--out FILE]   (without --out the key is printed)'
 
@@ -15,8 +16,8 @@ export function generateSwarmKey (): Uint8Array {
 export const command: Command = {
   async run (argv) {
     const [sub, ...rest] = argv
-    if (sub === '--help' || sub === '-h') { console.log(USAGE); return 0 }
-    if (sub !== 'generate') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${sub}'\n${USAGE}`)
+    if (sub === '--help' || sub === '-h' || rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
+    if (sub !== 'generate') throw new UsageError(sub == null ? `missing subcommand\n${USAGE}` : `unknown subcommand '${printable(sub)}'\n${USAGE}`)
     const { values, positionals } = parseFlags(rest, { out: { type: 'string' } }, true)
     if (positionals.length > 0) throw new UsageError(`unexpected argument '${positionals[0] as string}'`)
     const key = Buffer.concat([generateSwarmKey(), Buffer.from('\n')])

@@ -1,0 +1,110 @@
+// The swarm's events as one journal per peer, served at GET /v1/events (`tandem events`): the mission events every
+// board gossips (elections, takeovers, fencing, checkpoint failures, back-offs: see mission-events.ts), so a board
+// that took no part in a takeover lists it too, and this peer's own membership changes (every board sees a power cut
+// itself). Each entry gets a sequence number on arrival: `?after=SEQ` returns only what came since (for -f).
+import { ApiError } from './api.ts'
+import type { Peer } from './daemon.ts'
+import type { MembershipChange } from './membership.ts'
+import type { MissionEvent, MissionEventLog } from './mission-events.ts'
+
+export type SwarmEventKind = 'membership' | 'deploy' | 'election' | 'takeover' | 'fencing' | 'checkpoint' | 'backoff' | 'container' | 'image' | 'move' | 'other'
+
+export interface SwarmEvent {
+  /** Arrival order on the peer that serves the journal. */
+  seq: number
+  /** Wall clock of the board it happened on, ms. */
+  at: number
+  /** Peer id of the board that reported it. */
+  board: string
+  kind: SwarmEventKind
+  mission: string | null
+  text: string
+  /** Membership changes: the peer whose state changed. */
+  member?: string
+}
+
+const JOURNAL_LENGTH = 5000
+const MAX_PAGE = 1000
+
+/**
+ * The kind of a mission event, from its wording (the consensus machine words them, consensus/machine.ts): the text
+ * stays the reference, the kind is for filtering and the table.
+ */
+export function kindOf (text: string): SwarmEventKind {
+  if (/\bfenc(e|ed|ing)\b|lease lapsed|self-fence/i.test(text)) return 'fencing'
+  if (/^epoch \d+: primary \(from (?!deploy\b|self\b)/.test(text) || /\btaking over\b|\btakeover\b/i.test(text)) return 'takeover'
+  if (/^epoch \d+: |\bclaim\b|\belect/i.test(text)) return 'election'
+  if (/\bback-?off\b|restarts \d+|retry in|next try in/i.test(text)) return 'backoff'
+  if (/\bmove\b|\bhanding over\b|final checkpoint/i.test(text)) return 'move'
+  if (/\bcheckpoint/i.test(text)) return 'checkpoint'
+  if (/\bimage\b/i.test(text)) return 'image'
+  if (/\bcontainer\b|\brestored\b|\bexited\b/i.test(text)) return 'container'
+  if (/\bdeploy(ed)?\b|\bremoved\b/i.test(text)) return 'deploy'
+  return 'other'
+}
+
+export class SwarmEventJournal {
+  readonly #events: SwarmEvent[] = []
+  #seq = 0
+
+  add (event: Omit<SwarmEvent, 'seq'>): SwarmEvent {
+    const entry = { ...event, seq: ++this.#seq }
+    this.#events.push(entry)
+    if (this.#events.length > JOURNAL_LENGTH) this.#events.splice(0, this.#events.length - JOURNAL_LENGTH)
+    return entry
+  }
+
+  mission (mission: string, event: MissionEvent): void {
+    this.add({ at: event.at, board: event.board, kind: kindOf(event.text), mission, text: event.text })
+  }
+
+  membership (self: string, change: MembershipChange & { at?: number }): void {
+    this.add({
+      at: change.at ?? Date.now(),
+      board: self,
+      kind: 'membership',
+      mission: null,
+      member: change.peerId,
+      text: `${change.peerId} ${change.previous ?? 'new'} -> ${change.state} (${change.reason})`
+    })
+  }
+
+  /** Entries after `after` (a seq), oldest first, at most `limit`; `next` is the seq to ask after next time. */
+  page (options: { after?: number, mission?: string, limit?: number } = {}): { events: SwarmEvent[], next: number } {
+    const after = options.after ?? 0
+    const limit = Math.min(options.limit ?? MAX_PAGE, MAX_PAGE)
+    const events: SwarmEvent[] = []
+    let next = after
+    for (const event of this.#events) {
+      if (event.seq <= after) continue
+      if (events.length >= limit) break
+      next = event.seq
+      if (options.mission != null && event.mission !== options.mission) continue
+      events.push(event)
+    }
+    // Nothing newer: the cursor stays where the journal ends, so a follower does not rescan.
+    if (events.length < limit) next = Math.max(next, this.#seq)
+    return { events, next }
+  }
+}
+
+/** Feeds a journal from the peer's membership and the mission event log, and serves it at GET /v1/events. */
+export function serveSwarmEvents (peer: Peer, missionEvents: MissionEventLog): () => void {
+  const journal = new SwarmEventJournal()
+  const self = peer.peerId
+  for (const change of peer.membership.history()) journal.membership(self, change)
+  const offMembership = peer.membership.on(change => { journal.membership(self, change) })
+  const offMissions = missionEvents.onEvent((mission, event) => { journal.mission(mission, event) })
+  peer.api.route('GET', '/v1/events', request => {
+    const number = (name: string): number | undefined => {
+      const text = request.query.get(name)
+      if (text == null) return undefined
+      const value = Number(text)
+      if (!Number.isSafeInteger(value) || value < 0) throw new ApiError(400, `${name} must be a whole number >= 0`)
+      return value
+    }
+    const mission = request.query.get('mission') ?? undefined
+    return { body: journal.page({ after: number('after'), limit: number('limit'), mission }) }
+  })
+  return () => { offMembership(); offMissions() }
+}
