@@ -51,6 +51,10 @@ interface Mission extends PersistedMission {
   staleSince: number | null
   /** When this board last refused a claim because it holds newer state than the candidate (it claims at once). */
   newerStateSince: number | null
+  /** Until when this board leaves the election to a voter that refused its claim for holding newer state. */
+  deferToNewerUntil: number
+  /** The highest epoch this board refused a claim of for holding newer state: its own claim goes above it. */
+  refusedClaimEpoch: number
   /** The candidates ranked before this board at its last look (see #maybeClaim). */
   candidatesAhead: string[]
   /** The epoch of this board's last claim that timed out with no answer at all: the next claim asks for it again. */
@@ -722,6 +726,10 @@ export class ClusterMachine {
     // Back-off after failures: this board's own, and the swarm-wide one after the record's last failure.
     const backoffUntil = this.#swarmBackoffUntil(mission)
     if (now < backoffUntil || now < mission.localBackoffUntil) return
+    // A voter with newer state refused this board's last claim and claims itself: a new epoch from here would only be
+    // refused again. (A spare whose detector was quicker than the loaded backup's burnt 2 epochs before the backup
+    // claimed: 4 epochs for one board freeze, chaos seed 23.)
+    if (now < mission.deferToNewerUntil) return
     const candidates = this.#candidates(now, record)
     const rank = candidates.indexOf(self)
     if (rank < 0) return
@@ -852,7 +860,7 @@ export class ClusterMachine {
     mission.unansweredEpoch = null
     const epoch = replace === null && retry !== null && retry === mission.votedEpoch && mission.votedFor === this.self.peerId && retry > record.epoch
       ? retry
-      : Math.max(record.epoch, mission.votedEpoch) + 1
+      : Math.max(record.epoch, mission.votedEpoch, mission.refusedClaimEpoch) + 1
     mission.votedEpoch = epoch
     mission.votedFor = this.self.peerId
     mission.lastClaimAt = now
@@ -876,8 +884,11 @@ export class ClusterMachine {
     if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
     // The target of a planned move was chosen by the operator, with what it can restore (a cold start across architectures).
     if (record.released && from === record.handoffTo) return false
-    // Only a board that would restore it now: not one backing off after failures, or whose next start is cold.
-    if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
+    // Only a board that would restore it now: not one backing off after failures, or whose next start is cold. Except
+    // while it leaves the election to a voter with still newer state: then it keeps older claims out of the way of that
+    // voter's. (Deferring, a board in back-off granted a spare 116 checkpoints older, simulated seed 4.)
+    const deferring = now < mission.deferToNewerUntil
+    if (!deferring && (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission))) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
     // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
     // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
@@ -912,6 +923,10 @@ export class ClusterMachine {
       // grant at once a claim that restored 10 s older state.
       if (!this.#refusalEpisodeLive(now, mission)) mission.refusingSince = now
       mission.newerStateSince = now
+      // The other voters may have granted that epoch already: a claim of the same epoch could not win. (The holder
+      // of the newest state claimed the epoch it refused, lost it to the votes already given, and a spare 117
+      // checkpoints behind won the next one, simulated seed 4.)
+      mission.refusedClaimEpoch = Math.max(mission.refusedClaimEpoch, msg.epoch)
       this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
     }
     const granted = valid && !primaryHolds && !newerHere
@@ -924,7 +939,7 @@ export class ClusterMachine {
     } else if (record.epoch > msg.basis) {
       mission.lastAnnounceAt = -Infinity
     }
-    this.#emit({ type: 'publish', message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch } })
+    this.#emit({ type: 'publish', message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch, ...(newerHere ? { newerState: true as const } : {}) } })
     if (!granted) this.#announce(now, mission)
   }
 
@@ -948,6 +963,10 @@ export class ClusterMachine {
       claim.votes.add(from)
       this.#checkWon(now, mission)
     } else if (msg.knownEpoch >= claim.epoch) {
+      this.#abandonClaim(mission)
+    } else if (msg.newerState === true) {
+      // The refusal episode of the voter (#refusalEpisodeLive) bounds the wait: after it, it grants again.
+      mission.deferToNewerUntil = now + 4 * this.config.claimTimeoutMs
       this.#abandonClaim(mission)
     }
   }
@@ -1467,7 +1486,7 @@ export class ClusterMachine {
     return {
       ...stored,
       container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
-      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, candidatesAhead: [], unansweredEpoch: null, releasedBy: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
+      checkpointInFlight: null, lastCheckpointAt: -Infinity, checkpointStarts: [], replicatedStart: null, replicationLags: [], checkpointFailures: 0, lastCheckpointError: null, ackWatch: { backup: null, since: -Infinity }, fetchInFlight: null, fetchFailures: 0, fetchRetryAt: -Infinity, fetchFailedEpoch: 0, newerStateSince: null, deferToNewerUntil: -Infinity, refusedClaimEpoch: 0, candidatesAhead: [], unansweredEpoch: null, releasedBy: null, refusingSince: null, staleSince: null, lastAnnounceAt: -Infinity,
       pendingMove: null, coldStartNext: false, heldBackUpTo: null, partnerHeldBack: false, deferredClaim: null,
       localFailures: 0, localBackoffUntil: -Infinity, failureSeenAt: -Infinity,
       imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },

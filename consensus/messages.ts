@@ -130,7 +130,7 @@ export function validateMessage (value: unknown): ConsensusMessage | undefined {
       }
     case 'vote':
       return str(m.mission) && nat(m.epoch) && str(m.candidate) && typeof m.granted === 'boolean' && nat(m.knownEpoch)
-        ? { type: 'vote', mission: m.mission, epoch: m.epoch, candidate: m.candidate, granted: m.granted, knownEpoch: m.knownEpoch }
+        ? { type: 'vote', mission: m.mission, epoch: m.epoch, candidate: m.candidate, granted: m.granted, knownEpoch: m.knownEpoch, ...(m.newerState === true ? { newerState: true as const } : {}) }
         : undefined
     case 'ack':
       return str(m.mission) && nat(m.epoch) && str(m.cid) && nat(m.seq) && nat(m.checkpointEpoch)

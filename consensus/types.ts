@@ -232,7 +232,8 @@ export type ConsensusMessage =
    * a quorum member holds. Absent from a running primary re-electing itself (its state is live).
    */
   | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number, held?: { epoch: number, seq: number } | null }
-  | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number }
+  /** `newerState`: refused because the voter holds newer state than the candidate's and claims itself. */
+  | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number, newerState?: true }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
   | { type: 'fence', mission: string, epoch: number, target: string }
   /** The sender's claim for `epoch` is over without a win: votes granted to it are released. */
