@@ -229,12 +229,15 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // The bad bytes sit on the backup's disk for a few checkpoint intervals, then the primary dies: the backup must
       // take over from what it holds (verified, or fetched again while the primary lived).
       await sleep(rng.int(2000, 4000))
+      // Staging the checkpoints since rewrote the page images that changed: flipped again now, the restore meets
+      // corrupt staged files for sure (the blockstore's flipped values may sit in blocks no restore reads).
+      const again = await backup.corruptStorage({ blocks: false, staged: true })
       const statusAtFailure = (await ms.status(primary)) ?? status
       await primary.powerCut()
       return {
         kind,
         boards: [backup.name, primary.name],
-        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), then ${primary.name} (primary) cut for ${holdMs} ms`,
+        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), ${again.flippedBytes} in its ${again.stagedFiles} staged page images again at the cut, then ${primary.name} (primary) cut for ${holdMs} ms`,
         holdMs,
         failures: 1,
         statusAtFailure,
