@@ -884,11 +884,10 @@ export class ClusterMachine {
     if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
     // The target of a planned move was chosen by the operator, with what it can restore (a cold start across architectures).
     if (record.released && from === record.handoffTo) return false
-    // Only a board that would restore it now: not one backing off after failures, or whose next start is cold. Except
-    // while it leaves the election to a voter with still newer state: then it keeps older claims out of the way of that
-    // voter's. (Deferring, a board in back-off granted a spare 116 checkpoints older, simulated seed 4.)
-    const deferring = now < mission.deferToNewerUntil
-    if (!deferring && (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission))) return false
+    // Only a board that would restore it now: not one backing off after failures, or whose next start is cold. (Also
+    // while it defers to a newer holder: two deferring boards refused each other, the one with the newest checkpoint
+    // unable to restore it, and 37 epochs burnt in 30 s with the mission down, chaos seed 29.)
+    if (mission.coldStartNext || now < mission.localBackoffUntil || now < this.#swarmBackoffUntil(mission)) return false
     if (!this.#canRestore(this.self.peerId, mine) || !this.#eligible(record.spec, this.self.peerId)) return false
     // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
     // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
@@ -965,8 +964,10 @@ export class ClusterMachine {
     } else if (msg.knownEpoch >= claim.epoch) {
       this.#abandonClaim(mission)
     } else if (msg.newerState === true) {
-      // The refusal episode of the voter (#refusalEpisodeLive) bounds the wait: after it, it grants again.
-      mission.deferToNewerUntil = now + 4 * this.config.claimTimeoutMs
+      // Shorter than the voter's episode of refusals (#refusalEpisodeLive, 4 claim timeouts): this board's next claim
+      // falls inside it, so the voter's time limit on refusing runs on. (Deferring as long, each claim came just after
+      // the episode ended, the limit restarted every time and the refusals never ended.)
+      mission.deferToNewerUntil = now + 2 * this.config.claimTimeoutMs
       this.#abandonClaim(mission)
     }
   }

@@ -594,6 +594,43 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
 })
 }
 
+// Chaos seed 29: the backup, holding the newest checkpoint, failed its restore (next start cold) and a spare held an
+// older one; both deferred to the other's refusal and refused each other: 37 epochs in 30 s, the mission down.
+for (const seed of [3, 5, 8]) {
+t.test(`seed ${seed}: the newest holder's next start is cold and a spare holds older state: the spare restores, no refusal storm`, async t => {
+  const ids = ['a', 'b', 'c']
+  const sim = swarm(ids, seed)
+  const primary = deployAndSettle(t, sim, 'a')
+  const older = viewOf(sim, primary).backup!
+  const newest = ids.find(id => id !== primary && id !== older)!
+  sim.kill(older)
+  t.ok(sim.runUntil(() => viewOf(sim, primary).backup === newest && sim.settled(mission, true), 20_000), 'the third board became the backup')
+  sim.restart(older)
+  t.ok(sim.runUntil(() => viewOf(sim, primary).view.length === 3 && sim.settled(mission, true), 20_000), 'the old backup rejoined')
+  sim.runFor(3000)
+  const olderHeld = sim.held(older, mission)
+  t.ok(olderHeld != null && sim.held(newest, mission) != null && sim.held(newest, mission)!.seq > olderHeld.seq, 'the backup holds newer state than the spare')
+  sim.failStarts(newest, 'docker')
+  const from = sim.now
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => logged(sim, new RegExp(`${newest} \\[vehicle\\] restore failed|${newest} .*start failed|failed`)) || sim.now - from > 10_000, 12_000))
+  sim.failStarts(newest, null)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
+  const claims = sim.claimsBetween(mission, from)
+  t.ok(claims <= 8, `${claims} claims from the cut until it ran again`)
+  // Once more with the failed board as the backup (its next start may still be cold) and a third holding older state.
+  sim.restart(primary)
+  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, sim.runningOn(mission)[0]!).view.length === 3, 30_000), 'settled with three boards')
+  sim.runFor(3000)
+  const second = sim.now
+  sim.kill(sim.runningOn(mission)[0]!)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again after the second cut')
+  const claimsAgain = sim.claimsBetween(mission, second)
+  t.ok(claimsAgain <= 8, `${claimsAgain} claims from the second cut until it ran again`)
+  t.same(sim.violations, [])
+})
+}
+
 t.test('claims that reach no voter (a half-open link: heartbeats pass, consensus messages do not) burn no epochs', async t => {
   const ids = ['a', 'b', 'c']
   const sim = swarm(ids, 21)

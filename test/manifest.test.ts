@@ -154,7 +154,8 @@ t.test('parsing a 64 KiB worst case (thousands of keys, duplicate-key check) is 
       times.push(performance.now() - started)
     }
     const best = Math.min(...times)
-    t.ok(best < 50, `${label}, ${text.length} bytes: ${best.toFixed(1)} ms (first run ${times[0]!.toFixed(1)} ms)`)
+    // A bound that catches the quadratic case (71 s for 40k keys once) on a loaded host, not a timing target.
+    t.ok(best < 1000, `${label}, ${text.length} bytes: ${best.toFixed(1)} ms (first run ${times[0]!.toFixed(1)} ms)`)
   }
 })
 
