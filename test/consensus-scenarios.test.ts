@@ -613,7 +613,8 @@ t.test(`seed ${seed}: the newest holder's next start is cold and a spare holds o
   sim.failStarts(newest, 'docker')
   const from = sim.now
   sim.kill(primary)
-  t.ok(sim.runUntil(() => logged(sim, new RegExp(`${newest} \\[vehicle\\] restore failed|${newest} .*start failed|failed`)) || sim.now - from > 10_000, 12_000))
+  // Its takeover fails (next start cold), whoever runs next; then starts work again.
+  sim.runFor(5000)
   sim.failStarts(newest, null)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
   const claims = sim.claimsBetween(mission, from)
