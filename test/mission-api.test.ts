@@ -9,7 +9,7 @@ import Docker from 'dockerode'
 import { CLI_PATH, spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
 import type { MissionStatus, MoveResult } from '../peer/missions.ts'
-import { gateOn } from './helpers/requirements.ts'
+import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
 function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise(resolve => {
@@ -19,18 +19,6 @@ function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdo
   })
 }
 
-async function dockerMissing (): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root'
-  try {
-    const docker = new Docker()
-    const info = await docker.info() as { ExperimentalBuild?: boolean }
-    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
-    if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
-  } catch (err) {
-    return `no Docker daemon on this host (${(err as Error).message})`
-  }
-  return undefined
-}
 
 /** Docker's timestamps (ms) of every line a container prints, from now on, as they come. */
 async function followTimestamps (docker: Docker, id: string): Promise<number[]> {

@@ -9,23 +9,11 @@ import Docker from 'dockerode'
 import { spawnPeer, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import { gateOn } from './helpers/requirements.ts'
+import { dockerMissing, gateOn } from './helpers/requirements.ts'
 import { levelOf } from '../peer/logger.ts'
 
 interface JsonLine { time: string, level: string, msg: string, peer?: string, mission?: string, epoch?: number, component?: string, [field: string]: unknown }
 
-async function dockerMissing (): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root'
-  try {
-    const docker = new Docker()
-    const info = await docker.info() as { ExperimentalBuild?: boolean }
-    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
-    if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
-  } catch (err) {
-    return `no Docker daemon on this host (${(err as Error).message})`
-  }
-  return undefined
-}
 
 t.test('levels of lines whose callers give none come from their wording', async t => {
   t.equal(levelOf('missions: fetch of checkpoint #3 failed: timeout'), 'warn')

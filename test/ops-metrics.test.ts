@@ -9,7 +9,7 @@ import Docker from 'dockerode'
 import { spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../peer/spawn.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import { gateOn } from './helpers/requirements.ts'
+import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
 interface Sample { name: string, labels: Record<string, string>, value: number }
 interface Family { type: string, help: string, samples: Sample[] }
@@ -73,18 +73,6 @@ async function scrape (peer: PeerHandle, token = peer.token): Promise<{ status: 
   return { status: response.status, type: response.headers.get('content-type'), text: await response.text() }
 }
 
-async function dockerMissing (): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root'
-  try {
-    const docker = new Docker()
-    const info = await docker.info() as { ExperimentalBuild?: boolean }
-    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
-    if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
-  } catch (err) {
-    return `no Docker daemon on this host (${(err as Error).message})`
-  }
-  return undefined
-}
 
 t.test('the strict parser refuses what Prometheus would refuse', async t => {
   t.throws(() => parseExposition('x 1'), /newline/)

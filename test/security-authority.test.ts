@@ -17,20 +17,8 @@ import { createOperatorKeyPair, OperatorSigner, specDigest } from '../consensus/
 import { validateMissionSpec } from '../consensus/manifest.ts'
 import type { AuthorityRefusal, ConsensusMessage, MissionRecord } from '../consensus/types.ts'
 import { swarmKeyFor, tempDirFor } from './helpers/peers.ts'
-import { gateOn } from './helpers/requirements.ts'
+import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
-async function dockerMissing (): Promise<string | undefined> {
-  if (process.getuid?.() !== 0) return 'needs root'
-  try {
-    const docker = new Docker()
-    const info = await docker.info() as { ExperimentalBuild?: boolean }
-    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
-    if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
-  } catch (err) {
-    return `no Docker daemon on this host (${(err as Error).message})`
-  }
-  return undefined
-}
 
 function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise(resolve => {
