@@ -16,6 +16,7 @@ import { dockerCriuMissing } from './checkpoint-helpers.ts'
 import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
 import { CheckpointTimeline, timelineOf } from '../peer/dashboard.ts'
 import type { MissionStatus } from '../peer/missions.ts'
+import type { SwarmEvent } from '../peer/swarm-events.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 
@@ -94,7 +95,14 @@ if (gateOn(t, chromiumMissing)) {
   t.test('the page, its token and its assets, with two peers', async t => {
     t.teardown(stopAllPeers)
     const a = await spawnPeer()
+    // The long poll the page follows events with: an empty answer after `wait` when nothing comes, else the event at once.
+    const start = await a.client.request<{ events: SwarmEvent[], next: number }>('GET', '/v1/events')
+    t.same((await a.client.request<{ events: SwarmEvent[] }>('GET', `/v1/events?after=${start.next}&wait=1`)).events, [], 'nothing new: an empty page once the wait is over')
+    const waiting = a.client.request<{ events: SwarmEvent[] }>('GET', `/v1/events?after=${start.next}&wait=25`, undefined, { timeoutMs: 40_000 })
     const b = await spawnPeer({ bootstrap: a.addrs })
+    const woken = await waiting
+    t.ok(woken.events.some(e => e.kind === 'membership' && e.member === b.peerId), 'a waiting poll answers with the event that came (the new board)')
+    await t.rejects(a.client.request('GET', '/v1/events?wait=-1'), /wait must be a whole number/, 'a bad wait is refused')
     browser = await launch()
     const page = await browser.newPage()
     const requests = recordRequests(page)
@@ -126,6 +134,9 @@ if (gateOn(t, chromiumMissing)) {
     t.pass('a reload keeps working')
 
     const origin = `http://${a.apiAddress}`
+    const sizes = await Promise.all(['/ui/', '/ui/app.js', '/ui/style.css'].map(async path => (await (await fetch(`${origin}${path}`)).arrayBuffer()).byteLength))
+    const viewBytes = JSON.stringify(await a.client.request('GET', '/v1/dashboard')).length
+    t.comment(`measured: page ${sizes.reduce((x, y) => x + y, 0)} bytes in 3 files (${sizes.join(' + ')}); /v1/dashboard ${viewBytes} bytes with 2 boards, no mission`)
     t.same(requests.filter(u => !u.startsWith(`${origin}/`)), [], 'every request goes to the peer itself (no CDN)')
     t.same(errors, [], 'no script error')
 
@@ -147,6 +158,26 @@ if (gateOn(t, chromiumMissing)) {
     t.pass('a wrong token too')
     await bare.close()
     await wrong.close()
+
+    // What a board reports is text, never markup: an event as a hostile swarm member could word it (the peer's
+    // answer rewritten in the browser, the one stand-in of this test) stays inert.
+    const hostile = await browser.newPage()
+    await hostile.setRequestInterception(true)
+    const text = '<img src=x onerror="window.tandemOwned=1"><script>window.tandemOwned=2</script>'
+    hostile.on('request', request => {
+      if (new URL(request.url()).pathname !== '/v1/events') { void request.continue(); return }
+      const first = new URL(request.url()).searchParams.get('after') === '0'
+      const body = { events: first ? [{ seq: 1, at: Date.now(), board: text, kind: 'other', mission: text, text }] : [], next: 1 }
+      // Later long polls answer after a while, as the peer does when nothing comes.
+      setTimeout(() => { void request.respond({ status: 200, contentType: 'application/json', body: JSON.stringify(body) }) }, first ? 0 : 1000)
+    })
+    await hostile.goto(`${origin}/ui/?token=${a.token}`, { waitUntil: 'load' })
+    await hostile.waitForFunction(() => document.querySelector('#events li') != null, { timeout: 10_000 })
+    const shown = await hostile.$eval('#events li', li => ({ text: li.textContent ?? '', elements: li.querySelectorAll('img, script').length }))
+    t.match(shown.text, /<img src=x onerror=/, 'a hostile event text is shown as text')
+    t.equal(shown.elements, 0, 'and makes no element')
+    t.equal(await hostile.evaluate(() => (window as unknown as { tandemOwned?: number }).tandemOwned), undefined, 'and runs nothing')
+    await hostile.close()
     await page.close()
   })
 
@@ -192,6 +223,7 @@ if (gateOn(t, chromiumMissing)) {
       // The same document after the takeover: a reload would lose this mark.
       await page.evaluate(() => { (window as unknown as { tandemTestMark: number }).tandemTestMark = 1 })
 
+      const cutAt = performance.now()
       await primary.powerCut()
       t.comment(`${primary.name} (primary) lost power; ${backup.name} is the backup`)
       const after = await page.waitForFunction((mission: string, b: string, epoch: number) => {
@@ -201,11 +233,15 @@ if (gateOn(t, chromiumMissing)) {
         return primaryCell?.dataset.peer === b && Number(epochCell?.textContent) > epoch && (row as HTMLElement).dataset.state === 'running'
       }, { timeout: 90_000, polling: 200 }, MISSION, backup.peerId, before.epoch)
       await after.dispose()
+      const shownMs = performance.now() - cutAt
       const row = await missionRow(page, MISSION)
       t.pass(`the page shows ${backup.name} as the new primary at epoch ${row?.epoch} (was ${before.epoch})`)
       await page.waitForFunction((b: string, mission: string) => [...document.querySelectorAll<HTMLElement>('#events li[data-kind="takeover"]')]
-        .some(li => li.dataset.board === b && li.dataset.mission === mission), { timeout: 30_000 }, backup.peerId, MISSION)
+        .some(li => li.dataset.board === b && li.dataset.mission === mission), { timeout: 30_000, polling: 200 }, backup.peerId, MISSION)
+      const eventMs = performance.now() - cutAt
       t.pass('the takeover is in the live event stream')
+      // Figures for the README (not asserted): from the cut to the page showing it.
+      t.comment(`measured: power cut -> page shows the new primary ${Math.round(shownMs)} ms, -> takeover in the event stream ${Math.round(eventMs)} ms`)
       await page.waitForFunction((mission: string) => document.querySelector(`#timeline li[data-kind="takeover"][data-mission="${mission}"]`) != null &&
         document.querySelector('#timeline-chart circle.failover') != null, { timeout: 10_000 }, MISSION)
       t.pass('and on the timeline')
