@@ -114,6 +114,11 @@ if (gateOn(t, chromiumMissing)) {
     t.equal(printed.code, 0, 'tandem ui exits 0')
     const url = printed.stdout.trim()
     t.equal(url, `http://${a.apiAddress}/ui/?token=${a.token}`, 'tandem ui prints the URL with the token from the data dir')
+    t.match((await cli('ui', '--help')).stdout, /usage: tandem ui/, 'tandem ui --help')
+    const noToken = await cli('ui', '--api', a.apiAddress, '--data-dir', '/nonexistent/tandem-ui')
+    t.equal(noToken.code, 2, 'no token to read: a usage error')
+    const json = JSON.parse((await cli('ui', '--api', a.apiAddress, '--data-dir', a.dataDir, '--json')).stdout) as { url: string, reachable: boolean }
+    t.same(json, { url, reachable: true }, '--json')
 
     await page.goto(url, { waitUntil: 'load' })
     await page.waitForFunction((ids: string[]) => ids.every(id => document.querySelector(`#boards tr[data-peer="${id}"][data-state="alive"]`) != null), { timeout: 30_000 }, [a.peerId, b.peerId])
@@ -230,7 +235,7 @@ if (gateOn(t, chromiumMissing)) {
         const row = document.querySelector(`#missions tr[data-mission="${mission}"]`)
         const primaryCell = row?.querySelector<HTMLElement>('[data-field="primary"]')
         const epochCell = row?.querySelector('[data-field="epoch"]')
-        return primaryCell?.dataset.peer === b && Number(epochCell?.textContent) > epoch && (row as HTMLElement).dataset.state === 'running'
+        return primaryCell?.dataset.peer === b && Number(epochCell?.textContent) > epoch
       }, { timeout: 90_000, polling: 200 }, MISSION, backup.peerId, before.epoch)
       await after.dispose()
       const shownMs = performance.now() - cutAt
@@ -247,6 +252,8 @@ if (gateOn(t, chromiumMissing)) {
       t.pass('and on the timeline')
       await page.waitForFunction((p: string) => document.querySelector(`#boards tr[data-peer="${p}"]`)?.getAttribute('data-state') === 'dead', { timeout: 30_000 }, primary.peerId)
       t.pass(`${primary.name} shown dead`)
+      await page.waitForFunction((mission: string) => document.querySelector(`#missions tr[data-mission="${mission}"]`)?.getAttribute('data-state') === 'running', { timeout: 30_000 }, MISSION)
+      t.pass('the mission shown running again')
       t.equal(await page.evaluate(() => (window as unknown as { tandemTestMark?: number }).tandemTestMark), 1, 'without a reload')
       t.same(errors, [], 'no script error')
       await page.close()
