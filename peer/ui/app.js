@@ -41,7 +41,7 @@ function duration (ms) {
   if (ms == null || !Number.isFinite(ms)) return '-'
   if (ms < 1000) return `${Math.round(ms)} ms`
   if (ms < 60_000) return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`
-  if (ms < 3_600_000) return `${Math.floor(ms / 60_000)} min ${Math.round((ms % 60_000) / 1000)} s`
+  if (ms < 3_600_000) { const s = Math.floor((ms % 60_000) / 1000); return `${Math.floor(ms / 60_000)} min${s === 0 ? '' : ` ${s} s`}` }
   return `${Math.floor(ms / 3_600_000)} h ${Math.round((ms % 3_600_000) / 60_000)} min`
 }
 
@@ -68,16 +68,19 @@ function setConnection (state, text = state) {
 // ---- boards and missions -------------------------------------------------------------------------------------------
 const previousRows = new Map()
 
-/** Replaces a table body, flashing the rows whose content changed since the last poll. */
+/**
+ * Replaces a table body, flashing the rows whose `data-sig` (what matters: a state, a primary, an epoch; not the
+ * ages that change every second) changed since the last poll.
+ */
 function fillTable (table, rows) {
   const body = $(table).tBodies[0]
   const before = previousRows.get(table) ?? new Map()
   const now = new Map()
   for (const row of rows) {
     const key = row.dataset.key
-    const text = row.textContent
-    now.set(key, text)
-    if (before.has(key) && before.get(key) !== text) row.classList.add('changed')
+    const sig = row.dataset.sig
+    now.set(key, sig)
+    if (before.has(key) && before.get(key) !== sig) row.classList.add('changed')
   }
   previousRows.set(table, now)
   body.replaceChildren(...rows)
@@ -86,7 +89,7 @@ function fillTable (table, rows) {
 function renderBoards (view) {
   const stateOrder = { alive: 0, suspect: 1, dead: 2 }
   const boards = [...view.boards].sort((a, b) => (stateOrder[a.state] - stateOrder[b.state]) || (b.self - a.self) || a.peerId.localeCompare(b.peerId))
-  fillTable('boards', boards.map(b => el('tr', { dataset: { key: b.peerId, peer: b.peerId, state: b.state } },
+  fillTable('boards', boards.map(b => el('tr', { dataset: { key: b.peerId, sig: `${b.state} ${b.roles.map(r => `${r.role}:${r.mission}`).join(',')}`, peer: b.peerId, state: b.state } },
     el('td', {}, b.board ?? '?', b.self ? el('span', { class: 'muted' }, ' (this peer)') : ''),
     peerCell('peer', b.peerId),
     el('td', { dataset: { field: 'state' }, title: b.reason }, pill(b.state), el('span', { class: 'muted' }, ` ${duration(view.at - b.stateSinceAt)}`)),
@@ -104,7 +107,7 @@ function renderBoards (view) {
 }
 
 function renderMissions (view) {
-  fillTable('missions', view.missions.map(m => el('tr', { dataset: { key: m.name, mission: m.name, state: m.state } },
+  fillTable('missions', view.missions.map(m => el('tr', { dataset: { key: m.name, sig: `${m.state} ${m.primary} ${m.backup} ${m.epoch} ${m.protected}`, mission: m.name, state: m.state } },
     el('td', { dataset: { field: 'name' } }, m.name),
     el('td', { dataset: { field: 'state' }, title: m.reason ?? '' }, pill(m.state), m.reason != null ? el('span', { class: 'muted' }, ` ${m.reason}`) : ''),
     peerCell('primary', m.primary),
