@@ -486,12 +486,14 @@ load_into () {
 }
 
 # ---------- 4. Chromium ----------
+# Its version without "built on ...": a second run's output names nothing it did (test/provision.test.ts).
+chromium_version () { "$CHROMIUM_BINARY" --version 2>/dev/null | sed 's/ built on.*//' || true; }
 ensure_chromium () {
   step "Chromium (headless browser for the dashboard test)"
-  if [ -x "$CHROMIUM_BINARY" ]; then ok "$("$CHROMIUM_BINARY" --version 2>/dev/null || echo "$CHROMIUM_BINARY")"; return 0; fi
+  if [ -x "$CHROMIUM_BINARY" ]; then ok "$(chromium_version) ($CHROMIUM_BINARY)"; return 0; fi
   apt_install chromium
   [ -x "$CHROMIUM_BINARY" ] || die "chromium installed but $CHROMIUM_BINARY is missing"
-  ok "installed $("$CHROMIUM_BINARY" --version 2>/dev/null || echo "$CHROMIUM_BINARY")"
+  ok "installed $(chromium_version) ($CHROMIUM_BINARY)"
 }
 
 # ---------- main ----------
