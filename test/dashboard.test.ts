@@ -1,5 +1,3 @@
-/// <reference lib="dom" />
-/// <reference lib="dom.iterable" />
 // The web dashboard (peer/dashboard.ts, peer/ui/) in headless Chromium (Debian's package, scripts/provision.sh),
 // driven by puppeteer-core. Real peers: two on loopback for the page, the token and the offline assets; then three
 // simulated boards (own peer and Docker daemon each, real CRIU) running a mission: the page opened on the board that
@@ -19,6 +17,22 @@ import type { MissionStatus } from '../peer/missions.ts'
 import type { SwarmEvent } from '../peer/swarm-events.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
+
+// The page's globals, used only in the callbacks that run in the browser (page.evaluate, waitForFunction). The
+// project's lib has no DOM, and a `/// <reference lib="dom" />` would give every file of the program the DOM's
+// globals: the little used here is declared for this file alone.
+interface PageElement {
+  dataset: Record<string, string | undefined>
+  textContent: string | null
+  hidden: boolean
+  getAttribute: (name: string) => string | null
+  hasAttribute: (name: string) => boolean
+  querySelector: (selector: string) => PageElement | null
+  querySelectorAll: (selector: string) => Iterable<PageElement> & { length: number }
+}
+declare const document: Pick<PageElement, 'querySelector' | 'querySelectorAll'>
+declare const window: Record<string, unknown>
+declare const CSS: { escape: (text: string) => string }
 
 async function launch (): Promise<Browser> {
   return await puppeteer.launch({
@@ -52,13 +66,13 @@ async function missionRow (page: Page, name: string): Promise<MissionRow | null>
   return await page.evaluate(mission => {
     const row = document.querySelector(`#missions tr[data-mission="${CSS.escape(mission)}"]`)
     if (row == null) return null
-    const cell = (field: string): HTMLElement | null => row.querySelector(`[data-field="${field}"]`)
+    const cell = (field: string): PageElement | null => row.querySelector(`[data-field="${field}"]`)
     return {
       primary: cell('primary')?.dataset.peer ?? '',
       backup: cell('backup')?.dataset.peer ?? '',
       epoch: Number(cell('epoch')?.textContent),
       protected: cell('protected')?.dataset.value ?? '',
-      state: (row as HTMLElement).dataset.state ?? '',
+      state: row.dataset.state ?? '',
       checkpoint: cell('checkpoint')?.textContent ?? '',
       lag: cell('replication-lag')?.textContent ?? ''
     }
@@ -66,7 +80,7 @@ async function missionRow (page: Page, name: string): Promise<MissionRow | null>
 }
 
 async function boardStates (page: Page): Promise<Record<string, string>> {
-  return await page.evaluate(() => Object.fromEntries([...document.querySelectorAll<HTMLElement>('#boards tr[data-peer]')].map(row => [row.dataset.peer, row.dataset.state])))
+  return await page.evaluate(() => Object.fromEntries([...document.querySelectorAll('#boards tr[data-peer]')].map(row => [row.dataset.peer, row.dataset.state])))
 }
 
 t.test('timeline: one entry per new checkpoint, failover events beside them', async t => {
@@ -131,7 +145,7 @@ if (gateOn(t, chromiumMissing)) {
     t.equal(await page.$eval('#connection', node => node.textContent), 'live')
     await page.waitForFunction(() => document.querySelector('#events li[data-kind="membership"]') != null, { timeout: 10_000 })
     t.pass('the event stream lists the membership change')
-    t.equal(await page.$eval('#no-missions', node => (node as HTMLElement).hidden), false, 'no mission: says so')
+    t.equal(await page.$eval('#no-missions', node => (node as unknown as PageElement).hidden), false, 'no mission: says so')
 
     // A reload keeps the token (sessionStorage), without it in the URL.
     await page.reload({ waitUntil: 'load' })
@@ -181,7 +195,7 @@ if (gateOn(t, chromiumMissing)) {
     const shown = await hostile.$eval('#events li', li => ({ text: li.textContent ?? '', elements: li.querySelectorAll('img, script').length }))
     t.match(shown.text, /<img src=x onerror=/, 'a hostile event text is shown as text')
     t.equal(shown.elements, 0, 'and makes no element')
-    t.equal(await hostile.evaluate(() => (window as unknown as { tandemOwned?: number }).tandemOwned), undefined, 'and runs nothing')
+    t.equal(await hostile.evaluate(() => window.tandemOwned), undefined, 'and runs nothing')
     await hostile.close()
     await page.close()
   })
@@ -226,14 +240,14 @@ if (gateOn(t, chromiumMissing)) {
       await page.waitForFunction(() => document.querySelector('#timeline li[data-kind="checkpoint"]') != null, { timeout: 20_000 })
       t.pass('checkpoints on the timeline')
       // The same document after the takeover: a reload would lose this mark.
-      await page.evaluate(() => { (window as unknown as { tandemTestMark: number }).tandemTestMark = 1 })
+      await page.evaluate(() => { window.tandemTestMark = 1 })
 
       const cutAt = performance.now()
       await primary.powerCut()
       t.comment(`${primary.name} (primary) lost power; ${backup.name} is the backup`)
       const after = await page.waitForFunction((mission: string, b: string, epoch: number) => {
         const row = document.querySelector(`#missions tr[data-mission="${mission}"]`)
-        const primaryCell = row?.querySelector<HTMLElement>('[data-field="primary"]')
+        const primaryCell = row?.querySelector('[data-field="primary"]')
         const epochCell = row?.querySelector('[data-field="epoch"]')
         return primaryCell?.dataset.peer === b && Number(epochCell?.textContent) > epoch
       }, { timeout: 90_000, polling: 200 }, MISSION, backup.peerId, before.epoch)
@@ -241,7 +255,7 @@ if (gateOn(t, chromiumMissing)) {
       const shownMs = performance.now() - cutAt
       const row = await missionRow(page, MISSION)
       t.pass(`the page shows ${backup.name} as the new primary at epoch ${row?.epoch} (was ${before.epoch})`)
-      await page.waitForFunction((b: string, mission: string) => [...document.querySelectorAll<HTMLElement>('#events li[data-kind="takeover"]')]
+      await page.waitForFunction((b: string, mission: string) => [...document.querySelectorAll('#events li[data-kind="takeover"]')]
         .some(li => li.dataset.board === b && li.dataset.mission === mission), { timeout: 30_000, polling: 200 }, backup.peerId, MISSION)
       const eventMs = performance.now() - cutAt
       t.pass('the takeover is in the live event stream')
@@ -254,7 +268,7 @@ if (gateOn(t, chromiumMissing)) {
       t.pass(`${primary.name} shown dead`)
       await page.waitForFunction((mission: string) => document.querySelector(`#missions tr[data-mission="${mission}"]`)?.getAttribute('data-state') === 'running', { timeout: 30_000 }, MISSION)
       t.pass('the mission shown running again')
-      t.equal(await page.evaluate(() => (window as unknown as { tandemTestMark?: number }).tandemTestMark), 1, 'without a reload')
+      t.equal(await page.evaluate(() => window.tandemTestMark), 1, 'without a reload')
       t.same(errors, [], 'no script error')
       await page.close()
     })
