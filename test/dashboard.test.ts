@@ -165,6 +165,8 @@ if (gateOn(t, chromiumMissing)) {
     t.equal(html.headers.get('referrer-policy'), 'no-referrer')
     t.equal((await fetch(`${origin}/ui/..%2Fapi.ts`)).status, 404, 'only the dashboard\'s own files are served')
     t.equal((await fetch(`${origin}/v1/dashboard`)).status, 401, 'the data needs the token')
+    t.equal((await fetch(`${origin}/no-such-route`)).status, 401, 'without the token other paths say nothing of themselves (401, not 404)')
+    t.equal((await fetch(`${origin}/ui/`, { method: 'POST', body: '{}' })).status, 401, 'only GET of the page goes without the token')
 
     // Without a token the page says how to get one.
     const bare = await browser.newPage()
