@@ -21,6 +21,9 @@ export class ApiClient {
     this.#token = token
   }
 
+  /** The bearer token it sends (`tandem ui` puts it in the dashboard's URL). */
+  get token (): string { return this.#token }
+
   /**
    * A client whose token comes from `--data-dir` (file `api-token`) or else TANDEM_API_TOKEN.
    */

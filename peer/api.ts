@@ -23,6 +23,8 @@ export interface ApiResponse {
   body?: unknown
   /** A non-JSON answer (e.g. the Prometheus text format of /metrics): sent as is, with this content type. */
   text?: { contentType: string, content: string }
+  /** Extra response headers (e.g. the dashboard's content security policy). */
+  headers?: Record<string, string>
 }
 
 export type RouteHandler = (request: ApiRequest) => ApiResponse | Promise<ApiResponse>
@@ -36,7 +38,13 @@ export class ApiError extends Error {
   }
 }
 
-interface Route { method: HttpMethod, segments: string[], handler: RouteHandler }
+/**
+ * `public`: served without the token (GET only, no body read): for static files that hold nothing secret, such as
+ * the dashboard's page, which then sends the token with every API call it makes.
+ */
+export interface RouteOptions { public?: boolean }
+
+interface Route { method: HttpMethod, segments: string[], handler: RouteHandler, public: boolean }
 
 const MAX_BODY_BYTES = 1024 * 1024
 /**
@@ -72,12 +80,13 @@ export class ControlApi {
   useToken (token: string): void { this.#token = Buffer.from(token) }
 
   /** Registers a route; `path` may hold `:name` segments, e.g. `/v1/missions/:id`. */
-  route (method: HttpMethod, path: string, handler: RouteHandler): void {
+  route (method: HttpMethod, path: string, handler: RouteHandler, options: RouteOptions = {}): void {
     const segments = path.split('/').filter(Boolean)
+    if (options.public === true && method !== 'GET') throw new Error(`public route ${method} ${path}: only GET may go without the token`)
     if (this.#routes.some(r => r.method === method && r.segments.join('/') === segments.join('/'))) {
       throw new Error(`route ${method} ${path} is already registered`)
     }
-    this.#routes.push({ method, segments, handler })
+    this.#routes.push({ method, segments, handler, public: options.public === true })
   }
 
   /** The bound address (the real port when 0 was asked for). */
@@ -159,18 +168,20 @@ export class ControlApi {
     const abort = new AbortController()
     res.on('close', () => abort.abort())
     try {
-      if (!this.#authorized(req)) throw new ApiError(401, 'missing or wrong API token (see <data-dir>/api-token)')
       const url = new URL(req.url ?? '/', 'http://api')
       const segments = url.pathname.split('/').filter(Boolean)
       const matching = this.#routes.filter(route => route.segments.length === segments.length &&
         route.segments.every((s, i) => s.startsWith(':') || s === segments[i]))
-      if (matching.length === 0) throw new ApiError(404, `no route for ${url.pathname}`)
       const route = matching.find(r => r.method === req.method)
+      // Without the token a caller learns nothing about the routes, except that the public ones exist.
+      if (route?.public !== true && !this.#authorized(req)) throw new ApiError(401, 'missing or wrong API token (see <data-dir>/api-token)')
+      if (matching.length === 0) throw new ApiError(404, `no route for ${url.pathname}`)
       if (route == null) throw new ApiError(405, `${req.method ?? '?'} not allowed on ${url.pathname}`)
       const params: Record<string, string> = {}
       route.segments.forEach((s, i) => { if (s.startsWith(':')) params[s.slice(1)] = decodeURIComponent(segments[i] as string) })
-      const body = await readJsonBody(req)
+      const body = route.public ? undefined : await readJsonBody(req)
       const response = await route.handler({ method: route.method, path: url.pathname, params, query: url.searchParams, body, signal: abort.signal })
+      for (const [name, value] of Object.entries(response.headers ?? {})) res.setHeader(name, value)
       if (response.text != null) sendText(res, response.status ?? 200, response.text.contentType, response.text.content)
       else send(res, response.status ?? 200, response.body ?? {})
     } catch (err) {

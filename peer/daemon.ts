@@ -12,6 +12,7 @@ import { Libp2pProber } from './probe.ts'
 import { HEARTBEAT_TOPIC, HeartbeatExtras, HeartbeatSource, VERDICT_TOPIC, validateHeartbeat, validateVerdict, type Heartbeat, type HeartbeatInfo, type VerdictMessage } from './heartbeat.ts'
 import { BeatLink } from './beats.ts'
 import { ControlApi } from './api.ts'
+import { serveDashboard, type Dashboard } from './dashboard.ts'
 import { StatusRegistry } from './status.ts'
 import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
 import type { LogLine } from './logger.ts'
@@ -120,6 +121,8 @@ export class Peer {
   readonly api: ControlApi
   /** Prometheus metrics served at `GET /metrics`, set from status snapshots (see metrics.ts). */
   readonly metrics: PeerMetrics
+  /** The web dashboard at /ui/ (peer/dashboard.ts). */
+  readonly #dashboard: Dashboard
   #token: string
   readonly #rotateApiToken: boolean
   readonly #log: LogLine
@@ -173,6 +176,7 @@ export class Peer {
       this.metrics.update(await this.statusObject())
       return { text: { contentType: METRICS_CONTENT_TYPE, content: await this.metrics.text() } }
     })
+    this.#dashboard = serveDashboard(this)
   }
 
   #running<T> (value: T | undefined, what: string): T {
@@ -369,6 +373,7 @@ export class Peer {
       this.statusObject().then(status => { this.metrics.update(status) }, () => {})
     }, METRICS_REFRESH_MS)
     this.#cleanups.push(() => { clearInterval(metricsTimer) })
+    this.#cleanups.push(this.#dashboard.start())
     this.#startedAt = Date.now()
   }
 

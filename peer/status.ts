@@ -13,6 +13,12 @@ export class StatusRegistry {
     this.#sections.set(name, provider)
   }
 
+  /** One section alone (undefined when none has that name), e.g. `missions` for the dashboard's sampler. */
+  async section (name: string): Promise<unknown> {
+    const provider = this.#sections.get(name)
+    return provider == null ? undefined : await provider()
+  }
+
   async collect (): Promise<Record<string, unknown>> {
     const result: Record<string, unknown> = {}
     for (const [name, provider] of this.#sections) {

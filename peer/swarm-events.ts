@@ -1,7 +1,8 @@
 // The swarm's events as one journal per peer, served at GET /v1/events (`tandem events`): the mission events every
 // board gossips (elections, takeovers, fencing, checkpoint failures, back-offs: see mission-events.ts), so a board
 // that took no part in a takeover lists it too, and this peer's own membership changes (every board sees a power cut
-// itself). Each entry gets a sequence number on arrival: `?after=SEQ` returns only what came since (for -f).
+// itself). Each entry gets a sequence number on arrival: `?after=SEQ` returns only what came since (for -f);
+// `&wait=SECONDS` (at most 25) holds an empty answer until an event comes, so a follower (the dashboard) sees it at once.
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import type { MembershipChange } from './membership.ts'
@@ -25,6 +26,8 @@ export interface SwarmEvent {
 
 const JOURNAL_LENGTH = 5000
 const MAX_PAGE = 1000
+/** The longest `wait` of GET /v1/events, s. */
+export const MAX_EVENTS_WAIT_S = 25
 
 /**
  * The kind of a mission event, from its wording (the consensus machine words them, consensus/machine.ts): the text
@@ -45,13 +48,26 @@ export function kindOf (text: string): SwarmEventKind {
 
 export class SwarmEventJournal {
   readonly #events: SwarmEvent[] = []
+  readonly #waiters = new Set<() => void>()
   #seq = 0
 
   add (event: Omit<SwarmEvent, 'seq'>): SwarmEvent {
     const entry = { ...event, seq: ++this.#seq }
     this.#events.push(entry)
     if (this.#events.length > JOURNAL_LENGTH) this.#events.splice(0, this.#events.length - JOURNAL_LENGTH)
+    for (const wake of [...this.#waiters]) wake()
     return entry
+  }
+
+  /** Resolves when an event is added, after `ms`, or when `signal` aborts, whichever comes first. */
+  async nextEvent (ms: number, signal?: AbortSignal): Promise<void> {
+    if (signal?.aborted === true) return
+    await new Promise<void>(resolve => {
+      const done = (): void => { clearTimeout(timer); this.#waiters.delete(done); signal?.removeEventListener('abort', done); resolve() }
+      const timer = setTimeout(done, ms)
+      this.#waiters.add(done)
+      signal?.addEventListener('abort', done, { once: true })
+    })
   }
 
   mission (mission: string, event: MissionEvent): void {
@@ -95,7 +111,7 @@ export function serveSwarmEvents (peer: Peer, missionEvents: MissionEventLog): (
   for (const change of peer.membership.history()) journal.membership(self, change)
   const offMembership = peer.membership.on(change => { journal.membership(self, change) })
   const offMissions = missionEvents.onEvent((mission, event) => { journal.mission(mission, event) })
-  peer.api.route('GET', '/v1/events', request => {
+  peer.api.route('GET', '/v1/events', async request => {
     const number = (name: string): number | undefined => {
       const text = request.query.get(name)
       if (text == null) return undefined
@@ -104,7 +120,16 @@ export function serveSwarmEvents (peer: Peer, missionEvents: MissionEventLog): (
       return value
     }
     const mission = request.query.get('mission') ?? undefined
-    return { body: journal.page({ after: number('after'), limit: number('limit'), mission }) }
+    const options = { after: number('after'), limit: number('limit'), mission }
+    const waitS = Math.min(number('wait') ?? 0, MAX_EVENTS_WAIT_S)
+    const deadline = Date.now() + waitS * 1000
+    let page = journal.page(options)
+    // Long poll: an empty page waits for the next event (one of another mission wakes it too: page again).
+    while (page.events.length === 0 && !request.signal.aborted && Date.now() < deadline) {
+      await journal.nextEvent(deadline - Date.now(), request.signal)
+      page = journal.page({ ...options, after: page.next })
+    }
+    return { body: page }
   })
   return () => { offMembership(); offMissions() }
 }

@@ -22,6 +22,7 @@ CONTENT_LABEL=tandem.content
 DAEMON_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 NODE_BINARY="$REPO_ROOT/node_modules/node/bin/node"
+CHROMIUM_BINARY=/usr/bin/chromium
 
 export PATH="$DAEMON_PATH:$PATH"
 export DEBIAN_FRONTEND=noninteractive
@@ -39,6 +40,8 @@ Provisions this host for tandem (as root, Debian/Ubuntu), doing only what is mis
      run by the wrapper $CRIU_WRAPPER; then a real checkpoint + restore of a busybox container.
   3. Local base images, built with no registry: tandem/busybox and tandem/node-base (labelled
      $CONTENT_LABEL=<hash>), saved once into $IMAGE_CACHE_TAR for the simulated boards.
+  4. Chromium from the distribution's packages ($CHROMIUM_BINARY), for the dashboard's test in a
+     headless browser (test/dashboard.test.ts).
 
   --check                 only report; exit 1 if anything is missing
   --load-into DOCKER_HOST load the base images into that daemon (e.g. unix:///run/tb/b1.sock)
@@ -158,6 +161,7 @@ check_all () {
     [ -x "$NODE_BINARY" ] || missing "Node 24 binary $NODE_BINARY" "run 'npm ci' in $REPO_ROOT"
     missing "base images (cannot check without busybox-static, node_modules and Docker)" "run scripts/provision.sh"
   fi
+  if [ -x "$CHROMIUM_BINARY" ]; then ok "chromium ($CHROMIUM_BINARY)"; else missing "chromium (headless browser for the dashboard test)" "run scripts/provision.sh (apt-get install chromium)"; fi
   if [ "$missing_count" -gt 0 ]; then
     printf 'provision --check: %d thing(s) missing (%s)\n' "$missing_count" "$(elapsed)"
     exit 1
@@ -481,6 +485,17 @@ load_into () {
   ok "loaded base images into $host ($(elapsed))"
 }
 
+# ---------- 4. Chromium ----------
+# Its version without "built on ...": a second run's output names nothing it did (test/provision.test.ts).
+chromium_version () { "$CHROMIUM_BINARY" --version 2>/dev/null | sed 's/ built on.*//' || true; }
+ensure_chromium () {
+  step "Chromium (headless browser for the dashboard test)"
+  if [ -x "$CHROMIUM_BINARY" ]; then ok "$(chromium_version) ($CHROMIUM_BINARY)"; return 0; fi
+  apt_install chromium
+  [ -x "$CHROMIUM_BINARY" ] || die "chromium installed but $CHROMIUM_BINARY is missing"
+  ok "installed $(chromium_version) ($CHROMIUM_BINARY)"
+}
+
 # ---------- main ----------
 mode=provision
 load_host=
@@ -510,4 +525,5 @@ start_system_dockerd
 ensure_daemon_finds_criu
 ensure_base_images
 verify_checkpoint_restore
+ensure_chromium
 printf 'provision: host is ready (%s)\n' "$(elapsed)"
