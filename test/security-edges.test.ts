@@ -315,7 +315,8 @@ t.test('a full disk (a real tmpfs filled to ENOSPC) at a state persist: the peer
   const key = await swarmKeyFor(t)
   const disk = await BoardDisk.mount(join(await tempDirFor(t), 'disk'), 64 * 1024 * 1024)
   t.teardown(() => { disk.unmountSync() })
-  const target = await peerFor(t, { swarmKey: key, dataDir: join(disk.path, 'peer') })
+  // An open swarm: the raw node's unsigned announces are taken in (and persisted) instead of dropped as unauthorized.
+  const target = await peerFor(t, { swarmKey: key, dataDir: join(disk.path, 'peer'), openMissions: true })
   const raw = await rawNodeFor(t, key)
   const pubsub = raw.libp2p.services.pubsub
   pubsub.subscribe('tandem/missions/1')
