@@ -11,7 +11,8 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   'operator-key': () => import('./commands/operator-key.ts'),
   mission: () => import('./commands/mission.ts'),
   doctor: () => import('./commands/doctor.ts'),
-  events: () => import('./commands/events.ts')
+  events: () => import('./commands/events.ts'),
+  completion: () => import('./commands/completion.ts')
 }
 
 function usage (): string {
