@@ -154,14 +154,28 @@ export class MissionLogStore {
       const state = this.#missions.get(mission)
       if (pending == null || pending.length === 0 || state == null) return
       this.#pending.delete(mission)
-      const text = `${pending.join('\n')}\n`
       const file = join(dir, `${encodeURIComponent(mission)}.jsonl`)
-      if (state.fileBytes + text.length > MAX_FILE_BYTES) {
-        await rename(file, `${file}.1`).catch(() => {})
-        state.fileBytes = 0
+      // Appended in pieces that fill the file up to the bound; then it becomes the older file (the one before dropped).
+      let piece: string[] = []
+      let pieceBytes = 0
+      const write = async (): Promise<void> => {
+        if (piece.length === 0) return
+        await appendFile(file, piece.join(''))
+        state.fileBytes += pieceBytes
+        piece = []
+        pieceBytes = 0
       }
-      await appendFile(file, text)
-      state.fileBytes += Buffer.byteLength(text)
+      for (const line of pending) {
+        const bytes = Buffer.byteLength(line) + 1
+        if (state.fileBytes + pieceBytes + bytes > MAX_FILE_BYTES) {
+          await write()
+          await rename(file, `${file}.1`).catch(() => {})
+          state.fileBytes = 0
+        }
+        piece.push(`${line}\n`)
+        pieceBytes += bytes
+      }
+      await write()
     }).catch(() => {})
   }
 
