@@ -140,6 +140,6 @@ t.test('peer start takes --rotate-token and --log-format out of the peer\'s flag
   t.same(processFlagsFromArgs(['--log-format=text'], { TANDEM_LOG_FORMAT: 'json' }), { format: 'text', rotateToken: false, rest: [] })
   t.same(processFlagsFromArgs([], { TANDEM_LOG_FORMAT: 'json' }).format, 'json', 'TANDEM_LOG_FORMAT is the default')
   t.throws(() => processFlagsFromArgs(['--log-format', 'xml'], {}), /not one of text, json/)
-  t.equal(peerConfigFromArgs([], { TANDEM_DATA_DIR: '/tmp/somewhere', TANDEM_API: '127.0.0.1:7999' }).dataDir, '/tmp/somewhere', 'TANDEM_DATA_DIR is --data-dir\'s default')
-  t.equal(peerConfigFromArgs([], { TANDEM_DATA_DIR: '/tmp/somewhere', TANDEM_API: '127.0.0.1:7999' }).api.port, 7999, 'TANDEM_API is --api\'s default')
+  t.equal(peerConfigFromArgs(['--insecure-open-missions'], { TANDEM_DATA_DIR: '/tmp/somewhere', TANDEM_API: '127.0.0.1:7999' }).dataDir, '/tmp/somewhere', 'TANDEM_DATA_DIR is --data-dir\'s default')
+  t.equal(peerConfigFromArgs(['--insecure-open-missions'], { TANDEM_DATA_DIR: '/tmp/somewhere', TANDEM_API: '127.0.0.1:7999' }).api.port, 7999, 'TANDEM_API is --api\'s default')
 })
