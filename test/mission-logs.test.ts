@@ -146,7 +146,9 @@ if (gateDockerCriu(t)) {
       const markAt = printed.findIndex(p => p.mark?.container === newContainer)
       return markAt >= 0 && printed.slice(markAt + 1).filter(p => p.text != null).length >= 3 ? printed[markAt] : undefined
     }, 30_000)
-    t.equal(followedMark?.mark?.epoch, after.epoch, `-f marked '--- epoch ${after.epoch}: primary ${followedMark?.mark?.board} ---' and kept printing, no reconnect`)
+    // The restored container carries the epoch of the takeover; a later reconfiguration (a new backup) may have raised it since.
+    const takeoverEpoch = followedMark?.mark?.epoch ?? -1
+    t.ok(takeoverEpoch > before.epoch && takeoverEpoch <= after.epoch, `-f marked '--- epoch ${takeoverEpoch}: primary ${followedMark?.mark?.board} ---' (cut at epoch ${before.epoch}) and kept printing, no reconnect`)
     t.equal(follow.exitCode, null, 'the follower still runs')
     follow.kill('SIGINT')
 
@@ -157,8 +159,9 @@ if (gateDockerCriu(t)) {
     const oldMark = marks.find(m => m.container === oldContainer!.slice(0, 12))
     t.ok(oldMark != null && oldMark.epoch <= before.epoch, `the old container is marked (started under epoch ${oldMark?.epoch}, primary at epoch ${before.epoch} when cut)`)
     const newMark = printed.findIndex(p => p.mark?.container === newContainer)
-    t.ok(newMark > 0, `the takeover is marked at epoch ${after.epoch}`)
-    t.equal(printed[newMark]?.mark?.epoch, after.epoch)
+    t.ok(newMark > 0, 'the takeover is marked')
+    t.equal(printed[newMark]?.mark?.epoch, takeoverEpoch, 'the same epoch as -f printed')
+    t.comment(printed.slice(Math.max(0, newMark - 2), newMark + 3).map(p => p.mark != null ? `--- epoch ${p.mark.epoch}: primary ${p.mark.board} (container ${p.mark.container}) ---` : `${new Date(p.at as number).toISOString()} ${p.text as string}`).join('\n'))
     const oldLines = printed.slice(0, newMark).filter(p => p.text != null)
     const newLines = printed.slice(newMark + 1).filter(p => p.text != null)
     t.ok(oldLines.length >= 5 && newLines.length >= 3, `${oldLines.length} lines of the old container, then ${newLines.length} of the new one`)
@@ -173,6 +176,6 @@ if (gateDockerCriu(t)) {
     const json = await cli(backup, 'mission', 'logs', MISSION, '--json', '--tail', '2')
     const tail = json.stdout.split('\n').filter(Boolean).map(line => JSON.parse(line) as StoredLogEntry)
     t.equal(tail.length, 2, '--tail 2 on the new primary')
-    t.ok(tail.every(l => l.container === newContainer && l.epoch === after.epoch), 'its last lines are the new container\'s')
+    t.ok(tail.every(l => l.container === newContainer && l.epoch === takeoverEpoch), 'its last lines are the new container\'s')
   })
 }
