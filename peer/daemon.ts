@@ -19,7 +19,7 @@ import { apiTokenPath, ConfigError, type PeerConfig } from './config.ts'
 import { DataDirLock, ensureDataDir, loadOrCreateApiToken, loadOrCreateIdentity, newApiToken, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
-import { LONELY_AFTER_MS, lonelyReport } from './lonely.ts'
+import { LONELY_AFTER_MS, lonelyReport, tcpReachable } from './lonely.ts'
 
 export interface PeerStatusEntry {
   peerId: string
@@ -378,9 +378,17 @@ export class Peer {
     const onOpen = (): void => { this.#connectionsOpened++ }
     libp2p.addEventListener('connection:open', onOpen)
     const lonelyAfterMs = Number(process.env.TANDEM_LONELY_AFTER_MS ?? LONELY_AFTER_MS)
-    const lonelyTimer = setTimeout(() => {
+    const lonelyTimer = setTimeout(() => { void (async () => {
+      if (membership.list().length > 0 || this.#state !== 'running') return
+      // A dial that timed out: a port that answers TCP means the handshake hung (another swarm key), not a dead host.
+      const reachable: Record<string, boolean> = {}
+      for (const addr of Object.keys(this.#bootstrapErrors)) {
+        const ok = await tcpReachable(addr)
+        if (ok != null) reachable[addr] = ok
+      }
       if (membership.list().length > 0 || this.#state !== 'running') return
       this.#log(lonelyReport({
+        tcpReachable: reachable,
         swarmKeyFile: config.swarmKeyFile ?? null,
         bootstrap: config.bootstrap,
         bootstrapErrors: this.#bootstrapErrors,
@@ -389,7 +397,7 @@ export class Peer {
         connectionsOpened: this.#connectionsOpened,
         aloneForMs: Date.now() - this.#startedAt
       }), { level: 'warn' })
-    }, lonelyAfterMs)
+    })() }, lonelyAfterMs)
     lonelyTimer.unref()
     this.#cleanups.push(() => { clearTimeout(lonelyTimer); libp2p.removeEventListener('connection:open', onOpen) })
   }

@@ -19,6 +19,8 @@ t.test('the causes the facts point to', async t => {
   t.match(lonelyReport({ ...base, bootstrap: [addr], bootstrapErrors: { [addr]: 'connect ECONNREFUSED 127.0.0.1:9' } }), /nothing listens at \/ip4\/127\.0\.0\.1\/tcp\/9/)
   t.match(lonelyReport({ ...base, swarmKeyFile: '/k', bootstrap: [addr], bootstrapErrors: { [addr]: 'stream reset' } }), /most likely a different swarm key there/)
   t.match(lonelyReport({ ...base, bootstrap: [addr], bootstrapErrors: { [addr]: 'The operation was aborted due to timeout' } }), /does not answer/)
+  t.match(lonelyReport({ ...base, swarmKeyFile: '/k', bootstrap: [addr], bootstrapErrors: { [addr]: 'The operation was aborted due to timeout' }, tcpReachable: { [addr]: true } }),
+    /the TCP port answers; the handshake never completed\): most likely a different swarm key there/, 'a timeout on a port that answers is a hung handshake')
   t.match(lonelyReport(base), /^swarm: no other peer seen for 30 s\. Facts: swarm key none \(an open swarm\); bootstrap none; mDNS off; listening on \/ip4\/127\.0\.0\.1\/tcp\/4001; 0 connections opened since start\./)
 })
 
