@@ -12,7 +12,8 @@ const commands: Record<string, () => Promise<{ command: Command }>> = {
   mission: () => import('./commands/mission.ts'),
   doctor: () => import('./commands/doctor.ts'),
   events: () => import('./commands/events.ts'),
-  ui: () => import('./commands/ui.ts')
+  ui: () => import('./commands/ui.ts'),
+  completion: () => import('./commands/completion.ts')
 }
 
 function usage (): string {

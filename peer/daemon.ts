@@ -20,6 +20,7 @@ import { apiTokenPath, ConfigError, type PeerConfig } from './config.ts'
 import { DataDirLock, ensureDataDir, loadOrCreateApiToken, loadOrCreateIdentity, newApiToken, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
+import { LONELY_AFTER_MS, lonelyReport, tcpReachable } from './lonely.ts'
 
 export interface PeerStatusEntry {
   peerId: string
@@ -144,6 +145,9 @@ export class Peer {
   readonly #directPathLostAt = new Map<string, number>()
   readonly #unconnectedSince = new Map<string, number>()
   readonly #unsubscribedChecks = new Map<string, number>()
+  /** The last error of each bootstrap address's dial, and connections opened since start (for the lonely report). */
+  readonly #bootstrapErrors: Record<string, string> = {}
+  #connectionsOpened = 0
   #startedAt = 0
   #oversizeLoggedAt = 0
   #state: 'new' | 'starting' | 'running' | 'stopping' | 'stopped' = 'new'
@@ -375,6 +379,32 @@ export class Peer {
     this.#cleanups.push(() => { clearInterval(metricsTimer) })
     this.#cleanups.push(this.#dashboard.start())
     this.#startedAt = Date.now()
+    // Alone since start: say once why that may be (peer/lonely.ts).
+    const onOpen = (): void => { this.#connectionsOpened++ }
+    libp2p.addEventListener('connection:open', onOpen)
+    const lonelyAfterMs = Number(process.env.TANDEM_LONELY_AFTER_MS ?? LONELY_AFTER_MS)
+    const lonelyTimer = setTimeout(() => { void (async () => {
+      if (membership.list().length > 0 || this.#state !== 'running') return
+      // A dial that timed out: a port that answers TCP means the handshake hung (another swarm key), not a dead host.
+      const reachable: Record<string, boolean> = {}
+      for (const addr of Object.keys(this.#bootstrapErrors)) {
+        const ok = await tcpReachable(addr)
+        if (ok != null) reachable[addr] = ok
+      }
+      if (membership.list().length > 0 || this.#state !== 'running') return
+      this.#log(lonelyReport({
+        tcpReachable: reachable,
+        swarmKeyFile: config.swarmKeyFile ?? null,
+        bootstrap: config.bootstrap,
+        bootstrapErrors: this.#bootstrapErrors,
+        mdns: config.mdns,
+        listen: this.addrs(),
+        connectionsOpened: this.#connectionsOpened,
+        aloneForMs: Date.now() - this.#startedAt
+      }), { level: 'warn' })
+    })() }, lonelyAfterMs)
+    lonelyTimer.unref()
+    this.#cleanups.push(() => { clearTimeout(lonelyTimer); libp2p.removeEventListener('connection:open', onOpen) })
   }
 
   #raisePriority (niceness: number): void {
@@ -490,6 +520,7 @@ export class Peer {
     if (libp2p == null) return
     for (const addr of this.config.bootstrap) {
       libp2p.dial(multiaddr(addr), { signal: AbortSignal.timeout(5000) }).catch(err => {
+        this.#bootstrapErrors[addr] = errorText(err)
         this.#log(`swarm: bootstrap dial ${addr} failed: ${(err as Error).message}`, { level: 'warn' })
       })
     }
@@ -567,6 +598,16 @@ export class Peer {
       }
     }
   }
+}
+
+/** An error's message with the messages (or codes) of the errors it wraps, which say why a dial failed. */
+function errorText (err: unknown, depth = 0): string {
+  if (err == null || typeof err !== 'object' || depth > 4) return String(err)
+  const e = err as { message?: unknown, code?: unknown, errors?: unknown, cause?: unknown }
+  const parts = [typeof e.message === 'string' && e.message !== '' ? e.message : String(e.code ?? 'error')]
+  if (Array.isArray(e.errors)) for (const inner of e.errors.slice(0, 3)) parts.push(errorText(inner, depth + 1))
+  if (e.cause != null) parts.push(errorText(e.cause, depth + 1))
+  return [...new Set(parts)].join(': ').slice(0, 300)
 }
 
 function round2 (n: number): number { return Math.round(n * 100) / 100 }

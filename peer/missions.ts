@@ -22,6 +22,7 @@ import { Revocations } from './revocations.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
 import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
 import { serveSwarmEvents } from './swarm-events.ts'
+import { MissionLogs } from './mission-logs.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
@@ -271,6 +272,10 @@ export class MissionService {
       this.#cleanups.push(() => { images.stop() })
       peer.status.extend('images', () => images.status())
     }
+    // Mission output kept and gossiped across failovers (`tandem mission logs`, peer/mission-logs.ts).
+    const missionLogs = new MissionLogs({ peer, docker: this.#runtime?.docker, log: this.#log })
+    await missionLogs.start()
+    this.#cleanups.push(async () => { await missionLogs.stop() })
 
     // A block no peer delivers within 5 s on a LAN will not come: the fetch fails and the next checkpoint is tried,
     // instead of the backup falling 30 s behind.

@@ -13,6 +13,7 @@ import { outputFormatOf, render, shortId } from './output.ts'
 import { printable, table } from './terminal.ts'
 import { resolvePeerId } from './peer-ids.ts'
 import { manifestProblems } from './manifest-check.ts'
+import { LOGS_USAGE, runMissionLogs } from './mission-logs.ts'
 
 const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json] [--operator-key FILE]
 
@@ -21,6 +22,7 @@ const USAGE = `usage: tandem mission <subcommand> [--api HOST:PORT] [--data-dir 
   ls                     list the missions the swarm runs
   show NAME              one mission: placement, epoch, checkpoints, replication, recent events
   rm NAME                stop and remove a mission everywhere
+  logs NAME [-f]         the mission's output across failovers and moves, from every board ('logs --help')
   move NAME --to PEER    planned migration: checkpoint, restore on PEER (full id, unique prefix or suffix, or the
                          short form the tables print), stop the source; prints the downtime
   resign NAME            re-sign the deployment with the operator key given (a key rotation; nothing restarts)
@@ -103,6 +105,10 @@ export const command: Command = {
   async run (argv) {
     const [sub, ...rest] = argv
     if (sub == null || sub === '--help' || sub === '-h') { console.log(USAGE); return sub == null ? 2 : 0 }
+    if (sub === 'logs') {
+      if (rest.includes('--help') || rest.includes('-h')) { console.log(LOGS_USAGE); return 0 }
+      return await runMissionLogs(rest)
+    }
     if (rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
     const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' }, 'operator-key': { type: 'string' } }, true)
     if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
