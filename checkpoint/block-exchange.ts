@@ -174,7 +174,9 @@ export class BlockExchange implements BlockSource {
       const read = async (value: unknown): Promise<Uint8Array | null> => {
         const cid = CID.asCID(value)
         if (cid == null) return null
-        try { return await this.backend.get(cid, { offline: true, signal }) } catch { return null }
+        // A block this store lacks is answered as null; past the request's time limit the request fails instead (every
+        // read then failed, and a stalled request was answered 1,024 nulls and counted as served).
+        try { return await this.backend.get(cid, { offline: true, signal }) } catch (err) { if (signal.aborted) throw err; return null }
       }
       // Each reply frame waits for its stream to take it (drain) before the next is read from the store: one
       // stream holds at most about one frame, and the budget bounds the frames of all streams together.
@@ -201,6 +203,7 @@ export class BlockExchange implements BlockSource {
       // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
       let readAhead = 1
       for (let i = 0; i < request.cids.length;) {
+        signal.throwIfAborted()
         const batch = request.cids.slice(i, i + readAhead)
         i += batch.length
         let largest = 1
