@@ -42,6 +42,8 @@ const REQUEST_BYTES = 4 * 1024 * 1024
 /** Requests in flight per fetch. */
 const REQUESTS_IN_FLIGHT = 4
 const READ_BUFFER = 1024 * 1024
+/** Entries of the sealed-chunk cache (~100 bytes each): the pages of a 1 GiB mission. */
+const SEAL_CACHE_ENTRIES = 262_144
 
 export function chunkSizeFor (relativePath: string): number {
   return /^pages-\d+\.img$/.test(basename(relativePath)) ? PAGE_CHUNK_SIZE : FILE_CHUNK_SIZE
@@ -190,6 +192,17 @@ class BlockWriter implements WriteCounters {
     this.seal = seal
   }
 
+  /** A block the store holds already (see SealCache): counted, not written again. */
+  addKnown (cid: CID, byteLength: number): boolean {
+    const key = cid.toString()
+    if (!this.known.has(key)) return false
+    if (this.seen.has(key)) return true
+    this.seen.add(key)
+    this.blocks++
+    this.bytes += byteLength
+    return true
+  }
+
   async add (block: BlockPair): Promise<void> {
     const key = block.cid.toString()
     if (this.seen.has(key)) return
@@ -265,6 +278,8 @@ export class BundleStore {
   readonly keyring = new Map<string, ContentKey>()
   /** The primary's per-mission keys, made anew when a view's members change. */
   readonly missionKeys = new MissionKeys()
+  /** Sealed chunk CIDs by key and plaintext hash (in memory only): unchanged pages are not sealed again. */
+  private readonly sealCache = new Map<string, { cid: CID, bytes: number }>()
 
   constructor (options: BundleStoreOptions) {
     if (options.keep != null && (!Number.isInteger(options.keep) || options.keep < 1)) throw new CheckpointError('keep must be an integer >= 1')
@@ -350,9 +365,19 @@ export class BundleStore {
     let pendingBytes = 0
     let chunking = false
     const emit = async (bytes: Uint8Array): Promise<void> => {
-      const block = await rawBlock(bytes, writer.seal)
+      // A sealed chunk's CID needs the chunk sealed (HMAC, AES-GCM, then SHA-256): for the pages that did not change
+      // since the last checkpoint, the CID is looked up by the plaintext's hash instead.
+      const seal = writer.seal
+      const plainKey = seal != null ? `${seal.idHex}:${createHash('sha256').update(bytes).digest('base64')}` : null
+      const cached = plainKey != null ? this.sealCache.get(plainKey) : undefined
+      if (cached != null && writer.addKnown(cached.cid, cached.bytes)) { chunks.push(cached.cid); return }
+      const block = await rawBlock(bytes, seal)
       await writer.add(block)
       chunks.push(block.cid)
+      if (plainKey != null) {
+        if (this.sealCache.size >= SEAL_CACHE_ENTRIES) this.sealCache.clear()
+        this.sealCache.set(plainKey, { cid: block.cid, bytes: block.bytes.byteLength })
+      }
     }
     for await (const data of source) {
       signal?.throwIfAborted()
