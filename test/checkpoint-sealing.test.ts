@@ -188,6 +188,31 @@ t.test('clear checkpoints (no seal) still work, and a store without identity ref
   await t.rejects(noIdentity.getManifest(sealed.cid), SealError)
 })
 
+t.test('retention collects sealed checkpoints, also in a store reopened with an empty keyring', async t => {
+  const root = await tempDir(t, 'sealing-prune')
+  const id = await identity()
+  const node = await swarmNode(t, join(root, 'n'), id.key)
+  const first = await openSwarmBundleStore(node, { identity: id.seal, keep: 1 })
+  t.teardown(first.stop)
+  const base = { mission: 'rover', epoch: 1, parent: null, arch: 'amd64', criuVersion: '4.1', spec, stats, startedAt: performance.now() }
+  const one = await storeBundle(first.store, { ...base, seq: 1, dirs: await makeDump(join(root, 'd1'), pagesWithSecret()), seal: first.store.missionKeys.keyFor('rover', [id.peerId]) })
+  const two = await storeBundle(first.store, { ...base, seq: 2, dirs: await makeDump(join(root, 'd2'), pagesWithSecret()), seal: first.store.missionKeys.keyFor('rover', [id.peerId]) })
+  const pruned = await first.store.prune('rover', 1)
+  t.same(pruned.pruned.map(p => p.seq), [1], 'the older checkpoint is collected')
+  t.ok(pruned.deletedBlocks > 500, `its sealed blocks are deleted (${pruned.deletedBlocks})`)
+  await t.rejects(first.store.backend.get(one.cid, { offline: true }), 'its root is gone')
+  // A restart: same blocks, same identity, no key in memory.
+  const reopened = new BundleStore({ backend: first.store.backend, identity: id.seal, keep: 1 })
+  const three = await storeBundle(reopened, { ...base, seq: 3, dirs: await makeDump(join(root, 'd3'), pagesWithSecret()), seal: reopened.missionKeys.keyFor('rover', [id.peerId]) })
+  const again = await reopened.prune('rover', 1)
+  t.same(again.pruned.map(p => p.seq), [2], 'the reopened store walks the sealed DAG it did not write in this run')
+  t.ok(again.deletedBlocks > 500, `and deletes its blocks (${again.deletedBlocks})`)
+  const m = await reopened.getManifest(three.cid)
+  await reopened.materializeTree(m.trees.criu, join(root, 'out'), { role: 'criu' })
+  t.ok((await readFile(join(root, 'out/pages-1.img'))).includes(SECRET), 'the retained one is whole')
+  t.ok(two.cid != null)
+})
+
 async function makeDumpAgain (dir: string, like: BundleInput['dirs'], pages: Buffer): Promise<BundleInput['dirs']> {
   const dirs = await makeDump(dir, pages)
   await writeFile(join(dirs.rootfs, 'tmp/notes'), await readFile(join(like.rootfs, 'tmp/notes')))
