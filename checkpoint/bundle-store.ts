@@ -610,6 +610,9 @@ export class BundleStore {
         progress.blocksDone++
       }
       const rootWasLocal = verifyHeld ? await this.holdsIntact(cid) : await this.backend.has(cid)
+      // A sealed root links to its sealed manifest: that block is checked (and fetched again if corrupt) like the rest.
+      const sealedRoot = asSealedRoot(await this.getNode(cid, { signal, providers: options.providers }))
+      if (sealedRoot != null && verifyHeld) await this.holdsIntact(sealedRoot.manifest)
       const manifest = await this.getManifest(cid, { signal, providers: options.providers })
       if (!rootWasLocal) { progress.fetchedBlocks++; progress.fetchedBytes += dagCbor.encode(manifest).byteLength }
       options.accept?.(manifest)
