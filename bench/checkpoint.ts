@@ -1,7 +1,8 @@
 // Checkpoint benchmark: successive CRIU checkpoints of two missions on board A (its own dockerd), stored
 // as chunked bundles and fetched by board B over libp2p; against a full compressed export per checkpoint
 // (what Podman's export ships: tar + zstd of CRIU images, rootfs changes and data).
-//   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS]
+//   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS] [--seal]
+// --seal: checkpoints sealed for the view {A, B} (checkpoint/sealing.ts), as the peer does; without it, clear.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -12,7 +13,8 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { CID } from 'multiformats/cid'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
-import { ContainerRuntime, Checkpointer, openSwarmBundleStore, type BundleStore, type CheckpointManifest, type TakeStats } from '../checkpoint/index.ts'
+import { peerIdFromPrivateKey } from '@libp2p/peer-id'
+import { ContainerRuntime, Checkpointer, SealIdentity, openSwarmBundleStore, type BundleStore, type CheckpointManifest, type TakeStats } from '../checkpoint/index.ts'
 import { buildCounterImage } from '../examples/counter/image.ts'
 import { percentile, writeResults } from './report.ts'
 
@@ -36,6 +38,7 @@ interface Row {
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
+const seal = args.includes('--seal')
 const flag = (name: string, fallback: number): number => {
   const i = args.indexOf(name)
   if (i < 0) return fallback
@@ -90,15 +93,19 @@ async function main (): Promise<void> {
     const boardB = await startBoardDocker({ dir: root, name: 'benchB' })
     boards.push(boardB)
     await loadBaseImages(boardA)
+    const identities: SealIdentity[] = []
     for (const n of ['a', 'b']) {
-      nodes.push(await createSwarmNode({ privateKey: await generateKeyPair('Ed25519'), dataDir: join(root, `node-${n}`), listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false }))
+      const privateKey = await generateKeyPair('Ed25519')
+      identities.push(SealIdentity.fromPrivateKey(peerIdFromPrivateKey(privateKey).toString(), privateKey))
+      nodes.push(await createSwarmNode({ privateKey, dataDir: join(root, `node-${n}`), listen: ['/ip4/127.0.0.1/tcp/0'], bootstrap: [], mdns: false }))
     }
     const [nodeA, nodeB] = nodes as [SwarmNode, SwarmNode]
     const addr = nodeA.libp2p.getMultiaddrs()[0]
     if (addr == null) throw new Error('node A has no listen address')
     await nodeB.libp2p.dial(addr)
-    const swarmA = await openSwarmBundleStore(nodeA, { keep: 3 })
-    const swarmB = await openSwarmBundleStore(nodeB, { keep: 3 })
+    const swarmA = await openSwarmBundleStore(nodeA, { keep: 3, identity: identities[0] })
+    const swarmB = await openSwarmBundleStore(nodeB, { keep: 3, identity: identities[1] })
+    const sealFor = seal ? identities.map(i => i.peerId) : undefined
     stops.push(swarmA.stop, swarmB.stop)
     const runtimeA = new ContainerRuntime({ dockerHost: boardA.dockerHost, execRoot: boardA.execRoot, stateDir: join(root, 'stateA') })
     const runtimeB = new ContainerRuntime({ dockerHost: boardB.dockerHost, execRoot: boardB.execRoot, stateDir: join(root, 'stateB') })
@@ -131,7 +138,7 @@ async function main (): Promise<void> {
       for (let seq = 1; seq <= count; seq++) {
         const cycleStart = performance.now()
         t0 = performance.now()
-        const taken = await ckA.take(id, { mission: m.mission, epoch: 1, seq, parent })
+        const taken = await ckA.take(id, { mission: m.mission, epoch: 1, seq, parent, sealFor })
         const checkpointWallMs = performance.now() - t0
         const fetched = await ckB.fetch(taken.cid, { providers })
         const exportBytes = await exportZstdBytes(await materialize(swarmB.store, taken.manifest, join(root, 'export')))
@@ -200,7 +207,7 @@ async function main (): Promise<void> {
       }
     })
 
-    console.log(`\ncheckpoint bench: ${count} checkpoints per mission, ${intervalMs} ms apart; board A -> board B over libp2p (loopback)`)
+    console.log(`\ncheckpoint bench${seal ? ' (sealed for the view {A, B})' : ' (clear)'}: ${count} checkpoints per mission, ${intervalMs} ms apart; board A -> board B over libp2p (loopback)`)
     console.log(`image ${imageId.slice(7, 19)} stored in ${imageStoreMs.toFixed(0)} ms (root ${imageCid.toString().slice(0, 16)}...), loaded on the other board in ${imageFetch.ms.toFixed(0)} ms (${mb(imageFetch.bytes)} MB fetched: the layers its Docker lacked)\n`)
     const header = ['mission', 'CRIU frozen ms (med/p95)', 'paused ms', 'ckpt wall ms (med/p95)', 'bundle MB', 'new MB/ckpt', 'fetch ms (med/p95)', 'fetched MB/ckpt', 'export tar+zstd MB/ckpt', 'restore ms']
     const table = summary.map(s => [
@@ -222,7 +229,7 @@ async function main (): Promise<void> {
     for (const r of table) console.log(line(r))
 
     const file = await writeResults('checkpoint', {
-      bench: 'checkpoint', quick, count, intervalMs, at: new Date().toISOString(),
+      bench: 'checkpoint', quick, seal, count, intervalMs, at: new Date().toISOString(),
       host: { arch: runtimeA.info.arch, docker: runtimeA.info.serverVersion },
       image: { imageStoreMs, firstFetch: imageFetch },
       summary, restores, rows

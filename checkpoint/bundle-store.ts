@@ -21,6 +21,7 @@ import { StorageError } from './storage-health.ts'
 import { SharedExclusiveLock } from './lock.ts'
 import { BATCH_SIZE, type BlockSource } from './block-exchange.ts'
 import { readTar, readSmall, drain, tarFileHeader, tarPadding, TAR_END } from './tar.ts'
+import { ContentKey, MissionKeys, SealError, asEnvelope, isSealed, sealedKeyId, type KeyEnvelope, type SealIdentity } from './sealing.ts'
 import { beneath, checkTreeEntries, existingBeneath, openDirNoFollow, openNoFollow, type SetIdEntry, type TreeRole } from './tree-safety.ts'
 
 /** CRIU page images are chunked at the page size, aligned to the file start: unchanged pages keep their CID. */
@@ -41,6 +42,8 @@ const REQUEST_BYTES = 4 * 1024 * 1024
 /** Requests in flight per fetch. */
 const REQUESTS_IN_FLIGHT = 4
 const READ_BUFFER = 1024 * 1024
+/** Entries of the sealed-chunk cache (~100 bytes each): the pages of a 1 GiB mission. */
+const SEAL_CACHE_ENTRIES = 262_144
 
 export function chunkSizeFor (relativePath: string): number {
   return /^pages-\d+\.img$/.test(basename(relativePath)) ? PAGE_CHUNK_SIZE : FILE_CHUNK_SIZE
@@ -60,8 +63,9 @@ export interface StoredTree extends WriteCounters { cid: CID, files: number, fil
 
 export interface BundleWriter {
   putTree: (dir: string) => Promise<StoredTree>
-  putStream: (source: AsyncIterable<Uint8Array>, chunkSize: number) => Promise<Pick<FileEntry, 'size' | 'inline' | 'chunkSize' | 'lists'>>
-  putNode: (value: unknown) => Promise<CID>
+  putStream: (source: AsyncIterable<Uint8Array>, chunkSize: number) => Promise<Pick<FileEntry, 'size' | 'inline' | 'chunkSize' | 'lists' | 'sealedWith'>>
+  /** Sealed under the write's key, if any, unless `clear`. */
+  putNode: (value: unknown, options?: { clear?: boolean }) => Promise<CID>
   /** Writes buffered blocks now (they are also written when `write` returns). */
   flush: () => Promise<void>
   /**
@@ -134,6 +138,8 @@ export interface BundleStoreOptions {
    * last `keep`: its takeover found a block gone, 494 ticks were lost.)
    */
   pinned?: () => Iterable<string>
+  /** This board's identity: opens the keys of sealed checkpoints wrapped for it. */
+  identity?: SealIdentity
 }
 
 const MISSION_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/
@@ -141,13 +147,27 @@ export function assertMissionName (mission: string): void {
   if (!MISSION_NAME.test(mission)) throw new CheckpointError(`invalid mission name ${JSON.stringify(mission)}: use letters, digits, '.', '_' or '-'`)
 }
 
-export async function encodeNode (value: unknown): Promise<BlockPair> {
-  const bytes = dagCbor.encode(value)
+/** A dag-cbor node; sealed under `seal` when given (its CID keeps the dag-cbor code and hashes the sealed bytes). */
+export async function encodeNode (value: unknown, seal?: ContentKey | null): Promise<BlockPair> {
+  const plain = dagCbor.encode(value)
+  const bytes = seal != null ? seal.seal(plain) : plain
   return { cid: CID.createV1(dagCbor.code, await sha256.digest(bytes)), bytes }
 }
 
-async function rawBlock (bytes: Uint8Array): Promise<BlockPair> {
+async function rawBlock (plain: Uint8Array, seal?: ContentKey | null): Promise<BlockPair> {
+  const bytes = seal != null ? seal.seal(plain) : plain
   return { cid: CID.createV1(raw.code, await sha256.digest(bytes)), bytes }
+}
+
+/** The clear root of a sealed checkpoint: the content key wrapped for the view, and the sealed manifest. */
+export const SEALED_CHECKPOINT_FORMAT = 'tandem/sealed-checkpoint/1'
+export interface SealedRoot { format: typeof SEALED_CHECKPOINT_FORMAT, keys: KeyEnvelope, manifest: CID }
+
+function asSealedRoot (v: unknown): SealedRoot | null {
+  if (v == null || typeof v !== 'object' || (v as { format?: unknown }).format !== SEALED_CHECKPOINT_FORMAT) return null
+  const o = v as Partial<SealedRoot>
+  if (CID.asCID(o.manifest) == null) throw new BundleFormatError('sealed checkpoint root without a manifest link')
+  return { format: SEALED_CHECKPOINT_FORMAT, keys: asEnvelope(o.keys), manifest: CID.asCID(o.manifest) as CID }
 }
 
 /** Batches blocks into the backend and counts which of them are new to it. */
@@ -162,11 +182,25 @@ class BlockWriter implements WriteCounters {
   private readonly backend: BundleBackend
   private readonly signal: AbortSignal | undefined
   private readonly known: Set<string>
+  /** Key every block of this write is sealed under (null: clear). */
+  readonly seal: ContentKey | null
 
-  constructor (backend: BundleBackend, signal: AbortSignal | undefined, known: Set<string>) {
+  constructor (backend: BundleBackend, signal: AbortSignal | undefined, known: Set<string>, seal: ContentKey | null = null) {
     this.backend = backend
     this.signal = signal
     this.known = known
+    this.seal = seal
+  }
+
+  /** A block the store holds already (see SealCache): counted, not written again. */
+  addKnown (cid: CID, byteLength: number): boolean {
+    const key = cid.toString()
+    if (!this.known.has(key)) return false
+    if (this.seen.has(key)) return true
+    this.seen.add(key)
+    this.blocks++
+    this.bytes += byteLength
+    return true
   }
 
   async add (block: BlockPair): Promise<void> {
@@ -238,6 +272,14 @@ export class BundleStore {
   private collecting: Promise<void> = Promise.resolve()
   private readonly exchange: BlockSource | undefined
   private readonly pinned: () => Iterable<string>
+  /** Opens the envelopes of sealed checkpoints wrapped for this board (none: it reads only clear ones). */
+  readonly identity: SealIdentity | null
+  /** Content keys this store may open blocks with, by id (hex): made here, or unwrapped from an envelope. */
+  readonly keyring = new Map<string, ContentKey>()
+  /** The primary's per-mission keys, made anew when a view's members change. */
+  readonly missionKeys = new MissionKeys()
+  /** Sealed chunk CIDs by key and plaintext hash (in memory only): unchanged pages are not sealed again. */
+  private readonly sealCache = new Map<string, { cid: CID, bytes: number }>()
 
   constructor (options: BundleStoreOptions) {
     if (options.keep != null && (!Number.isInteger(options.keep) || options.keep < 1)) throw new CheckpointError('keep must be an integer >= 1')
@@ -247,18 +289,23 @@ export class BundleStore {
     this.blockTimeoutMs = options.blockTimeoutMs ?? 30_000
     this.exchange = options.exchange
     this.pinned = options.pinned ?? (() => [])
+    this.identity = options.identity ?? null
   }
 
   // ---- writing -------------------------------------------------------------------------------------------
 
-  /** Runs `fn` with a writer; blocks it adds stay safe from pruning until `fn` resolves. */
-  async write<T> (fn: (w: BundleWriter) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  /**
+   * Runs `fn` with a writer; blocks it adds stay safe from pruning until `fn` resolves. With `seal`, every block
+   * the writer makes is sealed under that key (nodes given `clear` excepted).
+   */
+  async write<T> (fn: (w: BundleWriter) => Promise<T>, signal?: AbortSignal, seal?: ContentKey): Promise<T> {
+    if (seal != null) this.keyring.set(seal.idHex, seal)
     return await this.lock.withShared(async () => {
-      const writer = new BlockWriter(this.backend, signal, this.known)
+      const writer = new BlockWriter(this.backend, signal, this.known, seal ?? null)
       const result = await fn({
         putTree: async (dir) => await this.storeTree(dir, writer, signal),
         putStream: async (source, chunkSize) => await this.storeStream(source, chunkSize, writer, signal),
-        putNode: async (value) => { const b = await encodeNode(value); await writer.add(b); return b.cid },
+        putNode: async (value, options) => { const b = await encodeNode(value, options?.clear === true ? null : writer.seal); await writer.add(b); return b.cid },
         flush: async () => { await writer.flush() },
         record: async (cid, manifest) => { await this.record(cid, manifest) },
         counters: writer
@@ -290,13 +337,13 @@ export class BundleStore {
     }
     const parts: CID[] = []
     for (let i = 0; i < entries.length; i += PART_ENTRIES) {
-      const part = await encodeNode({ entries: entries.slice(i, i + PART_ENTRIES) })
+      const part = await encodeNode({ entries: entries.slice(i, i + PART_ENTRIES) }, writer.seal)
       await writer.add(part)
       parts.push(part.cid)
     }
     const files = entries.filter(e => e.kind === 'file').length
     const node: TreeNode = { parts, files, bytes: fileBytes }
-    const root = await encodeNode(node)
+    const root = await encodeNode(node, writer.seal)
     await writer.add(root)
     const after = snapshot(writer)
     return {
@@ -311,16 +358,26 @@ export class BundleStore {
   }
 
   /** Chunks a byte stream at fixed offsets; small content is inlined. */
-  private async storeStream (source: AsyncIterable<Uint8Array>, chunkSize: number, writer: BlockWriter, signal?: AbortSignal): Promise<Pick<FileEntry, 'size' | 'inline' | 'chunkSize' | 'lists'>> {
+  private async storeStream (source: AsyncIterable<Uint8Array>, chunkSize: number, writer: BlockWriter, signal?: AbortSignal): Promise<Pick<FileEntry, 'size' | 'inline' | 'chunkSize' | 'lists' | 'sealedWith'>> {
     const chunks: CID[] = []
     let size = 0
     let pending: Uint8Array[] = []
     let pendingBytes = 0
     let chunking = false
     const emit = async (bytes: Uint8Array): Promise<void> => {
-      const block = await rawBlock(bytes)
+      // A sealed chunk's CID needs the chunk sealed (HMAC, AES-GCM, then SHA-256): for the pages that did not change
+      // since the last checkpoint, the CID is looked up by the plaintext's hash instead.
+      const seal = writer.seal
+      const plainKey = seal != null ? `${seal.idHex}:${createHash('sha256').update(bytes).digest('base64')}` : null
+      const cached = plainKey != null ? this.sealCache.get(plainKey) : undefined
+      if (cached != null && writer.addKnown(cached.cid, cached.bytes)) { chunks.push(cached.cid); return }
+      const block = await rawBlock(bytes, seal)
       await writer.add(block)
       chunks.push(block.cid)
+      if (plainKey != null) {
+        if (this.sealCache.size >= SEAL_CACHE_ENTRIES) this.sealCache.clear()
+        this.sealCache.set(plainKey, { cid: block.cid, bytes: block.bytes.byteLength })
+      }
     }
     for await (const data of source) {
       signal?.throwIfAborted()
@@ -341,11 +398,11 @@ export class BundleStore {
     if (pendingBytes > 0) await emit(new Uint8Array(Buffer.concat(pending)))
     const lists: CID[] = []
     for (let i = 0; i < chunks.length; i += LIST_FANOUT) {
-      const list = await encodeNode({ chunks: chunks.slice(i, i + LIST_FANOUT) })
+      const list = await encodeNode({ chunks: chunks.slice(i, i + LIST_FANOUT) }, writer.seal)
       await writer.add(list)
       lists.push(list.cid)
     }
-    return { size, inline: null, chunkSize, lists }
+    return { size, inline: null, chunkSize, lists, ...(writer.seal != null ? { sealedWith: writer.seal.id } : {}) }
   }
 
   /**
@@ -481,12 +538,54 @@ export class BundleStore {
 
   async getNode (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<unknown> {
     if (cid.code !== dagCbor.code) throw new BundleFormatError(`${cid.toString()}: expected a dag-cbor node`)
-    const bytes = await this.getBlock(cid, options)
-    try { return dagCbor.decode(bytes) } catch (err: any) { throw new BundleFormatError(`${cid.toString()}: undecodable dag-cbor (${err.message})`) }
+    return this.decodeNode(cid, await this.getBlock(cid, options))
   }
 
+  /** A node's value; a sealed node is opened with the keyring's key (a SealError without it). */
+  private decodeNode (cid: CID, bytes: Uint8Array): unknown {
+    const plain = isSealed(bytes) ? this.keyOf(sealedKeyId(bytes), cid).open(bytes) : bytes
+    try { return dagCbor.decode(plain) } catch (err: any) { throw new BundleFormatError(`${cid.toString()}: undecodable dag-cbor (${err.message})`) }
+  }
+
+  private keyOf (id: string, cid?: CID): ContentKey {
+    const key = this.keyring.get(id)
+    if (key == null) throw new SealError(`${cid?.toString() ?? 'block'} is sealed with key ${id}, which this board does not hold (it was not among the checkpoint's recipients)`)
+    return key
+  }
+
+  /** Opens a sealed checkpoint root's envelope with this board's identity and keeps its key. */
+  private openEnvelope (envelope: KeyEnvelope): ContentKey {
+    const id = Buffer.from(envelope.key).toString('hex')
+    const held = this.keyring.get(id)
+    if (held != null) return held
+    if (this.identity == null) throw new SealError(`checkpoint of ${envelope.mission} is sealed and this store has no identity to open it`)
+    const key = this.identity.open(envelope)
+    this.keyring.set(key.idHex, key)
+    return key
+  }
+
+  /** A chunk's plaintext: opened when its file was sealed. */
+  private openChunk (entry: FileEntry, bytes: Uint8Array): Uint8Array {
+    if (entry.sealedWith == null) return bytes
+    const id = Buffer.from(entry.sealedWith).toString('hex')
+    if (!isSealed(bytes) || sealedKeyId(bytes) !== id) throw new SealError(`${entry.path}: a chunk is not sealed with the file's key ${id}`)
+    return this.keyOf(id).open(bytes)
+  }
+
+  /** The manifest of a checkpoint; a sealed one is opened (NotARecipientError when this board is not a recipient). */
   async getManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<CheckpointManifest> {
-    return asManifest(await this.getNode(cid, options), cid)
+    const node = await this.getNode(cid, options)
+    const sealed = asSealedRoot(node)
+    if (sealed == null) return asManifest(node, cid)
+    this.openEnvelope(sealed.keys)
+    const manifest = asManifest(await this.getNode(sealed.manifest, options), sealed.manifest)
+    if (manifest.mission !== sealed.keys.mission) throw new BundleFormatError(`${cid.toString()}: envelope of ${sealed.keys.mission} around a manifest of ${manifest.mission}`)
+    return manifest
+  }
+
+  /** The key envelope of a sealed checkpoint (who may read it), or null for a clear one. */
+  async envelopeOf (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<KeyEnvelope | null> {
+    return asSealedRoot(await this.getNode(cid, options))?.keys ?? null
   }
 
   async getImageManifest (cid: CID, options: { signal?: AbortSignal, offline?: boolean, providers?: string[] } = {}): Promise<ImageManifest> {
@@ -511,6 +610,9 @@ export class BundleStore {
         progress.blocksDone++
       }
       const rootWasLocal = verifyHeld ? await this.holdsIntact(cid) : await this.backend.has(cid)
+      // A sealed root links to its sealed manifest: that block is checked (and fetched again if corrupt) like the rest.
+      const sealedRoot = asSealedRoot(await this.getNode(cid, { signal, providers: options.providers }))
+      if (sealedRoot != null && verifyHeld) await this.holdsIntact(sealedRoot.manifest)
       const manifest = await this.getManifest(cid, { signal, providers: options.providers })
       if (!rootWasLocal) { progress.fetchedBlocks++; progress.fetchedBytes += dagCbor.encode(manifest).byteLength }
       options.accept?.(manifest)
@@ -697,7 +799,7 @@ export class BundleStore {
       const list = asChunkList(await this.getNode(l, { ...options, offline: true }), l)
       // Read ahead a few chunks: level reads are cheap but sequential awaits are not.
       for (let i = 0; i < list.chunks.length; i += 64) {
-        const blocks = await Promise.all(list.chunks.slice(i, i + 64).map(async c => await this.getBlock(c, { ...options, offline: true })))
+        const blocks = await Promise.all(list.chunks.slice(i, i + 64).map(async c => this.openChunk(entry, await this.getBlock(c, { ...options, offline: true }))))
         for (const b of blocks) { size += b.byteLength; yield b }
       }
     }
@@ -835,7 +937,7 @@ export class BundleStore {
           const { bytesRead } = await fh.read(buf, 0, buf.byteLength, index * e.chunkSize)
           for (let k = 0; k < batch.length; k++) {
             const chunk = buf.subarray(k * e.chunkSize, Math.min(bytesRead, (k + 1) * e.chunkSize))
-            if (!(await verifies(batch[k] as CID, chunk))) return `chunk ${index + k} (at byte ${(index + k) * e.chunkSize}) does not match its digest`
+            if (!(await verifies(batch[k] as CID, e.sealedWith != null ? this.keyOf(Buffer.from(e.sealedWith).toString('hex')).seal(chunk) : chunk))) return `chunk ${index + k} (at byte ${(index + k) * e.chunkSize}) does not match its digest`
           }
           index += batch.length
         }
@@ -895,7 +997,7 @@ export class BundleStore {
         const changed = chunks.map((c, i) => ({ c, at: first + i })).filter(({ c }, i) => oldChunks[i]?.equals(c) !== true)
         for (let i = 0; i < changed.length; i += 64) {
           const batch = changed.slice(i, i + 64)
-          const blocks = await Promise.all(batch.map(async ({ c }) => await this.getBlock(c, { signal, offline: true })))
+          const blocks = await Promise.all(batch.map(async ({ c }) => this.openChunk(e, await this.getBlock(c, { signal, offline: true }))))
           for (let k = 0; k < batch.length; k++) {
             const block = blocks[k] as Uint8Array
             await fh.write(block, 0, block.byteLength, (batch[k] as { at: number }).at * e.chunkSize)
@@ -1004,7 +1106,8 @@ export class BundleStore {
       if (into.has(key)) continue
       if (cid.code !== dagCbor.code) { into.add(key); continue }
       let node: unknown
-      try { node = dagCbor.decode(await this.backend.get(cid, { offline: true })) } catch { complete = false; continue }
+      try { node = this.decodeNode(cid, await this.backend.get(cid, { offline: true })) } catch { complete = false; continue }
+      try { const sealed = asSealedRoot(node); if (sealed != null) this.openEnvelope(sealed.keys) } catch {}
       into.add(key)
       forEachLink(node, c => stack.push(c))
     }

@@ -1,7 +1,8 @@
 // Assembling a checkpoint bundle from directories on disk (no Docker here: the Checkpointer produces the dirs).
 import type { CID } from 'multiformats/cid'
 import type { BundleStore } from './bundle-store.ts'
-import { assertMissionName } from './bundle-store.ts'
+import { assertMissionName, SEALED_CHECKPOINT_FORMAT } from './bundle-store.ts'
+import type { ContentKey, KeyEnvelope } from './sealing.ts'
 import { CHECKPOINT_FORMAT, type CheckpointManifest, type CheckpointStats, type ContainerSpecRecord } from './format.ts'
 import { CheckpointError } from './errors.ts'
 
@@ -19,6 +20,11 @@ export interface BundleInput {
   /** Start of the checkpoint (performance.now()), to report total wall time. */
   startedAt: number
   signal?: AbortSignal
+  /**
+   * Seal every block under `key`; the checkpoint's root is then a clear node holding `envelope` (the key wrapped for
+   * the view's members) and a link to the sealed manifest.
+   */
+  seal?: { key: ContentKey, envelope: KeyEnvelope }
 }
 
 export async function storeBundle (store: BundleStore, input: BundleInput): Promise<{ cid: CID, manifest: CheckpointManifest }> {
@@ -58,9 +64,10 @@ export async function storeBundle (store: BundleStore, input: BundleInput): Prom
     manifest.sizes.newBlocks = c.newBlocks + 1
     manifest.sizes.newBytes = c.newBytes
     manifest.stats.totalWallMs = Math.round(performance.now() - input.startedAt)
-    const cid = await w.putNode(manifest)
+    let cid = await w.putNode(manifest)
+    if (input.seal != null) cid = await w.putNode({ format: SEALED_CHECKPOINT_FORMAT, keys: input.seal.envelope, manifest: cid }, { clear: true })
     await w.flush()
     await w.record(cid, manifest)
     return { cid, manifest }
-  }, input.signal)
+  }, input.signal, input.seal?.key)
 }

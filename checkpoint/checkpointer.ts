@@ -24,6 +24,11 @@ export interface TakeOptions {
   /** CID of the mission's previous checkpoint (recorded in the manifest). */
   parent?: CID | null
   signal?: AbortSignal
+  /**
+   * Peer ids of the mission's view (this board included): the checkpoint is sealed for them alone, under the
+   * mission's content key, made anew when they change (see sealing.ts). Absent: stored in the clear.
+   */
+  sealFor?: string[]
 }
 
 export interface TakeStats extends CheckpointStats {
@@ -349,7 +354,8 @@ export class Checkpointer {
         },
         dirs,
         startedAt: started,
-        signal
+        signal,
+        seal: options.sealFor != null ? this.store.missionKeys.keyFor(options.mission, options.sealFor) : undefined
       })
       const storeMs = performance.now() - storeStart
       this.store.collectInBackground(manifest.mission)

@@ -25,6 +25,8 @@ export interface FileEntry extends Ownership {
   chunkSize: number
   /** ChunkList nodes, in file order. */
   lists: CID[]
+  /** Id of the content key the chunks are sealed with (see sealing.ts); absent: clear chunks. */
+  sealedWith?: Uint8Array
 }
 export interface DirEntry extends Ownership { kind: 'dir', path: string, mode: number }
 export interface SymlinkEntry extends Ownership { kind: 'symlink', path: string, target: string }
@@ -192,6 +194,7 @@ function checkEntry (e: unknown, cid: CID): void {
       if (!isNat(e.mode) || !isNat(e.size) || !isNat(e.chunkSize) || !isCidArray(e.lists) ||
         !(e.inline === null || e.inline instanceof Uint8Array)) fail('file entry', cid)
       if (e.inline !== null && (e.inline as Uint8Array).byteLength !== e.size) fail('file entry (inline size)', cid)
+      if (e.sealedWith !== undefined && !(e.sealedWith instanceof Uint8Array && e.sealedWith.byteLength === 8)) fail('file entry (sealedWith)', cid)
       return
     case 'dir': if (!isNat(e.mode)) fail('dir entry', cid); return
     case 'symlink': if (!isStr(e.target)) fail('symlink entry', cid); return

@@ -3,6 +3,7 @@ import { readFile } from 'node:fs/promises'
 import { getPriority, loadavg, setPriority } from 'node:os'
 import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
+import { SealIdentity } from '../checkpoint/sealing.ts'
 import type { PeerId, PeerInfo } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from './node.ts'
 import { pnetCipherMemory } from './pnet-cipher-fix.ts'
@@ -130,6 +131,7 @@ export class Peer {
   readonly #onIdentity: ((peerId: string) => void) | undefined
   readonly #lock: DataDirLock
   #node: SwarmNode | undefined
+  #sealIdentity: SealIdentity | undefined
   #gossip: Gossip | undefined
   #membership: Membership | undefined
   #prober: Libp2pProber | undefined
@@ -189,6 +191,8 @@ export class Peer {
   }
 
   get node (): SwarmNode { return this.#running(this.#node, 'node') }
+  /** This board's identity as checkpoint sealing uses it (X25519 from its Ed25519 key): opens keys wrapped for it. */
+  get sealIdentity (): SealIdentity { return this.#running(this.#sealIdentity, 'seal identity') }
   get gossip (): Gossip { return this.#running(this.#gossip, 'gossip') }
   get membership (): Membership { return this.#running(this.#membership, 'membership') }
   get board (): BoardProfile { return this.#running(this.#board, 'board') }
@@ -227,6 +231,7 @@ export class Peer {
     this.#cleanups.push(async () => { await this.#lock.release() })
     const privateKey = await loadOrCreateIdentity(config.dataDir)
     this.#onIdentity?.(peerIdFromPrivateKey(privateKey).toString())
+    this.#sealIdentity = SealIdentity.fromPrivateKey(peerIdFromPrivateKey(privateKey).toString(), privateKey)
 
     const capabilities = new CapabilityProbe({ dockerHost: config.dockerHost })
     this.#capabilities = capabilities

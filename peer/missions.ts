@@ -282,6 +282,8 @@ export class MissionService {
     const { store, stop: stopStore } = await openSwarmBundleStore(peer.node, {
       keep: this.#options.keepCheckpoints,
       blockTimeoutMs: 5000,
+      // Checkpoints are sealed for their mission's view; this opens the keys wrapped for this board.
+      identity: peer.sealIdentity,
       // What this board holds (and may restore) and what it restores now are never collected.
       pinned: () => [
         ...(this.#machine?.view(Date.now()).flatMap(v => v.held != null ? [v.held.cid] : []) ?? []),
@@ -715,7 +717,10 @@ export class MissionService {
           const parent = this.machine.view(Date.now()).find(v => v.name === action.mission)?.held?.cid
           const takeStart = performance.now()
           const takeStartWall = Date.now()
-          const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal })
+          // Sealed for the view of this epoch: a board outside it (or that left it) cannot read the checkpoint.
+          const members = this.machine.view(Date.now()).find(v => v.name === action.mission)?.view ?? []
+          const sealFor = [...new Set([...members, this.#peer.peerId])]
+          const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal, sealFor })
           const intervalMs = this.machine.view(Date.now()).find(v => v.name === action.mission)?.spec.checkpointIntervalMs ?? Infinity
           const tookMs = performance.now() - takeStart
           if (tookMs > intervalMs && !this.#overrunWarned.has(action.mission)) {

@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { existsSync } from 'node:fs'
 import { spawnSync } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
+import type { PrivateKey } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { gateOn } from './helpers/requirements.ts'
 import { until } from '../demo/observe.ts'
@@ -18,9 +19,9 @@ export async function tempDir (t: Teardown, prefix: string): Promise<string> {
 }
 
 /** A swarm node with its own blockstore, listening on loopback only, no discovery. */
-export async function swarmNode (t: Teardown, dir: string): Promise<SwarmNode> {
+export async function swarmNode (t: Teardown, dir: string, privateKey?: PrivateKey): Promise<SwarmNode> {
   const node = await createSwarmNode({
-    privateKey: await generateKeyPair('Ed25519'),
+    privateKey: privateKey ?? await generateKeyPair('Ed25519'),
     dataDir: dir,
     listen: ['/ip4/127.0.0.1/tcp/0'],
     bootstrap: [],
