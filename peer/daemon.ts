@@ -510,7 +510,18 @@ export class Peer {
 
   #redialDead (peerId: string): void {
     const libp2p = this.#node?.libp2p
-    if (libp2p == null || this.#state === 'stopping' || libp2p.getConnections(peerIdFromString(peerId)).length > 0) return
+    if (libp2p == null || this.#state === 'stopping') return
+    if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) {
+      // Dead over an open connection: a cut that dropped packets left it half-open, and TCP's retransmission back-off
+      // delivered again only 11 s after the heal (two boards, no third to notice the lost direct path). Hang it up and
+      // dial afresh, at most every RECONNECT_MIN_MS.
+      const now = Date.now()
+      if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
+      this.#lastReconnectAt.set(peerId, now)
+      this.#log(`swarm: ${peerId} is dead over an open connection: reconnecting`, { member: peerId })
+      this.#hangUpAndRedial(peerId)
+      return
+    }
     // Only the smaller id, as in #ensureConnected: two dials at once leave gossipsub without streams.
     if (libp2p.peerId.toString() > peerId) return
     const now = Date.now()
