@@ -14,6 +14,7 @@ import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
+import { MIRRORS_DIR, TreeMirror, type SyncStats } from './mirror.ts'
 import { criuPhasesFromLog, prepareCriuHook, type CriuHook, type CriuPhases } from './criu-hook.ts'
 import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError, UnsafeTreeError } from './errors.ts'
 import { setIdInImage, type SetIdEntry } from './tree-safety.ts'
@@ -52,6 +53,8 @@ export interface TakeStats extends CheckpointStats {
   criuPhases: CriuPhases | null
   /** Copy of the rootfs changes and the data dir while frozen, ms. */
   copyMs: number
+  /** What the incremental copy wrote (freezeMode 'criu-hook'); null when everything was copied. */
+  copied: { rootfs: SyncStats, data: SyncStats } | null
 }
 
 export interface TakeResult {
@@ -156,6 +159,10 @@ export class Checkpointer {
   private readonly lifetime = new AbortController()
   /** Per mission: the checkpoint whose CRIU images and rootfs changes sit ready in the standby dir. */
   private readonly staged = new Map<string, { cid: string, manifest: CheckpointManifest }>()
+  /** Per container: mirrors of its rootfs changes and data dir as of its last checkpoint (freezeMode 'criu-hook'). */
+  private readonly mirrors = new Map<string, { rootfs: TreeMirror, data: TreeMirror, busy: boolean }>()
+  /** Names this checkpointer's mirror dirs (several checkpointers may share a state dir). */
+  private readonly instance = randomBytes(4).toString('hex')
   /** Per mission: staging and restores take turns on the standby dir. */
   private readonly standbyLanes = new Map<string, Promise<unknown>>()
 
@@ -170,6 +177,7 @@ export class Checkpointer {
   async start (): Promise<void> {
     // Whatever a previous run staged is unknown to this one.
     await rm(join(this.runtime.info.rootDir, 'tandem-standby'), { recursive: true, force: true })
+    await mkdir(join(this.runtime.stateDir, MIRRORS_DIR), { recursive: true, mode: 0o700 })
     this.criuVersion = await new Promise(resolve => {
       execFile('criu', ['--version'], (err, stdout) => {
         resolve(err != null ? 'unknown' : (/Version:\s*(\S+)/.exec(stdout)?.[1] ?? 'unknown'))
@@ -329,11 +337,25 @@ export class Checkpointer {
       let dump: DumpOutcome = { wallMs: 0, stats: null, statsSource: 'none', log: null }
       const prepareMs = performance.now() - started
       let copyMs = 0
+      let copied: { rootfs: SyncStats, data: SyncStats } | null = null
+      // Incremental copy into this container's mirrors (with the hook); the old way (and a concurrent take) copies all.
+      const mirror = dumper.hook != null ? this.#mirrorFor(containerId) : null
+      if (mirror != null) {
+        mirror.busy = true
+        dirs.rootfs = mirror.rootfs.dir
+        dirs.data = mirror.data.dir
+      }
       const copyFiles = async (): Promise<void> => {
         const copyStart = performance.now()
-        await copyTree(upperDir, dirs.rootfs)
-        if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
-        else await mkdir(dirs.data)
+        if (mirror != null) {
+          const rootfs = await mirror.rootfs.sync(upperDir)
+          const data = dataMount != null ? await mirror.data.sync(dataMount.Source) : (await mirror.data.drop(), await mkdir(mirror.data.dir, { recursive: true }), null)
+          copied = { rootfs, data: data ?? { entries: 0, changed: 0, removed: 0, bytes: 0, full: true } }
+        } else {
+          await copyTree(upperDir, dirs.rootfs)
+          if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
+          else await mkdir(dirs.data)
+        }
         copyMs = performance.now() - copyStart
       }
       let pausedAt = performance.now()
@@ -421,12 +443,35 @@ export class Checkpointer {
           phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs) },
           freezeMode: dumper.hook != null ? 'criu-hook' : 'pause',
           criuPhases,
-          copyMs: Math.round(copyMs)
+          copyMs: Math.round(copyMs),
+          copied
         }
       }
     } finally {
+      const mirror = this.mirrors.get(containerId)
+      if (mirror != null) mirror.busy = false
       await rm(scratch, { recursive: true, force: true })
     }
+  }
+
+  /** This container's mirrors, unless a take of it is already using them (then null: that take copies all). */
+  #mirrorFor (containerId: string): { rootfs: TreeMirror, data: TreeMirror, busy: boolean } | null {
+    let mirror = this.mirrors.get(containerId)
+    if (mirror?.busy === true) return null
+    if (mirror == null) {
+      const base = join(this.runtime.stateDir, MIRRORS_DIR, `${containerId}-${this.instance}`)
+      mirror = { rootfs: new TreeMirror(join(base, 'rootfs')), data: new TreeMirror(join(base, 'data')), busy: false }
+      this.mirrors.set(containerId, mirror)
+    }
+    return mirror
+  }
+
+  /** Deletes the mirrors of a container that is gone (its checkpoints are stored; the mirrors only speed up the next). */
+  async forgetContainer (containerId: string): Promise<void> {
+    const mirror = this.mirrors.get(containerId)
+    if (mirror == null || mirror.busy) return
+    this.mirrors.delete(containerId)
+    await rm(dirname(mirror.rootfs.dir), { recursive: true, force: true })
   }
 
   /**
