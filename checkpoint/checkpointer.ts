@@ -370,12 +370,15 @@ export class Checkpointer {
           // A failed dump rejects done; a dump that ends without the hook (it cannot, unless CRIU ignored it) is an error.
           const frozen = await Promise.race([hook.frozen.then(() => true), dumping.done.then(() => false)])
           if (!frozen) throw new CriuError('CRIU finished without running tandem\'s post-dump hook', [])
-          pausedAt = performance.now()
+          pausedAt = hook.selfFrozenAt ?? performance.now()
           try { await copyFiles() } finally { hook.release(); resumedAt = performance.now() }
           await dumping.done
+          // Frozen by this process at pre-dump: CRIU left it frozen, thawed now that runc is done.
+          if (hook.selfFrozenAt != null) { await hook.thaw(); resumedAt = performance.now() }
         } finally {
           hook.release()
           await settled
+          await hook.thaw().catch(() => {})
           dump = await dumper.finish()
           await hook.close()
         }
@@ -400,8 +403,9 @@ export class Checkpointer {
       }
       const criuPhases = dump.log != null ? criuPhasesFromLog(dump.log) : null
       // With the hook the mission was frozen from CRIU's freeze to its thaw (CRIU's own figure, which includes the copy).
-      const pausedMs = dumper.hook != null && dump.stats != null && dump.stats.frozenTimeUs > 0
-        ? dump.stats.frozenTimeUs / 1000
+      // With the hook and CRIU freezing: from its freeze request to its thaw (CRIU's own figures, the copy included).
+      const pausedMs = dumper.hook != null && dumper.hook.selfFrozenAt == null && dump.stats != null && dump.stats.frozenTimeUs > 0
+        ? (dump.stats.freezingTimeUs + dump.stats.frozenTimeUs) / 1000
         : resumedAt - pausedAt
       const afterPauseStart = performance.now()
       await dumper.placeImages()
@@ -482,7 +486,7 @@ export class Checkpointer {
   async #startDumper (containerId: string, scratch: string, imagesDir: string, seq: number): Promise<Dumper> {
     const runcRoot = this.runtime.runcRoot
     if (await access(join(runcRoot, containerId, 'state.json')).then(() => true, () => false)) {
-      const hook = this.freezeMode === 'criu-hook' ? await prepareCriuHook(scratch) : null
+      const hook = this.freezeMode === 'criu-hook' ? await prepareCriuHook(scratch, await freezerStateOf(runcRoot, containerId)) : null
       return runcDumper(runcRoot, containerId, scratch, imagesDir, hook)
     }
     const taskDir = join(this.runtime.info.rootDir, 'containerd/daemon/io.containerd.runtime.v2.task/moby', containerId)
@@ -687,6 +691,20 @@ export class Checkpointer {
   private assertRunnableHere (manifest: CheckpointManifest, cid: CID): void {
     const local = this.runtime.info.arch
     if (manifest.arch !== local) throw new ArchitectureMismatchError(manifest.arch, local, cid.toString())
+  }
+}
+
+/** The container's cgroup v1 freezer.state, from runc's state.json; null on cgroup v2 or when unknown. */
+async function freezerStateOf (runcRoot: string, containerId: string): Promise<string | null> {
+  try {
+    const state = JSON.parse(await readFile(join(runcRoot, containerId, 'state.json'), 'utf8')) as { cgroup_paths?: Record<string, string> }
+    const dir = state.cgroup_paths?.freezer
+    if (dir == null || !dir.startsWith('/sys/fs/cgroup/')) return null
+    const file = join(dir, 'freezer.state')
+    await access(file)
+    return file
+  } catch {
+    return null
   }
 }
 

@@ -19,12 +19,19 @@
 //   So the mission is frozen only from CRIU's freeze to its thaw, instead of from a `docker pause` before runc
 //   even starts to a `docker unpause` after. Tandem holds the FIFO open read-write: if tandem dies, the script
 //   reads end-of-file and CRIU thaws the container (it never stays frozen behind a dead peer).
-import { open, mkdir, writeFile, stat, type FileHandle } from 'node:fs/promises'
+import { open, mkdir, readFile, writeFile, stat, type FileHandle } from 'node:fs/promises'
 import { watch, writeSync, type FSWatcher } from 'node:fs'
 import { execFile } from 'node:child_process'
 import { join } from 'node:path'
 
 export interface CriuHook {
+  /**
+   * When this process froze the container's cgroup (v1 freezer) from CRIU's pre-dump hook, performance.now() of the
+   * freeze; null when CRIU froze it (then CRIU thaws it too).
+   */
+  readonly selfFrozenAt: number | null
+  /** Thaws what this process froze (after runc exited, or on any failure); idempotent. */
+  thaw: () => Promise<void>
   /** Environment for `runc checkpoint` (CRIU_CONFIG_FILE added). */
   env: NodeJS.ProcessEnv
   /** Resolves once CRIU ran the post-dump hook: images written, container still frozen. */
@@ -36,48 +43,103 @@ export interface CriuHook {
 
 const shellQuote = (s: string): string => `'${s.replaceAll("'", "'\\''")}'`
 
-/** Writes the configuration file, the script and the FIFO under `scratch/criu-hook`. */
-export async function prepareCriuHook (scratch: string): Promise<CriuHook> {
+/** How long the freeze from the pre-dump hook may take before CRIU is left to freeze the container itself. */
+const SELF_FREEZE_TIMEOUT_MS = 2000
+
+/**
+ * Writes the configuration file, the script and the FIFOs under `scratch/criu-hook`.
+ *
+ * `freezerState` (the container's cgroup v1 `freezer.state`): CRIU freezes a cgroup by writing FROZEN and, when the
+ * kernel has not finished at once (cgroup v1 freezes asynchronously: FREEZING first), checks again only after
+ * 100 ms: most checkpoints lost ~100 ms there. At CRIU's pre-dump action (just before it freezes) this process
+ * freezes the cgroup itself, checking every millisecond; CRIU then finds it FROZEN, dumps, and leaves it frozen
+ * (it restores the freezer state it found), and this process thaws it as soon as runc is done (or on any error).
+ */
+export async function prepareCriuHook (scratch: string, freezerState: string | null = null): Promise<CriuHook> {
   const dir = join(scratch, 'criu-hook')
   await mkdir(dir, { mode: 0o700 })
   const script = join(dir, 'hook.sh')
   const conf = join(dir, 'criu.conf')
   const fifo = join(dir, 'resume')
   const frozenFlag = join(dir, 'frozen')
+  const preFifo = join(dir, 'resume-pre')
+  const preFlag = join(dir, 'pre-dump')
   await writeFile(script, [
     '#!/bin/sh',
-    '# tandem: keeps the container frozen after CRIU wrote its images, until the rootfs and data dir are copied.',
-    '[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] || exit 0',
-    `: > ${shellQuote(frozenFlag)}`,
-    `read -r _ < ${shellQuote(fifo)} || true`,
+    '# tandem: at pre-dump, waits while tandem freezes the container; at post-dump, keeps it frozen after CRIU',
+    '# wrote its images, until the rootfs and data dir are copied.',
+    'case "$CRTOOLS_SCRIPT_ACTION" in',
+    `  pre-dump) ${freezerState != null ? `: > ${shellQuote(preFlag)}; read -r _ < ${shellQuote(preFifo)} || true` : ':'} ;;`,
+    `  post-dump) : > ${shellQuote(frozenFlag)}; read -r _ < ${shellQuote(fifo)} || true ;;`,
+    'esac',
     'exit 0',
     ''
   ].join('\n'), { mode: 0o700 })
   await writeFile(conf, `network-lock skip\naction-script ${script}\n`, { mode: 0o600 })
   await new Promise<void>((resolve, reject) => {
-    execFile('mkfifo', ['-m', '0600', fifo], err => { err != null ? reject(err) : resolve() })
+    execFile('mkfifo', ['-m', '0600', fifo, preFifo], err => { err != null ? reject(err) : resolve() })
   })
   // Read-write: opening does not block, and the script's read ends (EOF) if this process dies.
   const handle: FileHandle = await open(fifo, 'r+')
-  let watcher: FSWatcher | null = null
+  const preHandle: FileHandle = await open(preFifo, 'r+')
   let markFrozen: () => void = () => {}
   const frozen = new Promise<void>(resolve => { markFrozen = resolve })
-  watcher = watch(dir, (_event, name) => { if (name === 'frozen') markFrozen() })
-  // In case the flag appeared before the watch took effect.
+  let selfFrozenAt: number | null = null
+  let preDone = false
+  const onPreDump = async (): Promise<void> => {
+    if (preDone) return
+    preDone = true
+    try {
+      if (freezerState != null) {
+        const at = performance.now()
+        await writeFile(freezerState, 'FROZEN')
+        selfFrozenAt = at
+        for (;;) {
+          if ((await readFile(freezerState, 'utf8')).trim() === 'FROZEN') break
+          if (performance.now() - at > SELF_FREEZE_TIMEOUT_MS) {
+            // Let CRIU freeze (and thaw) it the way it does without us.
+            await writeFile(freezerState, 'THAWED')
+            selfFrozenAt = null
+            break
+          }
+          await new Promise(resolve => setTimeout(resolve, 1))
+        }
+      }
+    } catch {
+      selfFrozenAt = null
+    } finally {
+      try { writeSync(preHandle.fd, '\n') } catch {}
+    }
+  }
+  let watcher: FSWatcher | null = watch(dir, (_event, name) => {
+    if (name === 'frozen') markFrozen()
+    if (name === 'pre-dump') onPreDump().catch(() => {})
+  })
+  // In case a flag appeared before the watch took effect.
   stat(frozenFlag).then(() => markFrozen(), () => {})
+  stat(preFlag).then(async () => { await onPreDump() }, () => {})
   let released = false
+  let thawed = false
   return {
     env: { ...process.env, CRIU_CONFIG_FILE: conf },
     frozen,
+    get selfFrozenAt () { return selfFrozenAt },
     release: () => {
       if (released) return
       released = true
       try { writeSync(handle.fd, '\n') } catch {}
     },
+    thaw: async () => {
+      if (thawed || selfFrozenAt == null || freezerState == null) return
+      thawed = true
+      await writeFile(freezerState, 'THAWED')
+    },
     close: async () => {
       watcher?.close()
       watcher = null
+      try { writeSync(preHandle.fd, '\n') } catch {}
       await handle.close().catch(() => {})
+      await preHandle.close().catch(() => {})
     }
   }
 }
