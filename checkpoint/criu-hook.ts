@@ -17,8 +17,9 @@
 //   images written and flushed, tasks still frozen) it creates `<dir>/frozen` and waits for a line on the FIFO
 //   `<dir>/resume`. Tandem copies the rootfs changes and data dir meanwhile, then writes the line; CRIU unfreezes.
 //   So the mission is frozen only from CRIU's freeze to its thaw, instead of from a `docker pause` before runc
-//   even starts to a `docker unpause` after. Tandem holds the FIFO open read-write: if tandem dies, the script
-//   reads end-of-file and CRIU thaws the container (it never stays frozen behind a dead peer).
+//   even starts to a `docker unpause` after. Tandem holds the FIFOs open read-write: if tandem dies, the script
+//   reads end-of-file and CRIU goes on. CRIU thaws a container it froze; one that tandem froze at pre-dump (see
+//   prepareCriuHook) stays frozen until thawed, as a `docker pause`d one did before.
 import { open, mkdir, readFile, writeFile, stat, type FileHandle } from 'node:fs/promises'
 import { watch, writeSync, type FSWatcher } from 'node:fs'
 import { execFile } from 'node:child_process'
