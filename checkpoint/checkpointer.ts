@@ -361,8 +361,8 @@ export class Checkpointer {
       let pausedAt = performance.now()
       let resumedAt = pausedAt
       if (dumper.hook != null) {
-        // CRIU freezes the container and, from its post-dump hook, waits for the copy: the mission is frozen only
-        // from CRIU's freeze to its thaw (runc's start-up and CRIU's own preparation run while the mission runs).
+        // The container is frozen at CRIU's pre-dump action (by this process, or by CRIU itself on cgroup v2) and CRIU's
+        // post-dump action waits for the copy: runc's start-up and CRIU's own preparation run while the mission runs.
         const hook = dumper.hook
         const dumping = dumper.dump(signal)
         const settled = dumping.done.then(() => true, () => false)
@@ -402,7 +402,6 @@ export class Checkpointer {
         }
       }
       const criuPhases = dump.log != null ? criuPhasesFromLog(dump.log) : null
-      // With the hook the mission was frozen from CRIU's freeze to its thaw (CRIU's own figure, which includes the copy).
       // With the hook and CRIU freezing: from its freeze request to its thaw (CRIU's own figures, the copy included).
       const pausedMs = dumper.hook != null && dumper.hook.selfFrozenAt == null && dump.stats != null && dump.stats.frozenTimeUs > 0
         ? (dump.stats.freezingTimeUs + dump.stats.frozenTimeUs) / 1000
