@@ -1,8 +1,12 @@
 // Checkpoint benchmark: successive CRIU checkpoints of two missions on board A (its own dockerd), stored
 // as chunked bundles and fetched by board B over libp2p; against a full compressed export per checkpoint
 // (what Podman's export ships: tar + zstd of CRIU images, rootfs changes and data).
-//   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS] [--seal]
+//   node bench/checkpoint.ts [--quick] [--count N] [--interval-ms MS] [--seal] [--ab]
 // --seal: checkpoints sealed for the view {A, B} (checkpoint/sealing.ts), as the peer does; without it, clear.
+// --ab alternates the two ways of holding the mission still (freezeMode 'pause', the old docker pause around runc,
+// and 'criu-hook') checkpoint by checkpoint on the same containers, and reports each's medians and their ratio.
+// The pause the mission feels is read from its own output: the counter ticks at 50 Hz (TICK_MS=20), and the largest
+// gap between two of its lines (Docker's log timestamps) during a checkpoint, minus one tick, is that pause.
 import { mkdtemp, rm } from 'node:fs/promises'
 import { rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -15,6 +19,9 @@ import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ContainerRuntime, Checkpointer, SealIdentity, openSwarmBundleStore, type BundleStore, type CheckpointManifest, type TakeStats } from '../checkpoint/index.ts'
+import type { FreezeMode } from '../checkpoint/checkpointer.ts'
+import type { CriuPhases } from '../checkpoint/criu-hook.ts'
+import { demuxLogs } from '../checkpoint/runtime.ts'
 import { buildCounterImage } from '../examples/counter/image.ts'
 import { percentile, writeResults } from './report.ts'
 
@@ -34,6 +41,36 @@ interface Row {
   fetchMs: number
   fetchedBytes: number
   exportZstdBytes: number
+  freezeMode: FreezeMode
+  criuPhases: CriuPhases | null
+  copyMs: number
+  /** Largest gap between two output lines of the mission during the checkpoint, minus one tick, ms. */
+  outputGapMs: number | null
+  /** Wall clock (ms since epoch) of the take's start and end, to find its output gap. */
+  window: [number, number]
+}
+
+/** The counter's tick (50 Hz, like the vehicle mission); the ballast mission ticks every 100 ms. */
+const TICK_MS = 20
+
+/** Lines' timestamps (ms since epoch, from Docker's --timestamps) of a container's output so far. */
+async function outputTimes (runtime: ContainerRuntime, id: string): Promise<number[]> {
+  const buf = await runtime.docker.getContainer(id).logs({ stdout: true, stderr: true, follow: false, timestamps: true }) as unknown as Buffer
+  return demuxLogs(buf).split('\n').map(l => /^(\S+)Z /.exec(l)).filter(m => m != null).map(m => {
+    const [whole, frac] = (m[1] as string).split('.')
+    return Date.parse(`${whole}Z`) + Number(`0.${frac ?? '0'}`) * 1000
+  })
+}
+
+function largestGap (times: number[], [from, to]: [number, number], tickMs: number): number | null {
+  let gap: number | null = null
+  for (let i = 1; i < times.length; i++) {
+    const a = times[i - 1] as number
+    const b = times[i] as number
+    if (b < from || a > to + 500) continue
+    gap = Math.max(gap ?? 0, b - a)
+  }
+  return gap == null ? null : Math.max(0, gap - tickMs)
 }
 
 const args = process.argv.slice(2)
@@ -48,9 +85,11 @@ const flag = (name: string, fallback: number): number => {
 }
 const count = flag('--count', quick ? 5 : 20)
 const intervalMs = flag('--interval-ms', 1000)
+const ab = args.includes('--ab')
+const modes: FreezeMode[] = ab ? ['pause', 'criu-hook'] : ['criu-hook']
 const missions = [
-  { mission: 'counter', env: ['TICK_MS=100'], note: 'reference JS counter' },
-  { mission: 'ballast', env: ['TICK_MS=100', `BALLAST_MB=${quick ? 50 : 200}`], note: `${quick ? 50 : 200} MB random live memory, 0.1% of pages rewritten per 100 ms tick` }
+  { mission: 'counter', tickMs: TICK_MS, env: [`TICK_MS=${TICK_MS}`], note: 'reference JS counter at 50 Hz' },
+  { mission: 'ballast', tickMs: 100, env: ['TICK_MS=100', `BALLAST_MB=${quick ? 50 : 200}`], note: `${quick ? 50 : 200} MB random live memory, 0.1% of pages rewritten per 100 ms tick` }
 ]
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -113,9 +152,10 @@ async function main (): Promise<void> {
     await runtimeB.start()
     const image = 'tandem/counter:bench'
     await buildCounterImage(runtimeA.docker, image)
-    const ckA = new Checkpointer({ runtime: runtimeA, store: swarmA.store })
+    const takers = new Map(modes.map(mode => [mode, new Checkpointer({ runtime: runtimeA, store: swarmA.store, freezeMode: mode })]))
+    const ckA = takers.get(modes[0] as FreezeMode) as Checkpointer
     const ckB = new Checkpointer({ runtime: runtimeB, store: swarmB.store })
-    await ckA.start()
+    for (const c of takers.values()) await c.start()
     await ckB.start()
     const providers = [nodeA.libp2p.peerId.toString()]
 
@@ -137,9 +177,12 @@ async function main (): Promise<void> {
       let last: { cid: CID, manifest: CheckpointManifest } | null = null
       for (let seq = 1; seq <= count; seq++) {
         const cycleStart = performance.now()
+        const mode = modes[seq % modes.length] as FreezeMode
         t0 = performance.now()
-        const taken = await ckA.take(id, { mission: m.mission, epoch: 1, seq, parent, sealFor })
+        const wallStart = Date.now()
+        const taken = await (takers.get(mode) as Checkpointer).take(id, { mission: m.mission, epoch: 1, seq, parent, sealFor })
         const checkpointWallMs = performance.now() - t0
+        const window: [number, number] = [wallStart, Date.now()]
         const fetched = await ckB.fetch(taken.cid, { providers })
         const exportBytes = await exportZstdBytes(await materialize(swarmB.store, taken.manifest, join(root, 'export')))
         rows.push({
@@ -155,14 +198,21 @@ async function main (): Promise<void> {
           newBytes: taken.manifest.sizes.newBytes,
           fetchMs: fetched.fetch.ms,
           fetchedBytes: fetched.fetch.fetchedBytes,
-          exportZstdBytes: exportBytes
+          exportZstdBytes: exportBytes,
+          freezeMode: taken.stats.freezeMode,
+          criuPhases: taken.stats.criuPhases,
+          copyMs: taken.stats.copyMs,
+          outputGapMs: null,
+          window
         })
-        process.stderr.write(`${m.mission} #${seq}: frozen ${taken.stats.frozenTimeUs / 1000} ms, wall ${checkpointWallMs.toFixed(0)} ms (${Object.entries(taken.stats.phases).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v}`).join(', ')}), new ${mb(taken.manifest.sizes.newBytes)} MB, fetch ${fetched.fetch.ms.toFixed(0)} ms / ${mb(fetched.fetch.fetchedBytes)} MB\n`)
+        process.stderr.write(`${m.mission} #${seq} [${taken.stats.freezeMode}]: paused ${taken.stats.pausedMs} ms, copy ${taken.stats.copyMs} ms, criu ${JSON.stringify(taken.stats.criuPhases)}, frozen ${taken.stats.frozenTimeUs / 1000} ms, wall ${checkpointWallMs.toFixed(0)} ms (${Object.entries(taken.stats.phases).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v}`).join(', ')}), new ${mb(taken.manifest.sizes.newBytes)} MB, fetch ${fetched.fetch.ms.toFixed(0)} ms / ${mb(fetched.fetch.fetchedBytes)} MB\n`)
         parent = taken.cid
         last = taken
         const rest = intervalMs - (performance.now() - cycleStart)
         if (rest > 0) await sleep(rest)
       }
+      const times = await outputTimes(runtimeA, id)
+      for (const r of rows.filter(x => x.mission === m.mission)) r.outputGapMs = largestGap(times, r.window, m.tickMs)
       await runtimeA.stop(id)
       if (last != null) {
         t0 = performance.now()
@@ -179,14 +229,20 @@ async function main (): Promise<void> {
       }
     }
 
-    const summary = missions.map(m => {
-      const r = rows.filter(x => x.mission === m.mission)
+    const summary = missions.flatMap(m => modes.map(mode => ({ m, mode }))).map(({ m, mode }) => {
+      const r = rows.filter(x => x.mission === m.mission && x.freezeMode === mode)
       const later = r.filter(x => x.seq > 1)
       const restore = restores.find(x => x.mission === m.mission)
       return {
         mission: m.mission,
+        freezeMode: mode,
         note: m.note,
         checkpoints: r.length,
+        outputGapMsMedian: median(r.flatMap(x => x.outputGapMs ?? [])),
+        outputGapMsMax: Math.max(0, ...r.flatMap(x => x.outputGapMs ?? [])),
+        copyMsMedian: median(r.map(x => x.copyMs)),
+        criuPhasesMedian: Object.fromEntries((['tasksMs', 'mountsMs', 'namespacesMs', 'imagesMs', 'postDumpMs', 'unlockMs', 'frozenMs'] as const)
+          .map(k => [k, median(r.flatMap(x => x.criuPhases?.[k] ?? []))])),
         criuFrozenMsMedian: median(r.map(x => x.criuFrozenMs)),
         criuFrozenMsP95: p95(r.map(x => x.criuFrozenMs)),
         pausedMsMedian: median(r.map(x => x.pausedMs)),
@@ -209,9 +265,11 @@ async function main (): Promise<void> {
 
     console.log(`\ncheckpoint bench${seal ? ' (sealed for the view {A, B})' : ' (clear)'}: ${count} checkpoints per mission, ${intervalMs} ms apart; board A -> board B over libp2p (loopback)`)
     console.log(`image ${imageId.slice(7, 19)} stored in ${imageStoreMs.toFixed(0)} ms (root ${imageCid.toString().slice(0, 16)}...), loaded on the other board in ${imageFetch.ms.toFixed(0)} ms (${mb(imageFetch.bytes)} MB fetched: the layers its Docker lacked)\n`)
-    const header = ['mission', 'CRIU frozen ms (med/p95)', 'paused ms', 'ckpt wall ms (med/p95)', 'bundle MB', 'new MB/ckpt', 'fetch ms (med/p95)', 'fetched MB/ckpt', 'export tar+zstd MB/ckpt', 'restore ms']
+    const header = ['mission', 'freeze', 'output gap ms (med/max)', 'CRIU frozen ms (med/p95)', 'paused ms', 'ckpt wall ms (med/p95)', 'bundle MB', 'new MB/ckpt', 'fetch ms (med/p95)', 'fetched MB/ckpt', 'export tar+zstd MB/ckpt', 'restore ms']
     const table = summary.map(s => [
       s.mission,
+      s.freezeMode,
+      `${s.outputGapMsMedian.toFixed(0)}/${s.outputGapMsMax.toFixed(0)}`,
       `${s.criuFrozenMsMedian.toFixed(0)}/${s.criuFrozenMsP95.toFixed(0)}`,
       s.pausedMsMedian.toFixed(0),
       `${s.checkpointWallMsMedian.toFixed(0)}/${s.checkpointWallMsP95.toFixed(0)}`,
@@ -227,9 +285,19 @@ async function main (): Promise<void> {
     console.log(line(header))
     console.log(widths.map(w => '-'.repeat(w)).join('-|-'))
     for (const r of table) console.log(line(r))
+    console.log('\nCRIU phases while frozen (medians, ms, from dump.log) and the copy of rootfs changes + data dir:')
+    for (const s of summary) console.log(`${s.mission} [${s.freezeMode}]: ${Object.entries(s.criuPhasesMedian).map(([k, v]) => `${k.replace(/Ms$/, '')} ${v.toFixed(1)}`).join(', ')}; copy ${s.copyMsMedian.toFixed(0)}`)
+    if (ab) {
+      for (const m of missions) {
+        const [a, b] = modes.map(mode => summary.find(s => s.mission === m.mission && s.freezeMode === mode))
+        if (a == null || b == null) continue
+        const ratio = (x: number, y: number): string => y > 0 ? (x / y).toFixed(2) : '-'
+        console.log(`${m.mission}: criu-hook / pause: output gap ${ratio(b.outputGapMsMedian, a.outputGapMsMedian)}, paused ${ratio(b.pausedMsMedian, a.pausedMsMedian)}, CRIU frozen ${ratio(b.criuFrozenMsMedian, a.criuFrozenMsMedian)}, checkpoint wall ${ratio(b.checkpointWallMsMedian, a.checkpointWallMsMedian)}`)
+      }
+    }
 
     const file = await writeResults('checkpoint', {
-      bench: 'checkpoint', quick, seal, count, intervalMs, at: new Date().toISOString(),
+      bench: 'checkpoint', quick, seal, count, intervalMs, ab, modes, at: new Date().toISOString(),
       host: { arch: runtimeA.info.arch, docker: runtimeA.info.serverVersion },
       image: { imageStoreMs, firstFetch: imageFetch },
       summary, restores, rows

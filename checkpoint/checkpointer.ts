@@ -14,6 +14,8 @@ import type { ContainerRuntime, MissionSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord, ImageManifest } from './format.ts'
 import { parseStatsDump, type CriuDumpStats } from './criu-stats.ts'
+import { MIRRORS_DIR, TreeMirror, type SyncStats } from './mirror.ts'
+import { criuPhasesFromLog, prepareCriuHook, type CriuHook, type CriuPhases } from './criu-hook.ts'
 import { ArchitectureMismatchError, BlockCorruptError, CheckpointError, CriuError, ImageMissingError, UnsafeTreeError } from './errors.ts'
 import { setIdInImage, type SetIdEntry } from './tree-safety.ts'
 
@@ -45,6 +47,19 @@ export interface TakeStats extends CheckpointStats {
   dumpPath: 'runc' | 'docker'
   /** Where the wall time went, ms: inspect and image look-ups before the pause, the pause, placing the images, storing. */
   phases: { prepareMs: number, pausedMs: number, afterPauseMs: number, storeMs: number }
+  /** How the mission was held still (see CheckpointerOptions.freezeMode). */
+  freezeMode: FreezeMode
+  /**
+   * CRIU's phases while the mission was frozen, from its dump.log timestamps, ms (runc path; null otherwise):
+   * freeze → memory dumped, → mount namespace dumped, → other namespaces (net ns: links, routes, iptables),
+   * → images flushed and post-dump (with 'criu-hook': the copy of rootfs changes and data dir), → after the
+   * network unlock until the tasks are unfrozen.
+   */
+  criuPhases: CriuPhases | null
+  /** Copy of the rootfs changes and the data dir while frozen, ms. */
+  copyMs: number
+  /** What the incremental copy wrote (freezeMode 'criu-hook'); null when everything was copied. */
+  copied: { rootfs: SyncStats, data: SyncStats } | null
 }
 
 export interface TakeResult {
@@ -123,12 +138,23 @@ export interface CheckpointerOptions {
   store: BundleStore
   /** Share the mission image (per layer, see shareImage) from its first checkpoint on, so boards without it can restore. Default true. */
   shipImages?: boolean
+  /**
+   * How the mission is held still while CRIU dumps it and its files are copied (runc path only; Docker's checkpoint
+   * API always pauses first). 'criu-hook' (default): CRIU freezes the container itself, and a post-dump action script
+   * keeps it frozen until the rootfs changes and data dir are copied; CRIU's network lock is skipped (see
+   * checkpoint/criu-hook.ts). 'pause': the container is paused through Docker for runc's whole run (the old way,
+   * kept to measure against).
+   */
+  freezeMode?: FreezeMode
 }
+
+export type FreezeMode = 'criu-hook' | 'pause'
 
 export class Checkpointer {
   private readonly runtime: ContainerRuntime
   readonly store: BundleStore
   private readonly shipImages: boolean
+  readonly freezeMode: FreezeMode
   private criuVersion = 'unknown'
   /** Per image id: its upload, kept once finished (an image is stored once). */
   private readonly imageUploads = new Map<string, Promise<ShareImageResult>>()
@@ -138,6 +164,10 @@ export class Checkpointer {
   private readonly lifetime = new AbortController()
   /** Per mission: the checkpoint whose CRIU images and rootfs changes sit ready in the standby dir. */
   private readonly staged = new Map<string, { cid: string, manifest: CheckpointManifest }>()
+  /** Per container: mirrors of its rootfs changes and data dir as of its last checkpoint (freezeMode 'criu-hook'). */
+  private readonly mirrors = new Map<string, { rootfs: TreeMirror, data: TreeMirror, busy: boolean }>()
+  /** Names this checkpointer's mirror dirs (several checkpointers may share a state dir). */
+  private readonly instance = randomBytes(4).toString('hex')
   /** Per mission: staging and restores take turns on the standby dir. */
   private readonly standbyLanes = new Map<string, Promise<unknown>>()
 
@@ -145,12 +175,14 @@ export class Checkpointer {
     this.runtime = options.runtime
     this.store = options.store
     this.shipImages = options.shipImages ?? true
+    this.freezeMode = options.freezeMode ?? 'criu-hook'
   }
 
   /** Reads the CRIU version once (recorded in every manifest). The runtime must be started. */
   async start (): Promise<void> {
     // Whatever a previous run staged is unknown to this one.
     await rm(join(this.runtime.info.rootDir, 'tandem-standby'), { recursive: true, force: true })
+    await mkdir(join(this.runtime.stateDir, MIRRORS_DIR), { recursive: true, mode: 0o700 })
     this.criuVersion = await new Promise(resolve => {
       execFile('criu', ['--version'], (err, stdout) => {
         resolve(err != null ? 'unknown' : (/Version:\s*(\S+)/.exec(stdout)?.[1] ?? 'unknown'))
@@ -307,30 +339,78 @@ export class Checkpointer {
       const dirs = { criu: join(scratch, 'criu'), rootfs: join(scratch, 'rootfs'), data: join(scratch, 'data') }
       const container = this.runtime.docker.getContainer(containerId)
       const dumper = await this.#startDumper(containerId, scratch, dirs.criu, options.seq)
-      let dump: DumpOutcome = { wallMs: 0, stats: null, statsSource: 'none' }
+      let dump: DumpOutcome = { wallMs: 0, stats: null, statsSource: 'none', log: null }
       const prepareMs = performance.now() - started
-      const pausedAt = performance.now()
-      let resumedAt = pausedAt
-      try {
-        await container.pause()
-        const dumping = dumper.dump(signal)
-        dumping.done.catch(() => {})
-        // Once CRIU has written its images the rest of the dump is file copying: the mission may run on.
-        await Promise.race([dumping.done, dumping.criuWritten])
-        await copyTree(upperDir, dirs.rootfs)
-        if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
-        else await mkdir(dirs.data)
-        await container.unpause()
-        resumedAt = performance.now()
-        await dumping.done
-      } finally {
-        if (resumedAt === pausedAt) {
-          await container.unpause().catch(() => {})
-          resumedAt = performance.now()
-        }
-        dump = await dumper.finish()
+      let copyMs = 0
+      let copied: { rootfs: SyncStats, data: SyncStats } | null = null
+      // Incremental copy into this container's mirrors (with the hook); the old way (and a concurrent take) copies all.
+      const mirror = dumper.hook != null ? this.#mirrorFor(containerId) : null
+      if (mirror != null) {
+        mirror.busy = true
+        dirs.rootfs = mirror.rootfs.dir
+        dirs.data = mirror.data.dir
       }
-      const pausedMs = resumedAt - pausedAt
+      const copyFiles = async (): Promise<void> => {
+        const copyStart = performance.now()
+        if (mirror != null) {
+          const rootfs = await mirror.rootfs.sync(upperDir)
+          const data = dataMount != null ? await mirror.data.sync(dataMount.Source) : (await mirror.data.drop(), await mkdir(mirror.data.dir, { recursive: true }), null)
+          copied = { rootfs, data: data ?? { entries: 0, changed: 0, removed: 0, bytes: 0, full: true } }
+        } else {
+          await copyTree(upperDir, dirs.rootfs)
+          if (dataMount != null) await copyTree(dataMount.Source, dirs.data)
+          else await mkdir(dirs.data)
+        }
+        copyMs = performance.now() - copyStart
+      }
+      let pausedAt = performance.now()
+      let resumedAt = pausedAt
+      if (dumper.hook != null) {
+        // The container is frozen at CRIU's pre-dump action (by this process, or by CRIU itself on cgroup v2) and CRIU's
+        // post-dump action waits for the copy: runc's start-up and CRIU's own preparation run while the mission runs.
+        const hook = dumper.hook
+        const dumping = dumper.dump(signal)
+        const settled = dumping.done.then(() => true, () => false)
+        try {
+          // A failed dump rejects done; a dump that ends without the hook (it cannot, unless CRIU ignored it) is an error.
+          const frozen = await Promise.race([hook.frozen.then(() => true), dumping.done.then(() => false)])
+          if (!frozen) throw new CriuError('CRIU finished without running tandem\'s post-dump hook', [])
+          pausedAt = hook.selfFrozenAt ?? performance.now()
+          try { await copyFiles() } finally { hook.release(); resumedAt = performance.now() }
+          await dumping.done
+          // Frozen by this process at pre-dump: CRIU left it frozen, thawed now that runc is done.
+          if (hook.selfFrozenAt != null) { await hook.thaw(); resumedAt = performance.now() }
+        } finally {
+          hook.release()
+          await settled
+          await hook.thaw().catch(() => {})
+          dump = await dumper.finish()
+          await hook.close()
+        }
+      } else {
+        try {
+          await container.pause()
+          const dumping = dumper.dump(signal)
+          dumping.done.catch(() => {})
+          // Once CRIU has written its images the rest of the dump is file copying: the mission may run on.
+          await Promise.race([dumping.done, dumping.criuWritten])
+          await copyFiles()
+          await container.unpause()
+          resumedAt = performance.now()
+          await dumping.done
+        } finally {
+          if (resumedAt === pausedAt) {
+            await container.unpause().catch(() => {})
+            resumedAt = performance.now()
+          }
+          dump = await dumper.finish()
+        }
+      }
+      const criuPhases = dump.log != null ? criuPhasesFromLog(dump.log) : null
+      // With the hook and CRIU freezing: from its freeze request to its thaw (CRIU's own figures, the copy included).
+      const pausedMs = dumper.hook != null && dumper.hook.selfFrozenAt == null && dump.stats != null && dump.stats.frozenTimeUs > 0
+        ? (dump.stats.freezingTimeUs + dump.stats.frozenTimeUs) / 1000
+        : resumedAt - pausedAt
       const afterPauseStart = performance.now()
       await dumper.placeImages()
       const afterPauseMs = performance.now() - afterPauseStart
@@ -369,12 +449,38 @@ export class Checkpointer {
           storeMs: Math.round(storeMs),
           criuStatsSource: dump.statsSource,
           dumpPath: dumper.path,
-          phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs) }
+          phases: { prepareMs: Math.round(prepareMs), pausedMs: Math.round(pausedMs), afterPauseMs: Math.round(afterPauseMs), storeMs: Math.round(storeMs) },
+          freezeMode: dumper.hook != null ? 'criu-hook' : 'pause',
+          criuPhases,
+          copyMs: Math.round(copyMs),
+          copied
         }
       }
     } finally {
+      const mirror = this.mirrors.get(containerId)
+      if (mirror != null) mirror.busy = false
       await rm(scratch, { recursive: true, force: true })
     }
+  }
+
+  /** This container's mirrors, unless a take of it is already using them (then null: that take copies all). */
+  #mirrorFor (containerId: string): { rootfs: TreeMirror, data: TreeMirror, busy: boolean } | null {
+    let mirror = this.mirrors.get(containerId)
+    if (mirror?.busy === true) return null
+    if (mirror == null) {
+      const base = join(this.runtime.stateDir, MIRRORS_DIR, `${containerId}-${this.instance}`)
+      mirror = { rootfs: new TreeMirror(join(base, 'rootfs')), data: new TreeMirror(join(base, 'data')), busy: false }
+      this.mirrors.set(containerId, mirror)
+    }
+    return mirror
+  }
+
+  /** Deletes the mirrors of a container that is gone (its checkpoints are stored; the mirrors only speed up the next). */
+  async forgetContainer (containerId: string): Promise<void> {
+    const mirror = this.mirrors.get(containerId)
+    if (mirror == null || mirror.busy) return
+    this.mirrors.delete(containerId)
+    await rm(dirname(mirror.rootfs.dir), { recursive: true, force: true })
   }
 
   /**
@@ -384,7 +490,10 @@ export class Checkpointer {
    */
   async #startDumper (containerId: string, scratch: string, imagesDir: string, seq: number): Promise<Dumper> {
     const runcRoot = this.runtime.runcRoot
-    if (await access(join(runcRoot, containerId, 'state.json')).then(() => true, () => false)) return runcDumper(runcRoot, containerId, scratch, imagesDir)
+    if (await access(join(runcRoot, containerId, 'state.json')).then(() => true, () => false)) {
+      const hook = this.freezeMode === 'criu-hook' ? await prepareCriuHook(scratch, await freezerStateOf(runcRoot, containerId)) : null
+      return runcDumper(runcRoot, containerId, scratch, imagesDir, hook)
+    }
     const taskDir = join(this.runtime.info.rootDir, 'containerd/daemon/io.containerd.runtime.v2.task/moby', containerId)
     return dockerDumper(this.runtime.docker.getContainer(containerId), taskDir, scratch, imagesDir, `tandem-${seq}-${randomBytes(3).toString('hex')}`)
   }
@@ -590,6 +699,20 @@ export class Checkpointer {
   }
 }
 
+/** The container's cgroup v1 freezer.state, from runc's state.json; null on cgroup v2 or when unknown. */
+async function freezerStateOf (runcRoot: string, containerId: string): Promise<string | null> {
+  try {
+    const state = JSON.parse(await readFile(join(runcRoot, containerId, 'state.json'), 'utf8')) as { cgroup_paths?: Record<string, string> }
+    const dir = state.cgroup_paths?.freezer
+    if (dir == null || !dir.startsWith('/sys/fs/cgroup/')) return null
+    const file = join(dir, 'freezer.state')
+    await access(file)
+    return file
+  } catch {
+    return null
+  }
+}
+
 function commonPrefixLength (a: string[], b: string[]): number {
   let n = 0
   while (n < a.length && n < b.length && a[n] === b[n]) n++
@@ -619,11 +742,15 @@ interface DumpOutcome {
   wallMs: number
   stats: CriuDumpStats | null
   statsSource: TakeStats['criuStatsSource']
+  /** CRIU's dump.log, when it could be read. */
+  log: string | null
 }
 
 /** One CRIU dump of a paused container, by runc or by Docker. */
 interface Dumper {
   readonly path: TakeStats['dumpPath']
+  /** CRIU's post-dump hook holding the freeze (runc path with freezeMode 'criu-hook'), else null. */
+  readonly hook: CriuHook | null
   /** Starts the dump; `criuWritten` resolves once CRIU is done, `done` once the images are in place. */
   dump (signal?: AbortSignal): { criuWritten: Promise<void>, done: Promise<void> }
   /** After the dump (or its failure): CRIU's own figures. */
@@ -632,18 +759,19 @@ interface Dumper {
   placeImages (): Promise<void>
 }
 
-function runcDumper (runcRoot: string, containerId: string, scratch: string, imagesDir: string): Dumper {
+function runcDumper (runcRoot: string, containerId: string, scratch: string, imagesDir: string, hook: CriuHook | null): Dumper {
   const workDir = join(scratch, 'criu-work')
   let wallMs = 0
   return {
     path: 'runc',
+    hook,
     dump (signal) {
       const started = performance.now()
       const done = (async () => {
         await mkdir(imagesDir, { recursive: true })
         await mkdir(workDir, { recursive: true })
         try {
-          await run('runc', ['--root', runcRoot, 'checkpoint', '--leave-running', '--image-path', imagesDir, '--work-path', workDir, containerId], signal)
+          await run('runc', ['--root', runcRoot, 'checkpoint', '--leave-running', '--image-path', imagesDir, '--work-path', workDir, containerId], signal, hook?.env)
         } catch (err) {
           const log = (await readFile(join(workDir, 'dump.log'), 'utf8').catch(() => '')).split('\n')
           const errors = log.filter(l => /Error|Warn/.test(l))
@@ -655,10 +783,10 @@ function runcDumper (runcRoot: string, containerId: string, scratch: string, ima
     },
     async finish () {
       const stats = parseStatsDump(await readFile(join(workDir, 'stats-dump')).catch(() => new Uint8Array()))
-      if (stats != null) return { wallMs, stats, statsSource: 'stats-dump' }
       const log = await readFile(join(workDir, 'dump.log'), 'latin1').catch(() => null)
+      if (stats != null) return { wallMs, stats, statsSource: 'stats-dump', log }
       const fromLog = log != null ? await statsFromDumpLog(log, imagesDir) : null
-      return { wallMs, stats: fromLog, statsSource: fromLog != null ? 'dump-log' : 'none' }
+      return { wallMs, stats: fromLog, statsSource: fromLog != null ? 'dump-log' : 'none', log }
     },
     async placeImages () {}
   }
@@ -669,6 +797,7 @@ function dockerDumper (container: Docker.Container, taskDir: string, scratch: st
   let wallMs = 0
   return {
     path: 'docker',
+    hook: null,
     dump (signal) {
       const started = performance.now()
       const done = (container as unknown as { createCheckpoint: (o: object) => Promise<unknown> })
@@ -679,7 +808,7 @@ function dockerDumper (container: Docker.Container, taskDir: string, scratch: st
     async finish () {
       const criu = await statsWatch.stop()
       const stats = criu.stats ?? (criu.log != null ? await statsFromDumpLog(criu.log, join(scratch, name)) : null)
-      return { wallMs, stats, statsSource: criu.stats != null ? 'stats-dump' : stats != null ? 'dump-log' : 'none' }
+      return { wallMs, stats, statsSource: criu.stats != null ? 'stats-dump' : stats != null ? 'dump-log' : 'none', log: criu.log }
     },
     async placeImages () { await renameDir(join(scratch, name), imagesDir) }
   }
@@ -777,9 +906,9 @@ async function criuFailure (what: 'checkpoint' | 'restore', err: unknown): Promi
   return new CriuError(`CRIU ${what} failed: ${message}`, lines)
 }
 
-async function run (cmd: string, args: string[], signal?: AbortSignal): Promise<void> {
+async function run (cmd: string, args: string[], signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], signal })
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], signal, env: env ?? process.env })
     let err = ''
     p.stderr.on('data', (d: Buffer) => { err += d.toString() })
     p.on('error', reject)

@@ -1,6 +1,7 @@
 // Mission containers on one board's Docker daemon (dockerode): labelled, no network, never pulled.
 import Docker from 'dockerode'
-import { mkdir, rm } from 'node:fs/promises'
+import { mkdir, readdir, rm } from 'node:fs/promises'
+import { MIRRORS_DIR } from './mirror.ts'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
@@ -274,6 +275,11 @@ export class ContainerRuntime {
       if (err?.statusCode !== 404) throw err
     }
     if (name != null && options.keepData !== true) await rm(join(this.stateDir, 'containers', name), { recursive: true, force: true })
+    // The checkpoint mirrors of its rootfs changes and data dir (checkpoint/mirror.ts), of any checkpointer.
+    const mirrors = join(this.stateDir, MIRRORS_DIR)
+    for (const entry of await readdir(mirrors).catch(() => [] as string[])) {
+      if (entry.startsWith(`${containerId}-`)) await rm(join(mirrors, entry), { recursive: true, force: true })
+    }
   }
 
   /** Containers of a mission on this board (any state), newest epoch first. */
