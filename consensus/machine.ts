@@ -925,7 +925,9 @@ export class ClusterMachine {
       // The other voters may have granted that epoch already: a claim of the same epoch could not win. (The holder
       // of the newest state claimed the epoch it refused, lost it to the votes already given, and a spare 117
       // checkpoints behind won the next one, simulated seed 4.)
-      mission.refusedClaimEpoch = Math.max(mission.refusedClaimEpoch, msg.epoch)
+      // Not when the running primary refuses (it holds the mission anyway): its next reconfiguration keeps the next
+      // number, as before (skipping it counted as a fourth epoch for one power cut of the backup, chaos suite seed 7).
+      if (!primaryHolds) mission.refusedClaimEpoch = Math.max(mission.refusedClaimEpoch, msg.epoch)
       this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
     }
     const granted = valid && !primaryHolds && !newerHere
