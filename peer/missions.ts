@@ -13,6 +13,7 @@ import type { Action, CheckpointRef, ConsensusConfig, LocalEvent, MissionView, P
 import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER, type MissionSpec as ContainerSpec } from '../checkpoint/runtime.ts'
 import { Checkpointer, type LocalBundle } from '../checkpoint/checkpointer.ts'
 import { BlockCorruptError, CriuError, ImageMissingError } from '../checkpoint/errors.ts'
+import { NotARecipientError } from '../checkpoint/sealing.ts'
 import { openSwarmBundleStore } from '../checkpoint/swarm-store.ts'
 import { MissionBudget } from './mission-budget.ts'
 import { StorageError, storageProblemOf, StoreReopener, type StorageProblem } from '../checkpoint/storage-health.ts'
@@ -870,6 +871,12 @@ export class MissionService {
         })
       })
     } catch (err) {
+      if (err instanceof NotARecipientError || (err as { cause?: unknown } | null)?.cause instanceof NotARecipientError) {
+        // Sealed before this board joined the view: no failure to back off from (three in a row held a new backup
+        // 7 s behind, test/mission-images). The fetch stays in flight, and the next checkpoint, sealed for it, replaces it.
+        this.#log(`missions: ${mission}: checkpoint #${ref.seq} was sealed before this board joined the view: waiting for the next one`)
+        return
+      }
       this.#log(`missions: ${mission}: fetch of checkpoint #${ref.seq} ${ref.cid} failed: ${(err as Error).message}`)
       this.#storageFailed(err, mission)
       this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: (err as Error).message })
