@@ -149,7 +149,18 @@ if (gateOn(t, await dockerMissing())) {
       await new Promise(resolve => setTimeout(resolve, 1000))
     }
     clearInterval(sampler)
-    await new Promise(resolve => setTimeout(resolve, 1000))
+    // Gossip and each board's input queue deliver the last forgeries late on a loaded host: wait until every board
+    // counted what it was sent (or 15 s), then judge.
+    const counted = async (): Promise<boolean> => {
+      for (const [i, p] of peers.entries()) {
+        const refused = (await authorityOf(p)).refused
+        const was = (refusedBefore[i] as AuthorityStatus).refused
+        if ((await unauthorizedDrops(p)) - (dropsBefore[i] as number) < 5) return false
+        if (refused['epoch-out-of-range'] - was['epoch-out-of-range'] < 5 || refused['not-a-member'] - was['not-a-member'] < 5) return false
+      }
+      return true
+    }
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline && !(await counted());) await new Promise(resolve => setTimeout(resolve, 250))
 
     for (const [i, p] of peers.entries()) {
       const drops = (await unauthorizedDrops(p)) - (dropsBefore[i] as number)
