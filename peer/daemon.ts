@@ -502,10 +502,16 @@ export class Peer {
     const previous = this.#directPathLostAt.get(peerId)
     this.#directPathLostAt.set(peerId, now)
     if (previous === undefined || now - previous > RECONNECT_MIN_MS) return
-    if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
-    this.#lastReconnectAt.set(peerId, now)
+    if (!this.#reconnectAllowed(peerId, now)) return
     if (libp2p.getConnections(peerIdFromString(peerId)).length > 0) this.#log(`swarm: ${peerId} reached through others but not directly: reconnecting`, { member: peerId })
     this.#hangUpAndRedial(peerId)
+  }
+
+  /** At most one hang-up and redial of a peer every RECONNECT_MIN_MS; true (and counted) when this one may go. */
+  #reconnectAllowed (peerId: string, now: number): boolean {
+    if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return false
+    this.#lastReconnectAt.set(peerId, now)
+    return true
   }
 
   #redialDead (peerId: string): void {
@@ -516,8 +522,7 @@ export class Peer {
       // delivered again only 11 s after the heal (two boards, no third to notice the lost direct path). Hang it up and
       // dial afresh, at most every RECONNECT_MIN_MS.
       const now = Date.now()
-      if (now - (this.#lastReconnectAt.get(peerId) ?? 0) < RECONNECT_MIN_MS) return
-      this.#lastReconnectAt.set(peerId, now)
+      if (!this.#reconnectAllowed(peerId, now)) return
       this.#log(`swarm: ${peerId} is dead over an open connection: reconnecting`, { member: peerId })
       this.#hangUpAndRedial(peerId)
       return
