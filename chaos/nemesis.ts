@@ -229,11 +229,13 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // The bad bytes sit on the backup's disk for a few checkpoint intervals, then the primary dies: the backup must
       // take over from what it holds (verified, or fetched again while the primary lived).
       await sleep(rng.int(2000, 4000))
-      // Staging the checkpoints since rewrote the page images that changed: flipped again now, the restore meets
-      // corrupt staged files for sure (the blockstore's flipped values may sit in blocks no restore reads).
-      const again = await backup.corruptStorage({ blocks: false, staged: true })
       const statusAtFailure = (await ms.status(primary)) ?? status
       await primary.powerCut()
+      // Staging the checkpoints since rewrote the page images that changed: flipped again now that no checkpoint can
+      // arrive to rewrite them (before the cut, one staged in between undid the flip: CI), and well before the
+      // backup's detector fires, the restore meets corrupt staged files for sure (the blockstore's flipped values may
+      // sit in blocks no restore reads).
+      const again = await backup.corruptStorage({ blocks: false, staged: true })
       return {
         kind,
         boards: [backup.name, primary.name],
