@@ -2,11 +2,11 @@
 // kills a board's whole cgroup, a freeze stops its processes where they are, a daemon freeze stops the peer process
 // alone (its containers run on), a restart storm restarts one peer again and again, a partition drops packets between
 // the boards' network namespaces (iptables), a slow board runs under a CPU quota on its cgroup.
-import type { MissionSwarm } from '../demo/mission-swarm.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { MissionSwarm } from '../harness/mission-swarm.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import type { Random } from '../consensus/simulator.ts'
-import { sleep } from '../demo/observe.ts'
+import type { Random } from '../harness/consensus-simulator.ts'
+import { sleep } from '../harness/observe.ts'
 
 export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore',
   'kill-during-move', 'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
@@ -15,7 +15,7 @@ export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-free
 export const DISK_FAULT_KINDS: readonly FaultKind[] = ['disk-full-backup']
 export type FaultKind = typeof FAULT_KINDS[number]
 
-/** Kinds that cut links: the boards run in network namespaces (boards/netns.ts) when any of them is chosen. */
+/** Kinds that cut links: the boards run in network namespaces (harness/netns.ts) when any of them is chosen. */
 export const PARTITION_KINDS: ReadonlySet<FaultKind> = new Set(['partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap'])
 
 export interface InjectedFault {

@@ -6,12 +6,12 @@ import { createOperatorKeyPair, formatPublicKey } from '../consensus/authority.t
 import { tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ApiClient } from './api-client.ts'
-import { readApiToken } from './api-token.ts'
+import { ApiClient } from '../peer/api-client.ts'
+import { readApiToken } from '../peer/api-token.ts'
 import { onOwnerExit } from './exit-hooks.ts'
-import type { PeerStatus } from './daemon.ts'
+import type { PeerStatus } from '../peer/daemon.ts'
 
-export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), 'cli.ts')
+export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'peer', 'cli.ts')
 
 export interface SpawnPeerOptions {
   /** Data dir; a fresh temp dir when absent. */
