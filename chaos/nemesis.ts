@@ -230,16 +230,18 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // take over from what it holds (verified, or fetched again while the primary lived).
       await sleep(rng.int(2000, 4000))
       const statusAtFailure = (await ms.status(primary)) ?? status
+      // Staging the checkpoints since rewrote the page images that changed: flipped again right before the cut and
+      // right after it, so the restore meets corrupt staged files (the blockstore's flipped values may sit in blocks
+      // no restore reads). Before the cut alone, a checkpoint staged in between rewrote the flipped image (CI); after
+      // it alone, the staging of the last checkpoint fetched could have the standby dir empty at that instant.
+      const beforeCut = await backup.corruptStorage({ blocks: false, staged: true })
       await primary.powerCut()
-      // Staging the checkpoints since rewrote the page images that changed: flipped again now that no checkpoint can
-      // arrive to rewrite them (before the cut, one staged in between undid the flip: CI), and well before the
-      // backup's detector fires, the restore meets corrupt staged files for sure (the blockstore's flipped values may
-      // sit in blocks no restore reads).
-      const again = await backup.corruptStorage({ blocks: false, staged: true })
+      const afterCut = await backup.corruptStorage({ blocks: false, staged: true })
+      const again = { flippedBytes: beforeCut.flippedBytes + afterCut.flippedBytes, stagedFiles: Math.max(beforeCut.stagedFiles, afterCut.stagedFiles) }
       return {
         kind,
         boards: [backup.name, primary.name],
-        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), ${again.flippedBytes} in its ${again.stagedFiles} staged page images again at the cut, then ${primary.name} (primary) cut for ${holdMs} ms`,
+        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), ${again.flippedBytes} in its ${again.stagedFiles} staged page images again around the cut, then ${primary.name} (primary) cut for ${holdMs} ms`,
         holdMs,
         failures: 1,
         statusAtFailure,
