@@ -42,6 +42,13 @@ async function watchdogOf (peerPid: number): Promise<number> {
 
 interface Sample { role: string, peerRssMb: number, watchdogRssMb: number }
 
+/** Where a peer's memory is, from its own /metrics (prom-client's Node.js metrics), MB. */
+async function heapOf (peer: { apiAddress: string, token: string }): Promise<{ heapUsedMb: number, heapTotalMb: number, externalMb: number }> {
+  const text = await (await fetch(`http://${peer.apiAddress}/metrics`, { headers: { authorization: `Bearer ${peer.token}` }, signal: AbortSignal.timeout(10_000) })).text()
+  const metric = (name: string): number => Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1]) / 1024 / 1024
+  return { heapUsedMb: metric('nodejs_heap_size_used_bytes'), heapTotalMb: metric('nodejs_heap_size_total_bytes'), externalMb: metric('nodejs_external_memory_bytes') }
+}
+
 async function main (): Promise<void> {
   const { values } = parseArgs({ options: { seconds: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); return }
@@ -85,18 +92,20 @@ async function main (): Promise<void> {
     const endStatus = await ms.status(primary.board)
     const checkpoints = (endStatus?.lastCheckpoint?.seq ?? startSeq) - startSeq
 
-    const rows: Array<Array<string | number | null>> = [['process', 'RSS p50 MB', 'RSS max MB', 'CPU % of a core']]
-    rows.push(['peer, idle alone', idle.peerRssMb, idle.peerRssMb, null])
-    rows.push(['watchdog, idle alone', idle.watchdogRssMb, idle.watchdogRssMb, null])
+    const heaps = new Map(await Promise.all(withWatchdogs.map(async b => [b.role, await heapOf(b.board.peer!)] as const)))
+    const rows: Array<Array<string | number | null>> = [['process', 'RSS p50 MB', 'RSS max MB', 'CPU % of a core', 'JS heap used / total MB', 'external MB']]
+    rows.push(['peer, idle alone', idle.peerRssMb, idle.peerRssMb, null, null, null])
+    rows.push(['watchdog, idle alone', idle.watchdogRssMb, idle.watchdogRssMb, null, null, null])
     const figures: Record<string, unknown> = { idle, seconds: elapsedS, checkpoints, primaryPeerCpuPercent: peerCpu, primaryWatchdogCpuPercent: watchdogCpu, rss: {} }
     for (const role of ['primary', 'backup', 'spare']) {
       const entry = rss.get(role)
       if (entry == null) continue
       const peer = distribution(entry.peer)
       const watchdog = distribution(entry.watchdog)
-      ;(figures.rss as Record<string, unknown>)[role] = { peer, watchdog }
-      rows.push([`peer, ${role}`, peer.p50, peer.max, role === 'primary' ? peerCpu : null])
-      rows.push([`watchdog, ${role}`, watchdog.p50, watchdog.max, role === 'primary' ? watchdogCpu : null])
+      const heap = heaps.get(role)
+      ;(figures.rss as Record<string, unknown>)[role] = { peer, watchdog, heap }
+      rows.push([`peer, ${role}`, peer.p50, peer.max, role === 'primary' ? peerCpu : null, heap == null ? null : `${heap.heapUsedMb.toFixed(0)} / ${heap.heapTotalMb.toFixed(0)}`, heap?.externalMb ?? null])
+      rows.push([`watchdog, ${role}`, watchdog.p50, watchdog.max, role === 'primary' ? watchdogCpu : null, null, null])
     }
     console.log(table(rows))
     console.log(`${checkpoints} checkpoints in ${elapsedS.toFixed(1)} s on the primary`)
