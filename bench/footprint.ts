@@ -10,9 +10,12 @@ import { spawnPeer } from '../harness/spawn-peer.ts'
 import { sleep } from '../harness/observe.ts'
 import { distribution, table, writeResults } from './report.ts'
 
-const USAGE = `usage: npm run bench:footprint -- [--seconds N] [--quick]
+const USAGE = `usage: npm run bench:footprint -- [--seconds N] [--quick] [--peer-env NAME=VALUE]...
 
-  --seconds N  the measuring window of the running swarm (default 60; --quick: 20)`
+  --seconds N            the measuring window of the running swarm (default 60; --quick: 20)
+  --peer-env NAME=VALUE  extra environment of every peer (and so its watchdog), e.g. NODE_OPTIONS=--max-semi-space-size=4
+                         or MALLOC_ARENA_MAX=2, to compare settings
+  --heap-snapshots DIR   at the end of the window, each running peer writes a V8 heap snapshot into DIR (SIGUSR2)`
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on Linux for every architecture tandem runs on). */
 const USER_HZ = 100
@@ -50,13 +53,22 @@ async function heapOf (peer: { apiAddress: string, token: string }): Promise<{ h
 }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string' }, quick: { type: 'boolean' }, help: { type: 'boolean' } } })
+  const { values } = parseArgs({ options: { seconds: { type: 'string' }, quick: { type: 'boolean' }, 'peer-env': { type: 'string', multiple: true }, 'heap-snapshots': { type: 'string' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); return }
   const seconds = Number(values.seconds ?? (values.quick === true ? 20 : 60))
   if (!Number.isFinite(seconds) || seconds < 5) { console.error(`bench:footprint: --seconds must be a number >= 5\n${USAGE}`); process.exit(2) }
+  const peerEnv: NodeJS.ProcessEnv = {}
+  for (const pair of values['peer-env'] ?? []) {
+    const at = pair.indexOf('=')
+    if (at < 1) { console.error(`bench:footprint: --peer-env takes NAME=VALUE, not '${pair}'\n${USAGE}`); process.exit(2) }
+    peerEnv[pair.slice(0, at)] = pair.slice(at + 1)
+  }
+  const snapshotDir = values['heap-snapshots']
+  if (snapshotDir != null) peerEnv.NODE_OPTIONS = `${peerEnv.NODE_OPTIONS ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapshotDir}`.trim()
+  if (Object.keys(peerEnv).length > 0) console.log(`bench:footprint: peer environment ${JSON.stringify(peerEnv)}`)
 
   console.log('bench:footprint: a lone idle peer (10 s after it is ready)')
-  const lone = await spawnPeer({ openMissions: true })
+  const lone = await spawnPeer({ openMissions: true, env: peerEnv })
   let idle: Sample
   try {
     await sleep(10_000)
@@ -66,7 +78,7 @@ async function main (): Promise<void> {
   }
 
   console.log(`bench:footprint: 3 boards, the vehicle mission at 1000 ms per checkpoint, ${seconds} s window`)
-  const ms = await startMissionSwarm(3, { checkpointIntervalMs: 1000 })
+  const ms = await startMissionSwarm(3, { checkpointIntervalMs: 1000, peerEnv })
   try {
     const status = (await ms.anyStatus())!
     const roleOf = (peerId: string): string => peerId === status.primary ? 'primary' : peerId === status.backup ? 'backup' : 'spare'
@@ -92,11 +104,16 @@ async function main (): Promise<void> {
     const endStatus = await ms.status(primary.board)
     const checkpoints = (endStatus?.lastCheckpoint?.seq ?? startSeq) - startSeq
 
+    if (snapshotDir != null) {
+      for (const b of withWatchdogs) process.kill(b.pid, 'SIGUSR2')
+      await sleep(15_000)
+      console.log(`heap snapshots of ${withWatchdogs.map(b => `${b.role} ${b.pid}`).join(', ')} in ${snapshotDir}`)
+    }
     const heaps = new Map(await Promise.all(withWatchdogs.map(async b => [b.role, await heapOf(b.board.peer!)] as const)))
     const rows: Array<Array<string | number | null>> = [['process', 'RSS p50 MB', 'RSS max MB', 'CPU % of a core', 'JS heap used / total MB', 'external MB']]
     rows.push(['peer, idle alone', idle.peerRssMb, idle.peerRssMb, null, null, null])
     rows.push(['watchdog, idle alone', idle.watchdogRssMb, idle.watchdogRssMb, null, null, null])
-    const figures: Record<string, unknown> = { idle, seconds: elapsedS, checkpoints, primaryPeerCpuPercent: peerCpu, primaryWatchdogCpuPercent: watchdogCpu, rss: {} }
+    const figures: Record<string, unknown> = { peerEnv, idle, seconds: elapsedS, checkpoints, primaryPeerCpuPercent: peerCpu, primaryWatchdogCpuPercent: watchdogCpu, rss: {} }
     for (const role of ['primary', 'backup', 'spare']) {
       const entry = rss.get(role)
       if (entry == null) continue
