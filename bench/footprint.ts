@@ -15,15 +15,24 @@ const USAGE = `usage: npm run bench:footprint -- [--seconds N] [--quick] [--peer
   --seconds N            the measuring window of the running swarm (default 60; --quick: 20)
   --peer-env NAME=VALUE  extra environment of every peer (and so its watchdog), e.g. NODE_OPTIONS=--max-semi-space-size=4
                          or MALLOC_ARENA_MAX=2, to compare settings
+  --smaps                at the end of the window, print each running peer's largest memory mappings (by RSS)
   --heap-snapshots DIR   at the end of the window, each running peer writes a V8 heap snapshot into DIR (SIGUSR2)`
 
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ: 100 on Linux for every architecture tandem runs on). */
 const USER_HZ = 100
 
 async function rssMb (pid: number): Promise<number> {
+  return (await memoryOf(pid)).rssMb
+}
+
+/**
+ * RSS and its parts: anonymous memory (heap, buffers, native allocations) and file pages mapped in (code, and
+ * LevelDB's memory-mapped tables: page cache the kernel can reclaim and that a second reader shares).
+ */
+async function memoryOf (pid: number): Promise<{ rssMb: number, anonMb: number, fileMb: number }> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8')
-  const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1])
-  return kb / 1024
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status)?.[1]) / 1024
+  return { rssMb: field('VmRSS'), anonMb: field('RssAnon'), fileMb: field('RssFile') + field('RssShmem') }
 }
 
 async function cpuTicks (pid: number): Promise<number> {
@@ -43,6 +52,24 @@ async function watchdogOf (peerPid: number): Promise<number> {
   throw new Error(`no watchdog under peer ${peerPid}`)
 }
 
+/** The mappings holding most of a process's RSS, from /proc/<pid>/smaps: size, RSS, and what is mapped. */
+async function largestMappings (pid: number, count = 12): Promise<string> {
+  const text = await readFile(`/proc/${pid}/smaps`, 'utf8')
+  const mappings: Array<{ what: string, sizeKb: number, rssKb: number }> = []
+  let current: { what: string, sizeKb: number, rssKb: number } | undefined
+  for (const line of text.split('\n')) {
+    const header = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ \S+\s*(.*)$/.exec(line)
+    if (header != null) { current = { what: header[1] === '' ? '[anon]' : header[1]!, sizeKb: 0, rssKb: 0 }; mappings.push(current); continue }
+    const field = /^(Size|Rss):\s+(\d+) kB/.exec(line)
+    if (field != null && current != null) { if (field[1] === 'Size') current.sizeKb = Number(field[2]); else current.rssKb = Number(field[2]) }
+  }
+  const byWhat = new Map<string, { count: number, rssKb: number }>()
+  for (const m of mappings) { const e = byWhat.get(m.what) ?? { count: 0, rssKb: 0 }; e.count++; e.rssKb += m.rssKb; byWhat.set(m.what, e) }
+  const top = mappings.sort((a, b) => b.rssKb - a.rssKb).slice(0, count).map(m => `  ${String(Math.round(m.rssKb / 1024)).padStart(5)} MB of ${String(Math.round(m.sizeKb / 1024)).padStart(5)} MB  ${m.what}`)
+  const groups = [...byWhat].sort((a, b) => b[1].rssKb - a[1].rssKb).slice(0, 6).map(([what, e]) => `  ${String(Math.round(e.rssKb / 1024)).padStart(5)} MB in ${e.count} mappings  ${what}`)
+  return [...top, '  by file:', ...groups].join('\n')
+}
+
 interface Sample { role: string, peerRssMb: number, watchdogRssMb: number }
 
 /** Where a peer's memory is, from its own /metrics (prom-client's Node.js metrics), MB. */
@@ -53,7 +80,7 @@ async function heapOf (peer: { apiAddress: string, token: string }): Promise<{ h
 }
 
 async function main (): Promise<void> {
-  const { values } = parseArgs({ options: { seconds: { type: 'string' }, quick: { type: 'boolean' }, 'peer-env': { type: 'string', multiple: true }, 'heap-snapshots': { type: 'string' }, help: { type: 'boolean' } } })
+  const { values } = parseArgs({ options: { seconds: { type: 'string' }, quick: { type: 'boolean' }, 'peer-env': { type: 'string', multiple: true }, 'heap-snapshots': { type: 'string' }, smaps: { type: 'boolean' }, help: { type: 'boolean' } } })
   if (values.help === true) { console.log(USAGE); return }
   const seconds = Number(values.seconds ?? (values.quick === true ? 20 : 60))
   if (!Number.isFinite(seconds) || seconds < 5) { console.error(`bench:footprint: --seconds must be a number >= 5\n${USAGE}`); process.exit(2) }
@@ -104,15 +131,17 @@ async function main (): Promise<void> {
     const endStatus = await ms.status(primary.board)
     const checkpoints = (endStatus?.lastCheckpoint?.seq ?? startSeq) - startSeq
 
+    const memories = new Map(await Promise.all(withWatchdogs.map(async b => [b.role, await memoryOf(b.pid)] as const)))
+    if (values.smaps === true) for (const b of withWatchdogs) console.log(`${b.role} peer ${b.pid}: largest mappings\n${await largestMappings(b.pid)}`)
     if (snapshotDir != null) {
       for (const b of withWatchdogs) process.kill(b.pid, 'SIGUSR2')
       await sleep(15_000)
       console.log(`heap snapshots of ${withWatchdogs.map(b => `${b.role} ${b.pid}`).join(', ')} in ${snapshotDir}`)
     }
-    const heaps = new Map(await Promise.all(withWatchdogs.map(async b => [b.role, await heapOf(b.board.peer!)] as const)))
-    const rows: Array<Array<string | number | null>> = [['process', 'RSS p50 MB', 'RSS max MB', 'CPU % of a core', 'JS heap used / total MB', 'external MB']]
-    rows.push(['peer, idle alone', idle.peerRssMb, idle.peerRssMb, null, null, null])
-    rows.push(['watchdog, idle alone', idle.watchdogRssMb, idle.watchdogRssMb, null, null, null])
+    const heaps = new Map(await Promise.all(withWatchdogs.map(async b => [b.role, { ...await heapOf(b.board.peer!), ...memories.get(b.role)! }] as const)))
+    const rows: Array<Array<string | number | null>> = [['process', 'RSS p50 MB', 'RSS max MB', 'CPU % of a core', 'JS heap used / total MB', 'external MB', 'anon / file MB']]
+    rows.push(['peer, idle alone', idle.peerRssMb, idle.peerRssMb, null, null, null, null])
+    rows.push(['watchdog, idle alone', idle.watchdogRssMb, idle.watchdogRssMb, null, null, null, null])
     const figures: Record<string, unknown> = { peerEnv, idle, seconds: elapsedS, checkpoints, primaryPeerCpuPercent: peerCpu, primaryWatchdogCpuPercent: watchdogCpu, rss: {} }
     for (const role of ['primary', 'backup', 'spare']) {
       const entry = rss.get(role)
@@ -121,8 +150,8 @@ async function main (): Promise<void> {
       const watchdog = distribution(entry.watchdog)
       const heap = heaps.get(role)
       ;(figures.rss as Record<string, unknown>)[role] = { peer, watchdog, heap }
-      rows.push([`peer, ${role}`, peer.p50, peer.max, role === 'primary' ? peerCpu : null, heap == null ? null : `${heap.heapUsedMb.toFixed(0)} / ${heap.heapTotalMb.toFixed(0)}`, heap?.externalMb ?? null])
-      rows.push([`watchdog, ${role}`, watchdog.p50, watchdog.max, role === 'primary' ? watchdogCpu : null, null, null])
+      rows.push([`peer, ${role}`, peer.p50, peer.max, role === 'primary' ? peerCpu : null, heap == null ? null : `${heap.heapUsedMb.toFixed(0)} / ${heap.heapTotalMb.toFixed(0)}`, heap?.externalMb ?? null, heap == null ? null : `${heap.anonMb.toFixed(0)} / ${heap.fileMb.toFixed(0)}`])
+      rows.push([`watchdog, ${role}`, watchdog.p50, watchdog.max, role === 'primary' ? watchdogCpu : null, null, null, null])
     }
     console.log(table(rows))
     console.log(`${checkpoints} checkpoints in ${elapsedS.toFixed(1)} s on the primary`)

@@ -13,6 +13,9 @@ import type { PeerStatus } from '../peer/daemon.ts'
 
 export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'peer', 'cli.ts')
 
+/** The memory settings bin/tandem gives a peer (see there for the figures), so spawned peers weigh what installed ones do. */
+const PEER_PROCESS_ENV = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', NODE_OPTIONS: `--max-semi-space-size=4${process.env.NODE_OPTIONS != null && process.env.NODE_OPTIONS !== '' ? ` ${process.env.NODE_OPTIONS}` : ''}` }
+
 /** The compile cache bin/tandem gives a peer (see there), so spawned peers start and weigh what installed ones do. */
 function compileCacheDir (): string {
   const dir = process.env.NODE_COMPILE_CACHE ?? (process.getuid?.() === 0 ? '/var/cache/tandem/node-compile-cache' : join(homedir(), '.cache', 'tandem', 'node-compile-cache'))
@@ -138,7 +141,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
   const command = [process.execPath, CLI_PATH, ...flagsOf(options, dataDir)]
   if (options.netns != null) command.unshift('nsenter', `--net=${options.netns}`)
   const child: ChildProcess = spawn(command[0] as string, command.slice(1), {
-    env: { NODE_COMPILE_CACHE: compileCacheDir(), ...process.env, ...options.env },
+    env: { NODE_COMPILE_CACHE: compileCacheDir(), ...process.env, ...PEER_PROCESS_ENV, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const output: string[] = []
