@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream'
 import type { SimulatedBoard } from '../boards/simulated-board.ts'
 import { LABEL_EPOCH, LABEL_MISSION, demuxLogs } from '../checkpoint/runtime.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import { parseVehicleLine, samplesOf, type VehicleLogEntry, type VehicleSample } from './vehicle-log.ts'
 
 /** The mission as one board's peer sees it, or undefined (board off, mission unknown, API slow). */
