@@ -143,7 +143,7 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
   }
 }
 
-/** A restore as the new primary's events report it (peer/missions.ts writes the line). */
+/** A restore as the new primary's events report it (peer/missions/runner.ts writes the line). */
 export interface RestoreReport { seq: number, ms: number, phases: { createMs: number, filesMs: number, criuMs: number } }
 
 /** The newest restore among a mission's events, or null when the mission did not restore a checkpoint. */
