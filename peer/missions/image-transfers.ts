@@ -13,7 +13,7 @@ export interface ImageTransfersOptions {
   peerId: string
   runtime: MissionRuntime | undefined
   checkpoints: MissionCheckpoints | undefined
-  images: ImageInventory | undefined
+  images: Pick<ImageInventory, 'isFetching' | 'beginFetch' | 'progress' | 'endFetch' | 'refresh' | 'has'> | undefined
   signal: AbortSignal
   stopped: () => boolean
   local: (event: LocalEvent) => void

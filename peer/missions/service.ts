@@ -4,7 +4,7 @@
 import { ClusterMachine, majority, type SelfInfo } from '../../consensus/machine.ts'
 import { validateMessage } from '../../consensus/messages.ts'
 import { checkMessageAuthority, GrantError } from '../../consensus/authority.ts'
-import { imageFor, normalizeImageRef, type MissionSpec } from '../../consensus/manifest.ts'
+import { imageFor, normalizeImageRef } from '../../consensus/manifest.ts'
 import type { Action, ConsensusConfig, LocalEvent, PeerInfo, PersistedState } from '../../consensus/types.ts'
 import type { BoardProfile } from '../../boards/profiles.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
@@ -89,6 +89,7 @@ export class MissionService {
     holds: (mission: string) => (this.#machine?.knownEpoch(mission) ?? -1) >= 0,
     specs: () => this.#liveViews().map(v => v.spec)
   }
+
   #actionChain: Promise<void> = Promise.resolve()
   #timers: NodeJS.Timeout[] = []
   #cleanups: Array<() => void | Promise<void>> = []
@@ -114,7 +115,7 @@ export class MissionService {
       peerId: components.peerId,
       runtime: components.runtime,
       checkpoints,
-      images: components.images as ImageInventory | undefined,
+      images: components.images,
       signal: this.#abort.signal,
       stopped: () => this.#stopped,
       local: event => { this.#local(event) },
@@ -391,7 +392,7 @@ export class MissionService {
   #wantedImages (): string[] {
     const refs = new Set<string>()
     for (const v of this.#liveViews()) {
-      const image = imageFor(v.spec as MissionSpec, this.#c.board.arch)
+      const image = imageFor(v.spec, this.#c.board.arch)
       if (image != null) refs.add(normalizeImageRef(image))
     }
     return [...refs].sort()
