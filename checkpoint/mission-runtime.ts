@@ -1,7 +1,8 @@
 // The missions' container runtime port (peer/missions/ports.ts) over one board's Docker (ContainerRuntime).
 import type { Readable } from 'node:stream'
 import type { ContainerSpec, ContainerState, ImageListing, MissionRuntime, OwnContainer } from '../peer/missions/ports.ts'
-import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from './runtime.ts'
+import type Docker from 'dockerode'
+import { ContainerRuntime, dockerFromHost, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from './runtime.ts'
 
 /** The longest removing every container of the peer at its stop may take. */
 const REMOVE_ALL_TIMEOUT_MS = 5000
@@ -56,12 +57,7 @@ export class DockerMissionRuntime implements MissionRuntime {
     }
   }
 
-  async removeAllOwn (): Promise<void> {
-    const docker = this.containers.docker
-    const signal = AbortSignal.timeout(REMOVE_ALL_TIMEOUT_MS)
-    const list = await docker.listContainers({ filters: { label: [`${LABEL_PEER}=${this.#peerId}`] }, abortSignal: signal } as object)
-    await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
-  }
+  async removeAllOwn (): Promise<void> { await removeContainersOf(this.containers.docker, this.#peerId) }
 
   async tagImage (imageId: string, ref: string): Promise<void> { await this.containers.tagImage(imageId, ref) }
 
@@ -74,4 +70,34 @@ export class DockerMissionRuntime implements MissionRuntime {
   }
 
   async close (): Promise<void> { await this.containers.close() }
+}
+
+/** Kills and removes every running container labelled with the peer id; gives up after `timeoutMs`. */
+async function removeContainersOf (docker: Docker, peerId: string, timeoutMs = REMOVE_ALL_TIMEOUT_MS): Promise<number> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  const list = await docker.listContainers({ filters: { label: [`${LABEL_PEER}=${peerId}`] }, abortSignal: signal } as object)
+  await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
+  return list.length
+}
+
+/** What a peer's watchdog process (peer/watchdog.ts) asks of its Docker, beside the cgroup freezer it uses itself. */
+export class WatchdogDocker {
+  readonly #docker: Docker
+  readonly #peerId: string
+
+  constructor (dockerHost: string, peerId: string) {
+    this.#docker = dockerFromHost(dockerHost)
+    this.#peerId = peerId
+  }
+
+  /** The init pid of a running container, else null. */
+  async initPidOf (containerId: string, timeoutMs: number): Promise<number | null> {
+    const info = await this.#docker.getContainer(containerId).inspect({ abortSignal: AbortSignal.timeout(timeoutMs) } as object)
+    return info.State.Running && info.State.Pid > 0 ? info.State.Pid : null
+  }
+
+  async kill (containerId: string): Promise<void> { await this.#docker.getContainer(containerId).kill({ signal: 'SIGKILL' }) }
+
+  /** Kills and removes every container of the peer; returns how many there were. */
+  async removeAllOfPeer (): Promise<number> { return await removeContainersOf(this.#docker, this.#peerId) }
 }

@@ -24,7 +24,7 @@ import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logFormatFromEnv, openLogger, type PeerLogger } from './logger.ts'
-import { dockerFromHost, LABEL_PEER } from '../checkpoint/runtime.ts'
+import { WatchdogDocker } from '../checkpoint/mission-runtime.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
 const GOODBYE = 'bye'
@@ -39,15 +39,6 @@ const REAP_FOR_MS = 30_000
 /** The lease the peer grants its watchdog: a little less than the consensus lease, so the watchdog freezes first. */
 export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
   return (consensus?.leaseMs ?? DEFAULT_CONSENSUS_CONFIG.leaseMs) - 50
-}
-
-/** Kills and removes every container labelled with the peer id on that Docker daemon; gives up after `timeoutMs`. */
-export async function killContainersOf (dockerHost: string, peerId: string, timeoutMs = 5000): Promise<number> {
-  const docker = dockerFromHost(dockerHost)
-  const signal = AbortSignal.timeout(timeoutMs)
-  const list = await docker.listContainers({ filters: { label: [`${LABEL_PEER}=${peerId}`] }, abortSignal: signal } as object)
-  await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
-  return list.length
 }
 
 export interface Watchdog {
@@ -141,7 +132,7 @@ class LeaseEnforcer {
   readonly #dockerHost: string
   readonly #peerId: string
   readonly #graceMs: number
-  readonly #docker: ReturnType<typeof dockerFromHost>
+  readonly #docker: WatchdogDocker
   readonly #log: (line: string) => void
   /** The current lease: ids, and when it ends on the wall clock (sender's time) and on the monotonic clock. */
   #ids: string[] = []
@@ -163,7 +154,7 @@ class LeaseEnforcer {
     this.#dockerHost = dockerHost
     this.#peerId = peerId
     this.#graceMs = graceMs
-    this.#docker = dockerFromHost(dockerHost)
+    this.#docker = new WatchdogDocker(dockerHost, peerId)
   }
 
   start (): void {
@@ -231,7 +222,7 @@ class LeaseEnforcer {
     }
     for (const doomed of [...this.#doomed.values()]) this.#kill(doomed, 'peer died')
     try {
-      const killed = await killContainersOf(this.#dockerHost, this.#peerId)
+      const killed = await this.#docker.removeAllOfPeer()
       if (killed > 0) this.#log(`peer ${this.#peerId} died; removed its ${killed} mission container(s)`)
     } catch (err) {
       // The daemon died with the peer (a power cut): its containers died too.
@@ -254,7 +245,7 @@ class LeaseEnforcer {
       if (dir == null) {
         // Not learned yet (started less than a Docker round trip ago): Docker must do it, whenever it answers.
         this.#log(`${why}: container ${id.slice(0, 12)} has no known cgroup; asking Docker to kill it`)
-        void this.#docker.getContainer(id).kill({ signal: 'SIGKILL' }).catch(() => {})
+        void this.#docker.kill(id).catch(() => {})
         continue
       }
       writeState(dir, 'FROZEN')
@@ -308,8 +299,8 @@ class LeaseEnforcer {
     if (known?.learning === true || (known != null && performance.now() - known.triedAt < 200)) return
     const entry: Known = { dir: undefined, learning: true, triedAt: performance.now() }
     this.#known.set(id, entry)
-    this.#docker.getContainer(id).inspect({ abortSignal: AbortSignal.timeout(2000) } as object)
-      .then(info => { if (info.State.Running && info.State.Pid > 0) entry.dir = freezerDirOf(info.State.Pid) })
+    this.#docker.initPidOf(id, 2000)
+      .then(pid => { if (pid != null) entry.dir = freezerDirOf(pid) })
       .catch(() => {})
       .finally(() => { entry.learning = false; entry.triedAt = performance.now() })
   }
