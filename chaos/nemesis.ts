@@ -4,7 +4,7 @@
 // the boards' network namespaces (iptables), a slow board runs under a CPU quota on its cgroup.
 import type { MissionSwarm } from '../harness/mission-swarm.ts'
 import type { SimulatedBoard } from '../harness/simulated-board.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import type { Random } from '../harness/consensus-simulator.ts'
 import { sleep } from '../harness/observe.ts'
 

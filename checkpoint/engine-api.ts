@@ -10,6 +10,33 @@ export const LABEL_PEER = 'tandem.peer'
 
 export interface EngineContainerState { Running: boolean, Pid: number }
 
+/** What a peer's watchdog process (peer/watchdog.ts) asks of its Docker, beside the cgroup freezer it uses itself. */
+export class WatchdogDocker {
+  readonly #engine: EngineApi
+  readonly #peerId: string
+
+  constructor (dockerHost: string, peerId: string) {
+    this.#engine = new EngineApi(dockerHost)
+    this.#peerId = peerId
+  }
+
+  /** The init pid of a running container, else null. */
+  async initPidOf (containerId: string, timeoutMs: number): Promise<number | null> {
+    const state = await this.#engine.state(containerId, AbortSignal.timeout(timeoutMs))
+    return state.Running && state.Pid > 0 ? state.Pid : null
+  }
+
+  async kill (containerId: string): Promise<void> { await this.#engine.kill(containerId) }
+
+  /** Kills and removes every running container of the peer; returns how many there were. */
+  async removeAllOfPeer (timeoutMs = 5000): Promise<number> {
+    const signal = AbortSignal.timeout(timeoutMs)
+    const ids = await this.#engine.containersOf(this.#peerId, signal)
+    await Promise.allSettled(ids.map(async id => { await this.#engine.removeForce(id, signal) }))
+    return ids.length
+  }
+}
+
 export class EngineApi {
   readonly #target: { socketPath: string } | { host: string, port: number }
 

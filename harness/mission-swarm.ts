@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { buildImageOn, startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from './simulated-board.ts'
 import { MissionLogWatch, missionContainers, missionOn, until } from './observe.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 
 export const MISSION = 'vehicle-controller'
 export const VEHICLE_DIR = new URL('../examples/vehicle/', import.meta.url).pathname

@@ -3,7 +3,7 @@
 import type { Readable } from 'node:stream'
 import type { SimulatedBoard } from './simulated-board.ts'
 import { LABEL_EPOCH, LABEL_MISSION, demuxLogs } from '../checkpoint/runtime.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import { parseVehicleLine, samplesOf, type VehicleLogEntry, type VehicleSample } from '../demo/vehicle-log.ts'
 
 /** The mission as one board's peer sees it, or undefined (board off, mission unknown, API slow). */
@@ -143,7 +143,7 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
   }
 }
 
-/** A restore as the new primary's events report it (peer/missions.ts writes the line). */
+/** A restore as the new primary's events report it (peer/missions/runner.ts writes the line). */
 export interface RestoreReport { seq: number, ms: number, phases: { createMs: number, filesMs: number, criuMs: number } }
 
 /** The newest restore among a mission's events, or null when the mission did not restore a checkpoint. */

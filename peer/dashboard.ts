@@ -7,7 +7,7 @@ import { loadavg } from 'node:os'
 import { ApiError, type ApiResponse } from './api.ts'
 import { kindOf, type SwarmEventKind } from './swarm-events.ts'
 import type { Peer } from './daemon.ts'
-import type { MissionStatus } from './missions.ts'
+import type { MissionStatus } from './missions/index.ts'
 
 const UI_DIR = new URL('./ui/', import.meta.url)
 /** The files of peer/ui/ the peer serves, and their content types: nothing else is read from disk. */

@@ -1,7 +1,7 @@
 // Which images this board's Docker holds and which it is fetching from the swarm, as every heartbeat tells the
 // others: placement only picks boards that have (or are fetching) a mission's image, and a deploy of an image no
 // live board has is refused.
-import type Docker from 'dockerode'
+import type { MissionRuntime } from './missions/ports.ts'
 import { normalizeImageRef } from '../manifest/manifest.ts'
 
 /** Image refs listed per heartbeat at most (a heartbeat must stay under the detector's maxHeartbeatBytes). */
@@ -34,7 +34,7 @@ export function imagesExtraOf (extras: Record<string, unknown> | undefined): Ima
 }
 
 export class ImageInventory {
-  readonly #docker: Docker
+  readonly #runtime: Pick<MissionRuntime, 'listImages'>
   readonly #log: (line: string) => void
   /** Normalized refs (repo:tag and sha256 ids) of every image in this board's Docker. */
   #present = new Set<string>()
@@ -45,8 +45,8 @@ export class ImageInventory {
   #failedOnce = false
   #answering = false
 
-  constructor (options: { docker: Docker, log: (line: string) => void }) {
-    this.#docker = options.docker
+  constructor (options: { runtime: Pick<MissionRuntime, 'listImages'>, log: (line: string) => void }) {
+    this.#runtime = options.runtime
     this.#log = options.log
   }
 
@@ -61,11 +61,11 @@ export class ImageInventory {
   async refresh (): Promise<void> {
     this.#refreshing ??= (async () => {
       try {
-        const images = await this.#docker.listImages()
+        const images = await this.#runtime.listImages()
         const present = new Set<string>()
         for (const image of images) {
-          present.add(image.Id)
-          for (const tag of image.RepoTags ?? []) if (tag !== '<none>:<none>') present.add(normalizeImageRef(tag))
+          present.add(image.id)
+          for (const tag of image.tags) if (tag !== '<none>:<none>') present.add(normalizeImageRef(tag))
         }
         this.#present = present
         this.#failedOnce = false

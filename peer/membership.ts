@@ -291,7 +291,7 @@ export class Membership {
       for (const listener of this.#accusedListeners) listener({ ...verdict, from })
     } else if (result === 'applied') {
       const member = this.#members.get(verdict.target) as Member
-      // A refused redial is proof whoever saw it (peer/missions.ts reads it as `gone`); keep its wording.
+      // A refused redial is proof whoever saw it (peer/missions/peer-info.ts reads it as `gone`); keep its wording.
       this.#transition(member, 'dead', verdict.reason === REFUSED ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`)
     } else if (result === 'hint') {
       // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.

@@ -4,7 +4,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
 import type { PeerStatus } from './daemon.ts'
 import type { MemberState } from './membership.ts'
-import type { MissionStatus } from './missions.ts'
+import type { MissionStatus } from './missions/index.ts'
 
 const MEMBER_STATES: readonly MemberState[] = ['alive', 'suspect', 'dead']
 const MISSION_ROLES: ReadonlyArray<MissionStatus['role']> = ['primary', 'backup', 'member']

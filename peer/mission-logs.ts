@@ -8,14 +8,13 @@
 import { appendFile, mkdir, readdir, readFile, rename, stat } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
-import type Docker from 'dockerode'
 import { lpStream } from '@libp2p/utils'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import { GossipDrop } from './gossip.ts'
 import type { LogLine } from './logger.ts'
-import { LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from '../checkpoint/runtime.ts'
+import type { MissionRuntime } from './missions/ports.ts'
 
 export const MISSION_LOGS_TOPIC = 'tandem/mission-logs/1'
 export const MISSION_LOGS_PROTOCOL = '/tandem/mission-logs/1.0.0'
@@ -223,12 +222,15 @@ export class DockerLogParser {
   }
 }
 
+/** Where the lines of this peer's mission containers come from. */
+export type LogSource = Pick<MissionRuntime, 'listOwn' | 'followLogs'>
+
 interface Followed { mission: string, epoch: number, n: number, stream: Readable | undefined }
 
 export interface MissionLogsOptions {
   peer: Peer
-  /** This board's Docker (none: the board keeps and serves the lines others gossip, and captures none). */
-  docker?: Docker
+  /** This board's containers (none: the board keeps and serves the lines others gossip, and captures none). */
+  runtime?: LogSource
   log?: LogLine
 }
 
@@ -236,7 +238,7 @@ export interface MissionLogsOptions {
 export class MissionLogs {
   readonly store: MissionLogStore
   readonly #peer: Peer
-  readonly #docker: Docker | undefined
+  readonly #runtime: LogSource | undefined
   readonly #log: LogLine
   readonly #followed = new Map<string, Followed>()
   readonly #outbox = new Map<string, MissionLogEntry[]>()
@@ -250,7 +252,7 @@ export class MissionLogs {
 
   constructor (options: MissionLogsOptions) {
     this.#peer = options.peer
-    this.#docker = options.docker
+    this.#runtime = options.runtime
     this.#log = options.log ?? (() => {})
     this.store = new MissionLogStore(join(options.peer.config.dataDir, 'mission-logs'))
   }
@@ -304,7 +306,7 @@ export class MissionLogs {
     })
     peer.status.extend('missionLogs', () => ({ missions: this.store.missions().length, following: this.#followed.size, unreplicated: this.unreplicated }))
 
-    if (this.#docker != null) {
+    if (this.#runtime != null) {
       this.#timers.push(setInterval(() => { void this.#discover() }, DISCOVER_MS))
       void this.#discover()
     }
@@ -339,17 +341,16 @@ export class MissionLogs {
   }
 
   async #discover (): Promise<void> {
-    const docker = this.#docker
-    if (docker == null || this.#discovering || this.#stopped) return
+    const runtime = this.#runtime
+    if (runtime == null || this.#discovering || this.#stopped) return
     this.#discovering = true
     try {
-      const list = await docker.listContainers({ filters: { label: [LABEL_MISSION, `${LABEL_PEER}=${this.#peer.peerId}`] } }).catch(() => [])
+      const list = await runtime.listOwn({}).catch(() => [])
       for (const c of list) {
-        if (this.#followed.has(c.Id)) continue
-        const mission = c.Labels[LABEL_MISSION] as string
-        const followed: Followed = { mission, epoch: Number(c.Labels[LABEL_EPOCH] ?? 0), n: 0, stream: undefined }
-        this.#followed.set(c.Id, followed)
-        void this.#follow(docker, c.Id, followed)
+        if (this.#followed.has(c.id)) continue
+        const followed: Followed = { mission: c.mission, epoch: c.epoch, n: 0, stream: undefined }
+        this.#followed.set(c.id, followed)
+        void this.#follow(runtime, c.id, followed)
       }
       // Forget containers gone long ago (their streams ended), keeping the set bounded.
       if (this.#followed.size > 256) for (const [id, f] of this.#followed) if (f.stream == null && this.#followed.size > 128) this.#followed.delete(id)
@@ -358,10 +359,10 @@ export class MissionLogs {
     }
   }
 
-  async #follow (docker: Docker, id: string, followed: Followed): Promise<void> {
+  async #follow (runtime: LogSource, id: string, followed: Followed): Promise<void> {
     let stream: Readable
     try {
-      stream = await docker.getContainer(id).logs({ follow: true, stdout: true, stderr: true, timestamps: true }) as unknown as Readable
+      stream = await runtime.followLogs(id)
     } catch (err) {
       this.#log(`mission logs: cannot follow container ${id.slice(0, 12)} of ${followed.mission}: ${(err as Error).message}`, { level: 'warn', mission: followed.mission })
       return

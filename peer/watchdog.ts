@@ -25,7 +25,7 @@ import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logFormatFromEnv, openLogger, type PeerLogger } from './logger.ts'
-import { EngineApi } from '../checkpoint/engine-api.ts'
+import { WatchdogDocker } from '../checkpoint/engine-api.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
 const GOODBYE = 'bye'
@@ -40,15 +40,6 @@ const REAP_FOR_MS = 30_000
 /** The lease the peer grants its watchdog: a little less than the consensus lease, so the watchdog freezes first. */
 export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
   return (consensus?.leaseMs ?? DEFAULT_CONSENSUS_CONFIG.leaseMs) - 50
-}
-
-/** Kills and removes every container labelled with the peer id on that Docker daemon; gives up after `timeoutMs`. */
-export async function killContainersOf (dockerHost: string, peerId: string, timeoutMs = 5000): Promise<number> {
-  const docker = new EngineApi(dockerHost)
-  const signal = AbortSignal.timeout(timeoutMs)
-  const ids = await docker.containersOf(peerId, signal)
-  await Promise.allSettled(ids.map(async id => { await docker.removeForce(id, signal) }))
-  return ids.length
 }
 
 export interface Watchdog {
@@ -142,7 +133,7 @@ class LeaseEnforcer {
   readonly #dockerHost: string
   readonly #peerId: string
   readonly #graceMs: number
-  readonly #docker: EngineApi
+  readonly #docker: WatchdogDocker
   readonly #log: (line: string) => void
   /** The current lease: ids, and when it ends on the wall clock (sender's time) and on the monotonic clock. */
   #ids: string[] = []
@@ -164,7 +155,7 @@ class LeaseEnforcer {
     this.#dockerHost = dockerHost
     this.#peerId = peerId
     this.#graceMs = graceMs
-    this.#docker = new EngineApi(dockerHost)
+    this.#docker = new WatchdogDocker(dockerHost, peerId)
   }
 
   start (): void {
@@ -232,7 +223,7 @@ class LeaseEnforcer {
     }
     for (const doomed of [...this.#doomed.values()]) this.#kill(doomed, 'peer died')
     try {
-      const killed = await killContainersOf(this.#dockerHost, this.#peerId)
+      const killed = await this.#docker.removeAllOfPeer()
       if (killed > 0) this.#log(`peer ${this.#peerId} died; removed its ${killed} mission container(s)`)
     } catch (err) {
       // The daemon died with the peer (a power cut): its containers died too.
@@ -309,8 +300,8 @@ class LeaseEnforcer {
     if (known?.learning === true || (known != null && performance.now() - known.triedAt < 200)) return
     const entry: Known = { dir: undefined, learning: true, triedAt: performance.now() }
     this.#known.set(id, entry)
-    this.#docker.state(id, AbortSignal.timeout(2000))
-      .then(state => { if (state.Running && state.Pid > 0) entry.dir = freezerDirOf(state.Pid) })
+    this.#docker.initPidOf(id, 2000)
+      .then(pid => { if (pid != null) entry.dir = freezerDirOf(pid) })
       .catch(() => {})
       .finally(() => { entry.learning = false; entry.triedAt = performance.now() })
   }

@@ -10,7 +10,7 @@ import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.t
 import { lastRestore, sleep, type FollowedContainer } from '../harness/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import type { MissionEvent } from '../peer/mission-events.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { gateOn } from './helpers/requirements.ts'

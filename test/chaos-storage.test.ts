@@ -10,7 +10,7 @@ import { overlaps, regressions } from '../chaos/history.ts'
 import { inject } from '../chaos/nemesis.ts'
 import { Random } from '../harness/consensus-simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 
 const CHECKPOINT_INTERVAL_MS = 1000
 const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1

@@ -13,7 +13,7 @@ import { gateOn } from './helpers/requirements.ts'
 import { dockerCriuMissing } from './checkpoint-helpers.ts'
 import { startMissionSwarm, MISSION, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { CheckpointTimeline, timelineOf } from '../peer/dashboard.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import type { SwarmEvent } from '../peer/swarm-events.ts'
 
 const CHROMIUM = '/usr/bin/chromium'

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import Docker from 'dockerode'
 import { CLI_PATH, spawnSwarm, stopAllPeers, waitFor, type PeerHandle } from '../harness/spawn-peer.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
-import type { MissionStatus, MoveResult } from '../peer/missions.ts'
+import type { MissionStatus, MoveResult } from '../peer/missions/index.ts'
 import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
 function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import Docker from 'dockerode'
 import { spawnPeer, stopAllPeers, waitFor, type PeerHandle } from '../harness/spawn-peer.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
-import type { MissionStatus } from '../peer/missions.ts'
+import type { MissionStatus } from '../peer/missions/index.ts'
 import { dockerMissing, gateOn } from './helpers/requirements.ts'
 import { levelOf } from '../peer/logger.ts'
 

@@ -348,7 +348,7 @@ t.test('received verdicts: applied at once, stale or replayed ones and strangers
   t.equal(membership.get('target')?.state, 'alive')
   t.equal(membership.verdict({ target: 'target', incarnation: 5, seq: 10, reason: 'x' }, 'watcher'), 'stale', 'replayed after the refutation')
   t.equal(membership.get('target')?.state, 'alive')
-  // A refused redial keeps its wording (peer/missions.ts reads it as proof the process is gone).
+  // A refused redial keeps its wording (peer/missions/peer-info.ts reads it as proof the process is gone).
   membership.verdict({ target: 'target', incarnation: 6, seq: 1, reason: 'connection refused' }, 'watcher')
   t.match(membership.get('target'), { state: 'dead', reason: 'connection refused' })
   t.same(changes.filter(c => c.peerId === 'target').map(c => c.state), ['alive', 'dead', 'alive', 'dead'])

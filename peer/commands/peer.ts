@@ -6,7 +6,7 @@ import { OperatorSigner, parsePublicKeys } from '../../consensus/authority.ts'
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { Peer } from '../daemon.ts'
-import { MissionService } from '../missions.ts'
+import { PeerMissions } from '../missions/index.ts'
 import {
   ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
   apiTokenPath, formatApiAddress, parseApiAddress, type OperatorConfig, type PeerConfig
@@ -188,7 +188,7 @@ async function runPeer (argv: string[]): Promise<number> {
     if (format === 'json') { logger.log(`peer: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
-  const missions = new MissionService({ peer, log: logger.log })
+  const missions = new PeerMissions({ peer, log: logger.log })
   try {
     await missions.start()
   } catch (err) {

@@ -33,7 +33,7 @@ export function formatStatus (status: PeerStatus, wide = false): string {
   const drops = Object.entries(status.counters.gossip).flatMap(([topic, c]) =>
     Object.entries(c.dropped).filter(([, n]) => n > 0).map(([reason, n]) => `${topic} ${reason} ${n}`))
   if (drops.length > 0) lines.push('', `dropped gossip: ${drops.join(', ')}`)
-  // The missions' `authority` section (peer/missions.ts), when the peer runs missions.
+  // The missions' `authority` section (peer/missions/service.ts), when the peer runs missions.
   const authority = (status as { authority?: { open: boolean, operatorKeys: string[], holdsOperatorKey: boolean, revoked: string[], refused: Record<string, number> | null } }).authority
   if (authority != null) {
     lines.push('', authority.open
