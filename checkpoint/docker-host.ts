@@ -4,6 +4,7 @@ import Docker from 'dockerode'
 import { CheckpointError } from './errors.ts'
 
 export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
+export const CRIU_MIN_VERSION = '4.1'
 
 export interface DockerClientOptions {
   /** Per-request time limit of the client (none by default: image loads and log streams run long). */
@@ -11,15 +12,25 @@ export interface DockerClientOptions {
 }
 
 /** A dockerode client for `unix:///path/docker.sock` or a loopback `tcp://127.0.0.1:port` (default port 2375). */
-export function dockerClient (dockerHost: string, options: DockerClientOptions = {}): Docker {
+export function dockerFromHost (dockerHost: string, options: DockerClientOptions = {}): Docker {
   const url = new URL(dockerHost)
   const timeout = options.timeoutMs != null ? { timeout: options.timeoutMs } : {}
-  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname, ...timeout })
+  if (url.protocol === 'unix:') return new Docker({ socketPath: decodeURIComponent(url.pathname), ...timeout })
   if (url.protocol === 'tcp:' || url.protocol === 'http:') {
     if (!/^(127\.|localhost$|\[::1\]$)/.test(url.hostname)) throw new CheckpointError(`dockerHost ${dockerHost}: only loopback daemons are allowed`)
     return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http', ...timeout })
   }
   throw new CheckpointError(`unsupported dockerHost ${dockerHost}: use unix:///path or tcp://127.0.0.1:port`)
+}
+
+/** The Docker host of a daemon's socket, for dockerFromHost. */
+export function unixDockerHost (socketPath: string): string {
+  return `unix://${socketPath.split('/').map(encodeURIComponent).join('/')}`
+}
+
+/** This host's own daemon: $DOCKER_HOST, else the default socket. */
+export function hostDocker (options: DockerClientOptions = {}): Docker {
+  return dockerFromHost(process.env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST, options)
 }
 
 /** What `docker version` and `docker info` report, in the fields tandem reads. */
@@ -84,6 +95,18 @@ export async function probeCriu (options: CriuProbeOptions = {}): Promise<CriuPr
   return { version, versionError: versionRun.error, missing, check }
 }
 
+export function versionAtLeast (version: string, minimum: string): boolean {
+  const parts = (text: string): number[] => text.split(/[.-]/).map(part => Number.parseInt(part, 10)).map(n => Number.isNaN(n) ? 0 : n)
+  const have = parts(version)
+  const want = parts(minimum)
+  for (let i = 0; i < want.length; i++) {
+    const h = have[i] ?? 0
+    const w = want[i] ?? 0
+    if (h !== w) return h > w
+  }
+  return true
+}
+
 export interface CommandOutcome {
   stdout: string
   stderr: string
@@ -109,7 +132,7 @@ function runCommand (command: string, args: string[], options: ProbeOptions): Pr
   })
 }
 
-async function withTimeout<T> (promise: Promise<T>, options: ProbeOptions): Promise<T> {
+export async function withTimeout<T> (promise: Promise<T>, options: ProbeOptions): Promise<T> {
   const { timeoutMs, signal } = options
   if (timeoutMs == null && signal == null) return await promise
   return await new Promise<T>((resolve, reject) => {
