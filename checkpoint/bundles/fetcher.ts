@@ -165,8 +165,13 @@ export class Fetcher {
       // Recorded before the lock is released, for the reason given at BundleWriter.record.
       await this.#retention.record(cid, manifest)
       return {
-        cid, manifest, blocks: progress.blocksDone, fetchedBlocks: progress.fetchedBlocks, fetchedBytes: progress.fetchedBytes,
-        repairedBlocks: blocks.repairedBlocks - repairsBefore, ms: performance.now() - started
+        cid,
+        manifest,
+        blocks: progress.blocksDone,
+        fetchedBlocks: progress.fetchedBlocks,
+        fetchedBytes: progress.fetchedBytes,
+        repairedBlocks: blocks.repairedBlocks - repairsBefore,
+        ms: performance.now() - started
       }
     })
   }
