@@ -110,7 +110,7 @@ export interface CheckpointerOptions {
 }
 
 export class Checkpointer {
-  readonly #runtime: ContainerRuntime
+  readonly runtime: ContainerRuntime
   readonly store: BundleStore
   readonly #shipImages: boolean
   readonly freezeMode: FreezeMode
@@ -123,7 +123,7 @@ export class Checkpointer {
   readonly #instance = randomBytes(4).toString('hex')
 
   constructor (options: CheckpointerOptions) {
-    this.#runtime = options.runtime
+    this.runtime = options.runtime
     this.store = options.store
     this.#shipImages = options.shipImages ?? true
     this.freezeMode = options.freezeMode ?? 'criu-hook'
@@ -134,7 +134,7 @@ export class Checkpointer {
   /** Reads the CRIU version once (recorded in every manifest). The runtime must be started. */
   async start (): Promise<void> {
     await this.#standby.clear()
-    await mkdir(join(this.#runtime.stateDir, MIRRORS_DIR), { recursive: true, mode: 0o700 })
+    await mkdir(join(this.runtime.stateDir, MIRRORS_DIR), { recursive: true, mode: 0o700 })
     this.#criuVersion = (await probeCriu()).version ?? 'unknown'
   }
 
@@ -170,8 +170,8 @@ export class Checkpointer {
     for (const [name, v] of [['epoch', options.epoch], ['seq', options.seq]] as const) {
       if (!Number.isSafeInteger(v) || v < 0) throw new CheckpointError(`${name} must be a non-negative integer, got ${String(v)}`)
     }
-    const info = this.#runtime.info
-    const inspect = await this.#runtime.inspect(containerId)
+    const info = this.runtime.info
+    const inspect = await this.runtime.inspect(containerId)
     if (inspect.State.Running !== true) throw new CheckpointError(`container ${containerId} is not running (${inspect.State.Status})`)
     const upperDir = upperDirOf(inspect)
     if (upperDir == null) throw new CheckpointError(`container ${containerId} has no overlay2 upper dir`)
@@ -180,7 +180,7 @@ export class Checkpointer {
     if (dataPath != null && dataMount == null) throw new CheckpointError(`container ${containerId} lacks its data mount ${dataPath}`)
 
     const imageCid = this.#shipImages ? await this.#images.sharedOrStartSharing(inspect.Image) : null
-    const image = await this.#runtime.imageInfo(inspect.Image)
+    const image = await this.runtime.imageInfo(inspect.Image)
     const spec: ContainerSpecRecord = {
       imageId: inspect.Image,
       imageTags: image?.tags ?? [],
@@ -193,11 +193,11 @@ export class Checkpointer {
       dataPath
     }
 
-    const scratch = await mkdtemp(join(this.#runtime.stateDir, 'checkpoint-'))
+    const scratch = await mkdtemp(join(this.runtime.stateDir, 'checkpoint-'))
     try {
       const dirs = { criu: join(scratch, 'criu'), rootfs: join(scratch, 'rootfs'), data: join(scratch, 'data') }
-      const container = this.#runtime.docker.getContainer(containerId)
-      const dumper = await startDumper({ containerId, container, runcRoot: this.#runtime.runcRoot, dockerRootDir: info.rootDir }, this.freezeMode, scratch, dirs.criu, options.seq)
+      const container = this.runtime.docker.getContainer(containerId)
+      const dumper = await startDumper({ containerId, container, runcRoot: this.runtime.runcRoot, dockerRootDir: info.rootDir }, this.freezeMode, scratch, dirs.criu, options.seq)
       const prepareMs = performance.now() - started
       let copyMs = 0
       let copied: { rootfs: SyncStats, data: SyncStats } | null = null
@@ -280,7 +280,7 @@ export class Checkpointer {
     let mirror = this.#mirrors.get(containerId)
     if (mirror?.busy === true) return null
     if (mirror == null) {
-      const base = join(this.#runtime.stateDir, MIRRORS_DIR, `${containerId}-${this.#instance}`)
+      const base = join(this.runtime.stateDir, MIRRORS_DIR, `${containerId}-${this.#instance}`)
       mirror = { rootfs: new TreeMirror(join(base, 'rootfs')), data: new TreeMirror(join(base, 'data')), busy: false }
       this.#mirrors.set(containerId, mirror)
     }
@@ -332,7 +332,7 @@ export class Checkpointer {
     this.#assertRunnableHere(manifest, cid)
 
     let imageLoaded = false
-    if (await this.#runtime.imageInfo(manifest.spec.imageId) == null) {
+    if (await this.runtime.imageInfo(manifest.spec.imageId) == null) {
       if (manifest.spec.imageCid == null) throw new ImageMissingError(`image ${manifest.spec.imageId} of mission ${manifest.mission} is not on this board and the checkpoint carries no copy`)
       imageLoaded = (await this.#images.ensure(manifest.spec.imageCid, { signal, providers: options.providers, imageId: manifest.spec.imageId })).loaded
     }
@@ -348,16 +348,16 @@ export class Checkpointer {
       dataPath: manifest.spec.dataPath
     }
     const createStart = performance.now()
-    const containerId = await this.#runtime.create(spec, { mission: manifest.mission, peerId: options.peerId, epoch: options.epoch }, { signal })
+    const containerId = await this.runtime.create(spec, { mission: manifest.mission, peerId: options.peerId, epoch: options.epoch }, { signal })
     const filesStart = performance.now()
     try {
-      const inspect = await this.#runtime.inspect(containerId)
+      const inspect = await this.runtime.inspect(containerId)
       const upperDir = upperDirOf(inspect)
       if (upperDir == null) throw new CheckpointError(`new container ${containerId} has no overlay2 upper dir`)
       const name = `restore-${manifest.seq}`
-      const checkpointDir = join(this.#runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
+      const checkpointDir = join(this.runtime.info.rootDir, 'containers', containerId, 'checkpoints', name)
       const { used: staged, rejected: stagedRejected } = await this.#standby.moveInto(manifest.mission, cid, checkpointDir, upperDir)
-      const dataDir = this.#runtime.dataDirFor(inspect.Name.replace(/^\//, ''))
+      const dataDir = this.runtime.dataDirFor(inspect.Name.replace(/^\//, ''))
       const writeFiles = async (): Promise<void> => {
         // All settle before a failure is reported: the container is removed after it, not while files are still written.
         const written = await Promise.allSettled([
@@ -384,14 +384,14 @@ export class Checkpointer {
       }
       const repairedBlocks = this.store.repairedBlocks - repairsBefore
       const criuStart = performance.now()
-      await (this.#runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
+      await (this.runtime.docker.getContainer(containerId).start({ _query: { checkpoint: name }, _body: {}, abortSignal: signal } as object) as Promise<unknown>)
         .catch(async (err: unknown) => { throw await criuFailure('restore', err) })
       const done = performance.now()
       await rm(checkpointDir, { recursive: true, force: true })
       const phases = { createMs: Math.round(filesStart - createStart), filesMs: Math.round(criuStart - filesStart), criuMs: Math.round(done - criuStart) }
       return { containerId, ms: done - started, imageLoaded, staged, stagedRejected, repairedBlocks, phases }
     } catch (err) {
-      await this.#runtime.stop(containerId).catch(() => {})
+      await this.runtime.stop(containerId).catch(() => {})
       throw err
     }
   }
@@ -408,7 +408,7 @@ export class Checkpointer {
   async assertSetIdOfImage (imageId: string, entries: SetIdEntry[]): Promise<void> {
     let layers: string[] = []
     try {
-      const data = (await this.#runtime.docker.getImage(imageId).inspect()).GraphDriver?.Data as { UpperDir?: string, LowerDir?: string } | undefined
+      const data = (await this.runtime.docker.getImage(imageId).inspect()).GraphDriver?.Data as { UpperDir?: string, LowerDir?: string } | undefined
       layers = [data?.UpperDir, ...(data?.LowerDir ?? '').split(':')].filter((d): d is string => d != null && d !== '')
     } catch (err: any) {
       if (err?.statusCode !== 404) throw err
@@ -422,7 +422,7 @@ export class Checkpointer {
   }
 
   #assertRunnableHere (manifest: CheckpointManifest, cid: CID): void {
-    const local = this.#runtime.info.arch
+    const local = this.runtime.info.arch
     if (manifest.arch !== local) throw new ArchitectureMismatchError(manifest.arch, local, cid.toString())
   }
 }
