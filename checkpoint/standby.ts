@@ -42,7 +42,11 @@ export class StandbyArea {
     this.#dockerRootDir = components.dockerRootDir
   }
 
-  /** Deletes the whole standby area: whatever a previous run staged is unknown to this one. */
+  /**
+   * Deletes the whole standby area: whatever a previous run staged is unknown to this one. The area belongs to the
+   * Docker daemon, so this also deletes what other checkpointers on the same daemon staged: their next restore finds
+   * the files missing (RestoreResult.stagedRejected) and writes them in full.
+   */
   async clear (): Promise<void> {
     await rm(join(this.#dockerRootDir(), STANDBY_DIR), { recursive: true, force: true })
   }
