@@ -6,6 +6,8 @@ import { randomUUID } from 'node:crypto'
 
 export class StoreLock {
   readonly #mutex: Mortice = createMortice({ name: `tandem-bundle-store-${randomUUID()}`, singleProcess: true, autoFinalize: true })
+  /** Mortice's queue of holders; a single-process lock always has one. */
+  readonly #queue = this.#mutex.queue as NonNullable<Mortice['queue']>
   /** Holders and waiters: mortice's own queue lags its releases by a few ticks. */
   #users = 0
 
@@ -19,7 +21,7 @@ export class StoreLock {
 
   /** Runs `fn` alone once nobody holds the lock. */
   async exclusive<T> (fn: () => Promise<T>): Promise<T> {
-    while (this.#users > 0) await this.#mutex.queue?.onIdle()
+    while (this.#users > 0) await this.#queue.onIdle()
     return await this.#alone(fn)
   }
 
