@@ -1,8 +1,7 @@
 // Detects which board this host is and what it can run (CRIU, Docker) without blocking startup.
 import { readFile } from 'node:fs/promises'
-import { execFile } from 'node:child_process'
 import { availableParallelism, totalmem } from 'node:os'
-import Docker from 'dockerode'
+import { dockerFromHost, probeCriu, probeDocker } from '../checkpoint/docker-host.ts'
 import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type Arch, type BoardProfile } from './profiles.ts'
 
 export class UnknownBoardError extends Error {}
@@ -65,47 +64,20 @@ export const UNKNOWN_CAPABILITIES: HostCapabilities = {
   checkedAt: null
 }
 
-function run (file: string, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<{ code: number, output: string }> {
-  return new Promise((resolve, reject) => {
-    execFile(file, args, { timeout: timeoutMs, signal }, (err, stdout, stderr) => {
-      const output = `${stdout}${stderr}`
-      if (err == null) { resolve({ code: 0, output }); return }
-      const code = (err as NodeJS.ErrnoException).code
-      if (typeof code === 'number') { resolve({ code, output }); return }
-      reject(err)
-    })
-  })
+async function criuCapability (timeoutMs: number, signal?: AbortSignal): Promise<HostCapabilities['criu']> {
+  const probe = await probeCriu({ timeoutMs, signal, check: true })
+  if (probe.missing) return { version: null, checkOk: false, error: 'criu not installed' }
+  if (probe.check == null) return { version: null, checkOk: false, error: probe.versionError ?? 'criu did not run' }
+  const lastLine = `${probe.check.stdout}${probe.check.stderr}`.trim().split('\n').at(-1) ?? ''
+  return probe.check.exitCode === 0
+    ? { version: probe.version, checkOk: true }
+    : { version: probe.version, checkOk: false, error: probe.check.exitCode == null ? probe.check.error ?? lastLine : lastLine }
 }
 
-export async function probeCriu (timeoutMs: number, signal?: AbortSignal): Promise<HostCapabilities['criu']> {
+async function dockerCapability (dockerHost: string, timeoutMs: number): Promise<HostCapabilities['docker']> {
   try {
-    const version = await run('criu', ['--version'], timeoutMs, signal)
-    const match = /Version:\s*([\w.\-]+)/.exec(version.output)
-    const check = await run('criu', ['check'], timeoutMs, signal)
-    const lastLine = check.output.trim().split('\n').at(-1) ?? ''
-    return check.code === 0
-      ? { version: match?.[1] ?? null, checkOk: true }
-      : { version: match?.[1] ?? null, checkOk: false, error: lastLine }
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    return { version: null, checkOk: false, error: code === 'ENOENT' ? 'criu not installed' : String((err as Error).message) }
-  }
-}
-
-/** Builds a dockerode client from a Docker host URL (`unix:///path` or `tcp://host:port`). */
-export function dockerClient (dockerHost: string, timeoutMs?: number): Docker {
-  const url = new URL(dockerHost)
-  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname, timeout: timeoutMs })
-  if (url.protocol === 'tcp:' || url.protocol === 'http:') {
-    return new Docker({ host: url.hostname, port: Number(url.port || 2375), protocol: 'http', timeout: timeoutMs })
-  }
-  throw new Error(`unsupported Docker host '${dockerHost}' (use unix:///path or tcp://host:port)`)
-}
-
-export async function probeDocker (dockerHost: string, timeoutMs: number): Promise<HostCapabilities['docker']> {
-  try {
-    const version = await dockerClient(dockerHost, timeoutMs).version() as { Version?: string }
-    return { available: true, version: version.Version ?? null }
+    const probe = await probeDocker(dockerFromHost(dockerHost, { timeoutMs }), { timeoutMs })
+    return probe.available ? { available: true, version: probe.version.Version ?? null } : { available: false, version: null, error: probe.error.message }
   } catch (err) {
     return { available: false, version: null, error: (err as Error).message }
   }
@@ -147,8 +119,8 @@ export class CapabilityProbe {
 
   async refresh (): Promise<void> {
     const [criu, docker] = await Promise.all([
-      probeCriu(this.#timeoutMs, this.#abort.signal),
-      probeDocker(this.#dockerHost, this.#timeoutMs)
+      criuCapability(this.#timeoutMs, this.#abort.signal),
+      dockerCapability(this.#dockerHost, this.#timeoutMs)
     ])
     if (!this.#abort.signal.aborted) this.#current = { criu, docker, checkedAt: Date.now() }
   }

@@ -1,12 +1,10 @@
 // What this host has and lacks to run missions with checkpoints: Docker, experimental mode, CRIU, base images, disk.
-import { execFile } from 'node:child_process'
 import { statfs } from 'node:fs/promises'
 import type Docker from 'dockerode'
-import { dockerFromHost } from '../checkpoint/runtime.ts'
+import { CRIU_MIN_VERSION, DEFAULT_DOCKER_HOST, dockerFromHost, probeCriu, probeDocker, versionAtLeast, withTimeout } from '../checkpoint/docker-host.ts'
 import { BASE_IMAGE_CACHE_MANIFEST, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from './base-images.ts'
 
-export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
-export const CRIU_MIN_VERSION = '4.1'
+export { CRIU_MIN_VERSION, DEFAULT_DOCKER_HOST, versionAtLeast } from '../checkpoint/docker-host.ts'
 const BASE_IMAGE_REFS = ['tandem/busybox:latest', 'tandem/node-base:latest']
 const PROVISION = 'run scripts/provision.sh as root'
 
@@ -45,7 +43,7 @@ export async function runDoctor (options: DoctorOptions = {}): Promise<DoctorRep
   const dockerHost = options.dockerHost ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST
   const timeoutMs = options.timeoutMs ?? 10_000
   const checks: DoctorCheck[] = []
-  const daemon = await probeDocker(dockerHost, timeoutMs, options.signal)
+  const daemon = await dockerCheck(dockerHost, timeoutMs, options.signal)
   checks.push(daemon.check)
   if (daemon.docker != null && daemon.experimental != null) {
     checks.push(daemon.experimental
@@ -54,43 +52,40 @@ export async function runDoctor (options: DoctorOptions = {}): Promise<DoctorRep
   } else {
     checks.push({ id: 'experimental', status: 'fail', detail: 'unknown: Docker not reachable', fix: PROVISION })
   }
-  checks.push(...await probeCriu(options.criuCommand ?? 'criu', timeoutMs, options.signal))
+  checks.push(...await criuChecks(options.criuCommand ?? 'criu', timeoutMs, options.signal))
   checks.push(await probeBaseImages(daemon.docker, dockerHost, options.manifestPath ?? BASE_IMAGE_CACHE_MANIFEST, timeoutMs))
   checks.push(await probeDisk(daemon.rootDir ?? '/', options.minFreeBytes ?? 1024 ** 3))
   return { ok: checks.every(check => check.status !== 'fail'), dockerHost, checks }
 }
 
-interface DockerProbe { check: DoctorCheck, docker?: Docker, experimental?: boolean, rootDir?: string }
+interface DockerCheck { check: DoctorCheck, docker?: Docker, experimental?: boolean, rootDir?: string }
 
-async function probeDocker (dockerHost: string, timeoutMs: number, signal?: AbortSignal): Promise<DockerProbe> {
+async function dockerCheck (dockerHost: string, timeoutMs: number, signal?: AbortSignal): Promise<DockerCheck> {
   let docker: Docker
   try {
     docker = dockerFromHost(dockerHost)
   } catch (err) {
     return { check: { id: 'docker', status: 'fail', detail: (err as Error).message, fix: 'pass --docker-host unix:///path/docker.sock' } }
   }
-  try {
-    const [version, info] = await Promise.all([
-      withTimeout(docker.version() as Promise<{ Version: string, ApiVersion: string, Experimental?: boolean | string }>, timeoutMs, signal),
-      withTimeout(docker.info() as Promise<{ DockerRootDir?: string, ExperimentalBuild?: boolean }>, timeoutMs, signal)
-    ])
-    const experimental = version.Experimental === true || String(version.Experimental) === 'true' || info.ExperimentalBuild === true
-    return {
-      check: { id: 'docker', status: 'ok', detail: `Docker Engine ${version.Version} (API ${version.ApiVersion}) at ${dockerHost}` },
-      docker,
-      experimental,
-      ...(info.DockerRootDir != null ? { rootDir: info.DockerRootDir } : {})
-    }
-  } catch (err) {
-    return { check: { id: 'docker', status: 'fail', detail: `no Docker daemon answers at ${dockerHost}: ${(err as Error).message}`, fix: dockerHost === DEFAULT_DOCKER_HOST ? PROVISION + ' (installs docker.io and starts dockerd)' : `start that daemon, or ${PROVISION}` } }
+  const probe = await probeDocker(docker, { timeoutMs, signal })
+  if (!probe.available) {
+    return { check: { id: 'docker', status: 'fail', detail: `no Docker daemon answers at ${dockerHost}: ${probe.error.message}`, fix: dockerHost === DEFAULT_DOCKER_HOST ? PROVISION + ' (installs docker.io and starts dockerd)' : `start that daemon, or ${PROVISION}` } }
+  }
+  return {
+    check: { id: 'docker', status: 'ok', detail: `Docker Engine ${probe.version.Version} (API ${probe.version.ApiVersion}) at ${dockerHost}` },
+    docker,
+    experimental: probe.experimental,
+    ...(probe.info.DockerRootDir != null ? { rootDir: probe.info.DockerRootDir } : {})
   }
 }
 
-async function probeCriu (criu: string, timeoutMs: number, signal?: AbortSignal): Promise<DoctorCheck[]> {
-  const versionRun = await run(criu, ['--version'], timeoutMs, signal)
-  const version = /Version:\s*(\S+)/.exec(versionRun.stdout)?.[1]
+async function criuChecks (criu: string, timeoutMs: number, signal?: AbortSignal): Promise<DoctorCheck[]> {
+  // 'criu check' needs root: not run otherwise.
+  const asRoot = process.getuid?.() === 0
+  const probe = await probeCriu({ command: criu, timeoutMs, signal, check: asRoot })
+  const version = probe.version
   if (version == null) {
-    const why = versionRun.error ?? 'no version printed'
+    const why = probe.versionError ?? 'no version printed'
     return [
       { id: 'criu-version', status: 'fail', detail: `no working '${criu}' on PATH (${why})`, fix: PROVISION + ` (CRIU >= ${CRIU_MIN_VERSION} from Debian 13 into /opt/tandem/criu)` },
       { id: 'criu-check', status: 'fail', detail: 'not run: no CRIU', fix: PROVISION }
@@ -99,11 +94,11 @@ async function probeCriu (criu: string, timeoutMs: number, signal?: AbortSignal)
   const checks: DoctorCheck[] = [versionAtLeast(version, CRIU_MIN_VERSION)
     ? { id: 'criu-version', status: 'ok', detail: `CRIU ${version}` }
     : { id: 'criu-version', status: 'fail', detail: `CRIU ${version} is older than ${CRIU_MIN_VERSION} (kernels >= 6.13 need 4.1)`, fix: PROVISION }]
-  if (process.getuid?.() !== 0) {
+  const check = probe.check
+  if (!asRoot || check == null) {
     checks.push({ id: 'criu-check', status: 'warn', detail: "'criu check' needs root: not run", fix: 'run tandem doctor as root' })
     return checks
   }
-  const check = await run(criu, ['check'], timeoutMs, signal)
   checks.push(check.error == null
     ? { id: 'criu-check', status: 'ok', detail: "'criu check' passes" }
     : { id: 'criu-check', status: 'fail', detail: `'criu check' fails: ${lastLine(check.stderr || check.stdout || check.error)}`, fix: `run 'criu check' to see why; ${PROVISION}` })
@@ -119,7 +114,7 @@ async function probeBaseImages (docker: Docker | undefined, dockerHost: string, 
   const outdated: string[] = []
   for (const image of wanted) {
     try {
-      const info = await withTimeout(docker.getImage(image.ref).inspect(), timeoutMs)
+      const info = await withTimeout(docker.getImage(image.ref).inspect(), { timeoutMs })
       if (image.contentHash !== '' && info.Config?.Labels?.[CONTENT_LABEL] !== image.contentHash) outdated.push(image.ref)
     } catch {
       absent.push(image.ref)
@@ -154,44 +149,10 @@ export function formatDoctorReport (report: DoctorReport): string {
   return lines.join('\n')
 }
 
-export function versionAtLeast (version: string, minimum: string): boolean {
-  const parts = (text: string): number[] => text.split(/[.-]/).map(part => Number.parseInt(part, 10)).map(n => Number.isNaN(n) ? 0 : n)
-  const have = parts(version)
-  const want = parts(minimum)
-  for (let i = 0; i < want.length; i++) {
-    const h = have[i] ?? 0
-    const w = want[i] ?? 0
-    if (h !== w) return h > w
-  }
-  return true
-}
-
 function formatBytes (bytes: number): string {
   return bytes >= 1024 ** 3 ? `${(bytes / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(bytes / 1024 ** 2)} MiB`
 }
 
 function lastLine (text: string): string {
   return text.trim().split('\n').at(-1) ?? ''
-}
-
-interface RunResult { stdout: string, stderr: string, error?: string }
-
-function run (command: string, args: string[], timeoutMs: number, signal?: AbortSignal): Promise<RunResult> {
-  return new Promise(resolve => {
-    execFile(command, args, { timeout: timeoutMs, ...(signal != null ? { signal } : {}) }, (err, stdout, stderr) => {
-      resolve({ stdout, stderr, ...(err != null ? { error: err.message } : {}) })
-    })
-  })
-}
-
-function withTimeout<T> (promise: Promise<T>, timeoutMs: number, signal?: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`no answer within ${timeoutMs} ms`)) }, timeoutMs)
-    const onAbort = (): void => { reject(new Error('aborted')) }
-    signal?.addEventListener('abort', onAbort, { once: true })
-    promise.then(resolve, reject).finally(() => {
-      clearTimeout(timer)
-      signal?.removeEventListener('abort', onAbort)
-    })
-  })
 }

@@ -1,5 +1,5 @@
 // Mission containers on one board's Docker daemon (dockerode): labelled, no network, never pulled.
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { MIRRORS_DIR } from './mirror.ts'
 import { join } from 'node:path'
@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import type { Readable } from 'node:stream'
 import { CheckpointError, ImageMissingError } from './errors.ts'
 import { assertMissionName } from './bundle-store.ts'
+import { dockerFromHost, probeDocker } from './docker-host.ts'
 import dockerDefaultSeccomp from './seccomp-docker-20.10.24.json' with { type: 'json' }
 
 export const LABEL_MISSION = 'tandem.mission'
@@ -110,6 +111,8 @@ export interface ContainerRuntimeOptions {
 
 export const DEFAULT_DOCKER_EXEC_ROOT = '/run/docker'
 
+export { dockerFromHost } from './docker-host.ts'
+
 /** Docker reports uname -m; bundles and images carry GOARCH names. */
 export function normalizeArch (arch: string): string {
   switch (arch) {
@@ -118,16 +121,6 @@ export function normalizeArch (arch: string): string {
     case 'armv7l': case 'armv6l': case 'armhf': case 'arm': return 'arm'
     default: return arch
   }
-}
-
-export function dockerFromHost (dockerHost: string): Docker {
-  const url = new URL(dockerHost)
-  if (url.protocol === 'unix:') return new Docker({ socketPath: url.pathname })
-  if (url.protocol === 'tcp:' || url.protocol === 'http:') {
-    if (!/^(127\.|localhost$|\[::1\]$)/.test(url.hostname)) throw new CheckpointError(`dockerHost ${dockerHost}: only loopback daemons are allowed`)
-    return new Docker({ host: url.hostname, port: Number(url.port) })
-  }
-  throw new CheckpointError(`unsupported dockerHost ${dockerHost}: use unix:///path or tcp://127.0.0.1:port`)
 }
 
 export class ContainerRuntime {
@@ -147,12 +140,14 @@ export class ContainerRuntime {
 
   /** Connects to the daemon and checks it can checkpoint (experimental mode, overlay2). */
   async start (): Promise<DaemonInfo> {
-    const [info, version] = await Promise.all([this.docker.info(), this.docker.version()])
+    const probe = await probeDocker(this.docker)
+    if (!probe.available) throw probe.error
+    const { info } = probe
     this.daemon = {
       rootDir: info.DockerRootDir,
       arch: normalizeArch(info.Architecture),
       storageDriver: info.Driver,
-      experimental: (version as { Experimental?: boolean }).Experimental === true || (info as { ExperimentalBuild?: boolean }).ExperimentalBuild === true,
+      experimental: probe.experimental,
       serverVersion: info.ServerVersion
     }
     if (!this.daemon.experimental) throw new CheckpointError(`Docker at ${this.dockerHost} is not in experimental mode: checkpoints need "experimental": true`)

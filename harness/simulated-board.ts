@@ -6,7 +6,8 @@ import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
+import { dockerFromHost, unixDockerHost } from '../checkpoint/docker-host.ts'
 import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
 import { spawnPeer, waitFor, type PeerHandle } from './spawn-peer.ts'
 import { SwarmNetwork, type NetnsHost } from './netns.ts'
@@ -221,7 +222,7 @@ export class SimulatedBoard {
   }
 
   /** A dockerode client of this board's daemon. */
-  dockerClient (): Docker { return new Docker({ socketPath: this.docker.socketPath }) }
+  dockerClient (): Docker { return dockerFromHost(unixDockerHost(this.docker.socketPath)) }
 }
 
 /** A process and all its descendants (the peer and its watchdog), from /proc. */

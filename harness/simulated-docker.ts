@@ -6,7 +6,8 @@ import { createHash } from 'node:crypto'
 import { createReadStream, existsSync, mkdirSync, openSync, closeSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { readFile, mkdir, writeFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
+import { dockerFromHost, unixDockerHost } from '../checkpoint/docker-host.ts'
 import { onOwnerExit } from './exit-hooks.ts'
 import { BASE_IMAGE_CACHE_MANIFEST, BASE_IMAGE_CACHE_TAR, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from '../boards/base-images.ts'
 
@@ -194,7 +195,7 @@ class SimulatedBoardDocker implements BoardDocker {
   }
 
   async #waitUntilAnswering (child: ChildProcess, signal?: AbortSignal): Promise<void> {
-    const docker = new Docker({ socketPath: this.socketPath })
+    const docker = dockerFromHost(unixDockerHost(this.socketPath))
     const deadline = Date.now() + this.#startTimeoutMs
     for (;;) {
       if (signal?.aborted === true) throw new BoardDockerError(`board ${this.name}: start aborted`)
@@ -240,7 +241,7 @@ class SimulatedBoardDocker implements BoardDocker {
   }
 
   async #stopContainers (): Promise<void> {
-    const docker = new Docker({ socketPath: this.socketPath })
+    const docker = dockerFromHost(unixDockerHost(this.socketPath))
     try {
       const running = await docker.listContainers()
       await Promise.all(running.map(async container => {
@@ -583,7 +584,7 @@ export async function loadBaseImages (
   const started = performance.now()
   const images = await readBaseImageManifest(options.manifestPath)
   const tarPath = options.tarPath ?? BASE_IMAGE_CACHE_TAR
-  const docker = new Docker({ socketPath: board.socketPath })
+  const docker = dockerFromHost(unixDockerHost(board.socketPath))
   if (await hasImages(docker, images)) return { loaded: false, images, ms: performance.now() - started }
   if (!existsSync(tarPath)) throw new BoardDockerError(`no base image cache (${tarPath}): run scripts/provision.sh as root`)
   options.signal?.throwIfAborted()

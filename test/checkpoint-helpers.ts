@@ -3,12 +3,12 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { existsSync } from 'node:fs'
-import { spawnSync } from 'node:child_process'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { gateOn } from './helpers/requirements.ts'
 import { until } from '../harness/observe.ts'
+import { CRIU_MIN_VERSION, probeCriu, versionAtLeast } from '../checkpoint/docker-host.ts'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 
@@ -45,13 +45,13 @@ export async function connectedPair (t: Teardown, root: string): Promise<[SwarmN
  * Why Docker/CRIU tests cannot run here, or null when they can. Under CI=true the caller must fail on a
  * reason instead of skipping.
  */
+const criu = await probeCriu({ command: existsSync('/usr/local/sbin/criu') ? '/usr/local/sbin/criu' : 'criu' })
+
 export function dockerCriuMissing (): string | null {
   if (process.getuid?.() !== 0) return 'needs root (private dockerd per board)'
   if (!existsSync('/usr/sbin/dockerd')) return 'no /usr/sbin/dockerd (run scripts/provision.sh)'
-  const criu = spawnSync('criu', ['--version'], { encoding: 'utf8', env: { ...process.env, PATH: `/usr/local/sbin:${process.env.PATH ?? ''}` } })
-  const version = /Version:\s*(\d+)\.(\d+)/.exec(criu.stdout ?? '')
-  if (version == null) return 'no criu on PATH (run scripts/provision.sh)'
-  if (Number(version[1]) < 4 || (Number(version[1]) === 4 && Number(version[2]) < 1)) return `criu ${version[1]}.${version[2]} < 4.1`
+  if (criu.version == null) return 'no criu on PATH (run scripts/provision.sh)'
+  if (!versionAtLeast(criu.version, CRIU_MIN_VERSION)) return `criu ${criu.version} < ${CRIU_MIN_VERSION}`
   if (!existsSync('/var/lib/tandem/images/base-images.manifest')) return 'no base image cache (run scripts/provision.sh)'
   return null
 }

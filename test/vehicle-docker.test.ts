@@ -3,7 +3,8 @@
 // a new container that continues the same trajectory. Needs Docker (experimental), CRIU and tandem/node-base.
 import t from 'tap'
 import { gateOn } from './helpers/requirements.ts'
-import Docker from 'dockerode'
+import type Docker from 'dockerode'
+import { hostDocker, probeDocker } from '../checkpoint/docker-host.ts'
 import { cp, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -13,16 +14,12 @@ import { buildImage } from '../harness/simulated-docker.ts'
 
 const APP_DIR = join(import.meta.dirname, '..', 'examples', 'vehicle')
 const SECCOMP_WITHOUT_IO_URING = await readFile(join(APP_DIR, 'seccomp-no-io-uring.json'), 'utf8')
-const docker = new Docker()
+const docker = hostDocker()
 
 async function missingRequirement (): Promise<string | undefined> {
-  try {
-    await docker.ping()
-  } catch (error) {
-    return `no Docker daemon reachable (${(error as Error).message})`
-  }
-  const info = await docker.info() as { ExperimentalBuild?: boolean }
-  if (info.ExperimentalBuild !== true) return 'the Docker daemon is not in experimental mode (no checkpoints)'
+  const probe = await probeDocker(docker)
+  if (!probe.available) return `no Docker daemon reachable (${probe.error.message})`
+  if (!probe.experimental) return 'the Docker daemon is not in experimental mode (no checkpoints)'
   const images = await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/node-base:latest'] }) })
   if (images.length === 0) return 'image tandem/node-base is missing (run scripts/provision.sh)'
   return undefined

@@ -1,4 +1,4 @@
-import Docker from 'dockerode'
+import { hostDocker, probeDocker } from '../../checkpoint/docker-host.ts'
 // Tests that need the real parts (root, Docker, CRIU, base images): outside CI they skip with a one-line reason;
 // under CI=true a missing part fails the run.
 
@@ -14,9 +14,10 @@ export function gateOn (t: { fail: (message: string) => void, comment: (message:
 export async function dockerMissing (): Promise<string | undefined> {
   if (process.getuid?.() !== 0) return 'needs root'
   try {
-    const docker = new Docker()
-    const info = await docker.info() as { ExperimentalBuild?: boolean }
-    if (info.ExperimentalBuild !== true) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
+    const docker = hostDocker()
+    const probe = await probeDocker(docker)
+    if (!probe.available) throw probe.error
+    if (!probe.experimental) return 'the host Docker daemon is not in experimental mode (run scripts/provision.sh)'
     if ((await docker.listImages({ filters: JSON.stringify({ reference: ['tandem/busybox:latest'] }) })).length === 0) return 'tandem/busybox missing (run scripts/provision.sh)'
   } catch (err) {
     return `no Docker daemon on this host (${(err as Error).message})`
