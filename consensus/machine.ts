@@ -4,6 +4,7 @@ import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
 import type { OperatorGrant } from './authority.ts'
+import { describeSelfFence, seconds, short, type BlockedRequirement, type ColdStartCause, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AuthorityRefusal, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
@@ -100,6 +101,10 @@ interface Mission extends PersistedMission {
   unplaceableSince: number | null
 }
 
+/** The first requirement no live board meets, and why in words. */
+interface Blocked { requirement: BlockedRequirement, reason: string }
+type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
+
 /** How many recent checkpoints the replication lag is measured over. */
 const RECENT_CHECKPOINTS = 10
 /** Checkpoints failed in a row after which a primary reports itself not protected. */
@@ -165,9 +170,9 @@ export class ClusterMachine {
         }
         if (record.primary === this.self.peerId && !record.released && !record.removed) {
           // After a restart the container's state is unknown: stop it and rejoin under a new epoch.
-          this.#emit({ type: 'stopContainer', mission: name, reason: 'daemon restarted: rejoining under a new epoch' })
+          this.#emit({ type: 'stopContainer', mission: name, reason: { kind: 'daemonRestarted' } })
           record.released = true
-          this.#event(name, `restarted as primary of epoch ${record.epoch}: container stopped, a new election follows`)
+          this.#event(name, { kind: 'restartedAsPrimary', epoch: record.epoch })
         }
       }
       if (this.#missions.size > 0) this.#persist()
@@ -216,7 +221,7 @@ export class ClusterMachine {
       case 'vote': this.#onVote(now, from, msg); break
       case 'ack': this.#onAck(now, from, msg); break
       case 'fence': this.#onFence(now, from, msg); break
-      case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`, msg.grant); break
+      case 'remove': this.#onRemove(msg.mission, msg.deployId, { by: 'message', from }, msg.grant); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
         if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
@@ -237,7 +242,7 @@ export class ClusterMachine {
     if (ev.type === 'deploy') { this.#deploy(now, ev.spec, ev.deployId, ev.grant); return }
     const mission = this.#missions.get(ev.mission)
     if (mission === undefined) {
-      if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, `unknown mission ${ev.mission}`)
+      if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, { kind: 'unknownMission', mission: ev.mission })
       return
     }
     const record = mission.record
@@ -246,7 +251,7 @@ export class ClusterMachine {
         if (!record.removed) {
           const grant = ev.grant === undefined ? {} : { grant: ev.grant }
           this.#emit({ type: 'publish', message: { type: 'remove', mission: record.mission, deployId: record.deployId, ...grant } })
-          this.#onRemove(record.mission, record.deployId, 'removed by request', ev.grant)
+          this.#onRemove(record.mission, record.deployId, { by: 'request', from: null }, ev.grant)
         }
         break
       case 'regrant':
@@ -254,7 +259,7 @@ export class ClusterMachine {
           record.grant = ev.grant
           this.#persist()
           this.#announce(now, mission)
-          this.#event(record.mission, `re-signed by operator key ${ev.grant.key.slice(0, 8)}…`)
+          this.#event(record.mission, { kind: 'regranted', key: ev.grant.key })
         }
         break
       case 'move':
@@ -270,7 +275,7 @@ export class ClusterMachine {
             this.#persist()
             this.#announce(now, mission)
           }
-          this.#event(record.mission, `running under epoch ${ev.epoch}`)
+          this.#event(record.mission, { kind: 'running', epoch: ev.epoch })
         }
         break
       case 'containerExited':
@@ -281,9 +286,10 @@ export class ClusterMachine {
         // the released board ranks last, so a healthy board takes over (a starved board that claimed again first
         // restored for 4 s, lapsed again, and went round 4 epochs).
         if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId && !record.released) {
-          const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
-          this.#event(record.mission, `${reason}: container killed, handing over`)
-          this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
+          const cause = { kind: 'leaseLapsed' as const, lateMs: ev.lateMs }
+          const reason = describeSelfFence(cause)
+          this.#event(record.mission, { kind: 'selfFenced', cause })
+          this.#stopIfRunning(mission, { kind: 'leaseLapsed' })
           record.lastFailure = { board: this.self.peerId, reason, at: now, epoch: record.epoch }
           mission.localBackoffUntil = now + this.config.restartBackoffMs
           this.#release(now, mission)
@@ -299,20 +305,20 @@ export class ClusterMachine {
           record.imageCid = ev.cid
           record.imageArch = this.self.arch
           this.#persist()
-          this.#event(record.mission, `image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} stored in the swarm (${ev.cid})`)
+          this.#event(record.mission, { kind: 'imageStored', image: this.#imageRef(record.spec, this.self.arch) ?? null, cid: ev.cid })
           this.#announce(now, mission)
         }
         break
       case 'imageStoreFailed':
         if (mission.imageStore.since !== null) {
           const wait = this.#taskFailed(now, mission.imageStore)
-          this.#event(record.mission, `storing the image in the swarm failed: ${ev.error}; retry in ${seconds(wait)}`)
+          this.#event(record.mission, { kind: 'imageStoreFailed', error: ev.error, retryMs: wait })
         }
         break
       case 'imageFetchFailed':
         if (mission.imageFetch.since !== null && mission.imageFetch.cid === ev.cid) {
           const wait = this.#taskFailed(now, mission.imageFetch)
-          this.#event(record.mission, `fetching image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} failed: ${ev.error}; retry in ${seconds(wait)}`)
+          this.#event(record.mission, { kind: 'imageFetchFailed', image: this.#imageRef(record.spec, this.self.arch) ?? null, error: ev.error, retryMs: wait })
         }
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
@@ -326,13 +332,13 @@ export class ClusterMachine {
           break
         }
         if (mission.checkpointInFlight?.seq === ev.seq) {
-          if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
+          if (mission.checkpointInFlight.stop) this.#event(record.mission, { kind: 'moveAborted', error: ev.error })
           mission.checkpointInFlight = null
           mission.lastCheckpointAt = now
           mission.checkpointFailures++
           mission.lastCheckpointError = ev.error
           if (mission.checkpointFailures === CHECKPOINT_FAILURES_UNPROTECTED || mission.checkpointFailures % 30 === 0) {
-            this.#event(record.mission, `checkpoints fail on this primary (${mission.checkpointFailures} in a row: ${ev.error}): not protected, a failover would lose the state since checkpoint #${record.checkpoint?.seq ?? 'none'}`)
+            this.#event(record.mission, { kind: 'checkpointsFailing', failures: mission.checkpointFailures, error: ev.error, since: record.checkpoint?.seq ?? null })
           }
         }
         break
@@ -345,7 +351,7 @@ export class ClusterMachine {
           mission.fetchRetryAt = now + wait
           mission.fetchFailedEpoch = record.epoch
           if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
-            this.#event(record.mission, `fetching checkpoints failed ${mission.fetchFailures} times in a row (${ev.error}); next try in ${seconds(wait)}`)
+            this.#event(record.mission, { kind: 'fetchesFailing', failures: mission.fetchFailures, error: ev.error, retryMs: wait })
           }
         }
         break
@@ -494,27 +500,27 @@ export class ClusterMachine {
    * Why no live board can run the mission (null when one can): the first requirement that no live board meets, in
    * the order image map, placement, Docker, image present.
    */
-  #blockedReason (now: number, record: MissionRecord): string | null {
+  #blockedReason (now: number, record: MissionRecord): Blocked | null {
     const spec = record.spec
     let boards = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
     const infos = (ids: string[]): Array<Omit<PeerInfo, 'state'>> => ids.map(p => this.#info(p)).filter(i => i !== undefined)
     const archs = (ids: string[]): string => [...new Set(infos(ids).map(i => i.arch))].sort().join(', ')
     const p = spec.placement
-    const steps: Array<[(info: Omit<PeerInfo, 'state'>) => boolean, () => string]> = [
-      [i => imageFor(spec, i.arch) !== undefined, () => `image has no entry for the live boards' architectures [${archs(boards)}]`],
-      [i => p?.architectures === undefined || (p.architectures as string[]).includes(i.arch), () => `no board matches placement.architectures [${p?.architectures?.join(', ') ?? ''}]`],
-      [i => p?.boards === undefined || p.boards.includes(i.board), () => `no board matches placement.boards [${p?.boards?.join(', ') ?? ''}]`],
-      [i => p?.minMemoryMb === undefined || i.memoryMb >= p.minMemoryMb, () => `no board matches placement.minMemoryMb ${p?.minMemoryMb ?? ''}`],
-      [i => i.canRun === true, () => 'no live board has Docker'],
-      [i => this.#holdsImage(spec, i.peerId), () => {
+    const steps: Array<[BlockedRequirement, (info: Omit<PeerInfo, 'state'>) => boolean, () => string]> = [
+      ['imageMap', i => imageFor(spec, i.arch) !== undefined, () => `image has no entry for the live boards' architectures [${archs(boards)}]`],
+      ['architectures', i => p?.architectures === undefined || (p.architectures as string[]).includes(i.arch), () => `no board matches placement.architectures [${p?.architectures?.join(', ') ?? ''}]`],
+      ['boards', i => p?.boards === undefined || p.boards.includes(i.board), () => `no board matches placement.boards [${p?.boards?.join(', ') ?? ''}]`],
+      ['memory', i => p?.minMemoryMb === undefined || i.memoryMb >= p.minMemoryMb, () => `no board matches placement.minMemoryMb ${p?.minMemoryMb ?? ''}`],
+      ['docker', i => i.canRun === true, () => 'no live board has Docker'],
+      ['image', i => this.#holdsImage(spec, i.peerId), () => {
         const refs = [...new Set(infos(boards).map(i => this.#imageRef(spec, i.arch)))].join(', ')
         const fetching = boards.filter(b => this.#fetchingImage(spec, b))
         return fetching.length > 0 ? `image ${refs} is on no live board (being fetched by ${fetching.map(short).join(', ')})` : `image ${refs} is on no live board`
       }]
     ]
-    for (const [ok, why] of steps) {
+    for (const [requirement, ok, why] of steps) {
       const next = boards.filter(b => { const info = this.#info(b); return info !== undefined && ok(info) })
-      if (next.length === 0) return why()
+      if (next.length === 0) return { requirement, reason: why() }
       boards = next
     }
     return null
@@ -588,7 +594,7 @@ export class ClusterMachine {
     }
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
-      this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
+      this.#emit({ type: 'stopContainer', mission: record.mission, reason: { kind: 'startTimedOut' } })
       this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'start timed out')
     }
 
@@ -601,9 +607,9 @@ export class ClusterMachine {
       const blocked = this.#blockedReason(now, record)
       mission.unplaceableSince = blocked === null ? null : mission.unplaceableSince ?? now
       const reported = this.#isBlocked(now, mission) ? blocked : null
-      if (reported !== mission.blockedReason && (reported !== null || blocked === null)) {
-        if (reported !== null) this.#event(record.mission, `blocked: ${reported}`)
-        mission.blockedReason = reported
+      if (reported?.reason !== mission.blockedReason && (reported !== null || blocked === null)) {
+        if (reported !== null) this.#event(record.mission, { kind: 'blocked', ...reported })
+        mission.blockedReason = reported?.reason ?? null
       }
       // While blocked nobody claims; the candidates' stagger runs from the moment a board can run it.
       if (blocked !== null) mission.electionSince = now
@@ -645,10 +651,11 @@ export class ClusterMachine {
       if (alive < majority(record.view.length) || frozen) {
         mission.quorumLostSince ??= now
         if (now - mission.quorumLostSince >= this.config.selfFenceGraceMs || frozen) {
-          this.#event(record.mission, frozen
-            ? `self-fence: not ticked for ${frozenMs} ms (frozen), the lease of ${this.config.leaseMs} ms expired`
-            : `self-fence: only ${alive} of ${record.view.length} members alive (quorum ${majority(record.view.length)})`)
-          if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'lost quorum (self-fence)' })
+          const cause: SelfFenceCause = frozen
+            ? { kind: 'frozen', frozenMs, leaseMs: this.config.leaseMs }
+            : { kind: 'quorumLost', alive, members: record.view.length, quorum: majority(record.view.length) }
+          this.#event(record.mission, { kind: 'selfFenced', cause })
+          if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: { kind: 'quorumLost' } })
           mission.container = null
           mission.checkpointInFlight = null
           this.#release(now, mission)
@@ -714,7 +721,7 @@ export class ClusterMachine {
     const outside = [...this.#peers.keys()].filter(p => !record.view.includes(p))
     const joiner = this.#chooseBackup(now, record, outside)
     if (joiner === null) return
-    this.#event(record.mission, `backup ${short(partner)} exited: replacing it by ${short(joiner)}`)
+    this.#event(record.mission, { kind: 'replacingBackup', partner, joiner })
     this.#startClaim(now, mission, { partner, joiner })
   }
 
@@ -781,11 +788,12 @@ export class ClusterMachine {
     }
     if (mission.staleSince === null) {
       mission.staleSince = now
-      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +
-        `waiting up to ${seconds(this.config.staleTakeoverWaitMs)} for one of them before running on it`)
+      this.#event(record.mission, {
+        kind: 'staleWait', held: mine === null ? null : { epoch: mine.epoch, seq: mine.seq }, newest: { epoch: newest.epoch, seq: newest.seq }, waitMs: this.config.staleTakeoverWaitMs
+      })
     }
     if (now - mission.staleSince < this.config.staleTakeoverWaitMs) return true
-    this.#event(record.mission, `no board with checkpoint #${newest.seq} came back: running on ${mine === null ? 'the image (cold start)' : `#${mine.seq}`}, the state since is lost`)
+    this.#event(record.mission, { kind: 'staleGiveUp', heldSeq: mine?.seq ?? null, newestSeq: newest.seq })
     mission.staleSince = null
     return false
   }
@@ -928,7 +936,11 @@ export class ClusterMachine {
       // Not when the running primary refuses (it holds the mission anyway): its next reconfiguration keeps the next
       // number, as before (skipping it counted as a fourth epoch for one power cut of the backup, chaos suite seed 7).
       if (!primaryHolds) mission.refusedClaimEpoch = Math.max(mission.refusedClaimEpoch, msg.epoch)
-      this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
+      const held = mission.held
+      this.#event(record.mission, {
+        kind: 'claimRefused', epoch: msg.epoch, candidate: from,
+        wouldRestore: msg.held == null ? null : { epoch: msg.held.epoch, seq: msg.held.seq }, held: held === null ? null : { epoch: held.epoch, seq: held.seq }
+      })
     }
     const granted = valid && !primaryHolds && !newerHere
     // Refused only because the primary still looks alive here: decided again if the detector reports it dead soon.
@@ -1052,27 +1064,26 @@ export class ClusterMachine {
     mission.pendingMove = null
     mission.partnerHeldBack = false
     this.#persist()
-    const previous = basis.primary === null ? 'deploy' : basis.primary === self ? 'self' : short(basis.primary)
+    const elected = { kind: 'elected' as const, epoch: claim.epoch, from: basis.primary, takeover: basis.primary !== null && basis.primary !== self }
     if (wasRunning) {
       mission.container = { ...mission.container!, epoch: claim.epoch }
       this.#emit({ type: 'runningEpoch', mission: name, epoch: claim.epoch })
-      this.#event(name, `epoch ${claim.epoch}: reconfigured, view ${view.map(short).join(',')}, backup ${short(mission.record.backup)}`)
+      this.#event(name, { kind: 'reconfigured', epoch: claim.epoch, view, backup: mission.record.backup })
     } else if (restoreFrom !== null) {
       mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'restore' }
       this.#emit({ type: 'restore', mission: name, epoch: claim.epoch, spec: record.spec, checkpoint: restoreFrom })
-      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), restoring checkpoint #${restoreFrom.seq}`)
+      this.#event(name, { ...elected, start: { kind: 'restore', seq: restoreFrom.seq } })
     } else {
       mission.coldStartNext = false
       mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'fresh' }
       const image = imageFor(record.spec, this.self.arch) ?? ''
       this.#emit({ type: 'startFresh', mission: name, epoch: claim.epoch, spec: record.spec, image, dataFrom: newest })
-      const why = newest === null
-        ? 'no checkpoint yet'
-        : (this.#canRestore(self, newest) ? 'checkpoint not held here' : `checkpoint is ${newest.arch}, this board is ${this.self.arch}`)
-      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), cold start from image ${image}` +
-        `${newest === null ? '' : ` with data of checkpoint #${newest.seq}`} (${why})`)
+      const because: ColdStartCause = newest === null
+        ? { kind: 'noCheckpoint' }
+        : (this.#canRestore(self, newest) ? { kind: 'notHeld' } : { kind: 'otherArch', checkpointArch: newest.arch, arch: this.self.arch })
+      this.#event(name, { ...elected, start: { kind: 'cold', image, dataSeq: newest?.seq ?? null, because } })
     }
     this.#announce(now, mission)
     if (basis.primary !== null && basis.primary !== self) {
@@ -1112,7 +1123,7 @@ export class ClusterMachine {
         mission.lastAnnounceAt = -Infinity
         return
       }
-      this.#stopIfRunning(mission, `replaced by deployment ${incoming.deployId}`)
+      this.#stopIfRunning(mission, { kind: 'replaced', deployId: incoming.deployId })
       this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
       this.#persist()
       return
@@ -1123,7 +1134,7 @@ export class ClusterMachine {
       record.grant = incoming.grant
       this.#persist()
     }
-    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`, incoming.removal); return }
+    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, { by: 'announce', from }, incoming.removal); return }
     if (record.removed) {
       // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
       if (!incoming.removed && now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 2) this.#announce(now, mission)
@@ -1156,7 +1167,7 @@ export class ClusterMachine {
         record.restarts = incoming.restarts
         record.lastFailure = incoming.lastFailure
         this.#noteRestarts(now, mission, before)
-        if (incoming.lastFailure !== null) this.#event(record.mission, `${short(incoming.lastFailure.board)}: ${incoming.lastFailure.reason}; restarts ${incoming.restarts}`)
+        if (incoming.lastFailure !== null) this.#event(record.mission, { kind: 'failureLearned', board: incoming.lastFailure.board, reason: incoming.lastFailure.reason, restarts: incoming.restarts })
         changed = true
       }
       if (incoming.released && !record.released && notMine) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
@@ -1192,8 +1203,8 @@ export class ClusterMachine {
     const self = this.self.peerId
     if (mission.claim !== null && mission.claim.epoch <= incoming.epoch) mission.claim = null
     if (mission.container !== null && incoming.primary !== self) {
-      this.#emit({ type: 'stopContainer', mission: incoming.mission, reason: `fenced: epoch ${incoming.epoch} belongs to ${short(incoming.primary)}` })
-      this.#event(incoming.mission, `fenced: stopped epoch ${mission.container.epoch}, epoch ${incoming.epoch} is ${short(incoming.primary)}'s`)
+      this.#emit({ type: 'stopContainer', mission: incoming.mission, reason: { kind: 'newerEpoch', epoch: incoming.epoch, primary: incoming.primary } })
+      this.#event(incoming.mission, { kind: 'fenced', stoppedEpoch: mission.container.epoch, epoch: incoming.epoch, primary: incoming.primary })
       mission.container = null
       mission.checkpointInFlight = null
     }
@@ -1223,7 +1234,7 @@ export class ClusterMachine {
     this.#announce(now, mission)
   }
 
-  #stopIfRunning (mission: Mission, reason: string): void {
+  #stopIfRunning (mission: Mission, reason: StopReason): void {
     if (mission.container === null) return
     this.#emit({ type: 'stopContainer', mission: mission.record.mission, reason })
     mission.container = null
@@ -1241,17 +1252,17 @@ export class ClusterMachine {
       this.#refuse('fence-not-authorized')
       return
     }
-    this.#event(msg.mission, `fence for epoch ${msg.epoch} received: stopping epoch ${mission.container.epoch}`)
-    this.#stopIfRunning(mission, `fenced by epoch ${msg.epoch}`)
+    this.#event(msg.mission, { kind: 'fenceReceived', epoch: msg.epoch, stoppedEpoch: mission.container.epoch })
+    this.#stopIfRunning(mission, { kind: 'fenced', epoch: msg.epoch })
     mission.votedEpoch = Math.max(mission.votedEpoch, msg.epoch)
     this.#release(now, mission)
     this.#persist()
   }
 
-  #onRemove (name: string, deployId: string, why: string, grant?: OperatorGrant): void {
+  #onRemove (name: string, deployId: string, removal: Removal, grant?: OperatorGrant): void {
     const mission = this.#missions.get(name)
     if (mission === undefined || mission.record.deployId !== deployId || mission.record.removed) return
-    this.#stopIfRunning(mission, why)
+    this.#stopIfRunning(mission, { kind: 'removed', ...removal })
     mission.record.removed = true
     if (grant !== undefined) mission.record.removal = grant
     // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
@@ -1261,14 +1272,14 @@ export class ClusterMachine {
     mission.fetchInFlight = null
     this.#persist()
     this.#emit({ type: 'forget', mission: name })
-    this.#event(name, why)
+    this.#event(name, { kind: 'removed', ...removal })
     mission.lastAnnounceAt = -Infinity
   }
 
   #deploy (now: number, spec: MissionSpec, deployId?: string, grant?: OperatorGrant): void {
     const existing = this.#missions.get(spec.name)
     if (existing !== undefined && !existing.record.removed) {
-      this.#event(spec.name, `deploy refused: ${spec.name} is already deployed (remove it first)`)
+      this.#event(spec.name, { kind: 'deployRefused', mission: spec.name })
       return
     }
     const view = [this.self.peerId, ...[...this.#peers.values()].filter(p => p.state === 'alive').map(p => p.peerId)].sort()
@@ -1281,7 +1292,7 @@ export class ClusterMachine {
     }
     this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
     this.#persist()
-    this.#event(spec.name, `deployed (view of ${view.length})`)
+    this.#event(spec.name, { kind: 'deployed', viewSize: view.length })
     this.#announce(now, this.#missions.get(spec.name)!)
     this.tick(now)
   }
@@ -1290,14 +1301,14 @@ export class ClusterMachine {
     const record = mission.record
     if (record.primary !== this.self.peerId || record.released || mission.container?.status !== 'running') return
     if (to === this.self.peerId || this.#stateOf(now, to) !== 'alive' || !this.#eligible(record.spec, to)) {
-      this.#event(record.mission, `move refused: ${short(to)} is not an alive board that can run ${record.mission}`)
+      this.#event(record.mission, { kind: 'moveRefused', to, mission: record.mission })
       return
     }
     if (!this.#canRestore(to, { cid: '', seq: 0, epoch: 0, arch: this.self.arch, atMs: 0 })) {
-      this.#event(record.mission, `move to ${short(to)}: different architecture or no CRIU there, the mission restarts cold`)
+      this.#event(record.mission, { kind: 'moveCold', to })
     }
     mission.pendingMove = to
-    this.#event(record.mission, `move to ${short(to)}: taking the final checkpoint`)
+    this.#event(record.mission, { kind: 'moveStarted', to })
     this.tick(now)
   }
 
@@ -1309,7 +1320,7 @@ export class ClusterMachine {
     // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
     if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
-    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, `checkpoint #${seq} taken: checkpoints work again after ${mission.checkpointFailures} failures`)
+    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, { kind: 'checkpointsRecovered', seq, failures: mission.checkpointFailures })
     mission.checkpointFailures = 0
     mission.lastCheckpointError = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
@@ -1324,7 +1335,7 @@ export class ClusterMachine {
       record.released = true
       record.handoffTo = mission.pendingMove
       mission.pendingMove = null
-      this.#event(record.mission, `final checkpoint #${seq} taken, container stopped: handing over to ${short(record.handoffTo)}`)
+      this.#event(record.mission, { kind: 'handingOver', seq, to: record.handoffTo })
     }
     this.#persist()
     this.#announce(now, mission)
@@ -1403,7 +1414,7 @@ export class ClusterMachine {
     if (providers.length === 0) return
     current.since = now
     this.#emit({ type: 'fetchImage', mission: record.mission, image, cid, providers: [...new Set(providers)] })
-    this.#event(record.mission, `fetching image ${image} from the swarm (${record.backup === self ? 'backup' : 'next candidate'})`)
+    this.#event(record.mission, { kind: 'fetchingImage', image, as: record.backup === self ? 'backup' : 'candidate' })
   }
 
   /** The two boards after the primary and the backup that would run the mission next (image presence aside). */
@@ -1443,8 +1454,7 @@ export class ClusterMachine {
       wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
       this.#release(now, mission)
     }
-    this.#event(record.mission, `${reason}; ${coldNext ? 'next start is cold; ' : ''}restarts ${record.restarts}, ` +
-      `next start in ${seconds(wait)} at the earliest (this board waits ${seconds(localWait)})`)
+    this.#event(record.mission, { kind: 'failed', reason, coldNext, restarts: record.restarts, waitMs: wait, localWaitMs: localWait })
   }
 
   #onAck (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
@@ -1501,7 +1511,7 @@ export class ClusterMachine {
 
   #persist (): void { this.#emit({ type: 'persist', state: this.persistedState() }) }
   #emit (action: Action): void { this.#actions.push(action) }
-  #event (mission: string, text: string): void { this.#emit({ type: 'event', mission, text }) }
+  #event (mission: string, event: MachineEvent): void { this.#emit({ type: 'event', mission, event }) }
 
   #viewOf (m: Mission, now: number): MissionView {
     const r = m.record
@@ -1519,7 +1529,7 @@ export class ClusterMachine {
       const until = Math.max(this.#swarmBackoffUntil(m), this.#candidates(now, r).every(p => p === self) ? m.localBackoffUntil : -Infinity)
       if (blocked !== null) {
         state = 'blocked'
-        reason = blocked
+        reason = blocked.reason
       } else if (now < until && m.claim === null) {
         state = 'backoff'
         const failure = r.lastFailure
@@ -1630,13 +1640,4 @@ function failedInEpoch (record: MissionRecord): boolean {
 
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {
   return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason && a.epoch === b.epoch)
-}
-
-function seconds (ms: number): string {
-  return ms >= 1000 || ms === 0 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms)} ms`
-}
-
-function short (peerId: string | null): string {
-  if (peerId === null) return '-'
-  return peerId.length > 12 ? peerId.slice(-6) : peerId
 }

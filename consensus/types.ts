@@ -1,6 +1,7 @@
 // Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
 import type { MissionSpec } from './manifest.ts'
 import type { OperatorGrant } from './authority.ts'
+import type { MachineEvent, StopReason } from './events.ts'
 
 export type PeerState = 'alive' | 'suspect' | 'dead'
 
@@ -301,10 +302,11 @@ export type Action =
    * Answered by adding it to SelfInfo.images (and fetchingImages meanwhile) or by imageFetchFailed.
    */
   | { type: 'fetchImage', mission: string, image: string, cid: string, providers: string[] }
-  | { type: 'stopContainer', mission: string, reason: string }
+  | { type: 'stopContainer', mission: string, reason: StopReason }
   /** The mission was removed: delete its checkpoints and data. */
   | { type: 'forget', mission: string }
-  | { type: 'event', mission: string, text: string }
+  /** Something the operator should hear of (consensus/events.ts renders it: describe). */
+  | { type: 'event', mission: string, event: MachineEvent }
 
 export interface PersistedMission {
   record: MissionRecord

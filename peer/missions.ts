@@ -21,7 +21,8 @@ import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { GossipDrop } from './gossip.ts'
 import { Revocations } from './revocations.ts'
 import { killContainersOf, leaseValidityMs, startWatchdog, type Watchdog } from './watchdog.ts'
-import { MissionEventLog, type EventMark, type MissionEvent } from './mission-events.ts'
+import { MissionEventLog, type MissionEvent } from './mission-events.ts'
+import { describe, type MissionEventData, type StopReason } from '../consensus/events.ts'
 import { serveSwarmEvents } from './swarm-events.ts'
 import { MissionLogs } from './mission-logs.ts'
 import { ImageInventory, imagesExtraOf, type ImageFetchProgress } from './image-inventory.ts'
@@ -529,7 +530,7 @@ export class MissionService {
           })
           break
         case 'event':
-          this.#recordEvent(action.mission, action.text)
+          this.#recordEvent(action.mission, action.event)
           break
         case 'storeImage':
           this.#inLane(this.#imageLanes, `store ${action.image}`, async () => { await this.#storeImage(action) })
@@ -601,9 +602,9 @@ export class MissionService {
     if (!this.#storage.ok) return
     this.#storage = { ok: false, problem, detail, since: Date.now() }
     this.#refreshSelfInfo()
-    const text = `storage: ${problem} on this board (${detail}): it takes no backup duty and acknowledges no checkpoint until its storage works again`
-    for (const name of mission != null ? [mission] : this.#machine?.view(Date.now()).filter(v => v.state !== 'removed').map(v => v.name) ?? []) this.#recordEvent(name, text)
-    this.#log(`missions: ${text}`)
+    const event = { kind: 'storageFailed' as const, problem, detail }
+    for (const name of mission != null ? [mission] : this.#machine?.view(Date.now()).filter(v => v.state !== 'removed').map(v => v.name) ?? []) this.#recordEvent(name, event)
+    this.#log(`missions: ${describe(event)}`)
     this.#input(machine => { machine.tick(Date.now()) })
   }
 
@@ -626,9 +627,9 @@ export class MissionService {
       const was = this.#storage
       this.#storage = { ok: true, problem: null, detail: null, since: null }
       this.#refreshSelfInfo()
-      const text = `storage: works again after ${Math.round((Date.now() - (was.since ?? Date.now())) / 1000)} s of ${was.problem ?? 'faults'}`
-      for (const v of this.#machine?.view(Date.now()).filter(v => v.state !== 'removed') ?? []) this.#recordEvent(v.name, text)
-      this.#log(`missions: ${text}`)
+      const event = { kind: 'storageRecovered' as const, afterMs: Date.now() - (was.since ?? Date.now()), problem: was.problem }
+      for (const v of this.#machine?.view(Date.now()).filter(v => v.state !== 'removed') ?? []) this.#recordEvent(v.name, event)
+      this.#log(`missions: ${describe(event)}`)
       this.#input(machine => { machine.tick(Date.now()) })
     } catch {
       await removeFile(path, { force: true }).catch(() => {})
@@ -661,14 +662,14 @@ export class MissionService {
           // The data of the checkpoint the machine named, if this board holds it (after a restart only its store
           // does) and it verifies; else the start says it has none.
           let data: LocalBundle | undefined
-          let noData = ''
+          let noData: string | null = null
           if (action.dataFrom != null) {
             data = this.#bundles.get(action.dataFrom.cid)
             if (data == null && this.#checkpointer != null) {
               try {
                 data = await this.#checkpointer.fetch(CID.parse(action.dataFrom.cid), { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })
               } catch (err) {
-                noData = ` WITHOUT the data of checkpoint #${action.dataFrom.seq} (${(err as Error).message.split('\n')[0] ?? ''}): its state starts empty`
+                noData = (err as Error).message.split('\n')[0] ?? ''
               }
             }
           }
@@ -676,8 +677,8 @@ export class MissionService {
             ? await this.#startWithData(spec, action.epoch, data)
             : await runtime.startFresh(spec, { mission: action.mission, peerId, epoch: action.epoch }, { signal })
           this.#containers.set(action.mission, { id, epoch: action.epoch })
-          const from = data != null && action.dataFrom != null ? ` with the data of checkpoint #${action.dataFrom.seq}` : noData
-          this.#recordEvent(action.mission, `container started from image ${action.image}${from} under epoch ${action.epoch}`, { kind: 'running', epoch: action.epoch })
+          const from = action.dataFrom == null || (data == null && noData == null) ? null : { seq: action.dataFrom.seq, error: data != null ? null : noData }
+          this.#recordEvent(action.mission, { kind: 'containerStarted', image: action.image, epoch: action.epoch, data: from })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
           this.#local({ type: 'startFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
@@ -694,13 +695,16 @@ export class MissionService {
           this.#containers.set(action.mission, { id: result.containerId, epoch: action.epoch })
           const { createMs, filesMs, criuMs } = result.phases
           this.#peer.metrics.restored(action.mission, { ms: result.ms, criuMs })
-          if (result.stagedRejected != null) this.#recordEvent(action.mission, `staged files of checkpoint #${action.checkpoint.seq} are corrupt (${result.stagedRejected}): not restored, written again from the verified store`)
-          if (result.repairedBlocks > 0) this.#recordEvent(action.mission, `checkpoint #${action.checkpoint.seq}: ${result.repairedBlocks} corrupt block${result.repairedBlocks === 1 ? '' : 's'} in this board's store fetched again from the swarm before the restore`)
-          this.#recordEvent(action.mission, `restored checkpoint #${action.checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`, { kind: 'running', epoch: action.epoch })
+          const seq = action.checkpoint.seq
+          if (result.stagedRejected != null) this.#recordEvent(action.mission, { kind: 'stagedRejected', seq, reason: result.stagedRejected })
+          if (result.repairedBlocks > 0) this.#recordEvent(action.mission, { kind: 'restoreRepaired', seq, blocks: result.repairedBlocks })
+          this.#recordEvent(action.mission, {
+            kind: 'restored', seq, epoch: action.epoch, ms: Math.round(result.ms), phases: { createMs, filesMs, criuMs }, staged: result.staged, imageLoaded: result.imageLoaded
+          })
           this.#local({ type: 'containerStarted', mission: action.mission, epoch: action.epoch })
         } catch (err) {
           this.#storageFailed(err, action.mission)
-          this.#recordEvent(action.mission, `restore of checkpoint #${action.checkpoint.seq} refused: ${(err as Error).message.split('\n')[0] ?? ''}`)
+          this.#recordEvent(action.mission, { kind: 'restoreRefused', seq: action.checkpoint.seq, error: (err as Error).message.split('\n')[0] ?? '' })
           this.#local({ type: 'restoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
         } finally {
           this.#restoring.delete(action.checkpoint.cid)
@@ -726,7 +730,7 @@ export class MissionService {
           const tookMs = performance.now() - takeStart
           if (tookMs > intervalMs && !this.#overrunWarned.has(action.mission)) {
             this.#overrunWarned.add(action.mission)
-            this.#recordEvent(action.mission, `checkpoint #${action.seq} took ${Math.round(tookMs)} ms, longer than checkpointIntervalMs ${intervalMs}: checkpoints follow each other back to back and state lost on a failure can exceed one interval`)
+            this.#recordEvent(action.mission, { kind: 'checkpointOverrun', seq: action.seq, tookMs: Math.round(tookMs), intervalMs })
           }
           this.#lastTake.set(action.mission, {
             seq: action.seq,
@@ -744,8 +748,8 @@ export class MissionService {
             this.#containers.delete(action.mission)
             await runtime?.stop(container.id)
             // The mission ran here for the last time when the final checkpoint paused it.
-            this.#recordEvent(action.mission, `final checkpoint #${action.seq} taken (paused ${result.stats.pausedMs} ms), container stopped`,
-              { kind: 'stopped', epoch: action.epoch }, takeStartWall + result.stats.phases.prepareMs)
+            this.#recordEvent(action.mission, { kind: 'finalCheckpointTaken', seq: action.seq, epoch: action.epoch, pausedMs: result.stats.pausedMs },
+              takeStartWall + result.stats.phases.prepareMs)
           }
           this.#local({ type: 'checkpointTaken', mission: action.mission, epoch: action.epoch, seq: action.seq, cid: result.cid.toString() })
         } catch (err) {
@@ -780,13 +784,13 @@ export class MissionService {
   }
 
   /** Stops this peer's container of the mission, if it runs one, at once. */
-  async #stopNow (mission: string, reason: string): Promise<void> {
+  async #stopNow (mission: string, reason: StopReason): Promise<void> {
     const container = this.#containers.get(mission)
     const runtime = this.#runtime
     if (container == null || runtime == null) return
     this.#containers.delete(mission)
     await runtime.stop(container.id).catch(err => { this.#log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
-    this.#recordEvent(mission, `container of epoch ${container.epoch} stopped: ${reason}`, { kind: 'stopped', epoch: container.epoch })
+    this.#recordEvent(mission, { kind: 'containerStopped', epoch: container.epoch, reason })
   }
 
   /** Primary: stores the mission's image in the swarm's IPFS, layer by layer, for boards that lack it. */
@@ -795,12 +799,12 @@ export class MissionService {
     if (checkpointer == null) { this.#local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board' }); return }
     try {
       const stored = await checkpointer.shareImage(action.image, this.#abort.signal)
-      this.#recordEvent(action.mission, `image ${action.image} stored for the swarm: ${mb(stored.totalBytes)} MB in all, ${mb(stored.newBytes)} MB new, in ${Math.round(stored.ms)} ms`)
+      this.#recordEvent(action.mission, { kind: 'imageShared', image: action.image, totalBytes: stored.totalBytes, newBytes: stored.newBytes, ms: stored.ms })
       this.#local({ type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: stored.cid.toString() })
     } catch (err) {
       if (this.#stopped) return
       this.#storageFailed(err, action.mission)
-      this.#recordEvent(action.mission, `storing image ${action.image} for the swarm failed: ${(err as Error).message}`)
+      this.#recordEvent(action.mission, { kind: 'imageShareFailed', image: action.image, error: (err as Error).message })
       this.#local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
     }
   }
@@ -824,8 +828,9 @@ export class MissionService {
       }
       if (!images.has(action.image)) throw new Error(`image ${action.image} is still not in this board's Docker after loading ${result.imageId}`)
       if (result.loaded) {
-        this.#recordEvent(action.mission, `image ${action.image} loaded from the swarm in ${Math.round(result.ms)} ms: ${mb(result.fetchedBytes)} MB fetched, ` +
-          `${mb(result.totalBytes)} MB of layers this board lacked${result.reusedLayers > 0 ? `, ${result.reusedLayers} layer${result.reusedLayers === 1 ? '' : 's'} already in its Docker` : ''}`)
+        this.#recordEvent(action.mission, {
+          kind: 'imageLoaded', image: action.image, ms: result.ms, fetchedBytes: result.fetchedBytes, totalBytes: result.totalBytes, reusedLayers: result.reusedLayers
+        })
       }
       this.#peer.metrics.imageFetched(action.mission, result.fetchedBytes)
       images.endFetch(action.image, result)
@@ -836,7 +841,7 @@ export class MissionService {
       this.#refreshSelfInfo()
       if (this.#stopped) return
       this.#storageFailed(err, action.mission)
-      this.#recordEvent(action.mission, `fetching image ${action.image} failed: ${(err as Error).message}`)
+      this.#recordEvent(action.mission, { kind: 'imageLoadFailed', image: action.image, error: (err as Error).message })
       this.#local({ type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: (err as Error).message })
     }
   }
@@ -853,7 +858,7 @@ export class MissionService {
         providers: primary != null && primary !== this.#peer.peerId ? [primary] : undefined
       })
       if (bundle.fetch.repairedBlocks > 0) {
-        this.#recordEvent(mission, `checkpoint #${ref.seq}: ${bundle.fetch.repairedBlocks} block${bundle.fetch.repairedBlocks === 1 ? '' : 's'} this board held did not match ${bundle.fetch.repairedBlocks === 1 ? 'its CID' : 'their CIDs'} (corrupt): deleted and fetched again before the ack`)
+        this.#recordEvent(mission, { kind: 'fetchRepaired', seq: ref.seq, blocks: bundle.fetch.repairedBlocks })
       }
       this.#peer.metrics.checkpointFetched(mission, bundle.fetch.fetchedBytes)
       this.#bundles.set(ref.cid, bundle)
@@ -920,7 +925,7 @@ export class MissionService {
       }
       if (!running && this.#containers.get(mission) === container) {
         this.#containers.delete(mission)
-        this.#recordEvent(mission, `container of epoch ${container.epoch} exited: ${reason}`, { kind: 'stopped', epoch: container.epoch })
+        this.#recordEvent(mission, { kind: 'containerExited', epoch: container.epoch, reason })
         this.#local({ type: 'containerExited', mission, epoch: container.epoch, reason })
       }
     }
@@ -934,13 +939,13 @@ export class MissionService {
       const mission = c.Labels[LABEL_MISSION] ?? '?'
       const epoch = c.Labels[LABEL_EPOCH] ?? '?'
       await runtime.stop(c.Id).catch(err => { this.#log(`missions: cannot remove stale container ${c.Id}: ${(err as Error).message}`) })
-      if (c.State === 'running') this.#recordEvent(mission, `stale container of epoch ${epoch} stopped at daemon start (known epoch ${persisted?.missions[mission]?.record.epoch ?? 'none'})`)
+      if (c.State === 'running') this.#recordEvent(mission, { kind: 'staleContainerStopped', epoch, knownEpoch: persisted?.missions[mission]?.record.epoch ?? null })
     }
   }
 
-  #recordEvent (mission: string, text: string, mark?: EventMark, at?: number): void {
-    if (this.#events == null) { this.#log(`mission ${mission}: ${text}`); return }
-    this.#events.record(mission, text, mark, at)
+  #recordEvent (mission: string, event: MissionEventData, at?: number): void {
+    if (this.#events == null) { this.#log(`mission ${mission}: ${describe(event)}`); return }
+    this.#events.record(mission, event, at)
   }
 
   // ---- views and API --------------------------------------------------------------------------------------------
@@ -1142,7 +1147,7 @@ export class MissionService {
       let requestedAt = started
       const after = await this.#waitFor(name, m => {
         if (m != null && m.epoch === before.epoch) finalSeq = m.lastCheckpoint?.seq ?? null
-        const refused = m?.events.find(e => e.at >= started && /move refused/.test(e.text))
+        const refused = m?.events.find(e => e.at >= started && e.event.kind === 'moveRefused')
         if (refused != null) throw new ApiError(409, refused.text)
         // The request reaches the primary by gossip: repeat it until the mission moves (a repeat is harmless).
         if (m != null && m.epoch === before.epoch && Date.now() - requestedAt >= 1000) {
@@ -1166,4 +1171,3 @@ export class MissionService {
   }
 }
 
-function mb (bytes: number): string { return (bytes / 1e6).toFixed(1) }
