@@ -46,6 +46,9 @@ const stopReason = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('replaced'), deployId: text })
 ])
 
+/** What failed: the container exited (or was found gone), a restore or a cold start failed or timed out. */
+const failureKind = z.enum(['exited', 'containerGone', 'restoreFailed', 'coldStartFailed', 'startTimedOut'])
+
 /** Which requirement no live board meets (see the machine's blocked reason). */
 const blockedRequirement = z.enum(['imageMap', 'architectures', 'boards', 'memory', 'docker', 'image'])
 
@@ -87,7 +90,7 @@ const machineEvents = [
   z.object({ kind: z.literal('handingOver'), seq: count, to: peerId.nullable() }),
   z.object({ kind: z.literal('fetchingImage'), image: text, as: z.enum(['backup', 'candidate']) }),
   /** A start, restore or run failed (`reason` as the record keeps it); when the next start may come. */
-  z.object({ kind: z.literal('failed'), reason: text, coldNext: z.boolean(), restarts: count, waitMs: ms, localWaitMs: ms })
+  z.object({ kind: z.literal('failed'), failure: failureKind, reason: text, coldNext: z.boolean(), restarts: count, waitMs: ms, localWaitMs: ms })
 ] as const
 
 const peerEvents = [
@@ -121,6 +124,7 @@ export type ColdStartCause = z.infer<typeof coldStartCause>
 export type ElectedStart = z.infer<typeof electedStart>
 export type StopReason = z.infer<typeof stopReason>
 export type BlockedRequirement = z.infer<typeof blockedRequirement>
+export type FailureKind = z.infer<typeof failureKind>
 export type MachineEvent = z.infer<(typeof machineEvents)[number]>
 export type PeerEvent = z.infer<(typeof peerEvents)[number]>
 /** Everything that happens to a mission, on any board. */

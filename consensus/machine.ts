@@ -4,7 +4,7 @@ import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
 import type { OperatorGrant } from './authority.ts'
-import { describeSelfFence, seconds, short, type BlockedRequirement, type ColdStartCause, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
+import { describeSelfFence, seconds, short, type BlockedRequirement, type ColdStartCause, type FailureKind, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AuthorityRefusal, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
@@ -104,6 +104,10 @@ interface Mission extends PersistedMission {
 /** The first requirement no live board meets, and why in words. */
 interface Blocked { requirement: BlockedRequirement, reason: string }
 type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
+/** How a failure is named in its reason (an exit names how long the container ran). */
+const FAILURE_LABELS: Record<Exclude<FailureKind, 'exited'>, string> = {
+  containerGone: 'container gone', restoreFailed: 'restore failed', coldStartFailed: 'cold start failed', startTimedOut: 'start timed out'
+}
 
 /** How many recent checkpoints the replication lag is measured over. */
 const RECENT_CHECKPOINTS = 10
@@ -328,7 +332,7 @@ export class ClusterMachine {
         // 15 s, a move waited on it, and the mission ran nowhere.)
         if (ev.noContainer === true && mission.container !== null && mission.container.epoch <= ev.epoch && mission.checkpointInFlight?.seq === ev.seq) {
           mission.checkpointInFlight = null
-          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'container gone')
+          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'containerGone')
           break
         }
         if (mission.checkpointInFlight?.seq === ev.seq) {
@@ -595,7 +599,7 @@ export class ClusterMachine {
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
       this.#emit({ type: 'stopContainer', mission: record.mission, reason: { kind: 'startTimedOut' } })
-      this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'start timed out')
+      this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'startTimedOut')
     }
 
     if (record.primary === self && !record.released) this.#tickPrimary(now, mission, frozenMs)
@@ -1427,7 +1431,7 @@ export class ClusterMachine {
   }
 
   /** A start or restore failed, or the container exited on its own (`cause` null): back off, count, release. */
-  #onFailure (now: number, mission: Mission, epoch: number, detail: string, cause: FailureCause | null, label?: string): void {
+  #onFailure (now: number, mission: Mission, epoch: number, detail: string, cause: FailureCause | null, known?: 'containerGone' | 'startTimedOut'): void {
     const container = mission.container
     if (container === null || container.epoch > epoch) return
     const record = mission.record
@@ -1437,7 +1441,8 @@ export class ClusterMachine {
     const first = ranMs >= this.config.restartResetMs
     mission.container = null
     mission.checkpointInFlight = null
-    const what = label ?? (cause === null ? `container exited after ${seconds(ranMs)}` : container.kind === 'restore' ? 'restore failed' : 'cold start failed')
+    const failure: FailureKind = known ?? (cause === null ? 'exited' : container.kind === 'restore' ? 'restoreFailed' : 'coldStartFailed')
+    const what = failure === 'exited' ? `container exited after ${seconds(ranMs)}` : FAILURE_LABELS[failure]
     const coldNext = container.kind === 'restore' && cause !== null && cause !== 'image-missing'
     if (coldNext) mission.coldStartNext = true
     mission.localFailures = first ? 1 : mission.localFailures + 1
@@ -1454,7 +1459,7 @@ export class ClusterMachine {
       wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
       this.#release(now, mission)
     }
-    this.#event(record.mission, { kind: 'failed', reason, coldNext, restarts: record.restarts, waitMs: wait, localWaitMs: localWait })
+    this.#event(record.mission, { kind: 'failed', failure, reason, coldNext, restarts: record.restarts, waitMs: wait, localWaitMs: localWait })
   }
 
   #onAck (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {

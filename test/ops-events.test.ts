@@ -28,7 +28,7 @@ t.test('kinds, the journal\'s cursor and the table', async t => {
   t.equal(describe(deployStart), 'epoch 1: primary (from deploy), cold start from image tandem/busybox (no checkpoint yet)')
   t.equal(kindOf({ kind: 'fenced', stoppedEpoch: 3, epoch: 4, primary: '12D3KooWpeerabcdef' }), 'fencing')
   t.equal(kindOf({ kind: 'checkpointsFailing', failures: 3, error: 'x', since: null }), 'checkpoint')
-  t.equal(kindOf({ kind: 'failed', reason: 'container exited: code 1', coldNext: false, restarts: 2, waitMs: 4000, localWaitMs: 1000 }), 'backoff')
+  t.equal(kindOf({ kind: 'failed', failure: 'exited', reason: 'container exited: code 1', coldNext: false, restarts: 2, waitMs: 4000, localWaitMs: 1000 }), 'backoff')
   t.equal(kindOf({ kind: 'containerStopped', epoch: 2, reason: { kind: 'quorumLost' } }), 'fencing', 'a container stopped by a self-fence is fencing')
   t.equal(kindOf({ kind: 'containerStopped', epoch: 2, reason: { kind: 'startTimedOut' } }), 'container')
   t.equal(parseMissionEvent({ kind: 'no such kind' }), null, 'an unknown kind is refused')
