@@ -150,8 +150,7 @@ function peerInfoOf (member: Member): PeerInfo | undefined {
     ...(storage.ok ? {} : { storageProblem: storage.problem ?? 'failing' }),
     images: images.present,
     fetchingImages: images.fetching.map(f => f.image),
-    // A refused redial proves the process exited; its watchdog (peer/watchdog.ts) killed its containers.
-    gone: member.state === 'dead' && member.reason === 'connection refused'
+    gone: member.state === 'dead' && member.exitProven
   }
 }
 
