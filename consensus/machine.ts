@@ -634,7 +634,7 @@ export class ClusterMachine {
       // The back-off is for the epoch whose providers failed: after a takeover the new primary serves what it took.
       if (due && (now >= mission.fetchRetryAt || record.epoch > mission.fetchFailedEpoch)) {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
-        this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
+        this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint, providers: record.primary === null ? [] : [record.primary] })
       }
     }
     if (record.primary !== self) {
@@ -689,7 +689,10 @@ export class ClusterMachine {
       if (moveTo !== null || now - mission.lastCheckpointAt >= this.#checkpointPeriod(mission)) {
         const seq = (record.checkpoint?.seq ?? mission.held?.seq ?? 0) + 1
         mission.checkpointInFlight = { seq, since: now, stop: moveTo !== null }
-        this.#emit({ type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null })
+        this.#emit({
+          type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null,
+          parent: mission.held?.cid ?? null, view: [...record.view], intervalMs: record.spec.checkpointIntervalMs
+        })
         return
       }
     }

@@ -542,7 +542,7 @@ export class MissionService {
           break
         case 'fetchCheckpoint':
           this.#wantedFetch.set(action.mission, action.checkpoint.cid)
-          this.#inLane(this.#fetchLanes, action.mission, async () => { await this.#fetch(action.mission, action.checkpoint) })
+          this.#inLane(this.#fetchLanes, action.mission, async () => { await this.#fetch(action.mission, action.checkpoint, action.providers) })
           break
         case 'stopContainer':
           // A fence pre-empts everything: the container is killed now, not after the checkpoint, fetch or restore
@@ -718,14 +718,12 @@ export class MissionService {
           return
         }
         try {
-          const parent = this.machine.view(Date.now()).find(v => v.name === action.mission)?.held?.cid
+          const { parent, intervalMs } = action
           const takeStart = performance.now()
           const takeStartWall = Date.now()
           // Sealed for the view of this epoch: a board outside it (or that left it) cannot read the checkpoint.
-          const members = this.machine.view(Date.now()).find(v => v.name === action.mission)?.view ?? []
-          const sealFor = [...new Set([...members, this.#peer.peerId])]
+          const sealFor = [...new Set([...action.view, this.#peer.peerId])]
           const result = await checkpointer.take(container.id, { mission: action.mission, epoch: action.epoch, seq: action.seq, parent: parent != null ? CID.parse(parent) : null, signal, sealFor })
-          const intervalMs = this.machine.view(Date.now()).find(v => v.name === action.mission)?.spec.checkpointIntervalMs ?? Infinity
           const tookMs = performance.now() - takeStart
           if (tookMs > intervalMs && !this.#overrunWarned.has(action.mission)) {
             this.#overrunWarned.add(action.mission)
@@ -845,16 +843,16 @@ export class MissionService {
     }
   }
 
-  async #fetch (mission: string, ref: CheckpointRef): Promise<void> {
+  async #fetch (mission: string, ref: CheckpointRef, providers: string[]): Promise<void> {
     const checkpointer = this.#checkpointer
     if (checkpointer == null) { this.#local({ type: 'fetchFailed', mission, cid: ref.cid, error: 'no Docker on this board' }); return }
     if (this.#bundles.has(ref.cid)) { this.#local({ type: 'checkpointFetched', mission, checkpoint: ref }); return }
     if (this.#wantedFetch.get(mission) !== ref.cid) return
     try {
-      const primary = this.machine.view(Date.now()).find(v => v.name === mission)?.primary
+      const others = providers.filter(p => p !== this.#peer.peerId)
       const bundle = await checkpointer.fetch(CID.parse(ref.cid), {
         signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(60_000)]),
-        providers: primary != null && primary !== this.#peer.peerId ? [primary] : undefined
+        providers: others.length > 0 ? others : undefined
       })
       if (bundle.fetch.repairedBlocks > 0) {
         this.#recordEvent(mission, { kind: 'fetchRepaired', seq: ref.seq, blocks: bundle.fetch.repairedBlocks })
