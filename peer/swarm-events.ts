@@ -5,7 +5,7 @@
 // `&wait=SECONDS` (at most 25) holds an empty answer until an event comes, so a follower (the dashboard) sees it at once.
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
-import type { MembershipChange } from './membership.ts'
+import type { MemberState, MembershipChange } from './membership.ts'
 import type { MissionEvent, MissionEventLog } from './mission-events.ts'
 import type { MissionEventData, StopReason } from '../consensus/events.ts'
 
@@ -21,8 +21,9 @@ export interface SwarmEvent {
   kind: SwarmEventKind
   mission: string | null
   text: string
-  /** Membership changes: the peer whose state changed. */
+  /** Membership changes: the peer whose state changed, and its new state. */
   member?: string
+  memberState?: MemberState
   /** Mission events: what happened, as data (`text` is its wording). */
   event?: MissionEventData
 }
@@ -102,6 +103,7 @@ export class SwarmEventJournal {
       kind: 'membership',
       mission: null,
       member: change.peerId,
+      memberState: change.state,
       text: `${change.peerId} ${change.previous ?? 'new'} -> ${change.state} (${change.reason})`
     })
   }
