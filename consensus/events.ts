@@ -132,6 +132,9 @@ export type MissionEventData = MachineEvent | PeerEvent
 export type MissionEventKind = MissionEventData['kind']
 export type EventOf<K extends MissionEventKind> = Extract<MissionEventData, { kind: K }>
 
+/** Every kind this version knows. */
+export const MISSION_EVENT_KINDS: readonly MissionEventKind[] = missionEventSchema.options.map(option => option.shape.kind.value)
+
 /** The event, when `value` is one (a kind this version knows, its fields checked); else null. */
 export function parseMissionEvent (value: unknown): MissionEventData | null {
   const parsed = missionEventSchema.safeParse(value)
