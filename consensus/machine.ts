@@ -3,6 +3,8 @@
 import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
+import { loneClaimant, majority, quorumReached, stepView } from './quorum.ts'
+import { backoffMs, checkpointPeriod, stalenessBound } from './cadence.ts'
 import type { OperatorGrant } from './authority.ts'
 import { describeSelfFence, seconds, short, type BlockedRequirement, type ColdStartCause, type FailureKind, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
 import {
@@ -125,8 +127,7 @@ export const MAX_EPOCH = 2 ** 40
 /** A claim may run at most this far above the epochs the voter knows (its record's and its highest vote's). */
 export const MAX_CLAIM_STEP = 1000
 
-/** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
-export function majority (size: number): number { return Math.floor(size / 2) + 1 }
+export { majority, stepView } from './quorum.ts'
 
 export class ClusterMachine {
   readonly self: SelfInfo
@@ -351,7 +352,7 @@ export class ClusterMachine {
         if (mission.fetchInFlight?.ref.cid === ev.cid) {
           mission.fetchInFlight = null
           mission.fetchFailures++
-          const wait = Math.min(this.config.fetchBackoffMaxMs, this.config.fetchBackoffMs * 2 ** Math.min(30, mission.fetchFailures - 1))
+          const wait = backoffMs(mission.fetchFailures, this.config.fetchBackoffMs, this.config.fetchBackoffMaxMs)
           mission.fetchRetryAt = now + wait
           mission.fetchFailedEpoch = record.epoch
           if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
@@ -475,8 +476,7 @@ export class ClusterMachine {
 
   /** Back-off after n consecutive failures: 0, then 1 s doubling to 60 s (config). */
   #backoffMs (failures: number): number {
-    if (failures <= 0) return 0
-    return Math.min(this.config.restartBackoffMaxMs, this.config.restartBackoffMs * 2 ** Math.min(30, failures - 1))
+    return backoffMs(failures, this.config.restartBackoffMs, this.config.restartBackoffMaxMs)
   }
 
   /** Until when no board claims after the record's last failure (swarm-wide; from the local time it was learned). */
@@ -542,13 +542,7 @@ export class ClusterMachine {
 
   /** The one member of a view of <= 2 that may claim the next epoch alone (two-board mode). */
   #loneClaimant (basis: MissionRecord): string | null {
-    const view = basis.view
-    if (view.length === 1) return view[0] ?? null
-    if (view.length !== 2) return null
-    if (basis.primary !== null && view.includes(basis.primary)) return view.find(p => p !== basis.primary) ?? null
-    // Static facts only (placement): every member must pick the same lone claimant, or two could claim alone.
-    const eligible = view.filter(p => this.#placementOk(basis.spec, p))
-    return hrwRank(basis.mission, eligible)[0] ?? null
+    return loneClaimant(basis, p => this.#placementOk(basis.spec, p))
   }
 
   /**
@@ -561,11 +555,8 @@ export class ClusterMachine {
   }
 
   #quorumReached (basis: MissionRecord, candidate: string, voters: Set<string>): boolean {
-    const view = this.#quorumView(basis)
-    const granted = view.filter(p => voters.has(p)).length
-    if (view.length >= 3) return granted >= majority(view.length)
-    if (view.length === 0) return voters.has(candidate)
-    return granted === view.length || (candidate === this.#loneClaimant(basis) && voters.has(candidate) && !this.#heldBack(basis, candidate))
+    const quorum = { voters: this.#quorumView(basis), loneClaimant: () => this.#loneClaimant(basis), heldBack: (c: string) => this.#heldBack(basis, c) }
+    return quorumReached(quorum, candidate, voters)
   }
 
   /** This peer restarted as the two-board partner of `basis` and may not claim alone on it (see the constructor). */
@@ -1479,17 +1470,9 @@ export class ClusterMachine {
     mission.replicatedStart = started ?? null
   }
 
-  /**
-   * How long after the start of one checkpoint the next one starts. The spec's interval bounds the work a failover
-   * may lose: the backup must hold a state at most that old at any moment, so a checkpoint must be acknowledged
-   * within one interval of the previous one's start. Each starts early by the slowest recent replication (plus the
-   * slack), but never more often than twice per interval: a mission is paused for every dump.
-   */
+  /** How long after the start of one checkpoint the next one starts (see checkpointPeriod). */
   #checkpointPeriod (mission: Mission): number {
-    const interval = mission.record.spec.checkpointIntervalMs
-    // Nothing measured yet (a new primary, a new backup still syncing): assume the slowest allowed.
-    if (mission.replicationLags.length === 0) return interval / 2
-    return Math.max(interval / 2, interval - Math.max(...mission.replicationLags) - this.config.checkpointSlackMs)
+    return checkpointPeriod(mission.record.spec.checkpointIntervalMs, mission.replicationLags, this.config.checkpointSlackMs)
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------
@@ -1557,17 +1540,10 @@ export class ClusterMachine {
     }
   }
 
-  /**
-   * How old the backup's state may get at worst: the spacing of checkpoint starts (the period, or longer when a dump
-   * outlasts it: the next one starts only after it) plus the slowest recent replication; never less than the age
-   * the backup's state has right now (a checkpoint stuck in flight, a fetch backing off show at once).
-   */
+  /** How old the backup's state may get at worst (see stalenessBound), over this lineage's checkpoints. */
   #stalenessBound (now: number, m: Mission): number {
-    const r = m.record
-    const starts = m.checkpointStarts.filter(s => s.epoch === r.checkpoint?.epoch).map(s => s.since)
-    const spacing = Math.max(this.#checkpointPeriod(m), ...starts.slice(1).map((since, i) => since - (starts[i] as number)))
-    const steady = m.replicationLags.length > 0 ? spacing + Math.max(...m.replicationLags) : 0
-    return Math.max(steady, this.#backupStateAgeMs(now, m))
+    const starts = m.checkpointStarts.filter(s => s.epoch === m.record.checkpoint?.epoch).map(s => s.since)
+    return stalenessBound(this.#checkpointPeriod(m), starts, m.replicationLags, this.#backupStateAgeMs(now, m))
   }
 
   /** From the start of the newest checkpoint the backup acknowledged; before any of this run's, from the container's start. */
@@ -1606,20 +1582,6 @@ export class ClusterMachine {
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }
-}
-
-/**
- * The next epoch's view differs from its basis by at most one member (as Raft's single-server changes), so majorities
- * of consecutive views always intersect: first the new primary joins, then one dead member leaves, then one joins.
- */
-export function stepView (basis: string[], desired: Set<string>, self: string): string[] {
-  const next = new Set(basis)
-  const leaving = basis.find(p => !desired.has(p))
-  const joining = [...desired].sort().find(p => !next.has(p))
-  if (!next.has(self)) next.add(self)
-  else if (leaving !== undefined) next.delete(leaving)
-  else if (joining !== undefined) next.add(joining)
-  return [...next].sort()
 }
 
 /**

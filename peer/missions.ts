@@ -1167,4 +1167,3 @@ export class MissionService {
     })
   }
 }
-
