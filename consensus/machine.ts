@@ -1,12 +1,13 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
-import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
+import { imageFor, type MissionSpec } from './manifest.ts'
+import { blockedReason, fetchingImage, holdsImage, imageRef, placementOk, type Blocked, type BoardFacts } from './placement.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
 import { loneClaimant, majority, quorumReached, stepView } from './quorum.ts'
 import { backoffMs, checkpointPeriod, stalenessBound } from './cadence.ts'
 import type { OperatorGrant } from './authority.ts'
-import { describeSelfFence, seconds, short, type BlockedRequirement, type ColdStartCause, type FailureKind, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
+import { describeSelfFence, seconds, short, type ColdStartCause, type FailureKind, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AuthorityRefusal, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
@@ -103,8 +104,6 @@ interface Mission extends PersistedMission {
   unplaceableSince: number | null
 }
 
-/** The first requirement no live board meets, and why in words. */
-interface Blocked { requirement: BlockedRequirement, reason: string }
 type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
 /** How a failure is named in its reason (an exit names how long the container ran). */
 const FAILURE_LABELS: Record<Exclude<FailureKind, 'exited'>, string> = {
@@ -310,7 +309,7 @@ export class ClusterMachine {
           record.imageCid = ev.cid
           record.imageArch = this.self.arch
           this.#persist()
-          this.#event(record.mission, { kind: 'imageStored', image: this.#imageRef(record.spec, this.self.arch) ?? null, cid: ev.cid })
+          this.#event(record.mission, { kind: 'imageStored', image: imageRef(record.spec, this.self.arch) ?? null, cid: ev.cid })
           this.#announce(now, mission)
         }
         break
@@ -323,7 +322,7 @@ export class ClusterMachine {
       case 'imageFetchFailed':
         if (mission.imageFetch.since !== null && mission.imageFetch.cid === ev.cid) {
           const wait = this.#taskFailed(now, mission.imageFetch)
-          this.#event(record.mission, { kind: 'imageFetchFailed', image: this.#imageRef(record.spec, this.self.arch) ?? null, error: ev.error, retryMs: wait })
+          this.#event(record.mission, { kind: 'imageFetchFailed', image: imageRef(record.spec, this.self.arch) ?? null, error: ev.error, retryMs: wait })
         }
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
@@ -429,34 +428,9 @@ export class ClusterMachine {
     return now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
   }
 
-  /** The placement (and the image map) allows this board: static facts only, the same on every peer. */
-  #placementOk (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    if (info === undefined || imageFor(spec, info.arch) === undefined) return false
-    const p = spec.placement
-    if (p?.architectures !== undefined && !(p.architectures as string[]).includes(info.arch)) return false
-    if (p?.boards !== undefined && !p.boards.includes(info.board)) return false
-    if (p?.minMemoryMb !== undefined && info.memoryMb < p.minMemoryMb) return false
-    return true
-  }
-
-  /** The normalized image ref a board of `arch` runs. */
-  #imageRef (spec: MissionSpec, arch: string): string | undefined {
-    const ref = imageFor(spec, arch)
-    return ref === undefined ? undefined : normalizeImageRef(ref)
-  }
-
-  #holdsImage (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
-    return ref !== undefined && info?.images?.includes(ref) === true
-  }
-
-  #fetchingImage (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
-    return ref !== undefined && info?.fetchingImages?.includes(ref) === true
-  }
+  #placementOk (spec: MissionSpec, peerId: string): boolean { return placementOk(spec, this.#info(peerId)) }
+  #holdsImage (spec: MissionSpec, peerId: string): boolean { return holdsImage(spec, this.#info(peerId)) }
+  #fetchingImage (spec: MissionSpec, peerId: string): boolean { return fetchingImage(spec, this.#info(peerId)) }
 
   /** The board can run the mission now: Docker, the placement, and the image for its architecture held. */
   #eligible (spec: MissionSpec, peerId: string): boolean {
@@ -500,34 +474,10 @@ export class ClusterMachine {
     return wait
   }
 
-  /**
-   * Why no live board can run the mission (null when one can): the first requirement that no live board meets, in
-   * the order image map, placement, Docker, image present.
-   */
+  /** Why no live board can run the mission (null when one can): see blockedReason. */
   #blockedReason (now: number, record: MissionRecord): Blocked | null {
-    const spec = record.spec
-    let boards = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
-    const infos = (ids: string[]): Array<Omit<PeerInfo, 'state'>> => ids.map(p => this.#info(p)).filter(i => i !== undefined)
-    const archs = (ids: string[]): string => [...new Set(infos(ids).map(i => i.arch))].sort().join(', ')
-    const p = spec.placement
-    const steps: Array<[BlockedRequirement, (info: Omit<PeerInfo, 'state'>) => boolean, () => string]> = [
-      ['imageMap', i => imageFor(spec, i.arch) !== undefined, () => `image has no entry for the live boards' architectures [${archs(boards)}]`],
-      ['architectures', i => p?.architectures === undefined || (p.architectures as string[]).includes(i.arch), () => `no board matches placement.architectures [${p?.architectures?.join(', ') ?? ''}]`],
-      ['boards', i => p?.boards === undefined || p.boards.includes(i.board), () => `no board matches placement.boards [${p?.boards?.join(', ') ?? ''}]`],
-      ['memory', i => p?.minMemoryMb === undefined || i.memoryMb >= p.minMemoryMb, () => `no board matches placement.minMemoryMb ${p?.minMemoryMb ?? ''}`],
-      ['docker', i => i.canRun === true, () => 'no live board has Docker'],
-      ['image', i => this.#holdsImage(spec, i.peerId), () => {
-        const refs = [...new Set(infos(boards).map(i => this.#imageRef(spec, i.arch)))].join(', ')
-        const fetching = boards.filter(b => this.#fetchingImage(spec, b))
-        return fetching.length > 0 ? `image ${refs} is on no live board (being fetched by ${fetching.map(short).join(', ')})` : `image ${refs} is on no live board`
-      }]
-    ]
-    for (const [requirement, ok, why] of steps) {
-      const next = boards.filter(b => { const info = this.#info(b); return info !== undefined && ok(info) })
-      if (next.length === 0) return { requirement, reason: why() }
-      boards = next
-    }
-    return null
+    const live = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
+    return blockedReason(record.spec, live.map(p => this.#info(p)).filter((i): i is BoardFacts => i !== undefined))
   }
 
   /** No live board could run the mission for blockedAfterMs (before that the facts may just not have arrived). */
@@ -667,7 +617,7 @@ export class ClusterMachine {
     // The image goes into the swarm's IPFS once the container runs, so boards without it can fetch it.
     const store = mission.imageStore
     if (store.since !== null && now - store.since >= this.config.imageTimeoutMs) this.#taskFailed(now, store)
-    const image = this.#imageRef(record.spec, this.self.arch)
+    const image = imageRef(record.spec, this.self.arch)
     if (record.started && record.imageCid === null && store.since === null && now >= store.retryAt && image !== undefined) {
       store.since = now
       this.#emit({ type: 'storeImage', mission: record.mission, epoch: record.epoch, image })
@@ -1379,7 +1329,7 @@ export class ClusterMachine {
     const task = mission.imageFetch
     const cid = record.imageCid
     if (cid === null || record.imageArch !== this.self.arch || !this.self.canRun || !this.#placementOk(record.spec, self)) return
-    const image = this.#imageRef(record.spec, this.self.arch)
+    const image = imageRef(record.spec, this.self.arch)
     if (image === undefined) return
     if ((this.self.images ?? []).includes(image)) {
       mission.imageHeldAt = now
@@ -1560,7 +1510,7 @@ export class ClusterMachine {
     const info = backup === null ? undefined : this.#info(backup)
     const image = backup !== null && this.#holdsImage(r.spec, backup)
     const checkpointSeq = r.checkpoint !== null ? r.replicatedSeq : null
-    const ref = backup === null ? undefined : this.#imageRef(r.spec, info?.arch ?? '')
+    const ref = backup === null ? undefined : imageRef(r.spec, info?.arch ?? '')
     let reason: string | null = null
     if (state !== 'running') reason = 'mission not running'
     else if (backup === null) reason = 'no backup'
