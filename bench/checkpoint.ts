@@ -16,7 +16,7 @@ import { createZstdCompress } from 'node:zlib'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { CID } from 'multiformats/cid'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { startBoardDocker, loadBaseImages, type BoardDocker } from '../harness/simulated-docker.ts'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { ContainerRuntime, Checkpointer, SealIdentity, openSwarmBundleStore, type BundleStore, type CheckpointManifest, type TakeStats } from '../checkpoint/index.ts'
 import type { FreezeMode } from '../checkpoint/checkpointer.ts'
@@ -121,7 +121,7 @@ async function materialize (store: BundleStore, manifest: CheckpointManifest, di
 async function main (): Promise<void> {
   if (process.getuid?.() !== 0) { console.error('bench:checkpoint needs root (a private dockerd per board)'); process.exit(1) }
   const root = await mkdtemp(join(tmpdir(), 'tandem-bench-ckpt-'))
-  // Boards clean themselves up on a signal (boards/simulated-docker.ts); the temp dir is ours.
+  // Boards clean themselves up on a signal (harness/simulated-docker.ts); the temp dir is ours.
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.on(sig, () => { rmSync(root, { recursive: true, force: true }); process.exit(130) })
   const boards: BoardDocker[] = []
   const nodes: SwarmNode[] = []

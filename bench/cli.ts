@@ -4,7 +4,7 @@
 import { spawnSync } from 'node:child_process'
 import { cpus } from 'node:os'
 import { parseArgs } from 'node:util'
-import { CLI_PATH, spawnPeer, stopAllPeers } from '../peer/spawn.ts'
+import { CLI_PATH, spawnPeer, stopAllPeers } from '../harness/spawn-peer.ts'
 import { distribution, table, writeResults, type Distribution } from './report.ts'
 
 const MANIFEST = new URL('../examples/vehicle/mission.yaml', import.meta.url).pathname

@@ -5,8 +5,8 @@
 // without checkpoints does).
 import { parseArgs } from 'node:util'
 import type { Readable } from 'node:stream'
-import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
-import { lastRestore, missionContainers, missionOn, sleep } from '../demo/observe.ts'
+import { startMissionSwarm, MISSION, type MissionSwarm } from '../harness/mission-swarm.ts'
+import { lastRestore, missionContainers, missionOn, sleep } from '../harness/observe.ts'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -14,7 +14,7 @@ import type { ImageFetchRecord } from '../peer/image-inventory.ts'
 import { measureTakeover, parseVehicleLine, samplesOf, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { demuxLogs } from '../checkpoint/runtime.ts'
 import { TICK_HZ } from '../examples/vehicle/controller.js'
-import { buildImageOn, type SimulatedBoard } from '../boards/simulated-board.ts'
+import { buildImageOn, type SimulatedBoard } from '../harness/simulated-board.ts'
 import { distribution, table, writeResults } from './report.ts'
 
 const USAGE = `usage: npm run bench:failover -- [--runs N] [--boards N] [--quick] [--silent] [--image-on-one-board]

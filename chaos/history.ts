@@ -1,7 +1,7 @@
 // Checks a mission's recorded history (every container's output, followed live on every board), not only the final
 // state: one checker per invariant, each returning what it found wrong.
 import { samplesOf } from '../demo/vehicle-log.ts'
-import type { FollowedContainer } from '../demo/observe.ts'
+import type { FollowedContainer } from '../harness/observe.ts'
 
 /** Reporting span of one container: its first and last vehicle report, by the reports' own wall clock. */
 export interface Span { container: FollowedContainer, first: { tick: number, wall: number }, last: { tick: number, wall: number } }

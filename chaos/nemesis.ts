@@ -2,11 +2,11 @@
 // kills a board's whole cgroup, a freeze stops its processes where they are, a daemon freeze stops the peer process
 // alone (its containers run on), a restart storm restarts one peer again and again, a partition drops packets between
 // the boards' network namespaces (iptables), a slow board runs under a CPU quota on its cgroup.
-import type { MissionSwarm } from '../demo/mission-swarm.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { MissionSwarm } from '../harness/mission-swarm.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import type { Random } from '../consensus/simulator.ts'
-import { sleep } from '../demo/observe.ts'
+import type { Random } from '../harness/consensus-simulator.ts'
+import { sleep } from '../harness/observe.ts'
 
 export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-freeze', 'daemon-freeze', 'restart-storm', 'kill-during-restore',
   'kill-during-move', 'partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap',
@@ -15,7 +15,7 @@ export const FAULT_KINDS = ['power-cut-primary', 'power-cut-backup', 'board-free
 export const DISK_FAULT_KINDS: readonly FaultKind[] = ['disk-full-backup']
 export type FaultKind = typeof FAULT_KINDS[number]
 
-/** Kinds that cut links: the boards run in network namespaces (boards/netns.ts) when any of them is chosen. */
+/** Kinds that cut links: the boards run in network namespaces (harness/netns.ts) when any of them is chosen. */
 export const PARTITION_KINDS: ReadonlySet<FaultKind> = new Set(['partition-primary', 'partition-backup', 'partition-bridge', 'partition-flap'])
 
 export interface InjectedFault {
@@ -231,16 +231,18 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // take over from what it holds (verified, or fetched again while the primary lived).
       await sleep(rng.int(2000, 4000))
       const statusAtFailure = (await ms.status(primary)) ?? status
+      // Staging the checkpoints since rewrote the page images that changed: flipped again right before the cut and
+      // right after it, so the restore meets corrupt staged files (the blockstore's flipped values may sit in blocks
+      // no restore reads). Before the cut alone, a checkpoint staged in between rewrote the flipped image (CI); after
+      // it alone, the staging of the last checkpoint fetched could have the standby dir empty at that instant.
+      const beforeCut = await backup.corruptStorage({ blocks: false, staged: true })
       await primary.powerCut()
-      // Staging the checkpoints since rewrote the page images that changed: flipped again now that no checkpoint can
-      // arrive to rewrite them (before the cut, one staged in between undid the flip: CI), and well before the
-      // backup's detector fires, the restore meets corrupt staged files for sure (the blockstore's flipped values may
-      // sit in blocks no restore reads).
-      const again = await backup.corruptStorage({ blocks: false, staged: true })
+      const afterCut = await backup.corruptStorage({ blocks: false, staged: true })
+      const again = { flippedBytes: beforeCut.flippedBytes + afterCut.flippedBytes, stagedFiles: Math.max(beforeCut.stagedFiles, afterCut.stagedFiles) }
       return {
         kind,
         boards: [backup.name, primary.name],
-        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), ${again.flippedBytes} in its ${again.stagedFiles} staged page images again at the cut, then ${primary.name} (primary) cut for ${holdMs} ms`,
+        detail: `${corrupted.flippedBytes} bytes flipped in ${corrupted.blockFiles} blockstore tables and ${corrupted.stagedFiles} staged page images of ${backup.name} (backup), ${again.flippedBytes} in its ${again.stagedFiles} staged page images again around the cut, then ${primary.name} (primary) cut for ${holdMs} ms`,
         holdMs,
         failures: 1,
         statusAtFailure,

@@ -10,7 +10,8 @@ import { assertMissionName } from './bundle-store.ts'
 import dockerDefaultSeccomp from './seccomp-docker-20.10.24.json' with { type: 'json' }
 
 export const LABEL_MISSION = 'tandem.mission'
-export const LABEL_PEER = 'tandem.peer'
+import { LABEL_PEER } from './engine-api.ts'
+export { LABEL_PEER }
 export const LABEL_EPOCH = 'tandem.epoch'
 export const LABEL_DATA_PATH = 'tandem.data-path'
 

@@ -2,7 +2,7 @@
 // board), as grants signed with Ed25519. Pure: no I/O; node:crypto only computes (Ed25519 signatures are
 // deterministic), so the consensus machine and the gossip validators can call it alike.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
-import type { MissionSpec } from './manifest.ts'
+import type { MissionSpec } from '../manifest/manifest.ts'
 import type { ConsensusMessage } from './types.ts'
 
 export type OperatorOp = 'deploy' | 'remove' | 'move' | 'revoke'

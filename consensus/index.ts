@@ -26,7 +26,7 @@ export {
   parseManifest, validateMissionSpec, imageFor, normalizeImageRef, ManifestError, ARCHITECTURES, DEFAULT_CHECKPOINT_INTERVAL_MS,
   MAX_MANIFEST_BYTES, MAX_ENV_ENTRIES, MAX_COMMAND_ARGS, MAX_PLACEMENT_BOARDS,
   type MissionSpec, type Placement, type Architecture
-} from './manifest.ts'
+} from '../manifest/manifest.ts'
 export { hrwRank } from './hrw.ts'
 export {
   describe, describeStopReason, parseMissionEvent, MISSION_EVENT_KINDS,

@@ -1,6 +1,6 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
-import { imageFor, type MissionSpec } from './manifest.ts'
+import { imageFor, type MissionSpec } from '../manifest/manifest.ts'
 import { blockedReason, fetchingImage, holdsImage, imageRef, placementOk, type Blocked, type BoardFacts } from './placement.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'

@@ -1,5 +1,5 @@
 // Validation of consensus messages received from the network: anything malformed yields undefined, never a throw.
-import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from './manifest.ts'
+import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from '../manifest/manifest.ts'
 import { validateGrant, type OperatorGrant } from './authority.ts'
 import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
 

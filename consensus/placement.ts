@@ -1,6 +1,6 @@
 // Which boards may run a mission, from their static facts (architecture, board, memory, Docker) and the images they
 // hold; and, when none can, the first requirement no live board meets. Pure: the machine passes the boards' facts.
-import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
+import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
 import type { BlockedRequirement } from './events.ts'
 import { short } from './events.ts'
 import type { PeerInfo } from './types.ts'

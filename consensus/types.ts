@@ -1,5 +1,5 @@
 // Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
-import type { MissionSpec } from './manifest.ts'
+import type { MissionSpec } from '../manifest/manifest.ts'
 import type { OperatorGrant } from './authority.ts'
 import type { MachineEvent, StopReason } from './events.ts'
 

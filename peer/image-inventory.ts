@@ -2,7 +2,7 @@
 // others: placement only picks boards that have (or are fetching) a mission's image, and a deploy of an image no
 // live board has is refused.
 import type Docker from 'dockerode'
-import { normalizeImageRef } from '../consensus/manifest.ts'
+import { normalizeImageRef } from '../manifest/manifest.ts'
 
 /** Image refs listed per heartbeat at most (a heartbeat must stay under the detector's maxHeartbeatBytes). */
 const MAX_LISTED_REFS = 96

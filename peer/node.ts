@@ -1,6 +1,6 @@
 // The swarm node: one libp2p host serving gossip (gossipsub) and block exchange (Helia + bitswap).
-import { createHeliaLight } from 'helia'
-import { withLibp2pLight, type HeliaWithLibp2p } from '@helia/libp2p'
+import type { HeliaWithLibp2p } from '@helia/libp2p'
+import { heliaWithLibp2p } from './helia-node.ts'
 import { withBitswap } from '@helia/bitswap'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@libp2p/noise'
@@ -58,7 +58,7 @@ export async function createSwarmNode (options: SwarmNodeOptions): Promise<Swarm
   if (options.bootstrap.length > 0) peerDiscovery.push(bootstrap({ list: options.bootstrap, timeout: 0 }))
   if (options.mdns) peerDiscovery.push(mdns({ interval: 1000 }))
 
-  const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore, datastore }), {
+  const helia = withBitswap(heliaWithLibp2p({ blockstore, datastore }, {
     privateKey: options.privateKey,
     addresses: { listen: options.listen },
     transports: [tcp()],

@@ -20,11 +20,12 @@
 // Usage (started by the peer, not by people): node peer/watchdog.ts DOCKER_HOST PEER_ID
 import { spawn, type ChildProcess } from 'node:child_process'
 import { existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs'
+import { flushCompileCache } from 'node:module'
 import { setPriority } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logFormatFromEnv, openLogger, type PeerLogger } from './logger.ts'
-import { dockerFromHost, LABEL_PEER } from '../checkpoint/runtime.ts'
+import { EngineApi } from '../checkpoint/engine-api.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
 const GOODBYE = 'bye'
@@ -43,11 +44,11 @@ export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
 
 /** Kills and removes every container labelled with the peer id on that Docker daemon; gives up after `timeoutMs`. */
 export async function killContainersOf (dockerHost: string, peerId: string, timeoutMs = 5000): Promise<number> {
-  const docker = dockerFromHost(dockerHost)
+  const docker = new EngineApi(dockerHost)
   const signal = AbortSignal.timeout(timeoutMs)
-  const list = await docker.listContainers({ filters: { label: [`${LABEL_PEER}=${peerId}`] }, abortSignal: signal } as object)
-  await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
-  return list.length
+  const ids = await docker.containersOf(peerId, signal)
+  await Promise.allSettled(ids.map(async id => { await docker.removeForce(id, signal) }))
+  return ids.length
 }
 
 export interface Watchdog {
@@ -141,7 +142,7 @@ class LeaseEnforcer {
   readonly #dockerHost: string
   readonly #peerId: string
   readonly #graceMs: number
-  readonly #docker: ReturnType<typeof dockerFromHost>
+  readonly #docker: EngineApi
   readonly #log: (line: string) => void
   /** The current lease: ids, and when it ends on the wall clock (sender's time) and on the monotonic clock. */
   #ids: string[] = []
@@ -163,7 +164,7 @@ class LeaseEnforcer {
     this.#dockerHost = dockerHost
     this.#peerId = peerId
     this.#graceMs = graceMs
-    this.#docker = dockerFromHost(dockerHost)
+    this.#docker = new EngineApi(dockerHost)
   }
 
   start (): void {
@@ -254,7 +255,7 @@ class LeaseEnforcer {
       if (dir == null) {
         // Not learned yet (started less than a Docker round trip ago): Docker must do it, whenever it answers.
         this.#log(`${why}: container ${id.slice(0, 12)} has no known cgroup; asking Docker to kill it`)
-        void this.#docker.getContainer(id).kill({ signal: 'SIGKILL' }).catch(() => {})
+        void this.#docker.kill(id).catch(() => {})
         continue
       }
       writeState(dir, 'FROZEN')
@@ -308,8 +309,8 @@ class LeaseEnforcer {
     if (known?.learning === true || (known != null && performance.now() - known.triedAt < 200)) return
     const entry: Known = { dir: undefined, learning: true, triedAt: performance.now() }
     this.#known.set(id, entry)
-    this.#docker.getContainer(id).inspect({ abortSignal: AbortSignal.timeout(2000) } as object)
-      .then(info => { if (info.State.Running && info.State.Pid > 0) entry.dir = freezerDirOf(info.State.Pid) })
+    this.#docker.state(id, AbortSignal.timeout(2000))
+      .then(state => { if (state.Running && state.Pid > 0) entry.dir = freezerDirOf(state.Pid) })
       .catch(() => {})
       .finally(() => { entry.learning = false; entry.triedAt = performance.now() })
   }
@@ -322,6 +323,7 @@ async function main (dockerHost: string, peerId: string, graceMs: number): Promi
   // The peer passes its --log-format down through the environment (LOG_FORMAT_ENV).
   const enforcer = new LeaseEnforcer(dockerHost, peerId, graceMs, await openLogger(logFormatFromEnv(), { peer: peerId }))
   enforcer.start()
+  flushCompileCache()
   let pending = ''
   let goodbye = false
   process.stdin.setEncoding('utf8')

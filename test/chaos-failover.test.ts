@@ -2,11 +2,11 @@
 // of the next primary and of the backup; a board coming back is fenced. After each step at most one container of
 // the mission runs in the swarm, and the vehicle's state continues from a replicated checkpoint.
 import t, { type Test } from 'tap'
-import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
-import { lastRestore } from '../demo/observe.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import { lastRestore } from '../harness/observe.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 
 if (gateDockerCriu(t)) {
   let ms: MissionSwarm | undefined

@@ -3,12 +3,12 @@
 // board frozen and thawed. The watchdog's lease (peer/watchdog.ts) freezes the old container before the backup may
 // take over; the history of every container's output shows whether two copies ever reported at once.
 import t, { type Test } from 'tap'
-import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
-import { lastRestore } from '../demo/observe.ts'
+import { lastRestore } from '../harness/observe.ts'
 import { overlaps, regressions } from '../chaos/history.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 
 const FREEZE_MS = 5000
 /**

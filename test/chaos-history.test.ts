@@ -1,7 +1,7 @@
 // The history checkers of the chaos suite on made-up outputs: what counts as two copies at once, and as state going back.
 import t from 'tap'
 import { overlaps, regressions, longestSilence } from '../chaos/history.ts'
-import type { FollowedContainer } from '../demo/observe.ts'
+import type { FollowedContainer } from '../harness/observe.ts'
 
 /** A container that reported every 20 ms from `from` to `to` (wall ms), its tick counting on from `tick`. */
 function reporting (board: string, epoch: number, runs: Array<[from: number, to: number, tick: number]>): FollowedContainer {

@@ -1,4 +1,4 @@
-// Real partitions of a vehicle-mission swarm: every board's peer in its own network namespace (boards/netns.ts),
+// Real partitions of a vehicle-mission swarm: every board's peer in its own network namespace (harness/netns.ts),
 // links cut with iptables DROP. Scenarios: the primary alone in a minority, the backup alone, a bridge partition
 // (primary and backup cannot see each other, both see the spare), and two boards split. Every scenario prints the
 // time the mission was down (from the vehicle's own reports) and the epochs claimed; the safety properties (no two
@@ -6,12 +6,12 @@
 import t, { type Test } from 'tap'
 import { spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
-import { lastRestore, sleep, type FollowedContainer } from '../demo/observe.ts'
+import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.ts'
+import { lastRestore, sleep, type FollowedContainer } from '../harness/observe.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import type { MissionEvent } from '../peer/mission-events.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { gateOn } from './helpers/requirements.ts'
 import { overlaps, regressions } from '../chaos/history.ts'

@@ -3,12 +3,12 @@
 // then the primary's power cut. The recorded history of every container must hold the chaos invariants, and the
 // boards must say what happened (events, status).
 import t from 'tap'
-import { startMissionSwarm, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import { overlaps, regressions } from '../chaos/history.ts'
 import { inject } from '../chaos/nemesis.ts'
-import { Random } from '../consensus/simulator.ts'
+import { Random } from '../harness/consensus-simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions.ts'
 import type { MissionEventData } from '../consensus/events.ts'

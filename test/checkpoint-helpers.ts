@@ -8,7 +8,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import type { PrivateKey } from '@libp2p/interface'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { gateOn } from './helpers/requirements.ts'
-import { until } from '../demo/observe.ts'
+import { until } from '../harness/observe.ts'
 
 export interface Teardown { teardown: (fn: () => unknown) => void }
 

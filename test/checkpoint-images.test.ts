@@ -15,7 +15,7 @@ import {
   ContainerRuntime, Checkpointer, openSwarmBundleStore, encodeNode, asChunkList, asLayerFile,
   BLOCKS_PROTOCOL, BlockUnavailableError, CheckpointError, type ImageFetchProgress, type ImageManifest
 } from '../checkpoint/index.ts'
-import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from '../harness/simulated-docker.ts'
 import { gateDockerCriu, swarmNode, tempDir } from './checkpoint-helpers.ts'
 
 const MB = 1024 * 1024

@@ -11,7 +11,7 @@ import {
   ArchitectureMismatchError, BlockCorruptError, CriuError, ImageMissingError,
   type CheckpointManifest, type TakeResult
 } from '../checkpoint/index.ts'
-import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { startBoardDocker, loadBaseImages, type BoardDocker } from '../harness/simulated-docker.ts'
 import { buildCounterImage } from '../examples/counter/image.ts'
 import { connectedPair, gateDockerCriu, tempDir, waitFor } from './checkpoint-helpers.ts'
 

@@ -1,9 +1,9 @@
 // Who may speak for a mission, inside the deterministic simulator: an outsider's fences, epochs, releases and claims
 // change nothing (and are counted); a revoked member no longer counts in the quorum. Operator grants: unit checks.
 import t from 'tap'
-import { Simulation, SIM_MISSION } from '../consensus/simulator.ts'
+import { Simulation, SIM_MISSION } from '../harness/consensus-simulator.ts'
 import { MAX_CLAIM_STEP, MAX_EPOCH } from '../consensus/machine.ts'
-import { validateMissionSpec } from '../consensus/manifest.ts'
+import { validateMissionSpec } from '../manifest/manifest.ts'
 import { checkMessageAuthority, createOperatorKeyPair, GrantError, MOVE_GRANT_TTL_MS, OperatorKeys, OperatorSigner, parsePublicKeys, formatPublicKey, specDigest } from '../consensus/authority.ts'
 import type { AuthorityRefusal, MissionRecord } from '../consensus/types.ts'
 

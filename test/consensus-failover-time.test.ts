@@ -1,7 +1,7 @@
 // Simulated kill -> running time: a detector that proves the process exited (refused redial, PeerInfo.gone) lets the
 // backup take over without the primary-silence wait. Prints p50/p99 per swarm size; SAMPLES=N changes the count.
 import t from 'tap'
-import { measureKillToRunning } from '../consensus/simulator.ts'
+import { measureKillToRunning } from '../harness/consensus-simulator.ts'
 
 const samples = Number(process.env.SAMPLES ?? 150)
 

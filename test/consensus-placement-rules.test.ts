@@ -1,7 +1,7 @@
 // consensus/placement.ts, table by table: which boards the placement allows, and why a mission is blocked.
 import t from 'tap'
 import { blockedReason, holdsImage, placementOk, type BoardFacts } from '../consensus/placement.ts'
-import type { MissionSpec } from '../consensus/manifest.ts'
+import type { MissionSpec } from '../manifest/manifest.ts'
 
 const SPEC: MissionSpec = { name: 'vehicle', image: { arm64: 'tandem/vehicle:arm64', x64: 'tandem/vehicle:x64' }, env: {}, checkpointIntervalMs: 500 }
 

@@ -1,10 +1,10 @@
 // Placement by Docker and image, restart back-off, blocked missions, protection, status and tombstones: scenario tests
 // in the deterministic simulator (simulated time).
 import t from 'tap'
-import { Simulation, SIM_MISSION, SIM_IMAGES } from '../consensus/simulator.ts'
+import { Simulation, SIM_MISSION, SIM_IMAGES } from '../harness/consensus-simulator.ts'
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage, validateRecord } from '../consensus/messages.ts'
-import { MAX_COMMAND_ARGS, MAX_ENV_ENTRIES, MAX_MANIFEST_BYTES, parseManifest, type MissionSpec } from '../consensus/manifest.ts'
+import { MAX_COMMAND_ARGS, MAX_ENV_ENTRIES, MAX_MANIFEST_BYTES, parseManifest, type MissionSpec } from '../manifest/manifest.ts'
 import type { ConsensusMessage, MissionRecord, PersistedState } from '../consensus/types.ts'
 
 const mission = SIM_MISSION.name

@@ -1,11 +1,11 @@
 // Scenario tests of the consensus machine inside the deterministic simulator (no I/O, simulated time).
 import t from 'tap'
 import type { Test } from 'tap'
-import { Simulation, SIM_MISSION, SIM_IMAGES, type SimEvent } from '../consensus/simulator.ts'
+import { Simulation, SIM_MISSION, SIM_IMAGES, type SimEvent } from '../harness/consensus-simulator.ts'
 import type { ElectedStart } from '../consensus/events.ts'
 import { ClusterMachine, stepView, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
-import type { MissionSpec } from '../consensus/manifest.ts'
+import type { MissionSpec } from '../manifest/manifest.ts'
 
 const mission = SIM_MISSION.name
 

@@ -1,7 +1,7 @@
 // Thousands of random fault schedules through the deterministic simulator, invariants checked continuously.
 // Replay one: SEED=123 npx tap test/consensus-sim.test.ts (prints its event log). SCHEDULES=N changes the count.
 import t from 'tap'
-import { runSchedule, CRASH_LOOP_MAX_STARTS } from '../consensus/simulator.ts'
+import { runSchedule, CRASH_LOOP_MAX_STARTS } from '../harness/consensus-simulator.ts'
 
 const OVERLAP_BOUND_MS = 0
 const RECOVERY_BOUND_MS = 15_000

@@ -9,7 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { BASE_IMAGE_CACHE_TAR, DOCKERD_PATH, loadBaseImages, reapOrphanBoards, startBoardDocker, type BoardDocker } from '../boards/simulated-docker.ts'
+import { BASE_IMAGE_CACHE_TAR } from '../boards/base-images.ts'
+import { DOCKERD_PATH, loadBaseImages, reapOrphanBoards, startBoardDocker, type BoardDocker } from '../harness/simulated-docker.ts'
 
 const run = promisify(execFile)
 

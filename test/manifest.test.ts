@@ -2,7 +2,7 @@ import t from 'tap'
 import { readFileSync } from 'node:fs'
 import {
   ManifestError, parseManifest, imageFor, normalizeImageRef, DEFAULT_CHECKPOINT_INTERVAL_MS, MAX_MANIFEST_BYTES, MAX_ENV_ENTRIES, MAX_COMMAND_ARGS
-} from '../consensus/manifest.ts'
+} from '../manifest/manifest.ts'
 
 function errorOf (text: string): ManifestError {
   try {

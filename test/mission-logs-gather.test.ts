@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI_PATH, spawnPeer, stopAllPeers } from '../peer/spawn.ts'
+import { CLI_PATH, spawnPeer, stopAllPeers } from '../harness/spawn-peer.ts'
 import type { LogPage } from '../peer/mission-logs.ts'
 
 const NO_DOCKER = 'unix:///nonexistent/docker.sock'

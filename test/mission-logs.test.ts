@@ -8,12 +8,12 @@ import { execFile, spawn } from 'node:child_process'
 import { mkdtemp, readdir, rm, stat } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { startMissionSwarm, MISSION, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
-import { CLI_PATH } from '../peer/spawn.ts'
+import { CLI_PATH } from '../harness/spawn-peer.ts'
 import { DockerLogParser, MAX_FILE_BYTES, MAX_LINES_PER_MISSION, MissionLogStore, type MissionLogEntry, type StoredLogEntry } from '../peer/mission-logs.ts'
 import { LogFormatter, parseSince } from '../peer/commands/mission-logs.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 
 function entry (container: string, n: number, at: number, text = `line ${n}`): MissionLogEntry {
   return { at, board: '12D3KooWBoard', container, epoch: 1, n, stream: 'stdout', text }

@@ -1,4 +1,4 @@
-// The partition harness (boards/netns.ts) with plain peer processes (no Docker): each peer in its own network
+// The partition harness (harness/netns.ts) with plain peer processes (no Docker): each peer in its own network
 // namespace on a private bridge; the peer is the process that `pid` names; a partition drops packets (a connect
 // times out, it is not refused) and the failure detector sees it; heal restores it; everything is removed at the end,
 // by the exit hooks on a signal, and by the next run after a SIGKILL of the owner.
@@ -8,8 +8,8 @@ import { existsSync, readlinkSync, statSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { SwarmNetwork, reapOrphanNetworks, type NetnsHost } from '../boards/netns.ts'
-import { spawnPeer, stateSeenBy, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { SwarmNetwork, reapOrphanNetworks, type NetnsHost } from '../harness/netns.ts'
+import { spawnPeer, stateSeenBy, waitFor, type PeerHandle } from '../harness/spawn-peer.ts'
 import { gateOn } from './helpers/requirements.ts'
 import { swarmKeyFor } from './helpers/peers.ts'
 
@@ -116,7 +116,7 @@ if (gateOn(t, netnsMissing())) {
     t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
     const script = join(dir, 'owner.ts')
     const { writeFile } = await import('node:fs/promises')
-    await writeFile(script, `import { SwarmNetwork } from ${JSON.stringify(new URL('../boards/netns.ts', import.meta.url).pathname)}\n` +
+    await writeFile(script, `import { SwarmNetwork } from ${JSON.stringify(new URL('../harness/netns.ts', import.meta.url).pathname)}\n` +
       'const n = await SwarmNetwork.create({ count: 2 })\n' +
       'console.log(JSON.stringify({ bridge: n.bridge, subnet: n.subnet, hosts: n.hosts }))\n' +
       'setInterval(() => {}, 1000)\n')

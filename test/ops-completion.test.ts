@@ -5,7 +5,7 @@ import { execFileSync, spawnSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { CLI_PATH } from '../peer/spawn.ts'
+import { CLI_PATH } from '../harness/spawn-peer.ts'
 
 function cli (...args: string[]): string { return execFileSync(process.execPath, [CLI_PATH, ...args], { encoding: 'utf8' }) }
 

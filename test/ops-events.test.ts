@@ -3,12 +3,12 @@
 // dead primary (its own membership view) in `events --json`; --mission filters; the table strips control characters.
 import t from 'tap'
 import { execFile } from 'node:child_process'
-import { startMissionSwarm, MISSION, type MissionSwarm } from '../demo/mission-swarm.ts'
+import { startMissionSwarm, MISSION, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
-import { CLI_PATH } from '../peer/spawn.ts'
+import { CLI_PATH } from '../harness/spawn-peer.ts'
 import { formatEvents } from '../peer/commands/events.ts'
 import { kindOf, SwarmEventJournal, type SwarmEvent } from '../peer/swarm-events.ts'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import { describe, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
 
 function cli (board: SimulatedBoard, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {

@@ -5,7 +5,7 @@ import t from 'tap'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { spawnPeer, stopAllPeers, type PeerHandle } from '../peer/spawn.ts'
+import { spawnPeer, stopAllPeers, type PeerHandle } from '../harness/spawn-peer.ts'
 import { generateSwarmKey } from '../peer/commands/swarm-key.ts'
 import { lonelyReport, type LonelyFacts } from '../peer/lonely.ts'
 

@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
-import { formatDoctorReport, runDoctor, versionAtLeast, type DoctorReport } from '../checkpoint/doctor.ts'
+import { formatDoctorReport, runDoctor, versionAtLeast, type DoctorReport } from '../boards/doctor.ts'
 
 const ROOT = join(import.meta.dirname, '..')
 const PROVISION = join(ROOT, 'scripts', 'provision.sh')

@@ -11,7 +11,7 @@ import {
   BundleStore, CHECKPOINT_FORMAT, Checkpointer, ContainerRuntime, IO_URING_SYSCALLS, UnsafeTreeError, demuxLogs, openSwarmBundleStore,
   type CheckpointManifest, type FileEntry, type TreeEntry, type UnsafeTreeReason
 } from '../checkpoint/index.ts'
-import { buildImage, loadBaseImages, startBoardDocker, type BoardDocker } from '../boards/simulated-docker.ts'
+import { buildImage, loadBaseImages, startBoardDocker, type BoardDocker } from '../harness/simulated-docker.ts'
 import { connectedPair, gateDockerCriu, tempDir, waitFor } from './checkpoint-helpers.ts'
 
 type Trees = Partial<Record<'criu' | 'rootfs' | 'data', TreeEntry[]>>

@@ -11,7 +11,7 @@ import type { CID } from 'multiformats/cid'
 import {
   ContainerRuntime, Checkpointer, openSwarmBundleStore, NotARecipientError, SealIdentity, type BundleStore
 } from '../checkpoint/index.ts'
-import { startBoardDocker, loadBaseImages, type BoardDocker } from '../boards/simulated-docker.ts'
+import { startBoardDocker, loadBaseImages, type BoardDocker } from '../harness/simulated-docker.ts'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { gateDockerCriu, tempDir, waitFor } from './checkpoint-helpers.ts'
 

@@ -9,8 +9,8 @@ import { readFile } from 'node:fs/promises'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { waitFor } from '../peer/spawn.ts'
-import type { PeerHandle } from '../peer/spawn.ts'
+import { waitFor } from '../harness/spawn-peer.ts'
+import type { PeerHandle } from '../harness/spawn-peer.ts'
 import { peerFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
 
 const figures: Record<string, unknown> = {}
@@ -310,7 +310,7 @@ t.test('an insider asking for blocks on 32 streams and reading none: the serving
 
 t.test('a full disk (a real tmpfs filled to ENOSPC) at a state persist: the peer lives, says so, and recovers when space returns', async t => {
   if (process.getuid?.() !== 0) { t.pass('skipped: needs root (mounts a tmpfs)'); return }
-  const { BoardDisk } = await import('../boards/board-disk.ts')
+  const { BoardDisk } = await import('../harness/board-disk.ts')
   const { join } = await import('node:path')
   const key = await swarmKeyFor(t)
   const disk = await BoardDisk.mount(join(await tempDirFor(t), 'disk'), 64 * 1024 * 1024)

@@ -12,7 +12,7 @@ import { BundleStore, encodeNode } from '../checkpoint/bundle-store.ts'
 import { storeBundle } from '../checkpoint/bundle.ts'
 import { StorageError, storageProblemOf } from '../checkpoint/storage-health.ts'
 import type { BlockSource } from '../checkpoint/block-exchange.ts'
-import { BoardDisk, flipTableValues, reapOrphanDisks, tableValues } from '../boards/board-disk.ts'
+import { BoardDisk, flipTableValues, reapOrphanDisks, tableValues } from '../harness/board-disk.ts'
 import { spawn, spawnSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { tempDir } from './checkpoint-helpers.ts'
@@ -167,7 +167,7 @@ t.test('a board disk left mounted by a run that was killed is unmounted by the n
   if (process.getuid?.() !== 0) { t.pass('skipped: needs root (mounts a tmpfs)'); return }
   const root = await tempDir(t, 'storage-reap')
   const path = join(root, 'disk')
-  const moduleUrl = new URL('../boards/board-disk.ts', import.meta.url).href
+  const moduleUrl = new URL('../harness/board-disk.ts', import.meta.url).href
   const child = spawn(process.execPath, ['--input-type=module', '-e',
     `const { BoardDisk } = await import(${JSON.stringify(moduleUrl)}); await BoardDisk.mount(${JSON.stringify(path)}, 4 * 1024 * 1024); console.log('mounted'); setInterval(() => {}, 1000)`],
   { stdio: ['ignore', 'pipe', 'inherit'] })

@@ -4,7 +4,7 @@ import t from 'tap'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { BEAT_PROTOCOL, BeatLink, encodeBeat } from '../peer/beats.ts'
-import { waitFor } from '../peer/spawn.ts'
+import { waitFor } from '../harness/spawn-peer.ts'
 import { tempDirFor, type Teardown } from './helpers/peers.ts'
 
 async function nodeFor (t: Teardown): Promise<SwarmNode> {

@@ -1,6 +1,6 @@
 // Five real peer processes on loopback: convergence, SIGKILL/restart and SIGSTOP/SIGCONT detection.
 import t from 'tap'
-import { allSee, stateSeenBy, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { allSee, stateSeenBy, waitFor, type PeerHandle } from '../harness/spawn-peer.ts'
 import { respawnFor, swarmFor, swarmKeyFor } from './helpers/peers.ts'
 
 async function allObserve (observers: PeerHandle[], target: string, state: string): Promise<boolean> {

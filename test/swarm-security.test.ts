@@ -7,7 +7,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { HEARTBEAT_TOPIC, VERDICT_TOPIC, type Heartbeat, type VerdictMessage } from '../peer/heartbeat.ts'
-import { waitFor } from '../peer/spawn.ts'
+import { waitFor } from '../harness/spawn-peer.ts'
 import { peerFor, swarmFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
 
 async function rawNodeFor (t: Teardown, swarmKeyFile?: string): Promise<SwarmNode> {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { parseVehicleLog, measureTakeover, samplesOf, isOnTrajectory, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { parseState, simulate } from '../examples/vehicle/controller.js'
-import { buildImage } from '../boards/simulated-docker.ts'
+import { buildImage } from '../harness/simulated-docker.ts'
 
 const APP_DIR = join(import.meta.dirname, '..', 'examples', 'vehicle')
 const SECCOMP_WITHOUT_IO_URING = await readFile(join(APP_DIR, 'seccomp-no-io-uring.json'), 'utf8')

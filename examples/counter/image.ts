@@ -2,7 +2,7 @@
 import type Docker from 'dockerode'
 import { dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { buildImage } from '../../boards/simulated-docker.ts'
+import { buildImage } from '../../harness/simulated-docker.ts'
 
 export const COUNTER_DIR = dirname(fileURLToPath(import.meta.url))
 

@@ -1,7 +1,7 @@
 // `tandem doctor`: what this host has and lacks to run missions with checkpoints, and how to fix it.
 import type { Command } from './command.ts'
 import { parseFlags } from './args.ts'
-import { DEFAULT_DOCKER_HOST, formatDoctorReport, runDoctor } from '../../checkpoint/doctor.ts'
+import { DEFAULT_DOCKER_HOST, formatDoctorReport, runDoctor } from '../../boards/doctor.ts'
 
 const USAGE = `usage: tandem doctor [--docker-host URL] [--json]
 

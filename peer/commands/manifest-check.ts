@@ -1,8 +1,8 @@
 // `tandem mission validate`: every problem of a manifest, not only the first. The deploy path's validator
-// (consensus/manifest.ts) stops at the first problem; here it is run on each field alone, inside an otherwise valid
+// (manifest/manifest.ts) stops at the first problem; here it is run on each field alone, inside an otherwise valid
 // spec, so each field's first problem is found with the very rules a peer applies, then on the whole for the
 // cross-field checks once every field passes.
-import { ManifestError, parseManifest, validateMissionSpec } from '../../consensus/manifest.ts'
+import { ManifestError, parseManifest, validateMissionSpec } from '../../manifest/manifest.ts'
 import { parse } from 'yaml'
 
 export interface ManifestProblem { field: string, problem: string }

@@ -1,4 +1,5 @@
 // `tandem peer start`: runs a peer in the foreground until SIGINT/SIGTERM.
+import { flushCompileCache } from 'node:module'
 import { resolve } from 'node:path'
 import { readFileSync } from 'node:fs'
 import { OperatorSigner, parsePublicKeys } from '../../consensus/authority.ts'
@@ -197,6 +198,9 @@ async function runPeer (argv: string[]): Promise<number> {
   }
   const api = formatApiAddress(peer.api.address)
   const ready = { peerId: peer.peerId, addrs: peer.addrs(), api, pid: process.pid }
+  // Every module is loaded by now: write the compile cache at once (bin/tandem enables it), not only at a clean
+  // exit, which a power cut never gives. The next start on this board then skips type stripping (see bin/tandem).
+  flushCompileCache()
   logger.say(`tandem peer ${peer.peerId} (board ${peer.board.name}, ${peer.board.arch})`, { board: peer.board.name, arch: peer.board.arch })
   for (const addr of peer.addrs()) logger.say(`listening ${addr}`, { addr })
   logger.say(`api http://${api} (token in ${config.dataDir}/api-token)`, { api })

@@ -2,7 +2,7 @@
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { spawnPeer, spawnSwarm, respawnPeer, type PeerHandle, type SpawnPeerOptions } from '../../peer/spawn.ts'
+import { spawnPeer, spawnSwarm, respawnPeer, type PeerHandle, type SpawnPeerOptions } from '../../harness/spawn-peer.ts'
 import { generateSwarmKey } from '../../peer/commands/swarm-key.ts'
 import { writeFile } from 'node:fs/promises'
 

@@ -3,7 +3,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { buildImageOn, startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from '../boards/simulated-board.ts'
+import { buildImageOn, startSimulatedSwarm, shareMissionImage, type SimulatedBoard, type SimulatedSwarm } from './simulated-board.ts'
 import { MissionLogWatch, missionContainers, missionOn, until } from './observe.ts'
 import type { MissionStatus } from '../peer/missions.ts'
 

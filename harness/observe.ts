@@ -1,10 +1,10 @@
 // Watching a mission across simulated boards from the outside: its status on each peer, its containers on each
 // board's Docker daemon, and the vehicle controller's output (followed live, since a power cut takes the logs).
 import type { Readable } from 'node:stream'
-import type { SimulatedBoard } from '../boards/simulated-board.ts'
+import type { SimulatedBoard } from './simulated-board.ts'
 import { LABEL_EPOCH, LABEL_MISSION, demuxLogs } from '../checkpoint/runtime.ts'
 import type { MissionStatus } from '../peer/missions.ts'
-import { parseVehicleLine, samplesOf, type VehicleLogEntry, type VehicleSample } from './vehicle-log.ts'
+import { parseVehicleLine, samplesOf, type VehicleLogEntry, type VehicleSample } from '../demo/vehicle-log.ts'
 import type { EventOf, MissionEventData } from '../consensus/events.ts'
 
 /** The mission as one board's peer sees it, or undefined (board off, mission unknown, API slow). */

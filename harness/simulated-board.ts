@@ -1,6 +1,6 @@
 // A simulated board on this host: its own Docker daemon (its "disk" survives a power cut) and its own tandem peer
 // process, on loopback; or, with `netns`, the peer in its own network namespace on a private bridge, so a test can
-// cut links for real (boards/netns.ts). Used by the chaos tests, the failover benchmark and the demo.
+// cut links for real (harness/netns.ts). Used by the chaos tests, the failover benchmark and the demo.
 import { readdirSync, readFileSync } from 'node:fs'
 import { mkdir, readdir, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { generateKey } from '@libp2p/pnet'
 import Docker from 'dockerode'
 import { buildImage, startBoardDocker, loadBaseImages, type BoardDocker } from './simulated-docker.ts'
-import { spawnPeer, waitFor, type PeerHandle } from '../peer/spawn.ts'
+import { spawnPeer, waitFor, type PeerHandle } from './spawn-peer.ts'
 import { SwarmNetwork, type NetnsHost } from './netns.ts'
 import { BoardDisk, flipBytes, flipTableValues } from './board-disk.ts'
 
@@ -290,7 +290,7 @@ export interface SimulatedSwarmOptions {
   onProgress?: (text: string) => void
   /** Which boards get the base images (default all): e.g. `i => i === 0` for bare boards besides the first. */
   baseImagesOn?: (index: number) => boolean
-  /** Each board's peer in its own network namespace on a private bridge (boards/netns.ts), so links can be cut. */
+  /** Each board's peer in its own network namespace on a private bridge (harness/netns.ts), so links can be cut. */
   netns?: boolean
   /** Each board on its own tmpfs of this many bytes (see SimulatedBoardOptions.diskBytes). */
   diskBytes?: number

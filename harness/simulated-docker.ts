@@ -7,13 +7,10 @@ import { createReadStream, existsSync, mkdirSync, openSync, closeSync, readdirSy
 import { readFile, mkdir, writeFile, rm } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import Docker from 'dockerode'
-import { onOwnerExit } from '../peer/exit-hooks.ts'
+import { onOwnerExit } from './exit-hooks.ts'
+import { BASE_IMAGE_CACHE_MANIFEST, BASE_IMAGE_CACHE_TAR, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from '../boards/base-images.ts'
 
 export const DOCKERD_PATH = '/usr/sbin/dockerd'
-/** Written by scripts/provision.sh: `docker save` of the base images, and one `ref contentHash` line per image. */
-export const BASE_IMAGE_CACHE_TAR = '/var/lib/tandem/images/base-images.tar'
-export const BASE_IMAGE_CACHE_MANIFEST = '/var/lib/tandem/images/base-images.manifest'
-export const CONTENT_LABEL = 'tandem.content'
 /** Short on purpose: unix socket paths are limited to 108 bytes. */
 const RUN_ROOT = '/run/tandem-boards'
 const CGROUP_ROOT_NAME = 'tandem-boards'
@@ -570,30 +567,12 @@ export async function buildImage (docker: Docker, context: string, files: string
 
 // ---------- base images ----------
 
-export interface BaseImage { ref: string, contentHash: string }
 
 export interface LoadBaseImagesResult {
   /** false when the board already had every current base image. */
   loaded: boolean
   images: BaseImage[]
   ms: number
-}
-
-/** The base images scripts/provision.sh built, from its manifest. */
-export async function readBaseImageManifest (manifestPath = BASE_IMAGE_CACHE_MANIFEST): Promise<BaseImage[]> {
-  let text: string
-  try {
-    text = await readFile(manifestPath, 'utf8')
-  } catch {
-    throw new BoardDockerError(`no base image cache (${manifestPath}): run scripts/provision.sh as root`)
-  }
-  const images = text.split('\n').filter(line => line.trim() !== '').map(line => {
-    const [ref, contentHash] = line.trim().split(/\s+/)
-    if (ref == null || contentHash == null) throw new BoardDockerError(`malformed line in ${manifestPath}: ${line}`)
-    return { ref, contentHash }
-  })
-  if (images.length === 0) throw new BoardDockerError(`${manifestPath} lists no images: run scripts/provision.sh`)
-  return images
 }
 
 /** Loads tandem/busybox and tandem/node-base into a board's daemon unless it already has the current ones. */

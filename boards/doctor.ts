@@ -2,8 +2,8 @@
 import { execFile } from 'node:child_process'
 import { statfs } from 'node:fs/promises'
 import type Docker from 'dockerode'
-import { dockerFromHost } from './runtime.ts'
-import { BASE_IMAGE_CACHE_MANIFEST, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from '../boards/simulated-docker.ts'
+import { dockerFromHost } from '../checkpoint/runtime.ts'
+import { BASE_IMAGE_CACHE_MANIFEST, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from './base-images.ts'
 
 export const DEFAULT_DOCKER_HOST = 'unix:///var/run/docker.sock'
 export const CRIU_MIN_VERSION = '4.1'
@@ -125,7 +125,7 @@ async function probeBaseImages (docker: Docker | undefined, dockerHost: string, 
       absent.push(image.ref)
     }
   }
-  const loadFix = dockerHost === DEFAULT_DOCKER_HOST ? PROVISION : `scripts/provision.sh --load-into ${dockerHost} (or loadBaseImages() from boards/simulated-docker.ts)`
+  const loadFix = dockerHost === DEFAULT_DOCKER_HOST ? PROVISION : `scripts/provision.sh --load-into ${dockerHost} (or loadBaseImages() from harness/simulated-docker.ts)`
   if (absent.length > 0) return { id: 'base-images', status: 'fail', detail: `missing: ${absent.join(', ')}`, fix: loadFix }
   if (outdated.length > 0) return { id: 'base-images', status: 'warn', detail: `older than the provision cache: ${outdated.join(', ')}`, fix: loadFix }
   return { id: 'base-images', status: 'ok', detail: `${wanted.map(image => image.ref).join(', ')} present${expected == null ? ' (no provision manifest to compare)' : ' and current'}` }

@@ -1,10 +1,10 @@
 // Deterministic simulation of a tandem swarm around ClusterMachine: seeded PRNG, a lossy/duplicating/reordering
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
-import { ClusterMachine, type SelfInfo } from './machine.ts'
-import { describe, type MachineEvent } from './events.ts'
-import { cloneJson, compareCheckpoints } from './messages.ts'
-import { imageFor, normalizeImageRef, type MissionSpec } from './manifest.ts'
-import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from './types.ts'
+import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
+import { describe, type MachineEvent } from '../consensus/events.ts'
+import { cloneJson, compareCheckpoints } from '../consensus/messages.ts'
+import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
 
 /** mulberry32: small, fast, good enough for schedules. */
 export class Random {

@@ -10,7 +10,7 @@ import { orphanedEntries, processIdentity } from './ownership.ts'
 import { execFile, spawnSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { onOwnerExit } from '../peer/exit-hooks.ts'
+import { onOwnerExit } from './exit-hooks.ts'
 
 const STATE_ROOT = '/run/tandem-netns'
 const PREFIX = '10.213'

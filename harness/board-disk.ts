@@ -7,7 +7,7 @@ import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdir, open, readdir, readFile, rm, stat, statfs, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import { orphanedEntries, processIdentity, readOrEmpty } from './ownership.ts'
-import { onOwnerExit } from '../peer/exit-hooks.ts'
+import { onOwnerExit } from './exit-hooks.ts'
 
 const DISK_ROOT = '/run/tandem-board-disks'
 const FILLER = 'filler'

@@ -1,17 +1,24 @@
 // Spawns `tandem peer start` as a child process for tests, the bench and the demo, and cleans it up.
 import { spawn, type ChildProcess } from 'node:child_process'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { createOperatorKeyPair, formatPublicKey } from '../consensus/authority.ts'
-import { tmpdir } from 'node:os'
+import { homedir, tmpdir } from 'node:os'
 import { join, dirname } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { ApiClient } from './api-client.ts'
-import { readApiToken } from './api-token.ts'
+import { ApiClient } from '../peer/api-client.ts'
+import { readApiToken } from '../peer/api-token.ts'
 import { onOwnerExit } from './exit-hooks.ts'
-import type { PeerStatus } from './daemon.ts'
+import type { PeerStatus } from '../peer/daemon.ts'
 
-export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), 'cli.ts')
+export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'peer', 'cli.ts')
+
+/** The compile cache bin/tandem gives a peer (see there), so spawned peers start and weigh what installed ones do. */
+function compileCacheDir (): string {
+  const dir = process.env.NODE_COMPILE_CACHE ?? (process.getuid?.() === 0 ? '/var/cache/tandem/node-compile-cache' : join(homedir(), '.cache', 'tandem', 'node-compile-cache'))
+  mkdirSync(dir, { recursive: true, mode: 0o700 })
+  return dir
+}
 
 export interface SpawnPeerOptions {
   /** Data dir; a fresh temp dir when absent. */
@@ -131,7 +138,7 @@ export async function spawnPeer (options: SpawnPeerOptions = {}): Promise<PeerHa
   const command = [process.execPath, CLI_PATH, ...flagsOf(options, dataDir)]
   if (options.netns != null) command.unshift('nsenter', `--net=${options.netns}`)
   const child: ChildProcess = spawn(command[0] as string, command.slice(1), {
-    env: { ...process.env, ...options.env },
+    env: { NODE_COMPILE_CACHE: compileCacheDir(), ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe']
   })
   const output: string[] = []
