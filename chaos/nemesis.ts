@@ -170,9 +170,10 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // Half the time during the final dump, half the time once it is taken, while the target fetches it.
       const during = rng.chance(0.5) ? 'dump' : 'transfer'
       const mark = during === 'dump' ? 'taking the final checkpoint' : 'container stopped: handing over'
+      const markKind = during === 'dump' ? 'moveStarted' : 'handingOver'
       const reached = await ms.waitFor(`the move's ${mark}`, async () => {
         const s = await ms.status(source)
-        return s?.events.some(e => e.at >= askedAt && e.text.includes(mark)) === true ? true : undefined
+        return s?.events.some(e => e.at >= askedAt && e.event.kind === markKind) === true ? true : undefined
       }, 30_000).catch(() => false)
       const delayMs = during === 'dump' ? rng.int(0, 300) : 0
       await sleep(delayMs)
@@ -195,7 +196,7 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       const second = await ms.waitFor('a new primary restoring', async () => {
         for (const board of ms.boards.filter(b => b.isOn)) {
           const s = await ms.status(board)
-          const restoring = s?.events.find(e => e.at >= cutAt && /primary \(from .*\), restoring checkpoint/.test(e.text) && e.board !== first.peerId)
+          const restoring = s?.events.find(e => e.at >= cutAt && e.event.kind === 'elected' && e.event.start.kind === 'restore' && e.board !== first.peerId)
           if (restoring != null) return ms.boardOf(restoring.board)
         }
         return undefined

@@ -17,7 +17,8 @@
 //   `fetchCheckpoint` answers with checkpointFetched or fetchFailed; `storeImage` with imageStored (cid) or
 //   imageStoreFailed; `fetchImage` by adding the image to SelfInfo.images (fetchingImages meanwhile) or with
 //   imageFetchFailed; `stopContainer` and `forget` need no answer;
-//   containerExited only for exits the machine did not ask for; `runningEpoch` renews the running container's token.
+//   containerExited only for exits the machine did not ask for; `runningEpoch` renews the running container's token;
+//   `event` is a MachineEvent (consensus/events.ts): describe(event) words it, parseMissionEvent checks one received.
 // - view(now) for status: state (incl. backoff/blocked with `reason`), restarts, lastFailure, protected/protection.
 export { ClusterMachine, majority, type MachineInit, type SelfInfo } from './machine.ts'
 export { validateMessage, validateRecord, compareCheckpoints, tombstoneSpec } from './messages.ts'
@@ -27,6 +28,10 @@ export {
   type MissionSpec, type Placement, type Architecture
 } from '../manifest/manifest.ts'
 export { hrwRank } from './hrw.ts'
+export {
+  describe, describeStopReason, parseMissionEvent, MISSION_EVENT_KINDS,
+  type EventOf, type MachineEvent, type MissionEventData, type MissionEventKind, type PeerEvent, type StopReason
+} from './events.ts'
 export {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AnnouncedClaimState, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent,

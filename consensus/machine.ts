@@ -1,9 +1,13 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
-import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
+import { imageFor, type MissionSpec } from '../manifest/manifest.ts'
+import { blockedReason, fetchingImage, holdsImage, imageRef, placementOk, type Blocked, type BoardFacts } from './placement.ts'
 import { cloneJson, compareCheckpoints, MAX_REASON, tombstoneSpec, withRecordDefaults } from './messages.ts'
 import { fnv1a64, hrwRank } from './hrw.ts'
+import { loneClaimant, majority, quorumReached, stepView } from './quorum.ts'
+import { backoffMs, checkpointPeriod, stalenessBound } from './cadence.ts'
 import type { OperatorGrant } from './authority.ts'
+import { describeSelfFence, seconds, short, type ColdStartCause, type FailureKind, type MachineEvent, type SelfFenceCause, type StopReason } from './events.ts'
 import {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AuthorityRefusal, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type MissionRecord,
@@ -100,6 +104,12 @@ interface Mission extends PersistedMission {
   unplaceableSince: number | null
 }
 
+type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
+/** How a failure is named in its reason (an exit names how long the container ran). */
+const FAILURE_LABELS: Record<Exclude<FailureKind, 'exited'>, string> = {
+  containerGone: 'container gone', restoreFailed: 'restore failed', coldStartFailed: 'cold start failed', startTimedOut: 'start timed out'
+}
+
 /** How many recent checkpoints the replication lag is measured over. */
 const RECENT_CHECKPOINTS = 10
 /** Checkpoints failed in a row after which a primary reports itself not protected. */
@@ -116,8 +126,7 @@ export const MAX_EPOCH = 2 ** 40
 /** A claim may run at most this far above the epochs the voter knows (its record's and its highest vote's). */
 export const MAX_CLAIM_STEP = 1000
 
-/** Majority for views of 3 or more; see quorumReached for views of 1 and 2 (two-board mode). */
-export function majority (size: number): number { return Math.floor(size / 2) + 1 }
+export { majority, stepView } from './quorum.ts'
 
 export class ClusterMachine {
   readonly self: SelfInfo
@@ -165,9 +174,9 @@ export class ClusterMachine {
         }
         if (record.primary === this.self.peerId && !record.released && !record.removed) {
           // After a restart the container's state is unknown: stop it and rejoin under a new epoch.
-          this.#emit({ type: 'stopContainer', mission: name, reason: 'daemon restarted: rejoining under a new epoch' })
+          this.#emit({ type: 'stopContainer', mission: name, reason: { kind: 'daemonRestarted' } })
           record.released = true
-          this.#event(name, `restarted as primary of epoch ${record.epoch}: container stopped, a new election follows`)
+          this.#event(name, { kind: 'restartedAsPrimary', epoch: record.epoch })
         }
       }
       if (this.#missions.size > 0) this.#persist()
@@ -216,7 +225,7 @@ export class ClusterMachine {
       case 'vote': this.#onVote(now, from, msg); break
       case 'ack': this.#onAck(now, from, msg); break
       case 'fence': this.#onFence(now, from, msg); break
-      case 'remove': this.#onRemove(msg.mission, msg.deployId, `removed by ${from}`, msg.grant); break
+      case 'remove': this.#onRemove(msg.mission, msg.deployId, { by: 'message', from }, msg.grant); break
       case 'abandon': {
         const mission = this.#missions.get(msg.mission)
         if (mission !== undefined && mission.votedFor === from && mission.votedEpoch === msg.epoch) {
@@ -237,7 +246,7 @@ export class ClusterMachine {
     if (ev.type === 'deploy') { this.#deploy(now, ev.spec, ev.deployId, ev.grant); return }
     const mission = this.#missions.get(ev.mission)
     if (mission === undefined) {
-      if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, `unknown mission ${ev.mission}`)
+      if (ev.type === 'remove' || ev.type === 'move') this.#event(ev.mission, { kind: 'unknownMission', mission: ev.mission })
       return
     }
     const record = mission.record
@@ -246,7 +255,7 @@ export class ClusterMachine {
         if (!record.removed) {
           const grant = ev.grant === undefined ? {} : { grant: ev.grant }
           this.#emit({ type: 'publish', message: { type: 'remove', mission: record.mission, deployId: record.deployId, ...grant } })
-          this.#onRemove(record.mission, record.deployId, 'removed by request', ev.grant)
+          this.#onRemove(record.mission, record.deployId, { by: 'request', from: null }, ev.grant)
         }
         break
       case 'regrant':
@@ -254,7 +263,7 @@ export class ClusterMachine {
           record.grant = ev.grant
           this.#persist()
           this.#announce(now, mission)
-          this.#event(record.mission, `re-signed by operator key ${ev.grant.key.slice(0, 8)}…`)
+          this.#event(record.mission, { kind: 'regranted', key: ev.grant.key })
         }
         break
       case 'move':
@@ -270,7 +279,7 @@ export class ClusterMachine {
             this.#persist()
             this.#announce(now, mission)
           }
-          this.#event(record.mission, `running under epoch ${ev.epoch}`)
+          this.#event(record.mission, { kind: 'running', epoch: ev.epoch })
         }
         break
       case 'containerExited':
@@ -281,9 +290,10 @@ export class ClusterMachine {
         // the released board ranks last, so a healthy board takes over (a starved board that claimed again first
         // restored for 4 s, lapsed again, and went round 4 epochs).
         if (mission.container !== null && mission.container.epoch <= ev.epoch && record.primary === this.self.peerId && !record.released) {
-          const reason = `self-fence: the watchdog's lease lapsed ${Math.round(ev.lateMs)} ms before this daemon renewed it (stalled or starved)`
-          this.#event(record.mission, `${reason}: container killed, handing over`)
-          this.#stopIfRunning(mission, 'lease lapsed (self-fence)')
+          const cause = { kind: 'leaseLapsed' as const, lateMs: ev.lateMs }
+          const reason = describeSelfFence(cause)
+          this.#event(record.mission, { kind: 'selfFenced', cause })
+          this.#stopIfRunning(mission, { kind: 'leaseLapsed' })
           record.lastFailure = { board: this.self.peerId, reason, at: now, epoch: record.epoch }
           mission.localBackoffUntil = now + this.config.restartBackoffMs
           this.#release(now, mission)
@@ -299,20 +309,20 @@ export class ClusterMachine {
           record.imageCid = ev.cid
           record.imageArch = this.self.arch
           this.#persist()
-          this.#event(record.mission, `image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} stored in the swarm (${ev.cid})`)
+          this.#event(record.mission, { kind: 'imageStored', image: imageRef(record.spec, this.self.arch) ?? null, cid: ev.cid })
           this.#announce(now, mission)
         }
         break
       case 'imageStoreFailed':
         if (mission.imageStore.since !== null) {
           const wait = this.#taskFailed(now, mission.imageStore)
-          this.#event(record.mission, `storing the image in the swarm failed: ${ev.error}; retry in ${seconds(wait)}`)
+          this.#event(record.mission, { kind: 'imageStoreFailed', error: ev.error, retryMs: wait })
         }
         break
       case 'imageFetchFailed':
         if (mission.imageFetch.since !== null && mission.imageFetch.cid === ev.cid) {
           const wait = this.#taskFailed(now, mission.imageFetch)
-          this.#event(record.mission, `fetching image ${this.#imageRef(record.spec, this.self.arch) ?? '?'} failed: ${ev.error}; retry in ${seconds(wait)}`)
+          this.#event(record.mission, { kind: 'imageFetchFailed', image: imageRef(record.spec, this.self.arch) ?? null, error: ev.error, retryMs: wait })
         }
         break
       case 'checkpointTaken': this.#onCheckpointTaken(now, mission, ev.epoch, ev.seq, ev.cid); break
@@ -322,17 +332,17 @@ export class ClusterMachine {
         // 15 s, a move waited on it, and the mission ran nowhere.)
         if (ev.noContainer === true && mission.container !== null && mission.container.epoch <= ev.epoch && mission.checkpointInFlight?.seq === ev.seq) {
           mission.checkpointInFlight = null
-          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'container gone')
+          this.#onFailure(now, mission, ev.epoch, 'the container is gone (found by a checkpoint)', null, 'containerGone')
           break
         }
         if (mission.checkpointInFlight?.seq === ev.seq) {
-          if (mission.checkpointInFlight.stop) this.#event(record.mission, `move aborted: final checkpoint failed: ${ev.error}`)
+          if (mission.checkpointInFlight.stop) this.#event(record.mission, { kind: 'moveAborted', error: ev.error })
           mission.checkpointInFlight = null
           mission.lastCheckpointAt = now
           mission.checkpointFailures++
           mission.lastCheckpointError = ev.error
           if (mission.checkpointFailures === CHECKPOINT_FAILURES_UNPROTECTED || mission.checkpointFailures % 30 === 0) {
-            this.#event(record.mission, `checkpoints fail on this primary (${mission.checkpointFailures} in a row: ${ev.error}): not protected, a failover would lose the state since checkpoint #${record.checkpoint?.seq ?? 'none'}`)
+            this.#event(record.mission, { kind: 'checkpointsFailing', failures: mission.checkpointFailures, error: ev.error, since: record.checkpoint?.seq ?? null })
           }
         }
         break
@@ -341,11 +351,11 @@ export class ClusterMachine {
         if (mission.fetchInFlight?.ref.cid === ev.cid) {
           mission.fetchInFlight = null
           mission.fetchFailures++
-          const wait = Math.min(this.config.fetchBackoffMaxMs, this.config.fetchBackoffMs * 2 ** Math.min(30, mission.fetchFailures - 1))
+          const wait = backoffMs(mission.fetchFailures, this.config.fetchBackoffMs, this.config.fetchBackoffMaxMs)
           mission.fetchRetryAt = now + wait
           mission.fetchFailedEpoch = record.epoch
           if (mission.fetchFailures === 3 || mission.fetchFailures % 10 === 0) {
-            this.#event(record.mission, `fetching checkpoints failed ${mission.fetchFailures} times in a row (${ev.error}); next try in ${seconds(wait)}`)
+            this.#event(record.mission, { kind: 'fetchesFailing', failures: mission.fetchFailures, error: ev.error, retryMs: wait })
           }
         }
         break
@@ -418,34 +428,9 @@ export class ClusterMachine {
     return now - (this.#heardAt.get(peerId) ?? -Infinity) >= this.config.primarySilenceMs
   }
 
-  /** The placement (and the image map) allows this board: static facts only, the same on every peer. */
-  #placementOk (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    if (info === undefined || imageFor(spec, info.arch) === undefined) return false
-    const p = spec.placement
-    if (p?.architectures !== undefined && !(p.architectures as string[]).includes(info.arch)) return false
-    if (p?.boards !== undefined && !p.boards.includes(info.board)) return false
-    if (p?.minMemoryMb !== undefined && info.memoryMb < p.minMemoryMb) return false
-    return true
-  }
-
-  /** The normalized image ref a board of `arch` runs. */
-  #imageRef (spec: MissionSpec, arch: string): string | undefined {
-    const ref = imageFor(spec, arch)
-    return ref === undefined ? undefined : normalizeImageRef(ref)
-  }
-
-  #holdsImage (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
-    return ref !== undefined && info?.images?.includes(ref) === true
-  }
-
-  #fetchingImage (spec: MissionSpec, peerId: string): boolean {
-    const info = this.#info(peerId)
-    const ref = info === undefined ? undefined : this.#imageRef(spec, info.arch)
-    return ref !== undefined && info?.fetchingImages?.includes(ref) === true
-  }
+  #placementOk (spec: MissionSpec, peerId: string): boolean { return placementOk(spec, this.#info(peerId)) }
+  #holdsImage (spec: MissionSpec, peerId: string): boolean { return holdsImage(spec, this.#info(peerId)) }
+  #fetchingImage (spec: MissionSpec, peerId: string): boolean { return fetchingImage(spec, this.#info(peerId)) }
 
   /** The board can run the mission now: Docker, the placement, and the image for its architecture held. */
   #eligible (spec: MissionSpec, peerId: string): boolean {
@@ -465,8 +450,7 @@ export class ClusterMachine {
 
   /** Back-off after n consecutive failures: 0, then 1 s doubling to 60 s (config). */
   #backoffMs (failures: number): number {
-    if (failures <= 0) return 0
-    return Math.min(this.config.restartBackoffMaxMs, this.config.restartBackoffMs * 2 ** Math.min(30, failures - 1))
+    return backoffMs(failures, this.config.restartBackoffMs, this.config.restartBackoffMaxMs)
   }
 
   /** Until when no board claims after the record's last failure (swarm-wide; from the local time it was learned). */
@@ -490,34 +474,10 @@ export class ClusterMachine {
     return wait
   }
 
-  /**
-   * Why no live board can run the mission (null when one can): the first requirement that no live board meets, in
-   * the order image map, placement, Docker, image present.
-   */
-  #blockedReason (now: number, record: MissionRecord): string | null {
-    const spec = record.spec
-    let boards = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
-    const infos = (ids: string[]): Array<Omit<PeerInfo, 'state'>> => ids.map(p => this.#info(p)).filter(i => i !== undefined)
-    const archs = (ids: string[]): string => [...new Set(infos(ids).map(i => i.arch))].sort().join(', ')
-    const p = spec.placement
-    const steps: Array<[(info: Omit<PeerInfo, 'state'>) => boolean, () => string]> = [
-      [i => imageFor(spec, i.arch) !== undefined, () => `image has no entry for the live boards' architectures [${archs(boards)}]`],
-      [i => p?.architectures === undefined || (p.architectures as string[]).includes(i.arch), () => `no board matches placement.architectures [${p?.architectures?.join(', ') ?? ''}]`],
-      [i => p?.boards === undefined || p.boards.includes(i.board), () => `no board matches placement.boards [${p?.boards?.join(', ') ?? ''}]`],
-      [i => p?.minMemoryMb === undefined || i.memoryMb >= p.minMemoryMb, () => `no board matches placement.minMemoryMb ${p?.minMemoryMb ?? ''}`],
-      [i => i.canRun === true, () => 'no live board has Docker'],
-      [i => this.#holdsImage(spec, i.peerId), () => {
-        const refs = [...new Set(infos(boards).map(i => this.#imageRef(spec, i.arch)))].join(', ')
-        const fetching = boards.filter(b => this.#fetchingImage(spec, b))
-        return fetching.length > 0 ? `image ${refs} is on no live board (being fetched by ${fetching.map(short).join(', ')})` : `image ${refs} is on no live board`
-      }]
-    ]
-    for (const [ok, why] of steps) {
-      const next = boards.filter(b => { const info = this.#info(b); return info !== undefined && ok(info) })
-      if (next.length === 0) return why()
-      boards = next
-    }
-    return null
+  /** Why no live board can run the mission (null when one can): see blockedReason. */
+  #blockedReason (now: number, record: MissionRecord): Blocked | null {
+    const live = [this.self.peerId, ...[...this.#peers.keys()].filter(p => this.#stateOf(now, p) === 'alive')]
+    return blockedReason(record.spec, live.map(p => this.#info(p)).filter((i): i is BoardFacts => i !== undefined))
   }
 
   /** No live board could run the mission for blockedAfterMs (before that the facts may just not have arrived). */
@@ -532,13 +492,7 @@ export class ClusterMachine {
 
   /** The one member of a view of <= 2 that may claim the next epoch alone (two-board mode). */
   #loneClaimant (basis: MissionRecord): string | null {
-    const view = basis.view
-    if (view.length === 1) return view[0] ?? null
-    if (view.length !== 2) return null
-    if (basis.primary !== null && view.includes(basis.primary)) return view.find(p => p !== basis.primary) ?? null
-    // Static facts only (placement): every member must pick the same lone claimant, or two could claim alone.
-    const eligible = view.filter(p => this.#placementOk(basis.spec, p))
-    return hrwRank(basis.mission, eligible)[0] ?? null
+    return loneClaimant(basis, p => this.#placementOk(basis.spec, p))
   }
 
   /**
@@ -551,11 +505,8 @@ export class ClusterMachine {
   }
 
   #quorumReached (basis: MissionRecord, candidate: string, voters: Set<string>): boolean {
-    const view = this.#quorumView(basis)
-    const granted = view.filter(p => voters.has(p)).length
-    if (view.length >= 3) return granted >= majority(view.length)
-    if (view.length === 0) return voters.has(candidate)
-    return granted === view.length || (candidate === this.#loneClaimant(basis) && voters.has(candidate) && !this.#heldBack(basis, candidate))
+    const quorum = { voters: this.#quorumView(basis), loneClaimant: () => this.#loneClaimant(basis), heldBack: (c: string) => this.#heldBack(basis, c) }
+    return quorumReached(quorum, candidate, voters)
   }
 
   /** This peer restarted as the two-board partner of `basis` and may not claim alone on it (see the constructor). */
@@ -588,8 +539,8 @@ export class ClusterMachine {
     }
 
     if (mission.container !== null && mission.container.status === 'starting' && now - mission.container.since >= this.config.startTimeoutMs) {
-      this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'start timed out' })
-      this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'start timed out')
+      this.#emit({ type: 'stopContainer', mission: record.mission, reason: { kind: 'startTimedOut' } })
+      this.#onFailure(now, mission, mission.container.epoch, `no answer after ${seconds(this.config.startTimeoutMs)}`, 'other', 'startTimedOut')
     }
 
     if (record.primary === self && !record.released) this.#tickPrimary(now, mission, frozenMs)
@@ -601,9 +552,9 @@ export class ClusterMachine {
       const blocked = this.#blockedReason(now, record)
       mission.unplaceableSince = blocked === null ? null : mission.unplaceableSince ?? now
       const reported = this.#isBlocked(now, mission) ? blocked : null
-      if (reported !== mission.blockedReason && (reported !== null || blocked === null)) {
-        if (reported !== null) this.#event(record.mission, `blocked: ${reported}`)
-        mission.blockedReason = reported
+      if (reported?.reason !== mission.blockedReason && (reported !== null || blocked === null)) {
+        if (reported !== null) this.#event(record.mission, { kind: 'blocked', ...reported })
+        mission.blockedReason = reported?.reason ?? null
       }
       // While blocked nobody claims; the candidates' stagger runs from the moment a board can run it.
       if (blocked !== null) mission.electionSince = now
@@ -624,7 +575,7 @@ export class ClusterMachine {
       // The back-off is for the epoch whose providers failed: after a takeover the new primary serves what it took.
       if (due && (now >= mission.fetchRetryAt || record.epoch > mission.fetchFailedEpoch)) {
         mission.fetchInFlight = { ref: record.checkpoint, since: now }
-        this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint })
+        this.#emit({ type: 'fetchCheckpoint', mission: record.mission, checkpoint: record.checkpoint, providers: record.primary === null ? [] : [record.primary] })
       }
     }
     if (record.primary !== self) {
@@ -645,10 +596,11 @@ export class ClusterMachine {
       if (alive < majority(record.view.length) || frozen) {
         mission.quorumLostSince ??= now
         if (now - mission.quorumLostSince >= this.config.selfFenceGraceMs || frozen) {
-          this.#event(record.mission, frozen
-            ? `self-fence: not ticked for ${frozenMs} ms (frozen), the lease of ${this.config.leaseMs} ms expired`
-            : `self-fence: only ${alive} of ${record.view.length} members alive (quorum ${majority(record.view.length)})`)
-          if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: 'lost quorum (self-fence)' })
+          const cause: SelfFenceCause = frozen
+            ? { kind: 'frozen', frozenMs, leaseMs: this.config.leaseMs }
+            : { kind: 'quorumLost', alive, members: record.view.length, quorum: majority(record.view.length) }
+          this.#event(record.mission, { kind: 'selfFenced', cause })
+          if (mission.container !== null) this.#emit({ type: 'stopContainer', mission: record.mission, reason: { kind: 'quorumLost' } })
           mission.container = null
           mission.checkpointInFlight = null
           this.#release(now, mission)
@@ -665,7 +617,7 @@ export class ClusterMachine {
     // The image goes into the swarm's IPFS once the container runs, so boards without it can fetch it.
     const store = mission.imageStore
     if (store.since !== null && now - store.since >= this.config.imageTimeoutMs) this.#taskFailed(now, store)
-    const image = this.#imageRef(record.spec, this.self.arch)
+    const image = imageRef(record.spec, this.self.arch)
     if (record.started && record.imageCid === null && store.since === null && now >= store.retryAt && image !== undefined) {
       store.since = now
       this.#emit({ type: 'storeImage', mission: record.mission, epoch: record.epoch, image })
@@ -678,7 +630,10 @@ export class ClusterMachine {
       if (moveTo !== null || now - mission.lastCheckpointAt >= this.#checkpointPeriod(mission)) {
         const seq = (record.checkpoint?.seq ?? mission.held?.seq ?? 0) + 1
         mission.checkpointInFlight = { seq, since: now, stop: moveTo !== null }
-        this.#emit({ type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null })
+        this.#emit({
+          type: 'checkpoint', mission: record.mission, epoch: record.epoch, seq, stop: moveTo !== null,
+          parent: mission.held?.cid ?? null, view: [...record.view], intervalMs: record.spec.checkpointIntervalMs
+        })
         return
       }
     }
@@ -714,7 +669,7 @@ export class ClusterMachine {
     const outside = [...this.#peers.keys()].filter(p => !record.view.includes(p))
     const joiner = this.#chooseBackup(now, record, outside)
     if (joiner === null) return
-    this.#event(record.mission, `backup ${short(partner)} exited: replacing it by ${short(joiner)}`)
+    this.#event(record.mission, { kind: 'replacingBackup', partner, joiner })
     this.#startClaim(now, mission, { partner, joiner })
   }
 
@@ -781,11 +736,12 @@ export class ClusterMachine {
     }
     if (mission.staleSince === null) {
       mission.staleSince = now
-      this.#event(record.mission, `holds ${mine === null ? 'no checkpoint' : `checkpoint #${mine.seq} (epoch ${mine.epoch})`}, older than #${newest.seq} (epoch ${newest.epoch}) of the boards that are down: ` +
-        `waiting up to ${seconds(this.config.staleTakeoverWaitMs)} for one of them before running on it`)
+      this.#event(record.mission, {
+        kind: 'staleWait', held: mine === null ? null : { epoch: mine.epoch, seq: mine.seq }, newest: { epoch: newest.epoch, seq: newest.seq }, waitMs: this.config.staleTakeoverWaitMs
+      })
     }
     if (now - mission.staleSince < this.config.staleTakeoverWaitMs) return true
-    this.#event(record.mission, `no board with checkpoint #${newest.seq} came back: running on ${mine === null ? 'the image (cold start)' : `#${mine.seq}`}, the state since is lost`)
+    this.#event(record.mission, { kind: 'staleGiveUp', heldSeq: mine?.seq ?? null, newestSeq: newest.seq })
     mission.staleSince = null
     return false
   }
@@ -928,7 +884,11 @@ export class ClusterMachine {
       // Not when the running primary refuses (it holds the mission anyway): its next reconfiguration keeps the next
       // number, as before (skipping it counted as a fourth epoch for one power cut of the backup, chaos suite seed 7).
       if (!primaryHolds) mission.refusedClaimEpoch = Math.max(mission.refusedClaimEpoch, msg.epoch)
-      this.#event(record.mission, `claim of epoch ${msg.epoch} by ${short(from)} refused: it would restore ${msg.held == null ? 'nothing' : `#${msg.held.seq} (epoch ${msg.held.epoch})`}, this board holds #${mission.held?.seq ?? '?'} (epoch ${mission.held?.epoch ?? '?'})`)
+      const held = mission.held
+      this.#event(record.mission, {
+        kind: 'claimRefused', epoch: msg.epoch, candidate: from,
+        wouldRestore: msg.held == null ? null : { epoch: msg.held.epoch, seq: msg.held.seq }, held: held === null ? null : { epoch: held.epoch, seq: held.seq }
+      })
     }
     const granted = valid && !primaryHolds && !newerHere
     // Refused only because the primary still looks alive here: decided again if the detector reports it dead soon.
@@ -1052,27 +1012,26 @@ export class ClusterMachine {
     mission.pendingMove = null
     mission.partnerHeldBack = false
     this.#persist()
-    const previous = basis.primary === null ? 'deploy' : basis.primary === self ? 'self' : short(basis.primary)
+    const elected = { kind: 'elected' as const, epoch: claim.epoch, from: basis.primary, takeover: basis.primary !== null && basis.primary !== self }
     if (wasRunning) {
       mission.container = { ...mission.container!, epoch: claim.epoch }
       this.#emit({ type: 'runningEpoch', mission: name, epoch: claim.epoch })
-      this.#event(name, `epoch ${claim.epoch}: reconfigured, view ${view.map(short).join(',')}, backup ${short(mission.record.backup)}`)
+      this.#event(name, { kind: 'reconfigured', epoch: claim.epoch, view, backup: mission.record.backup })
     } else if (restoreFrom !== null) {
       mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'restore' }
       this.#emit({ type: 'restore', mission: name, epoch: claim.epoch, spec: record.spec, checkpoint: restoreFrom })
-      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), restoring checkpoint #${restoreFrom.seq}`)
+      this.#event(name, { ...elected, start: { kind: 'restore', seq: restoreFrom.seq } })
     } else {
       mission.coldStartNext = false
       mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
       mission.container = { epoch: claim.epoch, status: 'starting', since: now, kind: 'fresh' }
       const image = imageFor(record.spec, this.self.arch) ?? ''
       this.#emit({ type: 'startFresh', mission: name, epoch: claim.epoch, spec: record.spec, image, dataFrom: newest })
-      const why = newest === null
-        ? 'no checkpoint yet'
-        : (this.#canRestore(self, newest) ? 'checkpoint not held here' : `checkpoint is ${newest.arch}, this board is ${this.self.arch}`)
-      this.#event(name, `epoch ${claim.epoch}: primary (from ${previous}), cold start from image ${image}` +
-        `${newest === null ? '' : ` with data of checkpoint #${newest.seq}`} (${why})`)
+      const because: ColdStartCause = newest === null
+        ? { kind: 'noCheckpoint' }
+        : (this.#canRestore(self, newest) ? { kind: 'notHeld' } : { kind: 'otherArch', checkpointArch: newest.arch, arch: this.self.arch })
+      this.#event(name, { ...elected, start: { kind: 'cold', image, dataSeq: newest?.seq ?? null, because } })
     }
     this.#announce(now, mission)
     if (basis.primary !== null && basis.primary !== self) {
@@ -1112,7 +1071,7 @@ export class ClusterMachine {
         mission.lastAnnounceAt = -Infinity
         return
       }
-      this.#stopIfRunning(mission, `replaced by deployment ${incoming.deployId}`)
+      this.#stopIfRunning(mission, { kind: 'replaced', deployId: incoming.deployId })
       this.#missions.set(incoming.mission, this.#newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
       this.#persist()
       return
@@ -1123,7 +1082,7 @@ export class ClusterMachine {
       record.grant = incoming.grant
       this.#persist()
     }
-    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, `removed (learned from ${short(from)})`, incoming.removal); return }
+    if (incoming.removed && !record.removed) { this.#onRemove(record.mission, record.deployId, { by: 'announce', from }, incoming.removal); return }
     if (record.removed) {
       // A live copy of a removed mission is answered with the tombstone (at most twice per announce interval).
       if (!incoming.removed && now - mission.lastAnnounceAt >= this.config.announceIntervalMs / 2) this.#announce(now, mission)
@@ -1156,7 +1115,7 @@ export class ClusterMachine {
         record.restarts = incoming.restarts
         record.lastFailure = incoming.lastFailure
         this.#noteRestarts(now, mission, before)
-        if (incoming.lastFailure !== null) this.#event(record.mission, `${short(incoming.lastFailure.board)}: ${incoming.lastFailure.reason}; restarts ${incoming.restarts}`)
+        if (incoming.lastFailure !== null) this.#event(record.mission, { kind: 'failureLearned', board: incoming.lastFailure.board, reason: incoming.lastFailure.reason, restarts: incoming.restarts })
         changed = true
       }
       if (incoming.released && !record.released && notMine) { record.released = true; record.handoffTo = incoming.handoffTo; changed = true }
@@ -1192,8 +1151,8 @@ export class ClusterMachine {
     const self = this.self.peerId
     if (mission.claim !== null && mission.claim.epoch <= incoming.epoch) mission.claim = null
     if (mission.container !== null && incoming.primary !== self) {
-      this.#emit({ type: 'stopContainer', mission: incoming.mission, reason: `fenced: epoch ${incoming.epoch} belongs to ${short(incoming.primary)}` })
-      this.#event(incoming.mission, `fenced: stopped epoch ${mission.container.epoch}, epoch ${incoming.epoch} is ${short(incoming.primary)}'s`)
+      this.#emit({ type: 'stopContainer', mission: incoming.mission, reason: { kind: 'newerEpoch', epoch: incoming.epoch, primary: incoming.primary } })
+      this.#event(incoming.mission, { kind: 'fenced', stoppedEpoch: mission.container.epoch, epoch: incoming.epoch, primary: incoming.primary })
       mission.container = null
       mission.checkpointInFlight = null
     }
@@ -1223,7 +1182,7 @@ export class ClusterMachine {
     this.#announce(now, mission)
   }
 
-  #stopIfRunning (mission: Mission, reason: string): void {
+  #stopIfRunning (mission: Mission, reason: StopReason): void {
     if (mission.container === null) return
     this.#emit({ type: 'stopContainer', mission: mission.record.mission, reason })
     mission.container = null
@@ -1241,17 +1200,17 @@ export class ClusterMachine {
       this.#refuse('fence-not-authorized')
       return
     }
-    this.#event(msg.mission, `fence for epoch ${msg.epoch} received: stopping epoch ${mission.container.epoch}`)
-    this.#stopIfRunning(mission, `fenced by epoch ${msg.epoch}`)
+    this.#event(msg.mission, { kind: 'fenceReceived', epoch: msg.epoch, stoppedEpoch: mission.container.epoch })
+    this.#stopIfRunning(mission, { kind: 'fenced', epoch: msg.epoch })
     mission.votedEpoch = Math.max(mission.votedEpoch, msg.epoch)
     this.#release(now, mission)
     this.#persist()
   }
 
-  #onRemove (name: string, deployId: string, why: string, grant?: OperatorGrant): void {
+  #onRemove (name: string, deployId: string, removal: Removal, grant?: OperatorGrant): void {
     const mission = this.#missions.get(name)
     if (mission === undefined || mission.record.deployId !== deployId || mission.record.removed) return
-    this.#stopIfRunning(mission, why)
+    this.#stopIfRunning(mission, { kind: 'removed', ...removal })
     mission.record.removed = true
     if (grant !== undefined) mission.record.removal = grant
     // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
@@ -1261,14 +1220,14 @@ export class ClusterMachine {
     mission.fetchInFlight = null
     this.#persist()
     this.#emit({ type: 'forget', mission: name })
-    this.#event(name, why)
+    this.#event(name, { kind: 'removed', ...removal })
     mission.lastAnnounceAt = -Infinity
   }
 
   #deploy (now: number, spec: MissionSpec, deployId?: string, grant?: OperatorGrant): void {
     const existing = this.#missions.get(spec.name)
     if (existing !== undefined && !existing.record.removed) {
-      this.#event(spec.name, `deploy refused: ${spec.name} is already deployed (remove it first)`)
+      this.#event(spec.name, { kind: 'deployRefused', mission: spec.name })
       return
     }
     const view = [this.self.peerId, ...[...this.#peers.values()].filter(p => p.state === 'alive').map(p => p.peerId)].sort()
@@ -1281,7 +1240,7 @@ export class ClusterMachine {
     }
     this.#missions.set(spec.name, this.#newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
     this.#persist()
-    this.#event(spec.name, `deployed (view of ${view.length})`)
+    this.#event(spec.name, { kind: 'deployed', viewSize: view.length })
     this.#announce(now, this.#missions.get(spec.name)!)
     this.tick(now)
   }
@@ -1290,14 +1249,14 @@ export class ClusterMachine {
     const record = mission.record
     if (record.primary !== this.self.peerId || record.released || mission.container?.status !== 'running') return
     if (to === this.self.peerId || this.#stateOf(now, to) !== 'alive' || !this.#eligible(record.spec, to)) {
-      this.#event(record.mission, `move refused: ${short(to)} is not an alive board that can run ${record.mission}`)
+      this.#event(record.mission, { kind: 'moveRefused', to, mission: record.mission })
       return
     }
     if (!this.#canRestore(to, { cid: '', seq: 0, epoch: 0, arch: this.self.arch, atMs: 0 })) {
-      this.#event(record.mission, `move to ${short(to)}: different architecture or no CRIU there, the mission restarts cold`)
+      this.#event(record.mission, { kind: 'moveCold', to })
     }
     mission.pendingMove = to
-    this.#event(record.mission, `move to ${short(to)}: taking the final checkpoint`)
+    this.#event(record.mission, { kind: 'moveStarted', to })
     this.tick(now)
   }
 
@@ -1309,7 +1268,7 @@ export class ClusterMachine {
     // The epoch may have moved on by a reconfiguration while the checkpoint ran: same container, still ours.
     if (inFlight === null || inFlight.seq !== seq || epoch > record.epoch || record.primary !== this.self.peerId || record.released) return
     mission.checkpointInFlight = null
-    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, `checkpoint #${seq} taken: checkpoints work again after ${mission.checkpointFailures} failures`)
+    if (mission.checkpointFailures >= CHECKPOINT_FAILURES_UNPROTECTED) this.#event(record.mission, { kind: 'checkpointsRecovered', seq, failures: mission.checkpointFailures })
     mission.checkpointFailures = 0
     mission.lastCheckpointError = null
     // The interval runs from the start of a checkpoint, so a slow dump does not stretch the period by its own length.
@@ -1324,7 +1283,7 @@ export class ClusterMachine {
       record.released = true
       record.handoffTo = mission.pendingMove
       mission.pendingMove = null
-      this.#event(record.mission, `final checkpoint #${seq} taken, container stopped: handing over to ${short(record.handoffTo)}`)
+      this.#event(record.mission, { kind: 'handingOver', seq, to: record.handoffTo })
     }
     this.#persist()
     this.#announce(now, mission)
@@ -1370,7 +1329,7 @@ export class ClusterMachine {
     const task = mission.imageFetch
     const cid = record.imageCid
     if (cid === null || record.imageArch !== this.self.arch || !this.self.canRun || !this.#placementOk(record.spec, self)) return
-    const image = this.#imageRef(record.spec, this.self.arch)
+    const image = imageRef(record.spec, this.self.arch)
     if (image === undefined) return
     if ((this.self.images ?? []).includes(image)) {
       mission.imageHeldAt = now
@@ -1403,7 +1362,7 @@ export class ClusterMachine {
     if (providers.length === 0) return
     current.since = now
     this.#emit({ type: 'fetchImage', mission: record.mission, image, cid, providers: [...new Set(providers)] })
-    this.#event(record.mission, `fetching image ${image} from the swarm (${record.backup === self ? 'backup' : 'next candidate'})`)
+    this.#event(record.mission, { kind: 'fetchingImage', image, as: record.backup === self ? 'backup' : 'candidate' })
   }
 
   /** The two boards after the primary and the backup that would run the mission next (image presence aside). */
@@ -1416,7 +1375,7 @@ export class ClusterMachine {
   }
 
   /** A start or restore failed, or the container exited on its own (`cause` null): back off, count, release. */
-  #onFailure (now: number, mission: Mission, epoch: number, detail: string, cause: FailureCause | null, label?: string): void {
+  #onFailure (now: number, mission: Mission, epoch: number, detail: string, cause: FailureCause | null, known?: 'containerGone' | 'startTimedOut'): void {
     const container = mission.container
     if (container === null || container.epoch > epoch) return
     const record = mission.record
@@ -1426,7 +1385,8 @@ export class ClusterMachine {
     const first = ranMs >= this.config.restartResetMs
     mission.container = null
     mission.checkpointInFlight = null
-    const what = label ?? (cause === null ? `container exited after ${seconds(ranMs)}` : container.kind === 'restore' ? 'restore failed' : 'cold start failed')
+    const failure: FailureKind = known ?? (cause === null ? 'exited' : container.kind === 'restore' ? 'restoreFailed' : 'coldStartFailed')
+    const what = failure === 'exited' ? `container exited after ${seconds(ranMs)}` : FAILURE_LABELS[failure]
     const coldNext = container.kind === 'restore' && cause !== null && cause !== 'image-missing'
     if (coldNext) mission.coldStartNext = true
     mission.localFailures = first ? 1 : mission.localFailures + 1
@@ -1443,8 +1403,7 @@ export class ClusterMachine {
       wait = Math.max(wait, this.#swarmBackoffUntil(mission) - now)
       this.#release(now, mission)
     }
-    this.#event(record.mission, `${reason}; ${coldNext ? 'next start is cold; ' : ''}restarts ${record.restarts}, ` +
-      `next start in ${seconds(wait)} at the earliest (this board waits ${seconds(localWait)})`)
+    this.#event(record.mission, { kind: 'failed', failure, reason, coldNext, restarts: record.restarts, waitMs: wait, localWaitMs: localWait })
   }
 
   #onAck (now: number, from: string, msg: Extract<ConsensusMessage, { type: 'ack' }>): void {
@@ -1461,17 +1420,9 @@ export class ClusterMachine {
     mission.replicatedStart = started ?? null
   }
 
-  /**
-   * How long after the start of one checkpoint the next one starts. The spec's interval bounds the work a failover
-   * may lose: the backup must hold a state at most that old at any moment, so a checkpoint must be acknowledged
-   * within one interval of the previous one's start. Each starts early by the slowest recent replication (plus the
-   * slack), but never more often than twice per interval: a mission is paused for every dump.
-   */
+  /** How long after the start of one checkpoint the next one starts (see checkpointPeriod). */
   #checkpointPeriod (mission: Mission): number {
-    const interval = mission.record.spec.checkpointIntervalMs
-    // Nothing measured yet (a new primary, a new backup still syncing): assume the slowest allowed.
-    if (mission.replicationLags.length === 0) return interval / 2
-    return Math.max(interval / 2, interval - Math.max(...mission.replicationLags) - this.config.checkpointSlackMs)
+    return checkpointPeriod(mission.record.spec.checkpointIntervalMs, mission.replicationLags, this.config.checkpointSlackMs)
   }
 
   // ---- helpers ------------------------------------------------------------------------------------------------
@@ -1501,7 +1452,7 @@ export class ClusterMachine {
 
   #persist (): void { this.#emit({ type: 'persist', state: this.persistedState() }) }
   #emit (action: Action): void { this.#actions.push(action) }
-  #event (mission: string, text: string): void { this.#emit({ type: 'event', mission, text }) }
+  #event (mission: string, event: MachineEvent): void { this.#emit({ type: 'event', mission, event }) }
 
   #viewOf (m: Mission, now: number): MissionView {
     const r = m.record
@@ -1519,7 +1470,7 @@ export class ClusterMachine {
       const until = Math.max(this.#swarmBackoffUntil(m), this.#candidates(now, r).every(p => p === self) ? m.localBackoffUntil : -Infinity)
       if (blocked !== null) {
         state = 'blocked'
-        reason = blocked
+        reason = blocked.reason
       } else if (now < until && m.claim === null) {
         state = 'backoff'
         const failure = r.lastFailure
@@ -1539,17 +1490,10 @@ export class ClusterMachine {
     }
   }
 
-  /**
-   * How old the backup's state may get at worst: the spacing of checkpoint starts (the period, or longer when a dump
-   * outlasts it: the next one starts only after it) plus the slowest recent replication; never less than the age
-   * the backup's state has right now (a checkpoint stuck in flight, a fetch backing off show at once).
-   */
+  /** How old the backup's state may get at worst (see stalenessBound), over this lineage's checkpoints. */
   #stalenessBound (now: number, m: Mission): number {
-    const r = m.record
-    const starts = m.checkpointStarts.filter(s => s.epoch === r.checkpoint?.epoch).map(s => s.since)
-    const spacing = Math.max(this.#checkpointPeriod(m), ...starts.slice(1).map((since, i) => since - (starts[i] as number)))
-    const steady = m.replicationLags.length > 0 ? spacing + Math.max(...m.replicationLags) : 0
-    return Math.max(steady, this.#backupStateAgeMs(now, m))
+    const starts = m.checkpointStarts.filter(s => s.epoch === m.record.checkpoint?.epoch).map(s => s.since)
+    return stalenessBound(this.#checkpointPeriod(m), starts, m.replicationLags, this.#backupStateAgeMs(now, m))
   }
 
   /** From the start of the newest checkpoint the backup acknowledged; before any of this run's, from the container's start. */
@@ -1566,7 +1510,7 @@ export class ClusterMachine {
     const info = backup === null ? undefined : this.#info(backup)
     const image = backup !== null && this.#holdsImage(r.spec, backup)
     const checkpointSeq = r.checkpoint !== null ? r.replicatedSeq : null
-    const ref = backup === null ? undefined : this.#imageRef(r.spec, info?.arch ?? '')
+    const ref = backup === null ? undefined : imageRef(r.spec, info?.arch ?? '')
     let reason: string | null = null
     if (state !== 'running') reason = 'mission not running'
     else if (backup === null) reason = 'no backup'
@@ -1588,20 +1532,6 @@ export class ClusterMachine {
     const withinInterval = stalenessBoundMs === null ? null : stalenessBoundMs <= r.spec.checkpointIntervalMs
     return { backup, image, checkpointSeq, reason, stalenessBoundMs, withinInterval }
   }
-}
-
-/**
- * The next epoch's view differs from its basis by at most one member (as Raft's single-server changes), so majorities
- * of consecutive views always intersect: first the new primary joins, then one dead member leaves, then one joins.
- */
-export function stepView (basis: string[], desired: Set<string>, self: string): string[] {
-  const next = new Set(basis)
-  const leaving = basis.find(p => !desired.has(p))
-  const joining = [...desired].sort().find(p => !next.has(p))
-  if (!next.has(self)) next.add(self)
-  else if (leaving !== undefined) next.delete(leaving)
-  else if (joining !== undefined) next.add(joining)
-  return [...next].sort()
 }
 
 /**
@@ -1630,13 +1560,4 @@ function failedInEpoch (record: MissionRecord): boolean {
 
 function sameFailure (a: MissionRecord['lastFailure'], b: MissionRecord['lastFailure']): boolean {
   return a === b || (a !== null && b !== null && a.board === b.board && a.at === b.at && a.reason === b.reason && a.epoch === b.epoch)
-}
-
-function seconds (ms: number): string {
-  return ms >= 1000 || ms === 0 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms)} ms`
-}
-
-function short (peerId: string | null): string {
-  if (peerId === null) return '-'
-  return peerId.length > 12 ? peerId.slice(-6) : peerId
 }

@@ -1,6 +1,7 @@
 // Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
 import type { MissionSpec } from '../manifest/manifest.ts'
 import type { OperatorGrant } from './authority.ts'
+import type { MachineEvent, StopReason } from './events.ts'
 
 export type PeerState = 'alive' | 'suspect' | 'dead'
 
@@ -291,9 +292,14 @@ export type Action =
   | { type: 'restore', mission: string, epoch: number, spec: MissionSpec, checkpoint: CheckpointRef }
   /** The running container now runs under a newer epoch this peer won (reconfiguration); no restart. */
   | { type: 'runningEpoch', mission: string, epoch: number }
-  /** Checkpoint the running container; `stop` for the final checkpoint of a planned migration. */
-  | { type: 'checkpoint', mission: string, epoch: number, seq: number, stop: boolean }
-  | { type: 'fetchCheckpoint', mission: string, checkpoint: CheckpointRef }
+  /**
+   * Checkpoint the running container; `stop` for the final checkpoint of a planned migration. `parent`: the CID of
+   * the newest checkpoint this board holds (the new one stores only what changed since); `view`: the epoch's members,
+   * who may read it; `intervalMs`: the mission's checkpoint interval (a dump longer than it is worth a warning).
+   */
+  | { type: 'checkpoint', mission: string, epoch: number, seq: number, stop: boolean, parent: string | null, view: string[], intervalMs: number }
+  /** Fetch the checkpoint from the swarm; `providers`: the boards that hold it (the primary), to ask first. */
+  | { type: 'fetchCheckpoint', mission: string, checkpoint: CheckpointRef, providers: string[] }
   /** Primary, container running: store the image (normalized ref for this board's arch) in the swarm's IPFS. */
   | { type: 'storeImage', mission: string, epoch: number, image: string }
   /**
@@ -301,10 +307,11 @@ export type Action =
    * Answered by adding it to SelfInfo.images (and fetchingImages meanwhile) or by imageFetchFailed.
    */
   | { type: 'fetchImage', mission: string, image: string, cid: string, providers: string[] }
-  | { type: 'stopContainer', mission: string, reason: string }
+  | { type: 'stopContainer', mission: string, reason: StopReason }
   /** The mission was removed: delete its checkpoints and data. */
   | { type: 'forget', mission: string }
-  | { type: 'event', mission: string, text: string }
+  /** Something the operator should hear of (consensus/events.ts renders it: describe). */
+  | { type: 'event', mission: string, event: MachineEvent }
 
 export interface PersistedMission {
   record: MissionRecord

@@ -37,6 +37,8 @@ async function preview (options: PreviewOptions, signal: AbortSignal): Promise<v
     view.event(event)
   }
 
+  let cutLogged = false
+  let rejoinLogged = false
   view.start()
   log(0, 'preview with synthetic data: no swarm, no Docker', 'warn')
   try {
@@ -46,13 +48,13 @@ async function preview (options: PreviewOptions, signal: AbortSignal): Promise<v
       const down = elapsedMs >= cutAtMs && elapsedMs < takeoverAtMs
       if (!down) vehicle = simulate(1, vehicle)
       if (vehicle.tick % (TICK_HZ / 2) === 0 && !down) checkpointTick = vehicle.tick
-      if (down && events.every(event => !event.text.startsWith('power cut'))) log(elapsedMs, 'power cut: board-1', 'fault')
+      if (down && !cutLogged) { cutLogged = true; log(elapsedMs, 'power cut: board-1', 'fault') }
       if (elapsedMs >= takeoverAtMs && lostTicks === 0) {
         lostTicks = vehicle.tick - checkpointTick
         vehicle = simulate(checkpointTick)
         log(elapsedMs, `board-2 restored checkpoint at tick ${checkpointTick} (epoch 2)`, 'ok')
       }
-      if (elapsedMs >= rejoinAtMs && events.every(event => !event.text.startsWith('board-1 back'))) log(elapsedMs, 'board-1 back: fenced, joins as backup', 'ok')
+      if (elapsedMs >= rejoinAtMs && !rejoinLogged) { rejoinLogged = true; log(elapsedMs, 'board-1 back: fenced, joins as backup', 'ok') }
 
       const afterCut = elapsedMs >= cutAtMs
       const rejoined = elapsedMs >= rejoinAtMs

@@ -14,6 +14,26 @@ import { MissionLogWatch, lastRestore, missionContainers, missionOn, sleep, unti
 import { chooseMode, TerminalView } from './terminal.ts'
 import { measureTakeover, takeoverFigures } from './vehicle-log.ts'
 import type { BoardView, DemoSummary, EventKind, ViewEvent, ViewSnapshot } from './view.ts'
+import type { MissionEventData, MissionEventKind } from '../consensus/events.ts'
+
+/** The mission events the demo tells of: restores, elections, fencing, stops, images, backups. */
+const NARRATED = new Set<MissionEventKind>([
+  'restartedAsPrimary', 'selfFenced', 'imageStored', 'imageStoreFailed', 'imageFetchFailed', 'checkpointsFailing', 'replacingBackup', 'staleGiveUp',
+  'claimRefused', 'reconfigured', 'elected', 'fenced', 'fenceReceived', 'moveCold', 'handingOver', 'fetchingImage', 'storageFailed', 'containerStarted',
+  'stagedRejected', 'restoreRepaired', 'restored', 'restoreRefused', 'finalCheckpointTaken', 'containerStopped', 'staleContainerStopped', 'imageShared',
+  'imageShareFailed', 'imageLoaded', 'imageLoadFailed'
+])
+/** Told as warnings: fencing, stops and failures. */
+const WARNED = new Set<MissionEventKind>([
+  'restartedAsPrimary', 'selfFenced', 'imageStoreFailed', 'imageFetchFailed', 'moveAborted', 'fetchesFailing', 'fenced', 'fenceReceived', 'handingOver',
+  'finalCheckpointTaken', 'containerStopped', 'staleContainerStopped', 'imageShareFailed', 'imageLoadFailed'
+])
+
+function narrated (event: MissionEventData): boolean {
+  if (event.kind === 'blocked') return event.requirement === 'image' || event.requirement === 'imageMap'
+  if (event.kind === 'failed') return event.coldNext
+  return NARRATED.has(event.kind)
+}
 
 const REPO = new URL('..', import.meta.url).pathname
 const VEHICLE_DIR = join(REPO, 'examples', 'vehicle')
@@ -126,7 +146,7 @@ async function main (argv: string[]): Promise<number> {
           const key = `${event.board}|${event.at}|${event.text}`
           if (seenEvents.has(key)) continue
           seenEvents.add(key)
-          if (/restor|primary|fence|stopped|cold|backup|reconfigured|image/.test(event.text)) say(`${nameOf(event.board) ?? '?'}: ${event.text}`, /fence|stopped|failed/.test(event.text) ? 'warn' : 'ok')
+          if (narrated(event.event)) say(`${nameOf(event.board) ?? '?'}: ${event.text}`, WARNED.has(event.event.kind) ? 'warn' : 'ok')
         }
       }))
       view.update(snapshot())

@@ -1,6 +1,7 @@
 // Deterministic simulation of a tandem swarm around ClusterMachine: seeded PRNG, a lossy/duplicating/reordering
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
+import { describe, type MachineEvent } from '../consensus/events.ts'
 import { cloneJson, compareCheckpoints } from '../consensus/messages.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
@@ -86,11 +87,16 @@ interface QueuedEvent { at: number, order: number, run: () => void }
 
 export const DEFAULT_NETWORK: NetworkConditions = { minDelayMs: 1, maxDelayMs: 10, loss: 0, duplication: 0 }
 
+/** A mission event as the simulation saw it: when, on which peer. */
+export interface SimEvent { at: number, peer: string, mission: string, event: MachineEvent }
+
 export class Simulation {
   readonly rng: Random
   readonly peers = new Map<string, SimPeer>()
   readonly violations: string[] = []
   readonly log: string[] = []
+  /** Every mission event any peer's machine emitted, oldest first. */
+  readonly events: SimEvent[] = []
   /** When each checkpoint (by CID) was asked for: the moment its state is from. */
   readonly checkpointStartedAt = new Map<string, number>()
   now = 0
@@ -687,7 +693,8 @@ export class Simulation {
         for (const cid of [...peer.heldCids]) if (cid.startsWith(`cp:${action.mission}:`)) { peer.heldCids.delete(cid); this.#holders(cid).delete(id) }
         break
       case 'event':
-        this.#note(`${id} [${action.mission}] ${action.text}`)
+        this.events.push({ at: this.now, peer: id, mission: action.mission, event: action.event })
+        this.#note(`${id} [${action.mission}] ${describe(action.event)}`)
         break
     }
   }

@@ -5,6 +5,7 @@ import type { SimulatedBoard } from './simulated-board.ts'
 import { LABEL_EPOCH, LABEL_MISSION, demuxLogs } from '../checkpoint/runtime.ts'
 import type { MissionStatus } from '../peer/missions/index.ts'
 import { parseVehicleLine, samplesOf, type VehicleLogEntry, type VehicleSample } from '../demo/vehicle-log.ts'
+import type { EventOf, MissionEventData } from '../consensus/events.ts'
 
 /** The mission as one board's peer sees it, or undefined (board off, mission unknown, API slow). */
 export async function missionOn (board: SimulatedBoard, mission: string): Promise<MissionStatus | undefined> {
@@ -143,12 +144,10 @@ export async function until<T> (what: string, check: () => Promise<T | undefined
   }
 }
 
-/** A restore as the new primary's events report it (peer/missions/runner.ts writes the line). */
-export interface RestoreReport { seq: number, ms: number, phases: { createMs: number, filesMs: number, criuMs: number } }
+/** A restore as the new primary's event reports it (peer/missions/runner.ts records it). */
+export type RestoreReport = EventOf<'restored'>
 
 /** The newest restore among a mission's events, or null when the mission did not restore a checkpoint. */
-export function lastRestore (events: Array<{ text: string }>): RestoreReport | null {
-  const m = events.map(e => /restored checkpoint #(\d+) in (\d+) ms \(create (\d+), files (\d+), CRIU (\d+)\)/.exec(e.text)).filter(x => x != null).at(-1)
-  if (m == null) return null
-  return { seq: Number(m[1]), ms: Number(m[2]), phases: { createMs: Number(m[3]), filesMs: Number(m[4]), criuMs: Number(m[5]) } }
+export function lastRestore (events: Array<{ event: MissionEventData }>): RestoreReport | null {
+  return events.map(e => e.event).findLast(e => e.kind === 'restored') ?? null
 }

@@ -117,10 +117,10 @@ export function timelineOf (checkpoints: TimelineEntry[], missions: MissionStatu
   const failovers: TimelineEntry[] = []
   for (const m of missions) {
     for (const e of m.events) {
-      const kind = kindOf(e.text)
+      const kind = kindOf(e.event)
       if (!FAILOVER_KINDS.has(kind)) continue
-      const epoch = /^epoch (\d+):/.exec(e.text)?.[1]
-      failovers.push({ at: e.at, mission: m.name, kind, board: e.board, epoch: epoch != null ? Number(epoch) : (e.mark?.epoch ?? null), seq: null, text: e.text })
+      const epoch = e.event.kind === 'elected' || e.event.kind === 'reconfigured' ? e.event.epoch : (e.mark?.epoch ?? null)
+      failovers.push({ at: e.at, mission: m.name, kind, board: e.board, epoch, seq: null, text: e.text })
     }
   }
   return [...checkpoints, ...failovers].sort((a, b) => a.at - b.at).slice(-TIMELINE_LENGTH)

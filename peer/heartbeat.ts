@@ -124,6 +124,8 @@ export interface VerdictMessage {
   incarnation: number
   seq: number
   reason: string
+  /** The issuer's redial was refused: the target's process exited (absent = not proven). */
+  exitProven?: boolean
 }
 
 /** Validates a decoded verdict; the claimed issuer must be the gossip signer. */
@@ -135,7 +137,7 @@ export function validateVerdict (payload: unknown, sender: string): VerdictMessa
   const incarnation = num(payload.incarnation, 'incarnation')
   const seq = num(payload.seq, 'seq')
   if (!Number.isInteger(incarnation) || !Number.isInteger(seq)) fail('incarnation and seq must be integers')
-  return { v: 1, from, target: str(payload.target, 'target', 128), incarnation, seq, reason: str(payload.reason, 'reason', 200) }
+  return { v: 1, from, target: str(payload.target, 'target', 128), incarnation, seq, reason: str(payload.reason, 'reason', 200), ...(payload.exitProven === true ? { exitProven: true } : {}) }
 }
 
 export type ExtrasProvider = () => unknown

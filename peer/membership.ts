@@ -40,6 +40,11 @@ export interface Member {
   stateSince: number
   /** Why the current state was entered, e.g. `silent`, `refused`, `heartbeat`. */
   reason: string
+  /**
+   * Dead because a redial was refused (here or by the verdict's issuer): nothing listens on its port, its process
+   * exited, and its watchdog (peer/watchdog.ts) killed its containers. False in every other case.
+   */
+  exitProven: boolean
   info: HeartbeatInfo | null
   /** The peer's own Lifeguard health score, from its newest heartbeat or direct beat (0 = healthy). */
   healthScore: number
@@ -83,7 +88,7 @@ export interface MembershipOptions {
 export interface HeardResult { accepted: boolean, reason: 'new' | 'fresh' | 'replayed' }
 
 /** A `dead` verdict: `target` was found dead in `incarnation`, the newest heartbeat heard from it being `seq`. */
-export interface Verdict { target: string, incarnation: number, seq: number, reason: string }
+export interface Verdict { target: string, incarnation: number, seq: number, reason: string, exitProven?: boolean }
 
 /**
  * What a received verdict did: `applied` (the target is now dead here), `known` (it already was), `stale`
@@ -213,7 +218,7 @@ export class Membership {
     const member = this.#members.get(peerId)
     if (member == null) {
       this.#members.set(peerId, {
-        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', info,
+        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', exitProven: false, info,
         healthScore: info?.load.healthScore ?? 0
       })
       this.#emit({ peerId, state: 'alive', previous: null, reason: 'joined' })
@@ -291,8 +296,9 @@ export class Membership {
       for (const listener of this.#accusedListeners) listener({ ...verdict, from })
     } else if (result === 'applied') {
       const member = this.#members.get(verdict.target) as Member
-      // A refused redial is proof whoever saw it (peer/missions/peer-info.ts reads it as `gone`); keep its wording.
-      this.#transition(member, 'dead', verdict.reason === REFUSED ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`)
+      // A refused redial is proof whoever saw it (peer/missions/peer-info.ts reads it as `gone`).
+      const exitProven = verdict.exitProven === true
+      this.#transition(member, 'dead', exitProven ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`, exitProven)
     } else if (result === 'hint') {
       // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.
       const member = this.#members.get(verdict.target) as Member
@@ -415,7 +421,7 @@ export class Membership {
       if (member.state !== 'alive') this.#transition(member, 'alive', 'answered probe')
     } else if (outcome === 'refused' && member.lastHeardAt <= probe.startedAt) {
       this.#probing.delete(peerId)
-      this.#concludeDead(member, REFUSED)
+      this.#concludeDead(member, REFUSED, true)
     } else if (member.state === 'alive' && member.lastHeardAt <= probe.startedAt) {
       // A disconnect probe that timed out: suspect now, the suspicion round decides.
       this.#probing.delete(peerId)
@@ -438,9 +444,9 @@ export class Membership {
   }
 
   /** `dead` on our own evidence: tell everyone (they would otherwise wait for their own, slower, bound). */
-  #concludeDead (member: Member, reason: string): void {
-    this.#transition(member, 'dead', reason)
-    const verdict: Verdict = { target: member.peerId, incarnation: member.incarnation, seq: member.seq, reason }
+  #concludeDead (member: Member, reason: string, exitProven = false): void {
+    this.#transition(member, 'dead', reason, exitProven)
+    const verdict: Verdict = { target: member.peerId, incarnation: member.incarnation, seq: member.seq, reason, ...(exitProven ? { exitProven } : {}) }
     for (const listener of this.#verdictListeners) {
       try {
         listener(verdict)
@@ -450,12 +456,13 @@ export class Membership {
     }
   }
 
-  #transition (member: Member, state: MemberState, reason: string): void {
+  #transition (member: Member, state: MemberState, reason: string, exitProven = false): void {
     const previous = member.state
     if (previous === state) return
     member.state = state
     member.stateSince = this.#now()
     member.reason = reason
+    member.exitProven = state === 'dead' && exitProven
     if (state !== 'suspect') this.#probing.delete(member.peerId)
     this.#log(`membership: ${member.peerId} ${previous} -> ${state} (${reason})`)
     this.#emit({ peerId: member.peerId, state, previous, reason })

@@ -2,6 +2,7 @@
 // board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
 import { GossipDrop, type Gossip } from './gossip.ts'
 import type { LogLine } from './logger.ts'
+import { describe, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
 const MAX_EVENTS_PER_MISSION = 100
@@ -20,22 +21,44 @@ export interface MissionEvent {
   at: number
   /** Peer id of the board it happened on. */
   board: string
+  event: MissionEventData
+  /** The event in words (describe), for display. */
   text: string
   mark?: EventMark
 }
 
-interface EventMessage { mission: string, seq: number, at: number, text: string, mark?: EventMark }
+/** The moment a measurement is taken from that the event reports, if any. */
+export function markOf (event: MissionEventData): EventMark | undefined {
+  switch (event.kind) {
+    case 'containerStarted':
+    case 'restored':
+      return { kind: 'running', epoch: event.epoch }
+    case 'finalCheckpointTaken':
+    case 'containerStopped':
+    case 'containerExited':
+      return { kind: 'stopped', epoch: event.epoch }
+    default:
+      return undefined
+  }
+}
+
+/** `text` and `mark` are derived from `event` (describe, markOf); sent for peers that only read those. */
+interface EventMessage { mission: string, seq: number, at: number, event: MissionEventData, text?: string, mark?: EventMark }
 
 function validateEvent (payload: unknown): EventMessage {
   const p = payload as Partial<EventMessage> | null
   if (p == null || typeof p !== 'object') throw new GossipDrop('malformed', 'not an object')
   if (typeof p.mission !== 'string' || p.mission.length > 128) throw new GossipDrop('malformed', 'bad mission')
-  if (!Number.isSafeInteger(p.seq) || !Number.isFinite(p.at) || typeof p.text !== 'string') throw new GossipDrop('malformed', 'bad seq, at or text')
-  const mark = p.mark
-  if (mark !== undefined && (mark == null || (mark.kind !== 'stopped' && mark.kind !== 'running') || !Number.isSafeInteger(mark.epoch))) {
-    throw new GossipDrop('malformed', 'bad mark')
-  }
-  return { mission: p.mission, seq: p.seq as number, at: p.at as number, text: p.text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
+  if (!Number.isSafeInteger(p.seq) || !Number.isFinite(p.at)) throw new GossipDrop('malformed', 'bad seq or at')
+  const event = parseMissionEvent(p.event)
+  if (event == null) throw new GossipDrop('malformed', 'no event of a known kind')
+  return { mission: p.mission, seq: p.seq as number, at: p.at as number, event }
+}
+
+/** The event as this log keeps it: with its wording and its mark. */
+export function missionEvent (at: number, board: string, event: MissionEventData): MissionEvent {
+  const mark = markOf(event)
+  return { at, board, event, text: describe(event).slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
 }
 
 export class MissionEventLog {
@@ -62,18 +85,20 @@ export class MissionEventLog {
       if (seen.has(message.seq)) return
       seen.add(message.seq)
       if (seen.size > 4 * MAX_EVENTS_PER_MISSION) seen.delete(seen.values().next().value as number)
-      this.#add(message.mission, { at: message.at, board: sender, text: message.text, ...(message.mark !== undefined ? { mark: message.mark } : {}) })
+      this.#add(message.mission, missionEvent(message.at, sender, message.event))
     }, { maxBytes: MAX_MESSAGE_BYTES })
   }
 
   stop (): void { this.#unsubscribe?.() }
 
   /** Records an event that happened on this board (at `at`, default now) and tells the swarm. */
-  record (mission: string, text: string, mark?: EventMark, at = Date.now()): void {
-    const event: MissionEvent = { at, board: this.#self, text: text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
+  record (mission: string, data: MissionEventData, at = Date.now()): void {
+    // Through the wire's parser, so this board keeps the event as the others receive it (long texts clipped).
+    const event = missionEvent(at, this.#self, parseMissionEvent(data) ?? data)
+    const mark = event.mark
     this.#add(mission, event)
-    this.#log(`mission ${mission}: ${text}`, { mission, ...(mark !== undefined ? { epoch: mark.epoch } : {}) })
-    const message: EventMessage = { mission, seq: ++this.#seq, at: event.at, text: event.text, ...(mark !== undefined ? { mark } : {}) }
+    this.#log(`mission ${mission}: ${event.text}`, { mission, ...(mark !== undefined ? { epoch: mark.epoch } : {}) })
+    const message: EventMessage = { mission, seq: ++this.#seq, at: event.at, event: event.event, text: event.text, ...(mark !== undefined ? { mark } : {}) }
     this.#gossip.publish(MISSION_EVENTS_TOPIC, message).catch(() => {
       // No peer subscribed yet (a board alone): the event is still kept here.
     })

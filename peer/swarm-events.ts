@@ -5,8 +5,9 @@
 // `&wait=SECONDS` (at most 25) holds an empty answer until an event comes, so a follower (the dashboard) sees it at once.
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
-import type { MembershipChange } from './membership.ts'
+import type { MemberState, MembershipChange } from './membership.ts'
 import type { MissionEvent, MissionEventLog } from './mission-events.ts'
+import type { MissionEventData, StopReason } from '../consensus/events.ts'
 
 export type SwarmEventKind = 'membership' | 'deploy' | 'election' | 'takeover' | 'fencing' | 'checkpoint' | 'backoff' | 'container' | 'image' | 'move' | 'other'
 
@@ -20,8 +21,11 @@ export interface SwarmEvent {
   kind: SwarmEventKind
   mission: string | null
   text: string
-  /** Membership changes: the peer whose state changed. */
+  /** Membership changes: the peer whose state changed, and its new state. */
   member?: string
+  memberState?: MemberState
+  /** Mission events: what happened, as data (`text` is its wording). */
+  event?: MissionEventData
 }
 
 const JOURNAL_LENGTH = 5000
@@ -29,22 +33,40 @@ const MAX_PAGE = 1000
 /** The longest `wait` of GET /v1/events, s. */
 export const MAX_EVENTS_WAIT_S = 25
 
-/**
- * The kind of a mission event, from its wording (the consensus machine words them, consensus/machine.ts): the text
- * stays the reference, the kind is for filtering and the table.
- */
-export function kindOf (text: string): SwarmEventKind {
-  if (/\bfenc(e|ed|ing)\b|lease lapsed|self-fence/i.test(text)) return 'fencing'
-  if (/^epoch \d+: primary \(from (?!deploy\b|self\b)/.test(text) || /\btaking over\b|\btakeover\b/i.test(text)) return 'takeover'
-  if (/^epoch \d+: |\bclaim\b|\belect/i.test(text)) return 'election'
-  if (/\bback-?off\b|restarts \d+|retry in|next try in/i.test(text)) return 'backoff'
-  if (/\bmove\b|\bhanding over\b|final checkpoint/i.test(text)) return 'move'
-  if (/\bcheckpoint/i.test(text)) return 'checkpoint'
-  if (/\bimage\b/i.test(text)) return 'image'
-  if (/\bcontainer\b|\brestored\b|\bexited\b/i.test(text)) return 'container'
-  if (/\bdeploy(ed)?\b|\bremoved\b/i.test(text)) return 'deploy'
-  return 'other'
+/** The kind of a mission event (consensus/events.ts), for filtering and the table. */
+export function kindOf (event: MissionEventData): SwarmEventKind {
+  switch (event.kind) {
+    case 'selfFenced': case 'fenced': case 'fenceReceived':
+      return 'fencing'
+    case 'containerStopped':
+      return FENCING_STOPS.has(event.reason.kind) ? 'fencing' : 'container'
+    case 'elected':
+      return event.takeover ? 'takeover' : 'election'
+    case 'reconfigured': case 'claimRefused': case 'restartedAsPrimary':
+      return 'election'
+    case 'failed': case 'failureLearned': case 'imageStoreFailed': case 'imageFetchFailed': case 'fetchesFailing':
+      return 'backoff'
+    case 'moveAborted': case 'moveRefused': case 'moveCold': case 'moveStarted': case 'handingOver': case 'finalCheckpointTaken':
+      return 'move'
+    case 'checkpointsFailing': case 'checkpointsRecovered': case 'staleWait': case 'staleGiveUp': case 'storageFailed': case 'stagedRejected':
+    case 'restoreRepaired': case 'restored': case 'restoreRefused': case 'checkpointOverrun': case 'fetchRepaired':
+      return 'checkpoint'
+    case 'containerStarted':
+      return event.data === null ? 'image' : 'checkpoint'
+    case 'blocked':
+      return event.requirement === 'image' || event.requirement === 'imageMap' ? 'image' : 'other'
+    case 'imageStored': case 'fetchingImage': case 'imageShared': case 'imageShareFailed': case 'imageLoaded': case 'imageLoadFailed':
+      return 'image'
+    case 'replacingBackup': case 'containerExited': case 'staleContainerStopped':
+      return 'container'
+    case 'removed': case 'deployRefused': case 'deployed':
+      return 'deploy'
+    case 'unknownMission': case 'regranted': case 'running': case 'storageRecovered':
+      return 'other'
+  }
 }
+
+const FENCING_STOPS = new Set<StopReason['kind']>(['leaseLapsed', 'quorumLost', 'newerEpoch', 'fenced'])
 
 export class SwarmEventJournal {
   readonly #events: SwarmEvent[] = []
@@ -71,7 +93,7 @@ export class SwarmEventJournal {
   }
 
   mission (mission: string, event: MissionEvent): void {
-    this.add({ at: event.at, board: event.board, kind: kindOf(event.text), mission, text: event.text })
+    this.add({ at: event.at, board: event.board, kind: kindOf(event.event), mission, text: event.text, event: event.event })
   }
 
   membership (self: string, change: MembershipChange & { at?: number }): void {
@@ -81,6 +103,7 @@ export class SwarmEventJournal {
       kind: 'membership',
       mission: null,
       member: change.peerId,
+      memberState: change.state,
       text: `${change.peerId} ${change.previous ?? 'new'} -> ${change.state} (${change.reason})`
     })
   }

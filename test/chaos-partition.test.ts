@@ -79,8 +79,7 @@ class Recorder {
   claimed (from: number): number[] {
     const epochs = new Set<number>()
     for (const e of this.events.values()) {
-      const m = /^epoch (\d+): /.exec(e.text)
-      if (m != null && e.at >= from) epochs.add(Number(m[1]))
+      if ((e.event.kind === 'elected' || e.event.kind === 'reconfigured') && e.at >= from) epochs.add(e.event.epoch)
     }
     return [...epochs].sort((a, b) => a - b)
   }

@@ -11,6 +11,7 @@ import { inject } from '../chaos/nemesis.ts'
 import { Random } from '../harness/consensus-simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 import type { MissionStatus } from '../peer/missions/index.ts'
+import type { MissionEventData } from '../consensus/events.ts'
 
 const CHECKPOINT_INTERVAL_MS = 1000
 const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
@@ -31,9 +32,9 @@ if (gateDockerCriu(t)) {
     const s = await swarm.anyStatus()
     return s?.state === 'running' && s.protected && (s.replicatedSeq ?? 0) >= 3 && (await swarm.running()).length === 1 ? s : undefined
   }, 120_000)
-  const eventsOf = async (swarm: MissionSwarm, pattern: RegExp): Promise<string[]> => {
+  const eventsOf = async (swarm: MissionSwarm, wanted: (event: MissionEventData) => boolean): Promise<string[]> => {
     const all = await Promise.all(swarm.boards.filter(b => b.isOn).map(async b => (await swarm.status(b))?.events ?? []))
-    return [...new Set(all.flat().filter(e => pattern.test(e.text)).map(e => e.text))]
+    return [...new Set(all.flat().filter(e => wanted(e.event)).map(e => e.text))]
   }
 
   t.test('the backup\'s disk full: it refuses backup duty with the reason, another board takes it, and it recovers once freed', async t => {
@@ -55,12 +56,12 @@ if (gateDockerCriu(t)) {
     }, 20_000)
     t.pass(`backup duty moved from ${backup.name} to ${ms.boardOf(moved.backup)?.name ?? '?'} at epoch ${moved.epoch} (was ${before.epoch})`)
     t.same({ ok: reported?.ok, problem: reported?.problem }, { ok: false, problem: 'disk full' }, 'the full board\'s status said storage: disk full')
-    const said = await eventsOf(ms, /^storage: disk full on this board/)
+    const said = await eventsOf(ms, e => e.kind === 'storageFailed' && e.problem === 'disk full')
     t.ok(said.length > 0, `an event names the reason: ${said[0] ?? '(none)'}`)
     await sleep(Math.max(0, fault.holdMs - (Date.now() - injectedAt)))
     await fault.heal()
     healers.pop()
-    await ms.waitFor('the board says its storage works again', async () => (await eventsOf(ms!, /^storage: works again/)).length > 0 ? true : undefined, 20_000)
+    await ms.waitFor('the board says its storage works again', async () => (await eventsOf(ms!, e => e.kind === 'storageRecovered')).length > 0 ? true : undefined, 20_000)
     const after = await steady(ms, 'protected again after the heal')
     t.ok(after.epoch - before.epoch <= 3, `${after.epoch - before.epoch} epochs for the fault (no storm)`)
     t.equal((await ms.running()).length, 1, 'one container runs')
@@ -85,7 +86,7 @@ if (gateDockerCriu(t)) {
     await fault.heal()
     healers.pop()
     await steady(ms, 'protected again after the heal')
-    const found = await eventsOf(ms, /corrupt/)
+    const found = await eventsOf(ms, e => e.kind === 'stagedRejected' || e.kind === 'restoreRepaired' || e.kind === 'fetchRepaired')
     t.ok(found.length > 0, `the backup said what it found corrupt: ${found.join(' | ') || '(nothing)'}`)
     const containers = ms.logs.containers()
     t.same(overlaps(containers, TICK_INTERVAL_MS), [], 'no two copies at once')

@@ -1,7 +1,8 @@
 // Scenario tests of the consensus machine inside the deterministic simulator (no I/O, simulated time).
 import t from 'tap'
 import type { Test } from 'tap'
-import { Simulation, SIM_MISSION, SIM_IMAGES } from '../harness/consensus-simulator.ts'
+import { Simulation, SIM_MISSION, SIM_IMAGES, type SimEvent } from '../harness/consensus-simulator.ts'
+import type { ElectedStart } from '../consensus/events.ts'
 import { ClusterMachine, stepView, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage } from '../consensus/messages.ts'
 import type { MissionSpec } from '../manifest/manifest.ts'
@@ -28,7 +29,21 @@ function selfInfo (peerId: string, images = SIM_IMAGES): SelfInfo {
   return { peerId, arch: 'arm64', board: 'rpi4', memoryMb: 1024, canRun: true, canCheckpoint: true, images: [...images], fetchingImages: [] }
 }
 
-function logged (sim: Simulation, pattern: RegExp): boolean { return sim.log.some(line => pattern.test(line)) }
+/** Some peer emitted an event `wanted` accepts, at or after index `from` of sim.events. */
+function emitted (sim: Simulation, wanted: (e: SimEvent) => boolean, from = 0): boolean { return sim.events.slice(from).some(wanted) }
+
+/** How `peer` (any peer if omitted) started the mission when it won an epoch, or null if the event is no such win. */
+function startOf (e: SimEvent, peer?: string): ElectedStart | null {
+  return e.event.kind === 'elected' && (peer === undefined || e.peer === peer) ? e.event.start : null
+}
+
+/** `peer` won an epoch and restored a checkpoint (`seq`, if given). */
+function restores (peer?: string, seq?: number): (e: SimEvent) => boolean {
+  return e => { const start = startOf(e, peer); return start?.kind === 'restore' && (seq === undefined || start.seq === seq) }
+}
+
+/** The mission wins (elections of a primary, not reconfigurations) from index `from` of sim.events. */
+function wins (sim: Simulation, from: number): SimEvent[] { return sim.events.slice(from).filter(e => e.event.kind === 'elected') }
 
 t.test('two boards: the survivor takes over from its checkpoint; the old primary comes back fenced and becomes backup', async t => {
   const sim = swarm(['left', 'right'])
@@ -45,7 +60,7 @@ t.test('two boards: the survivor takes over from its checkpoint; the old primary
   t.ok(downtime < 2000, `took over ${downtime} ms after the kill (detector dead after 1100 ms)`)
   const after = viewOf(sim, survivor)
   t.ok(after.epoch > before.epoch, 'epoch bumped')
-  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint #${acked.seq}`)), 'restored the newest checkpoint it acknowledged')
+  t.ok(emitted(sim, restores(survivor, acked.seq)), 'restored the newest checkpoint it acknowledged')
 
   sim.restart(primary)
   t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, survivor).backup === primary, 10_000), 'old primary is the new backup, synced')
@@ -81,7 +96,7 @@ t.test('three boards: kill primary, kill the new primary, restart both, kill the
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the third board took over')
   const third = sim.runningOn(mission)[0]!
   t.ok(![first, second].includes(third))
-  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`)), 'restored, not a cold start')
+  t.ok(emitted(sim, restores(third)), 'restored, not a cold start')
 
   sim.restart(first)
   sim.restart(second)
@@ -113,7 +128,7 @@ t.test('three boards: a partitioned primary self-fences before the majority side
   t.ok(fencedAt > 0 && takenOverAt > 0, 'old primary stopped and the majority side took over')
   t.ok(fencedAt <= takenOverAt, `self-fence at ${fencedAt} ms before takeover at ${takenOverAt} ms`)
   t.equal(sim.maxOverlapMs, 0, 'never two containers at once')
-  t.ok(logged(sim, new RegExp(`${primary} \\[vehicle\\] self-fence`)))
+  t.ok(emitted(sim, e => e.peer === primary && e.event.kind === 'selfFenced'))
   sim.heal()
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
   t.not(sim.runningOn(mission)[0], primary)
@@ -129,7 +144,7 @@ t.test('cross-architecture: no board can restore the checkpoint, so the mission 
   const other = primary === 'arm' ? 'intel' : 'arm'
   sim.kill(primary)
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes(other), 5000), 'the other board runs it')
-  t.ok(logged(sim, new RegExp(`${other} \\[vehicle\\] epoch \\d+: .*cold start from image tandem/vehicle:${other === 'arm' ? 'arm64' : 'x64'} with data of checkpoint #\\d+ \\(checkpoint is`)),
+  t.ok(emitted(sim, e => { const start = startOf(e, other); return start?.kind === 'cold' && start.image === `tandem/vehicle:${other === 'arm' ? 'arm64' : 'x64'}` && start.dataSeq !== null && start.because.kind === 'otherArch' }),
     'says it restarted cold from the data snapshot')
   t.same(sim.violations, [])
 })
@@ -145,7 +160,7 @@ t.test('no checkpoint replicated yet: cold restart, and an incompatible board ne
   sim.kill(primary)
   const survivor = primary === 'a' ? 'b' : 'a'
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 5000))
-  t.ok(logged(sim, /cold start from image tandem\/vehicle \(no checkpoint yet\)/))
+  t.ok(emitted(sim, e => { const start = startOf(e); return start?.kind === 'cold' && start.image === 'tandem/vehicle' && start.dataSeq === null && start.because.kind === 'noCheckpoint' }))
   sim.runFor(3000)
   t.same(sim.runningOn(mission), [survivor])
   t.same(sim.violations, [])
@@ -164,7 +179,7 @@ t.test('planned migration: final checkpoint, restore on the target, source stopp
   t.ok(done, 'target runs the mission')
   t.ok(stoppedAt > 0, 'the source stopped first')
   t.ok(sim.now - stoppedAt < 1000, `simulated downtime ${sim.now - stoppedAt} ms`)
-  t.ok(logged(sim, new RegExp(`${target} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`)))
+  t.ok(emitted(sim, restores(target)))
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
   t.same(sim.runningOn(mission), [target])
   t.same(sim.violations, [])
@@ -177,16 +192,16 @@ t.test('planned migration whose source dies after its final checkpoint: the targ
   const target = viewOf(sim, source).backup!
   const epoch = viewOf(sim, source).epoch
   sim.move('a', mission, target)
-  const from = sim.log.length
-  t.ok(sim.runUntil(() => sim.log.slice(from).some(l => l.includes('handing over')), 5000), 'the source took its final checkpoint')
+  const from = sim.events.length
+  t.ok(sim.runUntil(() => emitted(sim, e => e.event.kind === 'handingOver', from), 5000), 'the source took its final checkpoint')
   const held = sim.held(target, mission)
   sim.kill(source)
   const killedAt = sim.now
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 5000), 'the mission runs again')
   t.same(sim.runningOn(mission), [target], 'on the move\'s target')
   t.ok(sim.now - killedAt < 1500, `${sim.now - killedAt} ms after the source died (it waited forever for the final checkpoint only the source held)`)
-  t.ok(logged(sim, new RegExp(`${target} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint #${held?.seq ?? 'none'}`)), `it restored #${held?.seq}, the newest it held`)
-  t.notOk(sim.log.slice(from).some(l => l.includes('cold start')), 'nobody cold-started')
+  t.ok(held !== null && emitted(sim, restores(target, held.seq)), `it restored #${held?.seq}, the newest it held`)
+  t.notOk(emitted(sim, e => startOf(e)?.kind === 'cold', from), 'nobody cold-started')
   t.ok(viewOf(sim, target).epoch - epoch <= 3, `epochs ${epoch} -> ${viewOf(sim, target).epoch}, no storm`)
   t.same(sim.violations, [])
 })
@@ -319,7 +334,7 @@ t.test('a daemon stalled just past its watchdog lease (680 ms): a fence, not a c
   const before = viewOf(sim, primary)
   sim.freezeDaemon(primary, 680)
   sim.runFor(700)
-  t.ok(logged(sim, /lease lapsed/), 'the machine hears the lapsed lease as a self-fence')
+  t.ok(emitted(sim, e => e.event.kind === 'selfFenced' && e.event.cause.kind === 'leaseLapsed'), 'the machine hears the lapsed lease as a self-fence')
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.settled(mission, true), 10_000), 'the mission runs again, protected')
   const after = viewOf(sim, sim.runningOn(mission)[0]!)
   t.equal(after.primary, before.backup, 'the backup took over: the stalled board ranks last (a starved board would lapse again)')
@@ -366,8 +381,8 @@ t.test('a failed restore falls back to a cold start with the data snapshot', asy
   sim.peers.get(survivor)!.heldCids.clear()
   sim.kill(primary)
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes(survivor), 10_000), 'survivor runs the mission')
-  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] restore failed: .*next start is cold`)))
-  t.ok(logged(sim, new RegExp(`${survivor} \\[vehicle\\] epoch \\d+: primary \\(from self\\), cold start .* with data of checkpoint`)))
+  t.ok(emitted(sim, e => e.peer === survivor && e.event.kind === 'failed' && e.event.failure === 'restoreFailed' && e.event.coldNext))
+  t.ok(emitted(sim, e => e.event.kind === 'elected' && e.peer === survivor && e.event.from === survivor && e.event.start.kind === 'cold' && e.event.start.dataSeq !== null))
   t.same(sim.violations, [])
 })
 
@@ -398,7 +413,7 @@ t.test('chaos sequence: a two-board primary whose partner exited takes the retur
     'the returning board is the new backup and synced')
   t.same(viewOf(sim, third).view, [second, third].sort(), 'the exited partner was replaced in the view')
   t.same(sim.runningOn(mission), [third], 'the primary kept running through the change')
-  t.ok(logged(sim, new RegExp(`${third} \\[vehicle\\] backup ${first} exited: replacing it by ${second}`)))
+  t.ok(emitted(sim, e => e.peer === third && e.event.kind === 'replacingBackup' && e.event.partner === first && e.event.joiner === second))
 
   // The replaced board returns while cut off from the others: it must not claim alone on its old two-board view.
   sim.partition([[first], [second, third]])
@@ -452,11 +467,11 @@ t.test('a primary that self-fenced after an event-loop stall gets the mission ba
   sim.pause(primary, 800)
   sim.runFor(800)
   const resumedAt = sim.now
-  t.ok(sim.runUntil(() => logged(sim, new RegExp(`${primary} \\[vehicle\\] self-fence: not ticked`)), 100), 'the stalled primary self-fenced')
+  t.ok(sim.runUntil(() => emitted(sim, e => e.peer === primary && e.event.kind === 'selfFenced' && e.event.cause.kind === 'frozen'), 100), 'the stalled primary self-fenced')
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes(primary) && viewOf(sim, primary).state === 'running', 3000), 'running again')
   const back = sim.now - resumedAt
   t.ok(back < 1000, `running again ${back} ms after the stall ended`)
-  t.ok(logged(sim, new RegExp(`${primary} \\[vehicle\\] epoch \\d+: primary \\(from self\\), restoring checkpoint`)), 'from its own newest checkpoint')
+  t.ok(emitted(sim, e => restores(primary)(e) && e.event.kind === 'elected' && e.event.from === primary), 'from its own newest checkpoint')
   t.same(sim.violations, [])
 })
 
@@ -542,9 +557,10 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
   // The first start crashes: the record names that board's failure (in that epoch).
   for (const id of ids) sim.crashAfter(id, 300)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => logged(sim, /container exited/), 10_000), 'the first start crashed')
+  const crashed = (e: SimEvent): boolean => e.event.kind === 'failed' && e.event.failure === 'exited'
+  t.ok(sim.runUntil(() => emitted(sim, crashed), 10_000), 'the first start crashed')
   for (const id of ids) sim.crashAfter(id, null)
-  const first = sim.log.find(line => /container exited/.test(line))!.trim().split(/\s+/)[1]!
+  const first = sim.events.find(crashed)!.peer
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.runningOn(mission)[0] !== first, 20_000), 'another board took over after the crash')
   const second = sim.runningOn(mission)[0]!
   t.ok(sim.runUntil(() => sim.settled(mission, true), 20_000), 'settled again')
@@ -560,27 +576,26 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
   }
   t.equal(backup, first)
   sim.runFor(3000)
-  const from = sim.log.length
+  const from = sim.events.length
   sim.kill(second)
-  t.ok(sim.runUntil(() => sim.log.slice(from).some(line => new RegExp(`${first} \\[vehicle\\] epoch \\d+: primary .*restoring checkpoint`).test(line)), 5000), 'first restores')
+  t.ok(sim.runUntil(() => emitted(sim, restores(first), from), 5000), 'first restores')
   const newest = sim.held(first, mission)!
   sim.kill(first)
   sim.runFor(3000)
   sim.restart(second)
   sim.restart(first)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
-  const lines = sim.log.slice(from).filter(line => /\[vehicle\] epoch \d+: primary/.test(line))
-  const last = lines.at(-1) ?? ''
-  t.match(last, new RegExp(`restoring checkpoint #${newest.seq}\\b`), `the newest checkpoint #${newest.seq} was restored: ${last}`)
+  const last = wins(sim, from).at(-1)
+  t.same(last === undefined ? null : startOf(last), { kind: 'restore', seq: newest.seq }, `the newest checkpoint #${newest.seq} was restored`)
   // The same double fault again, a while later: the first one's wait for newer state must not be still running.
   t.ok(sim.runUntil(() => sim.settled(mission, true), 30_000), 'settled again')
   sim.runFor(30_000)
   const primary = sim.runningOn(mission)[0]!
-  const again = sim.log.length
+  const again = sim.events.length
   const primaryHeld = sim.held(primary, mission)
   sim.kill(primary)
-  t.ok(sim.runUntil(() => sim.log.slice(again).some(line => /\[vehicle\] epoch \d+: primary .*restoring checkpoint/.test(line)), 5000), 'the backup restores')
-  const restorer = sim.log.slice(again).find(line => /\[vehicle\] epoch \d+: primary/.test(line))!.trim().split(/\s+/)[1]!
+  t.ok(sim.runUntil(() => emitted(sim, restores(), again), 5000), 'the backup restores')
+  const restorer = wins(sim, again)[0]!.peer
   // The old primary may hold one checkpoint more than it replicated: the newer of the two is the newest state.
   const newestAgain = [sim.held(restorer, mission)!, primaryHeld ?? sim.held(restorer, mission)!].sort((x, y) => y.epoch - x.epoch || y.seq - x.seq)[0]!
   sim.kill(restorer)
@@ -588,8 +603,8 @@ t.test(`seed ${seed}: a board killed while it restores comes back holding the ne
   sim.restart(primary)
   sim.restart(restorer)
   t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
-  const lastAgain = sim.log.slice(again).filter(line => /\[vehicle\] epoch \d+: primary/.test(line)).at(-1) ?? ''
-  t.match(lastAgain, new RegExp(`restoring checkpoint #${newestAgain.seq}\\b`), `second double fault: the newest checkpoint #${newestAgain.seq} was restored: ${lastAgain}`)
+  const lastAgain = wins(sim, again).at(-1)
+  t.same(lastAgain === undefined ? null : startOf(lastAgain), { kind: 'restore', seq: newestAgain.seq }, `second double fault: the newest checkpoint #${newestAgain.seq} was restored`)
   t.same(sim.violations, [])
 })
 }

@@ -15,6 +15,7 @@ import { startMissionSwarm, MISSION, type MissionSwarm } from '../harness/missio
 import { CheckpointTimeline, timelineOf } from '../peer/dashboard.ts'
 import type { MissionStatus } from '../peer/missions/index.ts'
 import type { SwarmEvent } from '../peer/swarm-events.ts'
+import { missionEvent } from '../peer/mission-events.ts'
 
 const CHROMIUM = '/usr/bin/chromium'
 
@@ -93,8 +94,8 @@ t.test('timeline: one entry per new checkpoint, failover events beside them', as
   const entries = timeline.entries()
   t.same(entries.map(e => [e.seq, e.at]), [[1, 9_900], [2, 11_900]], 'a checkpoint seen twice is one entry, dated when it was taken')
   const merged = timelineOf(entries, [mission(2, 2, [
-    { at: 11_000, board: 'B', text: 'epoch 2: primary (from 12D3…abcdef), restoring checkpoint #1' },
-    { at: 11_500, board: 'B', text: 'container of epoch 2 exited: x' }
+    missionEvent(11_000, 'B', { kind: 'elected', epoch: 2, from: '12D3KooWpeerabcdef', takeover: true, start: { kind: 'restore', seq: 1 } }),
+    missionEvent(11_500, 'B', { kind: 'containerExited', epoch: 2, reason: 'x' })
   ])])
   t.same(merged.map(e => e.kind), ['checkpoint', 'takeover', 'checkpoint'], 'failovers in time order among the checkpoints; other events are left out')
   t.equal(merged[1]?.epoch, 2)

@@ -1,6 +1,7 @@
 // One mission's runner (peer/missions/runner.ts) against fakes of its two ports: the order of its lanes (a fence
 // never waits behind a checkpoint), staging beside fetching, and restores racing fetches. No Docker, no root; every
 // step is released by the test, so each run takes the same path.
+import { describe } from '../consensus/events.ts'
 import t from 'tap'
 import type { Readable } from 'node:stream'
 import { NotARecipientError } from '../checkpoint/sealing.ts'
@@ -110,7 +111,7 @@ function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRu
     keepCheckpoints: options.keepCheckpoints ?? 3,
     view: () => view,
     local: event => { inputs.push(event); calls.push(`input ${event.type}`) },
-    record: text => { events.push(text) },
+    record: event => { events.push(describe(event)) },
     storageFailed: err => { faults.push(err) },
     metrics: { checkpointTaken: () => {}, restored: () => {}, checkpointFetched: () => {} },
     log: () => {}
@@ -130,10 +131,10 @@ t.test('a fence kills the container at once, while a checkpoint runs; its sweep 
   const s = setup()
   await running(s)
   t.same(s.runner.container, { id: 'c1', epoch: 1 })
-  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false })
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
   await settle()
   t.same(s.calls, ['take c1 #1'], 'the checkpoint runs')
-  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: 'fenced by epoch 2' })
+  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: { kind: 'fenced', epoch: 2 } })
   await settle()
   t.same(s.calls, ['take c1 #1', 'stop c1'], 'the fence did not wait for the checkpoint')
   t.equal(s.runner.container, undefined)
@@ -147,8 +148,8 @@ t.test('a fence kills the container at once, while a checkpoint runs; its sweep 
 t.test('a fence in the same batch as a checkpoint finds it unstarted: the checkpoint has no container', async t => {
   const s = setup()
   await running(s)
-  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false })
-  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: 'fenced' })
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
+  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: { kind: 'fenced', epoch: 2 } })
   await settle()
   t.equal(s.checkpoints.takes.length, 0, 'no dump of a fenced container')
   t.same(s.calls, ['stop c1', 'input checkpointFailed', `listOwn ${MISSION}`])
@@ -159,7 +160,7 @@ t.test('the sweep stops what work queued before the fence started meanwhile', as
   const s = setup()
   s.runner.apply({ type: 'restore', mission: MISSION, epoch: 2, spec: SPEC, checkpoint: ref(4) })
   await settle()
-  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: 'fenced' })
+  s.runner.apply({ type: 'stopContainer', mission: MISSION, reason: { kind: 'fenced', epoch: 2 } })
   await settle()
   t.same(s.calls, ['restore cid cid-4'], 'nothing runs yet to be stopped')
   s.runtime.own = [{ id: 'c-restored', mission: MISSION, epoch: 2, running: true }]
@@ -172,7 +173,7 @@ t.test('the sweep stops what work queued before the fence started meanwhile', as
 t.test('a final checkpoint untracks the container before stopping it: the exit watcher reports no crash', async t => {
   const s = setup()
   await running(s)
-  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 3, stop: true })
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 3, stop: true, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
   await settle()
   s.checkpoints.takes[0]?.gate.resolve(taken(3))
   await settle()
@@ -199,15 +200,15 @@ t.test('an exited container is reported once, with its reason', async t => {
 
 t.test('a fetch acks without waiting for staging, and only the newest fetched checkpoint is staged', async t => {
   const s = setup()
-  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1) })
-  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(2) })
+  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1), providers: ['b'] })
+  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(2), providers: ['b'] })
   await settle()
   t.same(s.calls, ['fetch cid-2'], 'a queued fetch of an older checkpoint is skipped')
   s.checkpoints.fetches.get('cid-2')?.resolve(held(2))
   await settle()
   t.same(s.calls, ['fetch cid-2', 'input checkpointFetched', 'stage cid-2'])
   for (const seq of [3, 4]) {
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(seq) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(seq), providers: ['b'] })
     await settle()
     s.checkpoints.fetches.get(`cid-${seq}`)?.resolve(held(seq))
     await settle()
@@ -221,7 +222,7 @@ t.test('a fetch acks without waiting for staging, and only the newest fetched ch
 
 t.test('a staging that fails removes the half-written files and reports the fault', async t => {
   const s = setup()
-  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1) })
+  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1), providers: ['b'] })
   await settle()
   s.checkpoints.fetches.get('cid-1')?.resolve(held(1))
   await settle()
@@ -235,7 +236,7 @@ t.test('a staging that fails removes the half-written files and reports the faul
 t.test('restores racing fetches', async t => {
   t.test('a restore while the fetch of its checkpoint is in flight restores from the store, pinned until it ends', async t => {
     const s = setup()
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(5) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(5), providers: ['b'] })
     await settle()
     s.runner.apply({ type: 'restore', mission: MISSION, epoch: 2, spec: SPEC, checkpoint: ref(5) })
     await settle()
@@ -252,7 +253,7 @@ t.test('restores racing fetches', async t => {
 
   t.test('a restore after the fetch uses the held bundle', async t => {
     const s = setup()
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(6) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(6), providers: ['b'] })
     await settle()
     s.checkpoints.fetches.get('cid-6')?.resolve(held(6))
     await settle()
@@ -274,15 +275,15 @@ t.test('restores racing fetches', async t => {
 
   t.test('a checkpoint held already is acked without a fetch; one sealed before this board joined is neither acked nor failed', async t => {
     const s = setup()
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(8) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(8), providers: ['b'] })
     await settle()
     s.checkpoints.fetches.get('cid-8')?.resolve(held(8))
     await settle()
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(8) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(8), providers: ['b'] })
     await settle()
     t.equal(s.calls.filter(c => c === 'fetch cid-8').length, 1)
     t.same(s.inputs.map(i => i.type), ['checkpointFetched', 'checkpointFetched'])
-    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(9) })
+    s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(9), providers: ['b'] })
     await settle()
     s.checkpoints.fetches.get('cid-9')?.reject(new NotARecipientError('not sealed for this board'))
     await settle()
@@ -292,7 +293,7 @@ t.test('restores racing fetches', async t => {
   t.test('a fresh start with the data of a held checkpoint uses it; a forget drops the held checkpoints', async t => {
     const s = setup({ keepCheckpoints: 1 })
     for (const seq of [1, 2]) {
-      s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(seq) })
+      s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(seq), providers: ['b'] })
       await settle()
       s.checkpoints.fetches.get(`cid-${seq}`)?.resolve(held(seq))
       await settle()
@@ -318,8 +319,8 @@ t.test('restores racing fetches', async t => {
 t.test('idle waits for the work queued in every lane when it is called', async t => {
   const s = setup()
   await running(s)
-  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false })
-  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1) })
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
+  s.runner.apply({ type: 'fetchCheckpoint', mission: MISSION, checkpoint: ref(1), providers: ['b'] })
   await settle()
   let idle = false
   void s.runner.idle().then(() => { idle = true })

@@ -9,6 +9,7 @@ import { CLI_PATH } from '../harness/spawn-peer.ts'
 import { formatEvents } from '../peer/commands/events.ts'
 import { kindOf, SwarmEventJournal, type SwarmEvent } from '../peer/swarm-events.ts'
 import type { SimulatedBoard } from '../harness/simulated-board.ts'
+import { describe, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
 
 function cli (board: SimulatedBoard, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise(resolve => {
@@ -19,11 +20,20 @@ function cli (board: SimulatedBoard, ...args: string[]): Promise<{ code: number,
 }
 
 t.test('kinds, the journal\'s cursor and the table', async t => {
-  t.equal(kindOf('epoch 4: primary (from 12D3KooW…abcdef), restoring checkpoint #7'), 'takeover')
-  t.equal(kindOf('epoch 1: primary (from deploy), cold start from image tandem/busybox (no checkpoint yet)'), 'election')
-  t.equal(kindOf('fenced: stopped epoch 3, epoch 4 is 12D3…\'s'), 'fencing')
-  t.equal(kindOf('checkpoints fail on this primary (3 in a row: x): not protected'), 'checkpoint')
-  t.equal(kindOf('container exited: code 1; restarts 2, next start in 4 s'), 'backoff')
+  const takeover: MissionEventData = { kind: 'elected', epoch: 4, from: '12D3KooWpeerabcdef', takeover: true, start: { kind: 'restore', seq: 7 } }
+  t.equal(kindOf(takeover), 'takeover')
+  t.equal(describe(takeover), 'epoch 4: primary (from abcdef), restoring checkpoint #7', 'worded as before')
+  const deployStart: MissionEventData = { kind: 'elected', epoch: 1, from: null, takeover: false, start: { kind: 'cold', image: 'tandem/busybox', dataSeq: null, because: { kind: 'noCheckpoint' } } }
+  t.equal(kindOf(deployStart), 'election')
+  t.equal(describe(deployStart), 'epoch 1: primary (from deploy), cold start from image tandem/busybox (no checkpoint yet)')
+  t.equal(kindOf({ kind: 'fenced', stoppedEpoch: 3, epoch: 4, primary: '12D3KooWpeerabcdef' }), 'fencing')
+  t.equal(kindOf({ kind: 'checkpointsFailing', failures: 3, error: 'x', since: null }), 'checkpoint')
+  t.equal(kindOf({ kind: 'failed', failure: 'exited', reason: 'container exited: code 1', coldNext: false, restarts: 2, waitMs: 4000, localWaitMs: 1000 }), 'backoff')
+  t.equal(kindOf({ kind: 'containerStopped', epoch: 2, reason: { kind: 'quorumLost' } }), 'fencing', 'a container stopped by a self-fence is fencing')
+  t.equal(kindOf({ kind: 'containerStopped', epoch: 2, reason: { kind: 'startTimedOut' } }), 'container')
+  t.equal(parseMissionEvent({ kind: 'no such kind' }), null, 'an unknown kind is refused')
+  t.equal(parseMissionEvent({ kind: 'elected', epoch: -1, from: null, takeover: false, start: { kind: 'restore', seq: 1 } }), null, 'and a bad field')
+  t.same(parseMissionEvent({ kind: 'moveAborted', error: 'x'.repeat(2000), extra: 1 }), { kind: 'moveAborted', error: 'x'.repeat(500) }, 'long texts are clipped, unknown fields dropped')
   const journal = new SwarmEventJournal()
   for (let i = 0; i < 5; i++) journal.add({ at: i, board: 'b', kind: 'other', mission: i % 2 === 0 ? 'm' : null, text: `e${i}` })
   const first = journal.page({ limit: 2 })
@@ -65,11 +75,11 @@ if (gateDockerCriu(t)) {
       const lines = result.stdout.split('\n').filter(line => line !== '')
       const parsed = lines.map(line => JSON.parse(line) as SwarmEvent)
       // The takeover's epoch: above the cut primary's, at most the current one (a new backup right after raises it).
-      const epochOf = (text: string): number => Number(/^epoch (\d+):/.exec(text)?.[1] ?? -1)
-      return parsed.some(e => e.kind === 'takeover' && e.board === backup.peerId && e.mission === MISSION && epochOf(e.text) > before.epoch && epochOf(e.text) <= after.epoch) ? parsed : undefined
+      const epochOf = (e: SwarmEvent): number => e.event?.kind === 'elected' ? e.event.epoch : -1
+      return parsed.some(e => e.kind === 'takeover' && e.board === backup.peerId && e.mission === MISSION && epochOf(e) > before.epoch && epochOf(e) <= after.epoch) ? parsed : undefined
     }, 20_000)
     t.pass(`the bystander lists ${backup.name}'s takeover (epoch ${before.epoch} -> at most ${after.epoch}; ${events.length} events in NDJSON)`)
-    t.ok(events.some(e => e.kind === 'membership' && e.member === primary.peerId && / -> dead /.test(e.text) && e.board === bystander.peerId),
+    t.ok(events.some(e => e.kind === 'membership' && e.member === primary.peerId && e.memberState === 'dead' && e.board === bystander.peerId),
       'and its own view of the primary going dead')
     const seqs = events.map(e => e.seq)
     t.same(seqs, [...seqs].sort((x, y) => x - y), 'in arrival order')

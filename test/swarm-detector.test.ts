@@ -127,6 +127,7 @@ t.test('a closed connection with a refused redial is dead at once', async t => {
   await world.advance(membership, 50)
   t.equal(membership.get('a')?.state, 'dead')
   t.equal(membership.get('a')?.reason, 'connection refused')
+  t.equal(membership.get('a')?.exitProven, true, 'proof its process exited')
   t.ok(membership.get('a')!.stateSince - before <= 50)
   t.same(changes.filter(c => c.peerId === 'a').map(c => c.state), ['alive', 'dead'])
 })
@@ -322,6 +323,7 @@ t.test('a dead verdict reached locally is emitted once, with the target\'s incar
   await world.advance(membership, 1500)
   t.same(verdicts.map(v => [v.target, v.incarnation, v.seq]).sort(), [['a', 7, 3], ['b', 9, 4]])
   t.equal(verdicts.find(v => v.target === 'b')?.reason, 'connection refused')
+  t.equal(verdicts.find(v => v.target === 'b')?.exitProven, true, 'the verdict carries the proof')
   // A verdict received for a member already dead here is not re-emitted.
   t.equal(membership.verdict({ target: 'a', incarnation: 7, seq: 3, reason: 'x' }, 'b'), 'stranger', 'b is dead: its verdicts do not count')
   t.equal(verdicts.length, 2)
@@ -348,9 +350,9 @@ t.test('received verdicts: applied at once, stale or replayed ones and strangers
   t.equal(membership.get('target')?.state, 'alive')
   t.equal(membership.verdict({ target: 'target', incarnation: 5, seq: 10, reason: 'x' }, 'watcher'), 'stale', 'replayed after the refutation')
   t.equal(membership.get('target')?.state, 'alive')
-  // A refused redial keeps its wording (peer/missions/peer-info.ts reads it as proof the process is gone).
-  membership.verdict({ target: 'target', incarnation: 6, seq: 1, reason: 'connection refused' }, 'watcher')
-  t.match(membership.get('target'), { state: 'dead', reason: 'connection refused' })
+  // A refused redial is proof the process is gone, whoever saw it; a verdict that only says so in words is not.
+  membership.verdict({ target: 'target', incarnation: 6, seq: 1, reason: 'connection refused', exitProven: true }, 'watcher')
+  t.match(membership.get('target'), { state: 'dead', reason: 'connection refused', exitProven: true })
   t.same(changes.filter(c => c.peerId === 'target').map(c => c.state), ['alive', 'dead', 'alive', 'dead'])
 })
 

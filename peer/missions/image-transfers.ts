@@ -2,6 +2,7 @@
 // candidate brings it into its Docker. One lane per image, beside the missions' lanes.
 import type { Action, LocalEvent } from '../../consensus/types.ts'
 import type { ImageInventory } from '../image-inventory.ts'
+import type { MissionEventData } from '../../consensus/events.ts'
 import type { PeerMetrics } from '../metrics.ts'
 import type { MissionCheckpoints, MissionRuntime } from './ports.ts'
 import { enqueue, newLane, type Lane } from './lanes.ts'
@@ -17,7 +18,7 @@ export interface ImageTransfersOptions {
   signal: AbortSignal
   stopped: () => boolean
   local: (event: LocalEvent) => void
-  record: (mission: string, text: string) => void
+  record: (mission: string, event: MissionEventData) => void
   storageFailed: (err: unknown, mission: string) => void
   metrics: Pick<PeerMetrics, 'imageFetched'>
   /** What this board holds changed: the machine must learn it. */
@@ -27,7 +28,6 @@ export interface ImageTransfersOptions {
   log: (line: string) => void
 }
 
-function mb (bytes: number): string { return (bytes / 1e6).toFixed(1) }
 
 export class ImageTransfers {
   readonly #options: ImageTransfersOptions
@@ -65,12 +65,12 @@ export class ImageTransfers {
     if (checkpoints == null) { local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: 'no Docker on this board' }); return }
     try {
       const stored = await checkpoints.storeImage(action.image, this.#options.signal)
-      record(action.mission, `image ${action.image} stored for the swarm: ${mb(stored.totalBytes)} MB in all, ${mb(stored.newBytes)} MB new, in ${Math.round(stored.ms)} ms`)
+      record(action.mission, { kind: 'imageShared', image: action.image, totalBytes: stored.totalBytes, newBytes: stored.newBytes, ms: stored.ms })
       local({ type: 'imageStored', mission: action.mission, epoch: action.epoch, cid: stored.cid })
     } catch (err) {
       if (this.#options.stopped()) return
       this.#options.storageFailed(err, action.mission)
-      record(action.mission, `storing image ${action.image} for the swarm failed: ${(err as Error).message}`)
+      record(action.mission, { kind: 'imageShareFailed', image: action.image, error: (err as Error).message })
       local({ type: 'imageStoreFailed', mission: action.mission, epoch: action.epoch, error: (err as Error).message })
     }
   }
@@ -92,8 +92,7 @@ export class ImageTransfers {
       }
       if (!images.has(action.image)) throw new Error(`image ${action.image} is still not in this board's Docker after loading ${result.imageId}`)
       if (result.loaded) {
-        record(action.mission, `image ${action.image} loaded from the swarm in ${Math.round(result.ms)} ms: ${mb(result.fetchedBytes)} MB fetched, ` +
-          `${mb(result.totalBytes)} MB of layers this board lacked${result.reusedLayers > 0 ? `, ${result.reusedLayers} layer${result.reusedLayers === 1 ? '' : 's'} already in its Docker` : ''}`)
+        record(action.mission, { kind: 'imageLoaded', image: action.image, ms: result.ms, fetchedBytes: result.fetchedBytes, totalBytes: result.totalBytes, reusedLayers: result.reusedLayers })
       }
       this.#options.metrics.imageFetched(action.mission, result.fetchedBytes)
       images.endFetch(action.image, result)
@@ -104,7 +103,7 @@ export class ImageTransfers {
       this.#options.onImagesChanged()
       if (this.#options.stopped()) return
       this.#options.storageFailed(err, action.mission)
-      record(action.mission, `fetching image ${action.image} failed: ${(err as Error).message}`)
+      record(action.mission, { kind: 'imageLoadFailed', image: action.image, error: (err as Error).message })
       local({ type: 'imageFetchFailed', mission: action.mission, cid: action.cid, error: (err as Error).message })
     }
   }

@@ -22,7 +22,7 @@ export function peerInfoOf (member: Member): PeerInfo | undefined {
     images: images.present,
     fetchingImages: images.fetching.map(f => f.image),
     // A refused redial proves the process exited; its watchdog (peer/watchdog.ts) killed its containers.
-    gone: member.state === 'dead' && member.reason === 'connection refused'
+    gone: member.state === 'dead' && member.exitProven
   }
 }
 

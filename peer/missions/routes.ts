@@ -115,7 +115,7 @@ export function serveMissionRoutes (host: MissionRoutesHost): void {
     let requestedAt = started
     const after = await waitFor(host, name, m => {
       if (m != null && m.epoch === before.epoch) finalSeq = m.lastCheckpoint?.seq ?? null
-      const refused = m?.events.find(e => e.at >= started && /move refused/.test(e.text))
+      const refused = m?.events.find(e => e.at >= started && e.event.kind === 'moveRefused')
       if (refused != null) throw new ApiError(409, refused.text)
       // The request reaches the primary by gossip: repeat it until the mission moves (a repeat is harmless).
       if (m != null && m.epoch === before.epoch && Date.now() - requestedAt >= 1000) {

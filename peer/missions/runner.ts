@@ -5,7 +5,7 @@ import type { Action, CheckpointRef, LocalEvent, MissionView } from '../../conse
 import { ImageMissingError, CriuError } from '../../checkpoint/errors.ts'
 import { NotARecipientError } from '../../checkpoint/sealing.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
-import type { EventMark } from '../mission-events.ts'
+import type { MissionEventData, StopReason } from '../../consensus/events.ts'
 import type { PeerMetrics } from '../metrics.ts'
 import type { ContainerSpec, HeldBundle, MissionCheckpoints, MissionRuntime } from './ports.ts'
 import type { CheckpointTiming } from './status.ts'
@@ -34,7 +34,7 @@ export interface RunnerContext {
   view: () => MissionView | undefined
   /** An input to the machine. */
   local: (event: LocalEvent) => void
-  record: (text: string, mark?: EventMark, at?: number) => void
+  record: (event: MissionEventData, at?: number) => void
   /** A fault of this board's storage, if `err` is one. */
   storageFailed: (err: unknown) => void
   metrics: RunnerMetrics
@@ -97,7 +97,7 @@ export class MissionRunner {
     switch (action.type) {
       case 'fetchCheckpoint':
         this.#wantedFetch = action.checkpoint.cid
-        this.#queue(this.#fetches, async () => { await this.#fetch(action.checkpoint) })
+        this.#queue(this.#fetches, async () => { await this.#fetch(action.checkpoint, action.providers) })
         return
       case 'stopContainer':
         // A fence pre-empts everything: the container is killed now, not after the checkpoint, fetch or restore
@@ -116,13 +116,13 @@ export class MissionRunner {
   }
 
   /** Stops this peer's container of the mission, if it runs one, at once. */
-  async stopNow (reason: string): Promise<void> {
+  async stopNow (reason: StopReason): Promise<void> {
     const container = this.#container
     const runtime = this.#ctx.runtime
     if (container == null || runtime == null) return
     this.#container = undefined
     await runtime.stop(container.id).catch(err => { this.#ctx.log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
-    this.#ctx.record(`container of epoch ${container.epoch} stopped: ${reason}`, { kind: 'stopped', epoch: container.epoch })
+    this.#ctx.record({ kind: 'containerStopped', epoch: container.epoch, reason })
   }
 
   /** Reports the container if it exited on its own; the machine decides what follows. */
@@ -134,7 +134,7 @@ export class MissionRunner {
     if (state == null || state.running || this.#container !== container) return
     this.#container = undefined
     const reason = state.exitReason ?? 'the container is gone'
-    this.#ctx.record(`container of epoch ${container.epoch} exited: ${reason}`, { kind: 'stopped', epoch: container.epoch })
+    this.#ctx.record({ kind: 'containerExited', epoch: container.epoch, reason })
     this.#ctx.local({ type: 'containerExited', mission: this.mission, epoch: container.epoch, reason })
   }
 
@@ -166,14 +166,14 @@ export class MissionRunner {
       // The data of the checkpoint the machine named, if this board holds it (after a restart only its store
       // does) and it verifies; else the start says it has none.
       let data: HeldBundle | undefined
-      let noData = ''
+      let noData: string | null = null
       if (action.dataFrom != null) {
         data = this.#bundles.get(action.dataFrom.cid)
         if (data == null && checkpoints != null) {
           try {
             data = await checkpoints.fetch(action.dataFrom.cid, { signal: AbortSignal.any([signal, AbortSignal.timeout(10_000)]) })
           } catch (err) {
-            noData = ` WITHOUT the data of checkpoint #${action.dataFrom.seq} (${firstLine(err)}): its state starts empty`
+            noData = firstLine(err)
           }
         }
       }
@@ -181,8 +181,8 @@ export class MissionRunner {
         ? await checkpoints.startWithData(spec, action.epoch, data, { signal })
         : await runtime.startFresh(spec, action.epoch, { signal })
       this.#container = { id, epoch: action.epoch }
-      const from = data != null && action.dataFrom != null ? ` with the data of checkpoint #${action.dataFrom.seq}` : noData
-      this.#ctx.record(`container started from image ${action.image}${from} under epoch ${action.epoch}`, { kind: 'running', epoch: action.epoch })
+      const from = action.dataFrom == null || (data == null && noData == null) ? null : { seq: action.dataFrom.seq, error: data != null ? null : noData }
+      this.#ctx.record({ kind: 'containerStarted', image: action.image, epoch: action.epoch, data: from })
       this.#ctx.local({ type: 'containerStarted', mission: this.mission, epoch: action.epoch })
     } catch (err) {
       this.#ctx.local({ type: 'startFailed', mission: this.mission, epoch: action.epoch, error: (err as Error).message, cause: failureCause(err) })
@@ -199,13 +199,14 @@ export class MissionRunner {
       this.#container = { id: result.containerId, epoch }
       const { createMs, filesMs, criuMs } = result.phases
       this.#ctx.metrics.restored(this.mission, { ms: result.ms, criuMs })
-      if (result.stagedRejected != null) this.#ctx.record(`staged files of checkpoint #${checkpoint.seq} are corrupt (${result.stagedRejected}): not restored, written again from the verified store`)
-      if (result.repairedBlocks > 0) this.#ctx.record(`checkpoint #${checkpoint.seq}: ${result.repairedBlocks} corrupt block${result.repairedBlocks === 1 ? '' : 's'} in this board's store fetched again from the swarm before the restore`)
-      this.#ctx.record(`restored checkpoint #${checkpoint.seq} in ${Math.round(result.ms)} ms (create ${createMs}, files ${filesMs}, CRIU ${criuMs})${result.staged ? ', files staged ahead' : ''}${result.imageLoaded ? ', image loaded from the swarm' : ''}`, { kind: 'running', epoch })
+      const seq = checkpoint.seq
+      if (result.stagedRejected != null) this.#ctx.record({ kind: 'stagedRejected', seq, reason: result.stagedRejected })
+      if (result.repairedBlocks > 0) this.#ctx.record({ kind: 'restoreRepaired', seq, blocks: result.repairedBlocks })
+      this.#ctx.record({ kind: 'restored', seq, epoch, ms: Math.round(result.ms), phases: { createMs, filesMs, criuMs }, staged: result.staged, imageLoaded: result.imageLoaded })
       this.#ctx.local({ type: 'containerStarted', mission: this.mission, epoch })
     } catch (err) {
       this.#ctx.storageFailed(err)
-      this.#ctx.record(`restore of checkpoint #${checkpoint.seq} refused: ${firstLine(err)}`)
+      this.#ctx.record({ kind: 'restoreRefused', seq: checkpoint.seq, error: firstLine(err) })
       this.#ctx.local({ type: 'restoreFailed', mission: this.mission, epoch, error: (err as Error).message, cause: failureCause(err) })
     } finally {
       this.#restoring.delete(checkpoint.cid)
@@ -221,18 +222,16 @@ export class MissionRunner {
       return
     }
     try {
-      const parent = this.#ctx.view()?.held?.cid ?? null
+      const { parent, intervalMs } = action
       const takeStart = performance.now()
       const takeStartWall = Date.now()
       // Sealed for the view of this epoch: a board outside it (or that left it) cannot read the checkpoint.
-      const members = this.#ctx.view()?.view ?? []
-      const sealFor = [...new Set([...members, this.#ctx.peerId])]
+      const sealFor = [...new Set([...action.view, this.#ctx.peerId])]
       const result = await checkpoints.take(container.id, { mission: this.mission, epoch, seq, parent, signal, sealFor })
-      const intervalMs = this.#ctx.view()?.spec.checkpointIntervalMs ?? Infinity
       const tookMs = performance.now() - takeStart
       if (tookMs > intervalMs && !this.#overrunWarned) {
         this.#overrunWarned = true
-        this.#ctx.record(`checkpoint #${seq} took ${Math.round(tookMs)} ms, longer than checkpointIntervalMs ${intervalMs}: checkpoints follow each other back to back and state lost on a failure can exceed one interval`)
+        this.#ctx.record({ kind: 'checkpointOverrun', seq, tookMs: Math.round(tookMs), intervalMs })
       }
       this.#lastTake = {
         seq,
@@ -250,8 +249,7 @@ export class MissionRunner {
         this.#container = undefined
         await runtime?.stop(container.id)
         // The mission ran here for the last time when the final checkpoint paused it.
-        this.#ctx.record(`final checkpoint #${seq} taken (paused ${result.pausedMs} ms), container stopped`,
-          { kind: 'stopped', epoch }, takeStartWall + result.phases.prepareMs)
+        this.#ctx.record({ kind: 'finalCheckpointTaken', seq, epoch, pausedMs: result.pausedMs }, takeStartWall + result.phases.prepareMs)
       }
       this.#ctx.local({ type: 'checkpointTaken', mission: this.mission, epoch, seq, cid: result.cid })
     } catch (err) {
@@ -263,7 +261,7 @@ export class MissionRunner {
 
   /** The fence's sweep: whatever lane work queued before it started is stopped too, as is a container this process
    * did not start (e.g. before a daemon restart). Only this peer's: boards may share one Docker (tests do). */
-  async #fence (reason: string): Promise<void> {
+  async #fence (reason: StopReason): Promise<void> {
     await this.stopNow(reason)
     const runtime = this.#ctx.runtime
     if (runtime == null) return
@@ -272,19 +270,19 @@ export class MissionRunner {
     }
   }
 
-  async #fetch (ref: CheckpointRef): Promise<void> {
+  async #fetch (ref: CheckpointRef, providers: string[]): Promise<void> {
     const checkpoints = this.#ctx.checkpoints
     if (checkpoints == null) { this.#ctx.local({ type: 'fetchFailed', mission: this.mission, cid: ref.cid, error: 'no Docker on this board' }); return }
     if (this.#bundles.has(ref.cid)) { this.#ctx.local({ type: 'checkpointFetched', mission: this.mission, checkpoint: ref }); return }
     if (this.#wantedFetch !== ref.cid) return
     try {
-      const primary = this.#ctx.view()?.primary
+      const others = providers.filter(p => p !== this.#ctx.peerId)
       const bundle = await checkpoints.fetch(ref.cid, {
         signal: AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(60_000)]),
-        providers: primary != null && primary !== this.#ctx.peerId ? [primary] : undefined
+        providers: others.length > 0 ? others : undefined
       })
       if (bundle.repairedBlocks > 0) {
-        this.#ctx.record(`checkpoint #${ref.seq}: ${bundle.repairedBlocks} block${bundle.repairedBlocks === 1 ? '' : 's'} this board held did not match ${bundle.repairedBlocks === 1 ? 'its CID' : 'their CIDs'} (corrupt): deleted and fetched again before the ack`)
+        this.#ctx.record({ kind: 'fetchRepaired', seq: ref.seq, blocks: bundle.repairedBlocks })
       }
       this.#ctx.metrics.checkpointFetched(this.mission, bundle.fetchedBytes)
       this.#bundles.set(ref.cid, bundle)

@@ -15,7 +15,8 @@ import type { ImageInventory } from '../image-inventory.ts'
 import type { Membership } from '../membership.ts'
 import type { PeerMetrics } from '../metrics.ts'
 import { MissionBudget } from '../mission-budget.ts'
-import type { EventMark, MissionEventLog } from '../mission-events.ts'
+import type { MissionEventLog } from '../mission-events.ts'
+import type { MissionEventData } from '../../consensus/events.ts'
 import type { Revocations, RevocationsOptions } from '../revocations.ts'
 import type { StatusRegistry } from '../status.ts'
 import { leaseValidityMs, type Watchdog } from '../watchdog.ts'
@@ -107,7 +108,7 @@ export class MissionService {
       dataDir: components.dataDir,
       probes: [...(checkpoints != null ? [async () => { await checkpoints.probe() }] : []), async () => { await this.#state.probe() }],
       missions: () => this.#liveViews().map(v => v.name),
-      record: (mission, text) => { this.#recordEvent(mission, text) },
+      record: (mission, event) => { this.#recordEvent(mission, event) },
       log: this.#log,
       onChange: () => { this.#refreshSelfInfo(); this.#input(machine => { machine.tick(Date.now()) }) }
     })
@@ -119,7 +120,7 @@ export class MissionService {
       signal: this.#abort.signal,
       stopped: () => this.#stopped,
       local: event => { this.#local(event) },
-      record: (mission, text) => { this.#recordEvent(mission, text) },
+      record: (mission, event) => { this.#recordEvent(mission, event) },
       storageFailed: (err, mission) => { this.#storage.failed(err, mission) },
       metrics: components.metrics,
       onImagesChanged: () => { this.#refreshSelfInfo() },
@@ -280,7 +281,7 @@ export class MissionService {
         keepCheckpoints: this.#options.keepCheckpoints ?? 3,
         view: () => this.machine.view(Date.now()).find(v => v.name === mission),
         local: event => { this.#local(event) },
-        record: (text, mark, at) => { this.#recordEvent(mission, text, mark, at) },
+        record: (event, at) => { this.#recordEvent(mission, event, at) },
         storageFailed: err => { this.#storage.failed(err, mission) },
         metrics: c.metrics,
         log: this.#log
@@ -439,7 +440,7 @@ export class MissionService {
           })
           break
         case 'event':
-          this.#recordEvent(action.mission, action.text)
+          this.#recordEvent(action.mission, action.event)
           break
         case 'storeImage':
         case 'fetchImage':
@@ -451,15 +452,15 @@ export class MissionService {
     }
   }
 
-  #recordEvent (mission: string, text: string, mark?: EventMark, at?: number): void {
-    this.#c.events.record(mission, text, mark, at)
+  #recordEvent (mission: string, event: MissionEventData, at?: number): void {
+    this.#c.events.record(mission, event, at)
   }
 
   /** At start no container of this peer may run: the machine decides afresh what this board runs. */
   async #stopStrayContainers (runtime: MissionRuntime, persisted: PersistedState | undefined): Promise<void> {
     for (const c of await runtime.listOwn({ all: true }).catch(() => [])) {
       await runtime.stop(c.id).catch(err => { this.#log(`missions: cannot remove stale container ${c.id}: ${(err as Error).message}`) })
-      if (c.running) this.#recordEvent(c.mission, `stale container of epoch ${c.epoch} stopped at daemon start (known epoch ${persisted?.missions[c.mission]?.record.epoch ?? 'none'})`)
+      if (c.running) this.#recordEvent(c.mission, { kind: 'staleContainerStopped', epoch: c.epoch, knownEpoch: persisted?.missions[c.mission]?.record.epoch ?? null })
     }
   }
 

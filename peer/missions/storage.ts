@@ -2,6 +2,7 @@
 // (`storage`), so the consensus gives a failing board no backup duty.
 import { open as openFile, rm as removeFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { describe, type MissionEventData } from '../../consensus/events.ts'
 import { BlockCorruptError } from '../../checkpoint/errors.ts'
 import { StorageError, storageProblemOf, type StorageProblem } from '../../checkpoint/storage-health.ts'
 
@@ -24,7 +25,7 @@ export interface StorageMonitorOptions {
   probes: Array<() => Promise<void>>
   /** The missions to tell when no single one is concerned. */
   missions: () => string[]
-  record: (mission: string, text: string) => void
+  record: (mission: string, event: MissionEventData) => void
   log: (line: string) => void
   /** The health changed: the machine must hear of it. */
   onChange: () => void
@@ -48,9 +49,9 @@ export class StorageMonitor {
     const detail = (err as Error).message
     if (!this.#health.ok) return
     this.#health = { ok: false, problem, detail, since: Date.now() }
-    const text = `storage: ${problem} on this board (${detail}): it takes no backup duty and acknowledges no checkpoint until its storage works again`
-    for (const name of mission != null ? [mission] : this.#options.missions()) this.#options.record(name, text)
-    this.#options.log(`missions: ${text}`)
+    const event = { kind: 'storageFailed' as const, problem, detail }
+    for (const name of mission != null ? [mission] : this.#options.missions()) this.#options.record(name, event)
+    this.#options.log(`missions: ${describe(event)}`)
     this.#options.onChange()
   }
 
@@ -69,9 +70,9 @@ export class StorageMonitor {
       for (const probe of this.#options.probes) await probe()
       const was = this.#health
       this.#health = { ok: true, problem: null, detail: null, since: null }
-      const text = `storage: works again after ${Math.round((Date.now() - (was.since ?? Date.now())) / 1000)} s of ${was.problem ?? 'faults'}`
-      for (const name of this.#options.missions()) this.#options.record(name, text)
-      this.#options.log(`missions: ${text}`)
+      const event = { kind: 'storageRecovered' as const, afterMs: Date.now() - (was.since ?? Date.now()), problem: was.problem }
+      for (const name of this.#options.missions()) this.#options.record(name, event)
+      this.#options.log(`missions: ${describe(event)}`)
       this.#options.onChange()
     } catch {
       await removeFile(path, { force: true }).catch(() => {})
