@@ -10,7 +10,7 @@ import { generateKeyPair } from '@libp2p/crypto/keys'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import type { CID } from 'multiformats/cid'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
-import { SealIdentity, openSwarmBundleStore, storeBundle, type BundleInput, type BundleStore } from '../checkpoint/index.ts'
+import { SealIdentity, openSwarmBundleStore, storeBundle, type BundleInput } from '../checkpoint/index.ts'
 import { percentile, writeResults } from './report.ts'
 
 const args = process.argv.slice(2)

@@ -14,7 +14,6 @@ import { HEARTBEAT_TOPIC } from '../peer/heartbeat.ts'
 import type { MembershipEvent } from '../peer/membership.ts'
 import { distribution, writeResults, type Distribution } from './report.ts'
 
-
 interface FaultWindow { peerId: string, from: number, to: number }
 
 interface SizeResult {
@@ -43,7 +42,6 @@ interface SoakResult {
   /** Every `dead` verdict of the soak (all false: no fault was injected), with the detector's reason. */
   deadEvents: Array<{ observer: string, peerId: string, reason: string, at: string }>
 }
-
 
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 

@@ -2,7 +2,7 @@
 import type { Readable } from 'node:stream'
 import type { ContainerSpec, ContainerState, ImageListing, MissionRuntime, OwnContainer } from '../peer/missions/ports.ts'
 import type Docker from 'dockerode'
-import { ContainerRuntime, dockerFromHost, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from './runtime.ts'
+import { ContainerRuntime, LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from './runtime.ts'
 
 /** The longest removing every container of the peer at its stop may take. */
 const REMOVE_ALL_TIMEOUT_MS = 5000
@@ -79,4 +79,3 @@ async function removeContainersOf (docker: Docker, peerId: string, timeoutMs = R
   await Promise.allSettled(list.map(async c => { await docker.getContainer(c.Id).remove({ force: true, abortSignal: signal } as object) }))
   return list.length
 }
-

@@ -2,7 +2,7 @@
 // network with partitions, heartbeat failure detectors, a container runtime with checkpoints, and invariant checks.
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { describe, type MachineEvent } from '../consensus/events.ts'
-import { cloneJson, compareCheckpoints } from '../consensus/messages.ts'
+import { compareCheckpoints } from '../consensus/messages.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
 
@@ -17,6 +17,7 @@ export class Random {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
+
   int (min: number, max: number): number { return min + Math.floor(this.next() * (max - min + 1)) }
   chance (p: number): boolean { return this.next() < p }
   pick<T> (items: readonly T[]): T { return items[Math.floor(this.next() * items.length)]! }

@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path'
 import type Docker from 'dockerode'
 import { dockerFromHost, unixDockerHost } from '../checkpoint/docker-host.ts'
 import { onOwnerExit } from './exit-hooks.ts'
-import { BASE_IMAGE_CACHE_MANIFEST, BASE_IMAGE_CACHE_TAR, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from '../boards/base-images.ts'
+import { BASE_IMAGE_CACHE_TAR, CONTENT_LABEL, readBaseImageManifest, type BaseImage } from '../boards/base-images.ts'
 
 export const DOCKERD_PATH = '/usr/sbin/dockerd'
 /** Short on purpose: unix socket paths are limited to 108 bytes. */
@@ -94,7 +94,6 @@ export async function startBoardDocker (options: StartBoardDockerOptions): Promi
   await board.start(options.signal)
   return board
 }
-
 
 /**
  * Board daemons whose owning process died without cleaning up (killed by SIGKILL, say) are killed,
@@ -567,7 +566,6 @@ export async function buildImage (docker: Docker, context: string, files: string
 }
 
 // ---------- base images ----------
-
 
 export interface LoadBaseImagesResult {
   /** false when the board already had every current base image. */

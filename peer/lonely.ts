@@ -50,7 +50,7 @@ export function lonelyReport (f: LonelyFacts): string {
     }
   }
   if (f.swarmKeyFile == null && errors.length === 0) causes.push('no swarm key: boards started with --swarm-key cannot connect to this one, nor this one to them')
-  if (f.swarmKeyFile != null && errors.length === 0 && f.bootstrap.length > 0) causes.push(`the bootstrap dials did not fail, yet no peer stayed: the peers there may hold a different swarm key`)
+  if (f.swarmKeyFile != null && errors.length === 0 && f.bootstrap.length > 0) causes.push('the bootstrap dials did not fail, yet no peer stayed: the peers there may hold a different swarm key')
   if (f.swarmKeyFile != null && f.mdns && f.bootstrap.length === 0) causes.push('peers found by mDNS with a different swarm key cannot connect: check that every board holds the same key file')
   return `swarm: no other peer seen for ${seconds} s. Facts: ${facts.join('; ')}. Possible causes: ${causes.length === 0 ? 'none of the usual (no key / wrong key / no bootstrap / mDNS off) fits: check the network between the boards' : causes.join('; ')}`
 }

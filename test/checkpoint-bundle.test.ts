@@ -62,48 +62,48 @@ function mutatePages (pages: Buffer, fraction: number): Buffer {
 }
 
 for (const transfer of ['batched block exchange', 'bitswap only'] as const) {
-t.test(`a bundle stored on board A is fetched by board B (${transfer}), unchanged pages do not travel twice`, async t => {
-  const root = await tempDir(t, 'bundle')
-  const [a, b] = await connectedPair(t, root)
-  const open = async (node: typeof a): Promise<BundleStore> => {
-    if (transfer === 'bitswap only') return new BundleStore({ backend: new HeliaBundleBackend({ helia: node }), blockTimeoutMs: 10_000 })
-    const s = await openSwarmBundleStore(node, { blockTimeoutMs: 10_000 })
-    t.teardown(s.stop)
-    return s.store
-  }
-  const storeA = await open(a)
-  const storeB = await open(b)
+  t.test(`a bundle stored on board A is fetched by board B (${transfer}), unchanged pages do not travel twice`, async t => {
+    const root = await tempDir(t, 'bundle')
+    const [a, b] = await connectedPair(t, root)
+    const open = async (node: typeof a): Promise<BundleStore> => {
+      if (transfer === 'bitswap only') return new BundleStore({ backend: new HeliaBundleBackend({ helia: node }), blockTimeoutMs: 10_000 })
+      const s = await openSwarmBundleStore(node, { blockTimeoutMs: 10_000 })
+      t.teardown(s.stop)
+      return s.store
+    }
+    const storeA = await open(a)
+    const storeB = await open(b)
 
-  const pages1 = randomBytes(4 * 1024 * 1024)
-  const dirs1 = await makeDump(join(root, 'dump1'), pages1)
-  const first = await storeBundle(storeA, input(dirs1, 1, null))
-  await storeA.retain(first.cid, first.manifest)
-  t.equal(first.manifest.sizes.criuBytes, pages1.length + 700 + 5000)
-  t.ok(first.manifest.sizes.newBytes >= pages1.length, 'the first checkpoint is all new')
+    const pages1 = randomBytes(4 * 1024 * 1024)
+    const dirs1 = await makeDump(join(root, 'dump1'), pages1)
+    const first = await storeBundle(storeA, input(dirs1, 1, null))
+    await storeA.retain(first.cid, first.manifest)
+    t.equal(first.manifest.sizes.criuBytes, pages1.length + 700 + 5000)
+    t.ok(first.manifest.sizes.newBytes >= pages1.length, 'the first checkpoint is all new')
 
-  const progress: number[] = []
-  const fetched1 = await storeB.fetch(first.cid, { onProgress: p => progress.push(p.blocksDone) })
-  t.ok(fetched1.fetchedBytes >= pages1.length, 'board B fetched the whole first bundle')
-  t.ok(progress.length > 0 && progress.every((v, i) => i === 0 || v >= (progress[i - 1] ?? 0)), 'progress reports are monotonic')
+    const progress: number[] = []
+    const fetched1 = await storeB.fetch(first.cid, { onProgress: p => progress.push(p.blocksDone) })
+    t.ok(fetched1.fetchedBytes >= pages1.length, 'board B fetched the whole first bundle')
+    t.ok(progress.length > 0 && progress.every((v, i) => i === 0 || v >= (progress[i - 1] ?? 0)), 'progress reports are monotonic')
 
-  const out1 = join(root, 'out1')
-  for (const tree of ['criu', 'rootfs', 'data'] as const) await storeB.materializeTree(first.manifest.trees[tree], join(out1, tree))
-  for (const tree of ['criu', 'rootfs', 'data'] as const) {
-    t.same(await listTree(join(out1, tree)), await listTree(dirs1[tree]), `${tree} tree restored byte for byte`)
-  }
+    const out1 = join(root, 'out1')
+    for (const tree of ['criu', 'rootfs', 'data'] as const) await storeB.materializeTree(first.manifest.trees[tree], join(out1, tree))
+    for (const tree of ['criu', 'rootfs', 'data'] as const) {
+      t.same(await listTree(join(out1, tree)), await listTree(dirs1[tree]), `${tree} tree restored byte for byte`)
+    }
 
-  const pages2 = mutatePages(pages1, 0.05)
-  const dirs2 = await makeDump(join(root, 'dump2'), pages2)
-  const second = await storeBundle(storeA, input(dirs2, 2, first.cid))
-  t.ok(second.manifest.sizes.newBytes < pages1.length * 0.2, `second checkpoint stores only changed chunks (${second.manifest.sizes.newBytes} new bytes)`)
-  const fetched2 = await storeB.fetch(second.cid)
-  t.ok(fetched2.fetchedBytes < pages1.length * 0.2, `only new blocks crossed the network (${fetched2.fetchedBytes} of ${second.manifest.sizes.totalBytes} bytes)`)
-  t.ok(fetched2.fetchedBytes <= second.manifest.sizes.newBytes + 64 * 1024, 'fetched bytes match the new bytes of the checkpoint')
-  t.same(second.manifest.parent?.toString(), first.cid.toString(), 'the parent link names the previous checkpoint')
-  const out2 = join(root, 'out2')
-  await storeB.materializeTree(second.manifest.trees.criu, out2)
-  t.ok((await readFile(join(out2, 'pages-1.img'))).equals(pages2), 'page image of checkpoint 2 restored exactly')
-})
+    const pages2 = mutatePages(pages1, 0.05)
+    const dirs2 = await makeDump(join(root, 'dump2'), pages2)
+    const second = await storeBundle(storeA, input(dirs2, 2, first.cid))
+    t.ok(second.manifest.sizes.newBytes < pages1.length * 0.2, `second checkpoint stores only changed chunks (${second.manifest.sizes.newBytes} new bytes)`)
+    const fetched2 = await storeB.fetch(second.cid)
+    t.ok(fetched2.fetchedBytes < pages1.length * 0.2, `only new blocks crossed the network (${fetched2.fetchedBytes} of ${second.manifest.sizes.totalBytes} bytes)`)
+    t.ok(fetched2.fetchedBytes <= second.manifest.sizes.newBytes + 64 * 1024, 'fetched bytes match the new bytes of the checkpoint')
+    t.same(second.manifest.parent?.toString(), first.cid.toString(), 'the parent link names the previous checkpoint')
+    const out2 = join(root, 'out2')
+    await storeB.materializeTree(second.manifest.trees.criu, out2)
+    t.ok((await readFile(join(out2, 'pages-1.img'))).equals(pages2), 'page image of checkpoint 2 restored exactly')
+  })
 }
 
 t.test('a peer that serves a corrupt block: the fetch fails naming the block', async t => {

@@ -272,7 +272,7 @@ if (gateDockerCriu(t)) {
 
   t.test('bad input: missing image, stopped container, bad names', async t => {
     await t.rejects(runtimeB.startFresh({ mission: 'x', image: 'tandem/absent:1' }, { mission: 'x', peerId: peerB, epoch: 1 }), ImageMissingError)
-    await t.rejects(runtimeB.startFresh({ mission: '../x', image: image }, { mission: '../x', peerId: peerB, epoch: 1 }), /invalid mission name/)
+    await t.rejects(runtimeB.startFresh({ mission: '../x', image }, { mission: '../x', peerId: peerB, epoch: 1 }), /invalid mission name/)
     const id = await runtimeB.create({ mission: 'idle', image }, { mission: 'idle', peerId: peerB, epoch: 1 })
     await t.rejects(ckB.take(id, { mission: 'idle', epoch: 1, seq: 1 }), /not running/)
     await runtimeB.stop(id)

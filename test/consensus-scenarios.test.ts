@@ -551,100 +551,100 @@ t.test('checkpoints start early by the replication lag, so the backup never hold
 // Seeds 4, 5, 6, 9, 12, 14 and 15 of this sequence once ended with the spare claiming alone, 68 ms after the holder of
 // the newest checkpoint came back, cold (it held none) or on older state.
 for (const seed of [4, 6, 9, 12]) {
-t.test(`seed ${seed}: a board killed while it restores comes back holding the newest checkpoint: it runs next, although it failed epochs before`, async t => {
-  const ids = ['a', 'b', 'c']
-  const sim = swarm(ids, seed)
-  // The first start crashes: the record names that board's failure (in that epoch).
-  for (const id of ids) sim.crashAfter(id, 300)
-  sim.deploy('a', SIM_MISSION)
-  const crashed = (e: SimEvent): boolean => e.event.kind === 'failed' && e.event.failure === 'exited'
-  t.ok(sim.runUntil(() => emitted(sim, crashed), 10_000), 'the first start crashed')
-  for (const id of ids) sim.crashAfter(id, null)
-  const first = sim.events.find(crashed)!.peer
-  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.runningOn(mission)[0] !== first, 20_000), 'another board took over after the crash')
-  const second = sim.runningOn(mission)[0]!
-  t.ok(sim.runUntil(() => sim.settled(mission, true), 20_000), 'settled again')
-  // first must become second's backup: the other backup is powered off for a while.
-  let backup = viewOf(sim, second).backup!
-  const spare = ids.find(id => id !== first && id !== second)!
-  if (backup !== first) {
-    sim.kill(spare)
-    t.ok(sim.runUntil(() => viewOf(sim, second).backup === first && sim.settled(mission, true), 20_000), 'first is the backup')
-    sim.restart(spare)
-    t.ok(sim.runUntil(() => viewOf(sim, second).view.length === 3, 20_000), 'the spare rejoined the view')
-    backup = first
-  }
-  t.equal(backup, first)
-  sim.runFor(3000)
-  const from = sim.events.length
-  sim.kill(second)
-  t.ok(sim.runUntil(() => emitted(sim, restores(first), from), 5000), 'first restores')
-  const newest = sim.held(first, mission)!
-  sim.kill(first)
-  sim.runFor(3000)
-  sim.restart(second)
-  sim.restart(first)
-  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
-  const last = wins(sim, from).at(-1)
-  t.same(last === undefined ? null : startOf(last), { kind: 'restore', seq: newest.seq }, `the newest checkpoint #${newest.seq} was restored`)
-  // The same double fault again, a while later: the first one's wait for newer state must not be still running.
-  t.ok(sim.runUntil(() => sim.settled(mission, true), 30_000), 'settled again')
-  sim.runFor(30_000)
-  const primary = sim.runningOn(mission)[0]!
-  const again = sim.events.length
-  const primaryHeld = sim.held(primary, mission)
-  sim.kill(primary)
-  t.ok(sim.runUntil(() => emitted(sim, restores(), again), 5000), 'the backup restores')
-  const restorer = wins(sim, again)[0]!.peer
-  // The old primary may hold one checkpoint more than it replicated: the newer of the two is the newest state.
-  const newestAgain = [sim.held(restorer, mission)!, primaryHeld ?? sim.held(restorer, mission)!].sort((x, y) => y.epoch - x.epoch || y.seq - x.seq)[0]!
-  sim.kill(restorer)
-  sim.runFor(3000)
-  sim.restart(primary)
-  sim.restart(restorer)
-  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
-  const lastAgain = wins(sim, again).at(-1)
-  t.same(lastAgain === undefined ? null : startOf(lastAgain), { kind: 'restore', seq: newestAgain.seq }, `second double fault: the newest checkpoint #${newestAgain.seq} was restored`)
-  t.same(sim.violations, [])
-})
+  t.test(`seed ${seed}: a board killed while it restores comes back holding the newest checkpoint: it runs next, although it failed epochs before`, async t => {
+    const ids = ['a', 'b', 'c']
+    const sim = swarm(ids, seed)
+    // The first start crashes: the record names that board's failure (in that epoch).
+    for (const id of ids) sim.crashAfter(id, 300)
+    sim.deploy('a', SIM_MISSION)
+    const crashed = (e: SimEvent): boolean => e.event.kind === 'failed' && e.event.failure === 'exited'
+    t.ok(sim.runUntil(() => emitted(sim, crashed), 10_000), 'the first start crashed')
+    for (const id of ids) sim.crashAfter(id, null)
+    const first = sim.events.find(crashed)!.peer
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && sim.runningOn(mission)[0] !== first, 20_000), 'another board took over after the crash')
+    const second = sim.runningOn(mission)[0]!
+    t.ok(sim.runUntil(() => sim.settled(mission, true), 20_000), 'settled again')
+    // first must become second's backup: the other backup is powered off for a while.
+    let backup = viewOf(sim, second).backup!
+    const spare = ids.find(id => id !== first && id !== second)!
+    if (backup !== first) {
+      sim.kill(spare)
+      t.ok(sim.runUntil(() => viewOf(sim, second).backup === first && sim.settled(mission, true), 20_000), 'first is the backup')
+      sim.restart(spare)
+      t.ok(sim.runUntil(() => viewOf(sim, second).view.length === 3, 20_000), 'the spare rejoined the view')
+      backup = first
+    }
+    t.equal(backup, first)
+    sim.runFor(3000)
+    const from = sim.events.length
+    sim.kill(second)
+    t.ok(sim.runUntil(() => emitted(sim, restores(first), from), 5000), 'first restores')
+    const newest = sim.held(first, mission)!
+    sim.kill(first)
+    sim.runFor(3000)
+    sim.restart(second)
+    sim.restart(first)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
+    const last = wins(sim, from).at(-1)
+    t.same(last === undefined ? null : startOf(last), { kind: 'restore', seq: newest.seq }, `the newest checkpoint #${newest.seq} was restored`)
+    // The same double fault again, a while later: the first one's wait for newer state must not be still running.
+    t.ok(sim.runUntil(() => sim.settled(mission, true), 30_000), 'settled again')
+    sim.runFor(30_000)
+    const primary = sim.runningOn(mission)[0]!
+    const again = sim.events.length
+    const primaryHeld = sim.held(primary, mission)
+    sim.kill(primary)
+    t.ok(sim.runUntil(() => emitted(sim, restores(), again), 5000), 'the backup restores')
+    const restorer = wins(sim, again)[0]!.peer
+    // The old primary may hold one checkpoint more than it replicated: the newer of the two is the newest state.
+    const newestAgain = [sim.held(restorer, mission)!, primaryHeld ?? sim.held(restorer, mission)!].sort((x, y) => y.epoch - x.epoch || y.seq - x.seq)[0]!
+    sim.kill(restorer)
+    sim.runFor(3000)
+    sim.restart(primary)
+    sim.restart(restorer)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
+    const lastAgain = wins(sim, again).at(-1)
+    t.same(lastAgain === undefined ? null : startOf(lastAgain), { kind: 'restore', seq: newestAgain.seq }, `second double fault: the newest checkpoint #${newestAgain.seq} was restored`)
+    t.same(sim.violations, [])
+  })
 }
 
 // Chaos seed 29: the backup, holding the newest checkpoint, failed its restore (next start cold) and a spare held an
 // older one; both deferred to the other's refusal and refused each other: 37 epochs in 30 s, the mission down.
 for (const seed of [3, 5, 8]) {
-t.test(`seed ${seed}: the newest holder's next start is cold and a spare holds older state: the spare restores, no refusal storm`, async t => {
-  const ids = ['a', 'b', 'c']
-  const sim = swarm(ids, seed)
-  const primary = deployAndSettle(t, sim, 'a')
-  const older = viewOf(sim, primary).backup!
-  const newest = ids.find(id => id !== primary && id !== older)!
-  sim.kill(older)
-  t.ok(sim.runUntil(() => viewOf(sim, primary).backup === newest && sim.settled(mission, true), 20_000), 'the third board became the backup')
-  sim.restart(older)
-  t.ok(sim.runUntil(() => viewOf(sim, primary).view.length === 3 && sim.settled(mission, true), 20_000), 'the old backup rejoined')
-  sim.runFor(3000)
-  const olderHeld = sim.held(older, mission)
-  t.ok(olderHeld != null && sim.held(newest, mission) != null && sim.held(newest, mission)!.seq > olderHeld.seq, 'the backup holds newer state than the spare')
-  sim.failStarts(newest, 'docker')
-  const from = sim.now
-  sim.kill(primary)
-  // Its takeover fails (next start cold), whoever runs next; then starts work again.
-  sim.runFor(5000)
-  sim.failStarts(newest, null)
-  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
-  const claims = sim.claimsBetween(mission, from)
-  t.ok(claims <= 8, `${claims} claims from the cut until it ran again`)
-  // Once more with the failed board as the backup (its next start may still be cold) and a third holding older state.
-  sim.restart(primary)
-  t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, sim.runningOn(mission)[0]!).view.length === 3, 30_000), 'settled with three boards')
-  sim.runFor(3000)
-  const second = sim.now
-  sim.kill(sim.runningOn(mission)[0]!)
-  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again after the second cut')
-  const claimsAgain = sim.claimsBetween(mission, second)
-  t.ok(claimsAgain <= 8, `${claimsAgain} claims from the second cut until it ran again`)
-  t.same(sim.violations, [])
-})
+  t.test(`seed ${seed}: the newest holder's next start is cold and a spare holds older state: the spare restores, no refusal storm`, async t => {
+    const ids = ['a', 'b', 'c']
+    const sim = swarm(ids, seed)
+    const primary = deployAndSettle(t, sim, 'a')
+    const older = viewOf(sim, primary).backup!
+    const newest = ids.find(id => id !== primary && id !== older)!
+    sim.kill(older)
+    t.ok(sim.runUntil(() => viewOf(sim, primary).backup === newest && sim.settled(mission, true), 20_000), 'the third board became the backup')
+    sim.restart(older)
+    t.ok(sim.runUntil(() => viewOf(sim, primary).view.length === 3 && sim.settled(mission, true), 20_000), 'the old backup rejoined')
+    sim.runFor(3000)
+    const olderHeld = sim.held(older, mission)
+    t.ok(olderHeld != null && sim.held(newest, mission) != null && sim.held(newest, mission)!.seq > olderHeld.seq, 'the backup holds newer state than the spare')
+    sim.failStarts(newest, 'docker')
+    const from = sim.now
+    sim.kill(primary)
+    // Its takeover fails (next start cold), whoever runs next; then starts work again.
+    sim.runFor(5000)
+    sim.failStarts(newest, null)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again')
+    const claims = sim.claimsBetween(mission, from)
+    t.ok(claims <= 8, `${claims} claims from the cut until it ran again`)
+    // Once more with the failed board as the backup (its next start may still be cold) and a third holding older state.
+    sim.restart(primary)
+    t.ok(sim.runUntil(() => sim.settled(mission, true) && viewOf(sim, sim.runningOn(mission)[0]!).view.length === 3, 30_000), 'settled with three boards')
+    sim.runFor(3000)
+    const second = sim.now
+    sim.kill(sim.runningOn(mission)[0]!)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), 'the mission runs again after the second cut')
+    const claimsAgain = sim.claimsBetween(mission, second)
+    t.ok(claimsAgain <= 8, `${claimsAgain} claims from the second cut until it ran again`)
+    t.same(sim.violations, [])
+  })
 }
 
 t.test('claims that reach no voter (a half-open link: heartbeats pass, consensus messages do not) burn no epochs', async t => {

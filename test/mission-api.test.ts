@@ -19,7 +19,6 @@ function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdo
   })
 }
 
-
 /** Docker's timestamps (ms) of every line a container prints, from now on, as they come. */
 async function followTimestamps (docker: Docker, id: string): Promise<number[]> {
   const stamps: number[] = []

@@ -14,7 +14,6 @@ import { levelOf } from '../peer/logger.ts'
 
 interface JsonLine { time: string, level: string, msg: string, peer?: string, mission?: string, epoch?: number, component?: string, [field: string]: unknown }
 
-
 t.test('levels of lines whose callers give none come from their wording', async t => {
   t.equal(levelOf('missions: fetch of checkpoint #3 failed: timeout'), 'warn')
   t.equal(levelOf('membership: 12D3 alive -> suspect (no beat for 600 ms)'), 'info')

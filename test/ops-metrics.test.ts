@@ -73,7 +73,6 @@ async function scrape (peer: PeerHandle, token = peer.token): Promise<{ status: 
   return { status: response.status, type: response.headers.get('content-type'), text: await response.text() }
 }
 
-
 t.test('the strict parser refuses what Prometheus would refuse', async t => {
   t.throws(() => parseExposition('x 1'), /newline/)
   t.throws(() => parseExposition('x 1\n'), /before its # TYPE/)

@@ -19,7 +19,6 @@ import type { AuthorityRefusal, ConsensusMessage, MissionRecord } from '../conse
 import { swarmKeyFor, tempDirFor } from './helpers/peers.ts'
 import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
-
 function cli (peer: PeerHandle, ...args: string[]): Promise<{ code: number, stdout: string, stderr: string }> {
   return new Promise(resolve => {
     execFile(process.execPath, [CLI_PATH, ...args, '--api', peer.apiAddress, '--data-dir', peer.dataDir], (err, stdout, stderr) => {
@@ -101,7 +100,7 @@ if (gateOn(t, await dockerMissing())) {
     const wrongKey = join(dir, 'wrong.key')
     await createOperatorKeyFiles(wrongKey)
     const other = join(dir, 'other.yaml')
-    await writeFile(other, `name: other\nimage: tandem/busybox\ncommand: [sleep, "1000"]\nenv: {}\n`)
+    await writeFile(other, 'name: other\nimage: tandem/busybox\ncommand: [sleep, "1000"]\nenv: {}\n')
     const untrusted = await cli(b, 'mission', 'deploy', other, '--operator-key', wrongKey)
     t.match(untrusted.stderr, /403 .*untrusted key/, 'a key the boards do not trust is refused')
     await waitFor('the mission to run, seen by every board', async () => {

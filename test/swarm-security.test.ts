@@ -1,7 +1,6 @@
 // A private swarm keeps out peers without its key, and a peer drops forged, malformed, oversized and
 // replayed gossip (counted in its status) without crashing.
 import t from 'tap'
-import { join } from 'node:path'
 import { readFile } from 'node:fs/promises'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -75,7 +74,7 @@ async function intruderIn (t: Teardown, topics: string[]) {
 }
 
 t.test('forged, malformed, oversized and replayed heartbeats are dropped and counted', async t => {
-  const { target, honest, raw, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC])
+  const { target, honest, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC])
 
   // Claims to be the honest peer, signed by the raw node: forged.
   await pubsub.publish(HEARTBEAT_TOPIC, encode(heartbeatOf(honest.peerId, Date.now() * 2, 1)))
@@ -112,7 +111,7 @@ t.test('forged, malformed, oversized and replayed heartbeats are dropped and cou
 })
 
 t.test('forged, replayed and strangers\' dead verdicts are dropped and counted; a valid one is applied and refuted', async t => {
-  const { target, honest, raw, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC, VERDICT_TOPIC])
+  const { target, honest, pubsub, rawId } = await intruderIn(t, [HEARTBEAT_TOPIC, VERDICT_TOPIC])
   const honestBefore = (await target.status()).peers.find(p => p.peerId === honest.peerId)!
   const verdict = (fields: Partial<VerdictMessage>): VerdictMessage => ({
     v: 1, from: rawId, target: honest.peerId, incarnation: honestBefore.incarnation, seq: 1, reason: 'no answer for 1100 ms', ...fields

@@ -111,7 +111,7 @@ export const command: Command = {
     }
     if (rest.includes('--help') || rest.includes('-h')) { console.log(USAGE); return 0 }
     const { values, positionals } = parseFlags(rest, { ...API_FLAGS, to: { type: 'string' }, 'operator-key': { type: 'string' } }, true)
-    if (values.to != null && sub !== 'move') throw new UsageError(`--to only goes with 'move'`)
+    if (values.to != null && sub !== 'move') throw new UsageError('--to only goes with \'move\'')
     const signer: OperatorSigner | undefined = values['operator-key'] != null ? await loadOperatorSigner(values['operator-key']) : undefined
     const connect = async (): Promise<ApiClient> => await connectFromFlags(values)
     const format = outputFormatOf(values)

@@ -28,7 +28,6 @@ export interface ImageTransfersOptions {
   log: (line: string) => void
 }
 
-
 export class ImageTransfers {
   readonly #options: ImageTransfersOptions
   readonly #lanes = new Map<string, Lane>()
