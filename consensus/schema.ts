@@ -29,11 +29,33 @@ export function issuePath (path: ReadonlyArray<PropertyKey>): string {
   return out
 }
 
+/** An issue to report: where (`a.b[0]`), what, and the zod issue itself. */
+export interface ReportedIssue { field: string, message: string, issue: z.core.$ZodIssue }
+
+/**
+ * The issue to report of a failed parse: the given one or the first. Of a union, the issue of the alternative the
+ * input had the type of (a string that is no image reference, not "matches no alternative").
+ */
+export function reportedIssue (error: z.ZodError, pick?: (issues: z.core.$ZodIssue[]) => z.core.$ZodIssue | undefined): ReportedIssue | undefined {
+  let issue = pick?.(error.issues) ?? error.issues[0]
+  if (issue === undefined) return undefined
+  let path = [...issue.path]
+  while (issue.code === 'invalid_union') {
+    const matched: z.core.$ZodIssue[] | undefined = issue.errors.find(issues => !issues.every(i => i.code === 'invalid_type' && i.path.length === 0))
+    const inner: z.core.$ZodIssue | undefined = matched?.[0]
+    if (inner === undefined) break
+    issue = inner
+    path = [...path, ...inner.path]
+  }
+  if (issue.code === 'unrecognized_keys' && issue.keys[0] !== undefined) path = [...path, issue.keys[0]]
+  return { field: issuePath(path), message: issue.message, issue }
+}
+
 /** The first issue of a failed parse as `field: problem` (the field left out at the top level). */
 export function describeIssue (error: z.ZodError): string {
-  const issue = error.issues[0]
-  if (issue === undefined) return 'invalid'
-  const path = issuePath(issue.path)
+  const reported = reportedIssue(error)
+  if (reported === undefined) return 'invalid'
+  const { issue, field: path } = reported
   const message = issue.code === 'invalid_type' && issue.message.startsWith('Invalid input') ? `must be ${/^[aeiou]/.test(issue.expected) ? 'an' : 'a'} ${issue.expected}` : issue.message
   return path === '' ? message : `${path}: ${message}`
 }
