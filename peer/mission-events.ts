@@ -2,6 +2,7 @@
 // board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
 import { GossipDrop, type Gossip } from './gossip.ts'
 import type { LogLine } from './logger.ts'
+import { describeIssue, z } from '../consensus/schema.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
 const MAX_EVENTS_PER_MISSION = 100
@@ -26,16 +27,18 @@ export interface MissionEvent {
 
 interface EventMessage { mission: string, seq: number, at: number, text: string, mark?: EventMark }
 
+const eventMessageSchema = z.object({
+  mission: z.string().max(128),
+  seq: z.int(),
+  at: z.number(),
+  text: z.string().transform(text => text.slice(0, MAX_TEXT_CHARS)),
+  mark: z.object({ kind: z.enum(['stopped', 'running']), epoch: z.int() }).optional()
+})
+
 function validateEvent (payload: unknown): EventMessage {
-  const p = payload as Partial<EventMessage> | null
-  if (p == null || typeof p !== 'object') throw new GossipDrop('malformed', 'not an object')
-  if (typeof p.mission !== 'string' || p.mission.length > 128) throw new GossipDrop('malformed', 'bad mission')
-  if (!Number.isSafeInteger(p.seq) || !Number.isFinite(p.at) || typeof p.text !== 'string') throw new GossipDrop('malformed', 'bad seq, at or text')
-  const mark = p.mark
-  if (mark !== undefined && (mark == null || (mark.kind !== 'stopped' && mark.kind !== 'running') || !Number.isSafeInteger(mark.epoch))) {
-    throw new GossipDrop('malformed', 'bad mark')
-  }
-  return { mission: p.mission, seq: p.seq as number, at: p.at as number, text: p.text.slice(0, MAX_TEXT_CHARS), ...(mark !== undefined ? { mark } : {}) }
+  const result = eventMessageSchema.safeParse(payload)
+  if (!result.success) throw new GossipDrop('malformed', describeIssue(result.error))
+  return result.data
 }
 
 export class MissionEventLog {
