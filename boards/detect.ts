@@ -3,7 +3,8 @@ import { readFile } from 'node:fs/promises'
 import { execFile } from 'node:child_process'
 import { availableParallelism, totalmem } from 'node:os'
 import Docker from 'dockerode'
-import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type Arch, type BoardProfile } from './profiles.ts'
+import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type BoardProfile } from './profiles.ts'
+import type { Architecture } from '../consensus/manifest.ts'
 
 export class UnknownBoardError extends Error {}
 
@@ -47,7 +48,7 @@ export async function detectBoard (override?: string, host?: HostIdentity): Prom
 
 function measured (profile: BoardProfile): BoardProfile {
   if (!isGeneric(profile)) return { ...profile }
-  return { ...profile, arch: process.arch as Arch, cores: availableParallelism(), memoryMb: Math.round(totalmem() / 2 ** 20) }
+  return { ...profile, arch: process.arch as Architecture, cores: availableParallelism(), memoryMb: Math.round(totalmem() / 2 ** 20) }
 }
 
 export { BOARD_PROFILES }

@@ -2,7 +2,10 @@
 import { isMap, isScalar, isSeq, Lexer, parseDocument, type Node as YamlNode } from 'yaml'
 import { reportedIssue, z } from '../consensus/schema.ts'
 
-/** CPU architectures as Node's process.arch names them. */
+/**
+ * CPU architectures as Node's process.arch names them: the one vocabulary of boards, heartbeats, manifests and the
+ * consensus. Only checkpoint/ speaks Docker's (GOARCH: amd64), mapped at the Docker boundary by normalizeArch.
+ */
 export const ARCHITECTURES = ['x64', 'arm64', 'arm', 'ia32'] as const
 export type Architecture = typeof ARCHITECTURES[number]
 
