@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process'
 import { availableParallelism, totalmem } from 'node:os'
 import Docker from 'dockerode'
 import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type BoardProfile } from './profiles.ts'
-import type { Architecture } from '../consensus/manifest.ts'
+import type { Architecture } from '../manifest/manifest.ts'
 
 export class UnknownBoardError extends Error {}
 

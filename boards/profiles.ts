@@ -1,5 +1,5 @@
 // Board profiles: the facts about a board that matter for placing a mission on it.
-import type { Architecture } from '../consensus/manifest.ts'
+import type { Architecture } from '../manifest/manifest.ts'
 
 export interface BoardProfile {
   /** Stable identifier used on the command line (`--board`) and in gossip. */
