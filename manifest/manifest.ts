@@ -161,7 +161,6 @@ export function normalizeImageRef (ref: string): string {
   return name.slice(lastSlash + 1).includes(':') ? name : `${name}:latest`
 }
 
-
 const imageRef = z.string({ error: 'must be a valid image reference' }).regex(IMAGE_PATTERN, { error: 'must be a valid image reference' })
 
 const imageSchema = z.union([
