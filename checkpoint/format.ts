@@ -7,7 +7,7 @@ import { CID } from 'multiformats/cid'
 import * as dagCbor from '@ipld/dag-cbor'
 import * as raw from 'multiformats/codecs/raw'
 import { BundleFormatError, UnsafeTreeError } from './errors.ts'
-import { describeIssue, natural, plainObject, z } from '../consensus/schema.ts'
+import { describeIssue, natural, plainObject, z } from '../schema/schema.ts'
 
 export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
 export const IMAGE_FORMAT = 'tandem/image/2'

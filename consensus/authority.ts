@@ -3,7 +3,7 @@
 // deterministic), so the consensus machine and the gossip validators can call it alike.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import type { MissionSpec } from '../manifest/manifest.ts'
-import { natural, text, z } from './schema.ts'
+import { natural, text, z } from '../schema/schema.ts'
 import type { ConsensusMessage } from './types.ts'
 
 export type OperatorOp = 'deploy' | 'remove' | 'move' | 'revoke'

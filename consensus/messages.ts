@@ -2,7 +2,7 @@
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from '../manifest/manifest.ts'
 import { validateGrant, type OperatorGrant } from './authority.ts'
 import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
-import { natural, text, z } from './schema.ts'
+import { natural, text, z } from '../schema/schema.ts'
 
 const MAX_ID = 256
 const MAX_VIEW = 1024

@@ -1,6 +1,6 @@
 // Mission manifest: YAML or JSON text -> a validated MissionSpec. Every error names the offending field.
 import { isMap, isScalar, isSeq, Lexer, parseDocument, type Node as YamlNode } from 'yaml'
-import { reportedIssue, z } from '../consensus/schema.ts'
+import { reportedIssue, z } from '../schema/schema.ts'
 
 /**
  * CPU architectures as Node's process.arch names them: the one vocabulary of boards, heartbeats, manifests and the

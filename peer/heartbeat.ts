@@ -1,6 +1,6 @@
 // The heartbeat every peer gossips: who it is, what board it runs on, its load, and extras from other parts.
 import { GossipDrop } from './gossip.ts'
-import { describeIssue, natural, nonNegative, plainObject, text, z } from '../consensus/schema.ts'
+import { describeIssue, natural, nonNegative, plainObject, text, z } from '../schema/schema.ts'
 import type { HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
 

@@ -2,7 +2,7 @@
 // board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
 import { GossipDrop, type Gossip } from './gossip.ts'
 import type { LogLine } from './logger.ts'
-import { describeIssue, z } from '../consensus/schema.ts'
+import { describeIssue, z } from '../schema/schema.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
 const MAX_EVENTS_PER_MISSION = 100

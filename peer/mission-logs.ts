@@ -14,7 +14,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import { GossipDrop } from './gossip.ts'
-import { describeIssue, z } from '../consensus/schema.ts'
+import { describeIssue, z } from '../schema/schema.ts'
 import type { LogLine } from './logger.ts'
 import { LABEL_EPOCH, LABEL_MISSION, LABEL_PEER } from '../checkpoint/runtime.ts'
 

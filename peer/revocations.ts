@@ -6,7 +6,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { GrantError, validateGrant, type OperatorGrant, type OperatorKeys, type OperatorSigner } from '../consensus/authority.ts'
 import { GossipDrop } from './gossip.ts'
-import { z } from '../consensus/schema.ts'
+import { z } from '../schema/schema.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 
