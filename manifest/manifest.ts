@@ -161,6 +161,9 @@ export function normalizeImageRef (ref: string): string {
   return name.slice(lastSlash + 1).includes(':') ? name : `${name}:latest`
 }
 
+/** Any number, YAML's .inf and .nan included (an env value `.inf` is the string "Infinity"). */
+const anyNumber = z.custom<number>(value => typeof value === 'number')
+
 const imageRef = z.string({ error: 'must be a valid image reference' }).regex(IMAGE_PATTERN, { error: 'must be a valid image reference' })
 
 const imageSchema = z.union([
@@ -188,7 +191,7 @@ const missionSpecSchema = z.strictObject({
     .max(MAX_COMMAND_ARGS, { error: iss => `has ${(iss.input as unknown[]).length} arguments, at most ${MAX_COMMAND_ARGS}` }).optional(),
   env: z.record(
     z.string().regex(ENV_NAME_PATTERN),
-    z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, number or boolean' }).transform(String),
+    z.union([z.string(), anyNumber, z.boolean()], { error: 'must be a string, number or boolean' }).transform(String),
     { error: iss => iss.code === 'invalid_key' ? 'is not a valid environment variable name' : 'must be a mapping of NAME: value' }
   ).check(z.refine(env => Object.keys(env).length <= MAX_ENV_ENTRIES, { error: iss => `has ${Object.keys(iss.input as object).length} entries, at most ${MAX_ENV_ENTRIES}` }))
     .nullish().transform(env => env ?? {}),
