@@ -201,8 +201,9 @@ export function detectorDeadTimeMs (detector: FailureDetectorConfig): number {
 
 /**
  * The consensus timings that go with a failure detector: a primary's lease is the detector's suspect time plus the
- * self-fence grace (it fences itself before anyone may count it dead), and a primary is taken over only after a
- * silence of the detector's dead time. With DEFAULT_FAILURE_DETECTOR this is DEFAULT_CONSENSUS_CONFIG.
+ * self-fence grace (it fences itself before anyone may count it dead), a primary is taken over only after a silence
+ * of the detector's dead time, and a peer the detector never reported is not counted dead before that time either.
+ * With DEFAULT_FAILURE_DETECTOR this is DEFAULT_CONSENSUS_CONFIG.
  */
 export function consensusConfigFor (detector: FailureDetectorConfig, overrides: Partial<ConsensusConfig> = {}): ConsensusConfig {
   const selfFenceGraceMs = overrides.selfFenceGraceMs ?? DEFAULT_CONSENSUS_CONFIG.selfFenceGraceMs
@@ -210,6 +211,7 @@ export function consensusConfigFor (detector: FailureDetectorConfig, overrides: 
     ...DEFAULT_CONSENSUS_CONFIG,
     leaseMs: detector.suspectAfterMs + selfFenceGraceMs,
     primarySilenceMs: detectorDeadTimeMs(detector),
+    unknownPeerDeadMs: Math.max(DEFAULT_CONSENSUS_CONFIG.unknownPeerDeadMs, detectorDeadTimeMs(detector)),
     ...overrides
   }
 }
