@@ -111,7 +111,7 @@ export function validateRecord (value: unknown): MissionRecord | undefined {
   return result.success ? result.data : undefined
 }
 
-// An announce (record and spec) takes ~7 us to check with zod, 3.5x the hand-written checks (bench/parse-cost.ts);
+// An announce (record and spec) takes ~6 us to check with zod, ~4x the hand-written checks (bench/parse-cost.ts);
 // gossipsub's Ed25519 check of the same message costs ~65 us.
 const messageSchema = z.discriminatedUnion('type', [
   z.object({

@@ -42,7 +42,7 @@ const infoShape = {
   extras: plainObject
 }
 
-// zod, though this is a peer's hottest parse and zod checks it ~10x slower than the hand-written checks did (3 us
+// zod, though this is a peer's hottest parse and zod checks it ~7x slower than the hand-written checks did (2 us
 // instead of 0.3 us on x64, bench/parse-cost.ts): that is 5 us instead of 2 us with JSON.parse, next to the ~65 us
 // Ed25519 check gossipsub does first. One schema for the type and the checks is worth 3 us a heartbeat.
 const heartbeatSchema = z.object({
