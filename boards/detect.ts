@@ -2,7 +2,8 @@
 import { readFile } from 'node:fs/promises'
 import { availableParallelism, totalmem } from 'node:os'
 import { dockerFromHost, probeCriu, probeDocker } from '../checkpoint/docker-host.ts'
-import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type Arch, type BoardProfile } from './profiles.ts'
+import { BOARD_PROFILES, boardNames, findBoard, isGeneric, type BoardProfile } from './profiles.ts'
+import type { Architecture } from '../manifest/manifest.ts'
 
 export class UnknownBoardError extends Error {}
 
@@ -46,7 +47,7 @@ export async function detectBoard (override?: string, host?: HostIdentity): Prom
 
 function measured (profile: BoardProfile): BoardProfile {
   if (!isGeneric(profile)) return { ...profile }
-  return { ...profile, arch: process.arch as Arch, cores: availableParallelism(), memoryMb: Math.round(totalmem() / 2 ** 20) }
+  return { ...profile, arch: process.arch as Architecture, cores: availableParallelism(), memoryMb: Math.round(totalmem() / 2 ** 20) }
 }
 
 export { BOARD_PROFILES }

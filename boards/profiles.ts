@@ -1,13 +1,11 @@
 // Board profiles: the facts about a board that matter for placing a mission on it.
-
-/** CPU architecture as Node.js names it (`process.arch`), which is also what Docker images are built for. */
-export type Arch = 'x64' | 'arm64' | 'arm' | 'ia32'
+import type { Architecture } from '../manifest/manifest.ts'
 
 export interface BoardProfile {
   /** Stable identifier used on the command line (`--board`) and in gossip. */
   name: string
   displayName: string
-  arch: Arch
+  arch: Architecture
   cores: number
   memoryMb: number
   cpuMhz: number | null

@@ -8,7 +8,7 @@ import { CID } from 'multiformats/cid'
 import type { BundleStore, FetchProgress, FetchResult } from './bundle-store.ts'
 import { storeBundle } from './bundle.ts'
 import { assertMissionName } from './bundle-store.ts'
-import type { ContainerRuntime, MissionSpec } from './runtime.ts'
+import type { ContainerRuntime, ContainerSpec } from './runtime.ts'
 import { LABEL_DATA_PATH } from './runtime.ts'
 import type { CheckpointManifest, CheckpointStats, ContainerSpecRecord } from './format.ts'
 import { MIRRORS_DIR, TreeMirror, type SyncStats } from './mirror.ts'
@@ -337,7 +337,7 @@ export class Checkpointer {
       imageLoaded = (await this.#images.ensure(manifest.spec.imageCid, { signal, providers: options.providers, imageId: manifest.spec.imageId })).loaded
     }
 
-    const spec: MissionSpec = {
+    const spec: ContainerSpec = {
       mission: manifest.mission,
       image: manifest.spec.imageId,
       cmd: manifest.spec.cmd ?? undefined,

@@ -7,6 +7,7 @@ import { CID } from 'multiformats/cid'
 import * as dagCbor from '@ipld/dag-cbor'
 import * as raw from 'multiformats/codecs/raw'
 import { BundleFormatError, UnsafeTreeError } from './errors.ts'
+import { describeIssue, natural, plainObject, z } from '../schema/schema.ts'
 
 export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
 export const IMAGE_FORMAT = 'tandem/image/2'
@@ -121,86 +122,101 @@ export interface ImageManifest {
   totalBytes: number
 }
 
-// Shape checks for nodes that arrive from other peers: a bad node becomes a BundleFormatError, never a crash.
+// Shape checks for nodes that arrive from other peers: a bad node becomes a BundleFormatError, never a crash. The
+// checks cover what the reader relies on and pass the node through as it is (the types above are the writer's: nodes
+// of older versions lack some of their fields).
 
-function fail (what: string, cid: CID): never {
-  throw new BundleFormatError(`${cid.toString()}: not a valid ${what}`)
-}
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
-const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
-const isStr = (v: unknown): v is string => typeof v === 'string'
-const isCidArray = (v: unknown): v is CID[] => Array.isArray(v) && v.every(c => CID.asCID(c) != null)
+const cid = z.custom<CID>(value => CID.asCID(value) != null, { error: 'must be a CID' })
+const cids = z.array(cid, { error: 'must be a list of CIDs' })
+const bytes = z.instanceof(Uint8Array, { error: 'must be bytes' })
 
-export function asManifest (v: unknown, cid: CID): CheckpointManifest {
-  if (!isObj(v) || v.format !== CHECKPOINT_FORMAT) fail('checkpoint manifest', cid)
-  const t = v.trees
-  if (!isStr(v.mission) || !isNat(v.epoch) || !isNat(v.seq) || !isStr(v.arch) ||
-    !(v.parent === null || CID.asCID(v.parent) != null) || !isObj(v.spec) || !isObj(v.sizes) || !isObj(v.stats) ||
-    !isObj(t) || CID.asCID(t.criu) == null || CID.asCID(t.rootfs) == null || CID.asCID(t.data) == null) {
-    fail('checkpoint manifest', cid)
-  }
-  const s = v.spec
-  if (!isStr(s.imageId) || !(s.imageCid === null || CID.asCID(s.imageCid) != null) || !Array.isArray(s.env)) {
-    fail('checkpoint manifest (container spec)', cid)
-  }
-  if (!isNat(v.sizes.totalBytes) || !isNat(v.sizes.blocks)) fail('checkpoint manifest (sizes)', cid)
-  return v as unknown as CheckpointManifest
-}
+const manifestSchema = z.object({
+  format: z.literal(CHECKPOINT_FORMAT),
+  mission: z.string(),
+  epoch: natural,
+  seq: natural,
+  arch: z.string(),
+  parent: cid.nullable(),
+  spec: z.object({ imageId: z.string(), imageCid: cid.nullable(), env: z.array(z.unknown()) }),
+  stats: plainObject,
+  sizes: z.object({ totalBytes: natural, blocks: natural }),
+  trees: z.object({ criu: cid, rootfs: cid, data: cid })
+})
 
 const DIFF_ID = /^sha256:[0-9a-f]{64}$/
+const archivePath = z.string().refine(p => isSafeRelativePath(p) && Buffer.byteLength(p) <= 100, { error: 'must be a safe relative path of at most 100 bytes' })
+
+const imageManifestSchema = z.object({
+  format: z.literal(IMAGE_FORMAT),
+  imageId: z.string(),
+  arch: z.string(),
+  totalBytes: natural,
+  config: bytes,
+  tags: z.array(z.unknown()),
+  dockerManifest: z.object({
+    Config: archivePath,
+    Layers: z.array(archivePath).refine(layers => new Set(layers).size === layers.length, { error: 'must not repeat a layer' })
+  }),
+  layers: z.array(z.object({ diffId: z.string().regex(DIFF_ID), cid, bytes: natural }))
+}).refine(m => m.dockerManifest.Layers.length === m.layers.length, { error: 'dockerManifest.Layers and layers differ in length' })
+
+const treeNodeSchema = z.object({ parts: cids, files: natural, bytes: natural })
+const chunkListSchema = z.object({ chunks: cids })
+const treePartSchema = z.object({ entries: z.array(z.unknown()) })
+
+const owner = { uid: natural, gid: natural }
+const entrySchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('file'), ...owner, mode: natural, size: natural, chunkSize: natural, lists: cids, inline: bytes.nullable(),
+    sealedWith: bytes.refine(b => b.byteLength === 8, { error: 'must be 8 bytes' }).optional()
+  }).refine(e => e.inline === null || e.inline.byteLength === e.size, { error: 'inline bytes differ from size', path: ['inline'] }),
+  z.object({ kind: z.literal('dir'), ...owner, mode: natural }),
+  z.object({ kind: z.literal('symlink'), ...owner, target: z.string() }),
+  z.object({ kind: z.literal('whiteout') })
+], { error: 'must be a file, dir, symlink or whiteout entry' })
+
+/** The node itself, once `schema` accepts it. */
+function check<T> (schema: z.ZodType, value: unknown, what: string, node: CID): T {
+  const result = schema.safeParse(value)
+  if (!result.success) throw new BundleFormatError(`${node.toString()}: not a valid ${what} (${describeIssue(result.error)})`)
+  return value as T
+}
+
+export function asManifest (v: unknown, cid: CID): CheckpointManifest {
+  return check(manifestSchema, v, 'checkpoint manifest', cid)
+}
 
 export function asImageManifest (v: unknown, cid: CID): ImageManifest {
-  if (!isObj(v) || v.format !== IMAGE_FORMAT || !isStr(v.imageId) || !isStr(v.arch) || !isNat(v.totalBytes) ||
-    !(v.config instanceof Uint8Array) || !Array.isArray(v.tags) || !Array.isArray(v.layers)) fail('image manifest', cid)
-  const d = v.dockerManifest
-  const archivePath = (p: unknown): boolean => isStr(p) && isSafeRelativePath(p) && Buffer.byteLength(p) <= 100
-  if (!isObj(d) || !archivePath(d.Config) || !Array.isArray(d.Layers) || !d.Layers.every(archivePath) ||
-    d.Layers.length !== v.layers.length || new Set(d.Layers).size !== d.Layers.length) fail('image manifest (docker manifest entry)', cid)
-  for (const l of v.layers) {
-    if (!isObj(l) || !isStr(l.diffId) || !DIFF_ID.test(l.diffId) || CID.asCID(l.cid) == null || !isNat(l.bytes)) fail('image manifest (layer)', cid)
-  }
-  return v as unknown as ImageManifest
+  return check(imageManifestSchema, v, 'image manifest', cid)
 }
 
 /** The node of one stored layer tar. */
 export function asLayerFile (v: unknown, cid: CID): FileEntry {
   checkEntry(v, cid)
-  if ((v as TreeEntry).kind !== 'file') fail('layer file', cid)
+  if ((v as TreeEntry).kind !== 'file') throw new BundleFormatError(`${cid.toString()}: not a valid layer file`)
   return v as FileEntry
 }
 
 export function asTreeNode (v: unknown, cid: CID): TreeNode {
-  if (!isObj(v) || !isCidArray(v.parts) || !isNat(v.files) || !isNat(v.bytes)) fail('tree node', cid)
-  return v as unknown as TreeNode
+  return check(treeNodeSchema, v, 'tree node', cid)
 }
 
 export function asTreePart (v: unknown, cid: CID): TreePart {
-  if (!isObj(v) || !Array.isArray(v.entries)) fail('tree part', cid)
-  for (const e of v.entries) checkEntry(e, cid)
-  return v as unknown as TreePart
+  const part = check<TreePart>(treePartSchema, v, 'tree part', cid)
+  for (const e of part.entries) checkEntry(e, cid)
+  return part
 }
 
 export function asChunkList (v: unknown, cid: CID): ChunkList {
-  if (!isObj(v) || !isCidArray(v.chunks)) fail('chunk list', cid)
-  return v as unknown as ChunkList
+  return check(chunkListSchema, v, 'chunk list', cid)
 }
 
+const entryPathSchema = z.object({ path: z.string() })
+
 function checkEntry (e: unknown, cid: CID): void {
-  if (!isObj(e) || !isStr(e.path)) fail('tree entry (path)', cid)
-  if (!isSafeRelativePath(e.path)) throw new UnsafeTreeError('path escapes', e.path, `${cid.toString()}: tree entry path ${JSON.stringify(e.path)}`)
-  if (e.kind !== 'whiteout' && (!isNat(e.uid) || !isNat(e.gid))) fail('tree entry (owner)', cid)
-  switch (e.kind) {
-    case 'file':
-      if (!isNat(e.mode) || !isNat(e.size) || !isNat(e.chunkSize) || !isCidArray(e.lists) ||
-        !(e.inline === null || e.inline instanceof Uint8Array)) fail('file entry', cid)
-      if (e.inline !== null && (e.inline as Uint8Array).byteLength !== e.size) fail('file entry (inline size)', cid)
-      if (e.sealedWith !== undefined && !(e.sealedWith instanceof Uint8Array && e.sealedWith.byteLength === 8)) fail('file entry (sealedWith)', cid)
-      return
-    case 'dir': if (!isNat(e.mode)) fail('dir entry', cid); return
-    case 'symlink': if (!isStr(e.target)) fail('symlink entry', cid); return
-    case 'whiteout': return
-    default: fail('tree entry (kind)', cid)
-  }
+  const { path } = check<{ path: string }>(entryPathSchema, e, 'tree entry', cid)
+  if (!isSafeRelativePath(path)) throw new UnsafeTreeError('path escapes', path, `${cid.toString()}: tree entry path ${JSON.stringify(path)}`)
+  check(entrySchema, e, 'tree entry', cid)
 }
 
 /** Paths inside a bundle are relative, normalized and never climb out of the tree they belong to. */

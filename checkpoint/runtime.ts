@@ -61,7 +61,8 @@ export function missionSeccompProfile (base: SeccompProfile = dockerDefaultSecco
 const MISSION_SECCOMP_PROFILE = JSON.stringify(missionSeccompProfile())
 
 /** What the missions part asks to run. */
-export interface MissionSpec {
+/** What the runtime creates a mission's container from (the manifest's MissionSpec, resolved for this board). */
+export interface ContainerSpec {
   mission: string
   /** An image present on this board (name:tag or id). Never pulled. */
   image: string
@@ -212,14 +213,14 @@ export class ContainerRuntime {
   }
 
   /** Creates and starts a mission container from scratch (no checkpoint). */
-  async startFresh (spec: MissionSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
+  async startFresh (spec: ContainerSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
     const id = await this.create(spec, labels, options)
     await this.docker.getContainer(id).start({ abortSignal: options.signal } as any)
     return id
   }
 
   /** Creates (not starts) a mission container; its data dir exists, empty unless filled before start. */
-  async create (spec: MissionSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
+  async create (spec: ContainerSpec, labels: MissionLabels, options: { signal?: AbortSignal } = {}): Promise<string> {
     assertMissionName(spec.mission)
     if (spec.mission !== labels.mission) throw new CheckpointError(`spec is for mission ${spec.mission}, labels for ${labels.mission}`)
     if (!Number.isSafeInteger(labels.epoch) || labels.epoch < 0) throw new CheckpointError(`epoch must be a non-negative integer, got ${String(labels.epoch)}`)

@@ -3,6 +3,7 @@
 // deterministic), so the consensus machine and the gossip validators can call it alike.
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto'
 import type { MissionSpec } from '../manifest/manifest.ts'
+import { natural, text, z } from '../schema/schema.ts'
 import type { ConsensusMessage } from './types.ts'
 
 export type OperatorOp = 'deploy' | 'remove' | 'move' | 'revoke'
@@ -41,7 +42,7 @@ export class GrantError extends Error {
 /** First word of a public key file's line. */
 export const PUBLIC_KEY_PREFIX = 'tandem-operator-ed25519'
 const SIGNED_PREFIX = 'tandem-operator-grant/1\n'
-const OPS: readonly OperatorOp[] = ['deploy', 'remove', 'move', 'revoke']
+const OPS = ['deploy', 'remove', 'move', 'revoke'] as const satisfies readonly OperatorOp[]
 const MAX_FIELD = 256
 
 /** JSON with object keys sorted at every level: the same spec hashes the same on every board. */
@@ -118,16 +119,23 @@ export function formatPublicKey (publicKey: string, comment = ''): string {
   return `${PUBLIC_KEY_PREFIX} ${publicKey}${comment === '' ? '' : ` ${comment}`}\n`
 }
 
-function field (value: unknown): value is string { return typeof value === 'string' && value.length > 0 && value.length <= MAX_FIELD }
-function optionalField (value: unknown): value is string | null { return value === null || field(value) }
+const grantField = text(MAX_FIELD, 1)
+const grantSchema = z.object({
+  v: z.literal(1),
+  op: z.enum(OPS),
+  subject: grantField,
+  deployId: grantField.nullable(),
+  spec: grantField.nullable(),
+  to: grantField.nullable(),
+  at: natural,
+  key: grantField,
+  sig: grantField
+}) satisfies z.ZodType<OperatorGrant>
 
 /** A grant received from the network, or undefined when malformed (its signature is not checked here). */
 export function validateGrant (value: unknown): OperatorGrant | undefined {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined
-  const g = value as Record<string, unknown>
-  if (g.v !== 1 || !OPS.includes(g.op as OperatorOp) || !field(g.subject) || !optionalField(g.deployId) || !optionalField(g.spec) || !optionalField(g.to)) return undefined
-  if (typeof g.at !== 'number' || !Number.isSafeInteger(g.at) || g.at < 0 || !field(g.key) || !field(g.sig)) return undefined
-  return { v: 1, op: g.op as OperatorOp, subject: g.subject, deployId: g.deployId, spec: g.spec, to: g.to, at: g.at, key: g.key, sig: g.sig }
+  const result = grantSchema.safeParse(value)
+  return result.success ? result.data : undefined
 }
 
 /** What a grant must say to authorize an operation. */

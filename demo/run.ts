@@ -34,6 +34,7 @@ function narrated (event: MissionEventData): boolean {
   if (event.kind === 'failed') return event.coldNext
   return NARRATED.has(event.kind)
 }
+import { shortPeerId } from '../consensus/peer-id.ts'
 
 const REPO = new URL('..', import.meta.url).pathname
 const VEHICLE_DIR = join(REPO, 'examples', 'vehicle')
@@ -115,7 +116,7 @@ async function main (argv: string[]): Promise<number> {
     const dead = /^(\S+) membership: (\S+) \S+ -> dead \(([^)]*)\)/.exec(line)
     if (dead != null && !deadAt.has(dead[2] as string)) {
       deadAt.set(dead[2] as string, Date.parse(dead[1] as string))
-      say(`${board} declares ${shortId(dead[2] as string)} dead (${dead[3] as string})`, 'warn')
+      say(`${board} declares ${shortPeerId(dead[2] as string)} dead (${dead[3] as string})`, 'warn')
     }
   }
 
@@ -136,7 +137,7 @@ async function main (argv: string[]): Promise<number> {
 
     const statuses = new Map<string, MissionStatus | undefined>()
     const seenEvents = new Set<string>()
-    const nameOf = (peerId: string | null | undefined): string | null => peerId == null ? null : boards.find(b => safePeerId(b) === peerId)?.name ?? shortId(peerId)
+    const nameOf = (peerId: string | null | undefined): string | null => peerId == null ? null : boards.find(b => safePeerId(b) === peerId)?.name ?? shortPeerId(peerId)
     const refresh = async (): Promise<void> => {
       await Promise.all(boards.map(async board => {
         const status = await missionOn(board, spec.name)
@@ -322,8 +323,6 @@ async function main (argv: string[]): Promise<number> {
 function safePeerId (board: SimulatedBoard): string | undefined {
   try { return board.peerId } catch { return undefined }
 }
-
-function shortId (peerId: string): string { return peerId.length > 12 ? `…${peerId.slice(-6)}` : peerId }
 
 main(process.argv.slice(2)).then(code => { process.exitCode = code }, err => {
   process.stderr.write(`demo: ${(err as Error).stack ?? String(err)}\n`)

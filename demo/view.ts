@@ -1,6 +1,7 @@
 // The demo's terminal view: pure functions from a snapshot of the swarm to lines of text.
 // No I/O here; demo/terminal.ts writes the result to a stream.
 import { COURSE } from '../examples/vehicle/controller.js'
+import { shortPeerId } from '../consensus/peer-id.ts'
 
 export type BoardHealth = 'alive' | 'suspect' | 'dead' | 'off'
 export type BoardRole = 'primary' | 'backup' | 'idle' | 'fenced'
@@ -164,9 +165,6 @@ function padVisible (text: string, width: number): string {
   return text + ' '.repeat(Math.max(0, width - visibleWidth(text)))
 }
 
-function shortPeerId (peerId: string): string {
-  return peerId.length <= 14 ? peerId : `${peerId.slice(0, 8)}…${peerId.slice(-4)}`
-}
 
 function formatSeconds (ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`
@@ -201,7 +199,7 @@ function boardRows (boards: readonly BoardView[], painter: Painter): string[] {
   if (boards.length === 0) return [header, painter.paint('(no boards yet)', 'dim')]
   return [header, ...boards.map(board => [
     painter.cell(board.name, 11, 'bold'),
-    painter.cell(shortPeerId(board.peerId), 14, 'grey'),
+    painter.cell(shortPeerId(board.peerId, { tail: 4 }), 14, 'grey'),
     painter.cell(board.state, 8, HEALTH_STYLE[board.state]),
     painter.cell(board.role, 8, ROLE_STYLE[board.role]),
     painter.cell(board.epoch === null || board.epoch === undefined ? '—' : String(board.epoch), 5)

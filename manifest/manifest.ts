@@ -1,27 +1,13 @@
 // Mission manifest: YAML or JSON text -> a validated MissionSpec. Every error names the offending field.
 import { isMap, isScalar, isSeq, Lexer, parseDocument, type Node as YamlNode } from 'yaml'
+import { reportedIssue, z } from '../schema/schema.ts'
 
-/** CPU architectures as Node's process.arch names them. */
+/**
+ * CPU architectures as Node's process.arch names them: the one vocabulary of boards, heartbeats, manifests and the
+ * consensus. Only checkpoint/ speaks Docker's (GOARCH: amd64), mapped at the Docker boundary by normalizeArch.
+ */
 export const ARCHITECTURES = ['x64', 'arm64', 'arm', 'ia32'] as const
 export type Architecture = typeof ARCHITECTURES[number]
-
-export interface Placement {
-  architectures?: Architecture[]
-  boards?: string[]
-  minMemoryMb?: number
-}
-
-export interface MissionSpec {
-  name: string
-  /** One image for every architecture, or one per architecture. */
-  image: string | Partial<Record<Architecture, string>>
-  command?: string[]
-  env: Record<string, string>
-  /** Container path of the mission's data directory; included in every checkpoint. */
-  data?: string
-  checkpointIntervalMs: number
-  placement?: Placement
-}
 
 export const DEFAULT_CHECKPOINT_INTERVAL_MS = 1000
 /**
@@ -55,10 +41,9 @@ const ENV_NAME_PATTERN = /^[A-Za-z_][A-Za-z0-9_]*$/
 const IMAGE_PATTERN = /^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(\/[a-z0-9]+([._-]{1,2}[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$/
 const TOP_LEVEL_FIELDS = ['name', 'image', 'command', 'env', 'data', 'checkpointIntervalMs', 'placement']
 const PLACEMENT_FIELDS = ['architectures', 'boards', 'minMemoryMb']
-
-function isPlainObject (value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value)
-}
+const NAME_PROBLEM = 'must be 1-63 characters of a-z, 0-9 and -, starting and ending with a letter or digit'
+const DATA_PROBLEM = 'must be an absolute container path without ".." (e.g. /data)'
+const INTERVAL_PROBLEM = `must be between ${MIN_CHECKPOINT_INTERVAL_MS} and ${MAX_CHECKPOINT_INTERVAL_MS}`
 
 function isArchitecture (value: string): value is Architecture {
   return (ARCHITECTURES as readonly string[]).includes(value)
@@ -176,126 +161,73 @@ export function normalizeImageRef (ref: string): string {
   return name.slice(lastSlash + 1).includes(':') ? name : `${name}:latest`
 }
 
+/** Any number, YAML's .inf and .nan included (an env value `.inf` is the string "Infinity"). */
+const anyNumber = z.custom<number>(value => typeof value === 'number')
+
+const imageRef = z.string({ error: 'must be a valid image reference' }).regex(IMAGE_PATTERN, { error: 'must be a valid image reference' })
+
+const imageSchema = z.union([
+  z.string().regex(IMAGE_PATTERN, { error: iss => `"${String(iss.input)}" is not a valid image reference` }),
+  z.partialRecord(z.enum(ARCHITECTURES), imageRef, {
+    error: iss => (iss.code as string) === 'unrecognized_keys' ? `unknown architecture (allowed: ${ARCHITECTURES.join(', ')})` : 'must be a valid image reference'
+  }).refine(images => Object.keys(images).length > 0, { error: 'mapping must name at least one architecture' })
+], { error: iss => iss.input === undefined ? 'is required' : 'must be an image name or a mapping from architecture (x64, arm64, arm, ia32) to image' })
+
+const placementSchema = z.strictObject({
+  architectures: z.array(z.enum(ARCHITECTURES, { error: `must be one of ${ARCHITECTURES.join(', ')}` }), { error: 'must be a non-empty list' })
+    .min(1, { error: 'must be a non-empty list' }).optional(),
+  boards: z.array(z.string({ error: 'must be a non-empty string' }).min(1, { error: 'must be a non-empty string' }), { error: 'must be a non-empty list of board names' })
+    .min(1, { error: 'must be a non-empty list of board names' })
+    .max(MAX_PLACEMENT_BOARDS, { error: iss => `lists ${(iss.input as unknown[]).length} boards, at most ${MAX_PLACEMENT_BOARDS}` }).optional(),
+  minMemoryMb: z.int({ error: 'must be an integer between 1 and 1048576' }).min(1, { error: 'must be an integer between 1 and 1048576' })
+    .max(1_048_576, { error: 'must be an integer between 1 and 1048576' }).optional()
+}, { error: iss => iss.code === 'unrecognized_keys' ? `unknown field (allowed: ${PLACEMENT_FIELDS.join(', ')})` : 'must be a mapping (architectures, boards, minMemoryMb)' })
+
+const missionSpecSchema = z.strictObject({
+  name: z.string({ error: iss => iss.input === undefined ? 'is required' : NAME_PROBLEM }).regex(NAME_PATTERN, { error: NAME_PROBLEM }),
+  image: imageSchema,
+  command: z.array(z.string({ error: 'must be a string' }), { error: 'must be a non-empty list of strings' })
+    .min(1, { error: 'must be a non-empty list of strings' })
+    .max(MAX_COMMAND_ARGS, { error: iss => `has ${(iss.input as unknown[]).length} arguments, at most ${MAX_COMMAND_ARGS}` }).optional(),
+  env: z.record(
+    z.string().regex(ENV_NAME_PATTERN),
+    z.union([z.string(), anyNumber, z.boolean()], { error: 'must be a string, number or boolean' }).transform(String),
+    { error: iss => iss.code === 'invalid_key' ? 'is not a valid environment variable name' : 'must be a mapping of NAME: value' }
+  ).check(z.refine(env => Object.keys(env).length <= MAX_ENV_ENTRIES, { error: iss => `has ${Object.keys(iss.input as object).length} entries, at most ${MAX_ENV_ENTRIES}` }))
+    .nullish().transform(env => env ?? {}),
+  data: z.string({ error: DATA_PROBLEM })
+    .refine(data => data.startsWith('/') && !data.includes('\0') && !data.split('/').includes('..'), { error: DATA_PROBLEM })
+    .refine(data => data !== '/', { error: 'cannot be the container root' }).optional(),
+  checkpointIntervalMs: z.int({ error: 'must be an integer number of milliseconds' })
+    .min(MIN_CHECKPOINT_INTERVAL_MS, { error: INTERVAL_PROBLEM }).max(MAX_CHECKPOINT_INTERVAL_MS, { error: INTERVAL_PROBLEM })
+    .default(DEFAULT_CHECKPOINT_INTERVAL_MS),
+  placement: placementSchema.optional()
+}, {
+  error: iss => iss.code === 'unrecognized_keys' ? `unknown field (allowed: ${TOP_LEVEL_FIELDS.join(', ')})` : 'must be a mapping with at least `name`, `image`'
+}).superRefine((spec, ctx) => {
+  if (typeof spec.image !== 'string') {
+    for (const arch of spec.placement?.architectures ?? []) {
+      if (spec.image[arch] === undefined) ctx.addIssue({ code: 'custom', path: ['placement', 'architectures'], message: `lists ${arch} but image has no ${arch} entry` })
+    }
+  }
+})
+
+/** What a mission is, as the manifest says it (defaults applied). */
+export type MissionSpec = z.output<typeof missionSpecSchema>
+export type Placement = NonNullable<MissionSpec['placement']>
+
 /** Validate an already-parsed object (e.g. a spec received over the control API). */
 export function validateMissionSpec (document: unknown, filename?: string): MissionSpec {
-  const fail = (field: string, problem: string): never => { throw new ManifestError(field, problem, filename) }
-  if (!isPlainObject(document)) return fail('', 'must be a mapping with at least `name`, `image`')
-  for (const key of Object.keys(document)) {
-    if (!TOP_LEVEL_FIELDS.includes(key)) fail(key, `unknown field (allowed: ${TOP_LEVEL_FIELDS.join(', ')})`)
+  const result = missionSpecSchema.safeParse(document)
+  if (!result.success) {
+    // An unknown top-level field is named first, as a typo there explains the other errors.
+    const reported = reportedIssue(result.error, issues => issues.find(i => i.code === 'unrecognized_keys' && i.path.length === 0))
+    throw new ManifestError(reported?.field ?? '', reported?.message ?? 'is invalid', filename)
   }
-
-  const name = document.name
-  if (name === undefined) fail('name', 'is required')
-  if (typeof name !== 'string' || !NAME_PATTERN.test(name)) {
-    fail('name', 'must be 1-63 characters of a-z, 0-9 and -, starting and ending with a letter or digit')
-  }
-
-  const image = parseImage(document.image, fail)
-
-  let command: string[] | undefined
-  if (document.command !== undefined) {
-    if (!Array.isArray(document.command) || document.command.length === 0) fail('command', 'must be a non-empty list of strings')
-    if ((document.command as unknown[]).length > MAX_COMMAND_ARGS) fail('command', `has ${(document.command as unknown[]).length} arguments, at most ${MAX_COMMAND_ARGS}`)
-    command = (document.command as unknown[]).map((part, i) => {
-      if (typeof part !== 'string') return fail(`command[${i}]`, 'must be a string')
-      return part
-    })
-  }
-
-  const env: Record<string, string> = {}
-  if (document.env !== undefined && document.env !== null) {
-    if (!isPlainObject(document.env)) fail('env', 'must be a mapping of NAME: value')
-    const count = Object.keys(document.env as object).length
-    if (count > MAX_ENV_ENTRIES) fail('env', `has ${count} entries, at most ${MAX_ENV_ENTRIES}`)
-    for (const [key, value] of Object.entries(document.env as Record<string, unknown>)) {
-      if (!ENV_NAME_PATTERN.test(key)) fail(`env.${key}`, 'is not a valid environment variable name')
-      if (typeof value === 'string') env[key] = value
-      else if (typeof value === 'number' || typeof value === 'boolean') env[key] = String(value)
-      else fail(`env.${key}`, 'must be a string, number or boolean')
-    }
-  }
-
-  let data: string | undefined
-  if (document.data !== undefined) {
-    if (typeof document.data !== 'string' || !document.data.startsWith('/') || document.data.includes('\0') || document.data.split('/').includes('..')) {
-      fail('data', 'must be an absolute container path without ".." (e.g. /data)')
-    }
-    data = document.data as string
-    if (data === '/') fail('data', 'cannot be the container root')
-  }
-
-  let checkpointIntervalMs = DEFAULT_CHECKPOINT_INTERVAL_MS
-  if (document.checkpointIntervalMs !== undefined) {
-    const value = document.checkpointIntervalMs
-    if (typeof value !== 'number' || !Number.isInteger(value)) fail('checkpointIntervalMs', 'must be an integer number of milliseconds')
-    if ((value as number) < MIN_CHECKPOINT_INTERVAL_MS || (value as number) > MAX_CHECKPOINT_INTERVAL_MS) {
-      fail('checkpointIntervalMs', `must be between ${MIN_CHECKPOINT_INTERVAL_MS} and ${MAX_CHECKPOINT_INTERVAL_MS}`)
-    }
-    checkpointIntervalMs = value as number
-  }
-
-  const placement = document.placement === undefined ? undefined : parsePlacement(document.placement, fail)
-
-  if (typeof image !== 'string' && placement?.architectures !== undefined) {
-    for (const arch of placement.architectures) {
-      if (image[arch] === undefined) fail('placement.architectures', `lists ${arch} but image has no ${arch} entry`)
-    }
-  }
-
-  const spec: MissionSpec = { name: name as string, image, env, checkpointIntervalMs }
-  if (command !== undefined) spec.command = command
-  if (data !== undefined) spec.data = data
-  if (placement !== undefined) spec.placement = placement
+  const spec = result.data
   const bytes = utf8Length(JSON.stringify(spec))
-  if (bytes > MAX_MANIFEST_BYTES) fail('', `the mission spec is ${bytes} bytes as JSON, more than the limit of ${MAX_MANIFEST_BYTES}`)
+  if (bytes > MAX_MANIFEST_BYTES) throw new ManifestError('', `the mission spec is ${bytes} bytes as JSON, more than the limit of ${MAX_MANIFEST_BYTES}`, filename)
   return spec
-}
-
-function parseImage (value: unknown, fail: (field: string, problem: string) => never): MissionSpec['image'] {
-  if (value === undefined) fail('image', 'is required')
-  if (typeof value === 'string') {
-    if (!IMAGE_PATTERN.test(value)) fail('image', `"${value}" is not a valid image reference`)
-    return value
-  }
-  if (!isPlainObject(value)) return fail('image', 'must be an image name or a mapping from architecture (x64, arm64, arm, ia32) to image')
-  const images: Partial<Record<Architecture, string>> = {}
-  const entries = Object.entries(value)
-  if (entries.length === 0) fail('image', 'mapping must name at least one architecture')
-  for (const [arch, ref] of entries) {
-    if (!isArchitecture(arch)) fail(`image.${arch}`, `unknown architecture (allowed: ${ARCHITECTURES.join(', ')})`)
-    if (typeof ref !== 'string' || !IMAGE_PATTERN.test(ref)) fail(`image.${arch}`, 'must be a valid image reference')
-    images[arch as Architecture] = ref as string
-  }
-  return images
-}
-
-function parsePlacement (value: unknown, fail: (field: string, problem: string) => never): Placement {
-  if (!isPlainObject(value)) return fail('placement', 'must be a mapping (architectures, boards, minMemoryMb)')
-  for (const key of Object.keys(value)) {
-    if (!PLACEMENT_FIELDS.includes(key)) fail(`placement.${key}`, `unknown field (allowed: ${PLACEMENT_FIELDS.join(', ')})`)
-  }
-  const placement: Placement = {}
-  if (value.architectures !== undefined) {
-    if (!Array.isArray(value.architectures) || value.architectures.length === 0) fail('placement.architectures', 'must be a non-empty list')
-    placement.architectures = (value.architectures as unknown[]).map((arch, i) => {
-      if (typeof arch !== 'string' || !isArchitecture(arch)) return fail(`placement.architectures[${i}]`, `must be one of ${ARCHITECTURES.join(', ')}`)
-      return arch
-    })
-  }
-  if (value.boards !== undefined) {
-    if (!Array.isArray(value.boards) || value.boards.length === 0) fail('placement.boards', 'must be a non-empty list of board names')
-    if ((value.boards as unknown[]).length > MAX_PLACEMENT_BOARDS) fail('placement.boards', `lists ${(value.boards as unknown[]).length} boards, at most ${MAX_PLACEMENT_BOARDS}`)
-    placement.boards = (value.boards as unknown[]).map((board, i) => {
-      if (typeof board !== 'string' || board === '') return fail(`placement.boards[${i}]`, 'must be a non-empty string')
-      return board
-    })
-  }
-  if (value.minMemoryMb !== undefined) {
-    const mb = value.minMemoryMb
-    if (typeof mb !== 'number' || !Number.isInteger(mb) || mb < 1 || mb > 1_048_576) fail('placement.minMemoryMb', 'must be an integer between 1 and 1048576')
-    placement.minMemoryMb = mb as number
-  }
-  return placement
 }
 
 /** The image a board of this architecture runs, or undefined when the mission cannot run there. */

@@ -1,6 +1,7 @@
 // Every setting of a peer in one place, with the defaults tuned for a LAN of small boards
 // (in the spirit of hashicorp/memberlist's Config: DefaultLANConfig).
 import { join } from 'node:path'
+import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
 export const DEFAULT_API_HOST = '127.0.0.1'
 export const DEFAULT_API_PORT = 7461
@@ -141,6 +142,11 @@ export interface PeerConfig {
    */
   niceness?: number
   failureDetector: FailureDetectorConfig
+  /**
+   * Timings of the per-mission consensus machine. Its lease and its primary-silence wait depend on the failure
+   * detector's: build them with consensusConfigFor(failureDetector); validatePeerConfig refuses a mismatch.
+   */
+  consensus: ConsensusConfig
   /** Absent: no operator key, nothing may be deployed (an in-process peer of a test that runs no missions). */
   operator?: OperatorConfig
 }
@@ -178,6 +184,74 @@ export function validateFailureDetector (config: FailureDetectorConfig): Failure
   if (config.suspectAfterMs < 2 * config.beatIntervalMs) throw new ConfigError('failure detector: suspectAfterMs must be at least two beat intervals')
   if (config.gossipSuspectAfterMs < 2 * config.heartbeatIntervalMs) throw new ConfigError('failure detector: gossipSuspectAfterMs must be at least two heartbeat intervals')
   return config
+}
+
+/** The watchdog's lease ends this much before the consensus lease, so the watchdog freezes the containers first. */
+export const WATCHDOG_LEASE_MARGIN_MS = 50
+
+/** The lease the peer grants its watchdog (peer/watchdog.ts): a little less than the consensus lease. */
+export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
+  return (consensus?.leaseMs ?? DEFAULT_CONSENSUS_CONFIG.leaseMs) - WATCHDOG_LEASE_MARGIN_MS
+}
+
+/** How long a silent peer takes to be declared dead by its watchers: suspected, then not refuted. */
+export function detectorDeadTimeMs (detector: FailureDetectorConfig): number {
+  return detector.suspectAfterMs + detector.suspicionTimeoutMs
+}
+
+/**
+ * The consensus timings that go with a failure detector: a primary's lease is the detector's suspect time plus the
+ * self-fence grace (it fences itself before anyone may count it dead), a primary is taken over only after a silence
+ * of the detector's dead time, and a peer the detector never reported is not counted dead before that time either.
+ * With DEFAULT_FAILURE_DETECTOR this is DEFAULT_CONSENSUS_CONFIG.
+ */
+export function consensusConfigFor (detector: FailureDetectorConfig, overrides: Partial<ConsensusConfig> = {}): ConsensusConfig {
+  const selfFenceGraceMs = overrides.selfFenceGraceMs ?? DEFAULT_CONSENSUS_CONFIG.selfFenceGraceMs
+  return {
+    ...DEFAULT_CONSENSUS_CONFIG,
+    leaseMs: detector.suspectAfterMs + selfFenceGraceMs,
+    primarySilenceMs: detectorDeadTimeMs(detector),
+    unknownPeerDeadMs: Math.max(DEFAULT_CONSENSUS_CONFIG.unknownPeerDeadMs, detectorDeadTimeMs(detector)),
+    ...overrides
+  }
+}
+
+/**
+ * Refuses timings that contradict each other (as etcd-raft's Config.validate does), with the reason; called when a
+ * peer starts. Returns the config.
+ */
+export function validatePeerConfig (config: PeerConfig): PeerConfig {
+  if (config.dataDir === '') throw new ConfigError('dataDir must not be empty')
+  if (!Number.isInteger(config.api.port) || config.api.port < 0 || config.api.port > 65535) throw new ConfigError(`api.port must be an integer 0-65535, got ${config.api.port}`)
+  const detector = validateFailureDetector(config.failureDetector)
+  validateConsensus(config.consensus, detector)
+  return config
+}
+
+function validateConsensus (consensus: ConsensusConfig, detector: FailureDetectorConfig): void {
+  const fail = (problem: string): never => { throw new ConfigError(`consensus: ${problem}`) }
+  for (const [key, value] of Object.entries(consensus)) {
+    if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) fail(`${key} must be a non-negative number`)
+  }
+  for (const key of ['announceIntervalMs', 'claimTimeoutMs', 'fetchRetryMs', 'checkpointTimeoutMs', 'startTimeoutMs', 'imageTimeoutMs'] as const) {
+    if (consensus[key] <= 0) fail(`${key} must be above 0`)
+  }
+  const deadTime = detectorDeadTimeMs(detector)
+  if (consensus.selfFenceGraceMs >= detector.suspicionTimeoutMs) {
+    fail(`selfFenceGraceMs (${consensus.selfFenceGraceMs}) must be below the failure detector's suspicionTimeoutMs (${detector.suspicionTimeoutMs}): a primary cut off from its majority must stop before the others may count it dead`)
+  }
+  if (consensus.leaseMs >= deadTime) {
+    fail(`leaseMs (${consensus.leaseMs}) must be below the failure detector's dead time (suspectAfterMs + suspicionTimeoutMs = ${deadTime}): a frozen primary must fence itself before anyone takes over`)
+  }
+  if (leaseValidityMs(consensus) <= 0) fail(`leaseMs (${consensus.leaseMs}) leaves the watchdog no lease (${leaseValidityMs(consensus)} ms)`)
+  if (consensus.primarySilenceMs < deadTime) {
+    fail(`primarySilenceMs (${consensus.primarySilenceMs}) must be at least the failure detector's dead time (${deadTime}): messages from a primary are signs of life the detector may not have counted yet`)
+  }
+  if (consensus.unknownPeerDeadMs < deadTime) {
+    fail(`unknownPeerDeadMs (${consensus.unknownPeerDeadMs}) must be at least the failure detector's dead time (${deadTime})`)
+  }
+  if (consensus.fetchBackoffMs > consensus.fetchBackoffMaxMs) fail(`fetchBackoffMs (${consensus.fetchBackoffMs}) must not exceed fetchBackoffMaxMs (${consensus.fetchBackoffMaxMs})`)
+  if (consensus.restartBackoffMs > consensus.restartBackoffMaxMs) fail(`restartBackoffMs (${consensus.restartBackoffMs}) must not exceed restartBackoffMaxMs (${consensus.restartBackoffMaxMs})`)
 }
 
 /** Reads failure detector overrides from the environment (TANDEM_FD_<CAMEL_CASE_AS_SNAKE>=ms), for experiments. */

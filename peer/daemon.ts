@@ -17,7 +17,7 @@ import { serveDashboard, type Dashboard } from './dashboard.ts'
 import { StatusRegistry } from './status.ts'
 import { METRICS_CONTENT_TYPE, PeerMetrics } from './metrics.ts'
 import type { LogLine } from './logger.ts'
-import { apiTokenPath, ConfigError, type PeerConfig } from './config.ts'
+import { apiTokenPath, ConfigError, validatePeerConfig, type PeerConfig } from './config.ts'
 import { DataDirLock, ensureDataDir, loadOrCreateApiToken, loadOrCreateIdentity, newApiToken, writeApiToken } from './identity.ts'
 import { CapabilityProbe, UNKNOWN_CAPABILITIES, detectBoard, UnknownBoardError, type HostCapabilities } from '../boards/detect.ts'
 import type { BoardProfile } from '../boards/profiles.ts'
@@ -216,7 +216,7 @@ export class Peer {
   }
 
   async #start (): Promise<void> {
-    const config = this.config
+    const config = validatePeerConfig(this.config)
     const swarmKey = config.swarmKeyFile != null ? await readSwarmKey(config.swarmKeyFile) : undefined
     try {
       this.#board = await detectBoard(config.board)

@@ -3,6 +3,7 @@
 import { GossipDrop, type Gossip } from './gossip.ts'
 import type { LogLine } from './logger.ts'
 import { describe, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
+import { describeIssue, z } from '../schema/schema.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
 const MAX_EVENTS_PER_MISSION = 100
@@ -45,14 +46,20 @@ export function markOf (event: MissionEventData): EventMark | undefined {
 /** `text` and `mark` are derived from `event` (describe, markOf); sent for peers that only read those. */
 interface EventMessage { mission: string, seq: number, at: number, event: MissionEventData, text?: string, mark?: EventMark }
 
+/** The envelope; the event itself is checked by its own schema (consensus/events.ts), and text and mark are derived. */
+const eventMessageSchema = z.object({
+  mission: z.string().max(128),
+  seq: z.int(),
+  at: z.number(),
+  event: z.unknown()
+})
+
 function validateEvent (payload: unknown): EventMessage {
-  const p = payload as Partial<EventMessage> | null
-  if (p == null || typeof p !== 'object') throw new GossipDrop('malformed', 'not an object')
-  if (typeof p.mission !== 'string' || p.mission.length > 128) throw new GossipDrop('malformed', 'bad mission')
-  if (!Number.isSafeInteger(p.seq) || !Number.isFinite(p.at)) throw new GossipDrop('malformed', 'bad seq or at')
-  const event = parseMissionEvent(p.event)
+  const result = eventMessageSchema.safeParse(payload)
+  if (!result.success) throw new GossipDrop('malformed', describeIssue(result.error))
+  const event = parseMissionEvent(result.data.event)
   if (event == null) throw new GossipDrop('malformed', 'no event of a known kind')
-  return { mission: p.mission, seq: p.seq as number, at: p.at as number, event }
+  return { mission: result.data.mission, seq: result.data.seq, at: result.data.at, event }
 }
 
 /** The event as this log keeps it: with its wording and its mark. */

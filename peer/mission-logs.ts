@@ -13,6 +13,7 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 import { GossipDrop } from './gossip.ts'
+import { describeIssue, z } from '../schema/schema.ts'
 import type { LogLine } from './logger.ts'
 import type { MissionRuntime } from './missions/ports.ts'
 
@@ -56,20 +57,36 @@ export interface StoredLogEntry extends MissionLogEntry { seq: number }
 
 export interface LogPage { mission: string, lines: StoredLogEntry[], next: number, asked?: number, answered?: number }
 
+const BOARD_PATTERN = /^[1-9A-HJ-NP-Za-km-z]{30,100}$/
+
+/** A line as it travels (gossip) and is kept (the data dir): its board is the sender's, or the stored one. */
+const entrySchema = z.object({
+  at: z.number(),
+  container: z.string().regex(/^[0-9a-f]{1,64}$/),
+  epoch: z.int(),
+  n: z.int(),
+  stream: z.enum(['stdout', 'stderr']),
+  text: z.string().transform(text => text.slice(0, MAX_LINE_CHARS))
+})
+
 function validEntry (value: unknown, board: string): MissionLogEntry | undefined {
-  const e = value as Partial<MissionLogEntry> | null
-  if (e == null || typeof e !== 'object') return undefined
-  if (!Number.isFinite(e.at) || !Number.isSafeInteger(e.epoch) || !Number.isSafeInteger(e.n)) return undefined
-  if (typeof e.container !== 'string' || !/^[0-9a-f]{1,64}$/.test(e.container)) return undefined
-  if (e.stream !== 'stdout' && e.stream !== 'stderr') return undefined
-  if (typeof e.text !== 'string') return undefined
-  return { at: e.at as number, board, container: e.container, epoch: e.epoch as number, n: e.n as number, stream: e.stream, text: e.text.slice(0, MAX_LINE_CHARS) }
+  const result = entrySchema.safeParse(value)
+  if (!result.success) return undefined
+  const e = result.data
+  return { at: e.at, board, container: e.container, epoch: e.epoch, n: e.n, stream: e.stream, text: e.text }
 }
 
+const boardSchema = z.object({ board: z.string().regex(BOARD_PATTERN) })
+
 function boardOf (value: unknown): string | undefined {
-  const board = (value as { board?: unknown } | null)?.board
-  return typeof board === 'string' && /^[1-9A-HJ-NP-Za-km-z]{30,100}$/.test(board) ? board : undefined
+  const result = boardSchema.safeParse(value)
+  return result.success ? result.data.board : undefined
 }
+
+const batchSchema = z.object({ mission: z.string().max(128), lines: z.array(z.unknown()) })
+
+/** What another peer asks over MISSION_LOGS_PROTOCOL. */
+const requestSchema = z.object({ mission: z.string(), since: z.unknown().optional() })
 
 function before (a: MissionLogEntry, b: MissionLogEntry): boolean {
   return a.at < b.at || (a.at === b.at && (a.container < b.container || (a.container === b.container && a.n < b.n)))
@@ -261,8 +278,9 @@ export class MissionLogs {
     const peer = this.#peer
     await this.store.load()
     this.#cleanups.push(peer.gossip.subscribe(MISSION_LOGS_TOPIC, (payload, sender) => {
-      const p = payload as { mission?: unknown, lines?: unknown } | null
-      if (p == null || typeof p.mission !== 'string' || p.mission.length > 128 || !Array.isArray(p.lines)) throw new GossipDrop('malformed', 'not a mission log batch')
+      const parsed = batchSchema.safeParse(payload)
+      if (!parsed.success) throw new GossipDrop('malformed', `not a mission log batch (${describeIssue(parsed.error)})`)
+      const p = parsed.data
       const lines = p.lines.map(l => validEntry(l, sender))
       if (lines.some(l => l == null)) throw new GossipDrop('malformed', 'bad log line')
       return { mission: p.mission, lines: lines as MissionLogEntry[] }
@@ -272,8 +290,7 @@ export class MissionLogs {
       const signal = AbortSignal.timeout(ASK_TIMEOUT_MS * 2)
       try {
         const lp = lpStream(stream, { maxDataLength: 4096 })
-        const request = JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())) as { mission?: unknown, since?: unknown }
-        if (typeof request.mission !== 'string') throw new Error('bad request')
+        const request = requestSchema.parse(JSON.parse(new TextDecoder().decode((await lp.read({ signal })).subarray())))
         const since = typeof request.since === 'number' ? request.since : undefined
         // Every board's lines it holds: the asker may have missed a board's gossip that is off now.
         const page = this.store.page(request.mission, { since })

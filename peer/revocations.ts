@@ -6,6 +6,7 @@ import { readFile, rename, writeFile } from 'node:fs/promises'
 import { peerIdFromString } from '@libp2p/peer-id'
 import { GrantError, validateGrant, type OperatorGrant, type OperatorKeys, type OperatorSigner } from '../consensus/authority.ts'
 import { GossipDrop } from './gossip.ts'
+import { z } from '../schema/schema.ts'
 import { ApiError } from './api.ts'
 import type { Peer } from './daemon.ts'
 
@@ -14,6 +15,9 @@ export const REVOCATIONS_TOPIC = 'tandem/revocations/1'
 const REPUBLISH_MS = 10_000
 /** One revocation is ~300 bytes; a message carries at most this many. */
 const MAX_PER_MESSAGE = 200
+
+const revocationListSchema = z.array(z.unknown()).max(MAX_PER_MESSAGE)
+const revokeRequestSchema = z.object({ peer: z.string().min(1), grant: z.unknown().optional() })
 
 export interface RevocationsOptions {
   peer: Peer
@@ -56,8 +60,9 @@ export class Revocations {
     }
     this.#unsubscribe = peer.gossip.subscribe<OperatorGrant[]>(REVOCATIONS_TOPIC, payload => {
       if (keys().open) throw new GossipDrop('unauthorized', 'an open swarm has no operator: nobody revokes boards')
-      if (!Array.isArray(payload) || payload.length > MAX_PER_MESSAGE) throw new GossipDrop('malformed', 'not a list of revocations')
-      return payload.map(value => {
+      const list = revocationListSchema.safeParse(payload)
+      if (!list.success) throw new GossipDrop('malformed', 'not a list of revocations')
+      return list.data.map(value => {
         const grant = validateGrant(value)
         if (grant === undefined) throw new GossipDrop('malformed', 'not an operator grant')
         try { keys().check(grant, { op: 'revoke', subject: grant.subject }) } catch (err) {
@@ -110,14 +115,15 @@ export class Revocations {
     const api = this.#options.peer.api
     api.route('GET', '/v1/revocations', () => ({ body: { revoked: this.revoked } }))
     api.route('POST', '/v1/revocations', request => {
-      const body = request.body as { peer?: unknown, grant?: unknown } | undefined
-      const peerId = body?.peer
-      if (typeof peerId !== 'string' || peerId === '') throw new ApiError(400, 'body must be {"peer": "<peer id>", "grant"?: <operator grant>}')
+      const parsed = revokeRequestSchema.safeParse(request.body)
+      if (!parsed.success) throw new ApiError(400, 'body must be {"peer": "<peer id>", "grant"?: <operator grant>}')
+      const body = parsed.data
+      const peerId = body.peer
       try { peerIdFromString(peerId) } catch { throw new ApiError(400, `'${peerId}' is not a peer id`) }
       if (peerId === this.#options.peer.peerId) throw new ApiError(409, 'a board does not revoke itself: ask another board')
       if (this.#options.keys().open) throw new ApiError(403, 'an open swarm (--insecure-open-missions) has no operator: nobody revokes boards')
       let grant: OperatorGrant | undefined
-      if (body?.grant != null) {
+      if (body.grant != null) {
         grant = validateGrant(body.grant)
         if (grant === undefined) throw new ApiError(400, 'grant is not an operator grant')
       } else if (this.#options.signer() != null) {

@@ -26,7 +26,6 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logFormatFromEnv, openLogger, type PeerLogger } from './logger.ts'
 import { WatchdogDocker } from '../checkpoint/engine-api.ts'
-import { DEFAULT_CONSENSUS_CONFIG, type ConsensusConfig } from '../consensus/types.ts'
 
 const GOODBYE = 'bye'
 const FREEZER_ROOT = '/sys/fs/cgroup/freezer'
@@ -37,10 +36,7 @@ export const DEFAULT_GRACE_MS = 2000
 /** How long a killed container's cgroup is watched and killed again until it is empty. */
 const REAP_FOR_MS = 30_000
 
-/** The lease the peer grants its watchdog: a little less than the consensus lease, so the watchdog freezes first. */
-export function leaseValidityMs (consensus?: Partial<ConsensusConfig>): number {
-  return (consensus?.leaseMs ?? DEFAULT_CONSENSUS_CONFIG.leaseMs) - 50
-}
+export { leaseValidityMs } from './config.ts'
 
 export interface Watchdog {
   readonly pid: number

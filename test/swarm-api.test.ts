@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { ApiClient } from '../peer/api-client.ts'
 import { CLI_PATH, waitFor } from '../harness/spawn-peer.ts'
 import { Peer } from '../peer/daemon.ts'
-import { DEFAULT_FAILURE_DETECTOR, defaultDockerHost, type PeerConfig } from '../peer/config.ts'
+import { consensusConfigFor, DEFAULT_FAILURE_DETECTOR, defaultDockerHost, type PeerConfig } from '../peer/config.ts'
 import { peerFor, swarmKeyFor, tempDirFor, type Teardown } from './helpers/peers.ts'
 
 interface CliResult { code: number | null, stdout: string, stderr: string }
@@ -154,7 +154,8 @@ async function inProcessPeer (t: Teardown, dataDir: string, swarmKeyFile: string
     board: 'beaglebone-black',
     mdns: false,
     dockerHost: defaultDockerHost(),
-    failureDetector: DEFAULT_FAILURE_DETECTOR
+    failureDetector: DEFAULT_FAILURE_DETECTOR,
+    consensus: consensusConfigFor(DEFAULT_FAILURE_DETECTOR)
   }
   const peer = new Peer(config, { log: () => {} })
   t.teardown(async () => { await peer.stop() })

@@ -11,9 +11,10 @@ import { join } from 'node:path'
 import { parseVehicleLog, measureTakeover, samplesOf, isOnTrajectory, type VehicleLogEntry } from '../demo/vehicle-log.ts'
 import { parseState, simulate } from '../examples/vehicle/controller.js'
 import { buildImage } from '../harness/simulated-docker.ts'
+import { missionSeccompProfile } from '../checkpoint/runtime.ts'
 
 const APP_DIR = join(import.meta.dirname, '..', 'examples', 'vehicle')
-const SECCOMP_WITHOUT_IO_URING = await readFile(join(APP_DIR, 'seccomp-no-io-uring.json'), 'utf8')
+const SECCOMP_WITHOUT_IO_URING = JSON.stringify(missionSeccompProfile())
 const docker = hostDocker()
 
 async function missingRequirement (): Promise<string | undefined> {

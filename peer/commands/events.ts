@@ -4,7 +4,8 @@ import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import { printable, table } from './terminal.ts'
-import { outputFormatOf, shortId } from './output.ts'
+import { outputFormatOf } from './output.ts'
+import { shortPeerId } from '../../consensus/peer-id.ts'
 import type { SwarmEvent } from '../swarm-events.ts'
 
 const USAGE = `usage: tandem events [-f|--follow] [--mission NAME] [--api HOST:PORT] [--data-dir DIR] [-o table|wide|json|yaml] [--json]
@@ -19,7 +20,7 @@ const FOLLOW_POLL_MS = 1000
 
 export function formatEvents (events: SwarmEvent[], header = true, wide = false): string {
   const rows = header ? [['TIME', 'BOARD', 'KIND', 'MISSION', 'EVENT']] : []
-  for (const e of events) rows.push([new Date(e.at).toISOString(), shortId(e.board, wide), e.kind, e.mission ?? '-', e.text])
+  for (const e of events) rows.push([new Date(e.at).toISOString(), shortPeerId(e.board, { wide }), e.kind, e.mission ?? '-', e.text])
   if (rows.length === 0) return ''
   // Follow mode prints rows as they come: pad as the header would, not to the page's widest cell.
   if (!header) return rows.map(row => row.map(printable).join('  ')).join('\n')

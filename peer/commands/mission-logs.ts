@@ -4,7 +4,8 @@
 import { UsageError } from './command.ts'
 import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
-import { outputFormatOf, shortId } from './output.ts'
+import { outputFormatOf } from './output.ts'
+import { shortPeerId } from '../../consensus/peer-id.ts'
 import { printable } from './terminal.ts'
 import type { LogPage, StoredLogEntry } from '../mission-logs.ts'
 
@@ -43,7 +44,7 @@ export class LogFormatter {
     for (const line of lines) {
       if (line.container !== this.#container) {
         this.#container = line.container
-        out.push(`--- epoch ${line.epoch}: primary ${shortId(line.board, this.#wide)} (container ${line.container}) ---`)
+        out.push(`--- epoch ${line.epoch}: primary ${shortPeerId(line.board, { wide: this.#wide })} (container ${line.container}) ---`)
       }
       out.push(`${new Date(line.at).toISOString()} ${line.stream === 'stderr' ? 'E' : ' '} ${printable(line.text)}`)
     }

@@ -9,7 +9,8 @@ import { MAX_MANIFEST_BYTES, ManifestError, parseManifest } from '../../manifest
 import { newDeployId, specDigest, type OperatorSigner } from '../../consensus/authority.ts'
 import { randomBytes } from 'node:crypto'
 import { loadOperatorSigner } from './operator-key.ts'
-import { outputFormatOf, render, shortId } from './output.ts'
+import { outputFormatOf, render } from './output.ts'
+import { shortPeerId } from '../../consensus/peer-id.ts'
 import { printable, table } from './terminal.ts'
 import { resolvePeerId } from './peer-ids.ts'
 import { manifestProblems } from './manifest-check.ts'
@@ -46,7 +47,7 @@ export function formatMissions (missions: MissionStatus[], wide = false): string
   const rows = [['MISSION', 'STATE', 'PROTECTED', 'EPOCH', 'PRIMARY', 'BACKUP', 'CHECKPOINT', 'AGE', 'REPLICATED']]
   for (const m of missions) {
     rows.push([
-      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortId(m.primary, wide), shortId(m.backup, wide),
+      m.name, m.state, m.protected ? (m.protection.withinInterval === false ? 'degraded' : 'yes') : 'no', String(m.epoch), shortPeerId(m.primary, { wide }), shortPeerId(m.backup, { wide }),
       m.lastCheckpoint == null ? '-' : `#${m.lastCheckpoint.seq}`,
       m.lastCheckpoint == null ? '-' : `${m.lastCheckpoint.ageMs} ms`,
       m.replicatedSeq == null ? '-' : `#${m.replicatedSeq}`
@@ -70,15 +71,15 @@ export function formatMission (m: MissionStatus, wide = false): string {
   ]
   if (m.restarts > 0 || m.lastFailure != null) {
     const failure = m.lastFailure
-    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortId(failure.board, wide)} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
+    lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortPeerId(failure.board, { wide })} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
   }
   for (const f of m.imageFetches) {
     const percent = f.totalBytes > 0 ? ` (${Math.floor(100 * f.fetchedBytes / f.totalBytes)} %)` : ''
-    lines.push(`image fetch ${shortId(f.board, wide)}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
+    lines.push(`image fetch ${shortPeerId(f.board, { wide })}: ${f.image} ${megabytes(f.fetchedBytes)} of ${megabytes(f.totalBytes)} MB${percent}`)
   }
   if (m.events.length > 0) {
     lines.push('', 'events:')
-    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortId(event.board, wide)}  ${event.text}`)
+    for (const event of m.events.slice(-15)) lines.push(`  ${new Date(event.at).toISOString()}  ${shortPeerId(event.board, { wide })}  ${event.text}`)
   }
   return lines.join('\n')
 }

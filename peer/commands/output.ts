@@ -21,8 +21,3 @@ export async function render (format: OutputFormat, value: unknown, human: (wide
   return human(format === 'wide').split('\n').map(printable).join('\n')
 }
 
-/** A peer id as tables print it: `12D3KooW…abcdef` (type back any unique prefix or suffix, or this form), or in full. */
-export function shortId (peerId: string | null | undefined, wide = false): string {
-  if (peerId == null) return '-'
-  return wide || peerId.length <= 16 ? peerId : `${peerId.slice(0, 8)}…${peerId.slice(-6)}`
-}

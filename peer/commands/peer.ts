@@ -8,7 +8,7 @@ import { parseFlags } from './args.ts'
 import { Peer } from '../daemon.ts'
 import { PeerMissions } from '../missions/index.ts'
 import {
-  ConfigError, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
+  ConfigError, consensusConfigFor, DEFAULT_API_HOST, DEFAULT_API_PORT, DEFAULT_LISTEN, defaultDockerHost, failureDetectorFromEnv,
   apiTokenPath, formatApiAddress, parseApiAddress, type OperatorConfig, type PeerConfig
 } from '../config.ts'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -85,6 +85,7 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
   const dockerHost = values['docker-host'] ?? defaultDockerHost(env)
   if (!/^(unix|tcp|http):\/\//.test(dockerHost)) throw new UsageError(`--docker-host: '${dockerHost}' must start with unix://, tcp:// or http://`)
   try {
+    const failureDetector = failureDetectorFromEnv(env)
     const config: PeerConfig = {
       dataDir: resolve(dataDir),
       listen: (values.listen ?? DEFAULT_LISTEN).map(addr => checkMultiaddr('--listen', addr)),
@@ -101,7 +102,8 @@ export function peerConfigFromArgs (argv: string[], env: NodeJS.ProcessEnv = pro
       mdns: values['no-mdns'] !== true,
       dockerHost,
       dockerExecRoot: resolve(values['docker-exec-root'] ?? DEFAULT_DOCKER_EXEC_ROOT),
-      failureDetector: failureDetectorFromEnv(env)
+      failureDetector,
+      consensus: consensusConfigFor(failureDetector)
     }
     config.operator = operatorConfigFrom(values['operator-pub'] ?? [], values['operator-key'], values['insecure-open-missions'] === true)
     return config
@@ -188,7 +190,7 @@ async function runPeer (argv: string[]): Promise<number> {
     if (format === 'json') { logger.log(`peer: cannot start: ${(err as Error).message}`, { level: 'error' }); return 1 }
     throw err
   }
-  const missions = new PeerMissions({ peer, log: logger.log })
+  const missions = new PeerMissions({ peer, consensus: config.consensus, log: logger.log })
   try {
     await missions.start()
   } catch (err) {

@@ -2,7 +2,8 @@
 import { UsageError, type Command } from './command.ts'
 import { parseFlags } from './args.ts'
 import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
-import { outputFormatOf, render, shortId } from './output.ts'
+import { outputFormatOf, render } from './output.ts'
+import { shortPeerId } from '../../consensus/peer-id.ts'
 import { printable } from './terminal.ts'
 import type { PeerStatus } from '../daemon.ts'
 
@@ -25,7 +26,7 @@ export function formatStatus (status: PeerStatus, wide = false): string {
   ]
   const rows = [['PEER', 'STATE', 'LAST SEEN', 'BOARD', 'ARCH', 'REASON']]
   for (const peer of [...status.peers].sort((a, b) => a.peerId.localeCompare(b.peerId))) {
-    rows.push([shortId(peer.peerId, wide), peer.state, ago(peer.lastSeenMs), peer.board ?? '?', peer.arch ?? '?', peer.reason])
+    rows.push([shortPeerId(peer.peerId, { wide }), peer.state, ago(peer.lastSeenMs), peer.board ?? '?', peer.arch ?? '?', peer.reason])
   }
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map(row => (row[i] ?? '').length)))
   for (const row of rows) lines.push(row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd())
@@ -38,7 +39,7 @@ export function formatStatus (status: PeerStatus, wide = false): string {
   if (authority != null) {
     lines.push('', authority.open
       ? 'operator: NONE (--insecure-open-missions: anyone holding the swarm key deploys)'
-      : `operator: ${authority.operatorKeys.length} trusted key(s)${authority.holdsOperatorKey ? ', this board holds one' : ''}${authority.revoked.length > 0 ? `; revoked boards: ${authority.revoked.map(id => shortId(id)).join(', ')}` : ''}`)
+      : `operator: ${authority.operatorKeys.length} trusted key(s)${authority.holdsOperatorKey ? ', this board holds one' : ''}${authority.revoked.length > 0 ? `; revoked boards: ${authority.revoked.map(id => shortPeerId(id)).join(', ')}` : ''}`)
     const refused = Object.entries(authority.refused ?? {}).filter(([, n]) => n > 0).map(([reason, n]) => `${reason} ${n}`)
     if (refused.length > 0) lines.push(`refused mission messages: ${refused.join(', ')}`)
   }
