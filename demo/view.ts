@@ -165,7 +165,6 @@ function padVisible (text: string, width: number): string {
   return text + ' '.repeat(Math.max(0, width - visibleWidth(text)))
 }
 
-
 function formatSeconds (ms: number): string {
   return `${(ms / 1000).toFixed(1)} s`
 }

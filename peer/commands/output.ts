@@ -20,4 +20,3 @@ export async function render (format: OutputFormat, value: unknown, human: (wide
   if (format === 'yaml') return (await import('yaml')).stringify(value).trimEnd()
   return human(format === 'wide').split('\n').map(printable).join('\n')
 }
-
