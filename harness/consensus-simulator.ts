@@ -249,7 +249,7 @@ export class Simulation {
     const machine = peer.machine
     if (lapsed && machine !== null) {
       // The enforcer never thaws what it froze: it kills it when the daemon renews, and the daemon learns its lease
-      // lapsed (peer/missions.ts), before its machine's next tick.
+      // lapsed (peer/missions/service.ts), before its machine's next tick.
       for (const [mission, container] of [...peer.containers]) {
         peer.containers.delete(mission)
         machine.local(this.now, { type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: this.now - peer.lastTickAt - this.enforcerLeaseMs })
