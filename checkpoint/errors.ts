@@ -44,7 +44,6 @@ export type UnsafeTreeReason =
   /** A device node (a whiteout is one) outside the rootfs changes. */
   | 'device node'
 
-export const UNSAFE_TREE_REASONS: readonly UnsafeTreeReason[] = ['path escapes', 'duplicate path', 'below a non-directory', 'symlink on disk', 'set-id bit', 'device node']
 
 /** A tree that would write outside its directory, follow a symlink or leave a set-id program or device node. */
 export class UnsafeTreeError extends BundleFormatError {

@@ -11,8 +11,6 @@ import { describeIssue, natural, plainObject, z } from '../schema/schema.ts'
 
 export const CHECKPOINT_FORMAT = 'tandem/checkpoint/1'
 export const IMAGE_FORMAT = 'tandem/image/2'
-export const DAG_CBOR_CODE = dagCbor.code
-export const RAW_CODE = raw.code
 
 export interface Ownership { uid: number, gid: number }
 
