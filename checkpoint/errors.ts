@@ -44,7 +44,6 @@ export type UnsafeTreeReason =
   /** A device node (a whiteout is one) outside the rootfs changes. */
   | 'device node'
 
-
 /** A tree that would write outside its directory, follow a symlink or leave a set-id program or device node. */
 export class UnsafeTreeError extends BundleFormatError {
   override name = 'UnsafeTreeError'

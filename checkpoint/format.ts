@@ -4,8 +4,6 @@
 //                                                                  file entry ── lists ──> ChunkList ──> raw chunks
 //   ImageManifest ── layers[].cid ──> FileEntry (one layer tar, shared by every image that has the layer)
 import { CID } from 'multiformats/cid'
-import * as dagCbor from '@ipld/dag-cbor'
-import * as raw from 'multiformats/codecs/raw'
 import { BundleFormatError, UnsafeTreeError } from './errors.ts'
 import { describeIssue, natural, plainObject, z } from '../schema/schema.ts'
 
