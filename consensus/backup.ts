@@ -3,13 +3,11 @@
 import { compareCheckpoints } from './messages.ts'
 import { imageRef } from './placement.ts'
 import { backoffMs } from './cadence.ts'
-import { emit, emitEvent, persist, type Ctx } from './context.ts'
+import { emit, emitEvent, persist, type Ctx, type LocalOf } from './context.ts'
 import type { Mission } from './mission-state.ts'
 import { boardInfo, canPlace, hasImage, stateOf, taskFailed } from './membership.ts'
 import { fetchRank } from './ranking.ts'
-import type { CheckpointRef, LocalEvent, MissionRecord } from './types.ts'
-
-type Local<T extends LocalEvent['type']> = Extract<LocalEvent, { type: T }>
+import type { CheckpointRef, MissionRecord } from './types.ts'
 
 /**
  * The backup, or a move's target, fetches the record's checkpoint when it is newer than the one it holds; any board
@@ -110,7 +108,7 @@ export function maybeFetchImage (ctx: Ctx, now: number, mission: Mission): void 
   emitEvent(ctx, record.mission, { kind: 'fetchingImage', image, as: record.backup === self ? 'backup' : 'candidate' })
 }
 
-export function onFetchFailed (ctx: Ctx, now: number, mission: Mission, ev: Local<'fetchFailed'>): void {
+export function onFetchFailed (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'fetchFailed'>): void {
   const record = mission.record
   if (mission.fetchInFlight?.ref.cid === ev.cid) {
     mission.fetchInFlight = null
@@ -124,7 +122,7 @@ export function onFetchFailed (ctx: Ctx, now: number, mission: Mission, ev: Loca
   }
 }
 
-export function onImageFetchFailed (ctx: Ctx, now: number, mission: Mission, ev: Local<'imageFetchFailed'>): void {
+export function onImageFetchFailed (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'imageFetchFailed'>): void {
   const record = mission.record
   if (mission.imageFetch.since !== null && mission.imageFetch.cid === ev.cid) {
     const wait = taskFailed(ctx, now, mission.imageFetch)

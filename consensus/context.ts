@@ -3,9 +3,7 @@
 import { cloneJson, withRecordDefaults } from './messages.ts'
 import type { MachineEvent } from './events.ts'
 import { copyRecord, failedInEpoch, newMission, type Mission } from './mission-state.ts'
-import type {
-  Action, AuthorityRefusal, ConsensusConfig, PeerInfo, PersistedMission, PersistedState
-} from './types.ts'
+import type { Action, AuthorityRefusal, ConsensusConfig, LocalEvent, PeerInfo, PersistedMission, PersistedState } from './types.ts'
 
 /**
  * What this peer is: its identity and hardware (the failure detector never reports self). The caller may change
@@ -19,6 +17,9 @@ export interface MachineInit {
   config?: Partial<ConsensusConfig>
   persisted?: PersistedState
 }
+
+/** One kind of local event, as its handler receives it. */
+export type LocalOf<T extends LocalEvent['type']> = Extract<LocalEvent, { type: T }>
 
 /** The shared state of a ClusterMachine, passed to every module of consensus/ that acts on it. */
 export interface Ctx {

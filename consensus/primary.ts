@@ -6,7 +6,7 @@ import { MAX_REASON } from './messages.ts'
 import { imageRef } from './placement.ts'
 import { majority } from './quorum.ts'
 import { checkpointPeriod } from './cadence.ts'
-import { emit, emitEvent, persist, type Ctx } from './context.ts'
+import { emit, emitEvent, persist, type Ctx, type LocalOf } from './context.ts'
 import type { Mission } from './mission-state.ts'
 import {
   canRestore, eligible, eligibleBackup, noteRestarts, pendingVote, quorumReachable, restartBackoffMs, stateOf, swarmBackoffUntil, taskFailed
@@ -14,7 +14,7 @@ import {
 import { chooseBackup, desiredLayout, restoresHere } from './ranking.ts'
 import { announce, release, stopIfRunning } from './lifecycle.ts'
 import { startClaim } from './election.ts'
-import type { CheckpointRef, ConsensusMessage, FailureCause, LocalEvent, MissionRecord } from './types.ts'
+import type { CheckpointRef, ConsensusMessage, FailureCause, MissionRecord } from './types.ts'
 
 /** How a failure is named in its reason (an exit names how long the container ran). */
 const FAILURE_LABELS: Record<Exclude<FailureKind, 'exited'>, string> = {
@@ -25,8 +25,6 @@ const FAILURE_LABELS: Record<Exclude<FailureKind, 'exited'>, string> = {
 const RECENT_CHECKPOINTS = 10
 /** Checkpoints failed in a row after which a primary reports itself not protected. */
 export const CHECKPOINT_FAILURES_UNPROTECTED = 3
-
-type Local<T extends LocalEvent['type']> = Extract<LocalEvent, { type: T }>
 
 export function tickPrimary (ctx: Ctx, now: number, mission: Mission, frozenMs: number): void {
   const record = mission.record
@@ -225,13 +223,13 @@ export function onMoveMessage (ctx: Ctx, now: number, msg: Extract<ConsensusMess
 }
 
 /** The operator asked here for a move: the primary starts it, any other board passes the request on. */
-export function onLocalMove (ctx: Ctx, now: number, mission: Mission, ev: Local<'move'>): void {
+export function onLocalMove (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'move'>): void {
   const record = mission.record
   if (record.primary === ctx.self.peerId) requestMove(ctx, now, mission, ev.to)
   else emit(ctx, { type: 'publish', message: { type: 'move', mission: record.mission, deployId: record.deployId, to: ev.to, ...(ev.grant === undefined ? {} : { grant: ev.grant }) } })
 }
 
-export function onContainerStarted (ctx: Ctx, now: number, mission: Mission, ev: Local<'containerStarted'>): void {
+export function onContainerStarted (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'containerStarted'>): void {
   const record = mission.record
   if (mission.container?.epoch === ev.epoch && mission.container.status === 'starting') {
     mission.container = { ...mission.container, status: 'running', since: now }
@@ -245,7 +243,7 @@ export function onContainerStarted (ctx: Ctx, now: number, mission: Mission, ev:
   }
 }
 
-export function onLeaseLapsed (ctx: Ctx, now: number, mission: Mission, ev: Local<'leaseLapsed'>): void {
+export function onLeaseLapsed (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'leaseLapsed'>): void {
   const record = mission.record
   // The board's failure, not the mission's: no restart counted, no swarm-wide back-off. Named as the last failure,
   // the released board ranks last, so a healthy board takes over (a starved board that claimed again first
@@ -261,7 +259,7 @@ export function onLeaseLapsed (ctx: Ctx, now: number, mission: Mission, ev: Loca
   }
 }
 
-export function onImageStored (ctx: Ctx, now: number, mission: Mission, ev: Local<'imageStored'>): void {
+export function onImageStored (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'imageStored'>): void {
   const record = mission.record
   if (mission.imageStore.since !== null) mission.imageStore = { cid: null, since: null, failures: 0, retryAt: -Infinity }
   if (record.primary === ctx.self.peerId && !record.released && ev.epoch <= record.epoch && record.imageCid === null) {
@@ -273,14 +271,14 @@ export function onImageStored (ctx: Ctx, now: number, mission: Mission, ev: Loca
   }
 }
 
-export function onImageStoreFailed (ctx: Ctx, now: number, mission: Mission, ev: Local<'imageStoreFailed'>): void {
+export function onImageStoreFailed (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'imageStoreFailed'>): void {
   if (mission.imageStore.since !== null) {
     const wait = taskFailed(ctx, now, mission.imageStore)
     emitEvent(ctx, mission.record.mission, { kind: 'imageStoreFailed', error: ev.error, retryMs: wait })
   }
 }
 
-export function onCheckpointFailed (ctx: Ctx, now: number, mission: Mission, ev: Local<'checkpointFailed'>): void {
+export function onCheckpointFailed (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'checkpointFailed'>): void {
   const record = mission.record
   // The container is gone without an exit event (it was stopped or died while this daemon was frozen): an exit,
   // not a failing checkpoint. (Simulated seed 3157: a primary retried checkpoints of a vanished container for

@@ -1,16 +1,13 @@
 // Records and authority: adopting what others announce (who may speak for a newer epoch, what a member may change
 // within one, deployments ordered by the operator's grants), fences, removals (tombstones) and deployments.
 import type { MissionSpec } from '../manifest/manifest.ts'
-import { tombstoneSpec } from './messages.ts'
+import { compareCheckpoints, tombstoneSpec } from './messages.ts'
 import type { OperatorGrant } from './authority.ts'
-import { compareCheckpoints } from './messages.ts'
-import { emit, emitEvent, persist, refuse, type Ctx } from './context.ts'
+import { emit, emitEvent, persist, refuse, type Ctx, type LocalOf } from './context.ts'
 import { MAX_CLAIM_STEP, MAX_EPOCH, newerGrant, newMission, sameFailure, type Mission, type Removal } from './mission-state.ts'
 import { noteRestarts, stateOf } from './membership.ts'
 import { adoptedPrimaryCheck, announce, release, stopIfRunning } from './lifecycle.ts'
-import type { ConsensusMessage, LocalEvent, MissionRecord } from './types.ts'
-
-type Local<T extends LocalEvent['type']> = Extract<LocalEvent, { type: T }>
+import type { ConsensusMessage, MissionRecord } from './types.ts'
 
 export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: MissionRecord): void {
   if (incoming.epoch > MAX_EPOCH) { refuse(ctx, 'epoch-out-of-range'); return }
@@ -192,7 +189,7 @@ export function deploy (ctx: Ctx, now: number, spec: MissionSpec, deployId?: str
 }
 
 /** The operator asked here for a removal: published, then applied as any removal. */
-export function onLocalRemove (ctx: Ctx, mission: Mission, ev: Local<'remove'>): void {
+export function onLocalRemove (ctx: Ctx, mission: Mission, ev: LocalOf<'remove'>): void {
   const record = mission.record
   if (!record.removed) {
     const grant = ev.grant === undefined ? {} : { grant: ev.grant }
@@ -202,7 +199,7 @@ export function onLocalRemove (ctx: Ctx, mission: Mission, ev: Local<'remove'>):
 }
 
 /** The deployment re-signed here (a key rotation): the newer grant replaces the older one and is announced. */
-export function onRegrant (ctx: Ctx, now: number, mission: Mission, ev: Local<'regrant'>): void {
+export function onRegrant (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'regrant'>): void {
   const record = mission.record
   if (!record.removed && ev.grant.deployId === record.deployId && newerGrant(ev.grant, record.grant)) {
     record.grant = ev.grant
