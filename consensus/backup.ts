@@ -50,7 +50,7 @@ export function onFetched (ctx: Ctx, mission: Mission, ref: CheckpointRef): void
  * The backup acknowledges the checkpoint it holds, once per record epoch and checkpoint, and only while it holds
  * the image: replicatedSeq counts only checkpoints it could restore. An image that arrives later releases the ack.
  */
-export function maybeAck (ctx: Ctx, mission: Mission): void {
+function maybeAck (ctx: Ctx, mission: Mission): void {
   const record = mission.record
   const self = ctx.self.peerId
   const held = mission.held
@@ -66,7 +66,7 @@ export function maybeAck (ctx: Ctx, mission: Mission): void {
  * The backup, and the next two boards in rank order, fetch the image from the swarm when they lack it and the
  * record names the CID a primary of their architecture stored. Failures are retried after 1 s doubling to 60 s.
  */
-export function maybeFetchImage (ctx: Ctx, now: number, mission: Mission): void {
+function maybeFetchImage (ctx: Ctx, now: number, mission: Mission): void {
   const record = mission.record
   const self = ctx.self.peerId
   const task = mission.imageFetch

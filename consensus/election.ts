@@ -43,7 +43,7 @@ export function expireClaim (ctx: Ctx, now: number, mission: Mission): void {
   }
 }
 
-export function maybeClaim (ctx: Ctx, now: number, mission: Mission): void {
+function maybeClaim (ctx: Ctx, now: number, mission: Mission): void {
   const record = mission.record
   const self = ctx.self.peerId
   if (mission.claim !== null || now - mission.lastClaimAt < ctx.config.claimTimeoutMs) return
@@ -88,7 +88,7 @@ export function maybeClaim (ctx: Ctx, now: number, mission: Mission): void {
  * the record's newest checkpoint waits for a board that holds it to come back, for staleTakeoverWaitMs; then it runs
  * on what it has and says so. (A spare left alone after a double fault restored 5.3 s old state without a word.)
  */
-export function waitsForNewerState (ctx: Ctx, now: number, mission: Mission): boolean {
+function waitsForNewerState (ctx: Ctx, now: number, mission: Mission): boolean {
   const record = mission.record
   const self = ctx.self.peerId
   const newest = record.checkpoint
@@ -143,7 +143,7 @@ export function startClaim (ctx: Ctx, now: number, mission: Mission, replace: Re
  * vote and claims at once. (A new primary killed during its restore left the spare with an older checkpoint than
  * the revived backup's; the spare won and 5.3 s of state were lost.)
  */
-export function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: string, held: { epoch: number, seq: number } | null | undefined): boolean {
+function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: string, held: { epoch: number, seq: number } | null | undefined): boolean {
   const record = mission.record
   const mine = mission.held
   if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
@@ -162,7 +162,7 @@ export function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: 
 }
 
 /** This board refused a claim for holding newer state recently enough that it is the same election. */
-export function refusalEpisodeLive (ctx: Ctx, now: number, mission: Mission): boolean {
+function refusalEpisodeLive (ctx: Ctx, now: number, mission: Mission): boolean {
   return mission.newerStateSince !== null && now - mission.newerStateSince < 4 * ctx.config.claimTimeoutMs
 }
 
@@ -213,7 +213,7 @@ export function onClaim (ctx: Ctx, now: number, from: string, msg: Extract<Conse
   if (!granted) announce(ctx, now, mission)
 }
 
-export function primaryHoldsAgainst (ctx: Ctx, now: number, mission: Mission, candidate: string): boolean {
+function primaryHoldsAgainst (ctx: Ctx, now: number, mission: Mission, candidate: string): boolean {
   const record = mission.record
   if (record.primary === null || record.released || record.primary === candidate || record.handoffTo === candidate) return false
   if (record.primary === ctx.self.peerId) return mission.container !== null
@@ -251,7 +251,7 @@ export function releaseVoteIfOver (ctx: Ctx, now: number, from: string, votedEpo
   if ((votedEpoch > f) || (votedEpoch === f && !open && record !== null && record.epoch < f)) releaseVote(ctx, now, mission)
 }
 
-export function checkWon (ctx: Ctx, now: number, mission: Mission): void {
+function checkWon (ctx: Ctx, now: number, mission: Mission): void {
   const claim = mission.claim
   if (claim === null) return
   const replace = claim.replace

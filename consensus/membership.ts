@@ -117,7 +117,7 @@ export function loneClaimantOf (ctx: Ctx, basis: MissionRecord): string | null {
  * that knows of it needs a majority of the n-1 others, one that does not yet a majority of n, which the revoked
  * board can give only one vote of; the two sets of honest voters still meet.
  */
-export function quorumView (ctx: Ctx, basis: MissionRecord): string[] {
+function quorumView (ctx: Ctx, basis: MissionRecord): string[] {
   return ctx.revoked.size === 0 ? basis.view : basis.view.filter(p => !ctx.revoked.has(p))
 }
 

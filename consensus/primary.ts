@@ -101,7 +101,7 @@ export function tickPrimary (ctx: Ctx, now: number, mission: Mission, frozenMs: 
  * longer than the detector's dead time), and a restarted partner holds back its claim alone on this basis, the
  * primary replaces it with the vote of a live board, which becomes the backup.
  */
-export function startPartnerReplacement (ctx: Ctx, now: number, mission: Mission): void {
+function startPartnerReplacement (ctx: Ctx, now: number, mission: Mission): void {
   const record = mission.record
   const self = ctx.self.peerId
   const partner = record.view.find(p => p !== self)
@@ -113,7 +113,7 @@ export function startPartnerReplacement (ctx: Ctx, now: number, mission: Mission
   startClaim(ctx, now, mission, { partner, joiner })
 }
 
-export function requestMove (ctx: Ctx, now: number, mission: Mission, to: string): void {
+function requestMove (ctx: Ctx, now: number, mission: Mission, to: string): void {
   const record = mission.record
   if (record.primary !== ctx.self.peerId || record.released || mission.container?.status !== 'running') return
   if (to === ctx.self.peerId || stateOf(ctx, now, to) !== 'alive' || !eligible(ctx, record.spec, to)) {

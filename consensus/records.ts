@@ -99,7 +99,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
  * itself primary. A peer whose known view has no other live member (it was away while the view changed over)
  * takes it from any peer, or it would never learn the mission's current epoch.
  */
-export function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from: string, incoming: MissionRecord): boolean {
+function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from: string, incoming: MissionRecord): boolean {
   const record = mission.record
   if (record.view.includes(from)) return true
   if (incoming.primary === from && mission.votedFor === from && mission.votedEpoch === incoming.epoch) return true
@@ -107,13 +107,13 @@ export function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from
 }
 
 /** A same-epoch record would change this one (see onAnnounce): refusing it is worth counting. */
-export function wouldChange (ctx: Ctx, record: MissionRecord, incoming: MissionRecord): boolean {
+function wouldChange (ctx: Ctx, record: MissionRecord, incoming: MissionRecord): boolean {
   return compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0 || (incoming.started && !record.started) ||
     (incoming.released && !record.released) || (incoming.imageCid !== null && record.imageCid === null) ||
     (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq))
 }
 
-export function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: MissionRecord): void {
+function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: MissionRecord): void {
   const self = ctx.self.peerId
   if (mission.claim !== null && mission.claim.epoch <= incoming.epoch) mission.claim = null
   if (mission.container !== null && incoming.primary !== self) {

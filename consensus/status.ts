@@ -51,20 +51,20 @@ export function viewOf (ctx: Ctx, m: Mission, now: number): MissionView {
 }
 
 /** How old the backup's state may get at worst (see stalenessBound), over this lineage's checkpoints. */
-export function stalenessBoundOf (ctx: Ctx, now: number, m: Mission): number {
+function stalenessBoundOf (ctx: Ctx, now: number, m: Mission): number {
   const starts = m.checkpointStarts.filter(s => s.epoch === m.record.checkpoint?.epoch).map(s => s.since)
   return stalenessBound(checkpointPeriodOf(ctx, m), starts, m.replicationLags, backupStateAgeMs(ctx, now, m))
 }
 
 /** From the start of the newest checkpoint the backup acknowledged; before any of this run's, from the container's start. */
-export function backupStateAgeMs (ctx: Ctx, now: number, m: Mission): number {
+function backupStateAgeMs (ctx: Ctx, now: number, m: Mission): number {
   const acked = m.replicatedStart
   if (acked !== null && acked.epoch === m.record.checkpoint?.epoch && acked.seq === m.record.replicatedSeq) return now - acked.since
   return m.container === null ? 0 : now - m.container.since
 }
 
 /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
-export function protectionOf (ctx: Ctx, now: number, m: Mission, state: MissionView['state']): MissionProtection {
+function protectionOf (ctx: Ctx, now: number, m: Mission, state: MissionView['state']): MissionProtection {
   const r = m.record
   const backup = r.backup
   const info = backup === null ? undefined : boardInfo(ctx, backup)

@@ -20,7 +20,7 @@ import type { ConsensusMessage, LocalEvent, MissionRecord } from './types.ts'
  */
 export type Role = 'tombstone' | 'primary' | 'electing' | 'follower'
 
-export function roleOf (ctx: Ctx, now: number, record: MissionRecord): Role {
+function roleOf (ctx: Ctx, now: number, record: MissionRecord): Role {
   if (record.removed) return 'tombstone'
   if (record.primary === ctx.self.peerId && !record.released) return 'primary'
   if (record.primary === null || record.released || primaryGone(ctx, now, record.primary)) return 'electing'
