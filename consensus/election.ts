@@ -6,7 +6,8 @@ import { compareCheckpoints } from './messages.ts'
 import { fnv1a64 } from './hrw.ts'
 import { stepView } from './quorum.ts'
 import type { ColdStartCause } from './events.ts'
-import { emit, emitEvent, persist, refuse, type Ctx } from './context.ts'
+import { emit, emitEvent, refuse, type Ctx } from './context.ts'
+import { persist } from './persisted.ts'
 import { copyRecord, MAX_CLAIM_STEP, MAX_EPOCH, type Mission, type Replacement } from './mission-state.ts'
 import {
   canRestore, eligible, hasQuorum, isBlocked, loneClaimantOf, pendingVote, primaryGone, quorumReachable, stateOf, swarmBackoffUntil, whyBlocked

@@ -1,7 +1,8 @@
 // Transitions of a mission that every role uses: announcing the record, releasing this board's epoch, stopping the
 // container, ending this board's claim, releasing its vote, and releasing a record that names it primary wrongly.
 import type { StopReason } from './events.ts'
-import { emit, persist, type Ctx } from './context.ts'
+import { emit, type Ctx } from './context.ts'
+import { persist } from './persisted.ts'
 import { copyRecord, type Mission } from './mission-state.ts'
 import { isHeldBack, loneClaimantOf } from './membership.ts'
 

@@ -1,13 +1,14 @@
 // The per-peer consensus state machine for all missions: deterministic, no I/O. Inputs: tick/peerChanged/receive/
 // local with a `now` in ms. Outputs: takeActions(), applied in order by the caller (persist before anything after it).
 //
-// This file is the router. The parts live by concept: context.ts (the shared state, the persisted state and its load),
-// mission-state.ts (one mission's state), membership.ts (peers, eligibility, back-offs, quorums), ranking.ts
-// (candidates, layout, backup choice), election.ts (claims and votes), primary.ts (the running primary),
+// This file is the router. The parts live by concept: context.ts (the shared state), persisted.ts (the persisted
+// state and its load), mission-state.ts (one mission's state), membership.ts (peers, eligibility, back-offs, quorums),
+// ranking.ts (candidates, layout, backup choice), election.ts (claims and votes), primary.ts (the running primary),
 // backup.ts (checkpoints and images fetched, acks), records.ts (announces, fences, removals, deployments),
 // lifecycle.ts (transitions every role uses), status.ts (view()), step.ts (the dispatch by role and by kind).
 import { DEFAULT_CONSENSUS_CONFIG, type Action, type AuthorityRefusal, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionView, type PeerInfo, type PersistedState } from './types.ts'
-import { loadPersisted, persistedState, refuse, type Ctx, type MachineInit, type SelfInfo } from './context.ts'
+import { refuse, type Ctx, type MachineInit, type SelfInfo } from './context.ts'
+import { loadPersisted, persistedState } from './persisted.ts'
 import { notePeer } from './membership.ts'
 import { redecideDeferredClaims } from './election.ts'
 import { stepLocal, stepMessage, tickMission } from './step.ts'

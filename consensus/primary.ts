@@ -6,7 +6,8 @@ import { MAX_REASON } from './messages.ts'
 import { imageRef } from './placement.ts'
 import { majority } from './quorum.ts'
 import { checkpointPeriod } from './cadence.ts'
-import { emit, emitEvent, persist, type Ctx, type LocalOf } from './context.ts'
+import { emit, emitEvent, type Ctx, type LocalOf } from './context.ts'
+import { persist } from './persisted.ts'
 import type { Mission } from './mission-state.ts'
 import {
   canRestore, eligible, eligibleBackup, noteRestarts, pendingVote, quorumReachable, restartBackoffMs, stateOf, swarmBackoffUntil, taskFailed
