@@ -35,6 +35,6 @@ export {
 export {
   DEFAULT_CONSENSUS_CONFIG,
   type Action, type AnnouncedClaimState, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent,
-  type MissionFailure, type MissionProtection, type MissionRecord, type MissionState, type MissionView, type PeerInfo, type PeerState,
+  type MissionFailure, type MissionProtection, type MissionRecord, type MissionState, type MissionSnapshot, type PeerInfo, type PeerState,
   type PersistedMission, type PersistedState
 } from './types.ts'

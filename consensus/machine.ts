@@ -5,14 +5,14 @@
 // state and its load), mission-state.ts (one mission's state), membership.ts (peers, eligibility, back-offs, quorums),
 // ranking.ts (candidates, layout, backup choice), election.ts (claims and votes), primary.ts (the running primary),
 // backup.ts (checkpoints and images fetched, acks), records.ts (announces, fences, removals, deployments),
-// lifecycle.ts (transitions every role uses), status.ts (view()), step.ts (the dispatch by role and by kind).
-import { DEFAULT_CONSENSUS_CONFIG, type Action, type AuthorityRefusal, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionView, type PeerInfo, type PersistedState } from './types.ts'
+// lifecycle.ts (transitions every role uses), status.ts (snapshot()), step.ts (the dispatch by role and by kind).
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type AuthorityRefusal, type ConsensusConfig, type ConsensusMessage, type LocalEvent, type MissionSnapshot, type PeerInfo, type PersistedState } from './types.ts'
 import { refuse, type Ctx, type MachineInit, type SelfInfo } from './context.ts'
 import { loadPersisted, persistedState } from './persisted.ts'
 import { notePeer } from './membership.ts'
 import { redecideDeferredClaims } from './election.ts'
 import { stepLocal, stepMessage, tickMission } from './step.ts'
-import { viewOf } from './status.ts'
+import { snapshotOf } from './status.ts'
 
 export type { MachineInit, SelfInfo } from './context.ts'
 export { MAX_CLAIM_STEP, MAX_EPOCH } from './mission-state.ts'
@@ -77,8 +77,8 @@ export class ClusterMachine {
 
   // ---- outputs for the caller ----------------------------------------------------------------------------------
 
-  view (now: number): MissionView[] {
-    return [...this.#ctx.missions.values()].map(m => viewOf(this.#ctx, m, now))
+  snapshot (now: number): MissionSnapshot[] {
+    return [...this.#ctx.missions.values()].map(m => snapshotOf(this.#ctx, m, now))
   }
 
   /** Mission messages refused for lack of authority, by reason (since start). */

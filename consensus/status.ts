@@ -8,16 +8,16 @@ import type { Mission } from './mission-state.ts'
 import { boardInfo, hasImage, isBlocked, isFetchingImage, stateOf, swarmBackoffUntil, whyBlocked } from './membership.ts'
 import { rankCandidates } from './ranking.ts'
 import { CHECKPOINT_FAILURES_UNPROTECTED, checkpointPeriodOf } from './primary.ts'
-import type { MissionProtection, MissionView } from './types.ts'
+import type { MissionProtection, MissionSnapshot } from './types.ts'
 
 /** A backup that acknowledged nothing for this many checkpoint intervals (and ACK_STALL_MIN_MS) leaves the mission unprotected. */
 const ACK_STALL_INTERVALS = 5
 const ACK_STALL_MIN_MS = 5000
 
-export function viewOf (ctx: Ctx, m: Mission, now: number): MissionView {
+export function snapshotOf (ctx: Ctx, m: Mission, now: number): MissionSnapshot {
   const r = m.record
   const self = ctx.self.peerId
-  let state: MissionView['state']
+  let state: MissionSnapshot['state']
   let reason: string | null = null
   const primaryDead = r.primary !== null && r.primary !== self && stateOf(ctx, now, r.primary) === 'dead'
   if (r.removed) state = 'removed'
@@ -64,7 +64,7 @@ function backupStateAgeMs (ctx: Ctx, now: number, m: Mission): number {
 }
 
 /** Whether the backup would restore a checkpoint if the primary's board died now, and what is missing if not. */
-function protectionOf (ctx: Ctx, now: number, m: Mission, state: MissionView['state']): MissionProtection {
+function protectionOf (ctx: Ctx, now: number, m: Mission, state: MissionSnapshot['state']): MissionProtection {
   const r = m.record
   const backup = r.backup
   const info = backup === null ? undefined : boardInfo(ctx, backup)

@@ -355,7 +355,7 @@ export interface MissionProtection {
 }
 
 /** A mission as this peer sees it: the fields of its current record, plus this peer's own standing. */
-export interface MissionView extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq'> {
+export interface MissionSnapshot extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq'> {
   name: string
   state: MissionState
   role: 'primary' | 'backup' | 'member'

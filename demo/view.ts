@@ -16,7 +16,7 @@ export interface BoardView {
   epoch?: number | null
 }
 
-export interface MissionView {
+export interface MissionPanel {
   name: string
   epoch: number
   /** Board names (not peer ids); null while unknown. */
@@ -47,7 +47,7 @@ export interface ViewEvent {
 
 export interface ViewSnapshot {
   boards: readonly BoardView[]
-  mission: MissionView
+  mission: MissionPanel
   events: readonly ViewEvent[]
   phase: string
   elapsedMs: number
@@ -205,7 +205,7 @@ function boardRows (boards: readonly BoardView[], painter: Painter): string[] {
   ].join(' '))]
 }
 
-function missionRows (mission: MissionView, painter: Painter): string[] {
+function missionRows (mission: MissionPanel, painter: Painter): string[] {
   const label = (text: string): string => painter.paint(text, 'dim')
   const tick = mission.tick === null || mission.tick === undefined ? '—' : String(mission.tick)
   return [

@@ -342,8 +342,8 @@ export class Simulation {
   startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(s => s.at >= from && s.at < to).length }
   claimsBetween (mission: string, from: number, to = Infinity): number { return (this.claims.get(mission) ?? []).filter(t => t >= from && t < to).length }
 
-  view (id: string, mission: string): ReturnType<ClusterMachine['view']>[number] | undefined {
-    return this.#peer(id).machine?.view(this.now).find(v => v.name === mission)
+  snapshot (id: string, mission: string): ReturnType<ClusterMachine["snapshot"]>[number] | undefined {
+    return this.#peer(id).machine?.snapshot(this.now).find(v => v.name === mission)
   }
 
   deploy (from: string, spec: MissionSpec): void { this.#input(from, m => m.local(this.now, { type: 'deploy', spec })) }
@@ -390,7 +390,7 @@ export class Simulation {
 
   containerEpoch (id: string, mission: string): number | undefined { return this.#peer(id).containers.get(mission)?.epoch }
   held (id: string, mission: string): CheckpointRef | null {
-    return this.view(id, mission)?.held ?? null
+    return this.snapshot(id, mission)?.held ?? null
   }
 
   /** The mission runs on exactly one peer, which is primary of the highest epoch, and its backup is synced. */
@@ -398,10 +398,10 @@ export class Simulation {
     const running = this.runningOn(mission)
     if (running.length !== 1) return false
     const primary = running[0]!
-    const view = this.view(primary, mission)
+    const view = this.snapshot(primary, mission)
     if (view === undefined || view.primary !== primary || view.state !== 'running') return false
     for (const peer of this.peers.values()) {
-      const other = peer.machine === null ? undefined : this.view(peer.info.peerId, mission)
+      const other = peer.machine === null ? undefined : this.snapshot(peer.info.peerId, mission)
       if (other !== undefined && other.epoch > view.epoch) return false
     }
     if (!requireBackup) return true
@@ -534,7 +534,7 @@ export class Simulation {
         }
         if (action.message.type === 'ack') {
           const m = action.message
-          const view = this.view(id, m.mission)
+          const view = this.snapshot(id, m.mission)
           const ref = view?.held
           const image = view === undefined ? undefined : imageFor(view.spec, peer.info.arch)
           if (image === undefined || !peer.info.images.includes(normalizeImageRef(image))) {
@@ -938,7 +938,7 @@ export function runSchedule (seed: number, recoveryMs = 15_000): ScheduleResult 
     const starts = sim.startsBetween(spec.name, from)
     if (claims > 0 || starts > 0) sim.violations.push(`t=${sim.now}: image on no board, yet ${claims} claims and ${starts} starts in ${QUIET_MS} ms`)
     for (const id of ids) {
-      const v = sim.view(id, spec.name)
+      const v = sim.snapshot(id, spec.name)
       if (v !== undefined && v.state !== 'blocked') sim.violations.push(`t=${sim.now}: ${id} shows ${v.state}, not blocked, with the image on no board`)
     }
     return result(null, claims)

@@ -27,7 +27,7 @@ function refusals (sim: Simulation, ids: string[]): Record<AuthorityRefusal, num
 t.test('an outsider holding the swarm key cannot fence, bump, release, claim or take over a mission', async t => {
   const ids = ['a', 'b', 'c']
   const { sim, primary } = settledSwarm(ids, 7)
-  const before = sim.view(primary, mission)!
+  const before = sim.snapshot(primary, mission)!
   const record = (sim.machine(primary)!.persistedState().missions[mission] as { record: MissionRecord }).record
   const everyone = (fn: (to: string) => void): void => { for (const id of ids) fn(id) }
   for (let i = 0; i < 10; i++) {
@@ -39,7 +39,7 @@ t.test('an outsider holding the swarm key cannot fence, bump, release, claim or 
     everyone(to => { sim.inject(to, MALLORY, { type: 'claim', mission, deployId: record.deployId, epoch: before.epoch + MAX_CLAIM_STEP + 10, basis: before.epoch }) })
     sim.runFor(1000)
   }
-  const after = sim.view(primary, mission)!
+  const after = sim.snapshot(primary, mission)!
   t.same(sim.runningOn(mission), [primary], 'the mission still runs on its primary only')
   t.equal(after.epoch, before.epoch, 'under the same epoch: no fence, no forged epoch took')
   t.equal(sim.containerEpoch(primary, mission), before.epoch, 'the container was never restarted')
@@ -55,7 +55,7 @@ t.test('an outsider holding the swarm key cannot fence, bump, release, claim or 
 t.test('a member revoked by the operator no longer counts: the others fail over without its vote', async t => {
   const ids = ['a', 'b', 'c', 'd']
   const { sim, primary } = settledSwarm(ids, 11)
-  const view = sim.view(primary, mission)!
+  const view = sim.snapshot(primary, mission)!
   t.equal(view.view.length, 4, 'all four boards are in the view')
   // The revoked board stays up (a stolen board the operator removed) but the others refuse it from now on.
   // The primary dies as the revocation goes out: the view of four still names the revoked board, whose vote the
@@ -69,7 +69,7 @@ t.test('a member revoked by the operator no longer counts: the others fail over 
   t.ok(sim.now - killedAt < 5000, `took over ${sim.now - killedAt} ms after the kill, with 2 of the 3 boards not revoked`)
   t.notOk(sim.runningOn(mission).includes(revoked), 'never on the revoked board')
   t.ok(refusals(sim, honest).revoked > 0, 'the revoked board\'s messages were refused')
-  t.equal(sim.view(honest[0]!, mission)!.view.includes(revoked), false, 'the new epoch\'s view leaves the revoked board out')
+  t.equal(sim.snapshot(honest[0]!, mission)!.view.includes(revoked), false, 'the new epoch\'s view leaves the revoked board out')
   t.same(sim.violations, [])
 })
 
@@ -83,16 +83,16 @@ t.test('a re-signed deployment (key rotation) reaches every board\'s record with
   const grantOf = (s: OperatorSigner, at: number) => s.sign({ op: 'deploy', subject: mission, deployId: 'op-1', spec: specDigest(SIM_MISSION), to: null, at })
   sim.machine('a')!.local(sim.now, { type: 'deploy', spec: SIM_MISSION, deployId: 'op-1', grant: grantOf(oldKey, 1) })
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'deployed under the old key')
-  const epoch = sim.view('a', mission)!.epoch
-  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, oldKey.publicKey)
+  const epoch = sim.snapshot('a', mission)!.epoch
+  for (const id of ids) t.equal(sim.snapshot(id, mission)!.signedBy, oldKey.publicKey)
   sim.machine('b')!.local(sim.now, { type: 'regrant', mission, grant: grantOf(newKey, 2) })
   sim.runFor(2000)
-  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, newKey.publicKey, `${id} carries the new grant`)
+  for (const id of ids) t.equal(sim.snapshot(id, mission)!.signedBy, newKey.publicKey, `${id} carries the new grant`)
   // An older grant relayed later (the old key's) does not come back.
   sim.machine('c')!.local(sim.now, { type: 'regrant', mission, grant: grantOf(oldKey, 1) })
   sim.runFor(2000)
-  for (const id of ids) t.equal(sim.view(id, mission)!.signedBy, newKey.publicKey, `${id} kept the newer grant`)
-  t.equal(sim.view('a', mission)!.epoch, epoch, 'no election for it')
+  for (const id of ids) t.equal(sim.snapshot(id, mission)!.signedBy, newKey.publicKey, `${id} kept the newer grant`)
+  t.equal(sim.snapshot('a', mission)!.epoch, epoch, 'no election for it')
   t.same(sim.violations, [])
 })
 

@@ -23,12 +23,12 @@ t.test('image on one board only: it is primary, stores the image, the backup fet
   })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view('b', mission)?.state === 'running', 5000), 'the board with the image runs it')
+  t.ok(sim.runUntil(() => sim.snapshot('b', mission)?.state === 'running', 5000), 'the board with the image runs it')
   t.same(sim.runningOn(mission), ['b'])
   t.equal(sim.startsBetween(mission, 0), 1, 'one start, no failed attempt elsewhere')
-  t.ok(sim.runUntil(() => { const v = sim.view('b', mission)!; return v.backup !== null && v.protection.reason?.startsWith('backup fetching image') === true }, 5000),
+  t.ok(sim.runUntil(() => { const v = sim.snapshot('b', mission)!; return v.backup !== null && v.protection.reason?.startsWith('backup fetching image') === true }, 5000),
     'a backup is chosen among the boards fetching the image')
-  const v = sim.view('b', mission)!
+  const v = sim.snapshot('b', mission)!
   t.equal(v.protection.reason, `backup fetching image ${IMAGE}`)
   t.equal(v.protected, false)
   t.equal(v.protection.image, false)
@@ -37,9 +37,9 @@ t.test('image on one board only: it is primary, stores the image, the backup fet
   t.ok(logged(sim, new RegExp(`${backup} \\[vehicle\\] fetching image tandem/vehicle:latest from the swarm \\((backup|next candidate)\\)`)), 'the backup fetches it')
   sim.runFor(500)
   t.ok(sim.held(backup, mission) !== null, 'the backup fetches checkpoints meanwhile')
-  t.equal(sim.view('b', mission)!.replicatedSeq, null, 'but does not acknowledge them: it could not restore them')
-  t.ok(sim.runUntil(() => sim.view('b', mission)!.protected, 5000), 'protected once the backup holds the image')
-  const after = sim.view('b', mission)!
+  t.equal(sim.snapshot('b', mission)!.replicatedSeq, null, 'but does not acknowledge them: it could not restore them')
+  t.ok(sim.runUntil(() => sim.snapshot('b', mission)!.protected, 5000), 'protected once the backup holds the image')
+  const after = sim.snapshot('b', mission)!
   t.match(after.protection, { backup, image: true, checkpointSeq: after.replicatedSeq, reason: null })
   const bound = after.protection.stalenessBoundMs
   t.ok(bound !== null && after.protection.withinInterval === (bound <= SIM_MISSION.checkpointIntervalMs),
@@ -60,15 +60,15 @@ t.test('image on no live board: blocked with the reason, no claim in 20 s; runs 
   t.equal(sim.claimsBetween(mission, from), 0, 'no epoch claimed')
   t.equal(sim.startsBetween(mission, from), 0, 'nothing started')
   for (const id of ['a', 'b', 'c']) {
-    const v = sim.view(id, mission)!
+    const v = sim.snapshot(id, mission)!
     t.equal(v.state, 'blocked', `${id}: blocked`)
     t.equal(v.reason, `image ${IMAGE} is on no live board`)
   }
   t.ok(logged(sim, /\[vehicle\] blocked: image tandem\/vehicle:latest is on no live board/), 'an event says why')
   sim.addImage('c', IMAGE)
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes('c'), 5000), 'the board that got the image runs it')
-  t.ok(sim.runUntil(() => sim.view('a', mission)!.state === 'running', 2000))
-  t.equal(sim.view('a', mission)!.reason, null)
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)!.state === 'running', 2000))
+  t.equal(sim.snapshot('a', mission)!.reason, null)
   t.same(sim.violations, [])
 })
 
@@ -86,8 +86,8 @@ t.test('placement nobody matches, or no Docker anywhere: blocked with the reason
     sim.deploy('b', spec)
     sim.runFor(10_000)
     t.equal(sim.claimsBetween(mission, 0), 0, `${label}: no claim`)
-    t.same(['a', 'b', 'c'].map(id => sim.view(id, mission)?.state), ['blocked', 'blocked', 'blocked'], `${label}: blocked everywhere`)
-    t.equal(sim.view('a', mission)?.reason, reason)
+    t.same(['a', 'b', 'c'].map(id => sim.snapshot(id, mission)?.state), ['blocked', 'blocked', 'blocked'], `${label}: blocked everywhere`)
+    t.equal(sim.snapshot('a', mission)?.reason, reason)
     t.same(sim.violations, [])
   }
 })
@@ -104,7 +104,7 @@ t.test('crash loop on 3 boards: at most 8 starts in 30 s, back-off, restarts cou
   let monotonic = true
   for (let i = 0; i < 600; i++) {
     sim.runFor(50)
-    const v = sim.view('b', mission)!
+    const v = sim.snapshot('b', mission)!
     states.add(v.state)
     if (v.restarts < restarts) monotonic = false
     restarts = v.restarts
@@ -113,7 +113,7 @@ t.test('crash loop on 3 boards: at most 8 starts in 30 s, back-off, restarts cou
   t.ok(starts.length >= 4 && starts.length <= 8, `${starts.length} starts in 30 s (at most 8): ${starts.map(s => `${s.peer}@${((s.at - from) / 1000).toFixed(1)}s`).join(' ')}`)
   t.ok(states.has('backoff'), `the state shows the back-off (${[...states].join(', ')})`)
   t.ok(monotonic, 'restarts only count up')
-  const v = sim.view('c', mission)!
+  const v = sim.snapshot('c', mission)!
   t.ok(v.restarts >= starts.length - 1, `restarts ${v.restarts}`)
   t.ok(v.lastFailure !== null && ids.includes(v.lastFailure.board), `lastFailure names the board (${v.lastFailure?.board})`)
   t.match(v.lastFailure?.reason, /^container exited after \d+ ms: exit code 1$/)
@@ -135,8 +135,8 @@ t.test('a failed cold start says "cold start failed" (not "restore failed"); the
   sim.deploy('a', SIM_MISSION)
   t.ok(sim.runUntil(() => logged(sim, /\[vehicle\] cold start failed: simulated failure \(docker\); restarts 1/), 5000), 'the event names a cold start')
   t.notOk(logged(sim, /restore failed/), 'nothing says restore')
-  t.ok(sim.runUntil(() => sim.view('a', mission)!.lastFailure !== null, 1000))
-  const failed = sim.view('a', mission)!.lastFailure!
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)!.lastFailure !== null, 1000))
+  const failed = sim.snapshot('a', mission)!.lastFailure!
   t.equal(failed.reason, 'cold start failed: simulated failure (docker)')
   sim.failStarts('a', null)
   sim.failStarts('b', null)
@@ -158,8 +158,8 @@ t.test('boards that lost the image are never elected: blocked, no start', async 
   sim.runFor(20_000)
   t.equal(sim.runningOn(mission).length, 0, 'nobody without the image runs it')
   t.equal(sim.startsBetween(mission, from), 0, 'and nobody tries')
-  t.equal(sim.view(others[0]!, mission)!.state, 'blocked')
-  t.equal(sim.view(others[0]!, mission)!.reason, `image ${IMAGE} is on no live board`)
+  t.equal(sim.snapshot(others[0]!, mission)!.state, 'blocked')
+  t.equal(sim.snapshot(others[0]!, mission)!.reason, `image ${IMAGE} is on no live board`)
   sim.restart(primary)
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000), 'the board with the image comes back and runs it')
   t.same(sim.violations, [])
@@ -171,12 +171,12 @@ t.test('an image-missing failure (the board\'s report was stale) is not a restar
   sim.deploy('a', SIM_MISSION)
   t.ok(sim.runUntil(() => sim.settled(mission, true), 10_000))
   const primary = sim.runningOn(mission)[0]!
-  const backup = sim.view(primary, mission)!.backup!
+  const backup = sim.snapshot(primary, mission)!.backup!
   const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
   sim.failStarts(backup, 'image-missing')
   sim.kill(primary)
   t.ok(sim.runUntil(() => sim.runningOn(mission).includes(third), 5000), 'the third board runs it')
-  const v = sim.view(third, mission)!
+  const v = sim.snapshot(third, mission)!
   t.equal(v.restarts, 0, 'not counted as a restart')
   t.equal(v.lastFailure?.board, backup)
   t.match(v.lastFailure?.reason, /^restore failed: simulated failure \(image-missing\)$/)
@@ -191,12 +191,12 @@ t.test('a follower shows running only after the primary announced its container 
   let sawStarting = false
   sim.runUntil(() => {
     for (const id of ['a', 'b', 'c']) {
-      const v = sim.view(id, mission)
+      const v = sim.snapshot(id, mission)
       if (v === undefined || v.primary === null || v.primary === id) continue
       if (v.state === 'starting') sawStarting = true
       if (v.state === 'running' && !sim.runningOn(mission).includes(v.primary)) early++
     }
-    return ['a', 'b', 'c'].every(id => sim.view(id, mission)?.state === 'running')
+    return ['a', 'b', 'c'].every(id => sim.snapshot(id, mission)?.state === 'running')
   }, 10_000)
   t.ok(sawStarting, 'followers show starting while the elected primary starts')
   t.equal(early, 0, 'no follower said running before the container ran')
@@ -227,7 +227,7 @@ t.test('tombstones: not re-announced; a live copy is answered by a tombstone wit
   t.ok(live.length >= 1, 'the board that missed the removal announced its live copy')
   t.ok(answers.length >= 1 && answers.length <= 2 * live.length + 2, `answered by ${answers.length} tombstone announces`)
   t.ok(answers.every(a => a.bytes < 600), `tombstones carry no spec (${answers.map(a => a.bytes).join(', ')} bytes; the live record is ${live[0]?.bytes})`)
-  t.equal(sim.view(absent, mission)?.state, 'removed', 'and it learned the removal')
+  t.equal(sim.snapshot(absent, mission)?.state, 'removed', 'and it learned the removal')
   const after = announces.filter(a => a.at >= sim.now - 2000).length
   t.equal(after, 0, 'then the swarm is quiet again')
   t.ok(quietFrom > 0)
@@ -270,8 +270,8 @@ t.test('records: the largest accepted spec\'s announce fits gossip (256 KiB); re
   // Persisted state of an older version loads.
   const persisted: PersistedState = { version: 1, self: 'solo', missions: { vehicle: { record: old as unknown as MissionRecord, votedEpoch: 0, votedFor: null, held: null } } }
   const restarted = new ClusterMachine({ self: selfInfo('solo'), now: 0, persisted })
-  t.equal(restarted.view(0)[0]?.restarts, 0)
-  t.equal(restarted.view(0)[0]?.lastFailure, null)
+  t.equal(restarted.snapshot(0)[0]?.restarts, 0)
+  t.equal(restarted.snapshot(0)[0]?.lastFailure, null)
 })
 
 t.test('announce validation keeps the new fields', async t => {
@@ -344,7 +344,7 @@ t.test('storeImage and fetchImage failures are retried after 1 s doubling to 60 
   }
   const fetchGaps = fetches.slice(1).map((at, i) => Math.round((at - fetches[i]!) / 1000))
   t.same(fetchGaps, [1, 2, 4, 8, 16, 32, 60], `fetchImage at ${fetches.map(s => (s / 1000).toFixed(1)).join(', ')} s`)
-  const v = backup.view(130_000)[0]!
+  const v = backup.snapshot(130_000)[0]!
   t.same([v.state, v.protected, v.protection.reason], ['running', false, `backup lacks image ${IMAGE}`], 'the backup without the image is not protection')
   t.equal(v.replicatedSeq, null)
 })
@@ -357,14 +357,14 @@ t.test('mixed architectures: a same-architecture board that fetches the image re
   })
   sim.runFor(1000)
   sim.deploy('a', spec)
-  t.ok(sim.runUntil(() => sim.view('a', mission)?.state === 'running', 5000))
-  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'x', 3000), 'at first the only board holding an image is the backup')
-  t.match(sim.view('a', mission)!.protection.reason, /^backup x is x64, the checkpoint is arm64$|^no checkpoint/)
-  t.ok(sim.runUntil(() => sim.view('a', mission)!.backup === 'b', 5000), 'the arm64 board fetching the image takes over as backup')
-  t.ok(sim.runUntil(() => sim.view('a', mission)!.protected, 5000), 'protected once it holds the image and acknowledged')
-  const epoch = sim.view('a', mission)!.epoch
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)?.state === 'running', 5000))
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)!.backup === 'x', 3000), 'at first the only board holding an image is the backup')
+  t.match(sim.snapshot('a', mission)!.protection.reason, /^backup x is x64, the checkpoint is arm64$|^no checkpoint/)
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)!.backup === 'b', 5000), 'the arm64 board fetching the image takes over as backup')
+  t.ok(sim.runUntil(() => sim.snapshot('a', mission)!.protected, 5000), 'protected once it holds the image and acknowledged')
+  const epoch = sim.snapshot('a', mission)!.epoch
   sim.runFor(5000)
-  t.equal(sim.view('a', mission)!.epoch, epoch, 'then no more reconfiguration')
+  t.equal(sim.snapshot('a', mission)!.epoch, epoch, 'then no more reconfiguration')
   t.same(sim.violations, [])
 })
 
@@ -373,10 +373,10 @@ t.test('blocked is reported only once it held blockedAfterMs: facts that arrive 
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
   sim.runFor(500)
-  t.not(sim.view('a', mission)?.state, 'blocked', 'not blocked half a second after the deploy')
+  t.not(sim.snapshot('a', mission)?.state, 'blocked', 'not blocked half a second after the deploy')
   t.notOk(logged(sim, /blocked:/), 'and no blocked event yet')
   sim.runFor(2000)
-  t.equal(sim.view('a', mission)?.state, 'blocked', 'blocked once no board could run it for 2 s')
+  t.equal(sim.snapshot('a', mission)?.state, 'blocked', 'blocked once no board could run it for 2 s')
   t.ok(logged(sim, /blocked: image tandem\/vehicle:latest is on no live board/), 'with one event naming the image')
 })
 
@@ -384,21 +384,21 @@ t.test('a backup whose fetches fail (a full disk) backs off instead of retrying 
   const sim = new Simulation({ seed: 34, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
   const primary = sim.runningOn(mission)[0]!
-  const backup = sim.view(primary, mission)!.backup!
+  const backup = sim.snapshot(primary, mission)!.backup!
   sim.failFetches(backup, true)
   const before = sim.fetchesStarted(backup)
   sim.runFor(30_000)
   const attempts = sim.fetchesStarted(backup) - before
   t.ok(attempts <= 15, `${attempts} fetches in 30 s while every one fails (a retry per tick would be ~600)`)
   t.ok(logged(sim, /fetching checkpoints failed \d+ times in a row/), 'an event says so')
-  const stale = sim.view(primary, mission)!.protection
+  const stale = sim.snapshot(primary, mission)!.protection
   t.ok((stale.stalenessBoundMs ?? 0) >= 25_000 && stale.withinInterval === false,
     `the primary's status says how old the backup's state is (${stale.stalenessBoundMs} ms), not a bound from past acks`)
   sim.failFetches(backup, false)
-  const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
-  t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
+  const replicated = sim.snapshot(primary, mission)!.replicatedSeq ?? 0
+  t.ok(sim.runUntil(() => (sim.snapshot(primary, mission)!.replicatedSeq ?? 0) > replicated, 40_000), 'fetches succeed again once the disk is fixed')
   t.same(sim.violations, [])
 })
 
@@ -406,15 +406,15 @@ t.test('newer state wins the election: after a new primary dies in its restore, 
   const sim = new Simulation({ seed: 35, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
   sim.runFor(3000)
   const primary = sim.runningOn(mission)[0]!
-  const backup = sim.view(primary, mission)!.backup!
+  const backup = sim.snapshot(primary, mission)!.backup!
   const newest = sim.held(primary, mission)!
   // The primary dies; the backup wins the next epoch and dies in its restore; the third board, now the record's
   // backup, holds nothing newer than what it was given while spare.
   sim.kill(primary)
-  t.ok(sim.runUntil(() => sim.view(backup, mission)?.primary === backup, 10_000), 'the backup claims the next epoch')
+  t.ok(sim.runUntil(() => sim.snapshot(backup, mission)?.primary === backup, 10_000), 'the backup claims the next epoch')
   sim.kill(backup)
   const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
   sim.runFor(3000)
@@ -432,21 +432,21 @@ t.test('a backup whose disk is full (canStore false) loses backup duty to a boar
   const sim = new Simulation({ seed: 36, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
   sim.runFor(2000)
   const primary = sim.runningOn(mission)[0]!
-  const backup = sim.view(primary, mission)!.backup!
+  const backup = sim.snapshot(primary, mission)!.backup!
   const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
-  const epoch = sim.view(primary, mission)!.epoch
+  const epoch = sim.snapshot(primary, mission)!.epoch
   sim.diskFull(backup, true)
-  t.ok(sim.runUntil(() => sim.view(primary, mission)?.backup === third, 5000), `backup duty moves from ${backup} to ${third}`)
-  t.ok(sim.view(primary, mission)!.epoch - epoch <= 2, 'in at most two epochs')
-  const replicated = sim.view(primary, mission)!.replicatedSeq ?? 0
-  t.ok(sim.runUntil(() => (sim.view(primary, mission)!.replicatedSeq ?? 0) > replicated && sim.view(primary, mission)!.protected, 10_000), 'the new backup acknowledges checkpoints: protected again')
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.backup === third, 5000), `backup duty moves from ${backup} to ${third}`)
+  t.ok(sim.snapshot(primary, mission)!.epoch - epoch <= 2, 'in at most two epochs')
+  const replicated = sim.snapshot(primary, mission)!.replicatedSeq ?? 0
+  t.ok(sim.runUntil(() => (sim.snapshot(primary, mission)!.replicatedSeq ?? 0) > replicated && sim.snapshot(primary, mission)!.protected, 10_000), 'the new backup acknowledges checkpoints: protected again')
   t.same(sim.runningOn(mission), [primary], 'the mission never moved')
   sim.diskFull(backup, false)
   sim.runFor(5000)
-  t.ok(sim.view(primary, mission)!.protected, 'still protected after the disk is freed')
+  t.ok(sim.snapshot(primary, mission)!.protected, 'still protected after the disk is freed')
   t.same(sim.violations, [])
 })
 
@@ -454,15 +454,15 @@ t.test('with no other board to take backup duty, a full backup leaves the missio
   const sim = new Simulation({ seed: 37, peers: ['a', 'b'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
   const primary = sim.runningOn(mission)[0]!
-  const backup = sim.view(primary, mission)!.backup!
+  const backup = sim.snapshot(primary, mission)!.backup!
   sim.diskFull(backup, true)
-  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === false, 5000), 'not protected')
-  const reason = sim.view(primary, mission)!.protection.reason ?? ''
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.protected === false, 5000), 'not protected')
+  const reason = sim.snapshot(primary, mission)!.protection.reason ?? ''
   t.match(reason, /no backup|cannot store checkpoints \(storage: disk full\)/, `reason: ${reason}`)
   sim.diskFull(backup, false)
-  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === true && sim.view(primary, mission)?.backup === backup, 15_000), 'protected again once the disk is freed')
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.protected === true && sim.snapshot(primary, mission)?.backup === backup, 15_000), 'protected again once the disk is freed')
   t.same(sim.violations, [])
 })
 
@@ -470,15 +470,15 @@ t.test('a primary whose checkpoints keep failing (its own disk full) reports it:
   const sim = new Simulation({ seed: 38, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
   sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.view(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
   const primary = sim.runningOn(mission)[0]!
   sim.diskFull(primary, true)
-  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === false, 5000), 'not protected')
-  t.match(sim.view(primary, mission)!.protection.reason ?? '', /checkpoints fail on the primary \(\d+ in a row: storage: disk full\)/)
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.protected === false, 5000), 'not protected')
+  t.match(sim.snapshot(primary, mission)!.protection.reason ?? '', /checkpoints fail on the primary \(\d+ in a row: storage: disk full\)/)
   t.ok(logged(sim, /checkpoints fail on this primary \(3 in a row: storage: disk full\): not protected/), 'an event says so')
   t.same(sim.runningOn(mission), [primary], 'the mission keeps running where it is')
   sim.diskFull(primary, false)
-  t.ok(sim.runUntil(() => sim.view(primary, mission)?.protected === true, 10_000), 'protected again once checkpoints work')
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.protected === true, 10_000), 'protected again once checkpoints work')
   t.ok(logged(sim, /checkpoints work again after \d+ failures/), 'and says so')
   t.same(sim.violations, [])
 })

@@ -22,7 +22,7 @@ function deployAndSettle (t: Test, sim: Simulation, from: string, spec: MissionS
 }
 
 function viewOf (sim: Simulation, id: string, name = mission) {
-  return sim.view(id, name)!
+  return sim.snapshot(id, name)!
 }
 
 function selfInfo (peerId: string, images = SIM_IMAGES): SelfInfo {

@@ -5,7 +5,7 @@ import { describe } from '../consensus/events.ts'
 import t from 'tap'
 import type { Readable } from 'node:stream'
 import { NotARecipientError } from '../checkpoint/sealing.ts'
-import type { CheckpointRef, LocalEvent, MissionView } from '../consensus/types.ts'
+import type { CheckpointRef, LocalEvent, MissionSnapshot } from '../consensus/types.ts'
 import type { MissionSpec } from '../manifest/manifest.ts'
 import { MissionRunner, type RunnerContext } from '../peer/missions/runner.ts'
 import type { ContainerSpec, ContainerState, HeldBundle, MissionCheckpoints, MissionRuntime, OwnContainer, RestoredCheckpoint, TakenCheckpoint, TakeRequest } from '../peer/missions/ports.ts'
@@ -101,7 +101,7 @@ function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRu
   const faults: unknown[] = []
   const runtime = new FakeRuntime(calls)
   const checkpoints = new FakeCheckpoints(calls)
-  const view = { name: MISSION, spec: SPEC, view: ['self', 'b', 'c'], primary: 'b', held: null } as unknown as MissionView
+  const view = { name: MISSION, spec: SPEC, view: ['self', 'b', 'c'], primary: 'b', held: null } as unknown as MissionSnapshot
   const ctx: RunnerContext = {
     mission: MISSION,
     peerId: 'self',
@@ -109,7 +109,7 @@ function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRu
     checkpoints,
     signal: new AbortController().signal,
     keepCheckpoints: options.keepCheckpoints ?? 3,
-    view: () => view,
+    snapshot: () => view,
     local: event => { inputs.push(event); calls.push(`input ${event.type}`) },
     record: event => { events.push(describe(event)) },
     storageFailed: err => { faults.push(err) },

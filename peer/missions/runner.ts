@@ -1,7 +1,7 @@
 // One mission on this board: its container, the checkpoints it holds, and the work the machine asks of it, in three
 // lanes. The container lane runs starts, restores, checkpoints and fences in order; the fetch lane brings the
 // backup's checkpoints (and so its acks) beside it; the stage lane writes the newest one's files ahead of a restore.
-import type { Action, CheckpointRef, LocalEvent, MissionView } from '../../consensus/types.ts'
+import type { Action, CheckpointRef, LocalEvent, MissionSnapshot } from '../../consensus/types.ts'
 import { ImageMissingError, CriuError } from '../../checkpoint/errors.ts'
 import { NotARecipientError } from '../../checkpoint/sealing.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
@@ -30,8 +30,8 @@ export interface RunnerContext {
   signal: AbortSignal
   /** Checkpoints held per mission. */
   keepCheckpoints: number
-  /** The machine's view of the mission now. */
-  view: () => MissionView | undefined
+  /** The machine's snapshot of the mission now. */
+  snapshot: () => MissionSnapshot | undefined
   /** An input to the machine. */
   local: (event: LocalEvent) => void
   record: (event: MissionEventData, at?: number) => void

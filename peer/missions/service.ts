@@ -137,7 +137,7 @@ export class MissionService {
   /** Checkpoints the store must keep: those this board holds (and may restore) and those it restores now. */
   pinned (): string[] {
     return [
-      ...(this.#machine?.view(Date.now()).flatMap(v => v.held != null ? [v.held.cid] : []) ?? []),
+      ...(this.#machine?.snapshot(Date.now()).flatMap(v => v.held != null ? [v.held.cid] : []) ?? []),
       ...[...this.#runners.values()].flatMap(r => [...r.restoring])
     ]
   }
@@ -194,7 +194,7 @@ export class MissionService {
     c.heartbeat.extend('storage', () => this.#storage.health)
     this.#timers.push(setInterval(() => { if (!this.#stopped) void this.#storage.probe() }, STORAGE_PROBE_MS))
     c.heartbeat.extend('images', () => c.images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
-    c.heartbeat.extend('missions', () => this.machine.view(Date.now())
+    c.heartbeat.extend('missions', () => this.machine.snapshot(Date.now())
       .filter(v => v.role !== 'member' && v.state !== 'removed')
       .map(v => ({ name: v.name, role: v.role, epoch: v.epoch })))
     serveMissionRoutes({
@@ -236,7 +236,7 @@ export class MissionService {
     const now = Date.now()
     const own = this.#ownImages()
     const members = this.#c.membership.list()
-    return this.machine.view(now).filter(v => v.state !== 'removed').map(v => {
+    return this.machine.snapshot(now).filter(v => v.state !== 'removed').map(v => {
       const runner = this.#runners.get(v.name)
       return missionStatusOf(v, now, {
         imageFetches: imageFetchesOf(v.spec, own, members),
@@ -259,8 +259,8 @@ export class MissionService {
     }
   }
 
-  #liveViews (): ReturnType<ClusterMachine['view']> {
-    return this.#machine?.view(Date.now()).filter(v => v.state !== 'removed') ?? []
+  #liveViews (): ReturnType<ClusterMachine['snapshot']> {
+    return this.#machine?.snapshot(Date.now()).filter(v => v.state !== 'removed') ?? []
   }
 
   #ownImages (): OwnImages {
@@ -279,7 +279,7 @@ export class MissionService {
         checkpoints: c.checkpoints,
         signal: this.#abort.signal,
         keepCheckpoints: this.#options.keepCheckpoints ?? 3,
-        view: () => this.machine.view(Date.now()).find(v => v.name === mission),
+        snapshot: () => this.machine.snapshot(Date.now()).find(v => v.name === mission),
         local: event => { this.#local(event) },
         record: (event, at) => { this.#recordEvent(mission, event, at) },
         storageFailed: err => { this.#storage.failed(err, mission) },
@@ -348,7 +348,7 @@ export class MissionService {
     if (machine != null) {
       const now = performance.now()
       const heard = new Map(this.#c.membership.list().map(m => [m.peerId, m.lastHeardAt]))
-      for (const v of machine.view(Date.now())) {
+      for (const v of machine.snapshot(Date.now())) {
         if (v.role !== 'primary' || !containers.has(v.name) || v.view.length < 3 || v.view.length > 5) continue
         const times = v.view.map(p => p === this.#c.peerId ? now : (heard.get(p) ?? -Infinity)).sort((a, b) => b - a)
         const quorumHeardAt = times[majority(v.view.length) - 1] ?? -Infinity

@@ -1,6 +1,6 @@
 // One mission as `tandem status --json` and the missions API show it, from the machine's view and this board.
 import { imageFor, normalizeImageRef, type MissionSpec } from '../../manifest/manifest.ts'
-import type { MissionView } from '../../consensus/types.ts'
+import type { MissionSnapshot } from '../../consensus/types.ts'
 import { imagesExtraOf, type ImageFetchProgress } from '../image-inventory.ts'
 import type { Member } from '../membership.ts'
 import type { MissionEvent } from '../mission-events.ts'
@@ -22,16 +22,16 @@ export interface MissionStatus {
   epoch: number
   primary: string | null
   backup: string | null
-  state: MissionView['state']
-  role: MissionView['role']
+  state: MissionSnapshot['state']
+  role: MissionSnapshot['role']
   /** Why the mission is `blocked` or in `backoff` (else null). */
   reason: string | null
   /** Consecutive failed starts or crashes. */
   restarts: number
-  lastFailure: MissionView['lastFailure']
+  lastFailure: MissionSnapshot['lastFailure']
   /** Whether the backup would restore a checkpoint if the primary's board died now. */
   protected: boolean
-  protection: MissionView['protection']
+  protection: MissionSnapshot['protection']
   /** Boards fetching the mission's image now, with their progress. */
   imageFetches: ImageFetchStatus[]
   lastCheckpoint: { cid: string, seq: number, epoch: number, ageMs: number } | null
@@ -72,7 +72,7 @@ export interface LocalMissionFacts {
   lastTake: CheckpointTiming | null
 }
 
-export function missionStatusOf (v: MissionView, now: number, local: LocalMissionFacts): MissionStatus {
+export function missionStatusOf (v: MissionSnapshot, now: number, local: LocalMissionFacts): MissionStatus {
   const last = v.lastCheckpoint
   return {
     name: v.name,
