@@ -21,57 +21,20 @@
 // time it was paused as anyone else's silence.
 import type { FailureDetectorConfig } from './config.ts'
 import type { HeartbeatInfo } from './heartbeat.ts'
+import type { Clock, HeardResult, Member, MemberState, MembershipChange, MembershipEvent } from './membership/members.ts'
+import { LocalHealth } from './membership/local-health.ts'
+import { ProbeRounds, type ProbeOutcome, type ProbeRound, type Prober } from './membership/probes.ts'
+import { judgeVerdict, type Verdict, type VerdictResult } from './membership/verdicts.ts'
+import { watchersOf } from './membership/watchers.ts'
 
-export type MemberState = 'alive' | 'suspect' | 'dead'
-export type ProbeOutcome = 'ack' | 'refused' | 'timeout'
-
-export interface Member {
-  peerId: string
-  state: MemberState
-  /** Incarnation of the peer's process (grows on restart and after a detected pause). */
-  incarnation: number
-  /** Sequence number of the newest heartbeat heard in this incarnation. */
-  seq: number
-  /** Local clock (ms) of the last sign of life: a heartbeat or a successful probe. */
-  lastHeardAt: number
-  /** Wall-clock time (ms since epoch) of the last sign of life. */
-  lastSeenWallMs: number
-  /** Local clock (ms) when the current state began. */
-  stateSince: number
-  /** Why the current state was entered, e.g. `silent`, `refused`, `heartbeat`. */
-  reason: string
-  /**
-   * Dead because a redial was refused (here or by the verdict's issuer): nothing listens on its port, its process
-   * exited, and its watchdog (peer/watchdog.ts) killed its containers. False in every other case.
-   */
-  exitProven: boolean
-  info: HeartbeatInfo | null
-  /** The peer's own Lifeguard health score, from its newest heartbeat or direct beat (0 = healthy). */
-  healthScore: number
-}
-
-export interface MembershipChange {
-  peerId: string
-  state: MemberState
-  previous: MemberState | null
-  reason: string
-}
-
-/** A change with its wall-clock time (ms since epoch), as kept in the recent history. */
-export interface MembershipEvent extends MembershipChange { at: number }
+export type { Clock, HeardResult, Member, MemberState, MembershipChange, MembershipEvent } from './membership/members.ts'
+export type { ProbeOutcome, Prober } from './membership/probes.ts'
+export type { Verdict, VerdictResult } from './membership/verdicts.ts'
+export { ringSuccessors } from './membership/watchers.ts'
 
 const HISTORY_LENGTH = 1000
 const REFUSED = 'connection refused'
 
-/** Probes a peer. Implementations must resolve (never reject) within about the given timeout. */
-export interface Prober {
-  /** Direct ping: `refused` when its addresses refuse connections (no process listening). */
-  direct (peerId: string, timeoutMs: number): Promise<ProbeOutcome>
-  /** Asks `via` to ping `target`: `ack` if `via` reached it. */
-  indirect (via: string, target: string, timeoutMs: number): Promise<ProbeOutcome>
-}
-
-export type Clock = () => number
 type Listener<E> = (event: E) => void
 
 export interface MembershipOptions {
@@ -85,42 +48,16 @@ export interface MembershipOptions {
   log?: (line: string) => void
 }
 
-export interface HeardResult { accepted: boolean, reason: 'new' | 'fresh' | 'replayed' }
-
-/** A `dead` verdict: `target` was found dead in `incarnation`, the newest heartbeat heard from it being `seq`. */
-export interface Verdict { target: string, incarnation: number, seq: number, reason: string, exitProven?: boolean }
-
-/**
- * What a received verdict did: `applied` (the target is now dead here), `known` (it already was), `stale`
- * (older than what we heard from the target since: a replay or a refuted suspicion), `stranger` (from a
- * peer that is not a live member), `self` (it accuses this peer, which should refute it), `unknown` (a target
- * we never heard of), `hint` (from a peer that is not one of the target's watchers in our view: we probe the
- * target ourselves instead of taking its word, so one confused peer cannot kill peers it does not watch).
- */
-export type VerdictResult = 'applied' | 'known' | 'stale' | 'stranger' | 'self' | 'unknown' | 'hint'
-
-/**
- * The `count` peers after `self` on the ring of `ids` sorted by id (wrapping around): the peers that watch
- * `self`. Every peer computes the same ring from the same membership, so each peer has `count` watchers.
- */
-export function ringSuccessors (ids: Iterable<string>, self: string, count: number): string[] {
-  const ring = [...new Set([...ids, self])].sort()
-  const at = ring.indexOf(self)
-  const successors: string[] = []
-  for (let i = 1; i < ring.length && successors.length < count; i++) successors.push(ring[(at + i) % ring.length] as string)
-  return successors
-}
-
+/** The member table and its state transitions: signs of life, silence, probe outcomes and verdicts move members. */
 export class Membership {
   readonly selfId: string
   readonly config: FailureDetectorConfig
-  readonly #prober: Prober
   readonly #now: Clock
   readonly #wallNow: Clock
-  readonly #random: () => number
   readonly #log: (line: string) => void
   readonly #members = new Map<string, Member>()
-  readonly #probing = new Map<string, { startedAt: number, done: boolean, outcome: ProbeOutcome | null }>()
+  readonly #health: LocalHealth
+  readonly #probes: ProbeRounds
   readonly #changeListeners = new Set<Listener<MembershipChange>>()
   readonly #pauseListeners = new Set<Listener<{ pausedMs: number }>>()
   readonly #directPathListeners = new Set<Listener<{ peerId: string }>>()
@@ -130,24 +67,31 @@ export class Membership {
   readonly #beating = new Set<string>()
   readonly #history: MembershipEvent[] = []
   #timer: NodeJS.Timeout | undefined
-  #lastTickAt: number | null = null
-  #healthScore = 0
-  #healthChangedAt = 0
-  #lastLagMs = 0
-  #pauses = 0
 
   constructor (options: MembershipOptions) {
     this.selfId = options.selfId
     this.config = options.config
-    this.#prober = options.prober
     this.#now = options.now ?? (() => performance.now())
     this.#wallNow = options.wallNow ?? Date.now
-    this.#random = options.random ?? Math.random
     this.#log = options.log ?? (() => {})
+    this.#health = new LocalHealth(this.config, this.#log)
+    this.#probes = new ProbeRounds({
+      prober: options.prober,
+      config: this.config,
+      now: this.#now,
+      random: options.random ?? Math.random,
+      multiplier: () => this.#health.multiplier(),
+      helpersFor: target => [...this.#members.values()].filter(member => member.state === 'alive' && member.peerId !== target).map(member => member.peerId),
+      onDirectPathLost: target => {
+        this.#health.raise(this.#now(), `others reached ${target} but we could not`)
+        for (const listener of this.#directPathListeners) listener({ peerId: target })
+      },
+      onSettled: (target, round, outcome) => { this.#probeFinished(target, round, outcome) }
+    })
   }
 
   start (): void {
-    this.#lastTickAt = this.#now()
+    this.#health.started(this.#now())
     this.#timer = setInterval(() => { this.tick() }, this.config.tickIntervalMs)
   }
 
@@ -162,7 +106,6 @@ export class Membership {
     return () => { this.#changeListeners.delete(listener) }
   }
 
-  /** Called when this process notices it was paused (SIGSTOP, VM freeze): it should refute by a new incarnation. */
   /**
    * A probe reached the peer through others but not directly: the direct connection is likely dead though still
    * listed (a link cut with DROP leaves it half-open), and beats on it go nowhere.
@@ -172,6 +115,7 @@ export class Membership {
     return () => { this.#directPathListeners.delete(listener) }
   }
 
+  /** Called when this process notices it was paused (SIGSTOP, VM freeze): it should refute by a new incarnation. */
   onPause (listener: Listener<{ pausedMs: number }>): () => void {
     this.#pauseListeners.add(listener)
     return () => { this.#pauseListeners.delete(listener) }
@@ -199,10 +143,9 @@ export class Membership {
   history (): MembershipEvent[] { return this.#history.map(event => ({ ...event })) }
 
   /** Lifeguard local health score: 0 is healthy; timeouts are multiplied by (1 + score). */
-  get healthScore (): number { return this.#healthScore }
-  get lastLagMs (): number { return this.#lastLagMs }
-  get pauses (): number { return this.#pauses }
-  #multiplier (): number { return 1 + this.#healthScore }
+  get healthScore (): number { return this.#health.score }
+  get lastLagMs (): number { return this.#health.lastLagMs }
+  get pauses (): number { return this.#health.pauses }
 
   /** True when this (incarnation, seq) is not newer than what we already heard from the peer. */
   isReplay (peerId: string, incarnation: number, seq: number): boolean {
@@ -268,25 +211,11 @@ export class Membership {
   watches (peerId: string): boolean { return this.#beating.has(peerId) }
 
   /** The peers that should watch this one: its successors on the ring of members not known dead. */
-  watchers (): string[] { return this.#watchersOf(this.selfId) }
+  watchers (): string[] { return watchersOf(this.#members.values(), this.selfId, this.selfId, this.config.watchers) }
 
   /** What `verdict` would do with this verdict, without doing it (for the gossip validator). */
   judgeVerdict (verdict: Verdict, from: string): VerdictResult {
-    if (verdict.target === this.selfId) return 'self'
-    const issuer = this.#members.get(from)
-    if (issuer == null || issuer.state === 'dead') return 'stranger'
-    const member = this.#members.get(verdict.target)
-    if (member == null) return 'unknown'
-    if (verdict.incarnation < member.incarnation || (verdict.incarnation === member.incarnation && verdict.seq < member.seq)) return 'stale'
-    if (member.state === 'dead') return 'known'
-    return this.#watchersOf(verdict.target).includes(from) ? 'applied' : 'hint'
-  }
-
-  /** The watchers of `peerId` in our view: its successors on the ring of members not known dead, and us. */
-  #watchersOf (peerId: string): string[] {
-    const live: string[] = []
-    for (const member of this.#members.values()) if (member.state !== 'dead') live.push(member.peerId)
-    return ringSuccessors([...live, this.selfId], peerId, this.config.watchers)
+    return judgeVerdict(this.#members, this.selfId, this.config.watchers, verdict, from)
   }
 
   /** A verified verdict from `from` (the gossip signer). */
@@ -302,7 +231,7 @@ export class Membership {
     } else if (result === 'hint') {
       // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.
       const member = this.#members.get(verdict.target) as Member
-      if (member.state === 'alive') this.#startProbe(member, false)
+      if (member.state === 'alive') this.#probes.start(member.peerId, false)
     }
     return result
   }
@@ -311,29 +240,37 @@ export class Membership {
   disconnected (peerId: string): void {
     const member = this.#members.get(peerId)
     if (member == null || member.state === 'dead' || !this.config.probeOnDisconnect) return
-    this.#startProbe(member, false)
+    this.#probes.start(member.peerId, false)
   }
 
   /** Evaluates every member; called every tickIntervalMs. */
   tick (): void {
     const now = this.#now()
-    this.#updateLocalHealth(now)
+    const { lagMs, late, paused } = this.#health.tick(now)
+    if (late) {
+      // We were not running (paused or starved): nobody's silence during that time is evidence against them.
+      for (const member of this.#members.values()) {
+        member.lastHeardAt += lagMs
+        if (member.state === 'suspect') member.stateSince += lagMs
+      }
+    }
+    if (paused) for (const listener of this.#pauseListeners) listener({ pausedMs: lagMs })
     for (const member of this.#members.values()) {
-      const mult = this.#multiplier() * this.#remoteMultiplier(member)
+      const mult = this.#health.multiplier() * this.#health.remoteMultiplier(member)
       const silence = now - member.lastHeardAt
       // Watchers hold a peer to its direct beats; everyone else to its slower gossiped heartbeat.
       const bound = this.#beating.has(member.peerId) ? this.config.suspectAfterMs : this.config.gossipSuspectAfterMs
       if (member.state === 'alive' && silence > bound * mult) {
         this.#transition(member, 'suspect', `silent for ${Math.round(silence)} ms`)
-        this.#noteSuspicionLoad(now)
-        this.#startProbe(member, true)
+        this.#health.noteSuspicionLoad(now, this.#members.values())
+        this.#probes.start(member.peerId, true)
       } else if (member.state === 'suspect') {
-        const probe = this.#probing.get(member.peerId)
+        const probe = this.#probes.get(member.peerId)
         const suspectedFor = now - member.stateSince
         if (probe == null) {
-          this.#startProbe(member, true)
+          this.#probes.start(member.peerId, true)
         } else if (probe.done && suspectedFor >= this.config.suspicionTimeoutMs * mult) {
-          this.#probing.delete(member.peerId)
+          this.#probes.delete(member.peerId)
           this.#concludeDead(member, `no answer for ${Math.round(now - member.lastHeardAt)} ms`)
         }
       } else if (member.state === 'dead' && now - member.stateSince > this.config.deadRetentionMs) {
@@ -343,104 +280,25 @@ export class Membership {
     }
   }
 
-  #updateLocalHealth (now: number): void {
-    const last = this.#lastTickAt
-    this.#lastTickAt = now
-    if (last == null) { this.#healthChangedAt = now; return }
-    const lag = Math.max(0, now - last - this.config.tickIntervalMs)
-    this.#lastLagMs = lag
-    if (lag > this.config.lagThresholdMs) {
-      // We were not running (paused or starved): nobody's silence during that time is evidence against them.
-      for (const member of this.#members.values()) {
-        member.lastHeardAt += lag
-        if (member.state === 'suspect') member.stateSince += lag
-      }
-    }
-    if (lag > this.config.suspectAfterMs / 2) {
-      this.#pauses++
-      this.#log(`membership: this process was paused for ${Math.round(lag)} ms`)
-      for (const listener of this.#pauseListeners) listener({ pausedMs: lag })
-    } else if (lag > this.config.lagThresholdMs) {
-      this.#raiseHealthScore(now, `event loop late by ${Math.round(lag)} ms`)
-    } else if (this.#healthScore > 0 && now - this.#healthChangedAt >= this.config.healthDecayMs) {
-      this.#healthScore--
-      this.#healthChangedAt = now
-    }
-  }
-
-  #raiseHealthScore (now: number, why: string): void {
-    if (this.#healthScore < this.config.maxHealthScore) {
-      this.#healthScore++
-      this.#log(`membership: local health score ${this.#healthScore} (${why})`)
-    }
-    this.#healthChangedAt = now
-  }
-
-  /**
-   * A peer that reported in its last heartbeat or beat that it is itself running late (Lifeguard health
-   * score > 0) gets proportionally more time before it is suspected and declared dead, up to
-   * maxRemoteHealthScore. Beats carry the score too, so a watcher learns it within a beat interval.
-   */
-  #remoteMultiplier (member: Member): number {
-    return 1 + Math.min(member.healthScore, this.config.maxRemoteHealthScore)
-  }
-
-  /** Many peers suspect at once more likely means our own trouble than theirs. */
-  #noteSuspicionLoad (now: number): void {
-    const live = [...this.#members.values()].filter(member => member.state !== 'dead')
-    const suspects = live.filter(member => member.state === 'suspect').length
-    if (suspects >= 2 && suspects * 2 >= live.length) this.#raiseHealthScore(now, `${suspects} of ${live.length} peers suspect`)
-  }
-
-  #startProbe (member: Member, withIndirect: boolean): void {
-    if (this.#probing.get(member.peerId)?.done === false) return
-    const probe = { startedAt: this.#now(), done: false, outcome: null as ProbeOutcome | null }
-    this.#probing.set(member.peerId, probe)
-    const target = member.peerId
-    const helpers = withIndirect ? this.#pickHelpers(target) : []
-    const direct = this.#prober.direct(target, this.config.probeTimeoutMs * this.#multiplier())
-    const indirect = helpers.map(async via => await this.#prober.indirect(via, target, this.config.indirectProbeTimeoutMs * this.#multiplier()))
-    void settleProbes(direct, indirect).then(({ outcome, directOutcome }) => {
-      probe.done = true
-      probe.outcome = outcome
-      if (directOutcome === 'timeout' && outcome === 'ack') {
-        this.#raiseHealthScore(this.#now(), `others reached ${target} but we could not`)
-        for (const listener of this.#directPathListeners) listener({ peerId: target })
-      }
-      this.#probeFinished(target, probe, outcome)
-    })
-  }
-
-  #probeFinished (peerId: string, probe: { startedAt: number }, outcome: ProbeOutcome): void {
+  #probeFinished (peerId: string, probe: ProbeRound, outcome: ProbeOutcome): void {
     const member = this.#members.get(peerId)
-    if (member == null || member.state === 'dead' || this.#probing.get(peerId) !== probe) return
+    if (member == null || member.state === 'dead' || this.#probes.get(peerId) !== probe) return
     const now = this.#now()
     if (outcome === 'ack') {
-      this.#probing.delete(peerId)
+      this.#probes.delete(peerId)
       member.lastHeardAt = Math.max(member.lastHeardAt, now)
       if (member.state !== 'alive') this.#transition(member, 'alive', 'answered probe')
     } else if (outcome === 'refused' && member.lastHeardAt <= probe.startedAt) {
-      this.#probing.delete(peerId)
+      this.#probes.delete(peerId)
       this.#concludeDead(member, REFUSED, true)
     } else if (member.state === 'alive' && member.lastHeardAt <= probe.startedAt) {
       // A disconnect probe that timed out: suspect now, the suspicion round decides.
-      this.#probing.delete(peerId)
+      this.#probes.delete(peerId)
       this.#transition(member, 'suspect', 'disconnected and no answer')
-      this.#startProbe(member, true)
+      this.#probes.start(member.peerId, true)
     } else if (member.state === 'alive') {
-      this.#probing.delete(peerId)
+      this.#probes.delete(peerId)
     }
-  }
-
-  #pickHelpers (target: string): string[] {
-    const candidates = [...this.#members.values()].filter(member => member.state === 'alive' && member.peerId !== target).map(member => member.peerId)
-    for (let i = candidates.length - 1; i > 0; i--) {
-      const j = Math.floor(this.#random() * (i + 1))
-      const swap = candidates[i] as string
-      candidates[i] = candidates[j] as string
-      candidates[j] = swap
-    }
-    return candidates.slice(0, this.config.indirectProbes)
   }
 
   /** `dead` on our own evidence: tell everyone (they would otherwise wait for their own, slower, bound). */
@@ -463,7 +321,7 @@ export class Membership {
     member.stateSince = this.#now()
     member.reason = reason
     member.exitProven = state === 'dead' && exitProven
-    if (state !== 'suspect') this.#probing.delete(member.peerId)
+    if (state !== 'suspect') this.#probes.delete(member.peerId)
     this.#log(`membership: ${member.peerId} ${previous} -> ${state} (${reason})`)
     this.#emit({ peerId: member.peerId, state, previous, reason })
   }
@@ -479,34 +337,4 @@ export class Membership {
       }
     }
   }
-}
-
-/** Resolves on the first `ack`, otherwise once all probes are in: `refused` if the direct probe was refused. */
-async function settleProbes (direct: Promise<ProbeOutcome>, indirect: Array<Promise<ProbeOutcome>>): Promise<{ outcome: ProbeOutcome, directOutcome: ProbeOutcome }> {
-  const safe = (p: Promise<ProbeOutcome>): Promise<ProbeOutcome> => p.catch(() => 'timeout' as const)
-  const directSafe = safe(direct)
-  const all = [directSafe, ...indirect.map(safe)]
-  return await new Promise(resolve => {
-    let pending = all.length
-    let directOutcome: ProbeOutcome = 'timeout'
-    let resolved = false
-    void directSafe.then(outcome => { directOutcome = outcome })
-    for (const probe of all) {
-      void probe.then(outcome => {
-        pending--
-        if (resolved) return
-        if (outcome === 'ack') {
-          resolved = true
-          resolve({ outcome: 'ack', directOutcome })
-        } else if (outcome === 'refused' && probe === directSafe) {
-          // Nothing listens where the peer was: the indirect answers cannot change that.
-          resolved = true
-          resolve({ outcome: 'refused', directOutcome: 'refused' })
-        } else if (pending === 0) {
-          resolved = true
-          resolve({ outcome: 'timeout', directOutcome })
-        }
-      })
-    }
-  })
 }
