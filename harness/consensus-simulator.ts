@@ -342,7 +342,7 @@ export class Simulation {
   startsBetween (mission: string, from: number, to = Infinity): number { return (this.starts.get(mission) ?? []).filter(s => s.at >= from && s.at < to).length }
   claimsBetween (mission: string, from: number, to = Infinity): number { return (this.claims.get(mission) ?? []).filter(t => t >= from && t < to).length }
 
-  snapshot (id: string, mission: string): ReturnType<ClusterMachine["snapshot"]>[number] | undefined {
+  snapshot (id: string, mission: string): ReturnType<ClusterMachine['snapshot']>[number] | undefined {
     return this.#peer(id).machine?.snapshot(this.now).find(v => v.name === mission)
   }
 
