@@ -139,7 +139,7 @@ if (gateOn(t, missingRequirement())) {
   t.test('a board whose owner process was SIGKILLed is reaped by the next start', async t => {
     const dir = await mkdtemp(join(tmpdir(), 'tandem-orphan-'))
     const owner = spawn(process.execPath, ['--input-type=module', '-e', `
-      const { startBoardDocker } = await import(${JSON.stringify(join(import.meta.dirname, '..', 'boards', 'simulated-docker.ts'))})
+      const { startBoardDocker } = await import(${JSON.stringify(join(import.meta.dirname, '..', 'harness', 'simulated-docker.ts'))})
       const board = await startBoardDocker({ dir: ${JSON.stringify(dir)}, name: 'orphan' })
       console.log(JSON.stringify({ pids: board.processIds() }))
       setInterval(() => {}, 1000)
