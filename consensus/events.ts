@@ -1,6 +1,7 @@
 // What happened to a mission, as data: the machine's events (elections, fencing, failures, moves) and the daemon's
 // own (restores, image transfers, storage). Gossiped between boards and validated on arrival (parseMissionEvent);
 // describe() renders the one wording that logs, the CLI and the dashboard show.
+import { shortPeerId } from './peer-id.ts'
 import { z } from 'zod'
 
 const MAX_FIELD_CHARS = 500
@@ -145,9 +146,9 @@ export function seconds (ms: number): string {
   return ms >= 1000 || ms === 0 ? `${Math.round(ms / 100) / 10} s` : `${Math.round(ms)} ms`
 }
 
+/** A peer id inside event wording: its last 6 characters (consensus/peer-id.ts). */
 export function short (peerId: string | null): string {
-  if (peerId === null) return '-'
-  return peerId.length > 12 ? peerId.slice(-6) : peerId
+  return shortPeerId(peerId, { tailOnly: true })
 }
 
 function plural (n: number, one: string, many = `${one}s`): string { return n === 1 ? one : many }

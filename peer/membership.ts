@@ -19,6 +19,7 @@
 // A peer that is itself slow (event loop late, many suspects at once) stretches its timeouts instead of
 // accusing others (Lifeguard's local health multiplier), and a process that was paused does not count the
 // time it was paused as anyone else's silence.
+import { shortPeerId } from '../consensus/peer-id.ts'
 import type { FailureDetectorConfig } from './config.ts'
 import type { HeartbeatInfo } from './heartbeat.ts'
 import type { Clock, HeardResult, Member, MemberState, MembershipChange, MembershipEvent } from './membership/members.ts'
@@ -227,7 +228,7 @@ export class Membership {
       const member = this.#members.get(verdict.target) as Member
       // A refused redial is proof whoever saw it (peer/missions/peer-info.ts reads it as `gone`).
       const exitProven = verdict.exitProven === true
-      this.#transition(member, 'dead', exitProven ? REFUSED : `verdict of ${from.slice(-8)}: ${verdict.reason}`, exitProven)
+      this.#transition(member, 'dead', exitProven ? REFUSED : `verdict of ${shortPeerId(from, { tailOnly: true, tail: 8 })}: ${verdict.reason}`, exitProven)
     } else if (result === 'hint') {
       // As for a closed connection: a direct ping now; refused is dead, no answer starts a suspicion round.
       const member = this.#members.get(verdict.target) as Member
