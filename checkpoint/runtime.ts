@@ -1,4 +1,5 @@
 // Mission containers on one board's Docker daemon (dockerode): labelled, no network, never pulled.
+import type { ContainerSpec } from '../manifest/container-spec.ts'
 import type Docker from 'dockerode'
 import { mkdir, readdir, rm } from 'node:fs/promises'
 import { MIRRORS_DIR } from './mirror.ts'
@@ -60,21 +61,7 @@ export function missionSeccompProfile (base: SeccompProfile = dockerDefaultSecco
 
 const MISSION_SECCOMP_PROFILE = JSON.stringify(missionSeccompProfile())
 
-/** What the missions part asks to run. */
-/** What the runtime creates a mission's container from (the manifest's MissionSpec, resolved for this board). */
-export interface ContainerSpec {
-  mission: string
-  /** An image present on this board (name:tag or id). Never pulled. */
-  image: string
-  cmd?: string[]
-  entrypoint?: string[]
-  env?: string[]
-  workingDir?: string
-  user?: string
-  /** Container path of the mission's data directory, bind-mounted from the host. Default `/data`; null: none. */
-  dataPath?: string | null
-  memoryBytes?: number
-}
+export type { ContainerSpec }
 
 export interface MissionLabels { mission: string, peerId: string, epoch: number }
 

@@ -2,16 +2,9 @@
 // Docker, CRIU and the bundle store are in checkpoint/ (mission-runtime.ts, mission-checkpoints.ts); the unit tests
 // use fakes.
 import type { Readable } from 'node:stream'
+import type { ContainerSpec } from '../../manifest/container-spec.ts'
 
-/** What the container runtime runs for a mission (the manifest's fields this board needs). */
-export interface ContainerSpec {
-  mission: string
-  image: string
-  cmd?: string[]
-  env?: string[]
-  /** Container path of the mission's data directory; null: none. */
-  dataPath?: string | null
-}
+export type { ContainerSpec }
 
 /** A mission container of this peer, as its labels name it. */
 export interface OwnContainer { id: string, mission: string, epoch: number, running: boolean }
