@@ -2,6 +2,15 @@
 // state: one checker per invariant, each returning what it found wrong.
 import { samplesOf } from '../demo/vehicle-log.ts'
 import type { FollowedContainer } from '../harness/observe.ts'
+import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
+
+/**
+ * The ticks a failover may lose by what the primary's status promised: its staleness bound (`stalenessBoundMs`) plus
+ * the reports' resolution, and never less than `floorTicks` (one checkpoint interval).
+ */
+export function promisedTicks (stalenessBoundMs: number | null, options: { floorTicks: number, resolutionTicks: number }): number {
+  return Math.max(options.floorTicks, Math.ceil((stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + options.resolutionTicks)
+}
 
 /** Reporting span of one container: its first and last vehicle report, by the reports' own wall clock. */
 export interface Span { container: FollowedContainer, first: { tick: number, wall: number }, last: { tick: number, wall: number } }

@@ -15,11 +15,13 @@ import type { MissionStatus } from '../peer/missions/index.ts'
 import { distribution, RESULTS_DIR, table, writeResults } from '../bench/report.ts'
 import { DISK_FAULT_KINDS, FAULT_KINDS, PARTITION_KINDS, inject, type FaultKind, type InjectedFault } from './nemesis.ts'
 import { leaseValidityMs } from '../peer/watchdog.ts'
-import { longestSilence, overlaps, regressions, spansOf } from './history.ts'
+import { longestSilence, overlaps, promisedTicks as promisedTicksOf, regressions, spansOf } from './history.ts'
 
 const CHECKPOINT_INTERVAL_MS = 1000
 /** The most ticks a failover may lose: one checkpoint interval (and one tick of report resolution). */
 const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
+/** The chaos vehicle reports every tick: the promise is one interval, or the status's bound plus one tick. */
+const PROMISE = { floorTicks: MAX_TICKS_LOST, resolutionTicks: 1 }
 /**
  * A daemon-only freeze leaves the container running, unchecked, until the watchdog's lease lapses (its validity,
  * 650 ms): that work is lost too. The guarantee for that fault is one interval plus the lease validity.
@@ -114,13 +116,13 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const kind = options.once ? queue.shift()! : rng.pick(options.kinds)
       // The loss a failure may cause is what the primary's status promises: one interval while replication keeps up,
       // its reported bound when a loaded board cannot (the status says so: withinInterval false).
-      let promisedBefore: number | null = Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
+      let promisedBefore: number | null = promisedTicksOf(status.protection.stalenessBoundMs, PROMISE)
       const injectedAt = Date.now()
       const fault = await inject(kind, { ms, status, rng })
       if (fault.statusAtFailure != null) {
         // A failure some time into the fault: what the primary's status promised then. Not protected: no promise.
         const then = fault.statusAtFailure
-        promisedBefore = then.protected ? Math.max(MAX_TICKS_LOST, Math.ceil((then.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1) : null
+        promisedBefore = then.protected ? promisedTicksOf(then.protection.stalenessBoundMs, PROMISE) : null
         if (promisedBefore == null) log(`chaos: ${kind}: the status said not protected before the failure (${then.protection.reason ?? '?'}): its loss is not judged`)
       }
       log(`chaos: ${kind}: ${fault.detail}`)
@@ -129,7 +131,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       await fault.heal()
       const healedAt = Date.now()
       // A board slowed down during the fault says so in its status (withinInterval false, and its bound): its promise.
-      const promisedTicks = promisedBefore == null || kind !== 'slow-board' ? promisedBefore : Math.max(promisedBefore, Math.ceil(protection.maxStalenessBoundMs / TICK_INTERVAL_MS) + 1)
+      const promisedTicks = promisedBefore == null || kind !== 'slow-board' ? promisedBefore : Math.max(promisedBefore, promisedTicksOf(protection.maxStalenessBoundMs, PROMISE))
       const recovered = await ms.waitFor('the mission to run again', async () => {
         const s = await steady(ms, false)
         // A report after the heal, by the one running container.

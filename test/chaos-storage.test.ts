@@ -6,7 +6,7 @@ import t from 'tap'
 import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
-import { overlaps, regressions } from '../chaos/history.ts'
+import { overlaps, promisedTicks as promisedTicksOf, regressions } from '../chaos/history.ts'
 import { inject } from '../chaos/nemesis.ts'
 import { Random } from '../harness/consensus-simulator.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
@@ -17,7 +17,7 @@ const CHECKPOINT_INTERVAL_MS = 1000
 const MAX_TICKS_LOST = CHECKPOINT_INTERVAL_MS / TICK_INTERVAL_MS + 1
 
 const promisedTicks = (status: MissionStatus): number =>
-  Math.max(MAX_TICKS_LOST, Math.ceil((status.protection.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 1)
+  promisedTicksOf(status.protection.stalenessBoundMs, { floorTicks: MAX_TICKS_LOST, resolutionTicks: 1 })
 
 if (gateDockerCriu(t)) {
   let ms: MissionSwarm | undefined

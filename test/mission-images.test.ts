@@ -16,13 +16,13 @@ import { ApiRequestError } from '../peer/api-client.ts'
 import type { MissionStatus } from '../peer/missions/index.ts'
 import type { ImageFetchRecord } from '../peer/image-inventory.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
-import { overlaps, regressions } from '../chaos/history.ts'
+import { overlaps, promisedTicks as promisedTicksOf, regressions } from '../chaos/history.ts'
 
 /** One checkpoint interval of the vehicle (50 ticks at 50 Hz, 1000 ms) plus the 10-tick resolution of its reports. */
 const MAX_TICKS_LOST = 60
 /** What the primary's status promised it would lose at most: one interval, or its honest bound when it said more. */
 const promisedTicks = (status: MissionStatus | undefined): number =>
-  Math.max(MAX_TICKS_LOST, Math.ceil((status?.protection.stalenessBoundMs ?? 0) / 20) + 10)
+  promisedTicksOf(status?.protection.stalenessBoundMs ?? null, { floorTicks: MAX_TICKS_LOST, resolutionTicks: 10 })
 
 async function fetchedOn (board: SimulatedBoard, image: string): Promise<ImageFetchRecord | undefined> {
   const status = await board.peer?.status().catch(() => undefined) as { images?: { fetched?: ImageFetchRecord[] } } | undefined
