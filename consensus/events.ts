@@ -118,7 +118,7 @@ const peerEvents = [
   z.object({ kind: z.literal('fetchRepaired'), seq: count, blocks: count })
 ] as const
 
-const missionEventSchema = z.discriminatedUnion('kind', [...machineEvents, ...peerEvents])
+export const missionEventSchema = z.discriminatedUnion('kind', [...machineEvents, ...peerEvents])
 
 export type SelfFenceCause = z.infer<typeof selfFenceCause>
 export type ColdStartCause = z.infer<typeof coldStartCause>

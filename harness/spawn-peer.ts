@@ -17,9 +17,12 @@ export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'pee
 const PEER_PROCESS_ENV = { MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '2', NODE_OPTIONS: `--max-semi-space-size=4${process.env.NODE_OPTIONS != null && process.env.NODE_OPTIONS !== '' ? ` ${process.env.NODE_OPTIONS}` : ''}` }
 
 /** The compile cache bin/tandem gives a peer (see there), so spawned peers start and weigh what installed ones do. */
+let compileCache: string | undefined
 function compileCacheDir (): string {
+  if (compileCache != null) return compileCache
   const dir = process.env.NODE_COMPILE_CACHE ?? (process.getuid?.() === 0 ? '/var/cache/tandem/node-compile-cache' : join(homedir(), '.cache', 'tandem', 'node-compile-cache'))
   mkdirSync(dir, { recursive: true, mode: 0o700 })
+  compileCache = dir
   return dir
 }
 

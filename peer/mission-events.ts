@@ -2,7 +2,7 @@
 // board's per mission, so `tandem mission show` on any peer lists the same events, each naming its board.
 import { GossipDrop, type Gossip } from './gossip.ts'
 import type { LogLine } from './logger.ts'
-import { describe, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
+import { describe, missionEventSchema, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
 import { describeIssue, z } from '../schema/schema.ts'
 
 export const MISSION_EVENTS_TOPIC = 'tandem/mission-events/1'
@@ -46,20 +46,19 @@ export function markOf (event: MissionEventData): EventMark | undefined {
 /** `text` and `mark` are derived from `event` (describe, markOf); sent for peers that only read those. */
 interface EventMessage { mission: string, seq: number, at: number, event: MissionEventData, text?: string, mark?: EventMark }
 
-/** The envelope; the event itself is checked by its own schema (consensus/events.ts), and text and mark are derived. */
+/** What arrives: text and mark are not read, they are derived again from the event (its schema: consensus/events.ts). */
 const eventMessageSchema = z.object({
   mission: z.string().max(128),
   seq: z.int(),
   at: z.number(),
-  event: z.unknown()
+  event: missionEventSchema
 })
 
 function validateEvent (payload: unknown): EventMessage {
   const result = eventMessageSchema.safeParse(payload)
   if (!result.success) throw new GossipDrop('malformed', describeIssue(result.error))
-  const event = parseMissionEvent(result.data.event)
-  if (event == null) throw new GossipDrop('malformed', 'no event of a known kind')
-  return { mission: result.data.mission, seq: result.data.seq, at: result.data.at, event }
+  const { mission, seq, at, event } = result.data
+  return { mission, seq, at, event }
 }
 
 /** The event as this log keeps it: with its wording and its mark. */
