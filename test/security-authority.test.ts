@@ -8,8 +8,10 @@ import { join } from 'node:path'
 import Docker from 'dockerode'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
 import { CLI_PATH, spawnPeer, stopAllPeers, waitFor, type PeerHandle } from '../harness/spawn-peer.ts'
+import { HEARTBEAT_TOPIC } from '../peer/heartbeat.ts'
 import { MISSIONS_TOPIC, type MissionStatus } from '../peer/missions/index.ts'
 import { LABEL_MISSION } from '../checkpoint/runtime.ts'
 import { createOperatorKeyFiles } from '../peer/commands/operator-key.ts'
@@ -76,6 +78,9 @@ if (gateOn(t, await dockerMissing())) {
   t.teardown(async () => { await attacker.stop() })
   const pubsub = attacker.libp2p.services.pubsub
   pubsub.subscribe(MISSIONS_TOPIC)
+  // Listening to heartbeats as any board does: a board hangs up a connection that carries no heartbeat subscription
+  // (a gossip stream that never came up), which on a slow host cut the attacker off in the middle of its attack.
+  pubsub.subscribe(HEARTBEAT_TOPIC)
   const overheard: ConsensusMessage[] = []
   pubsub.addEventListener('message', event => {
     if (event.detail.topic !== MISSIONS_TOPIC) return
@@ -148,6 +153,7 @@ if (gateOn(t, await dockerMissing())) {
       await new Promise(resolve => setTimeout(resolve, 1000))
     }
     clearInterval(sampler)
+    t.ok(peers.every(p => attacker.libp2p.getConnections(peerIdFromString(p.peerId)).length > 0), 'the attacker stayed connected to every board through its attack')
     // Gossip and each board's input queue deliver the last forgeries late on a loaded host: wait until every board
     // counted what it was sent (or 15 s), then judge.
     const counted = async (): Promise<boolean> => {
