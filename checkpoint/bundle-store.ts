@@ -12,7 +12,7 @@ import type { SetIdEntry, TreeRole } from './tree-safety.ts'
 import { Blocks, type BlockReadOptions } from './bundles/blocks.ts'
 import { StoreLock } from './bundles/store-lock.ts'
 import { BundleWriting, type BundleWriter, type ImageInput, type StoredImage } from './bundles/writer.ts'
-import { Fetcher, type FetchOptions, type FetchResult, type ImageFetchOptions, type ImageFetchResult } from './bundles/fetcher.ts'
+import { Fetcher, HELD_RECHECK_MS, type FetchOptions, type FetchResult, type ImageFetchOptions, type ImageFetchResult } from './bundles/fetcher.ts'
 import { Materializer, type MaterializeOptions } from './bundles/materializer.ts'
 import { Retention, type PruneResult, type RetainedCheckpoint } from './bundles/retention.ts'
 import { TreeGuard } from './bundles/tree-guard.ts'
@@ -32,6 +32,8 @@ export interface BundleStoreOptions {
   keep?: number
   /** Blocks requested from the swarm at once. Default 256. */
   fetchConcurrency?: number
+  /** A fetch reads and hashes again each block it already holds that it has not hashed this recently. Default HELD_RECHECK_MS (20 s). */
+  heldRecheckMs?: number
   /** How long one block may take to arrive from the swarm before the fetch fails. Default 30 s. */
   blockTimeoutMs?: number
   /** Batched transfer from peers (bitswap remains the fallback for what it does not deliver). */
@@ -75,7 +77,7 @@ export class BundleStore {
     this.#blocks = blocks
     this.#retention = retention
     this.#writing = new BundleWriting({ blocks, lock, retention })
-    this.#fetcher = new Fetcher({ blocks, lock, guard: this.#guard, retention, fetchConcurrency: options.fetchConcurrency ?? 256 })
+    this.#fetcher = new Fetcher({ blocks, lock, guard: this.#guard, retention, fetchConcurrency: options.fetchConcurrency ?? 256, heldRecheckMs: options.heldRecheckMs ?? HELD_RECHECK_MS })
     this.#materializer = new Materializer({ blocks, guard: this.#guard })
     this.keyring = blocks.keyring
     this.unsafeTreesRefused = this.#guard.refused

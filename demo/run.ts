@@ -102,6 +102,8 @@ async function main (argv: string[]): Promise<number> {
   let swarm: SimulatedSwarm | undefined
   let logs: MissionLogWatch | undefined
   let phase = 'starting'
+  /** The primary's promise (protection.stalenessBoundMs) just before the power cut. */
+  let promisedBoundMs: number | null = null
   const abort = new AbortController()
   const onSignal = (): void => { abort.abort(new DemoFailure('interrupted')) }
   process.once('SIGINT', onSignal)
@@ -233,6 +235,7 @@ async function main (argv: string[]): Promise<number> {
       say(`POWER CUT on ${failed.name} (primary): peer and Docker daemon killed with their containers`, 'fault')
       summary.failedBoard = failed.name
       summary.epochBefore = before.epoch
+      promisedBoundMs = before.protection.stalenessBoundMs
 
       phase = 'takeover'
       const after = await until('a takeover by another board', async () => {
@@ -293,10 +296,16 @@ async function main (argv: string[]): Promise<number> {
     // Pass criteria: a takeover from the newest replicated checkpoint, losing at most one checkpoint interval of
     // work (the primary starts each checkpoint early by its replication time so the backup's state is never older).
     // Report lines add their resolution.
+    // The status says how old the backup's state may be (`protection.stalenessBoundMs`): one interval while
+    // replication takes at most half of it, more on a loaded host. The demo holds the takeover to that promise, made
+    // just before the cut, and says when it was larger than the interval.
     const intervalTicks = Math.ceil((summary.checkpointIntervalMs ?? 1000) * TICK_HZ / 1000)
-    const allowedLoss = intervalTicks + REPORT_EVERY_TICKS
+    const promisedTicks = Math.max(intervalTicks, Math.ceil((promisedBoundMs ?? 0) * TICK_HZ / 1000))
+    const allowedLoss = promisedTicks + REPORT_EVERY_TICKS
+    summary.promisedLossTicks = promisedTicks
+    if (promisedTicks > intervalTicks) notes.push(`the primary's status promised at most ${promisedBoundMs} ms of state lost, more than the ${summary.checkpointIntervalMs} ms interval: replication took more than half the interval on this host`)
     if (summary.stateLostTicks != null && summary.stateLostTicks > allowedLoss) {
-      failure = `state lost ${summary.stateLostTicks} ticks, more than one checkpoint interval (${intervalTicks} ticks + ${REPORT_EVERY_TICKS} of report resolution)`
+      failure = `state lost ${summary.stateLostTicks} ticks, more than the ${promisedTicks} ticks the primary's status promised at the cut (${intervalTicks} ticks = one interval at least) + ${REPORT_EVERY_TICKS} of report resolution`
     }
     if (summary.trajectoryVerified === false) failure ??= 'the new primary is not on the vehicle\'s trajectory'
   } catch (err) {

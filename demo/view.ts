@@ -83,6 +83,8 @@ export interface DemoSummary {
   /** Last report of the old primary -> first report of the new one. */
   downtimeMs?: number | null
   stateLostTicks?: number | null
+  /** Ticks of state the primary's status promised at most to lose, just before the cut (at least one interval). */
+  promisedLossTicks?: number
   ticksPerSecond?: number | null
   checkpointIntervalMs?: number | null
   /** Last report of the old primary. */

@@ -100,7 +100,8 @@ t.test('a fetch reads and hashes what the store already holds: corrupt blocks ar
   const primary = new BundleStore({ backend: (await levelBackend(t, join(root, 'primary'))).backend })
   const cid = await store(primary, await checkpointDirs(join(root, 'cp')))
   const { backend, blockstore } = await levelBackend(t, join(root, 'backup'))
-  const backup = new BundleStore({ backend, exchange: servedBy(primary) })
+  // Every held block hashed again on every fetch (the default re-hashes those not hashed in the last 20 s; see below).
+  const backup = new BundleStore({ backend, exchange: servedBy(primary), heldRecheckMs: 0 })
   const fetched = await backup.fetch(cid)
   t.equal(fetched.repairedBlocks, 0, 'first fetch: nothing held, nothing repaired')
 
@@ -129,6 +130,38 @@ t.test('a fetch reads and hashes what the store already holds: corrupt blocks ar
   await t.rejects(orphan.fetch(cid), { name: 'BlockUnavailableError' }, 'with no peer to fetch it from, the fetch fails (no ack)')
 })
 
+t.test('within the re-check window a fetch does not read held blocks again; a failed read or an older hash does', async t => {
+  const root = await tempDir(t, 'storage-recheck')
+  const primary = new BundleStore({ backend: (await levelBackend(t, join(root, 'primary'))).backend })
+  const cid = await store(primary, await checkpointDirs(join(root, 'cp')))
+  const { backend, blockstore } = await levelBackend(t, join(root, 'backup'))
+  let reads = 0
+  const counting = new Proxy(backend, {
+    get: (target, key) => key === 'get'
+      ? async (...args: Parameters<typeof backend.get>) => { reads++; return await target.get(...args) }
+      : (typeof target[key as keyof typeof target] === 'function' ? (target[key as keyof typeof target] as Function).bind(target) : target[key as keyof typeof target])
+  })
+  const backup = new BundleStore({ backend: counting, exchange: servedBy(primary), heldRecheckMs: 300 })
+  await backup.fetch(cid)
+  reads = 0
+  t.equal((await backup.fetch(cid)).repairedBlocks, 0, 'a second fetch at once')
+  const quick = reads
+  const manifest = await backup.getManifest(cid, { offline: true })
+  const tree = await backup.getNode(manifest.trees.criu, { offline: true }) as { parts: CID[] }
+  const part = await backup.getNode(tree.parts[0]!, { offline: true }) as { entries: Array<{ path: string, lists: CID[] }> }
+  const list = await backup.getNode(part.entries.find(e => e.path === 'pages-1.img')!.lists[0]!, { offline: true }) as { chunks: CID[] }
+  const victim = list.chunks[2]!
+  const bytes = Uint8Array.from(await backend.get(victim, { offline: true }))
+  bytes[3] = (bytes[3] as number) ^ 0xff
+  await blockstore.put(victim, bytes)
+  await t.rejects(backup.getBlock(victim, { offline: true }), { name: 'BlockCorruptError' }, 'a read finds the flipped chunk')
+  t.equal((await backup.fetch(cid)).repairedBlocks, 1, 'the next fetch, still within the window, hashes the chunk whose read failed and repairs it')
+  await new Promise(resolve => setTimeout(resolve, 400))
+  reads = 0
+  await backup.fetch(cid)
+  t.ok(quick < reads / 4, `within the window the fetch read ${quick} blocks; after it, ${reads} (every held one)`)
+})
+
 t.test('staged files are checked against the checkpoint\'s digests', async t => {
   const root = await tempDir(t, 'storage-staged')
   const bundles = new BundleStore({ backend: (await levelBackend(t, join(root, 'store'))).backend })
@@ -138,7 +171,10 @@ t.test('staged files are checked against the checkpoint\'s digests', async t => 
   await bundles.materializeTree(manifest.trees.criu, staged)
   t.equal(await bundles.verifyTreeOnDisk(manifest.trees.criu, staged), null, 'intact files verify')
   const fh = await open(join(staged, 'pages-1.img'), 'r+')
-  await fh.write(Buffer.from([0x42]), 0, 1, 5 * 4096 + 17)
+  // Flipped, not overwritten: a random page may already hold any given byte there.
+  const byte = Buffer.alloc(1)
+  await fh.read(byte, 0, 1, 5 * 4096 + 17)
+  await fh.write(Buffer.from([(byte[0] as number) ^ 0xff]), 0, 1, 5 * 4096 + 17)
   await fh.close()
   t.match(await bundles.verifyTreeOnDisk(manifest.trees.criu, staged), /^pages-1\.img: chunk 5 \(at byte 20480\) does not match its digest/, 'a flipped byte is found, with its file and chunk')
   await writeFile(join(staged, 'core-1.img'), 'short')

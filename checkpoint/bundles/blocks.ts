@@ -50,6 +50,8 @@ export class Blocks {
   readonly keyring = new Map<string, ContentKey>()
   /** Corrupt blocks found in this store (and deleted, to be fetched again) since it opened. */
   repairedBlocks = 0
+  /** When this store last hashed each block it holds: a check, a verified fetch or a verified read (see holdsIntact). */
+  readonly #hashedAt = new Map<string, number>()
 
   constructor (options: BlocksOptions) {
     this.backend = options.backend
@@ -83,15 +85,38 @@ export class Blocks {
       if (options.offline === true) throw new BlockUnavailableError(cid, 'not in the local store')
       throw new BlockUnavailableError(cid, err?.message ?? String(err))
     }
-    if (!(await verifies(cid, bytes))) throw new BlockCorruptError(cid)
+    if (!(await verifies(cid, bytes))) {
+      this.#hashedAt.delete(cid.toString())
+      throw new BlockCorruptError(cid)
+    }
+    this.#hashedAt.set(cid.toString(), Date.now())
     return bytes
+  }
+
+  /** A block that arrived and matched its CID, now in the store. */
+  noteFetched (cid: CID): void {
+    const key = cid.toString()
+    this.known.add(key)
+    this.#hashedAt.set(key, Date.now())
+  }
+
+  /** Blocks deleted from the store (collected or corrupt): neither known nor hashed any more. */
+  forget (cids: Iterable<CID>): void {
+    for (const cid of cids) {
+      const key = cid.toString()
+      this.known.delete(key)
+      this.#hashedAt.delete(key)
+    }
   }
 
   /**
    * Whether this store holds the block intact: read and hashed. A block whose bytes do not match its CID (or that
-   * the store reports corrupt) is deleted, so that it is fetched again.
+   * the store reports corrupt) is deleted, so that it is fetched again. With `hashedWithinMs`, a block this store
+   * hashed that recently counts as intact without being read again.
    */
-  async holdsIntact (cid: CID): Promise<boolean> {
+  async holdsIntact (cid: CID, options: { hashedWithinMs?: number } = {}): Promise<boolean> {
+    const hashedAt = this.#hashedAt.get(cid.toString())
+    if (options.hashedWithinMs != null && hashedAt != null && Date.now() - hashedAt <= options.hashedWithinMs) return true
     let intact: boolean
     try {
       // One read, no `has` first: a missing block throws NotFoundError.
@@ -103,8 +128,10 @@ export class Blocks {
     }
     if (!intact) {
       this.repairedBlocks++
-      this.known.delete(cid.toString())
+      this.forget([cid])
       await this.backend.deleteMany([cid])
+    } else {
+      this.#hashedAt.set(cid.toString(), Date.now())
     }
     return intact
   }

@@ -92,7 +92,7 @@ export class Retention {
       this.#linkSets.delete(p.cid.toString())
     }
     const doomed = [...dead].filter(c => !live.some(links => links.has(c))).map(c => CID.parse(c))
-    for (const c of doomed) this.#blocks.known.delete(c.toString())
+    this.#blocks.forget(doomed)
     await backend.deleteMany(doomed)
     return { pruned, deletedBlocks: doomed.length }
   }
