@@ -32,7 +32,7 @@ export interface BundleStoreOptions {
   keep?: number
   /** Blocks requested from the swarm at once. Default 256. */
   fetchConcurrency?: number
-  /** A fetch reads and hashes again each block it already holds that it has not hashed this recently. Default HELD_RECHECK_MS (20 s). */
+  /** A fetch reads and hashes again each block it already holds that it has not hashed this recently. Default HELD_RECHECK_MS (0: every fetch). */
   heldRecheckMs?: number
   /** How long one block may take to arrive from the swarm before the fetch fails. Default 30 s. */
   blockTimeoutMs?: number

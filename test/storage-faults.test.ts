@@ -100,7 +100,7 @@ t.test('a fetch reads and hashes what the store already holds: corrupt blocks ar
   const primary = new BundleStore({ backend: (await levelBackend(t, join(root, 'primary'))).backend })
   const cid = await store(primary, await checkpointDirs(join(root, 'cp')))
   const { backend, blockstore } = await levelBackend(t, join(root, 'backup'))
-  // Every held block hashed again on every fetch (the default re-hashes those not hashed in the last 20 s; see below).
+  // Every held block hashed again on every fetch (the default; a window is tested below).
   const backup = new BundleStore({ backend, exchange: servedBy(primary), heldRecheckMs: 0 })
   const fetched = await backup.fetch(cid)
   t.equal(fetched.repairedBlocks, 0, 'first fetch: nothing held, nothing repaired')

@@ -20,11 +20,13 @@ const REQUESTS_IN_FLIGHT = 4
 /** Chunks whose presence is looked up at once. */
 const PRESENCE_BATCH = 512
 /**
- * A held block hashed this recently is not read and hashed again by the next fetch. Hashing every held block on
- * every fetch took 100-360 ms of a ~450 ms fetch of a vehicle checkpoint (~3000 chunks, 1 s interval), most of the
- * backup's share of the replication lag; every block is still re-read within this window of checkpoints.
+ * A held block hashed this recently is not read and hashed again by the next fetch (BundleStore's `heldRecheckMs`).
+ * Hashing every held block on every fetch takes 100-360 ms of a ~450 ms fetch of a vehicle checkpoint (~3000
+ * chunks, 1 s interval), most of the backup's share of the replication lag. The default stays 0 (every fetch): with
+ * a 20 s window, blocks flipped on the backup were found one per staging failure instead of all before the next
+ * ack, and a takeover after such corruption fell back to an old checkpoint (chaos-storage, corrupt-backup).
  */
-export const HELD_RECHECK_MS = 20_000
+export const HELD_RECHECK_MS = 0
 
 export interface FetchProgress {
   blocksDone: number
@@ -45,7 +47,7 @@ export interface FetchOptions {
   allowSetId?: (manifest: CheckpointManifest, entries: SetIdEntry[]) => Promise<void>
   /**
    * Also read and hash every block of the checkpoint this store already holds and has not hashed within
-   * HELD_RECHECK_MS (default true): a corrupt one is deleted and fetched again, so what is acknowledged can be restored.
+   * `heldRecheckMs` (default true): a corrupt one is deleted and fetched again, so what is acknowledged can be restored.
    */
   verifyHeld?: boolean
 }
