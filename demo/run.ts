@@ -293,10 +293,8 @@ async function main (argv: string[]): Promise<number> {
       clearInterval(ticker)
     }
 
-    // Pass criteria: a takeover from the newest replicated checkpoint, losing at most one checkpoint interval of
-    // work (the primary starts each checkpoint early by its replication time so the backup's state is never older).
-    // Report lines add their resolution.
-    // The status says how old the backup's state may be (`protection.stalenessBoundMs`): one interval while
+    // Pass criteria: a takeover from the newest replicated checkpoint, losing no more than promised; report lines add
+    // their resolution. The status says how old the backup's state may be (`protection.stalenessBoundMs`): one interval while
     // replication takes at most half of it, more on a loaded host. The demo holds the takeover to that promise, made
     // just before the cut, and says when it was larger than the interval.
     const intervalTicks = Math.ceil((summary.checkpointIntervalMs ?? 1000) * TICK_HZ / 1000)

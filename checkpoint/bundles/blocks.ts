@@ -116,7 +116,7 @@ export class Blocks {
    */
   async holdsIntact (cid: CID, options: { hashedWithinMs?: number } = {}): Promise<boolean> {
     const hashedAt = this.#hashedAt.get(cid.toString())
-    if (options.hashedWithinMs != null && hashedAt != null && Date.now() - hashedAt <= options.hashedWithinMs) return true
+    if (options.hashedWithinMs != null && hashedAt != null && Date.now() - hashedAt < options.hashedWithinMs) return true
     let intact: boolean
     try {
       // One read, no `has` first: a missing block throws NotFoundError.
