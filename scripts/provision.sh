@@ -439,37 +439,52 @@ ensure_base_images () {
 }
 
 # ---------- 4. a real checkpoint + restore ----------
+# One checkpoint + restore of a busybox counter. Prints the counters; returns 2 for containerd's transient
+# "content ... already exists" on the checkpoint upload (moby#42900: seen on a freshly booted host, gone on the
+# next attempt), 1 for any other failure.
+checkpoint_restore_once () {
+  local name="tandem-provision-check-$$-$1" output before running count
+  docker_system rm -f "$name" >/dev/null 2>&1 || true
+  docker_system run -d --pull never --network none --name "$name" tandem/busybox:latest \
+    sh -c 'i=0; while true; do i=$((i+1)); echo $i >/tmp/count; sleep 0.1; done' >/dev/null \
+    || { echo "cannot start a busybox container"; return 1; }
+  sleep 0.5
+  before=$(docker_system exec "$name" cat /tmp/count 2>/dev/null || echo 0)
+  if ! output=$(docker_system checkpoint create "$name" c1 2>&1); then
+    docker_system rm -f "$name" >/dev/null 2>&1 || true
+    echo "docker checkpoint create failed: $output"; return 1
+  fi
+  if ! output=$(docker_system start --checkpoint c1 "$name" 2>&1); then
+    docker_system rm -f "$name" >/dev/null 2>&1 || true
+    echo "restore (docker start --checkpoint) failed: $output"
+    case "$output" in *"failed to upload checkpoint to containerd"*"already exists"*) return 2 ;; esac
+    return 1
+  fi
+  sleep 0.3
+  running=$(docker_system inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo false)
+  count=$(docker_system exec "$name" cat /tmp/count 2>/dev/null || echo 0)
+  docker_system rm -f "$name" >/dev/null 2>&1 || true
+  [ "$running" = true ] && [ "${count:-0}" -ge "${before:-1}" ] \
+    || { echo "restored container did not carry on (running=$running, counter $before before the checkpoint, $count after restore)"; return 1; }
+  echo "checkpointed at counter $before, restored and counting on ($count)"
+}
+
 verify_checkpoint_restore () {
   step "Checkpoint + restore smoke test"
   local stamp
   stamp="criu $(criu_version_of "$(command -v criu)"), engine $(docker_system version --format '{{.Server.Version}}')"
   if [ "$(cat "$CHECKPOINT_STAMP" 2>/dev/null)" = "$stamp" ]; then ok "already verified ($stamp)"; return 0; fi
-  local name="tandem-provision-check-$$" output
-  docker_system rm -f "$name" >/dev/null 2>&1 || true
-  docker_system run -d --pull never --network none --name "$name" tandem/busybox:latest \
-    sh -c 'i=0; while true; do i=$((i+1)); echo $i >/tmp/count; sleep 0.1; done' >/dev/null \
-    || die "cannot start a busybox container"
-  sleep 0.5
-  local before
-  before=$(docker_system exec "$name" cat /tmp/count 2>/dev/null || echo 0)
-  if ! output=$(docker_system checkpoint create "$name" c1 2>&1); then
-    docker_system rm -f "$name" >/dev/null 2>&1 || true
-    die "docker checkpoint create failed: $output"
-  fi
-  if ! output=$(docker_system start --checkpoint c1 "$name" 2>&1); then
-    docker_system rm -f "$name" >/dev/null 2>&1 || true
-    die "restore (docker start --checkpoint) failed: $output"
-  fi
-  sleep 0.3
-  local running count
-  running=$(docker_system inspect -f '{{.State.Running}}' "$name" 2>/dev/null || echo false)
-  count=$(docker_system exec "$name" cat /tmp/count 2>/dev/null || echo 0)
-  docker_system rm -f "$name" >/dev/null 2>&1 || true
-  [ "$running" = true ] && [ "${count:-0}" -ge "${before:-1}" ] \
-    || die "restored container did not carry on (running=$running, counter $before before the checkpoint, $count after restore)"
+  local attempt result rc
+  for attempt in 1 2 3; do
+    rc=0; result=$(checkpoint_restore_once "$attempt") || rc=$?
+    [ "$rc" = 2 ] || break
+    echo "    attempt $attempt: $result (containerd's transient upload collision, moby#42900): trying again"
+    sleep 1
+  done
+  [ "$rc" = 0 ] || die "$result"
   mkdir -p "$STATE_DIR"
   echo "$stamp" >"$CHECKPOINT_STAMP"
-  ok "busybox container checkpointed at counter $before, restored and counting on ($count): $stamp"
+  ok "busybox container $result: $stamp"
 }
 
 # ---------- load into a board's daemon ----------
