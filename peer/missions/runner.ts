@@ -202,7 +202,7 @@ export class MissionRunner {
   }
 
   async #restore (action: Extract<Action, { type: 'restore' }>): Promise<void> {
-    const { checkpoints, peerId, signal } = this.#ctx
+    const { checkpoints, peerId } = this.#ctx
     const { checkpoint, epoch } = action
     if (checkpoints == null) { this.#ctx.local({ type: 'restoreFailed', mission: this.mission, epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     this.#restoring.add(checkpoint.cid)
@@ -226,7 +226,7 @@ export class MissionRunner {
   }
 
   async #checkpoint (action: Extract<Action, { type: 'checkpoint' }>): Promise<void> {
-    const { checkpoints, runtime, signal } = this.#ctx
+    const { checkpoints, runtime } = this.#ctx
     const { epoch, seq } = action
     const container = this.#container
     if (container == null || checkpoints == null) {
