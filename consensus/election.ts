@@ -150,10 +150,14 @@ function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: string,
   if (held === undefined || mine === null || (from === record.primary && !record.released)) return false
   // The target of a planned move was chosen by the operator, with what it can restore (a cold start across architectures).
   if (record.released && from === record.handoffTo) return false
-  // Only a board that would restore it now: not one backing off after failures, or whose next start is cold. (Also
-  // while it defers to a newer holder: two deferring boards refused each other, the one with the newest checkpoint
-  // unable to restore it, and 37 epochs burnt in 30 s with the mission down, chaos seed 29.)
-  if (mission.coldStartNext || now < mission.localBackoffUntil || now < swarmBackoffUntil(ctx, mission)) return false
+  // Only a board that would restore it soon: not one whose next start is cold, or that backs off for longer than a
+  // refusal may last. (Also while it defers to a newer holder: two deferring boards refused each other, the one with
+  // the newest checkpoint unable to restore it, and 37 epochs burnt in 30 s with the mission down, chaos seed 29.)
+  // A back-off that ends within the refusal's limit does not stop it: both holders of the newest checkpoint,
+  // revived after a kill during the restore, granted the spare's claim while backing off from their restart, and
+  // it resumed 321 and 1421 ticks behind (chaos seed 22).
+  const backoffEnds = Math.max(mission.localBackoffUntil, swarmBackoffUntil(ctx, mission))
+  if (mission.coldStartNext || backoffEnds - now > ctx.config.newerStateRefusalMs) return false
   if (!canRestore(ctx, ctx.self.peerId, mine) || !eligible(ctx, record.spec, ctx.self.peerId)) return false
   // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
   // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
