@@ -82,6 +82,11 @@ export interface Mission extends PersistedMission {
   blockedReason: string | null
   /** Since when no live board could run the mission (null while one can). */
   unplaceableSince: number | null
+  /**
+   * Members of the known view that announced a newer record this board could not anchor yet (it missed the elections
+   * between): `key` names the record (epoch, primary); they vouch for it (see ProofAnchor in quorum-proof.ts).
+   */
+  vouches: { key: string, from: Set<string> } | null
 }
 
 export type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
@@ -104,7 +109,7 @@ export function newMission (stored: PersistedMission): Mission {
     imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageHeldAt: -Infinity,
-    lastAck: null, blockedReason: null, unplaceableSince: null
+    lastAck: null, blockedReason: null, unplaceableSince: null, vouches: null
   }
 }
 

@@ -49,16 +49,19 @@ export interface ProofClaim {
 }
 
 /**
- * The record this board knows (the anchor), or null when it knows none it can check against. `granted`: this board
- * (`self`) granted its own vote for the claimed epoch to the claimed candidate: it counts as a signer of the anchor
- * (a returning board's vote elected the epoch that added it back, though the quorum was made without it).
+ * The record this board knows (the anchor), or null when it knows none it can check against. `vouched`: members
+ * that vouch for the claimed epoch otherwise than by a vote in the proof: this board's own grant of that epoch to
+ * that candidate, and members that announced the record (every board adopts and relays only proven epochs). A
+ * board that missed elections counts them with the proof's signers toward its known view's quorum. `self`: this
+ * board; in a known view of one or two it counts as vouching itself (its partner's word is what two-board mode
+ * trusts anyway: the partner may take the mission over alone).
  */
 export interface ProofAnchor {
   epoch: number
   view: readonly string[]
   primary: string | null
+  vouched?: ReadonlySet<string>
   self?: string
-  granted?: boolean
 }
 
 /** What the machine supplies to the check: revoked boards, and the placement used for the lone claimant. */
@@ -96,7 +99,7 @@ function reached (voters: readonly string[], basis: { mission: string, primary: 
  * basis view, reaching that view's quorum (as the election counts it: a majority, all of a view of two, or its lone
  * claimant). Against the anchor (the record this board knows): a proof on that very epoch must carry its view and
  * primary; a proof on another basis (this board missed elections, its known view is not the basis) must also reach
- * the quorum of the known view with its signers (and this board's own grant), so a member cannot invent the basis
+ * the quorum of the known view with its signers and those who vouch for it, so a member cannot invent the basis
  * view of an epoch nobody here saw. A partner
  * replacement proves itself with both members' votes on a two-board basis whose primary is the candidate.
  */
@@ -105,8 +108,8 @@ export function proves (facts: ProofFacts, claim: ProofClaim, proof: QuorumProof
   const signers = validSigners(facts.keys, claim, proof)
   const anchored = (): boolean => {
     if (anchor === null || proof.basis === anchor.epoch) return true
-    const vouched = new Set(signers)
-    if (anchor.granted === true && anchor.self !== undefined) vouched.add(anchor.self)
+    const vouched = new Set([...signers, ...(anchor.vouched ?? [])])
+    if (anchor.self !== undefined && anchor.view.length <= 2 && anchor.view.includes(anchor.self)) vouched.add(anchor.self)
     return reached(anchor.view, { mission: claim.mission, primary: anchor.primary }, facts, claim.candidate, vouched)
   }
   if (anchor !== null && proof.basis === anchor.epoch && (!sameMembers(proof.view, anchor.view) || proof.primary !== anchor.primary)) return false

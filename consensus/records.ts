@@ -64,7 +64,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
     const speaker = speaksForNewEpoch(ctx, now, mission, from, incoming)
     // A member speaks for the epoch only with its proof: the signed votes of its election (quorum-proof.ts), checked
     // against the record known here (none when no other member of its view is alive: the proof holds on its own).
-    const anchor = { ...record, self: ctx.self.peerId, granted: mission.votedEpoch === incoming.epoch && mission.votedFor === incoming.primary }
+    const anchor = { ...record, vouched: vouchersOf(ctx, mission, from, incoming), self: ctx.self.peerId }
     const unproven = speaker !== null && !proofHolds(ctx, speaker === 'alone' ? null : anchor, record.spec, claimOf(incoming), incoming.proof)
     if (speaker === null || unproven) {
       refuse(ctx, speaker === null ? 'not-a-member' : 'no-quorum-proof')
@@ -115,6 +115,22 @@ function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from: strin
   return record.view.some(p => p !== ctx.self.peerId && stateOf(ctx, now, p) !== 'dead') ? null : 'alone'
 }
 
+/**
+ * Who vouches here for a newer record besides its proof's signers: this board, if it granted that epoch to that
+ * primary, and the members of its known view that announced that record (kept for the newest such record only).
+ */
+function vouchersOf (ctx: Ctx, mission: Mission, from: string, incoming: MissionRecord): Set<string> {
+  const key = `${incoming.epoch}/${incoming.primary ?? ''}`
+  if (mission.vouches?.key !== key) {
+    if (mission.vouches !== null && Number(mission.vouches.key.split('/')[0]) > incoming.epoch) return new Set()
+    mission.vouches = { key, from: new Set() }
+  }
+  if (mission.record.view.includes(from)) mission.vouches.from.add(from)
+  const vouched = new Set(mission.vouches.from)
+  if (mission.votedEpoch === incoming.epoch && mission.votedFor === incoming.primary) vouched.add(ctx.self.peerId)
+  return vouched
+}
+
 /** What a record's proof must prove: its epoch elected its primary in its deployment, with its view. */
 function claimOf (record: MissionRecord): { mission: string, deployId: string, epoch: number, candidate: string, view: string[] } {
   return { mission: record.mission, deployId: record.deployId, epoch: record.epoch, candidate: record.primary ?? '', view: record.view }
@@ -147,6 +163,7 @@ function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: Mi
   }
   const before = mission.record.restarts
   mission.record = incoming
+  mission.vouches = null
   mission.refusingSince = null
   noteRestarts(ctx, now, mission, before)
   mission.votedEpoch = Math.max(mission.votedEpoch, incoming.epoch)
