@@ -201,8 +201,10 @@ export function onRemove (ctx: Ctx, name: string, deployId: string, removal: Rem
   stopIfRunning(ctx, mission, { kind: 'removed', ...removal })
   mission.record.removed = true
   if (grant !== undefined) mission.record.removal = grant
-  // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
+  // A tombstone keeps no payload: gossip carries it small, disk keeps it small. Nor its epoch's proof: the
+  // operator's removal justifies it.
   mission.record.spec = tombstoneSpec(name)
+  delete mission.record.proof
   mission.claim = null
   mission.held = null
   mission.fetchInFlight = null
