@@ -2,6 +2,7 @@
 // missions, and the actions out (in order), with the helpers that emit them.
 import type { MachineEvent } from './events.ts'
 import type { Mission } from './mission-state.ts'
+import type { VoteKeys } from './quorum-proof.ts'
 import type { Action, AuthorityRefusal, ConsensusConfig, LocalEvent, PeerInfo, PersistedState } from './types.ts'
 
 /**
@@ -15,6 +16,12 @@ export interface MachineInit {
   now: number
   config?: Partial<ConsensusConfig>
   persisted?: PersistedState
+  /**
+   * Signs this board's votes and checks others' (consensus/quorum-proof.ts): with it, a newer epoch is adopted and
+   * its fence obeyed only with a proof of its election. Without it (machines of unit tests) votes go unsigned and
+   * proofs are neither made nor checked.
+   */
+  voteKeys?: VoteKeys
 }
 
 /** One kind of local event, as its handler receives it. */
@@ -34,6 +41,7 @@ export interface Ctx {
   readonly missions: Map<string, Mission>
   /** Boards the operator revoked: dead and gone for good, no vote, no say (see revoke()). */
   readonly revoked: Set<string>
+  readonly voteKeys: VoteKeys | undefined
   readonly refusals: Record<AuthorityRefusal, number>
   actions: Action[]
   /** The machine's tick (some transitions re-run the per-mission loop at once). */

@@ -5,6 +5,7 @@ import { imageFor } from '../manifest/manifest.ts'
 import { compareCheckpoints } from './messages.ts'
 import { fnv1a64 } from './hrw.ts'
 import { stepView } from './quorum.ts'
+import { voteStatement, type QuorumProof } from './quorum-proof.ts'
 import type { ColdStartCause } from './events.ts'
 import { emit, emitEvent, refuse, type Ctx } from './context.ts'
 import { persist } from './persisted.ts'
@@ -130,7 +131,10 @@ export function startClaim (ctx: Ctx, now: number, mission: Mission, replace: Re
   mission.votedEpoch = epoch
   mission.votedFor = ctx.self.peerId
   mission.lastClaimAt = now
-  mission.claim = { epoch, basis: copyRecord(record), votes: new Set([ctx.self.peerId]), startedAt: now, replace, answered: false }
+  const sigs = new Map<string, string>()
+  const ownSig = ctx.voteKeys?.sign(voteStatement(record.mission, record.deployId, epoch, ctx.self.peerId, record.epoch))
+  if (ownSig !== undefined) sigs.set(ctx.self.peerId, ownSig)
+  mission.claim = { epoch, basis: copyRecord(record), votes: new Set([ctx.self.peerId]), sigs, startedAt: now, replace, answered: false }
   persist(ctx)
   const running = mission.container !== null && record.primary === ctx.self.peerId
   const restores = !mission.coldStartNext && canRestore(ctx, ctx.self.peerId, mission.held) ? mission.held : null
@@ -214,7 +218,12 @@ export function onClaim (ctx: Ctx, now: number, from: string, msg: Extract<Conse
   } else if (record.epoch > msg.basis) {
     mission.lastAnnounceAt = -Infinity
   }
-  emit(ctx, { type: 'publish', message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch, ...(newerHere ? { newerState: true as const } : {}) } })
+  // A granted vote is signed: the candidate's proof of the epoch carries it (quorum-proof.ts).
+  const sig = granted ? ctx.voteKeys?.sign(voteStatement(msg.mission, msg.deployId, msg.epoch, from, msg.basis)) : undefined
+  emit(ctx, {
+    type: 'publish',
+    message: { type: 'vote', mission: msg.mission, epoch: msg.epoch, candidate: from, granted, knownEpoch: record.epoch, ...(newerHere ? { newerState: true as const } : {}), ...(sig === undefined ? {} : { sig }) }
+  })
   if (!granted) announce(ctx, now, mission)
 }
 
@@ -235,6 +244,13 @@ export function onVote (ctx: Ctx, now: number, from: string, msg: Extract<Consen
   if (mission === undefined || claim == null || msg.candidate !== ctx.self.peerId || msg.epoch !== claim.epoch) return
   if (from !== ctx.self.peerId) claim.answered = true
   if (msg.granted) {
+    // With vote keys, only a vote whose signature verifies counts: the proof of the epoch must convince every board.
+    const keys = ctx.voteKeys
+    if (keys !== undefined) {
+      const basis = claim.basis
+      if (msg.sig === undefined || !keys.verify(from, voteStatement(basis.mission, basis.deployId, claim.epoch, ctx.self.peerId, basis.epoch), msg.sig)) return
+      claim.sigs.set(from, msg.sig)
+    }
     claim.votes.add(from)
     checkWon(ctx, now, mission)
   } else if (msg.knownEpoch >= claim.epoch) {
@@ -276,6 +292,7 @@ function checkWon (ctx: Ctx, now: number, mission: Mission): void {
   const view = replace !== null
     ? [...basis.view.filter(p => p !== replace.partner), replace.joiner].sort()
     : stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)
+  const proof = proofOf(ctx, claim)
   const newest = compareCheckpoints(mission.held, record.checkpoint) >= 0 ? mission.held : record.checkpoint
   const restoreFrom = !wasRunning && !mission.coldStartNext && canRestore(ctx, self, mission.held) ? mission.held : null
   const checkpoint = wasRunning ? newest : (restoreFrom ?? newest)
@@ -294,8 +311,10 @@ function checkWon (ctx: Ctx, now: number, mission: Mission): void {
     started: wasRunning && mission.container?.status === 'running',
     // The stored image is kept for boards of the same architecture; another one stores its own.
     imageCid: record.imageArch === ctx.self.arch ? record.imageCid : null,
-    imageArch: record.imageArch === ctx.self.arch ? record.imageArch : null
+    imageArch: record.imageArch === ctx.self.arch ? record.imageArch : null,
+    ...(proof === undefined ? {} : { proof })
   }
+  if (proof === undefined) delete mission.record.proof
   mission.electionSince = null
   mission.quorumLostSince = null
   mission.refusingSince = null
@@ -325,8 +344,20 @@ function checkWon (ctx: Ctx, now: number, mission: Mission): void {
   }
   announce(ctx, now, mission)
   if (basis.primary !== null && basis.primary !== self) {
-    emit(ctx, { type: 'publish', message: { type: 'fence', mission: name, epoch: claim.epoch, target: basis.primary } })
+    emit(ctx, { type: 'publish', message: { type: 'fence', mission: name, epoch: claim.epoch, target: basis.primary, ...(proof === undefined ? {} : { proof }) } })
   }
+}
+
+/**
+ * The proof of the epoch a claim won: its basis and the signed votes of the basis view's members (and of the joiner
+ * of a partner replacement), sorted by voter. None on a machine without vote keys.
+ */
+function proofOf (ctx: Ctx, claim: NonNullable<Mission['claim']>): QuorumProof | undefined {
+  if (ctx.voteKeys === undefined) return undefined
+  const basis = claim.basis
+  const counts = (p: string): boolean => basis.view.includes(p) || p === ctx.self.peerId || p === claim.replace?.joiner
+  const votes = [...claim.sigs].filter(([p]) => counts(p)).sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0)
+  return { basis: basis.epoch, view: [...basis.view], primary: basis.primary, votes, ...(claim.replace === null ? {} : { replaces: claim.replace.partner }) }
 }
 
 /** The detector reports `peerId` dead: claims refused only because it, their primary, looked alive are decided again. */

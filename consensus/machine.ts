@@ -37,7 +37,8 @@ export class ClusterMachine {
       exitProven: new Set(),
       missions: new Map(),
       revoked: new Set(),
-      refusals: { 'epoch-out-of-range': 0, 'outside-view': 0, 'not-a-member': 0, 'fence-not-authorized': 0, 'older-deployment': 0, revoked: 0 },
+      voteKeys: init.voteKeys,
+      refusals: { 'epoch-out-of-range': 0, 'outside-view': 0, 'not-a-member': 0, 'fence-not-authorized': 0, 'older-deployment': 0, revoked: 0, 'no-quorum-proof': 0 },
       actions: [],
       tick: now => { this.tick(now) }
     }

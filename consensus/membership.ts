@@ -3,6 +3,7 @@
 import type { MissionSpec } from '../manifest/manifest.ts'
 import { blockedReason, fetchingImage, holdsImage, placementOk, type Blocked, type BoardFacts } from './placement.ts'
 import { loneClaimant, quorumReached } from './quorum.ts'
+import { proves, type ProofAnchor, type ProofClaim, type QuorumProof } from './quorum-proof.ts'
 import { backoffMs } from './cadence.ts'
 import type { Ctx } from './context.ts'
 import type { ImageTask, Mission } from './mission-state.ts'
@@ -148,4 +149,14 @@ export function pendingVote (ctx: Ctx, now: number, mission: Mission): boolean {
   if (stateOf(ctx, now, candidate) !== 'dead') return true
   const deadSince = ctx.deadSince.get(candidate) ?? ctx.startedAt + ctx.config.unknownPeerDeadMs
   return now - deadSince < ctx.config.pendingVoteExpiryMs
+}
+
+/**
+ * The proof shows the claimed epoch was elected (see proves in quorum-proof.ts), checked against `anchor`, the record
+ * this board knows (null: none it can check against). Always true on a machine without vote keys.
+ */
+export function proofHolds (ctx: Ctx, anchor: ProofAnchor | null, spec: MissionSpec, claim: ProofClaim, proof: QuorumProof | undefined): boolean {
+  const keys = ctx.voteKeys
+  if (keys === undefined) return true
+  return proves({ keys, revoked: ctx.revoked, placementOk: p => canPlace(ctx, spec, p) }, claim, proof, anchor)
 }

@@ -2,6 +2,7 @@
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from '../manifest/manifest.ts'
 import { validateGrant, type OperatorGrant } from './authority.ts'
 import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
+import { MAX_PROOF_VOTES, type QuorumProof } from './quorum-proof.ts'
 import { natural, text, z } from '../schema/schema.ts'
 
 const MAX_ID = 256
@@ -50,6 +51,18 @@ const optionalGrant = z.unknown().optional().transform((value, ctx): OperatorGra
   return grant
 })
 
+const signature = text(256, 1)
+const proofSchema = z.object({
+  basis: natural,
+  view: z.array(id).max(MAX_VIEW),
+  primary: peer,
+  votes: z.array(z.tuple([id, signature])).max(MAX_PROOF_VOTES),
+  replaces: id.optional()
+}).transform((p): QuorumProof => ({
+  basis: p.basis, view: [...new Set(p.view)].sort(), primary: p.primary, votes: p.votes.map(([v, s]) => [v, s] as [string, string]),
+  ...(p.replaces === undefined ? {} : { replaces: p.replaces })
+}))
+
 const recordSchema = z.object({
   mission: id,
   deployId: id,
@@ -70,7 +83,8 @@ const recordSchema = z.object({
   restarts: natural.optional(),
   lastFailure: failureSchema,
   grant: optionalGrant,
-  removal: optionalGrant
+  removal: optionalGrant,
+  proof: proofSchema.optional()
 }).transform((r, ctx): MissionRecord => {
   let spec: MissionSpec
   if (r.removed) {
@@ -102,7 +116,8 @@ const recordSchema = z.object({
     restarts: r.restarts ?? 0,
     lastFailure: r.lastFailure,
     ...(r.grant === undefined ? {} : { grant: r.grant }),
-    ...(r.removal === undefined ? {} : { removal: r.removal })
+    ...(r.removal === undefined ? {} : { removal: r.removal }),
+    ...(r.proof === undefined ? {} : { proof: r.proof })
   }
 })
 
@@ -130,13 +145,17 @@ const messageSchema = z.discriminatedUnion('type', [
     ...(m.held === undefined ? {} : { held: m.held === null ? null : { epoch: m.held.epoch, seq: m.held.seq } })
   })),
   z.object({
-    type: z.literal('vote'), mission: id, epoch: natural, candidate: id, granted: z.boolean(), knownEpoch: natural, newerState: z.unknown().optional()
+    type: z.literal('vote'), mission: id, epoch: natural, candidate: id, granted: z.boolean(), knownEpoch: natural, newerState: z.unknown().optional(),
+    sig: signature.optional()
   }).transform(m => ({
     type: m.type, mission: m.mission, epoch: m.epoch, candidate: m.candidate, granted: m.granted, knownEpoch: m.knownEpoch,
-    ...(m.newerState === true ? { newerState: true as const } : {})
+    ...(m.newerState === true ? { newerState: true as const } : {}),
+    ...(m.sig === undefined ? {} : { sig: m.sig })
   })),
   z.object({ type: z.literal('ack'), mission: id, epoch: natural, cid: id, seq: natural, checkpointEpoch: natural }),
-  z.object({ type: z.literal('fence'), mission: id, epoch: natural, target: id }),
+  z.object({ type: z.literal('fence'), mission: id, epoch: natural, target: id, proof: proofSchema.optional() }).transform(m => ({
+    type: m.type, mission: m.mission, epoch: m.epoch, target: m.target, ...(m.proof === undefined ? {} : { proof: m.proof })
+  })),
   z.object({ type: z.literal('abandon'), mission: id, epoch: natural }),
   z.object({ type: z.literal('remove'), mission: id, deployId: id, grant: optionalGrant }).transform(m => ({
     type: m.type, mission: m.mission, deployId: m.deployId, ...(m.grant === undefined ? {} : { grant: m.grant })

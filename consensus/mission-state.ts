@@ -6,8 +6,11 @@ import type { CheckpointRef, ConsensusMessage, MissionRecord, PersistedMission }
 
 /** A two-board primary replacing its partner, proven exited, by `joiner` (see startPartnerReplacement in primary.ts). */
 export interface Replacement { partner: string, joiner: string }
-/** `answered`: some other peer voted on it (granted or not); a claim nobody answered is retried under its epoch. */
-export interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, startedAt: number, replace: Replacement | null, answered: boolean }
+/**
+ * `answered`: some other peer voted on it (granted or not); a claim nobody answered is retried under its epoch.
+ * `sigs`: the granted votes' signatures (by voter, this board's own included), for the proof of the epoch won.
+ */
+export interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, sigs: Map<string, string>, startedAt: number, replace: Replacement | null, answered: boolean }
 /** `kind`: how it was started (a failure of a cold start is not reported as a failed restore). */
 export interface Container { epoch: number, status: 'starting' | 'running', since: number, kind: 'fresh' | 'restore' }
 export interface ImageTask { cid: string | null, since: number | null, failures: number, retryAt: number }
@@ -79,6 +82,11 @@ export interface Mission extends PersistedMission {
   blockedReason: string | null
   /** Since when no live board could run the mission (null while one can). */
   unplaceableSince: number | null
+  /**
+   * Members of the known view that announced a newer record this board could not anchor yet (it missed the elections
+   * between): `key` names the record (epoch, primary); they vouch for it (see ProofAnchor in quorum-proof.ts).
+   */
+  vouches: { key: string, from: Set<string> } | null
 }
 
 export type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
@@ -101,7 +109,7 @@ export function newMission (stored: PersistedMission): Mission {
     imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageHeldAt: -Infinity,
-    lastAck: null, blockedReason: null, unplaceableSince: null
+    lastAck: null, blockedReason: null, unplaceableSince: null, vouches: null
   }
 }
 

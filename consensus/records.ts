@@ -6,7 +6,7 @@ import type { OperatorGrant } from './authority.ts'
 import { emit, emitEvent, refuse, type Ctx, type LocalOf } from './context.ts'
 import { persist } from './persisted.ts'
 import { MAX_CLAIM_STEP, MAX_EPOCH, newerGrant, newMission, sameFailure, type Mission, type Removal } from './mission-state.ts'
-import { noteRestarts, stateOf } from './membership.ts'
+import { noteRestarts, proofHolds, stateOf } from './membership.ts'
 import { adoptedPrimaryCheck, announce, release, stopIfRunning } from './lifecycle.ts'
 import type { ConsensusMessage, MissionRecord } from './types.ts'
 
@@ -20,6 +20,8 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
   const mission = ctx.missions.get(incoming.mission)
   if (mission === undefined) {
     if (incoming.removed) return
+    // Nothing known to check it against: its proof must hold on its own (see firstLook).
+    if (!firstLook(ctx, incoming)) { refuse(ctx, 'no-quorum-proof'); return }
     const adopted = newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null })
     noteRestarts(ctx, now, adopted, 0)
     ctx.missions.set(incoming.mission, adopted)
@@ -40,6 +42,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
       mission.lastAnnounceAt = -Infinity
       return
     }
+    if (!incoming.removed && !firstLook(ctx, incoming)) { refuse(ctx, 'no-quorum-proof'); return }
     stopIfRunning(ctx, mission, { kind: 'replaced', deployId: incoming.deployId })
     ctx.missions.set(incoming.mission, newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
     persist(ctx)
@@ -58,8 +61,13 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
     return
   }
   if (incoming.epoch > record.epoch) {
-    if (!speaksForNewEpoch(ctx, now, mission, from, incoming)) {
-      refuse(ctx, 'not-a-member')
+    const speaker = speaksForNewEpoch(ctx, now, mission, from, incoming)
+    // A member speaks for the epoch only with its proof: the signed votes of its election (quorum-proof.ts), checked
+    // against the record known here (none when no other member of its view is alive: the proof holds on its own).
+    const anchor = { ...record, vouched: vouchersOf(ctx, mission, from, incoming), self: ctx.self.peerId }
+    const unproven = speaker !== null && !proofHolds(ctx, speaker === 'alone' ? null : anchor, record.spec, claimOf(incoming), incoming.proof)
+    if (speaker === null || unproven) {
+      refuse(ctx, speaker === null ? 'not-a-member' : 'no-quorum-proof')
       // Asked of the members instead: they answer a record older than theirs with theirs (a replaced two-board
       // primary heard its successor's epoch first from a board outside its view, and learned it a second later).
       if (now - mission.lastAnnounceAt >= ctx.config.announceIntervalMs / 4) announce(ctx, now, mission)
@@ -100,11 +108,41 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
  * itself primary. A peer whose known view has no other live member (it was away while the view changed over)
  * takes it from any peer, or it would never learn the mission's current epoch.
  */
-function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from: string, incoming: MissionRecord): boolean {
+function speaksForNewEpoch (ctx: Ctx, now: number, mission: Mission, from: string, incoming: MissionRecord): 'member' | 'alone' | null {
   const record = mission.record
-  if (record.view.includes(from)) return true
-  if (incoming.primary === from && mission.votedFor === from && mission.votedEpoch === incoming.epoch) return true
-  return !record.view.some(p => p !== ctx.self.peerId && stateOf(ctx, now, p) !== 'dead')
+  if (record.view.includes(from)) return 'member'
+  if (incoming.primary === from && mission.votedFor === from && mission.votedEpoch === incoming.epoch) return 'member'
+  return record.view.some(p => p !== ctx.self.peerId && stateOf(ctx, now, p) !== 'dead') ? null : 'alone'
+}
+
+/**
+ * Who vouches here for a newer record besides its proof's signers: this board, if it granted that epoch to that
+ * primary, and the members of its known view that announced that record (kept for the newest such record only).
+ */
+function vouchersOf (ctx: Ctx, mission: Mission, from: string, incoming: MissionRecord): Set<string> {
+  const key = `${incoming.epoch}/${incoming.primary ?? ''}`
+  if (mission.vouches?.key !== key) {
+    if (mission.vouches !== null && Number(mission.vouches.key.split('/')[0]) > incoming.epoch) return new Set()
+    mission.vouches = { key, from: new Set() }
+  }
+  if (mission.record.view.includes(from)) mission.vouches.from.add(from)
+  const vouched = new Set(mission.vouches.from)
+  if (mission.votedEpoch === incoming.epoch && mission.votedFor === incoming.primary) vouched.add(ctx.self.peerId)
+  return vouched
+}
+
+/** What a record's proof must prove: its epoch elected its primary in its deployment, with its view. */
+function claimOf (record: MissionRecord): { mission: string, deployId: string, epoch: number, candidate: string, view: string[] } {
+  return { mission: record.mission, deployId: record.deployId, epoch: record.epoch, candidate: record.primary ?? '', view: record.view }
+}
+
+/**
+ * A record of a deployment this board did not know: a deploy record (no primary: the operator's grant, checked at
+ * the gossip edge, is its justification) or an elected epoch whose proof holds on its own (this board knows no view
+ * to anchor it to, see proves in quorum-proof.ts).
+ */
+function firstLook (ctx: Ctx, incoming: MissionRecord): boolean {
+  return incoming.primary === null || proofHolds(ctx, null, incoming.spec, claimOf(incoming), incoming.proof)
 }
 
 /** A same-epoch record would change this one (see onAnnounce): refusing it is worth counting. */
@@ -125,6 +163,7 @@ function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: Mi
   }
   const before = mission.record.restarts
   mission.record = incoming
+  mission.vouches = null
   mission.refusingSince = null
   noteRestarts(ctx, now, mission, before)
   mission.votedEpoch = Math.max(mission.votedEpoch, incoming.epoch)
@@ -144,6 +183,11 @@ export function onFence (ctx: Ctx, now: number, from: string, msg: Extract<Conse
     refuse(ctx, 'fence-not-authorized')
     return
   }
+  // A member fences only with the proof of the epoch it won (the primary of an epoch adopted here was proven then).
+  if (!fromPrimary && !proofHolds(ctx, record, record.spec, { mission: msg.mission, deployId: record.deployId, epoch: msg.epoch, candidate: from }, msg.proof)) {
+    refuse(ctx, 'no-quorum-proof')
+    return
+  }
   emitEvent(ctx, msg.mission, { kind: 'fenceReceived', epoch: msg.epoch, stoppedEpoch: mission.container.epoch })
   stopIfRunning(ctx, mission, { kind: 'fenced', epoch: msg.epoch })
   mission.votedEpoch = Math.max(mission.votedEpoch, msg.epoch)
@@ -157,8 +201,10 @@ export function onRemove (ctx: Ctx, name: string, deployId: string, removal: Rem
   stopIfRunning(ctx, mission, { kind: 'removed', ...removal })
   mission.record.removed = true
   if (grant !== undefined) mission.record.removal = grant
-  // A tombstone keeps no payload: gossip carries it small, disk keeps it small.
+  // A tombstone keeps no payload: gossip carries it small, disk keeps it small. Nor its epoch's proof: the
+  // operator's removal justifies it.
   mission.record.spec = tombstoneSpec(name)
+  delete mission.record.proof
   mission.claim = null
   mission.held = null
   mission.fetchInFlight = null

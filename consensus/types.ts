@@ -1,6 +1,7 @@
 // Types of the consensus state machine: what goes in (peer changes, messages, local events), what comes out (actions).
 import type { MissionSpec } from '../manifest/manifest.ts'
 import type { OperatorGrant } from './authority.ts'
+import type { QuorumProof } from './quorum-proof.ts'
 import type { MachineEvent, StopReason } from './events.ts'
 
 export type PeerState = 'alive' | 'suspect' | 'dead'
@@ -211,6 +212,11 @@ export interface MissionRecord {
   grant?: OperatorGrant
   /** A tombstone's signed removal. */
   removal?: OperatorGrant
+  /**
+   * The signed votes that elected this epoch (consensus/quorum-proof.ts); absent in a deploy record (epoch of the
+   * deploy, justified by the operator's grant) and in records elected by peers that sign no votes.
+   */
+  proof?: QuorumProof
 }
 
 /** The sender's election state, carried by every announce. */
@@ -234,9 +240,11 @@ export type ConsensusMessage =
    */
   | { type: 'claim', mission: string, deployId: string, epoch: number, basis: number, held?: { epoch: number, seq: number } | null }
   /** `newerState`: refused because the voter holds newer state than the candidate's and claims itself. */
-  | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number, newerState?: true }
+  /** `sig`: with a granted vote, the voter's signature of its statement (voteStatement in quorum-proof.ts). */
+  | { type: 'vote', mission: string, epoch: number, candidate: string, granted: boolean, knownEpoch: number, newerState?: true, sig?: string }
   | { type: 'ack', mission: string, epoch: number, cid: string, seq: number, checkpointEpoch: number }
-  | { type: 'fence', mission: string, epoch: number, target: string }
+  /** `proof`: the signed votes that elected the sender in `epoch` (the target checks them before it stops). */
+  | { type: 'fence', mission: string, epoch: number, target: string, proof?: QuorumProof }
   /** The sender's claim for `epoch` is over without a win: votes granted to it are released. */
   | { type: 'abandon', mission: string, epoch: number }
   | { type: 'remove', mission: string, deployId: string, grant?: OperatorGrant }
@@ -250,9 +258,10 @@ export type ConsensusMessage =
  * the current one, from a peer that is not in the mission's view (nor the candidate this peer voted for);
  * `fence-not-authorized`: a fence from a peer that is neither in the view nor the epoch's primary;
  * `older-deployment`: another deployment of the name whose operator grant is older than the current one's;
- * `revoked`: a message from a board the operator revoked.
+ * `revoked`: a message from a board the operator revoked; `no-quorum-proof`: a newer epoch (a record, or a fence of
+ * it) whose signed votes do not prove its election (missing, forged, too few, of another epoch, candidate or basis).
  */
-export type AuthorityRefusal = 'epoch-out-of-range' | 'outside-view' | 'not-a-member' | 'fence-not-authorized' | 'older-deployment' | 'revoked'
+export type AuthorityRefusal = 'epoch-out-of-range' | 'outside-view' | 'not-a-member' | 'fence-not-authorized' | 'older-deployment' | 'revoked' | 'no-quorum-proof'
 
 export type LocalEvent =
   | { type: 'deploy', spec: MissionSpec, deployId?: string, grant?: OperatorGrant }

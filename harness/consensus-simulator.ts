@@ -3,6 +3,8 @@
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { describe, type MachineEvent } from '../consensus/events.ts'
 import { compareCheckpoints } from '../consensus/messages.ts'
+import { fnv1a64 } from '../consensus/hrw.ts'
+import type { VoteKeys } from '../consensus/quorum-proof.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
 
@@ -85,6 +87,15 @@ interface SimPeer {
 }
 
 interface QueuedEvent { at: number, order: number, run: () => void }
+
+/**
+ * A cheap deterministic stand-in for the boards' Ed25519 vote signatures: a hash of the signer and the statement.
+ * Anyone could compute it (no secret): the simulator's peers are honest, and forged proofs in tests use other values.
+ */
+export function simVoteKeys (self: string): VoteKeys {
+  const sigOf = (signer: string, statement: string): string => `sim:${fnv1a64(`${signer}\n${statement}`).toString(16)}`
+  return { sign: statement => sigOf(self, statement), verify: (voter, statement, sig) => sig === sigOf(voter, statement) }
+}
 
 export const DEFAULT_NETWORK: NetworkConditions = { minDelayMs: 1, maxDelayMs: 10, loss: 0, duplication: 0 }
 
@@ -418,7 +429,7 @@ export class Simulation {
     peer.paused = false
     peer.detector.clear()
     peer.info.fetchingImages = []
-    peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted })
+    peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted, voteKeys: simVoteKeys(id) })
     this.#checkEpochs(peer, peer.persisted)
     this.#apply(peer)
     const beat = (): void => {

@@ -4,6 +4,7 @@
 import { getPriority, setPriority } from 'node:os'
 import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { SealIdentity } from '../checkpoint/sealing.ts'
+import { PeerVoteKeys } from './vote-keys.ts'
 import { createSwarmNode, type SwarmNode } from './node.ts'
 import { pnetCipherMemory } from './pnet-cipher-fix.ts'
 import { Gossip } from './gossip.ts'
@@ -64,6 +65,7 @@ export class Peer {
   readonly #lock: DataDirLock
   #node: SwarmNode | undefined
   #sealIdentity: SealIdentity | undefined
+  #voteKeys: PeerVoteKeys | undefined
   #gossip: Gossip | undefined
   #membership: Membership | undefined
   #beats: BeatLink | undefined
@@ -113,6 +115,8 @@ export class Peer {
   get node (): SwarmNode { return this.#running(this.#node, 'node') }
   /** This board's identity as checkpoint sealing uses it (X25519 from its Ed25519 key): opens keys wrapped for it. */
   get sealIdentity (): SealIdentity { return this.#running(this.#sealIdentity, 'seal identity') }
+  /** This board's identity as it signs its votes and checks the others' (peer/vote-keys.ts). */
+  get voteKeys (): PeerVoteKeys { return this.#running(this.#voteKeys, 'vote keys') }
   get gossip (): Gossip { return this.#running(this.#gossip, 'gossip') }
   get membership (): Membership { return this.#running(this.#membership, 'membership') }
   get board (): BoardProfile { return this.#running(this.#board, 'board') }
@@ -153,6 +157,7 @@ export class Peer {
     const privateKey = await loadOrCreateIdentity(config.dataDir)
     this.#onIdentity?.(peerIdFromPrivateKey(privateKey).toString())
     this.#sealIdentity = SealIdentity.fromPrivateKey(peerIdFromPrivateKey(privateKey).toString(), privateKey)
+    this.#voteKeys = new PeerVoteKeys(privateKey)
 
     const capabilities = new CapabilityProbe({ dockerHost: config.dockerHost })
     this.#capabilities = capabilities

@@ -18,6 +18,8 @@ import { createOperatorKeyFiles } from '../peer/commands/operator-key.ts'
 import { createOperatorKeyPair, OperatorSigner, specDigest } from '../consensus/authority.ts'
 import { validateMissionSpec } from '../manifest/manifest.ts'
 import type { AuthorityRefusal, ConsensusMessage, MissionRecord } from '../consensus/types.ts'
+import { voteStatement, type QuorumProof } from '../consensus/quorum-proof.ts'
+import { PeerVoteKeys } from '../peer/vote-keys.ts'
 import { swarmKeyFor, tempDirFor } from './helpers/peers.ts'
 import { dockerMissing, gateOn } from './helpers/requirements.ts'
 
@@ -71,8 +73,9 @@ if (gateOn(t, await dockerMissing())) {
   }, 60_000)
 
   // The attacker: the swarm key, a fresh identity, no heartbeat (no role in any view), connected to every board.
+  const attackerKey = await generateKeyPair('Ed25519')
   const attacker: SwarmNode = await createSwarmNode({
-    privateKey: await generateKeyPair('Ed25519'), dataDir: join(dir, 'attacker'), listen: ['/ip4/127.0.0.1/tcp/0'],
+    privateKey: attackerKey, dataDir: join(dir, 'attacker'), listen: ['/ip4/127.0.0.1/tcp/0'],
     bootstrap: [], swarmKey: new Uint8Array(await readFile(swarmKey)), mdns: false
   })
   t.teardown(async () => { await attacker.stop() })
@@ -185,6 +188,89 @@ if (gateOn(t, await dockerMissing())) {
     t.equal((await docker.listContainers({ all: true, filters: { label: [`${LABEL_MISSION}=${EVIL}`] } })).length, 0, 'no container of the forged mission was ever created')
     const running = await docker.listContainers({ filters: { label: [`${LABEL_MISSION}=${MISSION}`] } })
     t.equal(running.length, 1, 'one container of the mission runs')
+  })
+
+  t.test('a member of the view (the attacker heartbeats like a board) claims an epoch alone and fences the primary: no-quorum-proof everywhere', async t => {
+    // Heartbeats as a board sends them: every board counts the attacker alive and the primary takes it into the view.
+    let seq = 0
+    const incarnation = Date.now()
+    const beat = (): void => {
+      void pubsub.publish(HEARTBEAT_TOPIC, encode({
+        v: 1, peerId: attackerId, incarnation, seq: ++seq, sentAt: Date.now(), addrs: attacker.libp2p.getMultiaddrs().map(String),
+        board: { name: 'generic', arch: process.arch, cores: 1, memoryMb: 512 },
+        capabilities: { criu: { version: null, checkOk: false }, docker: { available: false, version: null } },
+        load: { loadPerCore: 0, lagMs: 0, rssMb: 50, healthScore: 0 }, extras: {}
+      })).catch(() => {})
+    }
+    beat()
+    const beating = setInterval(beat, 300)
+    t.teardown(() => { clearInterval(beating) })
+    const latest = (): MissionRecord | undefined => overheard.filter((m): m is Extract<ConsensusMessage, { type: 'announce' }> => m.type === 'announce' && m.record.mission === MISSION).at(-1)?.record
+    await waitFor('the attacker to join the mission\'s view on every board', async () => {
+      const r = latest()
+      if (r?.view.includes(attackerId) !== true || r.proof === undefined) return false
+      for (const p of peers) if ((await missionOn(p))?.epoch !== r.epoch) return false
+      return true
+    }, 60_000)
+    const record = latest()!
+    t.ok(record.view.includes(attackerId), `the attacker is a member of the view of epoch ${record.epoch} (${record.view.length} members)`)
+    t.ok(record.proof !== undefined && record.proof.votes.length >= 2, `that epoch's record carries its proof (${record.proof?.votes.length} signed votes, ${JSON.stringify(record.proof).length} bytes)`)
+    const before = (await missionOn(a))!
+    const primary = peers.find(p => p.peerId === before.primary)!
+    const containerBefore = (await missionOn(primary))!.container
+    const refusedBefore = await Promise.all(peers.map(async p => (await authorityOf(p)).refused['no-quorum-proof']))
+    const own = new PeerVoteKeys(attackerKey)
+    const selfSigned = (epoch: number, over: Partial<QuorumProof> = {}): QuorumProof => ({
+      basis: record.epoch, view: record.view, primary: record.primary,
+      votes: [[attackerId, own.sign(voteStatement(MISSION, record.deployId, epoch, attackerId, over.basis ?? record.epoch))]], ...over
+    })
+    const claim = { votedEpoch: 0, open: false }
+    const samples: string[] = []
+    const sampler = setInterval(() => { void missionOn(b).then(m => { samples.push(m?.state ?? 'gone') }, () => {}) }, 200)
+    for (let i = 0; i < 5; i++) {
+      const epoch = record.epoch + 1 + i
+      const honest = peers.map(p => p.peerId)
+      const proofs: Array<QuorumProof | undefined> = [
+        undefined,
+        selfSigned(epoch),
+        // Its own vote and two made-up ones of honest members; the real proof of the current epoch replayed; a basis
+        // view of the attacker alone (where it would be its own quorum).
+        { ...selfSigned(epoch), votes: [...selfSigned(epoch).votes, ...honest.slice(0, 2).map((h): [string, string] => [h, selfSigned(epoch).votes[0]![1]])] },
+        record.proof,
+        selfSigned(epoch, { view: [attackerId], primary: null })
+      ]
+      for (const proof of proofs) {
+        const forged: MissionRecord = { ...record, epoch, primary: attackerId, backup: record.primary, started: true, ...(proof === undefined ? {} : { proof }) }
+        if (proof === undefined) delete forged.proof
+        await forge({ type: 'announce', record: forged, claim })
+      }
+      await forge({ type: 'fence', mission: MISSION, epoch, target: primary.peerId, proof: selfSigned(epoch) })
+      await new Promise(resolve => setTimeout(resolve, 1000))
+    }
+    clearInterval(sampler)
+    const counted = async (): Promise<boolean> => {
+      for (const [i, p] of peers.entries()) if ((await authorityOf(p)).refused['no-quorum-proof'] - (refusedBefore[i] as number) < 25) return false
+      return true
+    }
+    for (const deadline = Date.now() + 15_000; Date.now() < deadline && !(await counted());) await new Promise(resolve => setTimeout(resolve, 250))
+    for (const [i, p] of peers.entries()) {
+      const refused = (await authorityOf(p)).refused['no-quorum-proof'] - (refusedBefore[i] as number)
+      t.ok(refused >= 25, `board ${i} refused the member's ${refused} unproven epochs${p === primary ? ' and fences' : ''} (no-quorum-proof)`)
+      const m = await missionOn(p)
+      t.equal(m?.epoch, before.epoch, `board ${i}: the mission is still at epoch ${before.epoch}`)
+      t.equal(m?.primary, before.primary, `board ${i}: same primary`)
+    }
+    t.ok((await authorityOf(primary)).refused['no-quorum-proof'] - (refusedBefore[peers.indexOf(primary)] as number) >= 30, 'the primary refused the 5 fences too')
+    t.same((await missionOn(primary))!.container, containerBefore, 'the primary\'s container was never stopped or replaced')
+    t.ok(samples.length >= 20 && samples.every(s => s === 'running'), `running in all ${samples.length} samples taken during the attack`)
+    // The attacker stops beating: it is dead to every board and leaves the view (the next tests run without it).
+    clearInterval(beating)
+    await waitFor('the attacker to leave the view', async () => {
+      const r = latest()
+      if (r === undefined || r.view.includes(attackerId)) return false
+      for (const p of peers) if ((await missionOn(p))?.epoch !== r.epoch || (await missionOn(p))?.state !== 'running') return false
+      return true
+    }, 60_000)
   })
 
   t.test('key rotation without a restart: both keys trusted (SIGHUP), the mission re-signed with the new one, the old one dropped', async t => {

@@ -106,6 +106,7 @@ export class PeerMissions {
       criuReady: () => peer.capabilities.criu.checkOk === true,
       events,
       operator,
+      voteKeys: peer.voteKeys,
       revocations: hooks => new Revocations({ peer, ...hooks, log: this.#log }),
       runtime,
       checkpoints,

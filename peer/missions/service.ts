@@ -5,6 +5,7 @@ import { ClusterMachine, majority, type SelfInfo } from '../../consensus/machine
 import { validateMessage } from '../../consensus/messages.ts'
 import { checkMessageAuthority, GrantError } from '../../consensus/authority.ts'
 import { imageFor, normalizeImageRef } from '../../manifest/manifest.ts'
+import type { VoteKeys } from '../../consensus/quorum-proof.ts'
 import { DEFAULT_CONSENSUS_CONFIG, type Action, type ConsensusConfig, type LocalEvent, type PeerInfo, type PersistedState } from '../../consensus/types.ts'
 import type { BoardProfile } from '../../boards/profiles.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
@@ -52,6 +53,8 @@ export interface MissionComponents {
   criuReady: () => boolean
   events: Pick<MissionEventLog, 'record' | 'of'>
   operator: MissionOperator
+  /** Signs this board's votes and checks the proofs of others' epochs (peer/vote-keys.ts); absent: none made or checked. */
+  voteKeys?: VoteKeys
   /** Revoked boards, told to the machine (peer/revocations.ts). */
   revocations: (hooks: Pick<RevocationsOptions, 'keys' | 'signer' | 'onRevoked'>) => Pick<Revocations, 'start' | 'stop' | 'revoked'>
   /** Absent on a board without a working Docker: it still votes and relays. */
@@ -150,7 +153,7 @@ export class MissionService {
     this.#refreshSelfInfo()
     const persisted = await this.#state.load()
     if (c.runtime != null) await this.#stopStrayContainers(c.runtime, persisted)
-    this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted })
+    this.#machine = new ClusterMachine({ self: this.#selfInfo, now: Date.now(), config: this.#options.consensus, persisted, ...(c.voteKeys === undefined ? {} : { voteKeys: c.voteKeys }) })
     const revocations = c.revocations({
       keys: () => c.operator.keys,
       signer: () => c.operator.signer,
