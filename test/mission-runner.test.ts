@@ -110,6 +110,7 @@ function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRu
     signal: new AbortController().signal,
     keepCheckpoints: options.keepCheckpoints ?? 3,
     snapshot: () => view,
+    env: spec => spec.env,
     local: event => { inputs.push(event); calls.push(`input ${event.type}`) },
     record: event => { events.push(describe(event)) },
     storageFailed: err => { faults.push(err) },

@@ -32,6 +32,8 @@ export interface RunnerContext {
   keepCheckpoints: number
   /** The machine's snapshot of the mission now. */
   snapshot: () => MissionSnapshot | undefined
+  /** The clear env of `spec` (its values opened from the record's seal and checked), or a throw saying why not. */
+  env: (spec: MissionSpec) => Record<string, string>
   /** An input to the machine. */
   local: (event: LocalEvent) => void
   record: (event: MissionEventData, at?: number) => void
@@ -52,13 +54,13 @@ export function failureCause (err: unknown): 'image-missing' | 'criu' | 'docker'
   return 'other'
 }
 
-/** Turns the manifest's mission into what the container runtime runs. */
-export function containerSpec (spec: MissionSpec, image: string): ContainerSpec {
+/** Turns the manifest's mission into what the container runtime runs; `env`: its clear values. */
+export function containerSpec (spec: MissionSpec, image: string, env: Record<string, string> = spec.env): ContainerSpec {
   return {
     mission: spec.name,
     image,
     cmd: spec.command,
-    env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+    env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
     dataPath: spec.data ?? null
   }
 }
@@ -162,7 +164,7 @@ export class MissionRunner {
     const { runtime, checkpoints, signal } = this.#ctx
     if (runtime == null) { this.#ctx.local({ type: 'startFailed', mission: this.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     try {
-      const spec = containerSpec(action.spec, action.image)
+      const spec = containerSpec(action.spec, action.image, this.#ctx.env(action.spec))
       // The data of the checkpoint the machine named, if this board holds it (after a restart only its store
       // does) and it verifies; else the start says it has none.
       let data: HeldBundle | undefined

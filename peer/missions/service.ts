@@ -27,6 +27,8 @@ import type { MissionCheckpoints, MissionRuntime } from './ports.ts'
 import { serveMissionRoutes } from './routes.ts'
 import { MissionRunner, type RunnerAction } from './runner.ts'
 import { MissionStateStore } from './state-store.ts'
+import { EnvKeeper } from './env-keeper.ts'
+import type { SealIdentity } from '../../checkpoint/sealing.ts'
 import { imageFetchesOf, imageOnSomeLiveBoard, missionStatusOf, type MissionStatus, type OwnImages } from './status.ts'
 import { STORAGE_PROBE_MS, StorageMonitor } from './storage.ts'
 
@@ -60,6 +62,8 @@ export interface MissionComponents {
   images?: Pick<ImageInventory, 'answering' | 'has' | 'present' | 'fetching' | 'isFetching' | 'beginFetch' | 'progress' | 'endFetch' | 'refresh' | 'extra'>
   /** Freezes this peer's containers when the lease is not renewed in time. */
   watchdog?: Pick<Watchdog, 'renew' | 'dismiss'>
+  /** Opens the env values sealed for this board (null: it opens none). */
+  identity: SealIdentity | null
   log: (line: string) => void
 }
 
@@ -86,6 +90,7 @@ export class MissionService {
   #leasedContainers = new Map<string, { id: string, epoch: number }>()
   #leaseEndsAt = Infinity
   readonly #budget = new MissionBudget()
+  readonly #env: EnvKeeper
   readonly #heldMissions = {
     holds: (mission: string) => (this.#machine?.knownEpoch(mission) ?? -1) >= 0,
     specs: () => this.#liveViews().map(v => v.spec)
@@ -102,6 +107,13 @@ export class MissionService {
     this.#c = components
     this.#options = options
     this.#log = components.log
+    this.#env = new EnvKeeper({
+      peerId: components.peerId,
+      identity: components.identity,
+      local: event => { this.#local(event) },
+      record: (mission, event) => { this.#recordEvent(mission, event) },
+      log: this.#log
+    })
     this.#state = new MissionStateStore({ dataDir: components.dataDir, onWriteFailed: err => { this.#storage.failed(err, null) } })
     const checkpoints = components.checkpoints
     this.#storage = new StorageMonitor({
@@ -183,7 +195,7 @@ export class MissionService {
       this.#feedPeers()
       // The fencing lease, enforced by the watchdog's own event loop: it freezes these containers if this stops.
       this.#renewLease()
-      this.#input(machine => { machine.tick(Date.now()) })
+      this.#input(machine => { machine.tick(Date.now()); this.#env.reseal(machine.snapshot(Date.now())) })
     }, this.#options.tickIntervalMs ?? 50))
     if (c.runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
@@ -191,6 +203,7 @@ export class MissionService {
     c.status.extend('missionBudget', () => ({ refused: { ...this.#budget.refused } }))
     c.status.extend('storage', () => this.#storage.health)
     c.status.extend('authority', () => this.authority())
+    c.status.extend('env', () => ({ refused: { ...this.#env.refused } }))
     c.heartbeat.extend('storage', () => this.#storage.health)
     this.#timers.push(setInterval(() => { if (!this.#stopped) void this.#storage.probe() }, STORAGE_PROBE_MS))
     c.heartbeat.extend('images', () => c.images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
@@ -203,6 +216,7 @@ export class MissionService {
       operator: c.operator,
       list: () => this.list(),
       local: event => { this.#local(event) },
+      commitEnv: (spec, salts) => this.#env.commit(spec, this.#c.membership.list().filter(m => m.state === 'alive').map(m => m.peerId), salts),
       refusalOfNew: spec => this.#budget.refusalOfNew(spec.name, spec, this.#heldMissions),
       refreshImages: async () => { await c.images?.refresh() },
       imageOnSomeLiveBoard: spec => imageOnSomeLiveBoard(spec, this.#ownImages(), c.membership.list()),
@@ -242,7 +256,8 @@ export class MissionService {
         imageFetches: imageFetchesOf(v.spec, own, members),
         events: this.#c.events.of(v.name),
         container: runner?.container ?? null,
-        lastTake: runner?.lastTake ?? null
+        lastTake: runner?.lastTake ?? null,
+        env: this.#env.shown(v)
       })
     })
   }
@@ -280,6 +295,10 @@ export class MissionService {
         signal: this.#abort.signal,
         keepCheckpoints: this.#options.keepCheckpoints ?? 3,
         snapshot: () => this.machine.snapshot(Date.now()).find(v => v.name === mission),
+        env: spec => {
+          const v = this.machine.snapshot(Date.now()).find(v => v.name === mission)
+          return this.#env.require({ name: mission, spec, deployId: v?.deployId ?? '', envSeal: v?.envSeal })
+        },
         local: event => { this.#local(event) },
         record: (event, at) => { this.#recordEvent(mission, event, at) },
         storageFailed: err => { this.#storage.failed(err, mission) },
