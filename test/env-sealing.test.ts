@@ -145,3 +145,18 @@ t.test('the keeper: opens for members, hides values from others, counts refusals
   kb.reseal([{ ...m, role: 'backup' } as MissionSnapshot, grown])
   t.equal(locals.length, 3, 'only where this board is primary (the second view)')
 })
+
+t.test('mission show prints the values on a member, the names only elsewhere, nothing for a mission without env', async t => {
+  const { formatMission } = await import('../peer/commands/mission.ts')
+  const { spec } = commitEnv(SPEC)
+  const base = {
+    name: 'm', state: 'running', reason: null, protected: true, protection: { reason: null }, epoch: 1, primary: 'p', backup: 'b', spec,
+    lastCheckpoint: null, replicatedSeq: null, replicationLagMs: null, checkpointPeriodMs: null, restarts: 0, lastFailure: null, imageFetches: [], events: []
+  }
+  const member = formatMission({ ...base, env: { ...SPEC.env } } as never)
+  t.match(member, /^env {9}TOKEN=hunter2-secret MODE=prod$/m)
+  const outsider = formatMission({ ...base, env: { TOKEN: null, MODE: null } } as never)
+  t.match(outsider, /^env {9}TOKEN=\(sealed for the view\) MODE=\(sealed for the view\)$/m)
+  t.notOk(outsider.includes('hunter2') || outsider.includes(ENV_DIGEST_PREFIX), 'neither the value nor its digest')
+  t.notOk(formatMission({ ...base, spec: { ...SPEC, env: {} }, env: {} } as never).includes('env '), 'no env line without env')
+})
