@@ -195,7 +195,8 @@ export class MissionService {
       this.#feedPeers()
       // The fencing lease, enforced by the watchdog's own event loop: it freezes these containers if this stops.
       this.#renewLease()
-      this.#input(machine => { machine.tick(Date.now()); this.#env.reseal(machine.snapshot(Date.now())) })
+      this.#input(machine => { machine.tick(Date.now()) })
+      if (!this.#stopped) this.#env.reseal(this.machine.snapshot(Date.now()))
     }, this.#options.tickIntervalMs ?? 50))
     if (c.runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
