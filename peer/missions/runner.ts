@@ -197,6 +197,9 @@ export class MissionRunner {
     if (checkpoints == null) { this.#ctx.local({ type: 'restoreFailed', mission: this.mission, epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     this.#restoring.add(checkpoint.cid)
     try {
+      // The restored env is the checkpoint's (sealed for the view); a board that cannot open and check the signed
+      // values is no member that should run the mission: it says so rather than restore.
+      this.#ctx.env(action.spec)
       const result = await checkpoints.restore(this.#bundles.get(checkpoint.cid) ?? checkpoint.cid, { peerId, epoch, signal })
       this.#container = { id: result.containerId, epoch }
       const { createMs, filesMs, criuMs } = result.phases
