@@ -3,6 +3,7 @@
 import { Key } from 'interface-datastore'
 import type { CID } from 'multiformats/cid'
 import type { Helia } from '@helia/interface'
+import { base32upper } from 'multiformats/bases/base32'
 import { StoreReopener, type Reopenable } from './storage-health.ts'
 
 export interface BlockGetOptions {
@@ -17,6 +18,8 @@ export interface BundleBackend {
   has (cid: CID, options?: { signal?: AbortSignal }): Promise<boolean>
   /** Local block, or fetched from the swarm (verified against its CID) unless `offline`. */
   get (cid: CID, options?: BlockGetOptions): Promise<Uint8Array>
+  /** Local blocks in one read, in order; undefined where absent (optional: the caller falls back to `get`). */
+  getManyLocal? (cids: CID[]): Promise<Array<Uint8Array | undefined>>
   putMany (blocks: BlockPair[], options?: { signal?: AbortSignal }): Promise<void>
   deleteMany (cids: CID[], options?: { signal?: AbortSignal }): Promise<void>
   /** Small persistent key/value records (the retention index). Keys look like `/a/b/c`. */
@@ -79,6 +82,25 @@ export class HeliaBundleBackend implements BundleBackend {
   async get (cid: CID, options: BlockGetOptions = {}): Promise<Uint8Array> {
     if (options.offline === true) return await this.blocks.run('reading the blockstore', async () => await concat(this.local.get(cid, { signal: options.signal })))
     return await concat(this.helia.blockstore.get(cid, { signal: options.signal }))
+  }
+
+  /**
+   * One native `getMany` of the level store for a batch of blocks. Checking the ~3,000 held chunks of a vehicle
+   * checkpoint took 210-800 ms with a `get` each (an async generator, a signal race and a native call per block)
+   * and 60-250 ms this way (.scratch measurement on the shared 2-core host, both on the same store).
+   */
+  async getManyLocal (cids: CID[]): Promise<Array<Uint8Array | undefined>> {
+    const level = this.local as unknown as { db?: { getMany?: (keys: string[]) => Promise<Array<Uint8Array | undefined>> }, base?: typeof base32upper }
+    const db = level.db
+    if (typeof db?.getMany !== 'function') {
+      return await Promise.all(cids.map(async cid => await this.get(cid, { offline: true }).catch((err: Error) => {
+        if (err.name === 'NotFoundError') return undefined
+        throw err
+      })))
+    }
+    // The keys blockstore-level writes: `/` and the multihash in its base (base32upper by default).
+    const base = level.base ?? base32upper
+    return await this.blocks.run('reading the blockstore', async () => await db.getMany!(cids.map(cid => `/${base.encoder.encode(cid.multihash.bytes)}`)))
   }
 
   async putMany (blocks: BlockPair[], options: { signal?: AbortSignal } = {}): Promise<void> {

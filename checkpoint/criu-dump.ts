@@ -280,13 +280,29 @@ export async function criuFailure (what: 'checkpoint' | 'restore', err: unknown)
   return new CriuError(`CRIU ${what} failed: ${message}`, lines)
 }
 
+/**
+ * Runs a command in a process group of its own; an abort kills the whole group, so runc's CRIU dies with it. (A board
+ * frozen mid-dump whose container the watchdog then killed left CRIU in wait4 on ptraced zombies of the dying pid
+ * namespace, which waited on CRIU in turn: the dump never ended, and killing runc alone would leave CRIU holding
+ * the container.)
+ */
 export async function run (cmd: string, args: string[], signal?: AbortSignal, env?: NodeJS.ProcessEnv): Promise<void> {
+  signal?.throwIfAborted()
   await new Promise<void>((resolve, reject) => {
-    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], signal, env: env ?? process.env })
+    const p = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'], env: env ?? process.env, detached: true })
     let err = ''
+    const kill = (): void => {
+      try { if (p.pid != null) process.kill(-p.pid, 'SIGKILL') } catch {}
+    }
+    signal?.addEventListener('abort', kill, { once: true })
     p.stderr.on('data', (d: Buffer) => { err += d.toString() })
     p.on('error', reject)
-    p.on('close', code => { code === 0 ? resolve() : reject(new CheckpointError(`${cmd} ${args.join(' ')}: ${err.trim()}`)) })
+    p.on('close', code => {
+      signal?.removeEventListener('abort', kill)
+      if (signal?.aborted === true) reject(new CheckpointError(`${cmd} ${args[0] ?? ''} aborted (${(signal.reason as Error)?.message ?? 'deadline'}): its process group was killed`))
+      else if (code === 0) resolve()
+      else reject(new CheckpointError(`${cmd} ${args.join(' ')}: ${err.trim()}`))
+    })
   })
 }
 

@@ -7,7 +7,7 @@ import { startMissionSwarm, type MissionSwarm } from '../harness/mission-swarm.t
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { samplesOf } from '../demo/vehicle-log.ts'
 import { lastRestore } from '../harness/observe.ts'
-import { overlaps, regressions } from '../chaos/history.ts'
+import { overlaps, promisedTicks, regressions } from '../chaos/history.ts'
 import type { SimulatedBoard } from '../harness/simulated-board.ts'
 
 const FREEZE_MS = 5000
@@ -47,9 +47,8 @@ if (gateDockerCriu(t)) {
     await ms.waitFor(`${step}: the backup to hold a checkpoint newer than #${held}`, async () => ((await ms.status(backup))?.heldSeq ?? 0) > Math.max(held, 2))
     // What a failure may lose is what the primary's status promises: one interval while replication keeps up, its
     // staleness bound when this loaded host cannot (the first checkpoints after a takeover are slow).
-    const bound = (await ms.status(primary))?.protection.stalenessBoundMs ?? 0
-    const promisedTicks = Math.max(60, Math.ceil(bound / 20) + 10)
-    return { before, primary, backup, old, promisedTicks }
+    const bound = (await ms.status(primary))?.protection.stalenessBoundMs ?? null
+    return { before, primary, backup, old, promisedTicks: promisedTicks(bound, { floorTicks: 60, resolutionTicks: 10 }) }
   }
 
   /** After the primary was stopped and resumed: takeover from a checkpoint, the old primary fenced, the history clean. */

@@ -14,7 +14,7 @@ import type { MissionStatus } from '../peer/missions/index.ts'
 import type { SimulatedBoard } from '../harness/simulated-board.ts'
 import { gateDockerCriu } from './checkpoint-helpers.ts'
 import { gateOn } from './helpers/requirements.ts'
-import { overlaps, regressions } from '../chaos/history.ts'
+import { overlaps, promisedTicks, regressions } from '../chaos/history.ts'
 import { MINORITY_FENCE_BOUND_MS } from '../chaos/run.ts'
 import { TICK_INTERVAL_MS } from '../examples/vehicle/controller.js'
 
@@ -275,7 +275,7 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       // against the minority's last report: 30 behind the cut + 30 of run-on in the best case.
       // The status's promise at the cut: one interval while replication keeps up, its staleness bound when a loaded
       // host cannot (withinInterval false); in ticks, plus the report resolution.
-      const promised = Math.max(MAX_TICKS_LOST, Math.ceil((promise.stalenessBoundMs ?? 0) / TICK_INTERVAL_MS) + 10)
+      const promised = promisedTicks(promise.stalenessBoundMs, { floorTicks: MAX_TICKS_LOST, resolutionTicks: 10 })
       t.comment(`primary alone: the status promised at the cut: bound ${promise.stalenessBoundMs ?? '?'} ms, within the interval: ${promise.withinInterval}`)
       const behindCut = (lastBeforeCut?.tick ?? 0) - (firstNew?.tick ?? 0)
       t.ok(behindCut <= promised, `primary alone: the takeover resumed ${behindCut} ticks behind the state at the cut (promised at most ${promised})`)

@@ -1,5 +1,9 @@
 // Small pure pieces of the checkpoint layer: CRIU stats decoding, names, log framing, path safety.
 import t from 'tap'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { run } from '../checkpoint/criu-dump.ts'
 import { parseStatsDump, normalizeArch, demuxLogs, isSafeRelativePath, chunkSizeFor, PAGE_CHUNK_SIZE, FILE_CHUNK_SIZE } from '../checkpoint/index.ts'
 
 // A stats-dump written by CRIU 4.1.1 for a Node.js counter container (captured on this project's host).
@@ -48,4 +52,25 @@ t.test('bundle paths never climb out of their tree; page images get page-sized c
   t.equal(chunkSizeFor('pages-12.img'), PAGE_CHUNK_SIZE)
   t.equal(chunkSizeFor('pagemap-1.img'), FILE_CHUNK_SIZE)
   t.equal(chunkSizeFor('var/lib/pages-1.img.bak'), FILE_CHUNK_SIZE)
+})
+
+t.test('an aborted dump command dies with its whole process group (runc and the CRIU it started)', async t => {
+  const dir = await mkdtemp(join(tmpdir(), 'tandem-run-abort-'))
+  t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
+  const pidFile = join(dir, 'child.pid')
+  const abort = new AbortController()
+  // A parent that starts a child and waits for it, as runc waits for `criu swrk`.
+  const running = run('sh', ['-c', `sleep 60 & echo $! > ${pidFile}; wait`], abort.signal)
+  let child = 0
+  for (let i = 0; i < 100 && child === 0; i++) {
+    await new Promise(resolve => setTimeout(resolve, 20))
+    child = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim()) || 0
+  }
+  t.ok(child > 0, 'the child started')
+  abort.abort(new Error('deadline'))
+  await t.rejects(running, /aborted \(deadline\): its process group was killed/)
+  // Gone, or a zombie waiting for its new parent to reap it (the state after `) ` in /proc/PID/stat).
+  const alive = async (): Promise<boolean> => !/^\S+ \(.*\) Z/.test(await readFile(`/proc/${child}/stat`, 'utf8').catch(() => `${child} (x) Z`))
+  for (let i = 0; i < 50 && await alive(); i++) await new Promise(resolve => setTimeout(resolve, 20))
+  t.notOk(await alive(), 'the child is gone too')
 })

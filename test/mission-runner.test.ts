@@ -59,6 +59,8 @@ class FakeCheckpoints implements MissionCheckpoints {
     const gate = new Gate<TakenCheckpoint>()
     this.takes.push({ containerId, request, gate })
     this.calls.push(`take ${containerId} #${request.seq}`)
+    // As the real one: an abort ends the dump (its runc and CRIU killed) and the take fails.
+    request.signal?.addEventListener('abort', () => { gate.reject(request.signal?.reason as Error) }, { once: true })
     return await gate.promise
   }
 
@@ -94,7 +96,7 @@ class FakeCheckpoints implements MissionCheckpoints {
 const taken = (seq: number): TakenCheckpoint => ({ cid: `cid-${seq}`, pausedMs: 5, storeMs: 7, frozenTimeUs: 0, phases: { prepareMs: 1, pausedMs: 5, afterPauseMs: 1, storeMs: 7 }, newBytes: 10, totalBytes: 20 })
 const restored = (containerId: string): RestoredCheckpoint => ({ containerId, ms: 50, imageLoaded: false, staged: true, stagedRejected: null, repairedBlocks: 0, phases: { createMs: 10, filesMs: 10, criuMs: 30 } })
 
-function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRunner, calls: string[], runtime: FakeRuntime, checkpoints: FakeCheckpoints, inputs: LocalEvent[], events: string[], faults: unknown[] } {
+function setup (options: { keepCheckpoints?: number, checkpointDeadlineMs?: number } = {}): { runner: MissionRunner, calls: string[], runtime: FakeRuntime, checkpoints: FakeCheckpoints, inputs: LocalEvent[], events: string[], faults: unknown[] } {
   const calls: string[] = []
   const inputs: LocalEvent[] = []
   const events: string[] = []
@@ -109,6 +111,7 @@ function setup (options: { keepCheckpoints?: number } = {}): { runner: MissionRu
     checkpoints,
     signal: new AbortController().signal,
     keepCheckpoints: options.keepCheckpoints ?? 3,
+    deadlines: { checkpointMs: options.checkpointDeadlineMs ?? 10_000, startMs: 30_000 },
     snapshot: () => view,
     env: spec => spec.env,
     local: event => { inputs.push(event); calls.push(`input ${event.type}`) },
@@ -144,6 +147,20 @@ t.test('a fence kills the container at once, while a checkpoint runs; its sweep 
   await settle()
   t.same(s.calls, ['take c1 #1', 'stop c1', 'input checkpointFailed', `listOwn ${MISSION}`], 'the sweep ran once the checkpoint ended')
   t.match(s.inputs[0], { type: 'checkpointFailed', seq: 1, error: 'container c1 is gone' })
+})
+
+t.test('a dump that hangs is aborted at the machine\'s checkpoint deadline: the lane runs on', async t => {
+  const s = setup({ checkpointDeadlineMs: 50 })
+  await running(s)
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 1, stop: false, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
+  s.runner.apply({ type: 'checkpoint', mission: MISSION, epoch: 1, seq: 2, stop: false, parent: null, view: ['self', 'b', 'c'], intervalMs: 1000 })
+  await settle()
+  t.same(s.calls, ['take c1 #1'], 'the second checkpoint waits behind the first in the lane')
+  await new Promise(resolve => setTimeout(resolve, 120))
+  t.match(s.inputs[0], { type: 'checkpointFailed', seq: 1 }, 'the hung dump failed at its deadline')
+  t.ok(s.calls.includes('stop c1'), 'the container, in an unknown state after its CRIU was killed, is stopped')
+  t.match(s.inputs[1], { type: 'containerExited', epoch: 1, reason: /checkpoint #1 did not end within/ }, 'and reported exited: the mission goes on from its last checkpoint')
+  t.match(s.inputs[2], { type: 'checkpointFailed', seq: 2, noContainer: true }, 'the work queued behind it ran and found no container')
 })
 
 t.test('a fence in the same batch as a checkpoint finds it unstarted: the checkpoint has no container', async t => {

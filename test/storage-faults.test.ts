@@ -139,7 +139,9 @@ t.test('within the re-check window a fetch does not read held blocks again; a fa
   const counting = new Proxy(backend, {
     get: (target, key) => key === 'get'
       ? async (...args: Parameters<typeof backend.get>) => { reads++; return await target.get(...args) }
-      : (typeof target[key as keyof typeof target] === 'function' ? (target[key as keyof typeof target] as Function).bind(target) : target[key as keyof typeof target])
+      : key === 'getManyLocal'
+        ? async (cids: CID[]) => { reads += cids.length; return await target.getManyLocal(cids) }
+        : (typeof target[key as keyof typeof target] === 'function' ? (target[key as keyof typeof target] as Function).bind(target) : target[key as keyof typeof target])
   })
   const backup = new BundleStore({ backend: counting, exchange: servedBy(primary), heldRecheckMs: 300 })
   await backup.fetch(cid)
@@ -155,11 +157,18 @@ t.test('within the re-check window a fetch does not read held blocks again; a fa
   bytes[3] = (bytes[3] as number) ^ 0xff
   await blockstore.put(victim, bytes)
   await t.rejects(backup.getBlock(victim, { offline: true }), { name: 'BlockCorruptError' }, 'a read finds the flipped chunk')
+  reads = 0
   t.equal((await backup.fetch(cid)).repairedBlocks, 1, 'the next fetch, still within the window, hashes the chunk whose read failed and repairs it')
+  const afterCorrupt = reads
+  reads = 0
+  await backup.fetch(cid)
+  const withinAgain = reads
   await new Promise(resolve => setTimeout(resolve, 400))
   reads = 0
   await backup.fetch(cid)
   t.ok(quick < reads / 4, `within the window the fetch read ${quick} blocks; after it, ${reads} (every held one)`)
+  t.ok(afterCorrupt >= reads, `one corrupt block found makes the next fetch hash every held block (${afterCorrupt} read, ${reads} held): the disk may have flipped others`)
+  t.ok(withinAgain < reads / 2, `and the fetch after that trusts the window again (${withinAgain} read)`)
 })
 
 t.test('staged files are checked against the checkpoint\'s digests', async t => {

@@ -80,13 +80,14 @@ export class Blocks {
       bytes = await this.backend.get(cid, { signal, offline: options.offline })
     } catch (err: any) {
       if (options.signal?.aborted === true) throw options.signal.reason ?? err
-      if (err instanceof StorageError) throw err.problem === 'store corrupt' ? new BlockCorruptError(cid) : err
+      if (err instanceof StorageError && err.problem === 'store corrupt') { this.distrustAll(); throw new BlockCorruptError(cid) }
+      if (err instanceof StorageError) throw err
       if (timeout?.aborted === true) throw new BlockUnavailableError(cid, `no peer delivered it within ${this.blockTimeoutMs} ms`)
       if (options.offline === true) throw new BlockUnavailableError(cid, 'not in the local store')
       throw new BlockUnavailableError(cid, err?.message ?? String(err))
     }
     if (!(await verifies(cid, bytes))) {
-      this.#hashedAt.delete(cid.toString())
+      this.distrustAll()
       throw new BlockCorruptError(cid)
     }
     this.#hashedAt.set(cid.toString(), Date.now())
@@ -98,6 +99,15 @@ export class Blocks {
     const key = cid.toString()
     this.known.add(key)
     this.#hashedAt.set(key, Date.now())
+  }
+
+  /**
+   * One corrupt block found means the disk may have flipped others: no block counts as recently hashed any more, so
+   * the next fetch reads and hashes everything it holds before its ack (and re-fetches every bad one at once, not one
+   * per failed staging).
+   */
+  distrustAll (): void {
+    this.#hashedAt.clear()
   }
 
   /** Blocks deleted from the store (collected or corrupt): neither known nor hashed any more. */
@@ -128,11 +138,52 @@ export class Blocks {
     }
     if (!intact) {
       this.repairedBlocks++
+      this.distrustAll()
       this.forget([cid])
       await this.backend.deleteMany([cid])
     } else {
       this.#hashedAt.set(cid.toString(), Date.now())
     }
+    return intact
+  }
+
+  /** holdsIntact for a batch: one read of the store for all the blocks not hashed within `hashedWithinMs`. */
+  async holdIntactMany (cids: CID[], options: { hashedWithinMs?: number } = {}): Promise<boolean[]> {
+    const now = Date.now()
+    const intact: boolean[] = cids.map(cid => {
+      const hashedAt = this.#hashedAt.get(cid.toString())
+      return options.hashedWithinMs != null && hashedAt != null && now - hashedAt < options.hashedWithinMs
+    })
+    const toRead = cids.map((cid, i) => ({ cid, i })).filter(({ i }) => !intact[i])
+    if (toRead.length === 0) return intact
+    let read: Array<Uint8Array | undefined> | null = null
+    if (this.backend.getManyLocal != null) {
+      try {
+        read = await this.backend.getManyLocal(toRead.map(r => r.cid))
+      } catch (err) {
+        // A corrupt table fails the whole batch: each block is read alone to find which.
+        if (!(err instanceof StorageError && err.problem === 'store corrupt')) throw err
+      }
+    }
+    if (read == null) {
+      for (const { cid, i } of toRead) intact[i] = await this.holdsIntact(cid, options)
+      return intact
+    }
+    const corrupt: CID[] = []
+    for (const [j, { cid, i }] of toRead.entries()) {
+      const bytes = read[j]
+      if (bytes == null) continue
+      if (await verifies(cid, bytes)) intact[i] = true
+      else corrupt.push(cid)
+    }
+    if (corrupt.length > 0) {
+      this.repairedBlocks += corrupt.length
+      this.distrustAll()
+      this.forget(corrupt)
+      await this.backend.deleteMany(corrupt)
+    }
+    // Marked after any distrust: these were just hashed.
+    for (const { cid, i } of toRead) if (intact[i] === true) this.#hashedAt.set(cid.toString(), now)
     return intact
   }
 

@@ -186,7 +186,11 @@ export class Materializer {
       if (e.kind === 'symlink') { if (!st.isSymbolicLink() || await readlink(target) !== e.target) return `${e.path}: not the symlink it was`; continue }
       if (!st.isFile() || st.size !== e.size) return `${e.path}: ${st.isFile() ? `${st.size} bytes, the checkpoint says ${e.size}` : 'not a file'}`
       const problem = await this.#verifyFileOnDisk(target, e, signal)
-      if (problem != null) return `${e.path}: ${problem}`
+      if (problem != null) {
+        // A disk that flipped a staged file may have flipped stored blocks too.
+        this.#blocks.distrustAll()
+        return `${e.path}: ${problem}`
+      }
     }
     return null
   }

@@ -30,6 +30,12 @@ export interface RunnerContext {
   signal: AbortSignal
   /** Checkpoints held per mission. */
   keepCheckpoints: number
+  /**
+   * When the machine gives up on a checkpoint (checkpointTimeoutMs) or a start (startTimeoutMs), the work is aborted
+   * too: a dump that hangs (CRIU waiting on a container killed under it) kept the mission's lane, and every restore and
+   * start queued behind it, blocked for good.
+   */
+  deadlines: { checkpointMs: number, startMs: number }
   /** The machine's snapshot of the mission now. */
   snapshot: () => MissionSnapshot | undefined
   /** The clear env of `spec` (its values opened from the record's seal and checked), or a throw saying why not. */
@@ -140,6 +146,11 @@ export class MissionRunner {
     this.#ctx.local({ type: 'containerExited', mission: this.mission, epoch: container.epoch, reason })
   }
 
+  /** The service's signal, aborted also once the machine's deadline for this kind of work has passed. */
+  #deadline (kind: keyof RunnerContext['deadlines']): AbortSignal {
+    return AbortSignal.any([this.#ctx.signal, AbortSignal.timeout(this.#ctx.deadlines[kind])])
+  }
+
   #queue (lane: ReturnType<typeof newLane>, work: () => Promise<void>): void {
     enqueue(lane, work, err => { this.#ctx.log(`missions: ${this.mission}: ${(err as Error).stack ?? String(err)}`) })
   }
@@ -179,9 +190,10 @@ export class MissionRunner {
           }
         }
       }
+      const deadline = this.#deadline('startMs')
       const id = data != null && checkpoints != null
-        ? await checkpoints.startWithData(spec, action.epoch, data, { signal })
-        : await runtime.startFresh(spec, action.epoch, { signal })
+        ? await checkpoints.startWithData(spec, action.epoch, data, { signal: deadline })
+        : await runtime.startFresh(spec, action.epoch, { signal: deadline })
       this.#container = { id, epoch: action.epoch }
       const from = action.dataFrom == null || (data == null && noData == null) ? null : { seq: action.dataFrom.seq, error: data != null ? null : noData }
       this.#ctx.record({ kind: 'containerStarted', image: action.image, epoch: action.epoch, data: from })
@@ -192,7 +204,7 @@ export class MissionRunner {
   }
 
   async #restore (action: Extract<Action, { type: 'restore' }>): Promise<void> {
-    const { checkpoints, peerId, signal } = this.#ctx
+    const { checkpoints, peerId } = this.#ctx
     const { checkpoint, epoch } = action
     if (checkpoints == null) { this.#ctx.local({ type: 'restoreFailed', mission: this.mission, epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     this.#restoring.add(checkpoint.cid)
@@ -200,7 +212,7 @@ export class MissionRunner {
       // The restored env is the checkpoint's (sealed for the view); a board that cannot open and check the signed
       // values is no member that should run the mission: it says so rather than restore.
       this.#ctx.env(action.spec)
-      const result = await checkpoints.restore(this.#bundles.get(checkpoint.cid) ?? checkpoint.cid, { peerId, epoch, signal })
+      const result = await checkpoints.restore(this.#bundles.get(checkpoint.cid) ?? checkpoint.cid, { peerId, epoch, signal: this.#deadline('startMs') })
       this.#container = { id: result.containerId, epoch }
       const { createMs, filesMs, criuMs } = result.phases
       this.#ctx.metrics.restored(this.mission, { ms: result.ms, criuMs })
@@ -219,20 +231,21 @@ export class MissionRunner {
   }
 
   async #checkpoint (action: Extract<Action, { type: 'checkpoint' }>): Promise<void> {
-    const { checkpoints, runtime, signal } = this.#ctx
+    const { checkpoints, runtime } = this.#ctx
     const { epoch, seq } = action
     const container = this.#container
     if (container == null || checkpoints == null) {
       this.#ctx.local({ type: 'checkpointFailed', mission: this.mission, epoch, seq, error: 'no container of the mission runs here', noContainer: true })
       return
     }
+    const deadline = this.#deadline('checkpointMs')
     try {
       const { parent, intervalMs } = action
       const takeStart = performance.now()
       const takeStartWall = Date.now()
       // Sealed for the view of this epoch: a board outside it (or that left it) cannot read the checkpoint.
       const sealFor = [...new Set([...action.view, this.#ctx.peerId])]
-      const result = await checkpoints.take(container.id, { mission: this.mission, epoch, seq, parent, signal, sealFor })
+      const result = await checkpoints.take(container.id, { mission: this.mission, epoch, seq, parent, signal: deadline, sealFor })
       const tookMs = performance.now() - takeStart
       if (tookMs > intervalMs && !this.#overrunWarned) {
         this.#overrunWarned = true
@@ -258,10 +271,28 @@ export class MissionRunner {
       }
       this.#ctx.local({ type: 'checkpointTaken', mission: this.mission, epoch, seq, cid: result.cid })
     } catch (err) {
+      if (deadline.aborted && !this.#ctx.signal.aborted && this.#container === container) {
+        await this.#dumpHung(container, seq, (err as Error).message)
+        return
+      }
       this.#ctx.storageFailed(err)
       const problem = storageProblemOf(err)
       this.#ctx.local({ type: 'checkpointFailed', mission: this.mission, epoch, seq, error: problem != null ? `storage: ${problem}` : (err as Error).message })
     }
+  }
+
+  /**
+   * A dump past its deadline was killed with its CRIU, which may have left the container frozen or with its parasite
+   * code in it: the container is stopped and reported as exited, so the mission goes on from its last checkpoint
+   * (on the backup, or here after the back-off) instead of a container in an unknown state.
+   */
+  async #dumpHung (container: RunningContainer, seq: number, error: string): Promise<void> {
+    const reason = `checkpoint #${seq} did not end within ${Math.round(this.#ctx.deadlines.checkpointMs / 1000)} s and was killed (${error}); the container's state is unknown, so it is stopped`
+    this.#container = undefined
+    await this.#ctx.runtime?.stop(container.id).catch(err => { this.#ctx.log(`missions: stopping ${container.id} failed: ${(err as Error).message}`) })
+    this.#ctx.local({ type: 'checkpointFailed', mission: this.mission, epoch: container.epoch, seq, error })
+    this.#ctx.record({ kind: 'containerExited', epoch: container.epoch, reason })
+    this.#ctx.local({ type: 'containerExited', mission: this.mission, epoch: container.epoch, reason })
   }
 
   /** The fence's sweep: whatever lane work queued before it started is stopped too, as is a container this process

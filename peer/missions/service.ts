@@ -5,7 +5,7 @@ import { ClusterMachine, majority, type SelfInfo } from '../../consensus/machine
 import { validateMessage } from '../../consensus/messages.ts'
 import { checkMessageAuthority, GrantError } from '../../consensus/authority.ts'
 import { imageFor, normalizeImageRef } from '../../manifest/manifest.ts'
-import type { Action, ConsensusConfig, LocalEvent, PeerInfo, PersistedState } from '../../consensus/types.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type ConsensusConfig, type LocalEvent, type PeerInfo, type PersistedState } from '../../consensus/types.ts'
 import type { BoardProfile } from '../../boards/profiles.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
 import type { ControlApi } from '../api.ts'
@@ -295,6 +295,12 @@ export class MissionService {
         checkpoints: c.checkpoints,
         signal: this.#abort.signal,
         keepCheckpoints: this.#options.keepCheckpoints ?? 3,
+        deadlines: {
+          // Twice the machine's: it has given up on the checkpoint by then; a dump that is only slow (4-6 s seen on a
+          // loaded board) is not killed under the mission.
+          checkpointMs: 2 * (this.#options.consensus?.checkpointTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.checkpointTimeoutMs),
+          startMs: this.#options.consensus?.startTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.startTimeoutMs
+        },
         snapshot: () => this.machine.snapshot(Date.now()).find(v => v.name === mission),
         env: spec => {
           const v = this.machine.snapshot(Date.now()).find(v => v.name === mission)
