@@ -132,5 +132,20 @@ if (gateDockerCriu(t)) {
     t.equal(overheard.filter(leaks).length, 0, `still no value in any of the ${overheard.length} overheard messages`)
     const status = await backup.peer!.status() as unknown as { env: { refused: Record<string, number> } }
     t.same(status.env.refused, {}, 'the members opened every seal and every value matched its digest')
+
+    // The cut board comes back (its persisted records reload): it rejoins the view, the primary seals the values for
+    // it again, and it can show them; the attacker still learns nothing.
+    await primary.powerOn(swarm.bootstrapFor(primary))
+    const current = await until('the values sealed again for the three boards', async () => {
+      const s = await missionOn(backup, MISSION)
+      return s?.events.some(e => e.event.kind === 'envResealed' && e.event.members === 3) === true ? s : undefined
+    }, 90_000, async () => JSON.stringify((await missionOn(backup, MISSION))?.events.slice(-5).map(e => e.text)))
+    // Its persisted record's seal (of before the cut) opened for it too: what counts is the current epoch's.
+    const back = await until('the returning board opens the current seal', async () => {
+      const s = await missionOn(primary, MISSION)
+      return s != null && s.epoch >= current.epoch && s.env.API_TOKEN === SECRET ? s : undefined
+    }, 30_000, async () => JSON.stringify(await missionOn(primary, MISSION)))
+    t.same(back.env, { API_TOKEN: SECRET, MODE: 'plain' }, 'the returning board is a member again and reads the values of the new seal')
+    t.equal(overheard.filter(leaks).length, 0, `no value in any of the ${overheard.length} overheard messages`)
   })
 }
