@@ -115,7 +115,10 @@ const peerEvents = [
   z.object({ kind: z.literal('imageShareFailed'), image: text, error: text }),
   z.object({ kind: z.literal('imageLoaded'), image: text, ms, fetchedBytes: count, totalBytes: count, reusedLayers: count }),
   z.object({ kind: z.literal('imageLoadFailed'), image: text, error: text }),
-  z.object({ kind: z.literal('fetchRepaired'), seq: count, blocks: count })
+  z.object({ kind: z.literal('fetchRepaired'), seq: count, blocks: count }),
+  /** The env values sealed in the record could not be opened or did not match the signed digests. */
+  z.object({ kind: z.literal('envRefused'), problem: text, detail: text }),
+  z.object({ kind: z.literal('envResealed'), gen: count, members: count })
 ] as const
 
 export const missionEventSchema = z.discriminatedUnion('kind', [...machineEvents, ...peerEvents])
@@ -250,6 +253,8 @@ export function describe (e: MissionEventData): string {
     case 'imageLoaded': return `image ${e.image} loaded from the swarm in ${Math.round(e.ms)} ms: ${mb(e.fetchedBytes)} MB fetched, ` +
       `${mb(e.totalBytes)} MB of layers this board lacked${e.reusedLayers > 0 ? `, ${e.reusedLayers} ${plural(e.reusedLayers, 'layer')} already in its Docker` : ''}`
     case 'imageLoadFailed': return `fetching image ${e.image} failed: ${e.error}`
+    case 'envRefused': return `env values refused (${e.problem}): ${e.detail}; the mission does not start here without them`
+    case 'envResealed': return `env values sealed again for the view's ${e.members} ${plural(e.members, 'board')} (seal ${e.gen})`
     case 'fetchRepaired': return `checkpoint #${e.seq}: ${e.blocks} ${plural(e.blocks, 'block')} this board held did not match ${e.blocks === 1 ? 'its CID' : 'their CIDs'} (corrupt): deleted and fetched again before the ack`
   }
 }

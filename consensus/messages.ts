@@ -1,7 +1,7 @@
 // Validation of consensus messages received from the network: anything malformed yields undefined, never a throw.
 import { DEFAULT_CHECKPOINT_INTERVAL_MS, validateMissionSpec, type MissionSpec } from '../manifest/manifest.ts'
 import { validateGrant, type OperatorGrant } from './authority.ts'
-import type { CheckpointRef, ConsensusMessage, MissionFailure, MissionRecord } from './types.ts'
+import type { CheckpointRef, ConsensusMessage, EnvSeal, MissionFailure, MissionRecord } from './types.ts'
 import { MAX_PROOF_VOTES, type QuorumProof } from './quorum-proof.ts'
 import { natural, text, z } from '../schema/schema.ts'
 
@@ -26,7 +26,7 @@ export function withRecordDefaults (record: MissionRecord): MissionRecord {
   r.imageArch ??= null
   r.restarts ??= 0
   r.lastFailure ??= null
-  if (r.removed) r.spec = tombstoneSpec(r.mission)
+  if (r.removed) { r.spec = tombstoneSpec(r.mission); delete r.envSeal }
   return r
 }
 
@@ -62,6 +62,16 @@ const proofSchema = z.object({
   basis: p.basis, view: [...new Set(p.view)].sort(), primary: p.primary, votes: p.votes.map(([v, s]) => [v, s] as [string, string]),
   ...(p.replaces === undefined ? {} : { replaces: p.replaces })
 }))
+const b64 = (max: number) => z.string().max(max).regex(/^[A-Za-z0-9_-]*$/)
+/** Bounded by the spec's own limits: at most 1024 values in a 64 KiB manifest, each with a 16-byte salt. */
+const envSealSchema = z.object({
+  v: z.literal(1),
+  gen: natural,
+  key: b64(16),
+  eph: b64(64),
+  to: z.array(z.object({ peer: id, nonce: b64(32), wrapped: b64(96) })).max(MAX_VIEW),
+  box: b64(256 * 1024)
+}) satisfies z.ZodType<EnvSeal>
 
 const recordSchema = z.object({
   mission: id,
@@ -84,7 +94,8 @@ const recordSchema = z.object({
   lastFailure: failureSchema,
   grant: optionalGrant,
   removal: optionalGrant,
-  proof: proofSchema.optional()
+  proof: proofSchema.optional(),
+  envSeal: envSealSchema.optional()
 }).transform((r, ctx): MissionRecord => {
   let spec: MissionSpec
   if (r.removed) {
@@ -117,7 +128,8 @@ const recordSchema = z.object({
     lastFailure: r.lastFailure,
     ...(r.grant === undefined ? {} : { grant: r.grant }),
     ...(r.removal === undefined ? {} : { removal: r.removal }),
-    ...(r.proof === undefined ? {} : { proof: r.proof })
+    ...(r.proof === undefined ? {} : { proof: r.proof }),
+    ...(r.envSeal === undefined || r.removed ? {} : { envSeal: { v: 1 as const, gen: r.envSeal.gen, key: r.envSeal.key, eph: r.envSeal.eph, to: r.envSeal.to.map(w => ({ peer: w.peer, nonce: w.nonce, wrapped: w.wrapped })), box: r.envSeal.box } })
   }
 })
 

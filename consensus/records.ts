@@ -8,7 +8,7 @@ import { persist } from './persisted.ts'
 import { MAX_CLAIM_STEP, MAX_EPOCH, newerGrant, newMission, sameFailure, type Mission, type Removal } from './mission-state.ts'
 import { noteRestarts, proofHolds, stateOf } from './membership.ts'
 import { adoptedPrimaryCheck, announce, release, stopIfRunning } from './lifecycle.ts'
-import type { ConsensusMessage, MissionRecord } from './types.ts'
+import type { ConsensusMessage, EnvSeal, MissionRecord } from './types.ts'
 
 export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: MissionRecord): void {
   if (incoming.epoch > MAX_EPOCH) { refuse(ctx, 'epoch-out-of-range'); return }
@@ -86,6 +86,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
     if (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq)) record.replicatedSeq = incoming.replicatedSeq
     if (incoming.started && !record.started && notMine) { record.started = true; changed = true }
     if (incoming.imageCid !== null && record.imageCid === null) { record.imageCid = incoming.imageCid; record.imageArch = incoming.imageArch; changed = true }
+    if (newerSeal(incoming.envSeal, record.envSeal)) { record.envSeal = incoming.envSeal; changed = true }
     // Only the epoch's primary writes a failure, together with the release: take it as it comes.
     if (incoming.released && notMine && (incoming.restarts !== record.restarts || !sameFailure(incoming.lastFailure, record.lastFailure))) {
       const before = record.restarts
@@ -149,7 +150,8 @@ function firstLook (ctx: Ctx, incoming: MissionRecord): boolean {
 function wouldChange (ctx: Ctx, record: MissionRecord, incoming: MissionRecord): boolean {
   return compareCheckpoints(incoming.checkpoint, record.checkpoint) > 0 || (incoming.started && !record.started) ||
     (incoming.released && !record.released) || (incoming.imageCid !== null && record.imageCid === null) ||
-    (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq))
+    (incoming.replicatedSeq !== null && (record.replicatedSeq === null || incoming.replicatedSeq > record.replicatedSeq)) ||
+    newerSeal(incoming.envSeal, record.envSeal)
 }
 
 function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: MissionRecord): void {
@@ -162,7 +164,9 @@ function adoptHigherEpoch (ctx: Ctx, now: number, mission: Mission, incoming: Mi
     mission.checkpointInFlight = null
   }
   const before = mission.record.restarts
-  mission.record = incoming
+  // A re-seal this board learned within the old epoch stays when the new epoch's record carries an older one.
+  const seal = newerSeal(mission.record.envSeal, incoming.envSeal) ? mission.record.envSeal : incoming.envSeal
+  mission.record = seal === undefined ? incoming : { ...incoming, envSeal: seal }
   mission.vouches = null
   mission.refusingSince = null
   noteRestarts(ctx, now, mission, before)
@@ -205,6 +209,7 @@ export function onRemove (ctx: Ctx, name: string, deployId: string, removal: Rem
   // operator's removal justifies it.
   mission.record.spec = tombstoneSpec(name)
   delete mission.record.proof
+  delete mission.record.envSeal
   mission.claim = null
   mission.held = null
   mission.fetchInFlight = null
@@ -214,7 +219,7 @@ export function onRemove (ctx: Ctx, name: string, deployId: string, removal: Rem
   mission.lastAnnounceAt = -Infinity
 }
 
-export function deploy (ctx: Ctx, now: number, spec: MissionSpec, deployId?: string, grant?: OperatorGrant): void {
+export function deploy (ctx: Ctx, now: number, spec: MissionSpec, deployId?: string, grant?: OperatorGrant, envSeal?: EnvSeal): void {
   const existing = ctx.missions.get(spec.name)
   if (existing !== undefined && !existing.record.removed) {
     emitEvent(ctx, spec.name, { kind: 'deployRefused', mission: spec.name })
@@ -226,7 +231,8 @@ export function deploy (ctx: Ctx, now: number, spec: MissionSpec, deployId?: str
     mission: spec.name, deployId: deployId ?? `${ctx.self.peerId}@${now}`, spec, epoch, primary: null, backup: null, view,
     released: false, handoffTo: null, checkpoint: null, replicatedSeq: null, removed: false,
     started: false, imageCid: null, imageArch: null, restarts: 0, lastFailure: null,
-    ...(grant === undefined ? {} : { grant })
+    ...(grant === undefined ? {} : { grant }),
+    ...(envSeal === undefined ? {} : { envSeal })
   }
   ctx.missions.set(spec.name, newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
   persist(ctx)
@@ -255,3 +261,15 @@ export function onRegrant (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<
     emitEvent(ctx, record.mission, { kind: 'regranted', key: ev.grant.key })
   }
 }
+
+/** The env re-sealed here for a changed view: a newer seal of this deployment replaces the record's and is announced. */
+export function onEnvSeal (ctx: Ctx, now: number, mission: Mission, ev: LocalOf<'envSeal'>): void {
+  const record = mission.record
+  if (record.removed || ev.deployId !== record.deployId || !newerSeal(ev.seal, record.envSeal)) return
+  record.envSeal = ev.seal
+  persist(ctx)
+  announce(ctx, now, mission)
+}
+
+export const newerSeal = (incoming: EnvSeal | undefined, current: EnvSeal | undefined): boolean =>
+  incoming !== undefined && (current === undefined || incoming.gen > current.gen)

@@ -41,7 +41,7 @@ export function snapshotOf (ctx: Ctx, m: Mission, now: number): MissionSnapshot 
   }
   const protection = protectionOf(ctx, now, m, state)
   return {
-    name: r.mission, deployId: r.deployId, spec: r.spec, epoch: r.epoch, primary: r.primary, backup: r.backup, view: [...r.view], state,
+    name: r.mission, deployId: r.deployId, spec: r.spec, epoch: r.epoch, primary: r.primary, backup: r.backup, view: [...r.view], ...(r.envSeal === undefined ? {} : { envSeal: r.envSeal }), state,
     role: r.primary === self ? 'primary' : r.backup === self ? 'backup' : 'member',
     lastCheckpoint: r.checkpoint, replicatedSeq: r.replicatedSeq, held: m.held,
     replicationLagMs: r.primary === self ? m.replicationLags.at(-1) ?? null : null,

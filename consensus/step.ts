@@ -11,7 +11,7 @@ import {
   onLeaseLapsed, onLocalMove, onMoveMessage, onPartnerHeldBack, tickPrimary
 } from './primary.ts'
 import { onFetched, onFetchFailed, onImageFetchFailed, tickBackup } from './backup.ts'
-import { deploy, onAnnounce, onFence, onLocalRemove, onRegrant, onRemove } from './records.ts'
+import { deploy, onAnnounce, onEnvSeal, onFence, onLocalRemove, onRegrant, onRemove } from './records.ts'
 import type { ConsensusMessage, LocalEvent, MissionRecord } from './types.ts'
 
 /**
@@ -76,7 +76,7 @@ export function stepMessage (ctx: Ctx, now: number, from: string, msg: Consensus
 
 /** A local event (the operator's requests here, the results of actions): to the module that owns its kind. */
 export function stepLocal (ctx: Ctx, now: number, ev: LocalEvent): void {
-  if (ev.type === 'deploy') { deploy(ctx, now, ev.spec, ev.deployId, ev.grant); return }
+  if (ev.type === 'deploy') { deploy(ctx, now, ev.spec, ev.deployId, ev.grant, ev.envSeal); return }
   const mission = ctx.missions.get(ev.mission)
   if (mission === undefined) {
     if (ev.type === 'remove' || ev.type === 'move') emitEvent(ctx, ev.mission, { kind: 'unknownMission', mission: ev.mission })
@@ -85,6 +85,7 @@ export function stepLocal (ctx: Ctx, now: number, ev: LocalEvent): void {
   switch (ev.type) {
     case 'remove': onLocalRemove(ctx, mission, ev); break
     case 'regrant': onRegrant(ctx, now, mission, ev); break
+    case 'envSeal': onEnvSeal(ctx, now, mission, ev); break
     case 'move': onLocalMove(ctx, now, mission, ev); break
     case 'containerStarted': onContainerStarted(ctx, now, mission, ev); break
     case 'containerExited': onFailure(ctx, now, mission, ev.epoch, ev.reason, null); break

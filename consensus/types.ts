@@ -217,6 +217,22 @@ export interface MissionRecord {
    * deploy, justified by the operator's grant) and in records elected by peers that sign no votes.
    */
   proof?: QuorumProof
+  /** The env values (with their salts) sealed for the view; absent when the spec has no env. */
+  envSeal?: EnvSeal
+}
+
+/**
+ * A mission's env openings (manifest/env-commitment.ts) sealed for a set of peers (checkpoint/env-seal.ts): a content
+ * key wrapped per peer (base64url fields) and the sealed JSON. Opaque to the machine but for `gen`, which orders
+ * the seals of one deployment (each re-seal for a changed view takes the next).
+ */
+export interface EnvSeal {
+  v: 1
+  gen: number
+  key: string
+  eph: string
+  to: Array<{ peer: string, nonce: string, wrapped: string }>
+  box: string
 }
 
 /** The sender's election state, carried by every announce. */
@@ -264,7 +280,9 @@ export type ConsensusMessage =
 export type AuthorityRefusal = 'epoch-out-of-range' | 'outside-view' | 'not-a-member' | 'fence-not-authorized' | 'older-deployment' | 'revoked' | 'no-quorum-proof'
 
 export type LocalEvent =
-  | { type: 'deploy', spec: MissionSpec, deployId?: string, grant?: OperatorGrant }
+  | { type: 'deploy', spec: MissionSpec, deployId?: string, grant?: OperatorGrant, envSeal?: EnvSeal }
+  /** The env re-sealed here for the current view (a member holding the values, when the view changed). */
+  | { type: 'envSeal', mission: string, deployId: string, seal: EnvSeal }
   | { type: 'remove', mission: string, grant?: OperatorGrant }
   | { type: 'move', mission: string, to: string, grant?: OperatorGrant }
   /** The operator re-signed the deployment (a key rotation): the record carries this newer deploy grant from now on. */
@@ -364,7 +382,7 @@ export interface MissionProtection {
 }
 
 /** A mission as this peer sees it: the fields of its current record, plus this peer's own standing. */
-export interface MissionSnapshot extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq'> {
+export interface MissionSnapshot extends Pick<MissionRecord, 'deployId' | 'spec' | 'epoch' | 'primary' | 'backup' | 'view' | 'replicatedSeq' | 'envSeal'> {
   name: string
   state: MissionState
   role: 'primary' | 'backup' | 'member'

@@ -6,7 +6,7 @@ import { compareCheckpoints } from '../consensus/messages.ts'
 import { fnv1a64 } from '../consensus/hrw.ts'
 import type { VoteKeys } from '../consensus/quorum-proof.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
-import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type ConsensusMessage, type FailureCause, type LocalEvent, type PeerInfo, type PeerState, type PersistedState } from '../consensus/types.ts'
 
 /** mulberry32: small, fast, good enough for schedules. */
 export class Random {
@@ -360,6 +360,8 @@ export class Simulation {
   deploy (from: string, spec: MissionSpec): void { this.#input(from, m => m.local(this.now, { type: 'deploy', spec })) }
   remove (from: string, mission: string): void { this.#input(from, m => m.local(this.now, { type: 'remove', mission })) }
   move (from: string, mission: string, to: string): void { this.#input(from, m => m.local(this.now, { type: 'move', mission, to })) }
+  /** Any other local event (e.g. a deploy carrying sealed env values, a re-seal) at `at` now. */
+  local (at: string, event: LocalEvent): void { this.#input(at, m => m.local(this.now, event)) }
 
   /** An outsider's message (a node holding the swarm key, not a simulated peer) delivered to `to` now. */
   inject (to: string, from: string, message: ConsensusMessage): void {

@@ -61,7 +61,7 @@ export function kindOf (event: MissionEventData): SwarmEventKind {
       return 'container'
     case 'removed': case 'deployRefused': case 'deployed':
       return 'deploy'
-    case 'unknownMission': case 'regranted': case 'running': case 'storageRecovered':
+    case 'unknownMission': case 'regranted': case 'running': case 'storageRecovered': case 'envRefused': case 'envResealed':
       return 'other'
   }
 }

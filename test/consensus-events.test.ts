@@ -60,7 +60,9 @@ const SAMPLES: MissionEventData[] = [
   { kind: 'imageShareFailed', image: 'i', error: 'e' },
   { kind: 'imageLoaded', image: 'i', ms: 1, fetchedBytes: 1, totalBytes: 1, reusedLayers: 0 },
   { kind: 'imageLoadFailed', image: 'i', error: 'e' },
-  { kind: 'fetchRepaired', seq: 1, blocks: 1 }
+  { kind: 'fetchRepaired', seq: 1, blocks: 1 },
+  { kind: 'envRefused', problem: 'not-a-recipient', detail: 'the env values are sealed for 2 other board(s), not this one' },
+  { kind: 'envResealed', gen: 1, members: 2 }
 ]
 
 /** Their wording, as the machine and the daemon wrote it before events were data. */
@@ -118,7 +120,9 @@ const WORDING = [
   'storing image i for the swarm failed: e',
   'image i loaded from the swarm in 1 ms: 0.0 MB fetched, 0.0 MB of layers this board lacked',
   'fetching image i failed: e',
-  'checkpoint #1: 1 block this board held did not match its CID (corrupt): deleted and fetched again before the ack'
+  'checkpoint #1: 1 block this board held did not match its CID (corrupt): deleted and fetched again before the ack',
+  'env values refused (not-a-recipient): the env values are sealed for 2 other board(s), not this one; the mission does not start here without them',
+  'env values sealed again for the view\'s 2 boards (seal 1)'
 ]
 
 t.test('every kind renders its wording', async t => {

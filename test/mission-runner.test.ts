@@ -113,6 +113,7 @@ function setup (options: { keepCheckpoints?: number, checkpointDeadlineMs?: numb
     keepCheckpoints: options.keepCheckpoints ?? 3,
     deadlines: { checkpointMs: options.checkpointDeadlineMs ?? 10_000, startMs: 30_000 },
     snapshot: () => view,
+    env: spec => spec.env,
     local: event => { inputs.push(event); calls.push(`input ${event.type}`) },
     record: event => { events.push(describe(event)) },
     storageFailed: err => { faults.push(err) },

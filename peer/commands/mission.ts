@@ -7,6 +7,7 @@ import { API_FLAGS, API_FLAGS_USAGE, connectFromFlags } from './api-flags.ts'
 import type { MissionStatus, MoveResult } from '../missions/index.ts'
 import { MAX_MANIFEST_BYTES, ManifestError, parseManifest } from '../../manifest/manifest.ts'
 import { newDeployId, specDigest, type OperatorSigner } from '../../consensus/authority.ts'
+import { commitEnv, newSalts } from '../../manifest/env-commitment.ts'
 import { randomBytes } from 'node:crypto'
 import { loadOperatorSigner } from './operator-key.ts'
 import { outputFormatOf, render } from './output.ts'
@@ -69,6 +70,9 @@ export function formatMission (m: MissionStatus, wide = false): string {
     `checkpoint  ${m.lastCheckpoint == null ? 'none yet' : `#${m.lastCheckpoint.seq} ${m.lastCheckpoint.cid} (${m.lastCheckpoint.ageMs} ms ago)`}`,
     `replicated  ${m.replicatedSeq == null ? 'nothing yet' : `#${m.replicatedSeq}`}${m.replicationLagMs == null ? '' : ` (${m.replicationLagMs} ms from start to the backup's ack)`}`
   ]
+  // Older peers' status has no `env`: their spec's values are clear.
+  const env = Object.entries(m.env ?? m.spec.env)
+  if (env.length > 0) lines.push(`env         ${env.map(([k, v]) => `${k}=${v ?? '(sealed for the view)'}`).join(' ')}`)
   if (m.restarts > 0 || m.lastFailure != null) {
     const failure = m.lastFailure
     lines.push(`restarts    ${m.restarts}${failure == null ? '' : `; last failure on ${shortPeerId(failure.board, { wide })} at ${new Date(failure.at).toISOString()}: ${failure.reason}`}`)
@@ -133,6 +137,7 @@ export const command: Command = {
         const text = await readManifest(file)
         const client = await connect()
         let grant
+        let envSalts: Record<string, string> | undefined
         if (signer != null) {
           let spec
           try { spec = parseManifest(text, file) } catch (err) {
@@ -140,9 +145,13 @@ export const command: Command = {
             throw err
           }
           const at = Date.now()
-          grant = signer.sign({ op: 'deploy', subject: spec.name, deployId: newDeployId(signer.publicKey, at, randomBytes(4).toString('hex')), spec: specDigest(spec), to: null, at })
+          // The grant signs the env values' salted digests, never the values: the salts go to the board (over its
+          // loopback API) so that it commits to the same digests and seals salts and values for the view.
+          envSalts = newSalts(spec.env)
+          const committed = commitEnv(spec, envSalts).spec
+          grant = signer.sign({ op: 'deploy', subject: spec.name, deployId: newDeployId(signer.publicKey, at, randomBytes(4).toString('hex')), spec: specDigest(committed), to: null, at })
         }
-        const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file, ...(grant == null ? {} : { grant }) })
+        const mission = await client.request<MissionStatus>('POST', '/v1/missions', { manifest: text, filename: file, ...(grant == null ? {} : { grant, envSalts }) })
         await print(mission, () => `deployed ${mission.name}: epoch ${mission.epoch}, primary ${mission.primary ?? '(electing)'}, backup ${mission.backup ?? '(none yet)'}`)
         return 0
       }

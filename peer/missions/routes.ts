@@ -3,7 +3,8 @@
 import { randomBytes } from 'node:crypto'
 import { newDeployId, specDigest } from '../../consensus/authority.ts'
 import { MAX_MANIFEST_BYTES, ManifestError, parseManifest, type MissionSpec } from '../../manifest/manifest.ts'
-import type { LocalEvent } from '../../consensus/types.ts'
+import type { EnvSeal, LocalEvent } from '../../consensus/types.ts'
+import { EnvCommitmentError } from '../../manifest/env-commitment.ts'
 import { ApiError, type ControlApi } from '../api.ts'
 import type { MissionOperator } from './operator.ts'
 import type { MissionStatus, MoveResult } from './status.ts'
@@ -15,6 +16,8 @@ export interface MissionRoutesHost {
   operator: MissionOperator
   list: () => MissionStatus[]
   local: (event: LocalEvent) => void
+  /** The spec with its env values committed (the CLI's salts, else fresh ones) and sealed for the live boards. */
+  commitEnv: (spec: MissionSpec, salts?: Record<string, string>) => { spec: MissionSpec, envSeal?: EnvSeal }
   /** Why peers would refuse a new mission of this spec (their mission budget), or null. */
   refusalOfNew: (spec: MissionSpec) => { reason: string, detail: string } | null
   /** Re-reads this board's images (one built a moment ago). */
@@ -46,6 +49,12 @@ function moveMarks (m: MissionStatus | undefined, from: string | null, fromEpoch
   return stopped != null && running != null ? { stopped: stopped.at, running: running.at } : null
 }
 
+function saltsOf (value: unknown): Record<string, string> | undefined {
+  if (value === undefined || value === null) return undefined
+  if (typeof value !== 'object' || Array.isArray(value) || !Object.values(value).every(v => typeof v === 'string')) throw new ApiError(400, 'envSalts must map each env name to a salt')
+  return value as Record<string, string>
+}
+
 export function serveMissionRoutes (host: MissionRoutesHost): void {
   const { api, operator } = host
   api.route('GET', '/v1/missions', () => ({ body: host.list() }))
@@ -56,10 +65,13 @@ export function serveMissionRoutes (host: MissionRoutesHost): void {
     const size = Buffer.byteLength(body.manifest)
     if (size > MAX_MANIFEST_BYTES) throw new ApiError(413, `manifest is ${size} bytes; at most ${MAX_MANIFEST_BYTES} bytes (64 KiB) are accepted`)
     let spec: MissionSpec
+    let envSeal: EnvSeal | undefined
     try {
-      spec = parseManifest(body.manifest, typeof body.filename === 'string' ? body.filename : undefined)
+      const clear = parseManifest(body.manifest, typeof body.filename === 'string' ? body.filename : undefined)
+      // Only digests of the env values are gossiped and signed; the values travel sealed for the view.
+      ;({ spec, envSeal } = host.commitEnv(clear, saltsOf((body as { envSalts?: unknown }).envSalts)))
     } catch (err) {
-      if (err instanceof ManifestError) throw new ApiError(400, err.message)
+      if (err instanceof ManifestError || err instanceof EnvCommitmentError) throw new ApiError(400, err.message)
       throw err
     }
     const existing = host.list().find(m => m.name === spec.name)
@@ -76,7 +88,7 @@ export function serveMissionRoutes (host: MissionRoutesHost): void {
       const wanted = typeof spec.image === 'string' ? spec.image : Object.entries(spec.image).map(([arch, image]) => `${image} (${arch})`).join(', ')
       throw new ApiError(422, `image ${wanted} is on no live board: build or load it on one board (docker build / docker load), tandem never pulls`)
     }
-    host.local({ type: 'deploy', spec, ...(grant === undefined ? {} : { grant, deployId: grant.deployId as string }) })
+    host.local({ type: 'deploy', spec, ...(grant === undefined ? {} : { grant, deployId: grant.deployId as string }), ...(envSeal === undefined ? {} : { envSeal }) })
     const mission = await waitFor(host, spec.name, m => m?.primary != null, 5000, request.signal)
     return { status: 201, body: mission ?? find(host, spec.name) }
   })

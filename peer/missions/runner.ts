@@ -1,7 +1,7 @@
 // One mission on this board: its container, the checkpoints it holds, and the work the machine asks of it, in three
 // lanes. The container lane runs starts, restores, checkpoints and fences in order; the fetch lane brings the
 // backup's checkpoints (and so its acks) beside it; the stage lane writes the newest one's files ahead of a restore.
-import type { Action, CheckpointRef, LocalEvent, MissionSnapshot } from '../../consensus/types.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type LocalEvent, type MissionSnapshot } from '../../consensus/types.ts'
 import { ImageMissingError, CriuError } from '../../checkpoint/errors.ts'
 import { NotARecipientError } from '../../checkpoint/sealing.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
@@ -38,6 +38,8 @@ export interface RunnerContext {
   deadlines: { checkpointMs: number, startMs: number }
   /** The machine's snapshot of the mission now. */
   snapshot: () => MissionSnapshot | undefined
+  /** The clear env of `spec` (its values opened from the record's seal and checked), or a throw saying why not. */
+  env: (spec: MissionSpec) => Record<string, string>
   /** An input to the machine. */
   local: (event: LocalEvent) => void
   record: (event: MissionEventData, at?: number) => void
@@ -45,6 +47,18 @@ export interface RunnerContext {
   storageFailed: (err: unknown) => void
   metrics: RunnerMetrics
   log: (line: string) => void
+}
+
+/**
+ * The runner's deadlines from the machine's: a start's is the machine's; a checkpoint's twice the machine's (it has
+ * given up on the checkpoint by then; a dump that is only slow, 4-6 s seen on a loaded board, is not killed under the
+ * mission).
+ */
+export function runnerDeadlines (consensus: Partial<ConsensusConfig> | undefined): RunnerContext['deadlines'] {
+  return {
+    checkpointMs: 2 * (consensus?.checkpointTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.checkpointTimeoutMs),
+    startMs: consensus?.startTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.startTimeoutMs
+  }
 }
 
 /** This peer's container of a mission. */
@@ -58,13 +72,13 @@ export function failureCause (err: unknown): 'image-missing' | 'criu' | 'docker'
   return 'other'
 }
 
-/** Turns the manifest's mission into what the container runtime runs. */
-export function containerSpec (spec: MissionSpec, image: string): ContainerSpec {
+/** Turns the manifest's mission into what the container runtime runs; `env`: its clear values. */
+export function containerSpec (spec: MissionSpec, image: string, env: Record<string, string> = spec.env): ContainerSpec {
   return {
     mission: spec.name,
     image,
     cmd: spec.command,
-    env: Object.entries(spec.env).map(([key, value]) => `${key}=${value}`),
+    env: Object.entries(env).map(([key, value]) => `${key}=${value}`),
     dataPath: spec.data ?? null
   }
 }
@@ -173,7 +187,7 @@ export class MissionRunner {
     const { runtime, checkpoints, signal } = this.#ctx
     if (runtime == null) { this.#ctx.local({ type: 'startFailed', mission: this.mission, epoch: action.epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     try {
-      const spec = containerSpec(action.spec, action.image)
+      const spec = containerSpec(action.spec, action.image, this.#ctx.env(action.spec))
       // The data of the checkpoint the machine named, if this board holds it (after a restart only its store
       // does) and it verifies; else the start says it has none.
       let data: HeldBundle | undefined
@@ -207,6 +221,9 @@ export class MissionRunner {
     if (checkpoints == null) { this.#ctx.local({ type: 'restoreFailed', mission: this.mission, epoch, error: 'no Docker on this board', cause: 'docker' }); return }
     this.#restoring.add(checkpoint.cid)
     try {
+      // The restored env is the checkpoint's (sealed for the view); a board that cannot open and check the signed
+      // values is no member that should run the mission: it says so rather than restore.
+      this.#ctx.env(action.spec)
       const result = await checkpoints.restore(this.#bundles.get(checkpoint.cid) ?? checkpoint.cid, { peerId, epoch, signal: this.#deadline('startMs') })
       this.#container = { id: result.containerId, epoch }
       const { createMs, filesMs, criuMs } = result.phases

@@ -6,7 +6,7 @@ import { validateMessage } from '../../consensus/messages.ts'
 import { checkMessageAuthority, GrantError } from '../../consensus/authority.ts'
 import { imageFor, normalizeImageRef } from '../../manifest/manifest.ts'
 import type { VoteKeys } from '../../consensus/quorum-proof.ts'
-import { DEFAULT_CONSENSUS_CONFIG, type Action, type ConsensusConfig, type LocalEvent, type PeerInfo, type PersistedState } from '../../consensus/types.ts'
+import type { Action, ConsensusConfig, LocalEvent, PeerInfo, PersistedState } from '../../consensus/types.ts'
 import type { BoardProfile } from '../../boards/profiles.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
 import type { ControlApi } from '../api.ts'
@@ -26,8 +26,10 @@ import type { MissionOperator } from './operator.ts'
 import { peerInfoOf, sameList, samePeerInfo } from './peer-info.ts'
 import type { MissionCheckpoints, MissionRuntime } from './ports.ts'
 import { serveMissionRoutes } from './routes.ts'
-import { MissionRunner, type RunnerAction } from './runner.ts'
+import { MissionRunner, runnerDeadlines, type RunnerAction } from './runner.ts'
 import { MissionStateStore } from './state-store.ts'
+import { EnvKeeper } from './env-keeper.ts'
+import type { SealIdentity } from '../../checkpoint/sealing.ts'
 import { imageFetchesOf, imageOnSomeLiveBoard, missionStatusOf, type MissionStatus, type OwnImages } from './status.ts'
 import { STORAGE_PROBE_MS, StorageMonitor } from './storage.ts'
 
@@ -63,6 +65,8 @@ export interface MissionComponents {
   images?: Pick<ImageInventory, 'answering' | 'has' | 'present' | 'fetching' | 'isFetching' | 'beginFetch' | 'progress' | 'endFetch' | 'refresh' | 'extra'>
   /** Freezes this peer's containers when the lease is not renewed in time. */
   watchdog?: Pick<Watchdog, 'renew' | 'dismiss'>
+  /** Opens the env values sealed for this board (null: it opens none). */
+  identity: SealIdentity | null
   log: (line: string) => void
 }
 
@@ -89,6 +93,7 @@ export class MissionService {
   #leasedContainers = new Map<string, { id: string, epoch: number }>()
   #leaseEndsAt = Infinity
   readonly #budget = new MissionBudget()
+  readonly #env: EnvKeeper
   readonly #heldMissions = {
     holds: (mission: string) => (this.#machine?.knownEpoch(mission) ?? -1) >= 0,
     specs: () => this.#liveViews().map(v => v.spec)
@@ -105,6 +110,13 @@ export class MissionService {
     this.#c = components
     this.#options = options
     this.#log = components.log
+    this.#env = new EnvKeeper({
+      peerId: components.peerId,
+      identity: components.identity,
+      local: event => { this.#local(event) },
+      record: (mission, event) => { this.#recordEvent(mission, event) },
+      log: this.#log
+    })
     this.#state = new MissionStateStore({ dataDir: components.dataDir, onWriteFailed: err => { this.#storage.failed(err, null) } })
     const checkpoints = components.checkpoints
     this.#storage = new StorageMonitor({
@@ -187,6 +199,7 @@ export class MissionService {
       // The fencing lease, enforced by the watchdog's own event loop: it freezes these containers if this stops.
       this.#renewLease()
       this.#input(machine => { machine.tick(Date.now()) })
+      if (!this.#stopped) this.#env.reseal(this.machine.snapshot(Date.now()))
     }, this.#options.tickIntervalMs ?? 50))
     if (c.runtime != null) this.#timers.push(setInterval(() => { void this.#watchContainers() }, 1000))
 
@@ -194,6 +207,7 @@ export class MissionService {
     c.status.extend('missionBudget', () => ({ refused: { ...this.#budget.refused } }))
     c.status.extend('storage', () => this.#storage.health)
     c.status.extend('authority', () => this.authority())
+    c.status.extend('env', () => ({ refused: { ...this.#env.refused } }))
     c.heartbeat.extend('storage', () => this.#storage.health)
     this.#timers.push(setInterval(() => { if (!this.#stopped) void this.#storage.probe() }, STORAGE_PROBE_MS))
     c.heartbeat.extend('images', () => c.images?.extra(this.#wantedImages()) ?? { docker: false, present: [], fetching: [] })
@@ -206,6 +220,7 @@ export class MissionService {
       operator: c.operator,
       list: () => this.list(),
       local: event => { this.#local(event) },
+      commitEnv: (spec, salts) => this.#env.commit(spec, this.#c.membership.list().filter(m => m.state === 'alive').map(m => m.peerId), salts),
       refusalOfNew: spec => this.#budget.refusalOfNew(spec.name, spec, this.#heldMissions),
       refreshImages: async () => { await c.images?.refresh() },
       imageOnSomeLiveBoard: spec => imageOnSomeLiveBoard(spec, this.#ownImages(), c.membership.list()),
@@ -245,7 +260,8 @@ export class MissionService {
         imageFetches: imageFetchesOf(v.spec, own, members),
         events: this.#c.events.of(v.name),
         container: runner?.container ?? null,
-        lastTake: runner?.lastTake ?? null
+        lastTake: runner?.lastTake ?? null,
+        env: this.#env.shown(v)
       })
     })
   }
@@ -282,13 +298,12 @@ export class MissionService {
         checkpoints: c.checkpoints,
         signal: this.#abort.signal,
         keepCheckpoints: this.#options.keepCheckpoints ?? 3,
-        deadlines: {
-          // Twice the machine's: it has given up on the checkpoint by then; a dump that is only slow (4-6 s seen on a
-          // loaded board) is not killed under the mission.
-          checkpointMs: 2 * (this.#options.consensus?.checkpointTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.checkpointTimeoutMs),
-          startMs: this.#options.consensus?.startTimeoutMs ?? DEFAULT_CONSENSUS_CONFIG.startTimeoutMs
-        },
+        deadlines: runnerDeadlines(this.#options.consensus),
         snapshot: () => this.machine.snapshot(Date.now()).find(v => v.name === mission),
+        env: spec => {
+          const v = this.machine.snapshot(Date.now()).find(v => v.name === mission)
+          return this.#env.require({ name: mission, spec, deployId: v?.deployId ?? '', envSeal: v?.envSeal })
+        },
         local: event => { this.#local(event) },
         record: (event, at) => { this.#recordEvent(mission, event, at) },
         storageFailed: err => { this.#storage.failed(err, mission) },

@@ -45,7 +45,10 @@ export interface MissionStatus {
   replicationLagMs: number | null
   /** Primary: how often checkpoints start (the interval less the replication lag, at least half of it), ms. */
   checkpointPeriodMs: number | null
+  /** As the operator signed it: each env value is its salted digest (manifest/env-commitment.ts). */
   spec: MissionSpec
+  /** The env values where this board can open them (a view member), else each name with null. */
+  env: Record<string, string | null>
   events: MissionEvent[]
   /** This peer's container of the mission, if it runs one. */
   container: { id: string, epoch: number } | null
@@ -70,6 +73,7 @@ export interface LocalMissionFacts {
   events: MissionEvent[]
   container: { id: string, epoch: number } | null
   lastTake: CheckpointTiming | null
+  env: Record<string, string | null>
 }
 
 export function missionStatusOf (v: MissionSnapshot, now: number, local: LocalMissionFacts): MissionStatus {
@@ -96,6 +100,7 @@ export function missionStatusOf (v: MissionSnapshot, now: number, local: LocalMi
     replicationLagMs: v.replicationLagMs,
     checkpointPeriodMs: v.checkpointPeriodMs,
     spec: v.spec,
+    env: local.env,
     events: local.events,
     container: local.container,
     lastTake: local.lastTake
