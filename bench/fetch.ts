@@ -8,19 +8,17 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
+import { parseArgs } from 'node:util'
 import { LevelBlockstore } from 'blockstore-level'
 import { LevelDatastore } from 'datastore-level'
 import { HeliaBundleBackend, type BundleBackend } from '../checkpoint/backend.ts'
 import { BundleStore, storeBundle } from '../checkpoint/index.ts'
 import { distribution, table, writeResults } from './report.ts'
 
-const args = process.argv.slice(2)
-const flag = (name: string, fallback: number): number => {
-  const i = args.indexOf(name)
-  return i < 0 ? fallback : Number(args[i + 1])
-}
-const pageMb = flag('--mb', 12)
-const runs = flag('--runs', 9)
+const { values } = parseArgs({ options: { mb: { type: 'string', default: '12' }, runs: { type: 'string', default: '9' } } })
+const pageMb = Number(values.mb)
+const runs = Number(values.runs)
+if (!(pageMb > 0) || !Number.isInteger(runs) || runs < 1) throw new Error('usage: node bench/fetch.ts [--mb N] [--runs N]')
 
 const spec = { imageId: 'sha256:0000', imageTags: [], imageCid: null, cmd: null, entrypoint: null, env: [], workingDir: '/', user: '', dataPath: null }
 const stats = { freezingTimeUs: 0, frozenTimeUs: 0, memdumpTimeUs: 0, memwriteTimeUs: 0, pagesScanned: 0, pagesWritten: 0, dumpWallMs: 0 }
