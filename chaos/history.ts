@@ -54,15 +54,31 @@ export function overlaps (containers: readonly FollowedContainer[], toleranceMs 
       const b = active[j]!
       for (const x of a.stretches) {
         for (const y of b.stretches) {
-          const from = Math.max(x.from, y.from)
-          const to = Math.min(x.to, y.to)
-          if (to < from || (toleranceMs > 0 && to - from < toleranceMs)) continue
+          const shared = sharedReporting(a.c, b.c, Math.max(x.from, y.from), Math.min(x.to, y.to))
+          if (shared === null) continue
+          const { from, to } = shared
+          if (toleranceMs > 0 && to - from < toleranceMs) continue
           found.push(`${a.c.board} (epoch ${a.c.epoch}) and ${b.c.board} (epoch ${b.c.epoch}) both reported from ${from} to ${to}: ${to - from} ms at once`)
         }
       }
     }
   }
   return found
+}
+
+/**
+ * Where both containers reported inside the window their stretches share: from the later of their first reports
+ * there to the earlier of their last. A stretch bridges silences up to its gap, so a container frozen for less than
+ * that and thawed for one line would otherwise count the whole time since the other started.
+ */
+function sharedReporting (a: FollowedContainer, b: FollowedContainer, from: number, to: number): { from: number, to: number } | null {
+  if (to < from) return null
+  const within = (c: FollowedContainer): number[] => samplesOf(c.entries).map(s => s.wall).filter(wall => wall >= from && wall <= to)
+  const inA = within(a)
+  const inB = within(b)
+  if (inA.length === 0 || inB.length === 0) return null
+  const shared = { from: Math.max(inA[0]!, inB[0]!), to: Math.min(inA.at(-1)!, inB.at(-1)!) }
+  return shared.to < shared.from ? null : shared
 }
 
 /** A container that took over from an older state than `maxTicksLost` behind its predecessor's last report. */

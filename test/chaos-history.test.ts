@@ -29,6 +29,16 @@ t.test('a frozen container that prints one line after its thaw is one tick, not 
   t.equal(overlaps([a, b], 0).length, 1, 'but found without tolerance')
 })
 
+t.test('a thaw line after a freeze shorter than the stretch gap is one tick, not the time since the other started', async t => {
+  // Frozen at 1000 for 2 s (less than the 2.5 s gap), the other copy reporting from 2700; one line at the thaw.
+  const a = reporting('a', 1, [[0, 1000, 0], [3000, 3000, 51]])
+  const b = reporting('b', 2, [[2700, 9000, 40]])
+  t.same(overlaps([a, b], 20), [], 'tolerated with one report period')
+  t.match(overlaps([a, b], 0)[0], /from 3000 to 3000: 0 ms at once/, 'found without tolerance, as the one moment it was')
+  const twoLines = reporting('a', 1, [[0, 1000, 0], [3000, 3020, 51]])
+  t.match(overlaps([twoLines, b], 20)[0], /from 3000 to 3020: 20 ms at once/, 'two lines after the thaw are found')
+})
+
 t.test('a copy that follows the other is no overlap', async t => {
   t.same(overlaps([reporting('a', 1, [[0, 1000, 0]]), reporting('b', 2, [[1500, 3000, 40]])], 0), [])
 })
