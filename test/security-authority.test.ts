@@ -265,10 +265,15 @@ if (gateOn(t, await dockerMissing())) {
     t.ok(samples.length >= 20 && samples.every(s => s === 'running'), `running in all ${samples.length} samples taken during the attack`)
     // The attacker stops beating: it is dead to every board and leaves the view (the next tests run without it).
     clearInterval(beating)
+    // Judged by the boards' own events: dead to them, the attacker is hung up on and may overhear no more announces.
     await waitFor('the attacker to leave the view', async () => {
-      const r = latest()
-      if (r === undefined || r.view.includes(attackerId)) return false
-      for (const p of peers) if ((await missionOn(p))?.epoch !== r.epoch || (await missionOn(p))?.state !== 'running') return false
+      const seen = await Promise.all(peers.map(async p => await missionOn(p)))
+      const epoch = seen[0]?.epoch
+      for (const m of seen) {
+        if (m === undefined || m.epoch !== epoch || m.state !== 'running') return false
+        const last = m.events.map(e => e.event).filter(e => e.kind === 'reconfigured').at(-1)
+        if (last === undefined || last.kind !== 'reconfigured' || last.epoch <= before.epoch || last.view.includes(attackerId)) return false
+      }
       return true
     }, 60_000)
   })
