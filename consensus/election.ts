@@ -11,7 +11,7 @@ import { emit, emitEvent, refuse, type Ctx } from './context.ts'
 import { persist } from './persisted.ts'
 import { copyRecord, MAX_CLAIM_STEP, MAX_EPOCH, type Mission, type Replacement } from './mission-state.ts'
 import {
-  canRestore, eligible, hasQuorum, isBlocked, loneClaimantOf, pendingVote, primaryGone, quorumReachable, stateOf, swarmBackoffUntil, whyBlocked
+  canRestore, eligible, endSwarmBackoff, hasQuorum, isBlocked, loneClaimantOf, pendingVote, primaryGone, quorumReachable, stateOf, swarmBackoffUntil, whyBlocked
 } from './membership.ts'
 import { chooseBackup, desiredLayout, rankCandidates } from './ranking.ts'
 import { abandonClaim, announce, releaseVote } from './lifecycle.ts'
@@ -81,16 +81,20 @@ function maybeClaim (ctx: Ctx, now: number, mission: Mission): void {
   // The stagger runs from the end of the swarm-wide back-off, so candidates do not all claim the moment it ends.
   if (now - Math.max(mission.electionSince ?? now, backoffUntil) < wait) return
   if (!quorumReachable(ctx, now, record, self)) return
-  if (waitsForNewerState(ctx, now, mission)) return
-  startClaim(ctx, now, mission)
+  const stale = staleTakeover(ctx, now, mission)
+  if (stale === 'wait') return
+  startClaim(ctx, now, mission, null, stale !== 'ask')
 }
 
 /**
  * A board about to take over alone (two-board view, partner down in its own start or restore) with older state than
  * the record's newest checkpoint waits for a board that holds it to come back, for staleTakeoverWaitMs; then it runs
  * on what it has and says so. (A spare left alone after a double fault restored 5.3 s old state without a word.)
+ * Once the partner is back, the claim goes ahead but only the partner's vote wins it (`ask`): the partner refuses it
+ * if it holds newer state and claims itself. (The partner's return ended the wait and the lone claimant won alone
+ * 10 ms before both revived holders of the newest checkpoint refused it: 541 ticks lost, chaos seed 24.)
  */
-function waitsForNewerState (ctx: Ctx, now: number, mission: Mission): boolean {
+function staleTakeover (ctx: Ctx, now: number, mission: Mission): 'go' | 'wait' | 'ask' {
   const record = mission.record
   const self = ctx.self.peerId
   const newest = record.checkpoint
@@ -102,23 +106,31 @@ function waitsForNewerState (ctx: Ctx, now: number, mission: Mission): boolean {
   // or newer state arrived: a wait ended by the holder's return was still running at the next double fault, a
   // minute later, and the spare ran on its 40 checkpoints older state 79 ms into it: 543 ticks lost.)
   if (newest === null || record.started || record.view.length !== 2 || loneClaimantOf(ctx, record) !== self ||
-    partner === undefined || stateOf(ctx, now, partner) === 'alive' || compareCheckpoints(mine, newest) >= 0) {
+    partner === undefined || compareCheckpoints(mine, newest) >= 0) {
     mission.staleSince = null
-    return false
+    return 'go'
   }
+  const partnerBack = stateOf(ctx, now, partner) === 'alive'
+  // The partner refused this board's claim for holding newer state, or this board refused the partner's: the
+  // election between the two is decided by their votes already.
+  if (partnerBack && (now < mission.deferToNewerUntil || (mission.newerStateSince !== null && now - mission.newerStateSince < 4 * ctx.config.claimTimeoutMs))) return 'go'
   if (mission.staleSince === null) {
     mission.staleSince = now
-    emitEvent(ctx, record.mission, {
-      kind: 'staleWait', held: mine === null ? null : { epoch: mine.epoch, seq: mine.seq }, newest: { epoch: newest.epoch, seq: newest.seq }, waitMs: ctx.config.staleTakeoverWaitMs
-    })
+    if (!partnerBack) {
+      emitEvent(ctx, record.mission, {
+        kind: 'staleWait', held: mine === null ? null : { epoch: mine.epoch, seq: mine.seq }, newest: { epoch: newest.epoch, seq: newest.seq }, waitMs: ctx.config.staleTakeoverWaitMs
+      })
+    }
   }
-  if (now - mission.staleSince < ctx.config.staleTakeoverWaitMs) return true
-  emitEvent(ctx, record.mission, { kind: 'staleGiveUp', heldSeq: mine?.seq ?? null, newestSeq: newest.seq })
-  mission.staleSince = null
-  return false
+  if (now - mission.staleSince < ctx.config.staleTakeoverWaitMs) return partnerBack ? 'ask' : 'wait'
+  if (mission.staleSince !== -Infinity) emitEvent(ctx, record.mission, { kind: 'staleGiveUp', heldSeq: mine?.seq ?? null, newestSeq: newest.seq })
+  // Given up: it claims alone from here until the situation changes (the wait restarts at the next double fault).
+  mission.staleSince = -Infinity
+  return 'go'
 }
 
-export function startClaim (ctx: Ctx, now: number, mission: Mission, replace: Replacement | null = null): void {
+/** `alone`: the claim may win with this board's vote alone where the basis allows it (two-board mode). */
+export function startClaim (ctx: Ctx, now: number, mission: Mission, replace: Replacement | null = null, alone = true): void {
   const record = mission.record
   // A claim nobody answered (the voters unreachable through a half-open connection) is asked for again under the
   // same epoch: no vote of that epoch went to anyone else, as this board's own vote is still its. (Each retry took
@@ -134,7 +146,7 @@ export function startClaim (ctx: Ctx, now: number, mission: Mission, replace: Re
   const sigs = new Map<string, string>()
   const ownSig = ctx.voteKeys?.sign(voteStatement(record.mission, record.deployId, epoch, ctx.self.peerId, record.epoch))
   if (ownSig !== undefined) sigs.set(ctx.self.peerId, ownSig)
-  mission.claim = { epoch, basis: copyRecord(record), votes: new Set([ctx.self.peerId]), sigs, startedAt: now, replace, answered: false }
+  mission.claim = { epoch, basis: copyRecord(record), votes: new Set([ctx.self.peerId]), sigs, startedAt: now, replace, answered: false, alone }
   persist(ctx)
   const running = mission.container !== null && record.primary === ctx.self.peerId
   const restores = !mission.coldStartNext && canRestore(ctx, ctx.self.peerId, mission.held) ? mission.held : null
@@ -159,9 +171,9 @@ function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: string,
   // the newest checkpoint unable to restore it, and 37 epochs burnt in 30 s with the mission down, chaos seed 29.)
   // A back-off that ends within the refusal's limit does not stop it: both holders of the newest checkpoint,
   // revived after a kill during the restore, granted the spare's claim while backing off from their restart, and
-  // it resumed 321 and 1421 ticks behind (chaos seed 22).
-  const backoffEnds = Math.max(mission.localBackoffUntil, swarmBackoffUntil(ctx, mission))
-  if (mission.coldStartNext || backoffEnds - now > ctx.config.newerStateRefusalMs) return false
+  // it resumed 321 and 1421 ticks behind (chaos seed 22). The swarm-wide back-off does not count at all: the
+  // candidate waited it out already, and this board's runs longer only because it restarted (see onClaim).
+  if (mission.coldStartNext || mission.localBackoffUntil - now > ctx.config.newerStateRefusalMs) return false
   if (!canRestore(ctx, ctx.self.peerId, mine) || !eligible(ctx, record.spec, ctx.self.peerId)) return false
   // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
   // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
@@ -196,6 +208,9 @@ export function onClaim (ctx: Ctx, now: number, from: string, msg: Extract<Conse
     // grant at once a claim that restored 10 s older state.
     if (!refusalEpisodeLive(ctx, now, mission)) mission.refusingSince = now
     mission.newerStateSince = now
+    // It claims at once: the swarm-wide back-off the candidate waited out is over here too (a restarted board's
+    // runs from its restart, as it cannot know when the failure was).
+    endSwarmBackoff(ctx, now, mission)
     // The other voters may have granted that epoch already: a claim of the same epoch could not win. (The holder
     // of the newest state claimed the epoch it refused, lost it to the votes already given, and a spare 117
     // checkpoints behind won the next one, simulated seed 4.)
@@ -277,7 +292,7 @@ function checkWon (ctx: Ctx, now: number, mission: Mission): void {
   if (claim === null) return
   const replace = claim.replace
   const won = replace === null
-    ? hasQuorum(ctx, claim.basis, ctx.self.peerId, claim.votes)
+    ? hasQuorum(ctx, claim.basis, ctx.self.peerId, claim.votes) && (claim.alone || claim.basis.view.every(p => claim.votes.has(p)))
     : claim.votes.has(replace.joiner) && ctx.exitProven.has(replace.partner)
   if (!won) return
   mission.claim = null

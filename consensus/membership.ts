@@ -78,6 +78,12 @@ export function swarmBackoffUntil (ctx: Ctx, mission: Mission): number {
   return mission.failureSeenAt + restartBackoffMs(ctx, record.restarts)
 }
 
+/** The swarm-wide back-off ends now (if it had not already). */
+export function endSwarmBackoff (ctx: Ctx, now: number, mission: Mission): void {
+  const record = mission.record
+  if (record.restarts > 0) mission.failureSeenAt = Math.min(mission.failureSeenAt, now - restartBackoffMs(ctx, record.restarts))
+}
+
 /** The record's restarts changed from `before`: the swarm-wide back-off runs from now. */
 export function noteRestarts (ctx: Ctx, now: number, mission: Mission, before: number): void {
   if (mission.record.restarts !== before && mission.record.restarts > 0) mission.failureSeenAt = now

@@ -428,6 +428,54 @@ t.test('newer state wins the election: after a new primary dies in its restore, 
   t.same(sim.violations, [])
 })
 
+t.test('newer state wins after a double fault: the lone board with older state does not win alone once the partner that died in its restore is back', async t => {
+  // Chaos seed 24: the third board waited for a holder of the newest checkpoint; the return of its two-board partner
+  // (the backup that died in its restore) ended the wait, and the third, the view's lone claimant, won alone 10 ms
+  // before the revived holders refused its claim: 541 ticks lost. Here the partner's claims cannot reach the third
+  // board for 3 s (heartbeats pass), nor can the third fetch: before, it restored its older checkpoint.
+  const sim = new Simulation({ seed: 37, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  sim.runFor(2000)
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.snapshot(primary, mission)!.backup!
+  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  // The third board is backup for a while (its backup dies), then spare again with what it held then.
+  sim.kill(backup)
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.backup === third && sim.snapshot(primary, mission)?.protected === true, 15_000), 'the third board is backup')
+  sim.runFor(2000)
+  sim.restart(backup)
+  sim.runFor(2000)
+  sim.kill(third)
+  t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.backup === backup && sim.snapshot(primary, mission)?.protected === true, 15_000), 'the first backup is backup again')
+  sim.restart(third)
+  sim.runFor(3000)
+  const older = sim.held(third, mission)!
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.snapshot(backup, mission)?.primary === backup, 10_000), 'the backup claims the next epoch')
+  const newest = sim.held(backup, mission)!
+  sim.kill(backup)
+  t.ok(older.seq < newest.seq, `the third board holds older state (#${older.seq}) than the backup that died in its restore (#${newest.seq})`)
+  sim.runFor(3000)
+  let released: ConsensusMessage | null = null
+  sim.onPublish = (from, message) => { if (from === backup && message.type === 'announce' && message.record.released) released ??= message }
+  sim.muteConsensus(third, backup, true)
+  sim.failFetches(third, true)
+  sim.restart(backup)
+  t.ok(sim.runUntil(() => released !== null, 2000), 'the revived backup announces its release')
+  sim.inject(third, backup, released!)
+  sim.runFor(3000)
+  t.same(sim.runningOn(mission), [], 'the third board did not take over alone on its older state')
+  sim.muteConsensus(third, backup, false)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 20_000), 'the mission runs again')
+  const takeover = [...sim.log].reverse().find(line => /\[vehicle\] epoch \d+: primary \(from /.test(line)) ?? ''
+  const restored = /restoring checkpoint #(\d+)/.exec(takeover)
+  t.ok(restored != null && Number(restored[1]) >= newest.seq,
+    `the takeover restored checkpoint #${restored?.[1] ?? '(none)'}, not older than #${newest.seq} that the revived board holds: ${takeover.trim()}`)
+  t.same(sim.violations, [])
+})
+
 t.test('a backup whose disk is full (canStore false) loses backup duty to a board that can store; the primary says so meanwhile', async t => {
   const sim = new Simulation({ seed: 36, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
   sim.runFor(1000)
