@@ -83,9 +83,13 @@ export interface FaultRecord {
 export interface ChaosResult { seed: number, boards: number, faults: FaultRecord[], violations: string[] }
 
 /** The mission runs with one container (and, before a fault, is protected). */
-async function steady (ms: MissionSwarm, needProtected: boolean): Promise<MissionStatus | undefined> {
+/**
+ * The mission runs as one container (and is protected, if asked). Before a fault also every board is back in its
+ * view: a rejoin still pending counted its epoch towards the next fault (an epoch "storm" of 4 for one power cut).
+ */
+async function steady (ms: MissionSwarm, beforeFault: boolean): Promise<MissionStatus | undefined> {
   const status = await ms.anyStatus()
-  if (status?.state !== 'running' || (needProtected && !status.protected)) return undefined
+  if (status?.state !== 'running' || (beforeFault && (!status.protected || status.view.length < ms.boards.length))) return undefined
   const running = await ms.running()
   return running.length === 1 ? status : undefined
 }

@@ -150,11 +150,12 @@ t.test('mission show prints the values on a member, the names only elsewhere, no
   const { formatMission } = await import('../peer/commands/mission.ts')
   const { spec } = commitEnv(SPEC)
   const base = {
-    name: 'm', state: 'running', reason: null, protected: true, protection: { reason: null }, epoch: 1, primary: 'p', backup: 'b', spec,
+    name: 'm', state: 'running', reason: null, protected: true, protection: { reason: null }, epoch: 1, primary: 'p', backup: 'b', view: ['b', 'p'], spec,
     lastCheckpoint: null, replicatedSeq: null, replicationLagMs: null, checkpointPeriodMs: null, restarts: 0, lastFailure: null, imageFetches: [], events: []
   }
   const member = formatMission({ ...base, env: { ...SPEC.env } } as never)
   t.match(member, /^env {9}TOKEN=hunter2-secret MODE=prod$/m)
+  t.match(member, /^view {8}b, p$/m, 'with the view')
   const outsider = formatMission({ ...base, env: { TOKEN: null, MODE: null } } as never)
   t.match(outsider, /^env {9}TOKEN=\(sealed for the view\) MODE=\(sealed for the view\)$/m)
   t.notOk(outsider.includes('hunter2') || outsider.includes(ENV_DIGEST_PREFIX), 'neither the value nor its digest')

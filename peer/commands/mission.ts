@@ -65,6 +65,7 @@ export function formatMission (m: MissionStatus, wide = false): string {
     `epoch       ${m.epoch}`,
     `primary     ${m.primary ?? '-'}`,
     `backup      ${m.backup ?? '-'}`,
+    `view        ${m.view.length === 0 ? '-' : m.view.join(', ')}`,
     `image       ${typeof m.spec.image === 'string' ? m.spec.image : Object.entries(m.spec.image).map(([arch, image]) => `${arch}=${image}`).join(', ')}`,
     `interval    ${m.spec.checkpointIntervalMs} ms (at most this much work lost)${m.checkpointPeriodMs == null ? '' : `; checkpoints every ${Math.round(m.checkpointPeriodMs)} ms`}`,
     `checkpoint  ${m.lastCheckpoint == null ? 'none yet' : `#${m.lastCheckpoint.seq} ${m.lastCheckpoint.cid} (${m.lastCheckpoint.ageMs} ms ago)`}`,

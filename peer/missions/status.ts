@@ -22,6 +22,8 @@ export interface MissionStatus {
   epoch: number
   primary: string | null
   backup: string | null
+  /** The epoch's members, whose votes elect the next one (peer ids, sorted). */
+  view: string[]
   state: MissionSnapshot['state']
   role: MissionSnapshot['role']
   /** Why the mission is `blocked` or in `backoff` (else null). */
@@ -85,6 +87,7 @@ export function missionStatusOf (v: MissionSnapshot, now: number, local: LocalMi
     epoch: v.epoch,
     primary: v.primary,
     backup: v.backup,
+    view: [...v.view],
     state: v.state,
     role: v.role,
     reason: v.reason,
