@@ -162,7 +162,7 @@ export class Membership {
     const member = this.#members.get(peerId)
     if (member == null) {
       this.#members.set(peerId, {
-        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', exitProven: false, info,
+        peerId, state: 'alive', incarnation, seq, lastHeardAt: now, lastReceivedAt: now, lastSeenWallMs: this.#wallNow(), stateSince: now, reason: 'joined', exitProven: false, info,
         healthScore: info?.load.healthScore ?? 0
       })
       this.#emit({ peerId, state: 'alive', previous: null, reason: 'joined' })
@@ -173,6 +173,7 @@ export class Membership {
     member.incarnation = incarnation
     member.seq = seq
     member.lastHeardAt = now
+    member.lastReceivedAt = now
     member.lastSeenWallMs = this.#wallNow()
     if (info != null) {
       member.info = info
@@ -198,6 +199,7 @@ export class Membership {
       member.seq = 0
     }
     member.lastHeardAt = this.#now()
+    member.lastReceivedAt = member.lastHeardAt
     member.lastSeenWallMs = this.#wallNow()
     member.healthScore = healthScore
     if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'beat')
@@ -288,6 +290,7 @@ export class Membership {
     if (outcome === 'ack') {
       this.#probes.delete(peerId)
       member.lastHeardAt = Math.max(member.lastHeardAt, now)
+      member.lastReceivedAt = now
       if (member.state !== 'alive') this.#transition(member, 'alive', 'answered probe')
     } else if (outcome === 'refused' && member.lastHeardAt <= probe.startedAt) {
       this.#probes.delete(peerId)

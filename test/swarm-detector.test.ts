@@ -172,7 +172,10 @@ t.test('our own pause is not counted as the others\' silence, and is reported fo
   t.equal(pauses.length, 1)
   t.ok((pauses[0] ?? 0) >= 2900)
   t.same(membership.list().map(m => m.state), ['alive', 'alive'], 'nobody suspected right after our pause')
+  t.ok(membership.list().every(m => world.now - m.lastReceivedAt >= 3000),
+    'but the last heartbeat that arrived stays where it was: the fencing lease counts from it')
   await heartbeats(world, membership, ['a', 'b'], 400, seqs)
+  t.ok(membership.list().every(m => world.now - m.lastReceivedAt <= 200), 'and moves on with the next ones')
   t.same(changes.map(c => c.state), ['alive', 'alive'])
 })
 

@@ -10,8 +10,18 @@ export interface Member {
   incarnation: number
   /** Sequence number of the newest heartbeat heard in this incarnation. */
   seq: number
-  /** Local clock (ms) of the last sign of life: a heartbeat or a successful probe. */
+  /**
+   * Local clock (ms) of the last sign of life: a heartbeat or a successful probe; moved on by this process's own
+   * pauses, which are no evidence against the peer (see Membership.tick).
+   */
   lastHeardAt: number
+  /**
+   * Local clock (ms) when the last sign of life actually arrived, never moved on: the fencing lease counts from it
+   * (peer/missions/service.ts): a primary paused and cut off meanwhile renewed its lease as if it had heard its
+   * majority at the end of the pause. (Beats sent before the cut and read only after the pause still count as
+   * received then: see "Fencing: what is assumed" in the README.)
+   */
+  lastReceivedAt: number
   /** Wall-clock time (ms since epoch) of the last sign of life. */
   lastSeenWallMs: number
   /** Local clock (ms) when the current state began. */

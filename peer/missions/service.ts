@@ -371,7 +371,7 @@ export class MissionService {
     const machine = this.#machine
     if (machine != null) {
       const now = performance.now()
-      const heard = new Map(this.#c.membership.list().map(m => [m.peerId, m.lastHeardAt]))
+      const heard = new Map(this.#c.membership.list().map(m => [m.peerId, m.lastReceivedAt]))
       for (const v of machine.snapshot(Date.now())) {
         if (v.role !== 'primary' || !containers.has(v.name) || v.view.length < 3 || v.view.length > 5) continue
         const times = v.view.map(p => p === this.#c.peerId ? now : (heard.get(p) ?? -Infinity)).sort((a, b) => b - a)
