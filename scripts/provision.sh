@@ -162,6 +162,7 @@ check_all () {
     missing "base images (cannot check without busybox-static, node_modules and Docker)" "run scripts/provision.sh"
   fi
   if [ -x "$CHROMIUM_BINARY" ]; then ok "chromium ($CHROMIUM_BINARY)"; else missing "chromium (headless browser for the dashboard test)" "run scripts/provision.sh (apt-get install chromium)"; fi
+  if command -v zsh >/dev/null 2>&1; then ok "zsh ($(command -v zsh))"; else missing "zsh (for the zsh completion test)" "run scripts/provision.sh (apt-get install zsh)"; fi
   if [ "$missing_count" -gt 0 ]; then
     printf 'provision --check: %d thing(s) missing (%s)\n' "$missing_count" "$(elapsed)"
     exit 1
@@ -511,6 +512,16 @@ ensure_chromium () {
   ok "installed $(chromium_version) ($CHROMIUM_BINARY)"
 }
 
+# ---------- 5. zsh ----------
+# The shell completion test runs `tandem completion zsh` in zsh (test/ops-completion.test.ts).
+ensure_zsh () {
+  step "zsh (for the zsh completion test)"
+  if command -v zsh >/dev/null 2>&1; then ok "zsh ($(command -v zsh))"; return 0; fi
+  apt_install zsh
+  command -v zsh >/dev/null 2>&1 || die "zsh installed but not on the PATH"
+  ok "installed zsh ($(command -v zsh))"
+}
+
 # ---------- main ----------
 mode=provision
 load_host=
@@ -541,4 +552,5 @@ ensure_daemon_finds_criu
 ensure_base_images
 verify_checkpoint_restore
 ensure_chromium
+ensure_zsh
 printf 'provision: host is ready (%s)\n' "$(elapsed)"

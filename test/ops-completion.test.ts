@@ -35,7 +35,8 @@ t.test('bash', async t => {
   t.same(complete('tandem', 'status', '-o', 'j'), ['json'], 'values of -o')
 })
 
-t.test('zsh', { skip: has('zsh') ? false : 'zsh is not installed' }, async t => {
+// Under CI the provisioning installs zsh: a missing one fails there instead of skipping.
+t.test('zsh', { skip: has('zsh') || process.env.CI === 'true' ? false : 'zsh is not installed' }, async t => {
   const dir = await mkdtemp(join(tmpdir(), 'tandem-completion-'))
   t.teardown(async () => { await rm(dir, { recursive: true, force: true }) })
   const file = join(dir, '_tandem')
