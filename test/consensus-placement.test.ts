@@ -1,6 +1,6 @@
 // Placement by Docker and image, restart back-off, blocked missions, protection, status and tombstones: scenario tests
 // in the deterministic simulator (simulated time).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { Simulation, SIM_MISSION, SIM_IMAGES } from '../harness/consensus-simulator.ts'
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { validateMessage, validateRecord } from '../consensus/messages.ts'
@@ -11,6 +11,19 @@ const mission = SIM_MISSION.name
 const IMAGE = 'tandem/vehicle:latest'
 
 function logged (sim: Simulation, pattern: RegExp): boolean { return sim.log.some(line => pattern.test(line)) }
+
+/** Three boards holding the image, the mission deployed and protected, then run for `settleMs`: who holds which role. */
+function protectedOnThree (t: Test, seed: number, settleMs: number): { sim: Simulation, primary: string, backup: string, third: string } {
+  const sim = new Simulation({ seed, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
+  sim.runFor(1000)
+  sim.deploy('a', SIM_MISSION)
+  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
+  sim.runFor(settleMs)
+  const primary = sim.runningOn(mission)[0]!
+  const backup = sim.snapshot(primary, mission)!.backup!
+  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  return { sim, primary, backup, third }
+}
 
 function selfInfo (peerId: string, images = SIM_IMAGES): SelfInfo {
   return { peerId, arch: 'arm64', board: 'rpi4', memoryMb: 1024, canRun: true, canCheckpoint: true, images: [...images], fetchingImages: [] }
@@ -433,14 +446,7 @@ t.test('newer state wins after a double fault: the lone board with older state d
   // (the backup that died in its restore) ended the wait, and the third, the view's lone claimant, won alone 10 ms
   // before the revived holders refused its claim: 541 ticks lost. Here the partner's claims cannot reach the third
   // board for 3 s (heartbeats pass), nor can the third fetch: before, it restored its older checkpoint.
-  const sim = new Simulation({ seed: 37, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
-  sim.runFor(1000)
-  sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
-  sim.runFor(2000)
-  const primary = sim.runningOn(mission)[0]!
-  const backup = sim.snapshot(primary, mission)!.backup!
-  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  const { sim, primary, backup, third } = protectedOnThree(t, 37, 2000)
   // The third board is backup for a while (its backup dies), then spare again with what it held then.
   sim.kill(backup)
   t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.backup === third && sim.snapshot(primary, mission)?.protected === true, 15_000), 'the third board is backup')
@@ -477,14 +483,7 @@ t.test('newer state wins after a double fault: the lone board with older state d
 })
 
 t.test('a backup whose disk is full (canStore false) loses backup duty to a board that can store; the primary says so meanwhile', async t => {
-  const sim = new Simulation({ seed: 36, peers: ['a', 'b', 'c'].map(id => ({ id, images: [IMAGE] })) })
-  sim.runFor(1000)
-  sim.deploy('a', SIM_MISSION)
-  t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), 'protected first')
-  sim.runFor(2000)
-  const primary = sim.runningOn(mission)[0]!
-  const backup = sim.snapshot(primary, mission)!.backup!
-  const third = ['a', 'b', 'c'].find(id => id !== primary && id !== backup)!
+  const { sim, primary, backup, third } = protectedOnThree(t, 36, 2000)
   const epoch = sim.snapshot(primary, mission)!.epoch
   sim.diskFull(backup, true)
   t.ok(sim.runUntil(() => sim.snapshot(primary, mission)?.backup === third, 5000), `backup duty moves from ${backup} to ${third}`)
