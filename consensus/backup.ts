@@ -43,6 +43,8 @@ export function onFetched (ctx: Ctx, mission: Mission, ref: CheckpointRef): void
   mission.fetchRetryAt = -Infinity
   if (compareCheckpoints(ref, mission.held) <= 0) return
   mission.held = ref
+  // A restore that failed here was of an older checkpoint: this verified one is tried before a cold start.
+  mission.coldStartNext = false
   persist(ctx)
   maybeAck(ctx, mission)
 }

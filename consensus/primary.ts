@@ -188,7 +188,11 @@ export function onFailure (ctx: Ctx, now: number, mission: Mission, epoch: numbe
   mission.checkpointInFlight = null
   const failure: FailureKind = known ?? (cause === null ? 'exited' : container.kind === 'restore' ? 'restoreFailed' : 'coldStartFailed')
   const what = failure === 'exited' ? `container exited after ${seconds(ranMs)}` : FAILURE_LABELS[failure]
-  const coldNext = container.kind === 'restore' && cause !== null && cause !== 'image-missing'
+  const boardLacks = cause === 'image-missing' || cause === 'env-missing'
+  // (A restore refused for want of the env values made the next start cold; the board, backup again a minute later
+  // and holding the newest checkpoint, could not claim with it, and a spare restored 1761 ticks older state, chaos
+  // seed 25.)
+  const coldNext = container.kind === 'restore' && cause !== null && !boardLacks
   if (coldNext) mission.coldStartNext = true
   mission.localFailures = first ? 1 : mission.localFailures + 1
   const localWait = restartBackoffMs(ctx, mission.localFailures)
@@ -197,8 +201,8 @@ export function onFailure (ctx: Ctx, now: number, mission: Mission, epoch: numbe
   let wait = localWait
   if (record.primary === self && !record.released) {
     const before = record.restarts
-    // A board without the image is the board's problem, not the mission's: not counted as a restart.
-    if (cause !== 'image-missing') record.restarts = first ? 1 : record.restarts + 1
+    // A board without the image or the env values is the board's problem, not the mission's: not counted as a restart.
+    if (!boardLacks) record.restarts = first ? 1 : record.restarts + 1
     record.lastFailure = { board: self, reason, at: now, epoch: record.epoch }
     noteRestarts(ctx, now, mission, before)
     wait = Math.max(wait, swarmBackoffUntil(ctx, mission) - now)

@@ -173,7 +173,12 @@ export interface MissionFailure {
 }
 
 /** Why a start or restore failed, as the daemon classifies it. */
-export type FailureCause = 'image-missing' | 'criu' | 'docker' | 'other'
+/**
+ * What kind of failure a start or restore was. `image-missing` and `env-missing` (the board cannot open the mission's
+ * sealed env values: it was out of the view when they were sealed) are the board's, not the mission's or the
+ * checkpoint's: no restart counted, and the next start on the board is not made cold.
+ */
+export type FailureCause = 'image-missing' | 'env-missing' | 'criu' | 'docker' | 'other'
 
 /**
  * What one epoch of a mission is. Written once by the epoch's primary (view, primary, backup never change within

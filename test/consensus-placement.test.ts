@@ -313,6 +313,37 @@ t.test('a restore that fails for want of the image is not followed by a cold sta
   t.same(sim.violations, [])
 })
 
+t.test('a failed restore makes only the next start cold: a board that lacked the env values, or that holds a newer checkpoint since, restores it', async t => {
+  // Chaos seed 25: a board elected while out of the env values' seal failed its restore ("next start is cold"); a
+  // minute later, backup again and holding the newest checkpoint, it still claimed to restore nothing, and a spare
+  // restored 1761 ticks older state.
+  for (const cause of ['env-missing', 'criu'] as const) {
+    const { sim, primary, backup } = protectedOnThree(t, 41, 2000)
+    const mark = sim.log.length
+    sim.failStarts(backup, cause)
+    sim.kill(primary)
+    t.ok(sim.runUntil(() => sim.log.slice(mark).some(line => line.includes(`${backup} [vehicle] restore failed`)), 5000), `${cause}: the backup's restore fails`)
+    const failed = sim.log.slice(mark).find(line => line.includes(`${backup} [vehicle] restore failed`)) ?? ''
+    if (cause === 'env-missing') t.match(failed, /restarts 0, next start in/, 'the board lacked the env values: no restart counted, the next start not made cold')
+    else t.match(failed, /next start is cold/)
+    sim.failStarts(backup, null)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 20_000), 'the mission runs again')
+    sim.restart(primary)
+    t.ok(sim.runUntil(() => {
+      const now = sim.runningOn(mission)[0]
+      return now !== undefined && sim.snapshot(now, mission)?.backup === backup && sim.snapshot(now, mission)?.protected === true
+    }, 20_000), 'the board that failed is backup again')
+    sim.runFor(3000)
+    const running = sim.runningOn(mission)[0]!
+    const newest = sim.held(backup, mission)!
+    sim.kill(running)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 20_000), 'and takes over')
+    const takeover = [...sim.log].reverse().find(line => /\[vehicle\] epoch \d+: primary \(from /.test(line)) ?? ''
+    t.match(takeover, new RegExp(`^ *\\d+ ${backup} \\[vehicle\\] epoch \\d+: primary \\(from ${running}\\), restoring checkpoint #${newest.seq}$`), `${cause}: it restores the newest checkpoint, #${newest.seq}`)
+    t.same(sim.violations, [])
+  }
+})
+
 t.test('storeImage and fetchImage failures are retried after 1 s doubling to 60 s, never in a tight loop', async t => {
   // A lone primary: it stores the image once its container runs.
   const solo = new ClusterMachine({ self: selfInfo('solo', [IMAGE]), now: 0 })

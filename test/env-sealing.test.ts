@@ -9,6 +9,7 @@ import { checkOpenings, clearEnv, commitEnv, envDigest, EnvCommitmentError, isCo
 import { createOperatorKeyPair, OperatorKeys, OperatorSigner, specDigest, checkMessageAuthority } from '../consensus/authority.ts'
 import { validateRecord } from '../consensus/messages.ts'
 import { EnvKeeper } from '../peer/missions/env-keeper.ts'
+import { failureCause } from '../peer/missions/runner.ts'
 import type { MissionSpec } from '../manifest/manifest.ts'
 import type { EnvSeal, LocalEvent, MissionSnapshot } from '../consensus/types.ts'
 
@@ -118,6 +119,7 @@ t.test('the keeper: opens for members, hides values from others, counts refusals
   t.same(kb.shown(m), SPEC.env, 'a member sees the values')
   t.same(kc.shown(m), { TOKEN: null, MODE: null }, 'a non-member sees the names only')
   t.throws(() => kc.require(m), /env values unavailable on this board: the env values are sealed for 2 other board\(s\)/)
+  try { kc.require(m) } catch (err) { t.equal(failureCause(err), 'env-missing', 'a failure the machine does not count against the mission or its checkpoint') }
   t.same(kc.refused, { 'not-a-recipient': 1 })
   kc.envOf(m)
   t.same(kc.refused, { 'not-a-recipient': 1 }, 'counted once per seal')

@@ -1,9 +1,10 @@
 // One mission on this board: its container, the checkpoints it holds, and the work the machine asks of it, in three
 // lanes. The container lane runs starts, restores, checkpoints and fences in order; the fetch lane brings the
 // backup's checkpoints (and so its acks) beside it; the stage lane writes the newest one's files ahead of a restore.
-import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type LocalEvent, type MissionSnapshot } from '../../consensus/types.ts'
+import { DEFAULT_CONSENSUS_CONFIG, type Action, type CheckpointRef, type ConsensusConfig, type FailureCause, type LocalEvent, type MissionSnapshot } from '../../consensus/types.ts'
 import { ImageMissingError, CriuError } from '../../checkpoint/errors.ts'
 import { NotARecipientError } from '../../checkpoint/sealing.ts'
+import { EnvUnavailableError } from './env-keeper.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
 import type { MissionEventData, StopReason } from '../../consensus/events.ts'
 import type { PeerMetrics } from '../metrics.ts'
@@ -65,8 +66,9 @@ export function runnerDeadlines (consensus: Partial<ConsensusConfig> | undefined
 export interface RunningContainer { id: string, epoch: number }
 
 /** What kind of failure a start or restore was, for the machine's back-off and the event's wording. */
-export function failureCause (err: unknown): 'image-missing' | 'criu' | 'docker' | 'other' {
+export function failureCause (err: unknown): FailureCause {
   if (err instanceof ImageMissingError) return 'image-missing'
+  if (err instanceof EnvUnavailableError) return 'env-missing'
   if (err instanceof CriuError) return 'criu'
   if ((err as { statusCode?: unknown }).statusCode != null) return 'docker'
   return 'other'
