@@ -3,7 +3,7 @@
 // direct path failed, and keeps dialling the bootstrap addresses while alone.
 import { peerIdFromString } from '@libp2p/peer-id'
 import { multiaddr } from '@multiformats/multiaddr'
-import type { PeerId, PeerInfo } from '@libp2p/interface'
+import type { Connection, PeerId, PeerInfo } from '@libp2p/interface'
 import type { SwarmNode } from '../node.ts'
 import type { Membership } from '../membership.ts'
 import { HEARTBEAT_TOPIC } from '../heartbeat.ts'
@@ -85,6 +85,7 @@ export class ConnectionKeeper {
       }
       // A first bootstrap dial can fail (the bootstrap peer busy or not up yet): keep trying while alone.
       if (this.#libp2p.getConnections().length === 0) this.#dialBootstrap()
+      this.dropClosedMuxers()
       this.#resetSilentConnections()
     }, MAINTAIN_MS)
     return () => { clearInterval(timer) }
@@ -130,6 +131,23 @@ export class ConnectionKeeper {
       this.#unsubscribedChecks.delete(id)
       this.#log(`swarm: connection to ${id} carries no gossip; reconnecting`, { member: id })
       this.#hangUpAndRedial(id)
+    }
+  }
+
+  /**
+   * A connection whose stream multiplexer closed while its socket stays open is listed as open, and every stream
+   * asked of it fails ("The connection muxer is "closed" and not "open""): no beats, no blocks, and no redial, as
+   * the peer counts as connected. (For 100 s the backup could neither beat nor fetch over one, chaos seed 25: the
+   * primary fenced itself for want of its beats, and the mission stayed unprotected.) It is aborted; the next
+   * check dials again.
+   */
+  dropClosedMuxers (): void {
+    for (const connection of this.#libp2p.getConnections()) {
+      if (!muxerClosed(connection)) continue
+      const id = connection.remotePeer.toString()
+      this.#log(`swarm: connection to ${id} has a closed stream multiplexer; dropping it`, { member: id })
+      connection.abort(new Error('stream multiplexer closed'))
+      this.#lastDialAt.delete(id)
     }
   }
 
@@ -212,4 +230,13 @@ function errorText (err: unknown, depth = 0): string {
   if (Array.isArray(e.errors)) for (const inner of e.errors.slice(0, 3)) parts.push(errorText(inner, depth + 1))
   if (e.cause != null) parts.push(errorText(e.cause, depth + 1))
   return [...new Set(parts)].join(': ').slice(0, 300)
+}
+
+/**
+ * The connection counts as open but its stream multiplexer does not: libp2p's `Connection` interface does not show
+ * the multiplexer, whose status its `newStream` checks first; read here through the implementation's field.
+ */
+export function muxerClosed (connection: Pick<Connection, 'status'>): boolean {
+  const muxer = (connection as { muxer?: { status?: string } }).muxer
+  return connection.status === 'open' && muxer?.status !== undefined && muxer.status !== 'open'
 }
