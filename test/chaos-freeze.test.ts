@@ -33,9 +33,10 @@ if (gateDockerCriu(t)) {
   const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 
   const syncedPrimary = async (ms: MissionSwarm, step: string) => {
-    const before = await ms.waitFor(`${step}: a synced backup`, async () => {
+    // Every board back in the view too: the freeze is judged on a view of three (two-board mode may take over alone).
+    const before = await ms.waitFor(`${step}: a synced backup, every board in the view`, async () => {
       const s = await ms.anyStatus()
-      return s?.state === 'running' && s.backup != null && s.replicatedSeq != null && s.replicatedSeq >= 1 ? s : undefined
+      return s?.state === 'running' && s.backup != null && s.replicatedSeq != null && s.replicatedSeq >= 1 && s.view.length === ms.boards.length ? s : undefined
     }, 90_000)
     const primary = ms.boardOf(before.primary)!
     const backup = ms.boardOf(before.backup)!
