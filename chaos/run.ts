@@ -82,7 +82,6 @@ export interface FaultRecord {
 
 export interface ChaosResult { seed: number, boards: number, faults: FaultRecord[], violations: string[] }
 
-/** The mission runs with one container (and, before a fault, is protected). */
 /**
  * The mission runs as one container (and is protected, if asked). Before a fault also every board is back in its
  * view: a rejoin still pending counted its epoch towards the next fault (an epoch "storm" of 4 for one power cut).

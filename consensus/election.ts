@@ -113,7 +113,7 @@ function staleTakeover (ctx: Ctx, now: number, mission: Mission): 'go' | 'wait' 
   const partnerBack = stateOf(ctx, now, partner) === 'alive'
   // The partner refused this board's claim for holding newer state, or this board refused the partner's: the
   // election between the two is decided by their votes already.
-  if (partnerBack && (now < mission.deferToNewerUntil || (mission.newerStateSince !== null && now - mission.newerStateSince < 4 * ctx.config.claimTimeoutMs))) return 'go'
+  if (partnerBack && (now < mission.deferToNewerUntil || refusalEpisodeLive(ctx, now, mission))) return 'go'
   if (mission.staleSince === null) {
     mission.staleSince = now
     if (!partnerBack) {

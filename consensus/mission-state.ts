@@ -9,8 +9,8 @@ export interface Replacement { partner: string, joiner: string }
 /**
  * `answered`: some other peer voted on it (granted or not); a claim nobody answered is retried under its epoch.
  * `sigs`: the granted votes' signatures (by voter, this board's own included), for the proof of the epoch won.
+ * `alone`: whether it may win with the candidate's vote alone where the basis allows it (see staleTakeover in election.ts).
  */
-/** `alone`: whether it may win with the candidate's vote alone where the basis allows it (see staleTakeover in election.ts). */
 export interface Claim { epoch: number, basis: MissionRecord, votes: Set<string>, sigs: Map<string, string>, startedAt: number, replace: Replacement | null, answered: boolean, alone: boolean }
 /** `kind`: how it was started (a failure of a cold start is not reported as a failed restore). */
 export interface Container { epoch: number, status: 'starting' | 'running', since: number, kind: 'fresh' | 'restore' }

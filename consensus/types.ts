@@ -172,11 +172,10 @@ export interface MissionFailure {
   epoch?: number
 }
 
-/** Why a start or restore failed, as the daemon classifies it. */
 /**
- * What kind of failure a start or restore was. `image-missing` and `env-missing` (the board cannot open the mission's
- * sealed env values: it was out of the view when they were sealed) are the board's, not the mission's or the
- * checkpoint's: no restart counted, and the next start on the board is not made cold.
+ * Why a start or restore failed, as the daemon classifies it. `image-missing` and `env-missing` (the board cannot open
+ * the mission's sealed env values: it was out of the view when they were sealed) are the board's, not the mission's
+ * or the checkpoint's: no restart counted, and the next start on the board is not made cold.
  */
 export type FailureCause = 'image-missing' | 'env-missing' | 'criu' | 'docker' | 'other'
 

@@ -19,7 +19,7 @@ export interface Member {
    * Local clock (ms) when the last sign of life actually arrived, never moved on: the fencing lease counts from it
    * (peer/missions/service.ts): a primary paused and cut off meanwhile renewed its lease as if it had heard its
    * majority at the end of the pause. (Beats sent before the cut and read only after the pause still count as
-   * received then: see "Fencing: what is assumed" in the README.)
+   * received then: see "What the lease counts from" in the README.)
    */
   lastReceivedAt: number
   /** Wall-clock time (ms since epoch) of the last sign of life. */
