@@ -234,10 +234,13 @@ export async function inject (kind: FaultKind, { ms, status, rng }: Context): Pr
       // Staging the checkpoints since rewrote the page images that changed: flipped again right before the cut and
       // right after it, so the restore meets corrupt staged files (the blockstore's flipped values may sit in blocks
       // no restore reads). Before the cut alone, a checkpoint staged in between rewrote the flipped image (CI); after
-      // it alone, the staging of the last checkpoint fetched could have the standby dir empty at that instant.
+      // it alone, the staging of the last checkpoint fetched could have the standby dir empty at that instant. The
+      // second flip follows the SIGKILL at once, not the end of the cut: the cut waits for the board's dockerd to die,
+      // which took longer than the takeover under load (CI), so the restore had verified the files before the flip.
       const beforeCut = await backup.corruptStorage({ blocks: false, staged: true })
-      await primary.powerCut()
+      const cut = primary.powerCut() // its peer is SIGKILLed before the first await
       const afterCut = await backup.corruptStorage({ blocks: false, staged: true })
+      await cut
       const again = { flippedBytes: beforeCut.flippedBytes + afterCut.flippedBytes, stagedFiles: Math.max(beforeCut.stagedFiles, afterCut.stagedFiles) }
       return {
         kind,

@@ -160,7 +160,10 @@ export class SimulatedBoard {
     return peer
   }
 
-  /** A power cut: the peer and the Docker daemon with all its containers die at once, with no goodbye. */
+  /**
+   * A power cut: the peer and the Docker daemon with all its containers die at once, with no goodbye. The peer is
+   * SIGKILLed before the first await (a caller may act right after the call, while the daemon still dies).
+   */
   async powerCut (): Promise<void> {
     const peer = this.#peer
     this.#peer = undefined
