@@ -62,6 +62,8 @@ export interface ProofAnchor {
   primary: string | null
   vouched?: ReadonlySet<string>
   self?: string
+  /** The anchor's own proof, checked when it was adopted: its basis (epoch, view, primary) is known here too. */
+  proof?: QuorumProof
 }
 
 /** What the machine supplies to the check: revoked boards, and the placement used for the lone claimant. */
@@ -108,6 +110,13 @@ export function proves (facts: ProofFacts, claim: ProofClaim, proof: QuorumProof
   const signers = validSigners(facts.keys, claim, proof)
   const anchored = (): boolean => {
     if (anchor === null || proof.basis === anchor.epoch) return true
+    // Elected on the same basis as the known epoch (two elections raced from one record, and the known winner's
+    // view grew since): that basis's view and primary are known from the known epoch's proof. (Simulated, seed 130:
+    // epoch 5 won on basis 4 with a view of 4, epoch 6 won on basis 4 by a majority of its 3, and the boards at 5
+    // refused 6 as unanchored: two primaries for good.)
+    const known = anchor.proof
+    if (known !== undefined && known.replaces === undefined && proof.replaces === undefined && proof.basis === known.basis &&
+      sameMembers(proof.view, known.view) && proof.primary === known.primary) return true
     const vouched = new Set([...signers, ...(anchor.vouched ?? [])])
     if (anchor.self !== undefined && anchor.view.length <= 2 && anchor.view.includes(anchor.self)) vouched.add(anchor.self)
     return reached(anchor.view, { mission: claim.mission, primary: anchor.primary }, facts, claim.candidate, vouched)

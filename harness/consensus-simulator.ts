@@ -3,6 +3,7 @@
 import { ClusterMachine, type SelfInfo } from '../consensus/machine.ts'
 import { describe, type MachineEvent } from '../consensus/events.ts'
 import { compareCheckpoints } from '../consensus/messages.ts'
+import { majority } from '../consensus/quorum.ts'
 import { fnv1a64 } from '../consensus/hrw.ts'
 import type { VoteKeys } from '../consensus/quorum-proof.ts'
 import { imageFor, normalizeImageRef, type MissionSpec } from '../manifest/manifest.ts'
@@ -39,7 +40,12 @@ export interface SimOptions {
   tickMs?: number
   /** Overlap of two running containers tolerated for views of >= 3 members. */
   overlapBoundMs?: number
-  /** A daemon-only freeze: the enforcer freezes the board's containers this long after the daemon's last tick (the watchdog: lease validity 650 ms, checked every 20 ms). */
+  /**
+   * The enforcer (the watchdog, peer/watchdog.ts) freezes the board's containers this long after the daemon's last
+   * renewal, counted from that tick, or for a primary of a view of 3 to 5 from the newest of its heartbeats a
+   * majority of the view acknowledged, if older (peer/missions/service.ts; the watchdog: lease validity 650 ms,
+   * checked every 20 ms).
+   */
   enforcerLeaseMs?: number
   /**
    * A killed peer's process is gone: connected peers' detectors prove it (refused redial) after a delay drawn from
@@ -61,11 +67,16 @@ interface SimPeer {
   paused: boolean
   /**
    * The pause stopped the daemon only (SIGSTOP of the peer process): its containers run on until the enforcer
-   * outside the daemon (the watchdog, peer/watchdog.ts) freezes them, enforcerLeaseMs after the daemon's last tick.
+   * outside the daemon (the watchdog, peer/watchdog.ts) freezes them when the lease renewed last ends.
    */
   daemonOnly: boolean
+  /** The enforcer froze the board's containers: the lease ran out before the daemon renewed it. */
   enforced: boolean
   lastTickAt: number
+  /** When the lease the daemon renewed last ends. */
+  leaseEndsAt: number
+  /** Per peer: the send time of the newest of this daemon's heartbeats it acknowledged (the beat link's acks). */
+  heardUsAt: Map<string, number>
   machine: ClusterMachine | null
   persisted: PersistedState | undefined
   containers: Map<string, SimContainer>
@@ -107,6 +118,8 @@ export class Simulation {
   readonly peers = new Map<string, SimPeer>()
   readonly violations: string[] = []
   readonly log: string[] = []
+  /** The log keeps about this many newest lines (SIM_LOG_LINES to debug a long schedule). */
+  logLimit = Number(process.env.SIM_LOG_LINES ?? 400)
   /** Every mission event any peer's machine emitted, oldest first. */
   readonly events: SimEvent[] = []
   /** When each checkpoint (by CID) was asked for: the moment its state is from. */
@@ -138,6 +151,8 @@ export class Simulation {
   #token = 0
   #groups = new Map<string, number>()
   readonly #cuts = new Set<string>()
+  /** Draws for the acknowledgements alone, so that they leave every seed's other draws (and scenarios) as they were. */
+  readonly #ackRng: Random
   readonly #primaries = new Map<string, string>()
   readonly #epochViews = new Map<string, number>()
   readonly #overlapSince = new Map<string, number>()
@@ -145,6 +160,7 @@ export class Simulation {
 
   constructor (options: SimOptions) {
     this.rng = new Random(options.seed)
+    this.#ackRng = new Random(options.seed ^ 0x5bd1e995)
     this.network = { ...DEFAULT_NETWORK, ...options.network }
     this.#config = options.config ?? {}
     this.heartbeatMs = options.heartbeatMs ?? 200
@@ -161,7 +177,7 @@ export class Simulation {
         canCheckpoint: p.canCheckpoint ?? true, images: [...(p.images ?? SIM_IMAGES)], fetchingImages: []
       }
       this.peers.set(p.id, {
-        info, powered: false, paused: false, daemonOnly: false, enforced: false, lastTickAt: 0, machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
+        info, powered: false, paused: false, daemonOnly: false, enforced: false, lastTickAt: 0, leaseEndsAt: Infinity, heardUsAt: new Map(), machine: null, persisted: undefined, containers: new Map(), detector: new Map(),
         heldCids: new Set(), acked: new Map(), heldEpochs: new Map(), pendingWhilePaused: [], failStarts: null, failFetches: false, failCheckpoints: false, fetchesStarted: 0, crashAfterMs: null
       })
     }
@@ -230,43 +246,24 @@ export class Simulation {
     if (!peer.powered || peer.paused) return
     peer.paused = true
     peer.daemonOnly = true
-    peer.enforced = false
     this.#note(`${id}: daemon frozen ${ms} ms`)
-    this.#schedule(Math.max(0, peer.lastTickAt + this.enforcerLeaseMs - this.now), () => {
-      if (!peer.paused || !peer.daemonOnly) return
-      peer.enforced = true
-      this.#note(`${id}: enforcer froze its containers`)
-      this.#checkOverlap()
-    })
     this.#schedule(ms, () => this.resume(id))
   }
 
   /** Whether the board's containers run: a frozen board's do not; a frozen daemon's do until the enforcer acts. */
   #containersRun (peer: SimPeer): boolean {
-    return peer.powered && (!peer.paused || (peer.daemonOnly && !peer.enforced))
+    return peer.powered && (!peer.paused || peer.daemonOnly) && !peer.enforced
   }
 
   resume (id: string): void {
     const peer = this.#peer(id)
     if (!peer.paused) return
-    const lapsed = peer.daemonOnly && peer.enforced
     peer.paused = false
     peer.daemonOnly = false
-    peer.enforced = false
     this.#note(`${id}: resumed`)
     const pending = peer.pendingWhilePaused
     peer.pendingWhilePaused = []
     for (const run of pending) run()
-    const machine = peer.machine
-    if (lapsed && machine !== null) {
-      // The enforcer never thaws what it froze: it kills it when the daemon renews, and the daemon learns its lease
-      // lapsed (peer/missions/service.ts), before its machine's next tick.
-      for (const [mission, container] of [...peer.containers]) {
-        peer.containers.delete(mission)
-        machine.local(this.now, { type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: this.now - peer.lastTickAt - this.enforcerLeaseMs })
-      }
-      this.#apply(peer)
-    }
     this.#tickPeer(peer)
     this.#checkOverlap()
   }
@@ -429,6 +426,9 @@ export class Simulation {
     const peer = this.#peer(id)
     peer.powered = true
     peer.paused = false
+    peer.enforced = false
+    peer.leaseEndsAt = Infinity
+    peer.heardUsAt = new Map()
     peer.detector.clear()
     peer.info.fetchingImages = []
     peer.machine = new ClusterMachine({ self: peer.info, now: this.now, config: this.#config, persisted: peer.persisted, voteKeys: simVoteKeys(id) })
@@ -453,6 +453,7 @@ export class Simulation {
     const machine = peer.machine
     if (machine === null || peer.paused) return
     peer.lastTickAt = this.now
+    this.#renewLease(peer, machine)
     for (const [otherId, entry] of peer.detector) {
       if (entry.gone) continue
       const silence = this.now - entry.lastHeard
@@ -466,6 +467,37 @@ export class Simulation {
     this.#apply(peer)
   }
 
+  /**
+   * The daemon's lease renewal (peer/missions/service.ts #renewLease), before its machine's tick: a lease that ran
+   * out first had the enforcer freeze the containers, which it kills now (never thawed alive), and the machine hears
+   * that its lease lapsed. The new lease ends enforcerLeaseMs after this tick, or after the newest heartbeat a
+   * majority of a 3-to-5-board view acknowledged, if older; the enforcer freezes the containers then unless renewed.
+   */
+  #renewLease (peer: SimPeer, machine: ClusterMachine): void {
+    if (this.now > peer.leaseEndsAt && peer.containers.size > 0) {
+      for (const [mission, container] of [...peer.containers]) {
+        peer.containers.delete(mission)
+        machine.local(this.now, { type: 'leaseLapsed', mission, epoch: container.epoch, lateMs: this.now - peer.leaseEndsAt })
+      }
+      this.#apply(peer)
+    }
+    peer.enforced = false
+    let endsAt = this.now + this.enforcerLeaseMs
+    for (const v of machine.snapshot(this.now)) {
+      if (v.role !== 'primary' || peer.containers.get(v.name)?.running !== true || v.view.length < 3 || v.view.length > 5) continue
+      const times = v.view.map(p => p === peer.info.peerId ? this.now : (peer.heardUsAt.get(p) ?? -Infinity)).sort((a, b) => b - a)
+      endsAt = Math.min(endsAt, (times[majority(v.view.length) - 1] ?? -Infinity) + this.enforcerLeaseMs)
+    }
+    peer.leaseEndsAt = endsAt
+    if (peer.containers.size === 0) return
+    this.#schedule(Math.max(0, endsAt - this.now), () => {
+      if (!peer.powered || peer.leaseEndsAt !== endsAt || peer.enforced || peer.containers.size === 0) return
+      peer.enforced = true
+      this.#note(`${peer.info.peerId}: enforcer froze its containers (lease ended)`)
+      this.#checkOverlap()
+    })
+  }
+
   #input (id: string, fn: (machine: ClusterMachine) => void): void {
     const peer = this.#peer(id)
     if (peer.machine === null || !peer.powered) return
@@ -476,6 +508,7 @@ export class Simulation {
 
   #broadcast (from: string, message: ConsensusMessage | null): void {
     const sender = this.#peer(from)
+    const sentAt = this.now
     // Serialized once; each delivery parses its own copy (what a trip through the network does).
     const text = message === null ? null : JSON.stringify(message)
     for (const [to, peer] of this.peers) {
@@ -506,6 +539,7 @@ export class Simulation {
                 if (changed) entry.info = info
                 if (entry.state !== 'alive' || changed) { entry.state = 'alive'; machine.peerChanged(this.now, info) }
               }
+              this.#acknowledge(to, from, sentAt)
             } else {
               machine.receive(this.now, from, payload)
             }
@@ -516,6 +550,19 @@ export class Simulation {
         })
       }
     }
+  }
+
+  /** `by` read a heartbeat `of` sent at `sentAt`: its acknowledgement travels back (peer/beats.ts). */
+  #acknowledge (by: string, of: string, sentAt: number): void {
+    if (this.#ackRng.chance(this.network.loss) || !this.connected(by, of)) return
+    const sender = this.#peer(of)
+    const machine = sender.machine
+    this.#schedule(this.#ackRng.int(this.network.minDelayMs, this.network.maxDelayMs), () => {
+      if (sender.machine !== machine || !this.connected(by, of)) return
+      const read = (): void => { if (sentAt > (sender.heardUsAt.get(by) ?? -Infinity)) sender.heardUsAt.set(by, sentAt) }
+      if (sender.paused) sender.pendingWhilePaused.push(read)
+      else read()
+    })
   }
 
   #apply (peer: SimPeer): void {
@@ -770,7 +817,7 @@ export class Simulation {
 
   #note (text: string): void {
     this.log.push(`${String(this.now).padStart(6)} ${text}`)
-    if (this.log.length > 400) this.log.splice(0, this.log.length - 300)
+    if (this.log.length > this.logLimit) this.log.splice(0, this.log.length - Math.floor(this.logLimit * 3 / 4))
   }
 
   // ---- plumbing ------------------------------------------------------------------------------------------------------

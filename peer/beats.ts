@@ -1,13 +1,20 @@
 // Direct beats: the fast liveness signal from a peer to its few watchers (see peer/membership.ts).
-// One long-lived libp2p stream per watcher carries fixed 9-byte frames (the sender's incarnation as a float64
-// and its Lifeguard health score as a byte, so a watcher gives a struggling peer more time at once),
-// so a beat costs no stream negotiation, no peer-store write and no signature: the connection is Noise-
-// authenticated (and pnet-encrypted in a private swarm), so the stream's remote peer is the sender.
+// One long-lived libp2p stream per watcher carries fixed 13-byte frames (the sender's incarnation as a float64,
+// its Lifeguard health score as a byte, so a watcher gives a struggling peer more time at once, and the beat's
+// sequence number), so a beat costs no stream negotiation, no peer-store write and no signature: the connection
+// is Noise-authenticated (and pnet-encrypted in a private swarm), so the stream's remote peer is the sender.
+// The watcher answers on the same stream with the newest sequence number it read (4 bytes): the sender learns
+// when each peer last heard it, by the sender's own clock. A primary's fencing lease counts from that
+// (peer/missions/service.ts), not from when it last heard them: what it reads after a stall of its own may have been
+// sent before a cut, by peers that stopped hearing it long ago.
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Connection, Libp2p, Stream } from '@libp2p/interface'
 
-export const BEAT_PROTOCOL = '/tandem/beat/1.0.0'
-const FRAME_BYTES = 9
+export const BEAT_PROTOCOL = '/tandem/beat/2.0.0'
+const FRAME_BYTES = 13
+const ACK_BYTES = 4
+/** Send times of this many recent beats are kept: an acknowledgement of an older one is ignored (it counts for less). */
+const SENT_KEPT = 256
 /** A watcher that does not read (frozen) is not sent more than this many unsent bytes. */
 const MAX_BUFFERED_BYTES = 64 * FRAME_BYTES
 
@@ -20,19 +27,28 @@ export interface BeatLinkOptions {
   healthScore?: () => number
   /** The peers that should receive our beats now (our watchers), read for every beat. */
   watchers: () => string[]
-  /** A beat from `peerId`. */
-  onBeat: (peerId: string, incarnation: number, healthScore: number) => void
+  /** Monotonic milliseconds (performance.now by default): the clock of acknowledgedAt. */
+  now?: () => number
+  /** A beat from `peerId`; returns whether it counted as a sign of life (not: unknown peer, old incarnation): only those are acknowledged. */
+  onBeat: (peerId: string, incarnation: number, healthScore: number) => boolean
   /** `peerId` stopped beating us (closed its stream, or the connection went away). */
   onEnd: (peerId: string) => void
   log?: (line: string) => void
 }
 
-/** A beat frame: the incarnation (float64, big-endian) and the health score (one byte). */
-export function encodeBeat (incarnation: number, healthScore = 0): Uint8Array {
+/** A beat frame: the incarnation (float64, big-endian), the health score (one byte) and the beat's number (uint32). */
+export function encodeBeat (incarnation: number, healthScore = 0, seq = 0): Uint8Array {
   const frame = new Uint8Array(FRAME_BYTES)
   const view = new DataView(frame.buffer)
   view.setFloat64(0, incarnation)
   view.setUint8(8, Math.max(0, Math.min(255, Math.round(healthScore))))
+  view.setUint32(9, seq >>> 0)
+  return frame
+}
+
+function encodeAck (seq: number): Uint8Array {
+  const frame = new Uint8Array(ACK_BYTES)
+  new DataView(frame.buffer).setUint32(0, seq >>> 0)
   return frame
 }
 
@@ -43,12 +59,20 @@ export class BeatLink {
   readonly #out = new Map<string, Stream | null>()
   /** Inbound beat streams, by sender: a sender may replace its stream, only the newest one counts. */
   readonly #in = new Map<string, Stream>()
+  readonly #now: () => number
+  /** Send time of beat `seq` at `seq % SENT_KEPT` (with its number: the slot may hold a newer beat by now). */
+  readonly #sent: Array<{ seq: number, at: number }> = []
+  /** Per peer: when we sent the newest beat it acknowledged (our clock). */
+  readonly #acked = new Map<string, number>()
+  #requireAcks: () => string[] = () => []
+  #seq = 0
   #timer: NodeJS.Timeout | undefined
   #stopped = false
 
   constructor (options: BeatLinkOptions) {
     this.#options = options
     this.#log = options.log ?? (() => {})
+    this.#now = options.now ?? (() => performance.now())
   }
 
   async start (): Promise<void> {
@@ -59,16 +83,30 @@ export class BeatLink {
   /** Peers we send beats to now. */
   targets (): string[] { return [...this.#out.keys()] }
 
+  /**
+   * Peers beaten as well as our watchers, for their acknowledgements: a primary's view members (its lease counts
+   * their acknowledgements, and on a large swarm they need not be its watchers). Read for every beat.
+   */
+  requireAcks (peers: () => string[]): void { this.#requireAcks = peers }
+
+  /**
+   * When we sent the newest beat `peerId` acknowledged, by this link's clock (-Infinity: none): the peer heard us
+   * at that time or later, so its silence clock for us started no earlier.
+   */
+  acknowledgedAt (peerId: string): number { return this.#acked.get(peerId) ?? -Infinity }
+
   /** Sends one beat to each watcher, opening streams to new watchers and closing those to former ones. */
   beat (): void {
     if (this.#stopped) return
-    const wanted = new Set(this.#options.watchers())
+    const wanted = new Set([...this.#options.watchers(), ...this.#requireAcks()])
     for (const [peerId, stream] of this.#out) {
       if (wanted.has(peerId)) continue
       this.#out.delete(peerId)
       void stream?.close().catch(() => { stream.abort(new Error('no longer a watcher')) })
     }
-    const frame = encodeBeat(this.#options.incarnation(), this.#options.healthScore?.() ?? 0)
+    const seq = this.#seq = (this.#seq + 1) >>> 0
+    this.#sent[seq % SENT_KEPT] = { seq, at: this.#now() }
+    const frame = encodeBeat(this.#options.incarnation(), this.#options.healthScore?.() ?? 0, seq)
     for (const peerId of wanted) {
       const stream = this.#out.get(peerId)
       if (stream === undefined) { this.#open(peerId, frame); continue }
@@ -92,8 +130,16 @@ export class BeatLink {
       if (this.#stopped || this.#out.get(peerId) !== null) { stream.abort(new Error('not wanted')); return }
       this.#out.set(peerId, stream)
       stream.addEventListener('close', () => { if (this.#out.get(peerId) === stream) this.#out.delete(peerId) })
-      // Nothing comes back on this stream; let its read side end without buffering.
-      stream.addEventListener('message', () => {})
+      // The watcher's acknowledgements: the newest beat number it read.
+      let pending = new Uint8Array(0)
+      stream.addEventListener('message', event => {
+        const chunk = event.data.subarray()
+        const bytes = pending.byteLength === 0 ? chunk : concat(pending, chunk)
+        const whole = bytes.byteLength - (bytes.byteLength % ACK_BYTES)
+        pending = bytes.slice(whole)
+        if (whole === 0) return
+        this.#acknowledged(peerId, new DataView(bytes.buffer, bytes.byteOffset + whole - ACK_BYTES, ACK_BYTES).getUint32(0))
+      })
       try {
         stream.send(frame)
       } catch {
@@ -118,10 +164,12 @@ export class BeatLink {
       let offset = 0
       let incarnation = -1
       let healthScore = 0
+      let seq = 0
       for (; offset + FRAME_BYTES <= bytes.byteLength; offset += FRAME_BYTES) {
         const view = new DataView(bytes.buffer, bytes.byteOffset + offset, FRAME_BYTES)
         incarnation = view.getFloat64(0)
         healthScore = view.getUint8(8)
+        seq = view.getUint32(9)
       }
       pending = bytes.slice(offset)
       if (incarnation === -1) return
@@ -129,7 +177,12 @@ export class BeatLink {
         stream.abort(new Error('malformed beat'))
         return
       }
-      if (this.#in.get(peerId) === stream) this.#options.onBeat(peerId, incarnation, healthScore)
+      if (this.#in.get(peerId) !== stream) return
+      if (!this.#options.onBeat(peerId, incarnation, healthScore)) return
+      // Acknowledged once read, not when it arrived: a frozen watcher acknowledges nothing. A sender that does not
+      // read (frozen) is not sent more than a buffer's worth.
+      if (stream.writeBufferLength > MAX_BUFFERED_BYTES) return
+      try { stream.send(encodeAck(seq)) } catch { /* the stream is closing: its end is reported by 'close' */ }
     })
     const ended = (): void => {
       if (this.#in.get(peerId) !== stream) return
@@ -142,6 +195,12 @@ export class BeatLink {
       void stream.close().catch(() => { stream.abort(new Error('beat stream ended')) })
     })
     stream.addEventListener('close', ended)
+  }
+
+  #acknowledged (peerId: string, seq: number): void {
+    const sent = this.#sent[seq % SENT_KEPT]
+    if (sent?.seq !== seq) return
+    if (sent.at > this.acknowledgedAt(peerId)) this.#acked.set(peerId, sent.at)
   }
 
   async stop (): Promise<void> {

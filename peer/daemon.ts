@@ -119,6 +119,8 @@ export class Peer {
   get voteKeys (): PeerVoteKeys { return this.#running(this.#voteKeys, 'vote keys') }
   get gossip (): Gossip { return this.#running(this.#gossip, 'gossip') }
   get membership (): Membership { return this.#running(this.#membership, 'membership') }
+  /** Direct beats to watchers and their acknowledgements (what a primary's lease counts from). */
+  get beats (): BeatLink { return this.#running(this.#beats, 'beats') }
   get board (): BoardProfile { return this.#running(this.#board, 'board') }
   get peerId (): string { return this.node.libp2p.peerId.toString() }
   get capabilities (): HostCapabilities { return this.#capabilities?.current() ?? UNKNOWN_CAPABILITIES }
@@ -215,7 +217,7 @@ export class Peer {
       incarnation: () => heartbeats.incarnation,
       healthScore: () => membership.healthScore,
       watchers: () => membership.watchers(),
-      onBeat: (peerId, incarnation, healthScore) => { membership.beat(peerId, incarnation, healthScore) },
+      onBeat: (peerId, incarnation, healthScore) => membership.beat(peerId, incarnation, healthScore),
       onEnd: peerId => { membership.beatsEnded(peerId) },
       log: this.#log
     })

@@ -185,14 +185,15 @@ export class Membership {
 
   /**
    * A direct beat from `peerId` (over an authenticated stream, so no replay check): a sign of life, and from
-   * now on the peer is held to the short silence bound (suspectAfterMs) until its beats end.
+   * now on the peer is held to the short silence bound (suspectAfterMs) until its beats end. Returns whether it
+   * counted as a sign of life (the beat link acknowledges only those).
    */
-  beat (peerId: string, incarnation: number, healthScore = 0): void {
-    if (peerId === this.selfId) return
+  beat (peerId: string, incarnation: number, healthScore = 0): boolean {
+    if (peerId === this.selfId) return false
     this.#beating.add(peerId)
     const member = this.#members.get(peerId)
     // Unknown peers are learnt from their gossiped heartbeat, which carries their profile.
-    if (member == null || incarnation < member.incarnation) return
+    if (member == null || incarnation < member.incarnation) return false
     const restarted = incarnation > member.incarnation
     if (restarted) {
       member.incarnation = incarnation
@@ -203,6 +204,7 @@ export class Membership {
     member.lastSeenWallMs = this.#wallNow()
     member.healthScore = healthScore
     if (member.state !== 'alive') this.#transition(member, 'alive', restarted ? 'new incarnation' : 'beat')
+    return true
   }
 
   /** The peer stopped sending us direct beats (it picked other watchers, or the stream closed). */

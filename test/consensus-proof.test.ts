@@ -48,7 +48,13 @@ t.test('a proof table: what makes an epoch proven', async t => {
     ['... with this board\'s own grant making the known view\'s majority', proofBy(['b', 'c', 'f'], { view: ['b', 'c', 'f', 'g', 'h'] }), true, {}, { epoch: 5, view: VIEW, primary: 'a', vouched: new Set(['d']) }],
     ['... or members of the known view that announced it', proofBy(['b', 'f', 'g'], { view: ['b', 'c', 'f', 'g', 'h'] }), true, {}, { epoch: 5, view: VIEW, primary: 'a', vouched: new Set(['c', 'e']) }],
     ['... but not with vouchers outside the known view', proofBy(['b', 'f', 'g'], { view: ['b', 'c', 'f', 'g', 'h'] }), false, {}, { epoch: 5, view: VIEW, primary: 'a', vouched: new Set(['x', 'y']) }],
-    ['vouchers never replace the proof\'s own quorum', proofBy(['b'], { view: ['b', 'c', 'f', 'g', 'h'] }), false, {}, { epoch: 5, view: VIEW, primary: 'a', vouched: new Set(['a', 'c', 'e']) }]
+    ['vouchers never replace the proof\'s own quorum', proofBy(['b'], { view: ['b', 'c', 'f', 'g', 'h'] }), false, {}, { epoch: 5, view: VIEW, primary: 'a', vouched: new Set(['a', 'c', 'e']) }],
+    // Two elections raced from basis 6 (view a, b, c): the known epoch 7 won with a view grown to 5, epoch 8 won by b
+    // and c. The known epoch's own proof tells basis 6's view and primary.
+    ['raced from the known epoch\'s own basis: 2 of its 3', proofBy(['b', 'c'], { basis: 6, view: ['a', 'b', 'c'] }), true, {}, { ...anchor, proof: proofBy(['a', 'c'], { basis: 6, view: ['a', 'b', 'c'] }) }],
+    ['... unknown without the known epoch\'s proof (2 of the known 5)', proofBy(['b', 'c'], { basis: 6, view: ['a', 'b', 'c'] }), false],
+    ['... but not with another view for that basis', proofBy(['b', 'c'], { basis: 6, view: ['b', 'c', 'x'] }), false, {}, { ...anchor, proof: proofBy(['a', 'c'], { basis: 6, view: ['a', 'b', 'c'] }) }],
+    ['... nor another primary for it', proofBy(['b', 'c'], { basis: 6, view: ['a', 'b', 'c'], primary: 'b' }), false, {}, { ...anchor, proof: proofBy(['a', 'c'], { basis: 6, view: ['a', 'b', 'c'] }) }]
   ]
   for (const [name, proof, expected, over, a] of rows as Array<[string, QuorumProof | undefined, boolean, Partial<Parameters<typeof proves>[0]>?, (ProofAnchor | null)?]>) {
     t.equal(proves({ ...facts, ...over }, claim, proof, a === undefined ? anchor : a), expected, name)

@@ -460,18 +460,23 @@ t.test('two boards: a restarted backup is re-armed by a new epoch and can take o
   t.same(sim.violations, [])
 })
 
-t.test('a primary that self-fenced after an event-loop stall gets the mission back when nobody took over', async t => {
+t.test('a primary frozen beyond its lease is fenced on resume, and the mission runs again from the newest checkpoint', async t => {
   const sim = swarm(['a', 'b', 'c'], 24)
   const primary = deployAndSettle(t, sim, 'a')
   sim.runFor(700)
+  const newest = viewOf(sim, primary).held
   sim.pause(primary, 800)
   sim.runFor(800)
   const resumedAt = sim.now
-  t.ok(sim.runUntil(() => emitted(sim, e => e.peer === primary && e.event.kind === 'selfFenced' && e.event.cause.kind === 'frozen'), 100), 'the stalled primary self-fenced')
-  t.ok(sim.runUntil(() => sim.runningOn(mission).includes(primary) && viewOf(sim, primary).state === 'running', 3000), 'running again')
+  // The watchdog's lease ran out while the board was frozen: it kills the container at the first renewal, before
+  // the machine's own tick notices the freeze.
+  t.ok(sim.runUntil(() => emitted(sim, e => e.peer === primary && e.event.kind === 'selfFenced' && e.event.cause.kind === 'leaseLapsed'), 100), 'the stalled primary was fenced (lease lapsed)')
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1 && viewOf(sim, sim.runningOn(mission)[0]!).state === 'running', 3000), 'running again')
   const back = sim.now - resumedAt
-  t.ok(back < 1000, `running again ${back} ms after the stall ended`)
-  t.ok(emitted(sim, e => restores(primary)(e) && e.event.kind === 'elected' && e.event.from === primary), 'from its own newest checkpoint')
+  t.ok(back < 2000, `running again ${back} ms after the stall ended`)
+  const restore = sim.events.find(e => e.at >= resumedAt && restores()(e))
+  const start = restore === undefined ? null : startOf(restore)
+  t.ok(start?.kind === 'restore' && newest != null && start.seq >= newest.seq, `from the newest checkpoint (#${newest?.seq ?? '-'}, restored #${start?.kind === 'restore' ? start.seq : '-'})`)
   t.same(sim.violations, [])
 })
 

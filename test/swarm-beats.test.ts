@@ -1,5 +1,6 @@
 // Direct beats (peer/beats.ts) between two libp2p nodes: beats reach the watcher with the sender's incarnation,
-// stop (and say so) when the watcher is no longer wanted, and a malformed frame closes the stream.
+// stop (and say so) when the watcher is no longer wanted, and a malformed frame closes the stream; the watcher
+// acknowledges what it counted, and the sender learns the send time of the newest beat each peer heard.
 import t from 'tap'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { createSwarmNode, type SwarmNode } from '../peer/node.ts'
@@ -29,13 +30,13 @@ t.test('beats reach the watcher, end when it is no longer wanted, and a malforme
   const received: Array<[string, number, number]> = []
   const ended: string[] = []
   let healthScore = 0
-  const sender = new BeatLink({ libp2p: a.libp2p, intervalMs: 50, incarnation: () => incarnation, healthScore: () => healthScore, watchers: () => watchers, onBeat: () => {}, onEnd: () => {} })
+  const sender = new BeatLink({ libp2p: a.libp2p, intervalMs: 50, incarnation: () => incarnation, healthScore: () => healthScore, watchers: () => watchers, onBeat: () => true, onEnd: () => {} })
   const watcher = new BeatLink({
     libp2p: b.libp2p,
     intervalMs: 50,
     incarnation: () => 1,
     watchers: () => [],
-    onBeat: (peerId, inc, score) => received.push([peerId, inc, score]),
+    onBeat: (peerId, inc, score) => { received.push([peerId, inc, score]); return true },
     onEnd: peerId => ended.push(peerId)
   })
   await watcher.start()
@@ -64,4 +65,40 @@ t.test('beats reach the watcher, end when it is no longer wanted, and a malforme
   stream.send(frame)
   await waitFor('the malformed stream to be closed', () => stream.status !== 'open', 10_000)
   t.equal(received.length, count, 'the malformed beat was not reported')
+})
+
+t.test('the watcher acknowledges the beats it counted: the sender learns when it was last heard, by the send time of that beat', async t => {
+  const a = await nodeFor(t)
+  const b = await nodeFor(t)
+  const bId = b.libp2p.peerId.toString()
+  let clock = 1000
+  let counts = true
+  const sender = new BeatLink({ libp2p: a.libp2p, intervalMs: 50, now: () => clock, incarnation: () => 1, watchers: () => [], onBeat: () => true, onEnd: () => {} })
+  const watcher = new BeatLink({ libp2p: b.libp2p, intervalMs: 50, incarnation: () => 1, watchers: () => [], onBeat: () => counts, onEnd: () => {} })
+  await watcher.start()
+  await sender.start()
+  t.teardown(async () => { await sender.stop(); await watcher.stop() })
+  await a.libp2p.dial(b.libp2p.getMultiaddrs()[0]!, { signal: AbortSignal.timeout(5000) })
+  t.equal(sender.acknowledgedAt(bId), -Infinity, 'nothing acknowledged yet')
+  t.same(sender.targets(), [], 'no watcher: nobody beaten')
+
+  // A peer named for acknowledgements (a primary's view member) is beaten although it is not a watcher.
+  sender.requireAcks(() => [bId])
+  await waitFor('an acknowledgement', () => sender.acknowledgedAt(bId) === 1000, 10_000)
+  t.same(sender.targets(), [bId], 'the named peer is beaten')
+  t.pass('acknowledged at the send time of the beat (the sender\'s clock), not at its arrival')
+
+  // Beats the watcher does not count (an unknown sender, an old incarnation) are not acknowledged: the time stays
+  // that of the last beat it counted, however many are sent and arrive since.
+  counts = false
+  clock = 5000
+  await new Promise(resolve => setTimeout(resolve, 400))
+  t.equal(sender.acknowledgedAt(bId), 1000, 'beats not counted move nothing')
+  counts = true
+  await waitFor('the newer beat acknowledged', () => sender.acknowledgedAt(bId) === 5000, 10_000)
+  t.pass('counted again: acknowledged at the newer send time')
+
+  sender.requireAcks(() => [])
+  await waitFor('beats to the named peer to stop', () => sender.targets().length === 0, 10_000)
+  t.pass('no longer named: no longer beaten')
 })

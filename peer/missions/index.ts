@@ -112,6 +112,7 @@ export class PeerMissions {
       checkpoints,
       images,
       watchdog,
+      beats: peer.beats,
       identity: peer.sealIdentity,
       log: this.#log
     }, { consensus: this.#options.consensus, tickIntervalMs: this.#options.tickIntervalMs, keepCheckpoints: this.#options.keepCheckpoints })

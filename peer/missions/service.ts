@@ -6,7 +6,7 @@ import { validateMessage } from '../../consensus/messages.ts'
 import { checkMessageAuthority, GrantError } from '../../consensus/authority.ts'
 import { imageFor, normalizeImageRef } from '../../manifest/manifest.ts'
 import type { VoteKeys } from '../../consensus/quorum-proof.ts'
-import type { Action, ConsensusConfig, LocalEvent, PeerInfo, PersistedState } from '../../consensus/types.ts'
+import type { Action, ConsensusConfig, LocalEvent, MissionSnapshot, PeerInfo, PersistedState } from '../../consensus/types.ts'
 import type { BoardProfile } from '../../boards/profiles.ts'
 import { storageProblemOf } from '../../checkpoint/storage-health.ts'
 import type { ControlApi } from '../api.ts'
@@ -14,6 +14,7 @@ import { GossipDrop, type Gossip } from '../gossip.ts'
 import type { HeartbeatExtras } from '../heartbeat.ts'
 import type { ImageInventory } from '../image-inventory.ts'
 import type { Membership } from '../membership.ts'
+import type { BeatLink } from '../beats.ts'
 import type { PeerMetrics } from '../metrics.ts'
 import { MissionBudget } from '../mission-budget.ts'
 import type { MissionEventLog } from '../mission-events.ts'
@@ -65,6 +66,8 @@ export interface MissionComponents {
   images?: Pick<ImageInventory, 'answering' | 'has' | 'present' | 'fetching' | 'isFetching' | 'beginFetch' | 'progress' | 'endFetch' | 'refresh' | 'extra'>
   /** Freezes this peer's containers when the lease is not renewed in time. */
   watchdog?: Pick<Watchdog, 'renew' | 'dismiss'>
+  /** When each peer last acknowledged this peer's direct beats (the lease counts from it); beats the peers named. */
+  beats: Pick<BeatLink, 'acknowledgedAt' | 'requireAcks'>
   /** Opens the env values sealed for this board (null: it opens none). */
   identity: SealIdentity | null
   log: (line: string) => void
@@ -192,6 +195,8 @@ export class MissionService {
     }, { maxBytes: MISSIONS_MAX_BYTES }))
 
     this.#cleanups.push(c.membership.on(() => { this.#feedPeers() }))
+    c.beats.requireAcks(() => this.#leaseViews().flatMap(v => v.view.filter(p => p !== c.peerId)))
+    this.#cleanups.push(() => { c.beats.requireAcks(() => []) })
     this.#timers.push(setInterval(() => {
       // `criu check` runs in the peer's background capability probe; the machine reads its SelfInfo as it changes.
       this.#refreshSelfInfo()
@@ -348,12 +353,22 @@ export class MissionService {
     return containers
   }
 
+  /** The views of 3 to 5 boards whose primary this peer is, with its container running here: they hold its lease. */
+  #leaseViews (): MissionSnapshot[] {
+    const machine = this.#machine
+    if (machine == null) return []
+    const containers = this.#containers()
+    return machine.snapshot(Date.now()).filter(v => v.role === 'primary' && containers.has(v.name) && v.view.length >= 3 && v.view.length <= 5)
+  }
+
   /**
    * Tells the watchdog this daemon is alive and in control of its containers for the lease's validity, counted from
-   * the last moment a majority of each mission's view was heard from (views of 3 to 5 boards, where every member's
-   * 200 ms beats reach the primary): a primary cut off from its majority has its container frozen by the watchdog
-   * 650 ms after it last heard them, however late its own detector, self-fence and Docker are (under load the stop
-   * came 1.4 s after the cut, close to a takeover). Larger views count from this tick.
+   * the newest of this peer's beats a majority of each mission's view acknowledged (Raft's leader lease; views of
+   * 3 to 5 boards, each member beaten every 200 ms): no member takes over before it has not heard this peer for
+   * primarySilenceMs, and each acknowledging member heard it at that beat's send time or later. A primary cut off
+   * from its majority has its container frozen by the watchdog 650 ms after its last acknowledged beat, however late
+   * its own detector, self-fence and Docker are, and whatever it reads after a stall of its own. Larger views count
+   * from this tick.
    */
   #renewLease (): void {
     const sentAt = Date.now()
@@ -368,16 +383,11 @@ export class MissionService {
     const containers = this.#containers()
     const validity = leaseValidityMs(this.#options.consensus)
     let validFor = validity
-    const machine = this.#machine
-    if (machine != null) {
-      const now = performance.now()
-      const heard = new Map(this.#c.membership.list().map(m => [m.peerId, m.lastReceivedAt]))
-      for (const v of machine.snapshot(Date.now())) {
-        if (v.role !== 'primary' || !containers.has(v.name) || v.view.length < 3 || v.view.length > 5) continue
-        const times = v.view.map(p => p === this.#c.peerId ? now : (heard.get(p) ?? -Infinity)).sort((a, b) => b - a)
-        const quorumHeardAt = times[majority(v.view.length) - 1] ?? -Infinity
-        validFor = Math.min(validFor, quorumHeardAt + validity - now)
-      }
+    const now = performance.now()
+    for (const v of this.#leaseViews()) {
+      const times = v.view.map(p => p === this.#c.peerId ? now : this.#c.beats.acknowledgedAt(p)).sort((a, b) => b - a)
+      const quorumAckedAt = times[majority(v.view.length) - 1] ?? -Infinity
+      validFor = Math.min(validFor, quorumAckedAt + validity - now)
     }
     this.#leasedContainers = containers
     this.#leaseEndsAt = sentAt + Math.max(0, validFor)
