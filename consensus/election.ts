@@ -13,7 +13,7 @@ import { copyRecord, MAX_CLAIM_STEP, MAX_EPOCH, type Mission, type Replacement }
 import {
   canRestore, eligible, endSwarmBackoff, hasQuorum, isBlocked, loneClaimantOf, pendingVote, primaryGone, quorumReachable, stateOf, swarmBackoffUntil, whyBlocked
 } from './membership.ts'
-import { chooseBackup, desiredLayout, rankCandidates } from './ranking.ts'
+import { chooseBackup, desiredLayout, opensEnv, rankCandidates } from './ranking.ts'
 import { abandonClaim, announce, releaseVote } from './lifecycle.ts'
 import type { ConsensusMessage, MissionRecord } from './types.ts'
 
@@ -175,6 +175,8 @@ function holdsNewerState (ctx: Ctx, now: number, mission: Mission, from: string,
   // candidate waited it out already, and this board's runs longer only because it restarted (see onClaim).
   if (mission.coldStartNext || mission.localBackoffUntil - now > ctx.config.newerStateRefusalMs) return false
   if (!canRestore(ctx, ctx.self.peerId, mine) || !eligible(ctx, record.spec, ctx.self.peerId)) return false
+  // Nor one outside the env values' seal: it cannot start the mission at all.
+  if (!opensEnv(record, ctx.self.peerId)) return false
   // Whether this board reaches a quorum itself does not matter: one that just restarted knows no peer alive yet,
   // granted the older claim, and the newest state was lost. Liveness comes from the refusal's time limit below.
   // A board whose own claims keep failing stops refusing after a while: liveness over the last seconds of state.

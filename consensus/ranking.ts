@@ -21,7 +21,9 @@ export function rankCandidates (ctx: Ctx, now: number, record: MissionRecord): s
   }
   const rest = hrwRank(record.mission, allowed.filter(p => !preferred.includes(p)))
   rest.sort((a, b) => Number(canRestore(ctx, b, record.checkpoint)) - Number(canRestore(ctx, a, record.checkpoint)))
-  const ranked = [...preferred, ...rest]
+  // A board outside the env values' seal cannot start the mission (env-missing), and only a running primary reseals:
+  // the seal's recipients go first. (Chaos seed 25: a board elected before the seal reached it failed its restore.)
+  const ranked = [...preferred, ...rest].sort((a, b) => Number(opensEnv(record, b)) - Number(opensEnv(record, a)))
   // The board whose start or run just failed (it released this epoch) goes last while others can run it.
   // (Not a board that failed in an earlier epoch and was released now by its restart: a board killed while it restored
   // came back as the only holder of the newest checkpoint, ranked last for a failure of 5 epochs before, and a spare
@@ -29,6 +31,11 @@ export function rankCandidates (ctx: Ctx, now: number, record: MissionRecord): s
   const failed = record.released && failedInEpoch(record) ? record.primary : null
   if (failed !== null && ranked.length > 1 && ranked.includes(failed)) return [...ranked.filter(p => p !== failed), failed]
   return ranked
+}
+
+/** The board can open the mission's env values: they are sealed for it, or the mission has no seal. */
+export function opensEnv (record: MissionRecord, peerId: string): boolean {
+  return record.envSeal === undefined || record.envSeal.to.some(w => w.peer === peerId)
 }
 
 export function desiredLayout (ctx: Ctx, now: number, record: MissionRecord, keepRecentlyDead = false): { view: string[], backup: string | null } {

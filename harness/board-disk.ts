@@ -61,14 +61,24 @@ export class BoardDisk {
     return fs.bavail * fs.bsize
   }
 
-  /** Writes a filler file until the disk is full (ENOSPC); returns its size. `free` deletes it. */
+  /**
+   * Writes a filler file until the disk is full (ENOSPC); returns its size. `free` deletes it. Never more than the
+   * disk's size, and only on the disk itself: a fill that began after the disk was unmounted (a test stopped by a
+   * signal went on running) wrote 72 GB into the host's /tmp.
+   */
   async fill (): Promise<number> {
+    if (!liveDisks.has(this)) throw new BoardDiskError(`${this.path}: the board's disk is unmounted`)
     const fh = await open(join(this.path, FILLER), 'a')
     let written = (await fh.stat()).size
     try {
+      const fs = await statfs(this.path)
+      if (fs.blocks * fs.bsize > this.sizeBytes * 1.01) {
+        throw new BoardDiskError(`${this.path} is not the board's ${this.sizeBytes}-byte disk: not filled`)
+      }
       for (const size of [FILL_CHUNK, 4096, 1]) {
         const chunk = Buffer.alloc(size, 0xa5)
         for (;;) {
+          if (written > this.sizeBytes) throw new BoardDiskError(`${this.path}: filled past the disk's ${this.sizeBytes} bytes`)
           try {
             written += (await fh.write(chunk)).bytesWritten
           } catch (err) {

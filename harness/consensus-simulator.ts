@@ -340,6 +340,20 @@ export class Simulation {
     this.#note(`${id}: starts ${cause === null ? 'work' : `fail (${cause})`}`)
   }
 
+  /**
+   * The primary `id` seals the mission's env values for `recipients` (a stand-in seal: the simulator opens nothing):
+   * starts and restores of the mission fail with env-missing on every other board, as the daemon's do.
+   */
+  seal (id: string, mission: string, recipients: string[]): void {
+    this.#input(id, m => {
+      const view = m.snapshot(this.now).find(v => v.name === mission)
+      if (view === undefined) return
+      const seal = { v: 1 as const, gen: (view.envSeal?.gen ?? 0) + 1, key: 'sim', eph: 'sim', to: recipients.map(peer => ({ peer, nonce: 'sim', wrapped: 'sim' })), box: 'sim' }
+      m.local(this.now, { type: 'envSeal', mission, deployId: view.deployId, seal })
+    })
+    this.#note(`${id}: env values of ${mission} sealed for ${recipients.join(',')}`)
+  }
+
   /** Containers on the board exit `ms` after they start (null: they keep running). */
   crashAfter (id: string, ms: number | null): void {
     this.#peer(id).crashAfterMs = ms
@@ -624,13 +638,16 @@ export class Simulation {
         const container: SimContainer = { mission: action.mission, epoch: action.epoch, running: false, token }
         peer.containers.set(action.mission, container)
         const image = imageFor(action.spec, peer.info.arch)
+        const seal = this.snapshot(id, action.mission)?.envSeal
         const failure: [string, FailureCause] | null = !peer.info.canRun
           ? ['Docker does not answer', 'docker']
           : image === undefined || !peer.info.images.includes(normalizeImageRef(image))
             ? [`No such image: ${image ?? '-'}`, 'image-missing']
-            : peer.failStarts !== null
-              ? ['simulated failure', peer.failStarts]
-              : action.type === 'restore' && !peer.heldCids.has(action.checkpoint.cid) ? ['checkpoint not held', 'criu'] : null
+            : seal !== undefined && !seal.to.some(w => w.peer === id)
+              ? ['env values not sealed for this board', 'env-missing']
+              : peer.failStarts !== null
+                ? ['simulated failure', peer.failStarts]
+                : action.type === 'restore' && !peer.heldCids.has(action.checkpoint.cid) ? ['checkpoint not held', 'criu'] : null
         const machine = peer.machine
         this.#schedule(this.rng.int(80, 300), () => {
           if (peer.machine !== machine || peer.containers.get(action.mission)?.token !== token) return

@@ -161,15 +161,19 @@ export class SimulatedBoard {
   }
 
   /**
-   * A power cut: the peer and the Docker daemon with all its containers die at once, with no goodbye. The peer is
-   * SIGKILLed before the first await (a caller may act right after the call, while the daemon still dies).
+   * A power cut: the peer with every process it started and the Docker daemon with all its containers die at once,
+   * with no goodbye. The peer's processes are SIGKILLed before the first await (a caller may act right after the
+   * call, while the daemon still dies).
    */
   async powerCut (): Promise<void> {
     const peer = this.#peer
     this.#peer = undefined
     this.#frozen = []
-    peer?.kill('SIGKILL')
-    peer?.kill('SIGCONT')
+    // The whole tree, not the peer alone: a checkpoint in flight has the peer's runc and CRIU running, and orphaned
+    // they dumped on after the "cut" (CI: both still alive 15 s later). Stopped first, so none forks away meanwhile.
+    const tree = peer == null || peer.pid <= 0 ? [] : stoppedTree(peer.pid)
+    for (const pid of tree) { try { process.kill(pid, 'SIGKILL') } catch {} }
+    for (const pid of tree) { try { process.kill(pid, 'SIGCONT') } catch {} }
     await this.docker.kill()
     if (peer != null) {
       await peer.exited
@@ -230,6 +234,8 @@ export class SimulatedBoard {
 
 /** A process and all its descendants (the peer and its watchdog), from /proc. */
 export function processTree (pid: number): number[] {
+  // Never -1, 0 or 1: signalled, those would reach every process, the caller's group, or init.
+  if (!Number.isSafeInteger(pid) || pid <= 1) return []
   const found = [pid]
   for (let i = 0; i < found.length; i++) {
     const parent = found[i] as number
@@ -242,6 +248,18 @@ export function processTree (pid: number): number[] {
     }
   }
   return found
+}
+
+/** SIGSTOPs `pid` and its descendants until no new one appears (a stopped process cannot fork); returns them all. */
+function stoppedTree (pid: number): number[] {
+  if (!Number.isSafeInteger(pid) || pid <= 1) throw new Error(`not a process to cut: ${pid}`)
+  const stopped = new Set<number>()
+  for (let round = 0; round < 10; round++) {
+    const fresh = processTree(pid).filter(p => !stopped.has(p))
+    if (fresh.length === 0) break
+    for (const p of fresh) { try { process.kill(p, 'SIGSTOP') } catch {} stopped.add(p) }
+  }
+  return [...stopped]
 }
 
 /** Builds an image on one board only, as a user does; the swarm carries it to the others. */

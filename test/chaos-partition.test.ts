@@ -274,8 +274,8 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
         `the new primary resumed at tick ${firstNew?.tick ?? '?'}: ${(lastBeforeCut?.tick ?? 0) - (firstNew?.tick ?? 0)} ticks behind the cut, ${(lastOld?.tick ?? 0) - (firstNew?.tick ?? 0)} behind the last report`)
       // What a cut-off primary may lose is two parts, each bounded: the takeover resumes from the newest checkpoint the
       // backup held at the cut (at most one interval behind the state at the cut), and the minority primary's work
-      // after the cut, until its watchdog's lease lapses (650 ms after it last heard a majority, which is before the
-      // cut), is dropped with the minority, as a frozen daemon's is. Earlier runs lost 60-80+ ticks in all, measured
+      // after the cut, until its watchdog's lease lapses (650 ms after the newest of its beats a majority acknowledged,
+      // which is before the cut), is dropped with the minority, as a frozen daemon's is. Earlier runs lost 60-80+ ticks in all, measured
       // against the minority's last report: 30 behind the cut + 30 of run-on in the best case.
       // The status's promise at the cut: one interval while replication keeps up, its staleness bound when a loaded
       // host cannot (withinInterval false); in ticks, plus the report resolution.
@@ -355,6 +355,9 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
     await t.test('a power cut in namespaces: the real peer dies with its watchdog, the backup takes over', async t => {
       const before = await settled(swarm, 'before')
       const { primary, backup } = roles(swarm, before)
+      // What the status promised right before the cut: a checkpoint in flight at the cut is lost with the board, so
+      // the loss can pass one interval when the status said so (CI: 70 ticks behind, the checkpoint being dumped).
+      const promise = (await swarm.status(primary))?.protection ?? before.protection
       const t0 = Date.now()
       await primary.powerCut()
       const after = await swarm.waitFor(`${backup.name} takes over`, async () => {
@@ -367,7 +370,7 @@ if (gateDockerCriu(t) && gateOn(t, netnsMissing())) {
       t.same(left, [], `no process left in ${primary.name}'s namespace (peer and watchdog gone)`)
       const first = await swarm.waitFor('the restored vehicle reports', async () => samplesOf(swarm.logs.get(after.container!.id)?.entries ?? [])[0])
       t.ok(first.tick > 0, `the vehicle continues at tick ${first.tick}`)
-      checkHistory(t, swarm, 'power cut', t0)
+      checkHistory(t, swarm, 'power cut', t0, promisedTicks(promise.stalenessBoundMs, { floorTicks: MAX_TICKS_LOST, resolutionTicks: 10 }))
     })
   })
 

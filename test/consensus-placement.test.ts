@@ -560,3 +560,19 @@ t.test('a primary whose checkpoints keep failing (its own disk full) reports it:
   t.ok(logged(sim, /checkpoints work again after \d+ failures/), 'and says so')
   t.same(sim.violations, [])
 })
+
+t.test('a board outside the env values\' seal is not elected while a recipient can run the mission', async t => {
+  // Chaos seed 25: a board elected before the reseal reached it failed its restore (env-missing); only a running
+  // primary reseals, so it could never have started.
+  const { sim, primary, backup, third } = protectedOnThree(t, 41, 2000)
+  sim.seal(primary, mission, [primary, third])
+  sim.runFor(500)
+  t.same(sim.snapshot(backup, mission)?.envSeal?.to.map(w => w.peer), [primary, third], 'every board knows the seal (the backup is outside it)')
+  const mark = sim.log.length
+  sim.kill(primary)
+  t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 20_000), 'the mission runs again')
+  t.same(sim.runningOn(mission), [third], 'on the seal\'s other recipient')
+  t.notOk(sim.log.slice(mark).some(line => line.includes(`${backup} [vehicle] epoch`) && line.includes(': primary (from')), 'the backup outside the seal never won an epoch')
+  t.notOk(sim.log.slice(mark).some(line => /env-missing|env values not sealed/.test(line)), 'no start failed for want of the env values')
+  t.same(sim.violations, [])
+})
