@@ -29,6 +29,12 @@ export interface BeatLinkOptions {
   watchers: () => string[]
   /** Monotonic milliseconds (performance.now by default): the clock of acknowledgedAt. */
   now?: () => number
+  /**
+   * The peers named by requireAcks are beaten this often as well (default: half intervalMs). A lease counts from the
+   * newest beat acknowledged, so it is up to one such interval staler than the moment it is renewed: CI's loaded
+   * host lost leases of 650 ms to 200 ms beats plus the members' delays in answering.
+   */
+  ackIntervalMs?: number
   /** A beat from `peerId`; returns whether it counted as a sign of life (not: unknown peer, old incarnation): only those are acknowledged. */
   onBeat: (peerId: string, incarnation: number, healthScore: number) => boolean
   /** `peerId` stopped beating us (closed its stream, or the connection went away). */
@@ -67,6 +73,7 @@ export class BeatLink {
   #requireAcks: () => string[] = () => []
   #seq = 0
   #timer: NodeJS.Timeout | undefined
+  #ackTimer: NodeJS.Timeout | undefined
   #stopped = false
 
   constructor (options: BeatLinkOptions) {
@@ -78,6 +85,7 @@ export class BeatLink {
   async start (): Promise<void> {
     await this.#options.libp2p.handle(BEAT_PROTOCOL, (stream, connection) => { this.#receive(stream, connection) }, { maxInboundStreams: 4 })
     this.#timer = setInterval(() => { this.beat() }, this.#options.intervalMs)
+    this.#ackTimer = setInterval(() => { this.#beatForAcks() }, this.#options.ackIntervalMs ?? this.#options.intervalMs / 2)
   }
 
   /** Peers we send beats to now. */
@@ -104,19 +112,36 @@ export class BeatLink {
       this.#out.delete(peerId)
       void stream?.close().catch(() => { stream.abort(new Error('no longer a watcher')) })
     }
-    const seq = this.#seq = (this.#seq + 1) >>> 0
-    this.#sent[seq % SENT_KEPT] = { seq, at: this.#now() }
-    const frame = encodeBeat(this.#options.incarnation(), this.#options.healthScore?.() ?? 0, seq)
+    const frame = this.#nextFrame()
     for (const peerId of wanted) {
       const stream = this.#out.get(peerId)
       if (stream === undefined) { this.#open(peerId, frame); continue }
-      if (stream === null || stream.writeBufferLength > MAX_BUFFERED_BYTES) continue
-      try {
-        stream.send(frame)
-      } catch {
-        this.#out.delete(peerId)
-        stream.abort(new Error('beat send failed'))
-      }
+      this.#send(peerId, stream, frame)
+    }
+  }
+
+  /** A beat between the regular ones, to the peers whose acknowledgements a lease counts (over open streams only). */
+  #beatForAcks (): void {
+    if (this.#stopped) return
+    const peers = this.#requireAcks().filter(p => this.#out.get(p) != null)
+    if (peers.length === 0) return
+    const frame = this.#nextFrame()
+    for (const peerId of peers) this.#send(peerId, this.#out.get(peerId) ?? null, frame)
+  }
+
+  #nextFrame (): Uint8Array {
+    const seq = this.#seq = (this.#seq + 1) >>> 0
+    this.#sent[seq % SENT_KEPT] = { seq, at: this.#now() }
+    return encodeBeat(this.#options.incarnation(), this.#options.healthScore?.() ?? 0, seq)
+  }
+
+  #send (peerId: string, stream: Stream | null, frame: Uint8Array): void {
+    if (stream === null || stream.writeBufferLength > MAX_BUFFERED_BYTES) return
+    try {
+      stream.send(frame)
+    } catch {
+      this.#out.delete(peerId)
+      stream.abort(new Error('beat send failed'))
     }
   }
 
@@ -206,6 +231,7 @@ export class BeatLink {
   async stop (): Promise<void> {
     this.#stopped = true
     clearInterval(this.#timer)
+    clearInterval(this.#ackTimer)
     await this.#options.libp2p.unhandle(BEAT_PROTOCOL).catch(() => {})
     for (const stream of [...this.#out.values(), ...this.#in.values()]) stream?.abort(new Error('peer stopping'))
     this.#out.clear()

@@ -364,7 +364,7 @@ export class MissionService {
   /**
    * Tells the watchdog this daemon is alive and in control of its containers for the lease's validity, counted from
    * the newest of this peer's beats a majority of each mission's view acknowledged (Raft's leader lease; views of
-   * 3 to 5 boards, each member beaten every 200 ms): no member takes over before it has not heard this peer for
+   * 3 to 5 boards, each member beaten every 100 ms): no member takes over before it has not heard this peer for
    * primarySilenceMs, and each acknowledging member heard it at that beat's send time or later. A primary cut off
    * from its majority has its container frozen by the watchdog 650 ms after its last acknowledged beat, however late
    * its own detector, self-fence and Docker are, and whatever it reads after a stall of its own. Larger views count
