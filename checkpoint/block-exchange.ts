@@ -11,6 +11,20 @@ import * as dagCbor from '@ipld/dag-cbor'
 import { CID } from 'multiformats/cid'
 import type { BundleBackend } from './backend.ts'
 
+/** The CIDs a request asks for (entries that are no CID are answered null); throws on anything but a request. */
+export function decodeBlockRequest (bytes: Uint8Array): unknown[] {
+  const request = dagCbor.decode(bytes) as { cids?: unknown } | null
+  if (request === null || typeof request !== 'object' || !Array.isArray(request.cids) || request.cids.length > BATCH_SIZE) throw new Error('bad block request')
+  return request.cids
+}
+
+/** One reply frame: 1 to `remaining` entries, each a block's bytes or null (entries of another type count as absent). */
+export function decodeBlockReply (bytes: Uint8Array, remaining: number, provider: string): unknown[] {
+  const group = dagCbor.decode(bytes)
+  if (!Array.isArray(group) || group.length === 0 || group.length > remaining) throw new Error(`malformed block reply from ${provider}`)
+  return group
+}
+
 export const BLOCKS_PROTOCOL = '/tandem/blocks/1.0.0'
 export const BATCH_SIZE = 1024
 const MAX_BLOCK_BYTES = 4 * 1024 * 1024
@@ -169,8 +183,7 @@ export class BlockExchange implements BlockSource {
   private async serve (stream: Stream, peerBudget: ByteBudget, signal: AbortSignal): Promise<void> {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
-      const request = dagCbor.decode((await lp.read({ signal })).subarray()) as { cids?: unknown }
-      if (!Array.isArray(request.cids) || request.cids.length > BATCH_SIZE) throw new Error('bad block request')
+      const request = { cids: decodeBlockRequest((await lp.read({ signal })).subarray()) }
       const read = async (value: unknown): Promise<Uint8Array | null> => {
         const cid = CID.asCID(value)
         if (cid == null) return null
@@ -252,8 +265,7 @@ export class BlockExchange implements BlockSource {
       await lp.write(dagCbor.encode({ cids }), { signal })
       let next = 0
       while (next < cids.length) {
-        const group = dagCbor.decode((await lp.read({ signal })).subarray())
-        if (!Array.isArray(group) || group.length === 0 || next + group.length > cids.length) throw new Error(`malformed block reply from ${provider}`)
+        const group = decodeBlockReply((await lp.read({ signal })).subarray(), cids.length - next, provider)
         for (const bytes of group) {
           const cid = cids[next++] as CID
           if (bytes instanceof Uint8Array) into.set(cid.toString(), bytes)

@@ -1,7 +1,7 @@
 // A mission's env values sealed for its view, as checkpoints are (checkpoint/sealing.ts): a fresh content key per
 // seal, wrapped for each peer with X25519 from its Ed25519 identity; the openings (salt and value per name) sealed
 // under it as JSON. Gossiped in the mission record; only the peers it is wrapped for can open it.
-import { ContentKey, SealError, wrapFor, type KeyEnvelope, type SealIdentity } from './sealing.ts'
+import { asEnvelope, ContentKey, SealError, wrapFor, type KeyEnvelope, type SealIdentity } from './sealing.ts'
 import type { EnvSeal } from '../consensus/types.ts'
 import type { EnvOpenings } from '../manifest/env-commitment.ts'
 
@@ -30,13 +30,15 @@ export const sealedFor = (seal: EnvSeal): string[] => seal.to.map(w => w.peer).s
  * box that does not authenticate, or not JSON openings). They still have to be checked against the spec's digests.
  */
 export function openEnv (mission: string, seal: EnvSeal, identity: SealIdentity): EnvOpenings {
-  const envelope: KeyEnvelope = {
+  // Checked as a sealed checkpoint's envelope is: a key, an ephemeral key or a copy of the wrong length is a SealError
+  // here, not a RangeError from the curve's code (the record's schema checks only that they are base64url).
+  const envelope: KeyEnvelope = asEnvelope({
     v: 1,
     key: bytes(seal.key),
     mission,
     eph: bytes(seal.eph),
     to: seal.to.map(w => ({ peer: w.peer, nonce: bytes(w.nonce), wrapped: bytes(w.wrapped) }))
-  }
+  })
   const key = identity.open(envelope)
   let parsed: unknown
   try { parsed = JSON.parse(Buffer.from(key.open(bytes(seal.box))).toString()) } catch (err) {

@@ -305,7 +305,7 @@ function checkWon (ctx: Ctx, now: number, mission: Mission): void {
   if (record.epoch >= claim.epoch || record.removed) return
   const wasRunning = mission.container !== null && basis.primary === self
   // A running primary's reconfiguration keeps a member that died lately; a takeover drops the dead primary at once.
-  const layout = desiredLayout(ctx, now, basis, wasRunning)
+  const layout = desiredLayout(ctx, now, mission, basis, wasRunning)
   const view = replace !== null
     ? [...basis.view.filter(p => p !== replace.partner), replace.joiner].sort()
     : stepView(basis.view, new Set([...layout.view, ...claim.votes]), self)

@@ -44,6 +44,16 @@ export function primaryGone (ctx: Ctx, now: number, peerId: string): boolean {
   return now - (ctx.heardAt.get(peerId) ?? -Infinity) >= ctx.config.primarySilenceMs
 }
 
+/**
+ * The peer takes part in the mission's consensus (see memberSilenceMs): a message of it about the mission arrived
+ * within that time, or this board learned the mission (or started) less than that ago and has not heard it yet.
+ */
+export function takesPart (ctx: Ctx, now: number, mission: Mission, peerId: string): boolean {
+  if (peerId === ctx.self.peerId) return true
+  const heard = mission.heardFrom.get(peerId) ?? Math.max(mission.knownSince, ctx.startedAt)
+  return now - heard < ctx.config.memberSilenceMs
+}
+
 export function canPlace (ctx: Ctx, spec: MissionSpec, peerId: string): boolean { return placementOk(spec, boardInfo(ctx, peerId)) }
 
 export function hasImage (ctx: Ctx, spec: MissionSpec, peerId: string): boolean { return holdsImage(spec, boardInfo(ctx, peerId)) }

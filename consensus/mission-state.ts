@@ -88,6 +88,9 @@ export interface Mission extends PersistedMission {
    * between): `key` names the record (epoch, primary); they vouch for it (see ProofAnchor in quorum-proof.ts).
    */
   vouches: { key: string, from: Set<string> } | null
+  /** When this board learned the mission, and when each peer last sent a consensus message about it (see takesPart). */
+  knownSince: number
+  heardFrom: Map<string, number>
 }
 
 export type Removal = Omit<Extract<StopReason, { kind: 'removed' }>, 'kind'>
@@ -100,7 +103,7 @@ export const MAX_EPOCH = 2 ** 40
 /** A claim may run at most this far above the epochs the voter knows (its record's and its highest vote's). */
 export const MAX_CLAIM_STEP = 1000
 
-export function newMission (stored: PersistedMission): Mission {
+export function newMission (stored: PersistedMission, now: number): Mission {
   return {
     ...stored,
     container: null, claim: null, lastClaimAt: -Infinity, electionSince: null, quorumLostSince: null,
@@ -110,7 +113,7 @@ export function newMission (stored: PersistedMission): Mission {
     imageStore: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageFetch: { cid: null, since: null, failures: 0, retryAt: -Infinity },
     imageHeldAt: -Infinity,
-    lastAck: null, blockedReason: null, unplaceableSince: null, vouches: null
+    lastAck: null, blockedReason: null, unplaceableSince: null, vouches: null, knownSince: now, heardFrom: new Map()
   }
 }
 

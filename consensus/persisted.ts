@@ -19,7 +19,7 @@ export function persistedState (ctx: Ctx): PersistedState {
 export function loadPersisted (ctx: Ctx, now: number, persisted: PersistedState | undefined): void {
   if (persisted !== undefined && persisted.self === ctx.self.peerId) {
     for (const [name, stored] of Object.entries(persisted.missions)) {
-      const mission = newMission(cloneJson(stored))
+      const mission = newMission(cloneJson(stored), now)
       withRecordDefaults(mission.record)
       ctx.missions.set(name, mission)
       const record = mission.record

@@ -81,7 +81,7 @@ export function tickPrimary (ctx: Ctx, now: number, mission: Mission, frozenMs: 
 
   // Reconfiguration: a new epoch when the view or the backup should change (the container keeps running).
   if (mission.claim === null && mission.pendingMove === null && now - mission.lastClaimAt >= ctx.config.claimTimeoutMs) {
-    const { view, backup } = desiredLayout(ctx, now, record, true)
+    const { view, backup } = desiredLayout(ctx, now, mission, record, true)
     const backupGone = record.backup !== null && stateOf(ctx, now, record.backup) === 'dead'
     // The backup cannot hold the image any more, or a board that can restore here replaces one that cannot.
     const backupUnfit = record.backup !== null && backup !== record.backup && (!eligibleBackup(ctx, record, record.backup) ||

@@ -2,8 +2,8 @@
 // same facts), the view and backup a primary wants, and the boards that fetch the image ahead of need.
 import { hrwRank } from './hrw.ts'
 import type { Ctx } from './context.ts'
-import { failedInEpoch } from './mission-state.ts'
-import { boardInfo, canPlace, canRestore, eligible, eligibleBackup, hasImage, loneClaimantOf, quorumReachable, stateOf } from './membership.ts'
+import { failedInEpoch, type Mission } from './mission-state.ts'
+import { boardInfo, canPlace, canRestore, eligible, eligibleBackup, hasImage, loneClaimantOf, quorumReachable, stateOf, takesPart } from './membership.ts'
 import type { MissionRecord } from './types.ts'
 
 /** Peers that may run the mission next, best first; every peer computes the same order from the same facts. */
@@ -38,9 +38,10 @@ export function opensEnv (record: MissionRecord, peerId: string): boolean {
   return record.envSeal === undefined || record.envSeal.to.some(w => w.peer === peerId)
 }
 
-export function desiredLayout (ctx: Ctx, now: number, record: MissionRecord, keepRecentlyDead = false): { view: string[], backup: string | null } {
+/** The view and backup this board wants for `mission` on the basis of `record`: live boards that take part, and the best backup. */
+export function desiredLayout (ctx: Ctx, now: number, mission: Mission, record: MissionRecord, keepRecentlyDead = false): { view: string[], backup: string | null } {
   const members = new Set<string>([ctx.self.peerId])
-  for (const p of ctx.peers.keys()) if (stateOf(ctx, now, p) === 'alive') members.add(p)
+  for (const p of ctx.peers.keys()) if (stateOf(ctx, now, p) === 'alive' && takesPart(ctx, now, mission, p)) members.add(p)
   for (const p of record.view) if (stateOf(ctx, now, p) === 'suspect') members.add(p)
   if (keepRecentlyDead && record.view.length >= 3) {
     for (const p of record.view) {

@@ -22,7 +22,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
     if (incoming.removed) return
     // Nothing known to check it against: its proof must hold on its own (see firstLook).
     if (!firstLook(ctx, incoming)) { refuse(ctx, 'no-quorum-proof'); return }
-    const adopted = newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null })
+    const adopted = newMission({ record: incoming, votedEpoch: incoming.epoch, votedFor: null, held: null }, now)
     noteRestarts(ctx, now, adopted, 0)
     ctx.missions.set(incoming.mission, adopted)
     persist(ctx)
@@ -44,7 +44,7 @@ export function onAnnounce (ctx: Ctx, now: number, from: string, incoming: Missi
     }
     if (!incoming.removed && !firstLook(ctx, incoming)) { refuse(ctx, 'no-quorum-proof'); return }
     stopIfRunning(ctx, mission, { kind: 'replaced', deployId: incoming.deployId })
-    ctx.missions.set(incoming.mission, newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }))
+    ctx.missions.set(incoming.mission, newMission({ record: incoming, votedEpoch: Math.max(mission.votedEpoch, incoming.epoch), votedFor: mission.votedFor, held: null }, now))
     persist(ctx)
     return
   }
@@ -234,7 +234,7 @@ export function deploy (ctx: Ctx, now: number, spec: MissionSpec, deployId?: str
     ...(grant === undefined ? {} : { grant }),
     ...(envSeal === undefined ? {} : { envSeal })
   }
-  ctx.missions.set(spec.name, newMission({ record, votedEpoch: epoch, votedFor: null, held: null }))
+  ctx.missions.set(spec.name, newMission({ record, votedEpoch: epoch, votedFor: null, held: null }, now))
   persist(ctx)
   emitEvent(ctx, spec.name, { kind: 'deployed', viewSize: view.length })
   announce(ctx, now, ctx.missions.get(spec.name)!)

@@ -72,6 +72,7 @@ export function stepMessage (ctx: Ctx, now: number, from: string, msg: Consensus
     case 'abandon': onAbandon(ctx, now, from, msg); break
     case 'move': onMoveMessage(ctx, now, msg); break
   }
+  ctx.missions.get(msg.type === 'announce' ? msg.record.mission : msg.mission)?.heardFrom.set(from, now)
 }
 
 /** A local event (the operator's requests here, the results of actions): to the module that owns its kind. */

@@ -119,6 +119,14 @@ export interface ConsensusConfig {
    * add it back each time (a bridge cost 4-6 epochs in 15 s). Its majority still holds without it meanwhile.
    */
   viewLeaveAfterMs: number
+  /**
+   * A live board joins a view, and stays in one, only while it takes part in consensus: some consensus message from it
+   * (every board re-announces each mission every announceIntervalMs) arrived within this long. A board that
+   * heartbeats but never speaks (a hostile member that would never vote, a link that passes heartbeats and loses the
+   * rest) otherwise counts toward the view's quorum without ever adding to it, and one real failure more blocks the
+   * next election for good.
+   */
+  memberSilenceMs: number
 }
 
 export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
@@ -144,7 +152,8 @@ export const DEFAULT_CONSENSUS_CONFIG: ConsensusConfig = {
   blockedAfterMs: 2000,
   newerStateRefusalMs: 5000,
   staleTakeoverWaitMs: 20_000,
-  viewLeaveAfterMs: 10_000
+  viewLeaveAfterMs: 10_000,
+  memberSilenceMs: 10_000
 }
 
 /** A checkpoint: content address plus its place in the mission's history. Ordered by (epoch, seq). */

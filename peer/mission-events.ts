@@ -44,7 +44,7 @@ export function markOf (event: MissionEventData): EventMark | undefined {
 }
 
 /** `text` and `mark` are derived from `event` (describe, markOf); sent for peers that only read those. */
-interface EventMessage { mission: string, seq: number, at: number, event: MissionEventData, text?: string, mark?: EventMark }
+export interface EventMessage { mission: string, seq: number, at: number, event: MissionEventData, text?: string, mark?: EventMark }
 
 /** What arrives: text and mark are not read, they are derived again from the event (its schema: consensus/events.ts). */
 const eventMessageSchema = z.object({
@@ -54,7 +54,8 @@ const eventMessageSchema = z.object({
   event: missionEventSchema
 })
 
-function validateEvent (payload: unknown): EventMessage {
+/** A gossiped mission event (a GossipDrop if it is not one). */
+export function validateEvent (payload: unknown): EventMessage {
   const result = eventMessageSchema.safeParse(payload)
   if (!result.success) throw new GossipDrop('malformed', describeIssue(result.error))
   const { mission, seq, at, event } = result.data

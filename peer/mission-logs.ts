@@ -85,6 +85,16 @@ function boardOf (value: unknown): string | undefined {
 
 const batchSchema = z.object({ mission: z.string().max(128), lines: z.array(z.unknown()) })
 
+/** A batch of log lines gossiped by `sender` (each line's board is the sender); a GossipDrop if it is not one. */
+export function validateLogBatch (payload: unknown, sender: string): { mission: string, lines: MissionLogEntry[] } {
+  const parsed = batchSchema.safeParse(payload)
+  if (!parsed.success) throw new GossipDrop('malformed', `not a mission log batch (${describeIssue(parsed.error)})`)
+  const p = parsed.data
+  const lines = p.lines.map(l => validEntry(l, sender))
+  if (lines.some(l => l == null)) throw new GossipDrop('malformed', 'bad log line')
+  return { mission: p.mission, lines: lines as MissionLogEntry[] }
+}
+
 /** What another peer asks over MISSION_LOGS_PROTOCOL. */
 const requestSchema = z.object({ mission: z.string(), since: z.unknown().optional() })
 
@@ -277,14 +287,7 @@ export class MissionLogs {
   async start (): Promise<void> {
     const peer = this.#peer
     await this.store.load()
-    this.#cleanups.push(peer.gossip.subscribe(MISSION_LOGS_TOPIC, (payload, sender) => {
-      const parsed = batchSchema.safeParse(payload)
-      if (!parsed.success) throw new GossipDrop('malformed', `not a mission log batch (${describeIssue(parsed.error)})`)
-      const p = parsed.data
-      const lines = p.lines.map(l => validEntry(l, sender))
-      if (lines.some(l => l == null)) throw new GossipDrop('malformed', 'bad log line')
-      return { mission: p.mission, lines: lines as MissionLogEntry[] }
-    }, batch => { this.store.add(batch.mission, batch.lines) }, { maxBytes: MAX_MESSAGE_BYTES + 1024 }))
+    this.#cleanups.push(peer.gossip.subscribe(MISSION_LOGS_TOPIC, validateLogBatch, batch => { this.store.add(batch.mission, batch.lines) }, { maxBytes: MAX_MESSAGE_BYTES + 1024 }))
 
     await peer.node.libp2p.handle(MISSION_LOGS_PROTOCOL, async stream => {
       const signal = AbortSignal.timeout(ASK_TIMEOUT_MS * 2)

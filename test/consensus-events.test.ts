@@ -1,69 +1,10 @@
 // consensus/events.ts: every kind renders its wording, survives the wire's parser unchanged, and the parser refuses
 // what it does not know.
 import t from 'tap'
-import { describe, MISSION_EVENT_KINDS, parseMissionEvent, type MissionEventData } from '../consensus/events.ts'
+import { describe, MISSION_EVENT_KINDS, parseMissionEvent } from '../consensus/events.ts'
 import { kindOf } from '../peer/swarm-events.ts'
 import { markOf } from '../peer/mission-events.ts'
-
-/** One event of every kind (two or three of those whose wording has variants). */
-const SAMPLES: MissionEventData[] = [
-  { kind: 'restartedAsPrimary', epoch: 1 },
-  { kind: 'unknownMission', mission: 'm' },
-  { kind: 'regranted', key: 'k' },
-  { kind: 'running', epoch: 1 },
-  { kind: 'selfFenced', cause: { kind: 'leaseLapsed', lateMs: 1 } },
-  { kind: 'selfFenced', cause: { kind: 'frozen', frozenMs: 1, leaseMs: 1 } },
-  { kind: 'selfFenced', cause: { kind: 'quorumLost', alive: 1, members: 3, quorum: 2 } },
-  { kind: 'imageStored', image: 'i', cid: 'c' },
-  { kind: 'imageStoreFailed', error: 'e', retryMs: 1 },
-  { kind: 'imageFetchFailed', image: 'i', error: 'e', retryMs: 1 },
-  { kind: 'moveAborted', error: 'e' },
-  { kind: 'checkpointsFailing', failures: 1, error: 'e', since: 1 },
-  { kind: 'checkpointsRecovered', seq: 1, failures: 1 },
-  { kind: 'fetchesFailing', failures: 1, error: 'e', retryMs: 1 },
-  { kind: 'blocked', requirement: 'docker', reason: 'no live board has Docker' },
-  { kind: 'blocked', requirement: 'image', reason: 'image x is on no live board' },
-  { kind: 'replacingBackup', partner: 'p', joiner: 'j' },
-  { kind: 'staleWait', held: null, newest: { seq: 1, epoch: 1 }, waitMs: 1 },
-  { kind: 'staleGiveUp', heldSeq: null, newestSeq: 1 },
-  { kind: 'claimRefused', epoch: 1, candidate: 'c', wouldRestore: null, held: null },
-  { kind: 'reconfigured', epoch: 1, view: ['a'], backup: null },
-  { kind: 'elected', epoch: 1, from: null, takeover: false, start: { kind: 'restore', seq: 1 } },
-  { kind: 'elected', epoch: 1, from: 'x', takeover: true, start: { kind: 'cold', image: 'i', dataSeq: null, because: { kind: 'noCheckpoint' } } },
-  { kind: 'failureLearned', board: 'b', reason: 'r', restarts: 1 },
-  { kind: 'fenced', stoppedEpoch: 1, epoch: 2, primary: 'p' },
-  { kind: 'fenceReceived', epoch: 1, stoppedEpoch: 1 },
-  { kind: 'removed', by: 'request', from: null },
-  { kind: 'deployRefused', mission: 'm' },
-  { kind: 'deployed', viewSize: 1 },
-  { kind: 'moveRefused', to: 't', mission: 'm' },
-  { kind: 'moveCold', to: 't' },
-  { kind: 'moveStarted', to: 't' },
-  { kind: 'handingOver', seq: 1, to: 't' },
-  { kind: 'fetchingImage', image: 'i', as: 'backup' },
-  { kind: 'fetchingImage', image: 'i', as: 'candidate' },
-  { kind: 'failed', failure: 'restoreFailed', reason: 'r', coldNext: false, restarts: 1, waitMs: 1, localWaitMs: 1 },
-  { kind: 'failed', failure: 'restoreFailed', reason: 'r', coldNext: true, restarts: 1, waitMs: 1, localWaitMs: 1 },
-  { kind: 'storageFailed', problem: 'p', detail: 'd' },
-  { kind: 'storageRecovered', afterMs: 1, problem: null },
-  { kind: 'containerStarted', image: 'i', epoch: 1, data: null },
-  { kind: 'stagedRejected', seq: 1, reason: 'r' },
-  { kind: 'restoreRepaired', seq: 1, blocks: 1 },
-  { kind: 'restored', seq: 1, epoch: 1, ms: 1, phases: { createMs: 1, filesMs: 1, criuMs: 1 }, staged: false, imageLoaded: false },
-  { kind: 'restoreRefused', seq: 1, error: 'e' },
-  { kind: 'checkpointOverrun', seq: 1, tookMs: 1, intervalMs: 1 },
-  { kind: 'finalCheckpointTaken', seq: 1, epoch: 1, pausedMs: 1 },
-  { kind: 'containerStopped', epoch: 1, reason: { kind: 'startTimedOut' } },
-  { kind: 'containerExited', epoch: 1, reason: 'r' },
-  { kind: 'staleContainerStopped', epoch: 1, knownEpoch: null },
-  { kind: 'imageShared', image: 'i', totalBytes: 1, newBytes: 1, ms: 1 },
-  { kind: 'imageShareFailed', image: 'i', error: 'e' },
-  { kind: 'imageLoaded', image: 'i', ms: 1, fetchedBytes: 1, totalBytes: 1, reusedLayers: 0 },
-  { kind: 'imageLoadFailed', image: 'i', error: 'e' },
-  { kind: 'fetchRepaired', seq: 1, blocks: 1 },
-  { kind: 'envRefused', problem: 'not-a-recipient', detail: 'the env values are sealed for 2 other board(s), not this one' },
-  { kind: 'envResealed', gen: 1, members: 2 }
-]
+import { EVENT_SAMPLES as SAMPLES } from '../harness/event-samples.ts'
 
 /** Their wording, as the machine and the daemon wrote it before events were data. */
 const WORDING = [

@@ -80,6 +80,11 @@ t.test('seals: each recipient opens, an outsider cannot, tampering is refused', 
   const box = Buffer.from(seal.box, 'base64url')
   box[box.length - 20] = (box[box.length - 20] as number) ^ 1
   t.throws(() => openEnv('m', { ...seal, box: box.toString('base64url') }, a), SealError, 'a flipped bit in the sealed values')
+  // Found by the decoder fuzz (bench/fuzz.ts): a short ephemeral key threw the curve's RangeError, not a SealError.
+  const short = Buffer.from(seal.eph, 'base64url').subarray(0, 24).toString('base64url')
+  t.throws(() => openEnv('m', { ...seal, eph: short }, a), SealError, 'an ephemeral key of 24 bytes')
+  t.throws(() => openEnv('m', { ...seal, to: seal.to.map(w => ({ ...w, nonce: '' })) }, a), SealError, 'an empty nonce')
+  t.throws(() => openEnv('m', { ...seal, key: 'AAAA' }, a), SealError, 'a key id of 3 bytes')
   // A member that seals other values for the view: they open, but the digests the operator signed refuse them.
   const forged = sealEnv('m', { ...openings, TOKEN: { ...openings.TOKEN!, value: 'evil' } }, [a.peerId, b.peerId], 1)
   t.equal(problem(() => clearEnv(spec, openEnv('m', forged, b))), 'value-mismatch')

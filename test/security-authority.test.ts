@@ -191,7 +191,10 @@ if (gateOn(t, await dockerMissing())) {
   })
 
   t.test('a member of the view (the attacker heartbeats like a board) claims an epoch alone and fences the primary: no-quorum-proof everywhere', async t => {
-    // Heartbeats as a board sends them: every board counts the attacker alive and the primary takes it into the view.
+    // Heartbeats as a board sends them: every board counts the attacker alive. It also re-announces the record it
+    // overheard each second, as every board does: the views take in only boards that speak in consensus
+    // (memberSilenceMs), and the primary takes it into the view.
+    const latest = (): MissionRecord | undefined => overheard.filter((m): m is Extract<ConsensusMessage, { type: 'announce' }> => m.type === 'announce' && m.record.mission === MISSION).at(-1)?.record
     let seq = 0
     const incarnation = Date.now()
     const beat = (): void => {
@@ -201,11 +204,12 @@ if (gateOn(t, await dockerMissing())) {
         capabilities: { criu: { version: null, checkOk: false }, docker: { available: false, version: null } },
         load: { loadPerCore: 0, lagMs: 0, rssMb: 50, healthScore: 0 }, extras: {}
       })).catch(() => {})
+      const record = latest()
+      if (seq % 3 === 0 && record !== undefined) void forge({ type: 'announce', record, claim: { votedEpoch: 0, open: false } }).catch(() => {})
     }
     beat()
     const beating = setInterval(beat, 300)
     t.teardown(() => { clearInterval(beating) })
-    const latest = (): MissionRecord | undefined => overheard.filter((m): m is Extract<ConsensusMessage, { type: 'announce' }> => m.type === 'announce' && m.record.mission === MISSION).at(-1)?.record
     await waitFor('the attacker to join the mission\'s view on every board', async () => {
       const r = latest()
       if (r?.view.includes(attackerId) !== true || r.proof === undefined) return false
