@@ -46,12 +46,12 @@ export function primaryGone (ctx: Ctx, now: number, peerId: string): boolean {
 
 /**
  * The peer takes part in the mission's consensus (see memberSilenceMs): a message of it about the mission arrived
- * within that time, or this board learned the mission (or started) less than that ago and has not heard it yet.
+ * within that time, or this board learned the mission (at start, for the missions it kept) less than that ago and
+ * has not heard it yet.
  */
 export function takesPart (ctx: Ctx, now: number, mission: Mission, peerId: string): boolean {
   if (peerId === ctx.self.peerId) return true
-  const heard = mission.heardFrom.get(peerId) ?? Math.max(mission.knownSince, ctx.startedAt)
-  return now - heard < ctx.config.memberSilenceMs
+  return now - (mission.heardFrom.get(peerId) ?? mission.knownSince) < ctx.config.memberSilenceMs
 }
 
 export function canPlace (ctx: Ctx, spec: MissionSpec, peerId: string): boolean { return placementOk(spec, boardInfo(ctx, peerId)) }
