@@ -788,12 +788,13 @@ export class Simulation {
 
   #checkEpochs (peer: SimPeer, next: PersistedState | undefined): void {
     if (next === undefined) return
+    // Per deployment: a new deployment of the name starts again from its own epoch (an open swarm lets anyone deploy,
+    // and the decoder fuzz sends forged ones; keyed by name only, a deployment replaced and back counted as going back).
     for (const [mission, m] of Object.entries(next.missions)) {
-      const before = peer.heldEpochs.get(mission) ?? -1
-      if (m.record.epoch < before && m.record.deployId === (peer.persisted?.missions[mission]?.record.deployId ?? m.record.deployId)) {
-        this.#violate(`${peer.info.peerId}: epoch of ${mission} went back from ${before} to ${m.record.epoch}`)
-      }
-      peer.heldEpochs.set(mission, Math.max(before, m.record.epoch))
+      const key = `${mission}/${m.record.deployId}`
+      const before = peer.heldEpochs.get(key) ?? -1
+      if (m.record.epoch < before) this.#violate(`${peer.info.peerId}: epoch of ${mission} went back from ${before} to ${m.record.epoch}`)
+      peer.heldEpochs.set(key, Math.max(before, m.record.epoch))
     }
   }
 

@@ -77,8 +77,8 @@ function parseText (text: string, filename: string | undefined): unknown {
   const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: false })
   const error = doc.errors[0]
   if (error !== undefined) throw invalid(error.message.split('\n')[0] ?? '')
-  const duplicate = yamlDuplicateKey(doc.contents)
-  if (duplicate !== undefined) throw invalid(`Map keys must be unique: duplicate key ${JSON.stringify(duplicate)}`)
+  const keyProblem = yamlKeyProblem(doc.contents)
+  if (keyProblem !== undefined) throw invalid(keyProblem)
   try {
     return doc.toJS({ maxAliasCount: 100 })
   } catch (err) {
@@ -98,15 +98,17 @@ function yamlIndicators (text: string): number {
   return count
 }
 
-function yamlDuplicateKey (root: unknown): string | undefined {
+function yamlKeyProblem (root: unknown): string | undefined {
   const stack: unknown[] = [root]
   while (stack.length > 0) {
     const node = stack.pop() as YamlNode | null | undefined
     if (isMap(node)) {
       const seen = new Set<string>()
       for (const pair of node.items) {
+        // A sequence or mapping as a key (`? [a, b]: x`) has no JSON form (the yaml package stringifies it and warns).
+        if (pair.key !== null && !isScalar(pair.key)) return 'a mapping key must be a plain value, not a sequence or mapping'
         const key = isScalar(pair.key) ? String(pair.key.value) : String(pair.key)
-        if (seen.has(key)) return key
+        if (seen.has(key)) return `Map keys must be unique: duplicate key ${JSON.stringify(key)}`
         seen.add(key)
         stack.push(pair.value)
       }

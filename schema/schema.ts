@@ -4,10 +4,31 @@ import { z } from 'zod'
 
 export { z }
 
-/** A plain object (not an array, not null), passed through as it is: for open-ended fields such as heartbeat extras. */
+/**
+ * How deep objects and arrays may nest in an open-ended field. JSON.stringify and structuredClone recurse: a 10 KB
+ * heartbeat whose extras nested 5,000 deep (found by bench/fuzz.ts) would have made every later status of the
+ * board that kept it throw.
+ */
+export const MAX_OPEN_DEPTH = 32
+
+/** Whether objects and arrays in `value` nest at most `max` deep (byte arrays, CIDs and other class instances are leaves). */
+export function nestsAtMost (value: unknown, max: number): boolean {
+  const stack: Array<[unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!
+    if (v === null || typeof v !== 'object') continue
+    const proto = Object.getPrototypeOf(v)
+    if (!Array.isArray(v) && proto !== Object.prototype && proto !== null) continue
+    if (depth >= max) return false
+    for (const child of Object.values(v)) stack.push([child, depth + 1])
+  }
+  return true
+}
+
+/** A plain object (not an array, not null) nested at most MAX_OPEN_DEPTH deep, passed through as it is: for open-ended fields such as heartbeat extras. */
 export const plainObject = z.custom<Record<string, unknown>>(
-  value => typeof value === 'object' && value !== null && !Array.isArray(value),
-  { error: 'must be an object' }
+  value => typeof value === 'object' && value !== null && !Array.isArray(value) && nestsAtMost(value, MAX_OPEN_DEPTH),
+  { error: `must be an object nested at most ${MAX_OPEN_DEPTH} deep` }
 )
 
 /** A safe integer >= 0 (counters, epochs, sequence numbers, sizes). */

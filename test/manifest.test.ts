@@ -123,6 +123,8 @@ t.test('duplicate keys are refused in YAML and JSON, nested too, and named', asy
   t.match(errorOf('{"name": "v", "name": "w", "image": "x"}').message, /duplicate key "name"/)
   t.same(parseManifest('{"name": "v", "image": "x", "env": {"name": "1", "image": "2"}}').env, { name: '1', image: '2' }, 'the same key in two maps is fine')
   t.equal(parseManifest('{name: v, image: x}').name, 'v', 'a YAML flow mapping that is not JSON')
+  // Found by the decoder fuzz: a collection as a key was stringified by the yaml package, with a process warning.
+  t.match(errorOf(base + '? [sh, -c]\n: 1\n').message, /not valid YAML or JSON: a mapping key must be a plain value/)
 })
 
 t.test('parsing a 64 KiB worst case (thousands of keys, duplicate-key check) is fast', async t => {

@@ -19,12 +19,13 @@ export const hostileValue: fc.Arbitrary<unknown> = fc.oneof(
   { weight: 3, arbitrary: fc.jsonValue({ maxDepth: 3 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 64 }) },
   { weight: 1, arbitrary: fc.integer({ min: -(2 ** 53) + 1, max: 2 ** 53 - 1 }) },
-  { weight: 1, arbitrary: fc.nat({ max: 40 }).map(depth => nest(depth)) }
+  { weight: 1, arbitrary: fc.nat({ max: 8 }).map(depth => nest(depth * 25)) }
 )
 
+/** A value nested `depth` deep (deeper ones are made in the text: see deepText, as copying them overflows the stack here). */
 function nest (depth: number): unknown {
   let value: unknown = 0
-  for (let i = 0; i < depth * 25; i++) value = i % 2 === 0 ? [value] : { a: value }
+  for (let i = 0; i < depth; i++) value = i % 2 === 0 ? [value] : { a: value }
   return value
 }
 
@@ -69,6 +70,14 @@ function put (parent: Slot['parent'], key: string | number, value: unknown): voi
 function copy<T> (value: T): T { return structuredClone(value) }
 
 function apply (root: unknown, edits: Edit[]): unknown {
+  try { return applyEdits(root, edits) } catch (err) {
+    // Edits that copy a value into itself can nest it past what structuredClone recurses through: keep the seed.
+    if (err instanceof RangeError) return copy(root)
+    throw err
+  }
+}
+
+function applyEdits (root: unknown, edits: Edit[]): unknown {
   let out = copy(root)
   for (const e of edits) {
     const all = slots(out)
@@ -163,13 +172,28 @@ export function mutatedBytes (seeds: readonly Uint8Array[]): fc.Arbitrary<Uint8A
   )
 }
 
-/** A seed's JSON text after structural edits, byte edits, or both: what arrives over gossip. */
+const DEEP = '\u0001deep\u0001'
+
+/**
+ * A seed's JSON text with one value replaced by arrays or objects nested 100 to 20,000 deep, written as text: what
+ * JSON.parse accepts and JSON.stringify or structuredClone of the result may not (their recursion overflows).
+ */
+function deepText (seeds: readonly unknown[]): fc.Arbitrary<Uint8Array> {
+  return fc.record({ seed: fc.nat({ max: seeds.length - 1 }), at: fc.nat(), depth: fc.integer({ min: 100, max: 20_000 }), arrays: fc.boolean() }).map(({ seed, at, depth, arrays }) => {
+    const text = JSON.stringify(apply(seeds[seed], [{ kind: 'replace', at, value: DEEP }])) ?? 'null'
+    const deep = arrays ? '['.repeat(depth) + ']'.repeat(depth) : '{"a":'.repeat(depth) + '0' + '}'.repeat(depth)
+    return new TextEncoder().encode(text.replace(JSON.stringify(DEEP), deep))
+  })
+}
+
+/** A seed's JSON text after structural edits, byte edits, or both, or with a deeply nested value: what arrives over gossip. */
 export function mutatedJsonText (seeds: readonly unknown[]): fc.Arbitrary<Uint8Array> {
   const texts = seeds.map(s => new TextEncoder().encode(JSON.stringify(s)))
   const structural = mutatedValue(seeds).map(v => new TextEncoder().encode(JSON.stringify(v) ?? 'undefined'))
   return fc.oneof(
     { weight: 6, arbitrary: structural },
     { weight: 2, arbitrary: mutatedBytes(texts) },
-    { weight: 1, arbitrary: fc.tuple(structural, byteEdit).map(([bytes, e]) => applyBytes(bytes, texts, [e])) }
+    { weight: 1, arbitrary: fc.tuple(structural, byteEdit).map(([bytes, e]) => applyBytes(bytes, texts, [e])) },
+    { weight: 1, arbitrary: deepText(seeds) }
   )
 }

