@@ -128,6 +128,11 @@ function missionGossip (seed: number): FuzzTarget {
   }
 }
 
+/** Inputs of several kinds, each drawn from its own arbitrary: `{ kind, bytes }`. */
+function byKind (kinds: Record<string, fc.Arbitrary<Uint8Array>>): fc.Arbitrary<{ kind: string, bytes: Uint8Array }> {
+  return fc.oneof(...Object.entries(kinds).map(([kind, bytes]) => fc.record({ kind: fc.constant(kind), bytes })))
+}
+
 /** The gossip signer of a message: mostly who it claims to be (null), sometimes another board (a forgery). */
 function signer (ids: string[]): fc.Arbitrary<string | null> {
   return fc.oneof({ weight: 4, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: fc.constantFrom(...ids) })
@@ -269,7 +274,7 @@ function blockFrames (): FuzzTarget {
   return {
     name: 'block frames',
     what: 'dag-cbor -> decodeBlockRequest / decodeBlockReply',
-    input: fc.oneof(fc.record({ kind: fc.constant('request'), bytes: mutatedBytes(requests) }), fc.record({ kind: fc.constant('reply'), bytes: mutatedBytes(replies) })),
+    input: byKind({ request: mutatedBytes(requests), reply: mutatedBytes(replies) }),
     feed: input => {
       const { kind, bytes } = input as { kind: 'request' | 'reply', bytes: Uint8Array }
       try {
@@ -466,7 +471,7 @@ function logsAndEvents (): FuzzTarget {
   return {
     name: 'logs, events',
     what: 'JSON -> validateLogBatch / validateEvent -> log store and paging / event wording',
-    input: fc.oneof(fc.record({ kind: fc.constant('logs'), bytes: mutatedJsonText(batches) }), fc.record({ kind: fc.constant('event'), bytes: mutatedJsonText(events) })),
+    input: byKind({ logs: mutatedJsonText(batches), event: mutatedJsonText(events) }),
     feed: input => {
       const { kind, bytes } = input as { kind: 'logs' | 'event', bytes: Uint8Array }
       const json = gossipJson(bytes)
