@@ -60,6 +60,11 @@ function maybeClaim (ctx: Ctx, now: number, mission: Mission): void {
   const candidates = rankCandidates(ctx, now, record)
   const rank = candidates.indexOf(self)
   if (rank < 0) return
+  // A board outside the env values' seal cannot start the mission (env-missing): it leaves the claim to a recipient
+  // that could run it, however long that one waits (its back-off, a hold-back, a deferral). (Chaos seed 26: both
+  // recipients waited, the board outside claimed last in rank, won, failed its restore, and a recipient took the
+  // next epoch: 7 epochs for a double fault.) With no such recipient alive it claims, fails and says why, as before.
+  if (!opensEnv(record, self) && record.envSeal!.to.some(w => w.peer !== self && stateOf(ctx, now, w.peer) === 'alive' && eligible(ctx, record.spec, w.peer))) return
   // A better placed board that appears (comes back, is released) gets its whole stagger ahead of this one: the wait
   // runs again from now. (The stagger ran from the primary's death; a spare with an older checkpoint claimed 68 ms
   // after the revived holder of the newest one, ranked first, came back, and won alone in a two-board view.)

@@ -576,3 +576,36 @@ t.test('a board outside the env values\' seal is not elected while a recipient c
   t.notOk(sim.log.slice(mark).some(line => /env-missing|env values not sealed/.test(line)), 'no start failed for want of the env values')
   t.same(sim.violations, [])
 })
+
+t.test('a board outside the env values\' seal leaves the claim to a live recipient that can run the mission', async t => {
+  // Chaos seed 26: the primary died, the backup took over, was re-sealed for itself and the spare and was killed while
+  // it restored. Both came back; the board outside the seal (the old primary, holding the newest checkpoint) claimed
+  // while the recipients waited, won, failed its restore (env-missing) and a recipient took the next epoch. These
+  // seeds did that in the simulator before the rule (8 of 1000 such double faults).
+  for (const seed of [20, 32, 388, 559, 592, 844, 988, 995]) {
+    const ids = ['a', 'b', 'c']
+    const sim = new Simulation({ seed, peers: ids.map(id => ({ id })) })
+    sim.runFor(1000)
+    sim.deploy('a', SIM_MISSION)
+    t.ok(sim.runUntil(() => sim.snapshot(sim.runningOn(mission)[0] ?? 'a', mission)?.protected === true, 10_000), `seed ${seed}: protected`)
+    sim.runFor(3000)
+    const first = sim.runningOn(mission)[0]!
+    const backup = sim.snapshot(first, mission)!.backup!
+    const spare = ids.find(id => id !== first && id !== backup)!
+    sim.kill(first)
+    t.ok(sim.runUntil(() => sim.snapshot(backup, mission)?.primary === backup, 5000), `seed ${seed}: the backup takes over`)
+    sim.seal(backup, mission, [backup, spare])
+    sim.runFor(sim.rng.int(0, 150))
+    sim.kill(backup)
+    sim.runFor(6000 + sim.rng.int(0, 1000))
+    const mark = sim.log.length
+    sim.restart(first)
+    sim.runFor(sim.rng.int(0, 500))
+    sim.restart(backup)
+    t.ok(sim.runUntil(() => sim.runningOn(mission).length === 1, 30_000), `seed ${seed}: the mission runs again`)
+    sim.runFor(3000)
+    t.notOk(sim.log.slice(mark).some(line => /env values not sealed/.test(line)), `seed ${seed}: no board outside the seal tried to start it`)
+    t.not(sim.runningOn(mission)[0], first, `seed ${seed}: it runs on a recipient`)
+    t.same(sim.violations, [])
+  }
+})
