@@ -40,7 +40,7 @@ const started = performance.now()
 for (const target of targets) {
   const result = runTarget(target, { runs, seed, timeLimitMs: seconds * 1000 / targets.length })
   results.push(result)
-  console.log(`fuzz: ${result.name}: ${result.inputs} inputs in ${(result.ms / 1000).toFixed(1)} s, ${result.crashes} crashes, ${result.violations.length} violations`)
+  console.log(`fuzz: ${result.name}: ${result.inputs} inputs in ${(result.ms / 1000).toFixed(1)} s, ${result.crashes} crashes, ${result.violations.length} violations${result.note === '' ? '' : `; ${result.note}`}`)
   for (const e of result.examples) console.log(`  crash: ${e.error.split('\n')[0]}\n    input: ${e.input}`)
   for (const v of result.violations.slice(0, 5)) console.log(`  violation: ${v}`)
   console.log(`  slowest input: ${result.slowestMs.toFixed(1)} ms: ${result.slowestInput}`)

@@ -16,6 +16,8 @@ export interface TargetResult {
   examples: Crash[]
   /** Invariants of the consumer broken (stateful targets). */
   violations: string[]
+  /** The target's own account of the run (stateful targets), or ''. */
+  note: string
   ms: number
   slowestMs: number
   /** The slowest input (its time includes any GC pause that fell into it). */
@@ -37,7 +39,7 @@ export function preview (input: unknown, max = 300): string {
 }
 
 export function runTarget (target: FuzzTarget, options: { runs: number, seed: number, timeLimitMs?: number }): TargetResult {
-  const result: TargetResult = { name: target.name, what: target.what, inputs: 0, accepted: 0, refused: 0, crashes: 0, examples: [], violations: [], ms: 0, slowestMs: 0, slowestInput: '' }
+  const result: TargetResult = { name: target.name, what: target.what, inputs: 0, accepted: 0, refused: 0, crashes: 0, examples: [], violations: [], note: '', ms: 0, slowestMs: 0, slowestInput: '' }
   const started = performance.now()
   fc.check(fc.property(target.input, input => {
     const t0 = performance.now()
@@ -55,5 +57,6 @@ export function runTarget (target: FuzzTarget, options: { runs: number, seed: nu
   }), { numRuns: options.runs, seed: options.seed, ...(options.timeLimitMs === undefined ? {} : { interruptAfterTimeLimit: options.timeLimitMs, markInterruptAsFailure: false }) })
   result.ms = performance.now() - started
   result.violations = [...(target.violations?.() ?? [])]
+  result.note = target.note?.() ?? ''
   return result
 }

@@ -48,6 +48,8 @@ export interface FuzzTarget {
   feed: (input: unknown) => boolean
   /** Invariants of the consumer broken so far (stateful targets). */
   violations?: () => string[]
+  /** What the run did that the counts do not say (stateful targets). */
+  note?: () => string
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true })
@@ -72,30 +74,40 @@ function refusedBy<T> (validate: () => T): T | undefined {
  * Mission gossip: a consensus message's bytes -> JSON -> validateMessage -> the operator's grant checked ->
  * delivered to a live simulated swarm of four boards (its machines are the product's), which runs on between inputs.
  * Seeds: every message the swarm itself published while it deployed a signed mission, failed over, moved it and
- * had a board revived.
+ * had a board revived. A replayed remove (it carries a valid grant) ends the mission: the swarm is then built again
+ * the same way, so the inputs after it meet a live mission too.
  */
 function missionGossip (seed: number): FuzzTarget {
   const ids = ['board-a', 'board-b', 'board-c', 'board-d']
-  const sim = new Simulation({ seed, peers: ids.map(id => ({ id })) })
   const operator = new OperatorSigner(createOperatorKeyPair().privatePem)
   const keys = new OperatorKeys([operator.publicKey])
+  // One time for every grant of the run: each rebuilt swarm makes the same deployment (and moves stay in their TTL).
   const at = Date.now()
   const spec: MissionSpec = { ...SIM_MISSION }
   const deployId = newDeployId(operator.publicKey, at, 'fuzz')
-  const seeds: ConsensusMessage[] = []
-  sim.onPublish = (_from, message) => { if (seeds.length < 3000) seeds.push(JSON.parse(JSON.stringify(message)) as ConsensusMessage) }
-  sim.local('board-a', { type: 'deploy', spec, deployId, grant: operator.sign({ op: 'deploy', subject: spec.name, deployId, spec: specDigest(spec), to: null, at }) })
-  sim.runFor(4000)
-  const primary = sim.runningOn(spec.name)[0] ?? 'board-a'
-  sim.kill(primary)
-  sim.runFor(4000)
-  sim.restart(primary)
-  sim.runFor(4000)
-  const target = ids.find(id => !sim.runningOn(spec.name).includes(id)) ?? 'board-b'
-  sim.local('board-a', { type: 'move', mission: spec.name, to: target, grant: operator.sign({ op: 'move', subject: spec.name, deployId, spec: null, to: target, at: Date.now() }) })
-  sim.runFor(4000)
-  seeds.push({ type: 'remove', mission: spec.name, deployId, grant: operator.sign({ op: 'remove', subject: spec.name, deployId, spec: null, to: null, at: Date.now() }) } as ConsensusMessage)
-  sim.onPublish = null
+  const build = (): { sim: Simulation, seeds: ConsensusMessage[] } => {
+    const sim = new Simulation({ seed, peers: ids.map(id => ({ id })) })
+    const seeds: ConsensusMessage[] = []
+    sim.onPublish = (_from, message) => { if (seeds.length < 3000) seeds.push(JSON.parse(JSON.stringify(message)) as ConsensusMessage) }
+    sim.local('board-a', { type: 'deploy', spec, deployId, grant: operator.sign({ op: 'deploy', subject: spec.name, deployId, spec: specDigest(spec), to: null, at }) })
+    sim.runFor(4000)
+    const primary = sim.runningOn(spec.name)[0] ?? 'board-a'
+    sim.kill(primary)
+    sim.runFor(4000)
+    sim.restart(primary)
+    sim.runFor(4000)
+    const target = ids.find(id => !sim.runningOn(spec.name).includes(id)) ?? 'board-b'
+    sim.local('board-a', { type: 'move', mission: spec.name, to: target, grant: operator.sign({ op: 'move', subject: spec.name, deployId, spec: null, to: target, at }) })
+    sim.runFor(4000)
+    seeds.push({ type: 'remove', mission: spec.name, deployId, grant: operator.sign({ op: 'remove', subject: spec.name, deployId, spec: null, to: null, at }) } as ConsensusMessage)
+    sim.onPublish = null
+    return { sim, seeds }
+  }
+  const first = build()
+  const seeds = first.seeds
+  let sim = first.sim
+  const violations: string[] = []
+  let swarms = 1
   let fed = 0
   const senders = [...ids, 'attacker']
   return {
@@ -121,10 +133,18 @@ function missionGossip (seed: number): FuzzTarget {
           if (accepted) sim.inject(to, from, message)
         }
       }
-      if (++fed % 20 === 0) sim.runFor(50)
+      if (++fed % 20 === 0) {
+        sim.runFor(50)
+        if (ids.every(id => sim.snapshot(id, spec.name)?.state === 'removed')) {
+          violations.push(...sim.violations)
+          sim = build().sim
+          swarms++
+        }
+      }
       return accepted
     },
-    violations: () => sim.violations
+    violations: () => [...violations, ...sim.violations],
+    note: () => `${swarms} swarms (a replayed remove ends one)`
   }
 }
 
