@@ -91,9 +91,7 @@ export interface ChaosResult { seed: number, boards: number, faults: FaultRecord
 async function steady (ms: MissionSwarm, beforeFault: boolean): Promise<MissionStatus | undefined> {
   const status = await ms.anyStatus()
   if (status?.state !== 'running' || (beforeFault && (!status.protected || status.view.length < ms.boards.length))) return undefined
-  if (beforeFault) {
-    for (const board of ms.boards) if ((await ms.status(board))?.epoch !== status.epoch) return undefined
-  }
+  if (beforeFault && (await Promise.all(ms.boards.map(async board => await ms.status(board)))).some(s => s?.epoch !== status.epoch)) return undefined
   const running = await ms.running()
   return running.length === 1 ? status : undefined
 }

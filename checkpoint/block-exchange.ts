@@ -183,7 +183,7 @@ export class BlockExchange implements BlockSource {
   private async serve (stream: Stream, peerBudget: ByteBudget, signal: AbortSignal): Promise<void> {
     try {
       const lp = lpStream(stream, { maxDataLength: MAX_REQUEST_BYTES })
-      const request = { cids: decodeBlockRequest((await lp.read({ signal })).subarray()) }
+      const cids = decodeBlockRequest((await lp.read({ signal })).subarray())
       const read = async (value: unknown): Promise<Uint8Array | null> => {
         const cid = CID.asCID(value)
         if (cid == null) return null
@@ -215,9 +215,9 @@ export class BlockExchange implements BlockSource {
       }
       // Blocks range from 4 KiB pages to 1 MiB layer chunks: read ahead by bytes, as far as the last block sizes suggest.
       let readAhead = 1
-      for (let i = 0; i < request.cids.length;) {
+      for (let i = 0; i < cids.length;) {
         signal.throwIfAborted()
-        const batch = request.cids.slice(i, i + readAhead)
+        const batch = cids.slice(i, i + readAhead)
         i += batch.length
         let largest = 1
         for (const bytes of await Promise.all(batch.map(read))) {
